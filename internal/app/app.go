@@ -1,0 +1,259 @@
+// Package app wires Ferry together from a configuration and owns its
+// lifecycle: start in order (embedded broker, Kafka clusters, protos,
+// routes and their reply readers, the gRPC server), stop in reverse, and
+// undo a partial start when a step fails.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/ferryproxy/ferry/internal/config"
+	"github.com/ferryproxy/ferry/internal/grpcserver"
+	"github.com/ferryproxy/ferry/internal/kafka"
+	"github.com/ferryproxy/ferry/internal/produce"
+	"github.com/ferryproxy/ferry/internal/protoreg"
+)
+
+// App is one running Ferry.
+type App struct {
+	cfg    *config.Config
+	logger *slog.Logger
+
+	embedded *kafka.Embedded
+	clusters map[string]*kafka.Cluster
+	readers  []*produce.Reader
+	handler  *produce.Handler
+	server   *grpcserver.Server
+	lis      net.Listener
+
+	// ctx bounds record writing and reply reading; cancel ends them after
+	// the server stopped.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	serveErr  chan error
+	closeOnce sync.Once
+}
+
+// LoadProtos loads the configuration's proto sources; relative paths are
+// taken from the configuration file's directory.
+func LoadProtos(ctx context.Context, cfg *config.Config) (*protoreg.Registry, error) {
+	sources := make([]protoreg.Source, len(cfg.Protos))
+	for i, p := range cfg.Protos {
+		sources[i] = protoreg.Source{Files: p.Files, ImportPaths: p.ImportPaths, DescriptorSet: p.DescriptorSet}
+	}
+	reg, err := protoreg.Load(ctx, filepath.Dir(cfg.File()), sources)
+	if err != nil {
+		return nil, fmt.Errorf("%s: loading protos: %w", cfg.File(), err)
+	}
+	return reg, nil
+}
+
+// Validate checks everything Start would, short of connecting and
+// listening: the configuration, the protos, and that every route names a
+// method the protos define.
+func Validate(ctx context.Context, cfg *config.Config) error {
+	reg, err := LoadProtos(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	_, err = produce.NewTable(cfg, reg, routesFor(cfg, nil))
+	return err
+}
+
+// routesFor builds the routes of cfg, with the producers and readers that
+// build returns for each, or unconnected ones when build is nil.
+func routesFor(cfg *config.Config, build func(rc config.Route) *produce.Route) map[string]*produce.Route {
+	m := make(map[string]*produce.Route, len(cfg.Routes))
+	for _, rc := range cfg.Routes {
+		if build != nil {
+			m[rc.Name] = build(rc)
+		} else {
+			m[rc.Name] = produce.NewRoute(rc.Name, rc.Produce, nil, nil, cfg.Replies.MaxBufferedPerCall)
+		}
+	}
+	return m
+}
+
+// Start builds and starts Ferry. On error, whatever had started is stopped
+// again.
+func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *App, err error) {
+	a := &App{cfg: cfg, logger: logger, clusters: map[string]*kafka.Cluster{}, serveErr: make(chan error, 1)}
+	a.ctx, a.cancel = context.WithCancel(context.Background())
+	defer func() {
+		if err != nil {
+			a.Close(context.Background())
+		}
+	}()
+
+	if err := a.startKafka(ctx); err != nil {
+		return nil, err
+	}
+	reg, err := LoadProtos(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	routes, err := a.buildRoutes()
+	if err != nil {
+		return nil, err
+	}
+	table, err := produce.NewTable(cfg, reg, routes)
+	if err != nil {
+		return nil, err
+	}
+	a.handler = produce.NewHandler(a.ctx, reg, table, logger)
+
+	g := cfg.Listeners.GRPC
+	a.server = grpcserver.New(grpcserver.Options{
+		Reflection:         g.Reflection,
+		Health:             g.Health,
+		MaxRecvMessageSize: g.MaxRecvMessageSize,
+		ShutdownTimeout:    g.ShutdownTimeout,
+		Registry:           reg,
+		Handler:            a.handler.Handle,
+		Logger:             logger,
+	})
+	a.lis, err = net.Listen("tcp", g.Address)
+	if err != nil {
+		return nil, fmt.Errorf("listening for gRPC on %s (listeners.grpc.address): %w", g.Address, err)
+	}
+	go func() { a.serveErr <- a.server.Serve(a.lis) }()
+	services := make([]string, 0, len(reg.Services()))
+	for _, s := range reg.Services() {
+		services = append(services, string(s.FullName()))
+	}
+	logger.Info("serving gRPC", "address", a.lis.Addr().String(), "services", services, "routes", len(cfg.Routes))
+	return a, nil
+}
+
+// startKafka starts the embedded broker when a cluster has no brokers, and
+// checks that every cluster answers.
+func (a *App) startKafka(ctx context.Context) error {
+	kafkaLogger := a.logger.With("component", "kafka")
+	if a.cfg.Log.Level != "debug" {
+		// franz-go logs every connection at info; keep Ferry's normal
+		// operation quiet and let its warnings through.
+		kafkaLogger = slog.New(levelFloor{a.logger.Handler(), slog.LevelWarn}).With("component", "kafka")
+	}
+	for _, cc := range a.cfg.Clusters {
+		seeds := cc.Brokers
+		if len(seeds) == 0 {
+			if a.embedded == nil {
+				e, err := kafka.StartEmbedded(a.cfg.Embedded.Port, a.cfg.Embedded.Partitions)
+				if err != nil {
+					return fmt.Errorf("embedded.port: %w", err)
+				}
+				a.embedded = e
+				a.logger.Warn("no brokers configured: started the embedded Kafka broker, which keeps data in memory only",
+					"address", e.Addrs()[0], "cluster", cc.Name)
+			}
+			seeds = a.embedded.Addrs()
+		}
+		cl := kafka.NewCluster(cc, seeds, kafkaLogger)
+		a.clusters[cc.Name] = cl
+		pctx, cancel := context.WithTimeout(ctx, cc.DialTimeout)
+		err := cl.Ping(pctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("%w (clusters: %s)", err, cc.Name)
+		}
+	}
+	return nil
+}
+
+// buildRoutes creates each route's producer and starts one reader per
+// reply topic and cluster, shared by every route that reads it.
+func (a *App) buildRoutes() (map[string]*produce.Route, error) {
+	start := time.Now().Add(-a.cfg.Replies.Lookback)
+	readers := map[[2]string]*produce.Reader{}
+	var errs []error
+	routes := routesFor(a.cfg, func(rc config.Route) *produce.Route {
+		p := rc.Produce
+		cl := a.clusters[p.Cluster]
+		producer, err := cl.Producer(kafka.Acks(p.Acks))
+		if err != nil {
+			errs = append(errs, err)
+			return nil
+		}
+		var rd *produce.Reader
+		if p.ReplyTo != "" {
+			key := [2]string{p.Cluster, p.ReplyTo}
+			if rd = readers[key]; rd == nil {
+				kc, err := cl.NewReader(p.ReplyTo, start)
+				if err != nil {
+					errs = append(errs, err)
+					return nil
+				}
+				rd = produce.StartReader(a.ctx, kc, start, produce.ReaderOptions{
+					Topic: p.ReplyTo, Names: p.HeaderNames, Replies: a.cfg.Replies, Logger: a.logger,
+				})
+				readers[key] = rd
+				a.readers = append(a.readers, rd)
+			}
+		}
+		return produce.NewRoute(rc.Name, p, producer, rd, a.cfg.Replies.MaxBufferedPerCall)
+	})
+	return routes, errors.Join(errs...)
+}
+
+// GRPCAddr returns the address the gRPC server listens on.
+func (a *App) GRPCAddr() string { return a.lis.Addr().String() }
+
+// KafkaAddrs returns the seed brokers of the named cluster.
+func (a *App) KafkaAddrs(cluster string) []string { return a.clusters[cluster].Seeds() }
+
+// Wait returns when the gRPC server stops serving on its own, with why.
+func (a *App) Wait() <-chan error { return a.serveErr }
+
+// Close stops Ferry in reverse order of start: the gRPC server (graceful,
+// bounded by the shutdown timeout and ctx), the calls' request readers, the
+// reply readers, then the producers after they wrote what they hold, and
+// the embedded broker last. It is idempotent and safe after a partial start.
+func (a *App) Close(ctx context.Context) {
+	a.closeOnce.Do(func() {
+		if a.server != nil {
+			a.server.Stop(ctx)
+		}
+		if a.handler != nil {
+			a.handler.Wait()
+		}
+		for _, rd := range a.readers {
+			rd.Close()
+		}
+		for name, cl := range a.clusters {
+			if err := cl.Flush(ctx); err != nil {
+				a.logger.Warn("records not written before shutdown", "cluster", name, "err", err)
+			}
+			cl.Close()
+		}
+		a.cancel()
+		if a.embedded != nil {
+			a.embedded.Close()
+		}
+	})
+}
+
+// levelFloor is a slog handler that drops records below min.
+type levelFloor struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (h levelFloor) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+
+func (h levelFloor) WithAttrs(as []slog.Attr) slog.Handler {
+	return levelFloor{h.Handler.WithAttrs(as), h.min}
+}
+
+func (h levelFloor) WithGroup(name string) slog.Handler {
+	return levelFloor{h.Handler.WithGroup(name), h.min}
+}

@@ -1,0 +1,304 @@
+// Package config defines Ferry's YAML configuration: its types, their
+// defaults, strict decoding with ${ENV} expansion, and the single validation
+// pass whose errors name the file, the line, the YAML path and what to do.
+package config
+
+import (
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is the whole of one Ferry configuration file.
+type Config struct {
+	// Clusters are the Kafka clusters Ferry talks to, addressed by name.
+	Clusters []Cluster `yaml:"clusters"`
+	// Embedded configures the in-process broker that serves every cluster
+	// whose broker list is empty.
+	Embedded Embedded `yaml:"embedded"`
+	// Listeners are the network faces Ferry serves.
+	Listeners Listeners `yaml:"listeners"`
+	// Protos are the .proto files and descriptor sets that define the
+	// services Ferry serves.
+	Protos []ProtoSource `yaml:"protos"`
+	// Routes map gRPC methods to Kafka topics; the first match wins.
+	Routes []Route `yaml:"routes"`
+	// Replies configures the shared readers of reply topics.
+	Replies Replies `yaml:"replies"`
+	// Log configures Ferry's own logging.
+	Log Log `yaml:"log"`
+
+	// file is the path the config was loaded from, used in error messages.
+	file string
+	// lines maps a YAML path such as "routes[0].produce.topic" to the line
+	// it was written on, so validation errors can point at it.
+	lines map[string]int
+}
+
+// File returns the path the configuration was loaded from.
+func (c *Config) File() string { return c.file }
+
+// Cluster is one Kafka cluster.
+type Cluster struct {
+	// Name addresses the cluster from routes.
+	Name string `yaml:"name"`
+	// Brokers are the seed brokers, host:port. An entry may hold several,
+	// separated by commas; empty entries are dropped. When none remain, the
+	// cluster is served by the embedded in-memory broker.
+	Brokers []string `yaml:"brokers"`
+	// ClientID is the Kafka client id Ferry presents.
+	ClientID string `yaml:"client_id"`
+	// DialTimeout bounds each connection attempt to a broker.
+	DialTimeout time.Duration `yaml:"dial_timeout"`
+	// Producer tunes the producer Ferry writes requests with.
+	Producer Producer `yaml:"producer"`
+}
+
+// Producer tunes how records are batched and written.
+type Producer struct {
+	// Linger is how long the producer waits to fill a batch. Zero sends as
+	// soon as the previous request to the broker returned, which is the
+	// lowest latency and still batches under load.
+	Linger time.Duration `yaml:"linger"`
+	// MaxBufferedRecords bounds the records buffered in memory awaiting a
+	// broker's acknowledgement; producing blocks beyond it (backpressure).
+	MaxBufferedRecords int `yaml:"max_buffered_records"`
+	// Compression is the batch compression: none, gzip, snappy, lz4 or zstd.
+	Compression string `yaml:"compression"`
+	// DeliveryTimeout bounds how long one record may take to be
+	// acknowledged, retries included, before the call that wrote it fails.
+	DeliveryTimeout time.Duration `yaml:"delivery_timeout"`
+}
+
+// Embedded configures the in-process broker.
+type Embedded struct {
+	// Port the embedded broker listens on, on 127.0.0.1. Zero picks a free
+	// port.
+	Port int `yaml:"port"`
+	// Partitions is the partition count of topics the embedded broker
+	// creates on first use.
+	Partitions int `yaml:"partitions"`
+}
+
+// Listeners groups the network faces Ferry serves.
+type Listeners struct {
+	GRPC GRPCListener `yaml:"grpc"`
+}
+
+// GRPCListener is the gRPC server.
+type GRPCListener struct {
+	// Address is host:port to listen on.
+	Address string `yaml:"address"`
+	// Reflection enables the gRPC server reflection service.
+	Reflection bool `yaml:"reflection"`
+	// Health enables the grpc.health.v1 service.
+	Health bool `yaml:"health"`
+	// MaxRecvMessageSize bounds one request message, in bytes.
+	MaxRecvMessageSize int `yaml:"max_recv_message_size"`
+	// ShutdownTimeout bounds the graceful stop; calls still running after
+	// it are cancelled.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+}
+
+// ProtoSource is one source of service definitions: .proto files compiled
+// at start-up, or a descriptor set written by `protoc -o` or `buf build`.
+type ProtoSource struct {
+	// Files are .proto files, relative to one of ImportPaths.
+	Files []string `yaml:"files"`
+	// ImportPaths are the directories imports are resolved in. Relative
+	// paths are taken from the config file's directory. Default: the config
+	// file's directory.
+	ImportPaths []string `yaml:"import_paths"`
+	// DescriptorSet is the path of a serialized FileDescriptorSet.
+	DescriptorSet string `yaml:"descriptor_set"`
+}
+
+// Route maps matching gRPC calls to a capability.
+type Route struct {
+	// Name labels the route in logs and metrics. Default: "route-<index>".
+	Name string `yaml:"name"`
+	// When lists the conditions, ORed; the route matches a call when any
+	// condition matches.
+	When []Condition `yaml:"when"`
+	// Produce writes requests to a topic and reads replies from another.
+	Produce *ProduceRoute `yaml:"produce"`
+}
+
+// Condition matches a call by method and metadata.
+type Condition struct {
+	// Method is "package.Service/Method" or "package.Service/*".
+	Method string `yaml:"method"`
+	// Metadata entries must all be present with exactly these values.
+	Metadata map[string]string `yaml:"metadata"`
+}
+
+// ProduceRoute is the gRPC → Kafka request/reply capability.
+type ProduceRoute struct {
+	// Cluster names the Kafka cluster. Default: the first cluster.
+	Cluster string `yaml:"cluster"`
+	// Topic receives one record per request message.
+	Topic string `yaml:"topic"`
+	// ReplyTo is the topic replies are read from. Empty makes the route
+	// one-way.
+	ReplyTo string `yaml:"reply_to"`
+	// Key is the record key. Default: the call's correlation id.
+	Key string `yaml:"key"`
+	// Acks is none, leader_only or in_sync_replicas.
+	Acks string `yaml:"acks"`
+	// Overrides are headers written first on every record, in order.
+	Overrides Headers `yaml:"overrides"`
+	// Timeout bounds the wait for the terminal reply; the call then ends
+	// with DEADLINE_EXCEEDED. Zero waits as long as the client does.
+	Timeout time.Duration `yaml:"timeout"`
+	// ForwardAuthorization copies the authorization metadata entry into a
+	// meta: header. Off by default so credentials do not land in Kafka.
+	ForwardAuthorization bool `yaml:"forward_authorization"`
+	// OneWayAck, for one-way routes, answers only after Kafka acknowledged
+	// every record of the call (true, the default) or as soon as the client
+	// half-closed (false, Zilla's behaviour).
+	OneWayAck *bool `yaml:"one_way_ack"`
+	// HeaderNames renames the headers Ferry writes and reads.
+	HeaderNames HeaderNames `yaml:"header_names"`
+}
+
+// HeaderNames are the Kafka header names of the record layout.
+type HeaderNames struct {
+	Service       string `yaml:"service"`
+	Method        string `yaml:"method"`
+	ReplyTo       string `yaml:"reply_to"`
+	CorrelationID string `yaml:"correlation_id"`
+	Status        string `yaml:"status"`
+	Message       string `yaml:"message"`
+	MetaPrefix    string `yaml:"meta_prefix"`
+}
+
+// Replies configures the shared reply-topic readers.
+type Replies struct {
+	// Lookback is how far back a reply reader starts, and how long completed
+	// replies are kept so that a retry with the same idempotency-key gets
+	// them again instead of producing the request twice.
+	Lookback time.Duration `yaml:"lookback"`
+	// MaxCachedBytes bounds the memory of kept replies per reply topic; the
+	// oldest are dropped first.
+	MaxCachedBytes int64 `yaml:"max_cached_bytes"`
+	// MaxBufferedPerCall bounds the replies queued for one call whose client
+	// reads them too slowly; past it the call ends with RESOURCE_EXHAUSTED
+	// rather than holding up the reader every other call shares.
+	MaxBufferedPerCall int `yaml:"max_buffered_per_call"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level is debug, info, warn or error.
+	Level string `yaml:"level"`
+	// Format is text or json.
+	Format string `yaml:"format"`
+}
+
+// Default returns the configuration every file is decoded onto.
+func Default() Config {
+	return Config{
+		Embedded: Embedded{Port: 9092, Partitions: 1},
+		Listeners: Listeners{GRPC: GRPCListener{
+			Address:            "127.0.0.1:7151",
+			Reflection:         true,
+			Health:             true,
+			MaxRecvMessageSize: 4 << 20,
+			ShutdownTimeout:    10 * time.Second,
+		}},
+		Replies: Replies{Lookback: 5 * time.Minute, MaxCachedBytes: 64 << 20, MaxBufferedPerCall: 1024},
+		Log:     Log{Level: "info", Format: "text"},
+	}
+}
+
+// DefaultHeaderNames are Zilla's header names.
+func DefaultHeaderNames() HeaderNames {
+	return HeaderNames{
+		Service:       "zilla:service",
+		Method:        "zilla:method",
+		ReplyTo:       "zilla:reply-to",
+		CorrelationID: "zilla:correlation-id",
+		Status:        "zilla:status",
+		Message:       "zilla:message",
+		MetaPrefix:    "meta:",
+	}
+}
+
+// applyDefaults fills what depends on other values or sits in slices, which
+// decoding onto Default cannot reach.
+func (c *Config) applyDefaults() {
+	if len(c.Clusters) == 0 {
+		c.Clusters = []Cluster{{Name: "default"}}
+	}
+	for i := range c.Clusters {
+		cl := &c.Clusters[i]
+		// An entry may list several brokers separated by commas, and an
+		// entry left empty by an unset ${VAR:-} is dropped, so one
+		// environment variable can name all brokers or none.
+		var brokers []string
+		for _, b := range cl.Brokers {
+			for _, s := range strings.Split(b, ",") {
+				if s = strings.TrimSpace(s); s != "" {
+					brokers = append(brokers, s)
+				}
+			}
+		}
+		cl.Brokers = brokers
+		if cl.ClientID == "" {
+			cl.ClientID = "ferry"
+		}
+		if cl.DialTimeout == 0 {
+			cl.DialTimeout = 10 * time.Second
+		}
+		if cl.Producer.MaxBufferedRecords == 0 {
+			cl.Producer.MaxBufferedRecords = 100_000
+		}
+		if cl.Producer.Compression == "" {
+			cl.Producer.Compression = "none"
+		}
+		if cl.Producer.DeliveryTimeout == 0 {
+			cl.Producer.DeliveryTimeout = 30 * time.Second
+		}
+	}
+	for i := range c.Routes {
+		r := &c.Routes[i]
+		if r.Name == "" {
+			r.Name = "route-" + strconv.Itoa(i)
+		}
+		if p := r.Produce; p != nil {
+			if p.Cluster == "" {
+				p.Cluster = c.Clusters[0].Name
+			}
+			if p.Acks == "" {
+				p.Acks = "in_sync_replicas"
+			}
+			if p.OneWayAck == nil {
+				t := true
+				p.OneWayAck = &t
+			}
+			d := DefaultHeaderNames()
+			fill := func(s *string, def string) {
+				if *s == "" {
+					*s = def
+				}
+			}
+			fill(&p.HeaderNames.Service, d.Service)
+			fill(&p.HeaderNames.Method, d.Method)
+			fill(&p.HeaderNames.ReplyTo, d.ReplyTo)
+			fill(&p.HeaderNames.CorrelationID, d.CorrelationID)
+			fill(&p.HeaderNames.Status, d.Status)
+			fill(&p.HeaderNames.Message, d.Message)
+			fill(&p.HeaderNames.MetaPrefix, d.MetaPrefix)
+		}
+	}
+}
+
+// Cluster returns the cluster with the given name.
+func (c *Config) Cluster(name string) (Cluster, bool) {
+	for _, cl := range c.Clusters {
+		if cl.Name == name {
+			return cl, true
+		}
+	}
+	return Cluster{}, false
+}

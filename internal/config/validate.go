@@ -1,0 +1,291 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+)
+
+// Validate checks the decoded configuration as a whole and returns every
+// problem it finds, each located in the file.
+func (c *Config) Validate() Errors {
+	v := &validator{cfg: c}
+	v.clusters()
+	v.embedded()
+	v.listeners()
+	v.protos()
+	v.routes()
+	if c.Replies.Lookback <= 0 {
+		v.errf("replies.lookback", "must be positive, e.g. 5m")
+	}
+	if c.Replies.MaxCachedBytes <= 0 {
+		v.errf("replies.max_cached_bytes", "must be positive, e.g. 67108864 (64 MiB)")
+	}
+	if c.Replies.MaxBufferedPerCall <= 0 {
+		v.errf("replies.max_buffered_per_call", "must be positive, e.g. 1024")
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		v.errf("log.level", "%q is not a level: use debug, info, warn or error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		v.errf("log.format", "%q is not a format: use text or json", c.Log.Format)
+	}
+	return v.errs.sorted()
+}
+
+// Errorf returns an error located at the YAML path, for checks made outside
+// this package (for example a route naming a method no proto defines).
+func (c *Config) Errorf(path, format string, args ...any) *Error {
+	return &Error{File: c.file, Line: c.lineOf(path), Path: path, Msg: fmt.Sprintf(format, args...)}
+}
+
+// lineOf returns the line of path, or of its nearest written ancestor when
+// the key itself was left to its default.
+func (c *Config) lineOf(path string) int {
+	for p := path; p != ""; {
+		if l, ok := c.lines[p]; ok {
+			return l
+		}
+		i := strings.LastIndexAny(p, ".[")
+		if i < 0 {
+			break
+		}
+		p = p[:i]
+	}
+	return 0
+}
+
+type validator struct {
+	cfg  *Config
+	errs Errors
+}
+
+func (v *validator) errf(path, format string, args ...any) {
+	v.errs = append(v.errs, v.cfg.Errorf(path, format, args...))
+}
+
+func (v *validator) clusters() {
+	seen := map[string]bool{}
+	for i, cl := range v.cfg.Clusters {
+		p := fmt.Sprintf("clusters[%d]", i)
+		switch {
+		case cl.Name == "":
+			v.errf(p+".name", "is required: routes address clusters by name")
+		case seen[cl.Name]:
+			v.errf(p+".name", "cluster %q is defined twice: give each cluster its own name", cl.Name)
+		}
+		seen[cl.Name] = true
+		for j, b := range cl.Brokers {
+			if err := checkHostPort(b); err != nil {
+				v.errf(fmt.Sprintf("%s.brokers[%d]", p, j), "%v", err)
+			}
+		}
+		if cl.DialTimeout < 0 {
+			v.errf(p+".dial_timeout", "must not be negative")
+		}
+		if cl.Producer.Linger < 0 {
+			v.errf(p+".producer.linger", "must not be negative")
+		}
+		if cl.Producer.MaxBufferedRecords < 0 {
+			v.errf(p+".producer.max_buffered_records", "must not be negative")
+		}
+		if cl.Producer.DeliveryTimeout < 0 {
+			v.errf(p+".producer.delivery_timeout", "must not be negative")
+		}
+		switch cl.Producer.Compression {
+		case "none", "gzip", "snappy", "lz4", "zstd":
+		default:
+			v.errf(p+".producer.compression", "%q is not a codec: use none, gzip, snappy, lz4 or zstd", cl.Producer.Compression)
+		}
+	}
+}
+
+func (v *validator) embedded() {
+	e := v.cfg.Embedded
+	if e.Port < 0 || e.Port > 65535 {
+		v.errf("embedded.port", "%d is not a port: use 0 (any free port) to 65535", e.Port)
+	}
+	if e.Partitions < 1 {
+		v.errf("embedded.partitions", "must be at least 1")
+	}
+}
+
+func (v *validator) listeners() {
+	g := v.cfg.Listeners.GRPC
+	if err := checkHostPort(g.Address); err != nil {
+		v.errf("listeners.grpc.address", "%v", err)
+	}
+	if g.MaxRecvMessageSize <= 0 {
+		v.errf("listeners.grpc.max_recv_message_size", "must be positive (bytes)")
+	}
+	if g.ShutdownTimeout < 0 {
+		v.errf("listeners.grpc.shutdown_timeout", "must not be negative")
+	}
+}
+
+func (v *validator) protos() {
+	if len(v.cfg.Protos) == 0 && len(v.cfg.Routes) > 0 {
+		v.errf("protos", "no proto sources: list the .proto files or descriptor sets that define the routed services")
+	}
+	for i, s := range v.cfg.Protos {
+		p := fmt.Sprintf("protos[%d]", i)
+		switch {
+		case len(s.Files) == 0 && s.DescriptorSet == "":
+			v.errf(p, "give either files (with import_paths) or descriptor_set")
+		case len(s.Files) > 0 && s.DescriptorSet != "":
+			v.errf(p, "give either files or descriptor_set, not both: use two entries")
+		case s.DescriptorSet != "" && len(s.ImportPaths) > 0:
+			v.errf(p+".import_paths", "only applies to files, not to descriptor_set")
+		}
+	}
+}
+
+func (v *validator) routes() {
+	if len(v.cfg.Routes) == 0 {
+		v.errf("routes", "no routes: add at least one route so Ferry has something to serve")
+	}
+	names := map[string]bool{}
+	// replyHeaders remembers, per cluster and reply topic, the header names
+	// the first route reads replies with: one shared reader serves them all.
+	replyHeaders := map[[2]string]replyReader{}
+	for i, r := range v.cfg.Routes {
+		p := fmt.Sprintf("routes[%d]", i)
+		if names[r.Name] {
+			v.errf(p+".name", "route name %q is used twice: names label metrics and logs, keep them unique", r.Name)
+		}
+		names[r.Name] = true
+		if len(r.When) == 0 {
+			v.errf(p+".when", "is required: list at least one condition such as {method: pkg.Service/*}")
+		}
+		for j, w := range r.When {
+			wp := fmt.Sprintf("%s.when[%d]", p, j)
+			if err := CheckMethodPattern(w.Method); err != nil {
+				v.errf(wp+".method", "%v", err)
+			}
+			for k := range w.Metadata {
+				if k != strings.ToLower(k) {
+					v.errf(wp+".metadata."+k, "gRPC metadata keys are lower case: write %q", strings.ToLower(k))
+				}
+			}
+		}
+		if r.Produce == nil {
+			v.errf(p, "has no capability: add produce")
+			continue
+		}
+		v.produce(p+".produce", r.Produce, replyHeaders)
+	}
+}
+
+// replyReader is the first route that reads a reply topic, at path.
+type replyReader struct {
+	path  string
+	names HeaderNames
+}
+
+func (v *validator) produce(p string, r *ProduceRoute, replyHeaders map[[2]string]replyReader) {
+	if _, ok := v.cfg.Cluster(r.Cluster); !ok {
+		v.errf(p+".cluster", "no cluster is named %q: define it under clusters", r.Cluster)
+	}
+	if err := CheckTopic(r.Topic); err != nil {
+		v.errf(p+".topic", "%v", err)
+	}
+	if r.ReplyTo != "" {
+		if err := CheckTopic(r.ReplyTo); err != nil {
+			v.errf(p+".reply_to", "%v", err)
+		}
+		key := [2]string{r.Cluster, r.ReplyTo}
+		prev, ok := replyHeaders[key]
+		hn := r.HeaderNames
+		if ok && (prev.names.CorrelationID != hn.CorrelationID || prev.names.Status != hn.Status ||
+			prev.names.Message != hn.Message || prev.names.MetaPrefix != hn.MetaPrefix) {
+			v.errf(p+".header_names", "reply topic %q is also read by %s with other reply header names: one reader serves a reply topic, so use the same correlation_id, status, message and meta_prefix names", r.ReplyTo, prev.path)
+		} else if !ok {
+			replyHeaders[key] = replyReader{p, hn}
+		}
+	}
+	switch r.Acks {
+	case "none", "leader_only", "in_sync_replicas":
+	default:
+		v.errf(p+".acks", "%q is not an acks mode: use none, leader_only or in_sync_replicas", r.Acks)
+	}
+	if r.Timeout < 0 {
+		v.errf(p+".timeout", "must not be negative: use 0 to wait as long as the client does")
+	}
+	hn := r.HeaderNames
+	seen := map[string]string{}
+	for _, h := range []struct{ key, val string }{
+		{"service", hn.Service}, {"method", hn.Method}, {"reply_to", hn.ReplyTo},
+		{"correlation_id", hn.CorrelationID}, {"status", hn.Status}, {"message", hn.Message},
+	} {
+		if other, dup := seen[h.val]; dup {
+			v.errf(p+".header_names."+h.key, "%q is also the %s header: each header needs its own name", h.val, other)
+		}
+		seen[h.val] = h.key
+		if strings.HasPrefix(h.val, hn.MetaPrefix) {
+			v.errf(p+".header_names."+h.key, "%q starts with the meta prefix %q and would be read as metadata", h.val, hn.MetaPrefix)
+		}
+	}
+	if hn.MetaPrefix == "" {
+		v.errf(p+".header_names.meta_prefix", "must not be empty")
+	}
+	for i, o := range r.Overrides {
+		if o.Name == "" {
+			v.errf(fmt.Sprintf("%s.overrides", p), "override %d has an empty header name", i)
+		}
+	}
+}
+
+// CheckMethodPattern checks a route's "package.Service/Method" or
+// "package.Service/*".
+func CheckMethodPattern(m string) error {
+	svc, meth, ok := strings.Cut(m, "/")
+	switch {
+	case m == "":
+		return fmt.Errorf("is required: write package.Service/Method or package.Service/*")
+	case !ok || svc == "" || meth == "" || strings.Contains(meth, "/"):
+		return fmt.Errorf("%q is not a method: write package.Service/Method or package.Service/*", m)
+	case strings.HasPrefix(m, "/"):
+		return fmt.Errorf("%q: leave out the leading /", m)
+	case meth != "*" && strings.Contains(meth, "*"):
+		return fmt.Errorf("%q: * stands only for the whole method name", m)
+	case strings.Contains(svc, "*"):
+		return fmt.Errorf("%q: the service name must be written out", m)
+	}
+	return nil
+}
+
+// CheckTopic checks a Kafka topic name as the broker would.
+func CheckTopic(t string) error {
+	switch {
+	case t == "":
+		return fmt.Errorf("is required: name a Kafka topic")
+	case t == "." || t == "..":
+		return fmt.Errorf("%q is not a valid topic name", t)
+	case len(t) > 249:
+		return fmt.Errorf("topic name is %d characters long: Kafka allows at most 249", len(t))
+	}
+	for _, r := range t {
+		if !(r == '.' || r == '_' || r == '-' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9')) {
+			return fmt.Errorf("topic %q has %q: Kafka allows only letters, digits, '.', '_' and '-'", t, r)
+		}
+	}
+	return nil
+}
+
+func checkHostPort(addr string) error {
+	// An empty host means every interface, which is allowed.
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", addr)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q: port %q is not a number from 0 to 65535", addr, port)
+	}
+	return nil
+}

@@ -1,0 +1,143 @@
+// Package grpcserver is Ferry's gRPC face: one server whose catch-all
+// handler serves every method of the loaded protos with raw protobuf
+// frames, beside grpc.health.v1 and server reflection for those services.
+package grpcserver
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+
+	"github.com/ferryproxy/ferry/internal/protoreg"
+)
+
+// Options configure a Server.
+type Options struct {
+	Reflection         bool
+	Health             bool
+	MaxRecvMessageSize int
+	// ShutdownTimeout bounds the graceful stop before calls are cancelled.
+	ShutdownTimeout time.Duration
+	Registry        *protoreg.Registry
+	// Handler serves every method that is not health or reflection. It
+	// exchanges *Frame messages with the stream.
+	Handler grpc.StreamHandler
+	Logger  *slog.Logger
+}
+
+// Server is the gRPC server.
+type Server struct {
+	opts   Options
+	srv    *grpc.Server
+	health *health.Server
+}
+
+// New builds the server; nothing listens until Serve.
+func New(opts Options) *Server {
+	s := &Server{opts: opts}
+	s.srv = grpc.NewServer(
+		grpc.ForceServerCodecV2(newCodec()),
+		grpc.UnknownServiceHandler(opts.Handler),
+		grpc.MaxRecvMsgSize(opts.MaxRecvMessageSize),
+	)
+	if opts.Health {
+		s.health = health.NewServer()
+		healthpb.RegisterHealthServer(s.srv, s.health)
+		for _, sd := range opts.Registry.Services() {
+			s.health.SetServingStatus(string(sd.FullName()), healthpb.HealthCheckResponse_SERVING)
+		}
+	}
+	if opts.Reflection {
+		ro := reflection.ServerOptions{
+			Services:           services{s},
+			DescriptorResolver: resolver{opts.Registry.Files()},
+		}
+		reflectionv1.RegisterServerReflectionServer(s.srv, reflection.NewServerV1(ro))
+		reflectionv1alpha.RegisterServerReflectionServer(s.srv, reflection.NewServer(ro))
+	}
+	return s
+}
+
+// Serve accepts connections on lis until Stop. It returns nil after Stop.
+func (s *Server) Serve(lis net.Listener) error {
+	err := s.srv.Serve(lis)
+	if errors.Is(err, grpc.ErrServerStopped) {
+		return nil
+	}
+	return err
+}
+
+// Stop marks every service NOT_SERVING, lets running calls finish for up to
+// the shutdown timeout or until ctx ends, then cancels what is left.
+func (s *Server) Stop(ctx context.Context) {
+	if s.health != nil {
+		s.health.Shutdown()
+	}
+	done := make(chan struct{})
+	go func() {
+		s.srv.GracefulStop()
+		close(done)
+	}()
+	t := time.NewTimer(s.opts.ShutdownTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+		return
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	s.opts.Logger.Warn("graceful stop timed out: cancelling the calls still running", "timeout", s.opts.ShutdownTimeout)
+	s.srv.Stop()
+	<-done
+}
+
+// services lists, for reflection, the served proto services beside the
+// ones registered on the server itself.
+type services struct{ s *Server }
+
+func (p services) GetServiceInfo() map[string]grpc.ServiceInfo {
+	m := p.s.srv.GetServiceInfo()
+	for _, sd := range p.s.opts.Registry.Services() {
+		info := grpc.ServiceInfo{Metadata: sd.ParentFile().Path()}
+		ms := sd.Methods()
+		for i := 0; i < ms.Len(); i++ {
+			md := ms.Get(i)
+			info.Methods = append(info.Methods, grpc.MethodInfo{
+				Name:           string(md.Name()),
+				IsClientStream: md.IsStreamingClient(),
+				IsServerStream: md.IsStreamingServer(),
+			})
+		}
+		m[string(sd.FullName())] = info
+	}
+	return m
+}
+
+// resolver finds descriptors in the loaded protos first, then in the ones
+// compiled into Ferry (health, reflection).
+type resolver struct{ files *protoregistry.Files }
+
+func (r resolver) FindFileByPath(path string) (protoreflect.FileDescriptor, error) {
+	if fd, err := r.files.FindFileByPath(path); err == nil {
+		return fd, nil
+	}
+	return protoregistry.GlobalFiles.FindFileByPath(path)
+}
+
+func (r resolver) FindDescriptorByName(name protoreflect.FullName) (protoreflect.Descriptor, error) {
+	if d, err := r.files.FindDescriptorByName(name); err == nil {
+		return d, nil
+	}
+	return protoregistry.GlobalFiles.FindDescriptorByName(name)
+}

@@ -1,0 +1,208 @@
+// Package kafka is the one place Ferry's configuration meets franz-go: it
+// turns a cluster's settings into kgo options, owns the producer clients,
+// creates reply readers, and runs the embedded in-memory broker.
+package kafka
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kslog"
+
+	"github.com/ferryproxy/ferry/internal/config"
+)
+
+// Acks is how many replicas must store a record before it counts as
+// written.
+type Acks string
+
+// The acks modes, named as in Ferry's (and Zilla's) configuration.
+const (
+	AcksNone           Acks = "none"
+	AcksLeaderOnly     Acks = "leader_only"
+	AcksInSyncReplicas Acks = "in_sync_replicas"
+)
+
+// Cluster is one Kafka cluster: its settings and the producers writing to
+// it, one per acks mode in use (acks is a per-client setting in Kafka).
+type Cluster struct {
+	name   string
+	cfg    config.Cluster
+	seeds  []string
+	logger *slog.Logger
+
+	mu        sync.Mutex
+	producers map[Acks]*kgo.Client
+	closed    bool
+}
+
+// NewCluster prepares a cluster; it connects on first use. seeds replaces
+// the configured brokers when the cluster is served by the embedded broker.
+func NewCluster(cfg config.Cluster, seeds []string, logger *slog.Logger) *Cluster {
+	return &Cluster{name: cfg.Name, cfg: cfg, seeds: seeds, logger: logger, producers: map[Acks]*kgo.Client{}}
+}
+
+// Name returns the cluster's configured name.
+func (c *Cluster) Name() string { return c.name }
+
+// Seeds returns the seed brokers Ferry connects to.
+func (c *Cluster) Seeds() []string { return c.seeds }
+
+// baseOpts are the options every client of this cluster shares.
+func (c *Cluster) baseOpts() []kgo.Opt {
+	return []kgo.Opt{
+		kgo.SeedBrokers(c.seeds...),
+		kgo.ClientID(c.cfg.ClientID),
+		kgo.DialTimeout(c.cfg.DialTimeout),
+		kgo.WithLogger(kslog.New(c.logger)),
+	}
+}
+
+// Producer returns the cluster's producer for acks, creating it on first
+// use.
+func (c *Cluster) Producer(acks Acks) (*kgo.Client, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, fmt.Errorf("cluster %q is closed", c.name)
+	}
+	if p, ok := c.producers[acks]; ok {
+		return p, nil
+	}
+	p := c.cfg.Producer
+	opts := append(c.baseOpts(),
+		// Linger is set explicitly: franz-go's own default would hold every
+		// record back, and a request/reply call pays it twice.
+		kgo.ProducerLinger(p.Linger),
+		kgo.MaxBufferedRecords(p.MaxBufferedRecords),
+		kgo.RecordDeliveryTimeout(p.DeliveryTimeout),
+		kgo.ProducerBatchCompression(codec(p.Compression)),
+		// Kafka's Java default partitioner (murmur2 of the key), so records
+		// land where Java producers and Zilla would put them.
+		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
+		kgo.AllowAutoTopicCreation(),
+	)
+	switch acks {
+	case AcksNone:
+		opts = append(opts, kgo.RequiredAcks(kgo.NoAck()), kgo.DisableIdempotentWrite())
+	case AcksLeaderOnly:
+		opts = append(opts, kgo.RequiredAcks(kgo.LeaderAck()), kgo.DisableIdempotentWrite())
+	default:
+		opts = append(opts, kgo.RequiredAcks(kgo.AllISRAcks()))
+	}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("creating producer for cluster %q: %w", c.name, err)
+	}
+	c.producers[acks] = cl
+	return cl, nil
+}
+
+// NewReader returns a client that reads topic from the first record at or
+// after start, without a consumer group. Replies are routed by correlation
+// id, so every Ferry instance reads the whole reply topic.
+func (c *Cluster) NewReader(topic string, start time.Time) (*kgo.Client, error) {
+	opts := append(c.baseOpts(),
+		kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AfterMilli(start.UnixMilli())),
+		kgo.AllowAutoTopicCreation(),
+		// A reply is usually one small record: fetch as soon as anything
+		// is there, and never wait long on an idle topic.
+		kgo.FetchMaxWait(500*time.Millisecond),
+	)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("creating reader of %q on cluster %q: %w", topic, c.name, err)
+	}
+	return cl, nil
+}
+
+// Ping checks that the cluster answers a metadata request.
+func (c *Cluster) Ping(ctx context.Context) error {
+	cl, err := kgo.NewClient(c.baseOpts()...)
+	if err != nil {
+		return fmt.Errorf("creating client for cluster %q: %w", c.name, err)
+	}
+	defer cl.Close()
+	if err := cl.Ping(ctx); err != nil {
+		return fmt.Errorf("reaching cluster %q at %v: %w", c.name, c.seeds, err)
+	}
+	return nil
+}
+
+// Close flushes nothing: callers wait for their own records first. It
+// closes every producer and is safe to call more than once.
+func (c *Cluster) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	for acks, p := range c.producers {
+		p.Close()
+		delete(c.producers, acks)
+	}
+}
+
+func codec(name string) kgo.CompressionCodec {
+	switch name {
+	case "gzip":
+		return kgo.GzipCompression()
+	case "snappy":
+		return kgo.SnappyCompression()
+	case "lz4":
+		return kgo.Lz4Compression()
+	case "zstd":
+		return kgo.ZstdCompression()
+	default:
+		return kgo.NoCompression()
+	}
+}
+
+// Embedded is the in-process broker that serves clusters with no brokers
+// configured. It keeps every record in memory only.
+type Embedded struct {
+	c *kfake.Cluster
+}
+
+// StartEmbedded starts the in-memory broker on 127.0.0.1:port (0 picks a
+// free port). Topics are created on first use with the given partitions.
+func StartEmbedded(port, partitions int) (*Embedded, error) {
+	c, err := kfake.NewCluster(
+		kfake.NumBrokers(1),
+		kfake.Ports(port),
+		kfake.AllowAutoTopicCreation(),
+		kfake.DefaultNumPartitions(partitions),
+		kfake.ClusterID("ferry-embedded"),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("starting embedded broker on 127.0.0.1:%d: %w", port, err)
+	}
+	return &Embedded{c: c}, nil
+}
+
+// Addrs returns the broker addresses, for Ferry's clients and for any
+// outside client such as kcat.
+func (e *Embedded) Addrs() []string { return e.c.ListenAddrs() }
+
+// Close stops the broker; its records are gone.
+func (e *Embedded) Close() { e.c.Close() }
+
+// Flush waits until every producer wrote the records it holds, or ctx ends.
+func (c *Cluster) Flush(ctx context.Context) error {
+	c.mu.Lock()
+	ps := make([]*kgo.Client, 0, len(c.producers))
+	for _, p := range c.producers {
+		ps = append(ps, p)
+	}
+	c.mu.Unlock()
+	for _, p := range ps {
+		if err := p.Flush(ctx); err != nil {
+			return fmt.Errorf("flushing producer of cluster %q: %w", c.name, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,425 @@
+package produce
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/ferryproxy/ferry/internal/grpcserver"
+	"github.com/ferryproxy/ferry/internal/protoreg"
+)
+
+// IdempotencyKey is the request metadata entry whose value becomes the
+// correlation id's prefix, so a retried call finds its earlier replies.
+const IdempotencyKey = "idempotency-key"
+
+// Handler serves every gRPC call whose method a produce route names. It is
+// the gRPC server's catch-all handler.
+type Handler struct {
+	reg    *protoreg.Registry
+	table  *Table
+	logger *slog.Logger
+
+	// ctx bounds the writing of records. It is Ferry's lifetime, not the
+	// call's: a record handed to the producer is written even if its caller
+	// goes away, so a call is never half written without its null record.
+	ctx context.Context
+	// wg counts request readers, which can outlive their call by the time
+	// grpc-go takes to cancel the stream once the handler returned.
+	wg sync.WaitGroup
+}
+
+// NewHandler returns the catch-all handler. ctx bounds the writing of
+// records and should end only after the gRPC server stopped.
+func NewHandler(ctx context.Context, reg *protoreg.Registry, table *Table, logger *slog.Logger) *Handler {
+	return &Handler{reg: reg, table: table, logger: logger, ctx: ctx}
+}
+
+// Wait waits for every request reader to end. Call it after the gRPC server
+// stopped.
+func (h *Handler) Wait() { h.wg.Wait() }
+
+// Handle serves one call; it is a grpc.StreamHandler.
+func (h *Handler) Handle(_ any, ss grpc.ServerStream) error {
+	path, _ := grpc.MethodFromServerStream(ss)
+	m, ok := h.reg.Method(path)
+	if !ok {
+		return status.Errorf(codes.Unimplemented, "unknown method %s: no proto Ferry loaded defines it", path)
+	}
+	md, _ := metadata.FromIncomingContext(ss.Context())
+	r := h.table.Match(path, md)
+	if r == nil {
+		if h.table.Routed(path) {
+			return status.Errorf(codes.Unimplemented, "method %s: no route matches this call's metadata", path)
+		}
+		return status.Errorf(codes.Unimplemented, "method %s is not routed: no route names it", path)
+	}
+	c := newCall(h, r, m, ss, md)
+	if r.reader == nil {
+		return c.serveOneWay()
+	}
+	return c.serveRequestReply()
+}
+
+// call is one gRPC call being carried over Kafka.
+type call struct {
+	h      *Handler
+	r      *Route
+	m      *protoreg.Method
+	ss     grpc.ServerStream
+	corrID string
+	// idempotent is set when the client sent an idempotency-key.
+	idempotent bool
+	key        []byte
+	headers    []kgo.RecordHeader
+
+	// mu orders the call's records: no record follows the null record, and
+	// the null record is written once.
+	mu       sync.Mutex
+	ended    bool
+	produced int
+
+	// acks counts records not yet acknowledged by Kafka.
+	acks sync.WaitGroup
+	// failed is closed on the first record Kafka did not take; err holds
+	// why.
+	failOnce sync.Once
+	failed   chan struct{}
+	err      error
+}
+
+func newCall(h *Handler, r *Route, m *protoreg.Method, ss grpc.ServerStream, md metadata.MD) *call {
+	c := &call{h: h, r: r, m: m, ss: ss, failed: make(chan struct{})}
+	prefix := ""
+	if v := md.Get(IdempotencyKey); len(v) > 0 && v[0] != "" {
+		prefix, c.idempotent = v[0], true
+	} else {
+		prefix = uuid.NewString()
+	}
+	c.corrID = prefix + "-" + r.suffixes[m.Path]
+	if r.cfg.Key != "" {
+		c.key = []byte(r.cfg.Key)
+	} else {
+		c.key = []byte(c.corrID)
+	}
+	c.headers = c.buildHeaders(md)
+	return c
+}
+
+// buildHeaders lays out the headers every record of the call carries:
+// overrides, then (with a reply topic) service, method, reply-to and
+// correlation id, then the request metadata as meta: headers, sorted by name
+// so the layout is deterministic.
+func (c *call) buildHeaders(md metadata.MD) []kgo.RecordHeader {
+	n := c.r.cfg.HeaderNames
+	hs := make([]kgo.RecordHeader, 0, len(c.r.overrides)+4+len(md))
+	hs = append(hs, c.r.overrides...)
+	if c.r.reader != nil {
+		hs = append(hs,
+			kgo.RecordHeader{Key: n.Service, Value: []byte(c.m.Service)},
+			kgo.RecordHeader{Key: n.Method, Value: []byte(c.m.Name)},
+			kgo.RecordHeader{Key: n.ReplyTo, Value: []byte(c.r.cfg.ReplyTo)},
+			kgo.RecordHeader{Key: n.CorrelationID, Value: []byte(c.corrID)},
+		)
+	}
+	keys := make([]string, 0, len(md))
+	for k := range md {
+		if forwardMetadata(k, c.r.cfg.ForwardAuthorization) {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		bin := strings.HasSuffix(k, "-bin")
+		for _, v := range md[k] {
+			val := []byte(v)
+			if bin {
+				// grpc-go hands us the decoded bytes; Kafka gets the base64
+				// text that was on the wire (unpadded, as gRPC sends it).
+				val = []byte(base64.RawStdEncoding.EncodeToString(val))
+			}
+			hs = append(hs, kgo.RecordHeader{Key: n.MetaPrefix + k, Value: val})
+		}
+	}
+	return hs
+}
+
+// forwardMetadata reports whether a request metadata entry travels as a
+// meta: header. Transport entries never do; authorization only when the
+// route allows it, so credentials do not land in Kafka by default.
+func forwardMetadata(k string, authorization bool) bool {
+	switch {
+	case strings.HasPrefix(k, ":"), strings.HasPrefix(k, "grpc-"),
+		k == "te", k == "content-type", k == "user-agent":
+		return false
+	case k == "authorization":
+		return authorization
+	}
+	return true
+}
+
+var errEnded = errors.New("the call's request stream already ended")
+
+// produce writes one request record; a nil value is the null record that
+// ends the request stream. Records are handed to the producer under mu so
+// they keep their order and nothing follows the null record.
+func (c *call) produce(value []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ended {
+		return errEnded
+	}
+	if value == nil {
+		c.ended = true
+	}
+	c.produced++
+	c.acks.Add(1)
+	rec := &kgo.Record{Topic: c.r.cfg.Topic, Key: c.key, Value: value, Headers: c.headers}
+	c.r.producer.Produce(c.h.ctx, rec, c.acked)
+	return nil
+}
+
+func (c *call) acked(_ *kgo.Record, err error) {
+	if err != nil {
+		c.failOnce.Do(func() {
+			c.err = err
+			close(c.failed)
+		})
+		c.h.logger.Warn("producing request record", "route", c.r.Name, "topic", c.r.cfg.Topic, "correlation_id", c.corrID, "err", err)
+	}
+	c.acks.Done()
+}
+
+// abandon ends the request stream when the call stops before the client
+// half-closed (cancel, timeout, error): the null record tells the backend
+// the call is over. Nothing is written for a call that wrote nothing.
+func (c *call) abandon() {
+	c.mu.Lock()
+	write := !c.ended && c.produced > 0 && c.r.reader != nil
+	c.mu.Unlock()
+	if write {
+		_ = c.produce(nil)
+	}
+	c.stop()
+}
+
+// stop makes every later produce fail, so a request reader still running
+// after the call ended writes nothing more.
+func (c *call) stop() {
+	c.mu.Lock()
+	c.ended = true
+	c.mu.Unlock()
+}
+
+// receive reads the client's request messages until it half-closes and, if
+// write is set, writes each as a record, then the null record when the route
+// has a reply topic.
+func (c *call) receive(write bool) error {
+	for {
+		var f grpcserver.Frame
+		err := c.ss.RecvMsg(&f)
+		if err == io.EOF {
+			if write && c.r.reader != nil {
+				if err := c.produce(nil); err != nil && err != errEnded {
+					return err
+				}
+			}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if !write {
+			continue
+		}
+		if f.Bytes == nil {
+			// An empty message is a record with an empty, not a null, value.
+			f.Bytes = []byte{}
+		}
+		if err := c.produce(f.Bytes); err != nil {
+			if err == errEnded {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// startReceive runs receive in a goroutine owned by the handler.
+func (c *call) startReceive(write bool) <-chan error {
+	done := make(chan error, 1)
+	c.h.wg.Add(1)
+	go func() {
+		defer c.h.wg.Done()
+		done <- c.receive(write)
+	}()
+	return done
+}
+
+// serveOneWay writes the request records and answers one empty message once
+// the client half-closed and, unless the route says otherwise, Kafka
+// acknowledged every record.
+func (c *call) serveOneWay() error {
+	ctx := c.ss.Context()
+	if err := <-c.startReceive(true); err != nil {
+		c.stop()
+		return recvStatus(err)
+	}
+	c.stop()
+	if *c.r.cfg.OneWayAck {
+		acked := make(chan struct{})
+		// The waiter ends once every record is acknowledged or failed,
+		// which the producer's delivery timeout bounds.
+		c.h.wg.Add(1)
+		go func() {
+			defer c.h.wg.Done()
+			c.acks.Wait()
+			close(acked)
+		}()
+		select {
+		case <-acked:
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		}
+		select {
+		case <-c.failed:
+			return produceStatus(c.r.cfg.Topic, c.err)
+		default:
+		}
+	}
+	if err := c.ss.SendMsg(&grpcserver.Frame{}); err != nil {
+		return err
+	}
+	return nil
+}
+
+// serveRequestReply writes the request records and streams the replies
+// found on the reply topic for the call's correlation id.
+func (c *call) serveRequestReply() error {
+	ctx := c.ss.Context()
+	rd := c.r.reader
+	if c.idempotent {
+		// A retried call must see the replies written before this instance
+		// started, so wait until the reader has read them.
+		select {
+		case <-rd.CaughtUp():
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		}
+	}
+	// Subscribe before producing, so no reply can slip past.
+	w, found, _ := rd.Subscribe(c.corrID, c.idempotent, c.r.replyLimit)
+	defer w.Close()
+	// A call retried with the same idempotency-key is answered from the
+	// replies already read (or still arriving) instead of being written to
+	// the request topic a second time.
+	recvDone := c.startReceive(!found)
+
+	var timeout <-chan time.Time
+	if d := c.r.timeout(); d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		timeout = t.C
+	}
+	var (
+		batch     []*Reply
+		sent      int
+		dropped   int
+		gotHeader bool
+	)
+	for {
+		select {
+		case <-ctx.Done():
+			c.abandon()
+			return status.FromContextError(ctx.Err()).Err()
+		case <-timeout:
+			c.abandon()
+			return status.Errorf(codes.DeadlineExceeded, "no reply on topic %q within %s (route %s)", c.r.cfg.ReplyTo, c.r.timeout(), c.r.Name)
+		case err := <-recvDone:
+			recvDone = nil
+			if err != nil {
+				c.abandon()
+				return recvStatus(err)
+			}
+		case <-c.failed:
+			c.abandon()
+			return produceStatus(c.r.cfg.Topic, c.err)
+		case <-w.Notify():
+			var overflow bool
+			batch, overflow = w.Take(batch)
+			for _, rep := range batch {
+				if !gotHeader {
+					gotHeader = true
+					if len(rep.Meta) > 0 {
+						if err := c.ss.SendHeader(rep.Meta); err != nil {
+							c.abandon()
+							return err
+						}
+					}
+				}
+				if rep.End {
+					c.stop()
+					if dropped > 0 {
+						c.h.logger.Warn("dropped extra replies for a method with one response message",
+							"route", c.r.Name, "method", c.m.Path, "correlation_id", c.corrID, "dropped", dropped)
+					}
+					if rep.Code == codes.OK && sent == 0 && !c.m.ServerStreaming {
+						return status.Errorf(codes.Internal, "backend ended the call without a response message, which %s requires", c.m.Path)
+					}
+					return status.Error(rep.Code, rep.Message)
+				}
+				if !c.m.ServerStreaming && sent > 0 {
+					dropped++
+					continue
+				}
+				if err := c.ss.SendMsg(&grpcserver.Frame{Bytes: rep.Value}); err != nil {
+					c.abandon()
+					return err
+				}
+				sent++
+			}
+			if overflow {
+				c.abandon()
+				return status.Errorf(codes.ResourceExhausted, "more than %d replies queued for this call: the client reads too slowly", c.r.replyLimit)
+			}
+		}
+	}
+}
+
+// recvStatus is the status a call ends with when reading its request
+// stream failed: grpc-go's own status (a malformed frame, a message over the
+// size limit, a cancelled stream) when it has one.
+func recvStatus(err error) error {
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	return status.Errorf(codes.Internal, "reading request: %v", err)
+}
+
+// produceStatus is the status a call ends with when Kafka did not take one
+// of its records.
+func produceStatus(topic string, err error) error {
+	code := codes.Unavailable
+	if errors.Is(err, kgo.ErrRecordTimeout) || errors.Is(err, context.DeadlineExceeded) {
+		code = codes.DeadlineExceeded
+	}
+	if errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kgo.ErrMaxBuffered) {
+		code = codes.ResourceExhausted
+	}
+	return status.Error(code, fmt.Sprintf("producing to topic %q: %v", topic, err))
+}

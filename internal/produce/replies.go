@@ -1,0 +1,433 @@
+package produce
+
+import (
+	"container/list"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/ferryproxy/ferry/internal/config"
+)
+
+// Reply is one record read from a reply topic, decoded once and shared by
+// every call waiting for its correlation id.
+type Reply struct {
+	// Meta is the record's meta: headers as gRPC response metadata.
+	Meta metadata.MD
+	// Value is a response message; nil on the terminal record.
+	Value []byte
+	// End marks the terminal (null-value) record.
+	End bool
+	// Code and Message are the terminal record's status.
+	Code    codes.Code
+	Message string
+}
+
+// size approximates the memory a kept reply holds.
+func (r *Reply) size() int64 {
+	n := int64(len(r.Value)+len(r.Message)) + 64
+	for k, vs := range r.Meta {
+		for _, v := range vs {
+			n += int64(len(k) + len(v))
+		}
+	}
+	return n
+}
+
+// ReaderOptions configure a reply reader.
+type ReaderOptions struct {
+	Topic   string
+	Names   config.HeaderNames
+	Replies config.Replies
+	Logger  *slog.Logger
+}
+
+// Reader is the one reader of a reply topic in this Ferry instance. It reads
+// the whole topic without a consumer group, so instances sharing a reply
+// topic each see every reply and keep only those their calls wait for, and
+// hands each reply to the calls waiting for its correlation id. It also keeps
+// recent replies, bounded by age and bytes, so that a call retried with the
+// same idempotency-key is answered from them.
+//
+// The reader is subscribed before any request is produced: it starts at a
+// timestamp (now minus the lookback), so every reply written after it was
+// created is read no matter when its fetch position is resolved.
+type Reader struct {
+	opts   ReaderOptions
+	cl     *kgo.Client
+	logger *slog.Logger
+
+	caughtUp chan struct{} // closed once everything older than the start was read
+	done     chan struct{} // closed when run returns
+	cancel   context.CancelFunc
+
+	// mu guards everything below. It is held only for map and list updates,
+	// never while a call sends to its client.
+	mu      sync.Mutex
+	waiters map[string][]*Waiter
+	kept    map[string]*keptReplies
+	order   *list.List // of *keptReplies, oldest first
+	bytes   int64
+	// behind holds the end offset, per partition, that the reader must reach
+	// before it has read everything written before it started.
+	behind map[int32]int64
+}
+
+// keptReplies are the replies seen for one correlation id.
+type keptReplies struct {
+	id      string
+	replies []*Reply
+	bytes   int64
+	at      time.Time
+	elem    *list.Element
+}
+
+// StartReader starts reading opts.Topic with the client cl, which must
+// already be set to consume that topic from start (see kafka.Cluster.NewReader).
+// The reader owns cl and closes it.
+func StartReader(ctx context.Context, cl *kgo.Client, start time.Time, opts ReaderOptions) *Reader {
+	ctx, cancel := context.WithCancel(ctx)
+	r := &Reader{
+		opts:     opts,
+		cl:       cl,
+		logger:   opts.Logger.With("reply_topic", opts.Topic),
+		caughtUp: make(chan struct{}),
+		done:     make(chan struct{}),
+		cancel:   cancel,
+		waiters:  map[string][]*Waiter{},
+		kept:     map[string]*keptReplies{},
+		order:    list.New(),
+		behind:   map[int32]int64{},
+	}
+	r.measureBacklog(ctx, start)
+	go r.run(ctx)
+	return r
+}
+
+// measureBacklog records how far the reader must read before it has seen
+// every reply written in the lookback window before it started. A topic that
+// cannot be listed yet (it does not exist) has no backlog.
+func (r *Reader) measureBacklog(ctx context.Context, start time.Time) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	adm := kadm.NewClient(r.cl)
+	ends, err := adm.ListEndOffsets(ctx, r.opts.Topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	var starts kadm.ListedOffsets
+	if err == nil {
+		starts, err = adm.ListOffsetsAfterMilli(ctx, start.UnixMilli(), r.opts.Topic)
+		if err == nil {
+			err = starts.Error()
+		}
+	}
+	if err != nil {
+		r.logger.Warn("reply topic not listed; replies written before this start cannot be replayed", "err", err)
+		close(r.caughtUp)
+		return
+	}
+	ends.Each(func(e kadm.ListedOffset) {
+		s, ok := starts.Lookup(e.Topic, e.Partition)
+		if ok && s.Offset >= 0 && s.Offset < e.Offset {
+			r.behind[e.Partition] = e.Offset
+		}
+	})
+	if len(r.behind) == 0 {
+		close(r.caughtUp)
+	}
+}
+
+// CaughtUp is closed once the reader has read every reply written before it
+// started (within the lookback).
+func (r *Reader) CaughtUp() <-chan struct{} { return r.caughtUp }
+
+func (r *Reader) run(ctx context.Context) {
+	defer close(r.done)
+	for {
+		fetches := r.cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		fetches.EachError(func(topic string, p int32, err error) {
+			r.logger.Warn("reading reply topic", "partition", p, "err", err)
+		})
+		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+			for _, rec := range p.Records {
+				r.handle(rec)
+			}
+			if n := len(p.Records); n > 0 {
+				r.advance(p.Partition, p.Records[n-1].Offset+1)
+			}
+		})
+	}
+}
+
+// advance notes that partition p was read up to next.
+func (r *Reader) advance(p int32, next int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	end, ok := r.behind[p]
+	if !ok || next < end {
+		return
+	}
+	delete(r.behind, p)
+	if len(r.behind) == 0 {
+		close(r.caughtUp)
+	}
+}
+
+// handle decodes one record and hands it to its waiters and the kept set.
+func (r *Reader) handle(rec *kgo.Record) {
+	id, reply, ok := r.decode(rec)
+	if !ok {
+		return
+	}
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, w := range r.waiters[id] {
+		w.push(reply)
+	}
+	k := r.kept[id]
+	if k == nil {
+		k = &keptReplies{id: id, at: now}
+		k.elem = r.order.PushBack(k)
+		r.kept[id] = k
+	}
+	k.replies = append(k.replies, reply)
+	sz := reply.size()
+	k.bytes += sz
+	r.bytes += sz
+	r.evict(now)
+}
+
+// evict drops the oldest kept replies while they are older than the lookback
+// or over the byte budget.
+func (r *Reader) evict(now time.Time) {
+	cutoff := now.Add(-r.opts.Replies.Lookback)
+	for e := r.order.Front(); e != nil; e = r.order.Front() {
+		k := e.Value.(*keptReplies)
+		if r.bytes <= r.opts.Replies.MaxCachedBytes && !k.at.Before(cutoff) {
+			return
+		}
+		r.order.Remove(e)
+		delete(r.kept, k.id)
+		r.bytes -= k.bytes
+	}
+}
+
+// decode reads a reply record. A record without a correlation id is not a
+// reply and is skipped.
+func (r *Reader) decode(rec *kgo.Record) (string, *Reply, bool) {
+	n := r.opts.Names
+	var id, code, msg string
+	var hasCode bool
+	reply := &Reply{Value: rec.Value, End: rec.Value == nil}
+	for _, h := range rec.Headers {
+		switch {
+		case h.Key == n.CorrelationID:
+			id = string(h.Value)
+		case h.Key == n.Status:
+			code, hasCode = string(h.Value), true
+		case h.Key == n.Message:
+			msg = string(h.Value)
+		case strings.HasPrefix(h.Key, n.MetaPrefix):
+			k, v, err := metaFromHeader(strings.TrimPrefix(h.Key, n.MetaPrefix), h.Value)
+			if err != nil {
+				r.logger.Debug("skipping reply header", "header", h.Key, "err", err)
+				continue
+			}
+			if reply.Meta == nil {
+				reply.Meta = metadata.MD{}
+			}
+			reply.Meta[k] = append(reply.Meta[k], v)
+		}
+	}
+	if id == "" {
+		// Zilla keys replies by correlation id too; take the key when the
+		// header is missing.
+		id = string(rec.Key)
+	}
+	if id == "" {
+		return "", nil, false
+	}
+	if reply.End {
+		reply.Code, reply.Message = parseStatus(code, hasCode, msg)
+	}
+	return id, reply, true
+}
+
+// parseStatus turns the terminal record's status headers into a gRPC
+// status. No status header means OK, as on a request stream's own null
+// record (the echo layout, where requests are their own replies).
+func parseStatus(code string, has bool, msg string) (codes.Code, string) {
+	if !has {
+		return codes.OK, ""
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(code), 10, 32)
+	if err != nil {
+		return codes.Internal, fmt.Sprintf("backend replied with status %q, which is not a gRPC status code (message %q)", code, msg)
+	}
+	if n > uint64(codes.Unauthenticated) {
+		return codes.Unknown, msg
+	}
+	return codes.Code(n), msg
+}
+
+// metaFromHeader turns a meta: header into a metadata entry. Binary entries
+// (-bin) carry base64 text in Kafka and raw bytes in gRPC metadata.
+func metaFromHeader(name string, value []byte) (string, string, error) {
+	name = strings.ToLower(name)
+	if err := checkMetadataKey(name); err != nil {
+		return "", "", err
+	}
+	if !strings.HasSuffix(name, "-bin") {
+		return name, string(value), nil
+	}
+	b, err := decodeBase64(string(value))
+	if err != nil {
+		return "", "", fmt.Errorf("binary metadata is not base64: %w", err)
+	}
+	return name, string(b), nil
+}
+
+// decodeBase64 accepts standard base64 with or without padding.
+func decodeBase64(s string) ([]byte, error) {
+	if len(s)%4 == 0 {
+		if b, err := base64.StdEncoding.DecodeString(s); err == nil {
+			return b, nil
+		}
+	}
+	return base64.RawStdEncoding.DecodeString(strings.TrimRight(s, "="))
+}
+
+// checkMetadataKey rejects keys gRPC would refuse or that belong to the
+// transport.
+func checkMetadataKey(k string) error {
+	if k == "" || strings.HasPrefix(k, "grpc-") || strings.HasPrefix(k, ":") ||
+		k == "content-type" || k == "te" || k == "user-agent" {
+		return fmt.Errorf("%q is reserved for the transport", k)
+	}
+	for _, c := range k {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return fmt.Errorf("%q has %q, which gRPC metadata keys cannot hold", k, c)
+		}
+	}
+	return nil
+}
+
+// Subscribe registers a waiter for the replies of correlation id id. With
+// replay, replies already kept for id are queued first; found tells whether
+// there were any and complete whether they include the terminal record.
+// Registration and replay happen under one lock, so no reply is missed or
+// seen twice.
+func (r *Reader) Subscribe(id string, replay bool, limit int) (w *Waiter, found, complete bool) {
+	w = &Waiter{r: r, id: id, limit: limit, notify: make(chan struct{}, 1)}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if replay {
+		if k := r.kept[id]; k != nil {
+			found = true
+			for _, rep := range k.replies {
+				w.push(rep)
+				complete = complete || rep.End
+			}
+		}
+	}
+	r.waiters[id] = append(r.waiters[id], w)
+	return w, found, complete
+}
+
+// unsubscribe removes w; its queue is dropped.
+func (r *Reader) unsubscribe(w *Waiter) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ws := r.waiters[w.id]
+	for i, x := range ws {
+		if x == w {
+			ws = append(ws[:i], ws[i+1:]...)
+			break
+		}
+	}
+	if len(ws) == 0 {
+		delete(r.waiters, w.id)
+	} else {
+		r.waiters[w.id] = ws
+	}
+}
+
+// Waiting returns how many calls wait for replies, for tests and metrics.
+func (r *Reader) Waiting() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, ws := range r.waiters {
+		n += len(ws)
+	}
+	return n
+}
+
+// Close stops the reader and waits for it. Waiters still registered get no
+// more replies; their calls end by their own deadlines or cancellation.
+func (r *Reader) Close() {
+	r.cancel()
+	<-r.done
+	r.cl.Close()
+}
+
+// Waiter receives the replies of one call, in topic order.
+type Waiter struct {
+	r      *Reader
+	id     string
+	limit  int
+	notify chan struct{}
+
+	// queue and overflow are guarded by the reader's mu.
+	queue    []*Reply
+	overflow bool
+}
+
+// push queues a reply; called with the reader's mu held. A call whose client
+// reads too slowly overflows instead of holding up the reader, which serves
+// every other call too.
+func (w *Waiter) push(rep *Reply) {
+	if w.overflow {
+		return
+	}
+	if len(w.queue) >= w.limit {
+		w.overflow = true
+	} else {
+		w.queue = append(w.queue, rep)
+	}
+	select {
+	case w.notify <- struct{}{}:
+	default:
+	}
+}
+
+// Notify is signalled whenever replies are queued.
+func (w *Waiter) Notify() <-chan struct{} { return w.notify }
+
+// Take returns the queued replies and whether the queue overflowed.
+func (w *Waiter) Take(buf []*Reply) ([]*Reply, bool) {
+	w.r.mu.Lock()
+	defer w.r.mu.Unlock()
+	buf = append(buf[:0], w.queue...)
+	clear(w.queue)
+	w.queue = w.queue[:0]
+	return buf, w.overflow
+}
+
+// Close unsubscribes the waiter.
+func (w *Waiter) Close() { w.r.unsubscribe(w) }
