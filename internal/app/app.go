@@ -257,3 +257,13 @@ func (h levelFloor) WithAttrs(as []slog.Attr) slog.Handler {
 func (h levelFloor) WithGroup(name string) slog.Handler {
 	return levelFloor{h.Handler.WithGroup(name), h.min}
 }
+
+// PendingReplies returns how many calls wait for replies on all reply
+// readers; it is zero when no call is in flight.
+func (a *App) PendingReplies() int {
+	n := 0
+	for _, rd := range a.readers {
+		n += rd.Waiting()
+	}
+	return n
+}

@@ -1,0 +1,402 @@
+package app_test
+
+import (
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/ferryproxy/ferry/internal/app"
+	"github.com/ferryproxy/ferry/internal/config"
+)
+
+// testBrokers are the brokers the suite runs against: a real cluster when
+// FERRY_TEST_BROKERS names one, else an in-process kfake cluster.
+var testBrokers []string
+
+func TestMain(m *testing.M) {
+	code := func() int {
+		if s := os.Getenv("FERRY_TEST_BROKERS"); s != "" {
+			testBrokers = strings.Split(s, ",")
+		} else {
+			c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(1))
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "starting kfake:", err)
+				return 1
+			}
+			defer c.Close()
+			testBrokers = c.ListenAddrs()
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+// leakCheck fails t if goroutines started during the test outlive it.
+func leakCheck(t *testing.T) {
+	t.Helper()
+	opts := []goleak.Option{goleak.IgnoreCurrent()}
+	t.Cleanup(func() { goleak.VerifyNone(t, opts...) })
+}
+
+// newTopic creates a topic with a name unique to this test and run.
+func newTopic(t *testing.T, partitions int32) string {
+	t.Helper()
+	name := strings.NewReplacer("/", "-", " ", "-", "_", "-").Replace(t.Name())
+	name = fmt.Sprintf("ferry-test-%s-%08x", strings.ToLower(name), rand.Uint32())
+	cl := newClient(t)
+	adm := kadm.NewClient(cl)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	resp, err := adm.CreateTopic(ctx, partitions, 1, nil, name)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		t.Fatalf("creating topic %s: %v", name, err)
+	}
+	return name
+}
+
+// newClient returns a plain franz-go client on the test brokers.
+func newClient(t *testing.T, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(testBrokers...)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+// readTopic reads n records of topic from the start.
+func readTopic(t *testing.T, topic string, n int) []*kgo.Record {
+	t.Helper()
+	cl := newClient(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var recs []*kgo.Record
+	for len(recs) < n {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("read %d of %d records from %s before the deadline", len(recs), n, topic)
+		}
+		fs.EachError(func(_ string, _ int32, err error) { t.Logf("fetching %s: %v", topic, err) })
+		recs = append(recs, fs.Records()...)
+	}
+	return recs
+}
+
+// endOffset returns the sum of topic's partition end offsets.
+func endOffset(t *testing.T, topic string) int64 {
+	t.Helper()
+	adm := kadm.NewClient(newClient(t))
+	ends, err := adm.ListEndOffsets(context.Background(), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	ends.Each(func(o kadm.ListedOffset) { n += o.Offset })
+	return n
+}
+
+var (
+	repoRoot string
+	rootOnce sync.Once
+)
+
+func root(t *testing.T) string {
+	rootOnce.Do(func() {
+		wd, _ := os.Getwd()
+		repoRoot = filepath.Join(wd, "..", "..")
+	})
+	return repoRoot
+}
+
+// startFerry starts Ferry with a config written in YAML; the echo proto is
+// loaded, the gRPC listener takes a free port and the cluster "default" is
+// the test brokers'.
+func startFerry(t *testing.T, routes string) *app.App {
+	t.Helper()
+	y := fmt.Sprintf(`
+clusters:
+  - name: default
+    brokers: [%q]
+listeners:
+  grpc:
+    address: 127.0.0.1:0
+    shutdown_timeout: 2s
+protos:
+  - files: [echo.proto]
+    import_paths: [%q]
+log:
+  level: warn
+routes:
+%s`, strings.Join(testBrokers, ","), filepath.Join(root(t), "examples", "echo"), routes)
+	cfg, err := config.Parse(filepath.Join(t.TempDir(), "ferry.yaml"), []byte(y))
+	if err != nil {
+		t.Fatalf("config:\n%s\n%v", y, err)
+	}
+	return startConfig(t, cfg)
+}
+
+func startConfig(t *testing.T, cfg *config.Config) *app.App {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, err := app.Start(ctx, cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		a.Close(ctx)
+	})
+	return a
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// rawCodec lets the test client send and receive protobuf bytes as they are.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	return mem.BufferSlice{mem.SliceBuffer(*v.(*[]byte))}, nil
+}
+
+func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	*v.(*[]byte) = data.Materialize()
+	return nil
+}
+
+func (rawCodec) Name() string { return "proto" }
+
+func dial(t *testing.T, a *app.App) *grpc.ClientConn {
+	t.Helper()
+	cc, err := grpc.NewClient(a.GRPCAddr(),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawCodec{})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+// result is what a call returned.
+type result struct {
+	header metadata.MD
+	msgs   []string
+	err    error
+}
+
+const echoSvc = "/grpc.examples.echo.Echo/"
+
+// call makes a call of any kind: it sends every request, half-closes and
+// reads every response, decoding Echo messages.
+func call(ctx context.Context, cc *grpc.ClientConn, method string, md metadata.MD, reqs ...string) result {
+	if md != nil {
+		ctx = metadata.NewOutgoingContext(ctx, md)
+	}
+	s, err := cc.NewStream(ctx, &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}, echoSvc+method)
+	if err != nil {
+		return result{err: err}
+	}
+	for _, r := range reqs {
+		b := echo(r)
+		if err := s.SendMsg(&b); err != nil {
+			break // the status comes from RecvMsg
+		}
+	}
+	if err := s.CloseSend(); err != nil {
+		return result{err: err}
+	}
+	var res result
+	for {
+		var b []byte
+		err := s.RecvMsg(&b)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			res.err = err
+			break
+		}
+		res.msgs = append(res.msgs, unecho(b))
+	}
+	res.header, _ = s.Header()
+	return res
+}
+
+// echo encodes an EchoRequest/EchoResponse{message: s}.
+func echo(s string) []byte {
+	b := protowire.AppendTag(nil, 1, protowire.BytesType)
+	return protowire.AppendString(b, s)
+}
+
+func unecho(b []byte) string {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return fmt.Sprintf("<bad message %x>", b)
+		}
+		b = b[n:]
+		if num == 1 && typ == protowire.BytesType {
+			v, n := protowire.ConsumeString(b)
+			if n < 0 {
+				return fmt.Sprintf("<bad message %x>", b)
+			}
+			return v
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return fmt.Sprintf("<bad message %x>", b)
+		}
+		b = b[n:]
+	}
+	return ""
+}
+
+func header(r *kgo.Record, k string) (string, bool) {
+	for _, h := range r.Headers {
+		if h.Key == k {
+			return string(h.Value), true
+		}
+	}
+	return "", false
+}
+
+// backend plays a back end in Zilla's layout: it reads requestTopic,
+// collects each call's records by correlation id and, at the call's null
+// record, writes what reply returns to the call's reply-to topic, keyed by
+// correlation id, with the terminal null record carrying status and message.
+type backend struct {
+	mu    sync.Mutex
+	calls map[string]int // correlation id → times seen
+}
+
+type reply struct {
+	msgs    []string
+	meta    map[string]string
+	code    int
+	message string
+}
+
+func startBackend(t *testing.T, requestTopic string, fn func(reqs []string, md map[string]string) reply) *backend {
+	t.Helper()
+	b := &backend{calls: map[string]int{}}
+	cons := newClient(t, kgo.ConsumeTopics(requestTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	prod := newClient(t, kgo.ProducerLinger(0))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done })
+	go func() {
+		defer close(done)
+		pending := map[string][]string{}
+		for {
+			fs := cons.PollFetches(ctx)
+			if ctx.Err() != nil {
+				return
+			}
+			for _, r := range fs.Records() {
+				id, _ := header(r, "zilla:correlation-id")
+				if r.Value != nil {
+					pending[id] = append(pending[id], unecho(r.Value))
+					continue
+				}
+				md := map[string]string{}
+				for _, h := range r.Headers {
+					if k, ok := strings.CutPrefix(h.Key, "meta:"); ok {
+						md[k] = string(h.Value)
+					}
+				}
+				b.mu.Lock()
+				b.calls[id]++
+				b.mu.Unlock()
+				rep := fn(pending[id], md)
+				delete(pending, id)
+				replyTo, _ := header(r, "zilla:reply-to")
+				var hs []kgo.RecordHeader
+				hs = append(hs, kgo.RecordHeader{Key: "zilla:correlation-id", Value: []byte(id)})
+				for k, v := range rep.meta {
+					hs = append(hs, kgo.RecordHeader{Key: "meta:" + k, Value: []byte(v)})
+				}
+				for _, m := range rep.msgs {
+					prod.Produce(ctx, &kgo.Record{Topic: replyTo, Key: []byte(id), Value: echo(m), Headers: hs}, nil)
+				}
+				end := append(hs[:len(hs):len(hs)], kgo.RecordHeader{Key: "zilla:status", Value: []byte(fmt.Sprint(rep.code))})
+				if rep.message != "" {
+					end = append(end, kgo.RecordHeader{Key: "zilla:message", Value: []byte(rep.message)})
+				}
+				if err := prod.ProduceSync(ctx, &kgo.Record{Topic: replyTo, Key: []byte(id), Headers: end}).FirstErr(); err != nil && ctx.Err() == nil {
+					t.Errorf("backend producing reply: %v", err)
+				}
+			}
+		}
+	}()
+	return b
+}
+
+// seen returns how many calls the backend answered, and how many of those
+// it saw more than once.
+func (b *backend) seen() (calls, twice int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, n := range b.calls {
+		calls += n
+		if n > 1 {
+			twice++
+		}
+	}
+	return calls, twice
+}
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// realKafka reports whether the suite runs against a real broker.
+func realKafka() bool { return os.Getenv("FERRY_TEST_BROKERS") != "" }
+
+func md5hex(s string) string {
+	sum := md5.Sum([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,193 @@
+package config
+
+import (
+	"os"
+	"reflect"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+)
+
+// configDoc is the configuration reference the tests below keep honest.
+const configDoc = "../../docs/CONFIG.md"
+
+// docKeyPaths returns every key path of the Config type, in the syntax the
+// reference uses: top-level keys plain ("replies.lookback"), list items
+// with "[]" ("routes[].when[].metadata"). Maps and types that decode
+// themselves (yaml.Unmarshaler, such as Headers) are keys whose insides
+// are not walked.
+func docKeyPaths(t *testing.T) []string {
+	t.Helper()
+	var paths []string
+	var walk func(typ reflect.Type, prefix string)
+	walk = func(typ reflect.Type, prefix string) {
+		for typ.Kind() == reflect.Pointer {
+			typ = typ.Elem()
+		}
+		if reflect.PointerTo(typ).Implements(unmarshalerType) {
+			return
+		}
+		switch typ.Kind() {
+		case reflect.Slice, reflect.Array:
+			walk(typ.Elem(), prefix+"[]")
+		case reflect.Struct:
+			for i := 0; i < typ.NumField(); i++ {
+				f := typ.Field(i)
+				if !f.IsExported() {
+					continue
+				}
+				name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+				if name == "-" {
+					continue
+				}
+				if strings.Contains(","+opts+",", ",inline,") {
+					walk(f.Type, prefix)
+					continue
+				}
+				if name == "" {
+					t.Errorf("field %s.%s has no yaml tag: give it one so its key is documented", typ.Name(), f.Name)
+					continue
+				}
+				p := name
+				if prefix != "" {
+					p = prefix + "." + name
+				}
+				paths = append(paths, p)
+				walk(f.Type, p)
+			}
+		}
+	}
+	walk(reflect.TypeOf(Config{}), "")
+	sort.Strings(paths)
+	return paths
+}
+
+// topLevelKeys returns the YAML keys of Config itself.
+func topLevelKeys() []string {
+	var keys []string
+	for k := range yamlFields(reflect.TypeOf(Config{})) {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+var (
+	fencedBlock = regexp.MustCompile("(?ms)^```.*?^```[ \t]*$")
+	codeSpan    = regexp.MustCompile("`([^`\n]+)`")
+	keyPathLike = regexp.MustCompile(`^[a-z][a-z0-9_]*(\[\])?(\.[a-z][a-z0-9_]*(\[\])?)*$`)
+)
+
+// docProse returns CONFIG.md without its fenced code blocks, so a key
+// counts as documented only where the prose or a table describes it.
+func docProse(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(configDoc)
+	if err != nil {
+		t.Fatalf("reading the configuration reference: %v", err)
+	}
+	return fencedBlock.ReplaceAllString(string(b), "")
+}
+
+func TestEveryKeyDocumented(t *testing.T) {
+	paths := docKeyPaths(t)
+	// The walk itself must see through slices, pointers and nesting, and
+	// stop at maps and self-decoding types.
+	known := map[string]bool{}
+	for _, p := range paths {
+		known[p] = true
+	}
+	for _, p := range []string{
+		"clusters", "clusters[].producer.linger", "embedded.port",
+		"listeners.grpc.address", "protos[].import_paths", "routes[].when[].metadata",
+		"routes[].produce.overrides", "routes[].produce.one_way_ack",
+		"routes[].produce.header_names.status", "replies.lookback", "log.format",
+	} {
+		if !known[p] {
+			t.Errorf("key walk missed %s; it found %v", p, paths)
+		}
+	}
+	for _, p := range paths {
+		if strings.HasPrefix(p, "routes[].produce.overrides.") || strings.HasPrefix(p, "routes[].when[].metadata.") {
+			t.Errorf("key walk went inside a map or Headers: %s", p)
+		}
+	}
+
+	doc := docProse(t)
+	var missing []string
+	for _, p := range paths {
+		if !strings.Contains(doc, "`"+p+"`") {
+			missing = append(missing, p)
+		}
+	}
+	if len(missing) > 0 {
+		t.Errorf("%s does not document these keys (write each as `path` in its section):\n  %s",
+			configDoc, strings.Join(missing, "\n  "))
+	}
+
+	// Reverse: every key path the reference names must exist, so it cannot
+	// describe keys Ferry does not have.
+	tops := topLevelKeys()
+	var unknown []string
+	seen := map[string]bool{}
+	for _, m := range codeSpan.FindAllStringSubmatch(doc, -1) {
+		tok := m[1]
+		if seen[tok] || !keyPathLike.MatchString(tok) {
+			continue
+		}
+		seen[tok] = true
+		top := false
+		for _, k := range tops {
+			if tok == k || strings.HasPrefix(tok, k+".") || strings.HasPrefix(tok, k+"[]") {
+				top = true
+				break
+			}
+		}
+		if top && !known[tok] {
+			unknown = append(unknown, tok)
+		}
+	}
+	if len(unknown) > 0 {
+		t.Errorf("%s names key paths the Config type does not have:\n  %s", configDoc, strings.Join(unknown, "\n  "))
+	}
+}
+
+// TestDocExample checks that the reference's complete example, its last
+// YAML block, is a valid configuration that sets every key (or, for a key
+// that cannot go with the others, shows it in a comment).
+func TestDocExample(t *testing.T) {
+	b, err := os.ReadFile(configDoc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := regexp.MustCompile("(?ms)^```yaml\n(.*?)^```").FindAllStringSubmatch(string(b), -1)
+	if len(blocks) == 0 {
+		t.Fatalf("%s has no yaml example", configDoc)
+	}
+	example := blocks[len(blocks)-1][1]
+	t.Setenv("KAFKA_BROKERS", "") // the example's broker list falls back to none
+	cfg, err := Parse("CONFIG.md example", []byte(example))
+	if err != nil {
+		t.Fatalf("the complete example does not load:\n%v", err)
+	}
+	index := regexp.MustCompile(`\[[0-9]+\]`)
+	set := map[string]bool{}
+	for p := range cfg.lines {
+		set[index.ReplaceAllString(p, "[]")] = true
+	}
+	// Keys that exclude a key the example sets are shown in a comment.
+	commented := map[string]string{"protos[].descriptor_set": "# - descriptor_set:"}
+	var unset []string
+	for _, p := range docKeyPaths(t) {
+		if c, ok := commented[p]; ok && strings.Contains(example, c) {
+			continue
+		}
+		if !set[p] {
+			unset = append(unset, p)
+		}
+	}
+	if len(unset) > 0 {
+		t.Errorf("the complete example in %s does not set:\n  %s", configDoc, strings.Join(unset, "\n  "))
+	}
+}
