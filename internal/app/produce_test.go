@@ -1,9 +1,14 @@
 package app_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -12,6 +17,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -464,5 +470,58 @@ routes:
 	err = app.Validate(context.Background(), cfg)
 	if err == nil || !strings.Contains(err.Error(), "broken.proto:2:") {
 		t.Errorf("Validate = %v, want the proto error with file and line", err)
+	}
+}
+
+// TestMalformedFrame: request frames grpc-go cannot read end the call with
+// an error status, and nothing of them is written to Kafka.
+func TestMalformedFrame(t *testing.T) {
+	leakCheck(t)
+	topic := newTopic(t, 1)
+	a := startFerry(t, fmt.Sprintf(`
+  - when: [{method: grpc.examples.echo.Echo/*}]
+    produce: {topic: %s}
+`, topic))
+	tr := &http2.Transport{
+		AllowHTTP: true,
+		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		},
+	}
+	defer tr.CloseIdleConnections()
+	for name, body := range map[string][]byte{
+		"truncated":             {0, 0, 0, 0, 10, 0x0a, 0x01},
+		"compressed, no codec":  append([]byte{1, 0, 0, 0, 3}, echo("x")...),
+		"length over the limit": {0, 0xff, 0xff, 0xff, 0xff},
+		"short prefix":          {0, 0},
+	} {
+		req, _ := http.NewRequestWithContext(ctxT(t, 10*time.Second), http.MethodPost,
+			"http://"+a.GRPCAddr()+echoSvc+"ClientStreamingEcho", bytes.NewReader(body))
+		req.Header.Set("content-type", "application/grpc")
+		req.Header.Set("te", "trailers")
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		code := resp.Trailer.Get("grpc-status")
+		if code == "" {
+			code = resp.Header.Get("grpc-status")
+		}
+		if code == "" || code == "0" {
+			t.Errorf("%s: grpc-status %q (%s), want an error", name, code, resp.Trailer.Get("grpc-message"))
+		}
+		t.Logf("%s: grpc-status %s %s", name, code, resp.Trailer.Get("grpc-message"))
+	}
+	// A good call afterwards is the only thing on the topic.
+	if res := call(ctxT(t, 10*time.Second), dial(t, a), "ClientStreamingEcho", nil, "good"); res.err != nil {
+		t.Fatal(res.err)
+	}
+	if n := endOffset(t, topic); n != 1 {
+		t.Errorf("topic holds %d records, want only the good call's 1", n)
+	}
+	if r := readTopic(t, topic, 1)[0]; unecho(r.Value) != "good" {
+		t.Errorf("record = %q, want the good call's", unecho(r.Value))
 	}
 }
