@@ -52,17 +52,22 @@ func TestMain(m *testing.M) {
 }
 
 // leakCheck fails t if goroutines started during the test outlive it.
-func leakCheck(t *testing.T) {
+func leakCheck(t testing.TB) {
 	t.Helper()
 	opts := []goleak.Option{goleak.IgnoreCurrent()}
 	t.Cleanup(func() { goleak.VerifyNone(t, opts...) })
 }
 
 // newTopic creates a topic with a name unique to this test and run.
-func newTopic(t *testing.T, partitions int32) string {
+func newTopic(t testing.TB, partitions int32) string {
 	t.Helper()
-	name := strings.NewReplacer("/", "-", " ", "-", "_", "-").Replace(t.Name())
-	name = fmt.Sprintf("ferry-test-%s-%08x", strings.ToLower(name), rand.Uint32())
+	name := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
+			return r
+		}
+		return '-'
+	}, strings.ToLower(t.Name()))
+	name = fmt.Sprintf("ferry-test-%s-%08x", name, rand.Uint32())
 	cl := newClient(t)
 	adm := kadm.NewClient(cl)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -78,7 +83,7 @@ func newTopic(t *testing.T, partitions int32) string {
 }
 
 // newClient returns a plain franz-go client on the test brokers.
-func newClient(t *testing.T, opts ...kgo.Opt) *kgo.Client {
+func newClient(t testing.TB, opts ...kgo.Opt) *kgo.Client {
 	t.Helper()
 	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(testBrokers...)}, opts...)...)
 	if err != nil {
@@ -89,7 +94,7 @@ func newClient(t *testing.T, opts ...kgo.Opt) *kgo.Client {
 }
 
 // readTopic reads n records of topic from the start.
-func readTopic(t *testing.T, topic string, n int) []*kgo.Record {
+func readTopic(t testing.TB, topic string, n int) []*kgo.Record {
 	t.Helper()
 	cl := newClient(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -107,7 +112,7 @@ func readTopic(t *testing.T, topic string, n int) []*kgo.Record {
 }
 
 // endOffset returns the sum of topic's partition end offsets.
-func endOffset(t *testing.T, topic string) int64 {
+func endOffset(t testing.TB, topic string) int64 {
 	t.Helper()
 	adm := kadm.NewClient(newClient(t))
 	ends, err := adm.ListEndOffsets(context.Background(), topic)
@@ -124,7 +129,7 @@ var (
 	rootOnce sync.Once
 )
 
-func root(t *testing.T) string {
+func root(t testing.TB) string {
 	rootOnce.Do(func() {
 		wd, _ := os.Getwd()
 		repoRoot = filepath.Join(wd, "..", "..")
@@ -135,7 +140,7 @@ func root(t *testing.T) string {
 // startFerry starts Ferry with a config written in YAML; the echo proto is
 // loaded, the gRPC listener takes a free port and the cluster "default" is
 // the test brokers'.
-func startFerry(t *testing.T, routes string) *app.App {
+func startFerry(t testing.TB, routes string) *app.App {
 	t.Helper()
 	y := fmt.Sprintf(`
 clusters:
@@ -159,7 +164,7 @@ routes:
 	return startConfig(t, cfg)
 }
 
-func startConfig(t *testing.T, cfg *config.Config) *app.App {
+func startConfig(t testing.TB, cfg *config.Config) *app.App {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -175,11 +180,11 @@ func startConfig(t *testing.T, cfg *config.Config) *app.App {
 	return a
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
-type tWriter struct{ t *testing.T }
+type tWriter struct{ t testing.TB }
 
 func (w tWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
@@ -200,7 +205,7 @@ func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 
 func (rawCodec) Name() string { return "proto" }
 
-func dial(t *testing.T, a *app.App) *grpc.ClientConn {
+func dial(t testing.TB, a *app.App) *grpc.ClientConn {
 	t.Helper()
 	cc, err := grpc.NewClient(a.GRPCAddr(),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -311,7 +316,7 @@ type reply struct {
 	message string
 }
 
-func startBackend(t *testing.T, requestTopic string, fn func(reqs []string, md map[string]string) reply) *backend {
+func startBackend(t testing.TB, requestTopic string, fn func(reqs []string, md map[string]string) reply) *backend {
 	t.Helper()
 	b := &backend{calls: map[string]int{}}
 	cons := newClient(t, kgo.ConsumeTopics(requestTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
@@ -380,7 +385,7 @@ func (b *backend) seen() (calls, twice int) {
 	return calls, twice
 }
 
-func ctxT(t *testing.T, d time.Duration) context.Context {
+func ctxT(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
@@ -394,7 +399,7 @@ func md5hex(s string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-func writeFile(t *testing.T, path, content string) {
+func writeFile(t testing.TB, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)

@@ -3,11 +3,9 @@ package app_test
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/base64"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"path/filepath"
 	"reflect"
@@ -17,7 +15,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -482,12 +479,11 @@ func TestMalformedFrame(t *testing.T) {
   - when: [{method: grpc.examples.echo.Echo/*}]
     produce: {topic: %s}
 `, topic))
-	tr := &http2.Transport{
-		AllowHTTP: true,
-		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, network, addr)
-		},
-	}
+	// gRPC is HTTP/2 without TLS here (h2c), spoken by net/http directly so
+	// the frames can be anything.
+	var protocols http.Protocols
+	protocols.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{Protocols: &protocols}
 	defer tr.CloseIdleConnections()
 	for name, body := range map[string][]byte{
 		"truncated":             {0, 0, 0, 0, 10, 0x0a, 0x01},

@@ -228,16 +228,30 @@ func (c *call) stop() {
 
 // receive reads the client's request messages until it half-closes and, if
 // write is set, writes each as a record, then the null record when the route
-// has a reply topic.
-func (c *call) receive(write bool) error {
+// has a reply topic. held is a message read but not yet written.
+//
+// For a method whose request is not a stream, a message is held until the
+// next read tells whether the client half-closed: a unary request then goes
+// to the producer together with its null record, and both travel in one
+// produce request, where writing the message at once would often cost a
+// second broker round trip for the null record. A streaming request is
+// written message by message, as it arrives.
+func (c *call) receive(write bool, held []byte) error {
+	hold := !c.m.ClientStreaming
 	for {
 		var f grpcserver.Frame
 		err := c.ss.RecvMsg(&f)
 		if err == io.EOF {
-			if write && c.r.reader != nil {
-				if err := c.produce(nil); err != nil && err != errEnded {
-					return err
+			if !write {
+				return nil
+			}
+			if held != nil {
+				if err := c.produce(held); err != nil {
+					return ignoreEnded(err)
 				}
+			}
+			if c.r.reader != nil {
+				return ignoreEnded(c.produce(nil))
 			}
 			return nil
 		}
@@ -251,22 +265,97 @@ func (c *call) receive(write bool) error {
 			// An empty message is a record with an empty, not a null, value.
 			f.Bytes = []byte{}
 		}
-		if err := c.produce(f.Bytes); err != nil {
-			if err == errEnded {
-				return nil
+		if held != nil {
+			if err := c.produce(held); err != nil {
+				return ignoreEnded(err)
 			}
-			return err
+			held = nil
+		}
+		if hold {
+			held = f.Bytes
+			continue
+		}
+		if err := c.produce(f.Bytes); err != nil {
+			return ignoreEnded(err)
 		}
 	}
 }
 
+// receiveUnary reads, in the handler's own goroutine, the request of a
+// method whose request is not a stream: one message and the half-close,
+// which a gRPC client sends together. If the client sends a second message
+// instead (a stream to a unary method), it returns that message, and the
+// rest of the stream is left to receive in a goroutine of its own.
+func (c *call) receiveUnary(write bool) (more []byte, err error) {
+	var first grpcserver.Frame
+	switch err := c.ss.RecvMsg(&first); {
+	case err == io.EOF:
+		return nil, c.receive(write, nil) // reads EOF again and ends the stream
+	case err != nil:
+		return nil, err
+	}
+	if first.Bytes == nil {
+		first.Bytes = []byte{}
+	}
+	var next grpcserver.Frame
+	switch err := c.ss.RecvMsg(&next); {
+	case err == io.EOF:
+		if !write {
+			return nil, nil
+		}
+		if err := c.produce(first.Bytes); err != nil {
+			return nil, ignoreEnded(err)
+		}
+		if c.r.reader != nil {
+			return nil, ignoreEnded(c.produce(nil))
+		}
+		return nil, nil
+	case err != nil:
+		return nil, err
+	}
+	if write {
+		if err := c.produce(first.Bytes); err != nil {
+			return nil, ignoreEnded(err)
+		}
+	}
+	if next.Bytes == nil {
+		next.Bytes = []byte{}
+	}
+	return next.Bytes, nil
+}
+
+// ignoreEnded treats writing after the call ended as the normal end of
+// reading: the call already has its answer.
+func ignoreEnded(err error) error {
+	if err == errEnded {
+		return nil
+	}
+	return err
+}
+
+// readRequests starts reading the request stream. A unary request is read
+// at once in the calling goroutine, sparing every unary call a goroutine and
+// a hand-off; a streaming request is read by a goroutine the handler owns,
+// while the call streams replies. The returned channel yields the outcome
+// of a reading goroutine; it is nil when the request was read in full.
+func (c *call) readRequests(write bool) (<-chan error, error) {
+	if c.m.ClientStreaming {
+		return c.startReceive(write, nil), nil
+	}
+	more, err := c.receiveUnary(write)
+	if err != nil || more == nil {
+		return nil, err
+	}
+	return c.startReceive(write, more), nil
+}
+
 // startReceive runs receive in a goroutine owned by the handler.
-func (c *call) startReceive(write bool) <-chan error {
+func (c *call) startReceive(write bool, held []byte) <-chan error {
 	done := make(chan error, 1)
 	c.h.wg.Add(1)
 	go func() {
 		defer c.h.wg.Done()
-		done <- c.receive(write)
+		done <- c.receive(write, held)
 	}()
 	return done
 }
@@ -276,7 +365,11 @@ func (c *call) startReceive(write bool) <-chan error {
 // acknowledged every record.
 func (c *call) serveOneWay() error {
 	ctx := c.ss.Context()
-	if err := <-c.startReceive(true); err != nil {
+	recvDone, err := c.readRequests(true)
+	if err == nil && recvDone != nil {
+		err = <-recvDone
+	}
+	if err != nil {
 		c.stop()
 		return recvStatus(err)
 	}
@@ -328,7 +421,11 @@ func (c *call) serveRequestReply() error {
 	// A call retried with the same idempotency-key is answered from the
 	// replies already read (or still arriving) instead of being written to
 	// the request topic a second time.
-	recvDone := c.startReceive(!found)
+	recvDone, err := c.readRequests(!found)
+	if err != nil {
+		c.abandon()
+		return recvStatus(err)
+	}
 
 	var timeout <-chan time.Time
 	if d := c.r.timeout(); d > 0 {
