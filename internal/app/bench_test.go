@@ -65,7 +65,7 @@ func BenchmarkUnary(b *testing.B) {
 // runLoad runs b.N calls spread over inflight goroutines and reports the
 // p50 and p99 round trip and the throughput.
 func runLoad(b *testing.B, inflight int, op func(ctx context.Context, i int) error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	// Warm up connections, metadata and the reply reader.
 	for i := 0; i < 10; i++ {
@@ -126,12 +126,10 @@ func newDirect(b *testing.B, topic string) *direct {
 		wait:  map[string]chan struct{}{},
 		done:  make(chan struct{}),
 	}
-	cons := newClient(b, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()),
+	// Start at a timestamp, as Ferry's reply reader does: "the end" would
+	// be resolved lazily and could land after the first request.
+	cons := newClient(b, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AfterMilli(time.Now().UnixMilli())),
 		kgo.FetchMaxWait(500*time.Millisecond))
-	// Make sure the reader's position is set before the first request.
-	if err := cons.Ping(context.Background()); err != nil {
-		b.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b.Cleanup(func() { cancel(); <-d.done })
 	go func() {
@@ -155,6 +153,19 @@ func newDirect(b *testing.B, topic string) *direct {
 			})
 		}
 	}()
+	// Wait until the reader is positioned and reading: send probes until
+	// one comes back.
+	for i := 0; ; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := d.call(ctx, -1000-i)
+		cancel()
+		if err == nil {
+			break
+		}
+		if i == 30 {
+			b.Fatalf("the direct reader of %s never saw a probe: %v", topic, err)
+		}
+	}
 	return d
 }
 
