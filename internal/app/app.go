@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ferryproxy/ferry/internal/backend"
 	"github.com/ferryproxy/ferry/internal/config"
 	"github.com/ferryproxy/ferry/internal/grpcserver"
 	"github.com/ferryproxy/ferry/internal/kafka"
@@ -29,6 +30,7 @@ type App struct {
 	embedded *kafka.Embedded
 	clusters map[string]*kafka.Cluster
 	readers  []*produce.Reader
+	backends []*backend.Backend
 	handler  *produce.Handler
 	server   *grpcserver.Server
 	lis      net.Listener
@@ -109,6 +111,9 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *App
 		return nil, err
 	}
 	a.handler = produce.NewHandler(a.ctx, reg, table, logger)
+	if err := a.startBackends(); err != nil {
+		return nil, err
+	}
 
 	g := cfg.Listeners.GRPC
 	a.server = grpcserver.New(grpcserver.Options{
@@ -203,6 +208,30 @@ func (a *App) buildRoutes() (map[string]*produce.Route, error) {
 	return routes, errors.Join(errs...)
 }
 
+// startBackends starts every back end: a group consumer of its request
+// topic, the reply producer, and the gRPC client of its server.
+func (a *App) startBackends() error {
+	for _, bc := range a.cfg.Backends {
+		cl := a.clusters[bc.Cluster]
+		prod, err := cl.Producer(kafka.AcksInSyncReplicas)
+		if err != nil {
+			return err
+		}
+		b, err := backend.New(backend.Options{Config: bc, Producer: prod, Logger: a.logger})
+		if err != nil {
+			return err
+		}
+		a.backends = append(a.backends, b)
+		cons, err := cl.NewGroupConsumer(bc.Topic, bc.GroupID, bc.Start, bc.SessionTimeout, b.ConsumerOpts()...)
+		if err != nil {
+			return err
+		}
+		b.Start(cons)
+		a.logger.Info("serving back end", "backend", bc.Name, "topic", bc.Topic, "group", bc.GroupID, "target", bc.Target)
+	}
+	return nil
+}
+
 // GRPCAddr returns the address the gRPC server listens on.
 func (a *App) GRPCAddr() string { return a.lis.Addr().String() }
 
@@ -223,6 +252,9 @@ func (a *App) Close(ctx context.Context) {
 		}
 		if a.handler != nil {
 			a.handler.Wait()
+		}
+		for _, b := range a.backends {
+			b.Close()
 		}
 		for _, rd := range a.readers {
 			rd.Close()

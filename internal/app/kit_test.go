@@ -154,7 +154,7 @@ protos:
   - files: [echo.proto]
     import_paths: [%q]
 log:
-  level: warn
+  level: ${FERRY_TEST_LOG:-warn}
 routes:
 %s`, strings.Join(testBrokers, ","), filepath.Join(root(t), "examples", "echo"), routes)
 	cfg, err := config.Parse(filepath.Join(t.TempDir(), "ferry.yaml"), []byte(y))
@@ -181,7 +181,7 @@ func startConfig(t testing.TB, cfg *config.Config) *app.App {
 }
 
 func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: testLogLevel()}))
 }
 
 type tWriter struct{ t testing.TB }
@@ -404,4 +404,40 @@ func writeFile(t testing.TB, path, content string) {
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func kadmClient(t testing.TB) *kadm.Client {
+	return kadm.NewClient(newClient(t))
+}
+
+// waitGroupMembers waits until group has n members, each with partitions.
+func waitGroupMembers(t testing.TB, group string, n int) {
+	t.Helper()
+	adm := kadmClient(t)
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		gs, err := adm.DescribeGroups(context.Background(), group)
+		if err == nil {
+			g := gs[group]
+			withParts := 0
+			for _, m := range g.Members {
+				if a, ok := m.Assigned.AsConsumer(); ok && len(a.Topics) > 0 {
+					withParts++
+				}
+			}
+			if g.State == "Stable" && withParts == n {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("group %s never had %d members with partitions", group, n)
+}
+
+func testLogLevel() slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(os.Getenv("FERRY_TEST_LOG"))); err != nil {
+		return slog.LevelWarn
+	}
+	return l
 }

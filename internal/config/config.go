@@ -23,6 +23,9 @@ type Config struct {
 	Protos []ProtoSource `yaml:"protos"`
 	// Routes map gRPC methods to Kafka topics; the first match wins.
 	Routes []Route `yaml:"routes"`
+	// Backends consume request topics in a consumer group and call gRPC
+	// servers, writing their replies back to Kafka.
+	Backends []Backend `yaml:"backends"`
 	// Replies configures the shared readers of reply topics.
 	Replies Replies `yaml:"replies"`
 	// Log configures Ferry's own logging.
@@ -172,6 +175,76 @@ type HeaderNames struct {
 	MetaPrefix    string `yaml:"meta_prefix"`
 }
 
+// Backend is the Kafka → gRPC capability: it reads requests from a topic in
+// a consumer group, calls a gRPC server with them and writes the replies to
+// each request's reply topic, committing a request only once its final
+// reply is written (at least once).
+type Backend struct {
+	// Name labels the back end in logs and derives the default group id.
+	Name string `yaml:"name"`
+	// Cluster names the Kafka cluster. Default: the first cluster.
+	Cluster string `yaml:"cluster"`
+	// Topic is the request topic.
+	Topic string `yaml:"topic"`
+	// ReplyTo is where replies go when a request names no reply topic in
+	// its reply-to header.
+	ReplyTo string `yaml:"reply_to"`
+	// When filters the requests this back end serves, ORed; empty serves
+	// every request. Requests it does not serve are skipped (and committed).
+	When []BackendCondition `yaml:"when"`
+	// Target is the gRPC server's address, in grpc-go's target syntax
+	// (host:port, dns:///host:port, unix:///path).
+	Target string `yaml:"target"`
+	// GroupID is the Kafka consumer group. Default: "ferry-backend-<name>".
+	GroupID string `yaml:"group_id"`
+	// Start is where a group without committed offsets starts: earliest or
+	// latest.
+	Start string `yaml:"start"`
+	// Concurrency bounds the gRPC calls in flight.
+	Concurrency int `yaml:"concurrency"`
+	// MaxPendingCalls bounds the calls read from Kafka but waiting for a
+	// free slot; beyond it fetching pauses, so memory stays bounded.
+	MaxPendingCalls int `yaml:"max_pending_calls"`
+	// Deadline bounds one call, retries included.
+	Deadline time.Duration `yaml:"deadline"`
+	// Retry is the policy for calls the server answers UNAVAILABLE before
+	// any response was written.
+	Retry Retry `yaml:"retry"`
+	// SessionTimeout is the consumer group session timeout: how long a
+	// member that stopped without leaving keeps its partitions.
+	SessionTimeout time.Duration `yaml:"session_timeout"`
+	// CommitInterval is how often finished requests are committed.
+	CommitInterval time.Duration `yaml:"commit_interval"`
+	// DrainTimeout bounds how long calls of partitions being taken away
+	// (rebalance, shutdown) may run on; calls still running then are
+	// abandoned uncommitted, and the partition's next owner redoes them.
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// HeaderNames renames the headers Ferry reads and writes.
+	HeaderNames HeaderNames `yaml:"header_names"`
+}
+
+// BackendCondition selects requests by method, key and headers; every
+// field given must match.
+type BackendCondition struct {
+	// Method is "package.Service/Method" or "package.Service/*".
+	Method string `yaml:"method"`
+	// Key, if set, must equal the record key.
+	Key string `yaml:"key"`
+	// Headers must all be present with exactly these values.
+	Headers map[string]string `yaml:"headers"`
+}
+
+// Retry is an exponential backoff with full jitter.
+type Retry struct {
+	// MaxAttempts bounds the attempts of one call, the first included.
+	MaxAttempts int `yaml:"max_attempts"`
+	// InitialBackoff is the largest wait before the second attempt; each
+	// later wait may be twice as long, up to MaxBackoff.
+	InitialBackoff time.Duration `yaml:"initial_backoff"`
+	// MaxBackoff caps the wait between attempts.
+	MaxBackoff time.Duration `yaml:"max_backoff"`
+}
+
 // Replies configures the shared reply-topic readers.
 type Replies struct {
 	// Lookback is how far back a reply reader starts, and how long completed
@@ -276,21 +349,69 @@ func (c *Config) applyDefaults() {
 				t := true
 				p.OneWayAck = &t
 			}
-			d := DefaultHeaderNames()
-			fill := func(s *string, def string) {
-				if *s == "" {
-					*s = def
-				}
-			}
-			fill(&p.HeaderNames.Service, d.Service)
-			fill(&p.HeaderNames.Method, d.Method)
-			fill(&p.HeaderNames.ReplyTo, d.ReplyTo)
-			fill(&p.HeaderNames.CorrelationID, d.CorrelationID)
-			fill(&p.HeaderNames.Status, d.Status)
-			fill(&p.HeaderNames.Message, d.Message)
-			fill(&p.HeaderNames.MetaPrefix, d.MetaPrefix)
+			p.HeaderNames.fill()
 		}
 	}
+	c.applyBackendDefaults()
+}
+
+// applyBackendDefaults fills each back end's unset keys.
+func (c *Config) applyBackendDefaults() {
+	for i := range c.Backends {
+		b := &c.Backends[i]
+		if b.Name == "" {
+			b.Name = "backend-" + strconv.Itoa(i)
+		}
+		setDefault(&b.Cluster, c.Clusters[0].Name)
+		setDefault(&b.GroupID, "ferry-backend-"+b.Name)
+		setDefault(&b.Start, "earliest")
+		if b.Concurrency == 0 {
+			b.Concurrency = 64
+		}
+		if b.MaxPendingCalls == 0 {
+			b.MaxPendingCalls = 10_000
+		}
+		if b.Deadline == 0 {
+			b.Deadline = 30 * time.Second
+		}
+		if b.Retry.MaxAttempts == 0 {
+			b.Retry.MaxAttempts = 10
+		}
+		if b.Retry.InitialBackoff == 0 {
+			b.Retry.InitialBackoff = 100 * time.Millisecond
+		}
+		if b.Retry.MaxBackoff == 0 {
+			b.Retry.MaxBackoff = 5 * time.Second
+		}
+		if b.SessionTimeout == 0 {
+			b.SessionTimeout = 45 * time.Second
+		}
+		if b.CommitInterval == 0 {
+			b.CommitInterval = time.Second
+		}
+		if b.DrainTimeout == 0 {
+			b.DrainTimeout = 10 * time.Second
+		}
+		b.HeaderNames.fill()
+	}
+}
+
+func setDefault(s *string, def string) {
+	if *s == "" {
+		*s = def
+	}
+}
+
+// fill sets every unset header name to Zilla's.
+func (n *HeaderNames) fill() {
+	d := DefaultHeaderNames()
+	setDefault(&n.Service, d.Service)
+	setDefault(&n.Method, d.Method)
+	setDefault(&n.ReplyTo, d.ReplyTo)
+	setDefault(&n.CorrelationID, d.CorrelationID)
+	setDefault(&n.Status, d.Status)
+	setDefault(&n.Message, d.Message)
+	setDefault(&n.MetaPrefix, d.MetaPrefix)
 }
 
 // Cluster returns the cluster with the given name.

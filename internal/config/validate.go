@@ -5,6 +5,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Validate checks the decoded configuration as a whole and returns every
@@ -16,6 +17,7 @@ func (c *Config) Validate() Errors {
 	v.listeners()
 	v.protos()
 	v.routes()
+	v.backends()
 	if c.Replies.Lookback <= 0 {
 		v.errf("replies.lookback", "must be positive, e.g. 5m")
 	}
@@ -146,8 +148,8 @@ func (v *validator) protos() {
 }
 
 func (v *validator) routes() {
-	if len(v.cfg.Routes) == 0 {
-		v.errf("routes", "no routes: add at least one route so Ferry has something to serve")
+	if len(v.cfg.Routes) == 0 && len(v.cfg.Backends) == 0 {
+		v.errf("routes", "no routes and no backends: add at least one so Ferry has something to do")
 	}
 	names := map[string]bool{}
 	// replyHeaders remembers, per cluster and reply topic, the header names
@@ -216,27 +218,93 @@ func (v *validator) produce(p string, r *ProduceRoute, replyHeaders map[[2]strin
 	if r.Timeout < 0 {
 		v.errf(p+".timeout", "must not be negative: use 0 to wait as long as the client does")
 	}
-	hn := r.HeaderNames
+	v.headerNames(p+".header_names", r.HeaderNames)
+	for i, o := range r.Overrides {
+		if o.Name == "" {
+			v.errf(fmt.Sprintf("%s.overrides", p), "override %d has an empty header name", i)
+		}
+	}
+}
+
+// headerNames checks that the record layout's header names are distinct and
+// none would be read as metadata.
+func (v *validator) headerNames(p string, hn HeaderNames) {
 	seen := map[string]string{}
 	for _, h := range []struct{ key, val string }{
 		{"service", hn.Service}, {"method", hn.Method}, {"reply_to", hn.ReplyTo},
 		{"correlation_id", hn.CorrelationID}, {"status", hn.Status}, {"message", hn.Message},
 	} {
 		if other, dup := seen[h.val]; dup {
-			v.errf(p+".header_names."+h.key, "%q is also the %s header: each header needs its own name", h.val, other)
+			v.errf(p+"."+h.key, "%q is also the %s header: each header needs its own name", h.val, other)
 		}
 		seen[h.val] = h.key
 		if strings.HasPrefix(h.val, hn.MetaPrefix) {
-			v.errf(p+".header_names."+h.key, "%q starts with the meta prefix %q and would be read as metadata", h.val, hn.MetaPrefix)
+			v.errf(p+"."+h.key, "%q starts with the meta prefix %q and would be read as metadata", h.val, hn.MetaPrefix)
 		}
 	}
 	if hn.MetaPrefix == "" {
-		v.errf(p+".header_names.meta_prefix", "must not be empty")
+		v.errf(p+".meta_prefix", "must not be empty")
 	}
-	for i, o := range r.Overrides {
-		if o.Name == "" {
-			v.errf(fmt.Sprintf("%s.overrides", p), "override %d has an empty header name", i)
+}
+
+func (v *validator) backends() {
+	names := map[string]bool{}
+	for i, b := range v.cfg.Backends {
+		p := fmt.Sprintf("backends[%d]", i)
+		if names[b.Name] {
+			v.errf(p+".name", "backend name %q is used twice: keep names unique", b.Name)
 		}
+		names[b.Name] = true
+		if _, ok := v.cfg.Cluster(b.Cluster); !ok {
+			v.errf(p+".cluster", "no cluster is named %q: define it under clusters", b.Cluster)
+		}
+		if err := CheckTopic(b.Topic); err != nil {
+			v.errf(p+".topic", "%v", err)
+		}
+		if b.ReplyTo != "" {
+			if err := CheckTopic(b.ReplyTo); err != nil {
+				v.errf(p+".reply_to", "%v", err)
+			}
+		}
+		for j, w := range b.When {
+			if w.Method == "" {
+				continue
+			}
+			if err := CheckMethodPattern(w.Method); err != nil {
+				v.errf(fmt.Sprintf("%s.when[%d].method", p, j), "%v", err)
+			}
+		}
+		if b.Target == "" {
+			v.errf(p+".target", "is required: the gRPC server's address, e.g. 127.0.0.1:50051")
+		}
+		switch b.Start {
+		case "earliest", "latest":
+		default:
+			v.errf(p+".start", "%q is not a start position: use earliest or latest", b.Start)
+		}
+		for _, n := range []struct {
+			key string
+			val int
+		}{{"concurrency", b.Concurrency}, {"max_pending_calls", b.MaxPendingCalls}, {"retry.max_attempts", b.Retry.MaxAttempts}} {
+			if n.val < 1 {
+				v.errf(p+"."+n.key, "must be at least 1")
+			}
+		}
+		for _, d := range []struct {
+			key string
+			val time.Duration
+		}{
+			{"deadline", b.Deadline}, {"retry.initial_backoff", b.Retry.InitialBackoff}, {"retry.max_backoff", b.Retry.MaxBackoff},
+			{"session_timeout", b.SessionTimeout}, {"commit_interval", b.CommitInterval}, {"drain_timeout", b.DrainTimeout},
+		} {
+			if d.val <= 0 {
+				v.errf(p+"."+d.key, "must be positive")
+			}
+		}
+		if b.Retry.MaxBackoff < b.Retry.InitialBackoff {
+			v.errf(p+".retry.max_backoff", "is shorter than initial_backoff (%s)", b.Retry.InitialBackoff)
+		}
+		v.headerNames(p+".header_names", b.HeaderNames)
 	}
 }
 

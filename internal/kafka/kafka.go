@@ -122,6 +122,33 @@ func (c *Cluster) NewReader(topic string, start time.Time) (*kgo.Client, error) 
 	return cl, nil
 }
 
+// NewGroupConsumer returns a client that consumes topic in consumer group
+// group. A group without committed offsets starts at the earliest or the
+// latest record, as start says. extra carries the caller's group hooks.
+func (c *Cluster) NewGroupConsumer(topic, group, start string, session time.Duration, extra ...kgo.Opt) (*kgo.Client, error) {
+	reset := kgo.NewOffset().AtStart()
+	if start == "latest" {
+		reset = kgo.NewOffset().AtEnd()
+	}
+	opts := append(c.baseOpts(),
+		kgo.ConsumerGroup(group),
+		kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(reset),
+		kgo.SessionTimeout(session),
+		// Cooperative rebalancing moves only the partitions that change
+		// owner, so the calls of every other partition keep running.
+		kgo.Balancers(kgo.CooperativeStickyBalancer()),
+		kgo.AllowAutoTopicCreation(),
+		kgo.FetchMaxWait(500*time.Millisecond),
+	)
+	opts = append(opts, extra...)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("creating consumer of %q in group %q on cluster %q: %w", topic, group, c.name, err)
+	}
+	return cl, nil
+}
+
 // Ping checks that the cluster answers a metadata request.
 func (c *Cluster) Ping(ctx context.Context) error {
 	cl, err := kgo.NewClient(c.baseOpts()...)

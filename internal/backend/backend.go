@@ -1,0 +1,520 @@
+// Package backend is Ferry's Kafka → gRPC capability: it reads request
+// records from a topic in a consumer group, calls a real gRPC server with
+// them, and writes the server's responses and final status to each
+// request's reply topic, in the record layout Zilla's kafka-grpc binding
+// uses. A request's offset is committed only after its final reply record
+// was acknowledged by Kafka, so a crash loses nothing: the partition's next
+// owner redoes what was not committed (at least once).
+package backend
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
+
+	"github.com/ferryproxy/ferry/internal/config"
+)
+
+// Options configure a Backend.
+type Options struct {
+	Config config.Backend
+	// Producer writes replies; it must use acks from all in-sync replicas.
+	Producer *kgo.Client
+	Logger   *slog.Logger
+}
+
+// Backend serves one configured back end: New, then a consumer created with
+// ConsumerOpts, then Start; Close stops it.
+type Backend struct {
+	cfg    config.Backend
+	names  config.HeaderNames
+	cons   *kgo.Client
+	prod   *kgo.Client
+	conn   *grpc.ClientConn
+	logger *slog.Logger
+	slots  chan struct{}
+
+	// ctx ends every call; cancel is called by Close after draining.
+	ctx    context.Context
+	cancel context.CancelFunc
+	calls  sync.WaitGroup // every call goroutine
+	loops  sync.WaitGroup // the poll loop and the committer
+	// stopPoll ends the poll loop without ending calls.
+	stopPoll context.CancelFunc
+	pollCtx  context.Context
+
+	// mu guards the maps below and paused.
+	mu       sync.Mutex
+	parts    map[int32]*partition
+	open     map[string]*call // by correlation id
+	finished *recentIDs       // ids of calls that ended, to skip their late records
+	waiting  int              // calls read but waiting for a slot
+	paused   bool
+}
+
+// ConsumerOpts are the kgo options the back end's consumer must be created
+// with: manual commits, and the group hooks through which the back end
+// learns of its partitions. They refer to b, so the consumer is created
+// after New and before Start; assignments can arrive as soon as it exists.
+func (b *Backend) ConsumerOpts() []kgo.Opt {
+	return []kgo.Opt{
+		kgo.DisableAutoCommit(),
+		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
+			b.assigned(m)
+		}),
+		kgo.OnPartitionsRevoked(func(ctx context.Context, _ *kgo.Client, m map[string][]int32) {
+			b.revoked(ctx, m, true)
+		}),
+		kgo.OnPartitionsLost(func(ctx context.Context, _ *kgo.Client, m map[string][]int32) {
+			b.revoked(ctx, m, false)
+		}),
+	}
+}
+
+// New prepares a back end: it creates the gRPC client (which connects
+// lazily) and nothing else.
+func New(opts Options) (*Backend, error) {
+	cfg := opts.Config
+	conn, err := grpc.NewClient(cfg.Target,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawCodec{})),
+		// Reconnect soon after a server comes back: calls are retried
+		// with their own backoff, bounded by the call deadline.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: cfg.Retry.MaxBackoff},
+			MinConnectTimeout: 5 * time.Second,
+		}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("backends %s: creating gRPC client for %q: %w", cfg.Name, cfg.Target, err)
+	}
+	b := &Backend{
+		cfg:      cfg,
+		names:    cfg.HeaderNames,
+		prod:     opts.Producer,
+		conn:     conn,
+		logger:   opts.Logger.With("backend", cfg.Name),
+		slots:    make(chan struct{}, cfg.Concurrency),
+		parts:    map[int32]*partition{},
+		open:     map[string]*call{},
+		finished: newRecentIDs(100_000),
+	}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+	b.pollCtx, b.stopPoll = context.WithCancel(b.ctx)
+	return b, nil
+}
+
+// Start begins reading requests with cons, a group consumer of the request
+// topic created with ConsumerOpts, and committing finished ones.
+func (b *Backend) Start(cons *kgo.Client) {
+	b.cons = cons
+	b.loops.Add(2)
+	go func() {
+		defer b.loops.Done()
+		b.poll()
+	}()
+	go func() {
+		defer b.loops.Done()
+		b.commitLoop()
+	}()
+}
+
+// Close stops reading, lets running calls finish for up to the drain
+// timeout, commits what finished, abandons the rest uncommitted, leaves the
+// group and closes the gRPC client. It is safe to call more than once.
+func (b *Backend) Close() {
+	b.stopPoll()
+	b.loops.Wait()
+	// Closing the consumer leaves the group, which revokes every partition:
+	// the revoke hook drains the calls and commits what finished.
+	if b.cons != nil {
+		b.cons.Close()
+	}
+	b.cancel()
+	b.calls.Wait()
+	b.conn.Close()
+}
+
+// poll reads request records and hands each to its call.
+func (b *Backend) poll() {
+	for {
+		fs := b.cons.PollFetches(b.pollCtx)
+		if b.pollCtx.Err() != nil {
+			return
+		}
+		fs.EachError(func(t string, p int32, err error) {
+			b.logger.Warn("reading requests", "topic", t, "partition", p, "err", err)
+		})
+		fs.EachRecord(b.dispatch)
+		b.flowControl()
+	}
+}
+
+// flowControl pauses fetching while too many calls wait for a slot, and
+// resumes it once half of them got one.
+func (b *Backend) flowControl() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case !b.paused && b.waiting >= b.cfg.MaxPendingCalls:
+		b.paused = true
+		b.cons.PauseFetchTopics(b.cfg.Topic)
+		b.logger.Warn("pausing reads: the gRPC server is slower than the requests arrive", "waiting_calls", b.waiting)
+	case b.paused && b.waiting <= b.cfg.MaxPendingCalls/2:
+		b.paused = false
+		b.cons.ResumeFetchTopics(b.cfg.Topic)
+	}
+}
+
+// dispatch routes one request record: it continues the open call of its
+// correlation id, opens a new call, or finishes the record at once when it
+// is not for this back end.
+func (b *Backend) dispatch(r *kgo.Record) {
+	b.mu.Lock()
+	p := b.parts[r.Partition]
+	b.mu.Unlock()
+	if p == nil || !p.track(r.Offset) {
+		return // the partition was revoked, or the record is already tracked
+	}
+	h := b.headers(r)
+	if h.id == "" {
+		// Not a request of the layout: nothing to answer.
+		p.finish(r.Offset)
+		return
+	}
+	b.mu.Lock()
+	if c := b.open[h.id]; c != nil {
+		b.mu.Unlock()
+		if !c.add(r) {
+			p.finish(r.Offset)
+		}
+		return
+	}
+	late := b.finished.has(h.id)
+	b.mu.Unlock()
+	switch {
+	case late, r.Value == nil:
+		// A late record of a call that already ended, or the end of a
+		// request stream whose call is unknown here: nothing to do.
+		p.finish(r.Offset)
+	case h.service == "" || h.method == "":
+		b.reject(p, r, h)
+	case !b.serves(r, h):
+		p.finish(r.Offset)
+	default:
+		b.openCall(p, r, h)
+	}
+}
+
+// recordHeaders are the layout headers of a request record.
+type recordHeaders struct {
+	id, service, method, replyTo string
+}
+
+func (b *Backend) headers(r *kgo.Record) recordHeaders {
+	var h recordHeaders
+	for _, kv := range r.Headers {
+		switch kv.Key {
+		case b.names.CorrelationID:
+			h.id = string(kv.Value)
+		case b.names.Service:
+			h.service = string(kv.Value)
+		case b.names.Method:
+			h.method = string(kv.Value)
+		case b.names.ReplyTo:
+			h.replyTo = string(kv.Value)
+		}
+	}
+	if h.replyTo == "" {
+		h.replyTo = b.cfg.ReplyTo
+	}
+	return h
+}
+
+// serves reports whether the back end's conditions select the request.
+func (b *Backend) serves(r *kgo.Record, h recordHeaders) bool {
+	if len(b.cfg.When) == 0 {
+		return true
+	}
+	for _, w := range b.cfg.When {
+		if w.Method != "" {
+			svc, m, _ := strings.Cut(w.Method, "/")
+			if svc != h.service || (m != "*" && m != h.method) {
+				continue
+			}
+		}
+		if w.Key != "" && w.Key != string(r.Key) {
+			continue
+		}
+		if !headersMatch(w.Headers, r.Headers) {
+			continue
+		}
+		return true
+	}
+	return false
+}
+
+func headersMatch(want map[string]string, hs []kgo.RecordHeader) bool {
+	for k, v := range want {
+		found := false
+		for _, h := range hs {
+			if h.Key == k && string(h.Value) == v {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+// reject answers a request that names no service or method with status 13,
+// as Zilla does, and finishes it once the answer is written.
+func (b *Backend) reject(p *partition, r *kgo.Record, h recordHeaders) {
+	b.mu.Lock()
+	b.finished.add(h.id)
+	b.mu.Unlock()
+	if h.replyTo == "" {
+		b.logger.Warn("skipping a request without service, method or reply topic", "partition", r.Partition, "offset", r.Offset)
+		p.finish(r.Offset)
+		return
+	}
+	rec := b.terminal(h.replyTo, h.id, nil, 13, "request names no service or method")
+	b.prod.Produce(b.ctx, rec, func(_ *kgo.Record, err error) {
+		if err != nil {
+			b.logger.Warn("writing the reply to a request without service or method", "err", err)
+		}
+		// Even when the answer failed, the request itself is finished:
+		// redoing it cannot succeed either.
+		p.finish(r.Offset)
+	})
+}
+
+// openCall starts a call for its first record; the call waits for a slot
+// in its own goroutine, so the poll loop keeps feeding open calls.
+func (b *Backend) openCall(p *partition, r *kgo.Record, h recordHeaders) {
+	if !p.addActive(1) {
+		return
+	}
+	c := newCall(b, p, r, h)
+	b.mu.Lock()
+	b.open[h.id] = c
+	b.waiting++
+	b.mu.Unlock()
+	b.calls.Add(1)
+	go func() {
+		defer b.calls.Done()
+		c.run()
+	}()
+}
+
+// leftQueue notes that a call got a slot, or gave up waiting for one.
+func (b *Backend) leftQueue() {
+	b.mu.Lock()
+	b.waiting--
+	b.mu.Unlock()
+}
+
+// ended removes a finished or abandoned call.
+func (b *Backend) ended(c *call) {
+	b.mu.Lock()
+	delete(b.open, c.id)
+	b.finished.add(c.id)
+	b.mu.Unlock()
+	c.part.addActive(-1)
+}
+
+// assigned starts tracking newly assigned partitions.
+func (b *Backend) assigned(m map[string][]int32) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, id := range m[b.cfg.Topic] {
+		b.parts[id] = newPartition(b.cfg.Topic, id)
+	}
+	b.logger.Info("partitions assigned", "topic", b.cfg.Topic, "partitions", m[b.cfg.Topic])
+}
+
+// revoked lets the calls of partitions being taken away finish for up to
+// the drain timeout, commits what finished (unless the partitions were
+// lost, when committing is no longer allowed), and abandons the rest: they
+// write nothing more and stay uncommitted, so the next owner redoes them.
+func (b *Backend) revoked(ctx context.Context, m map[string][]int32, commit bool) {
+	b.mu.Lock()
+	var ps []*partition
+	for _, id := range m[b.cfg.Topic] {
+		if p := b.parts[id]; p != nil {
+			ps = append(ps, p)
+			delete(b.parts, id)
+		}
+	}
+	b.mu.Unlock()
+	if len(ps) == 0 {
+		return
+	}
+	if commit {
+		// The group waits for this hook; the client may be closing, so
+		// the wait and the commit have their own bound.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.cfg.DrainTimeout+10*time.Second)
+		defer cancel()
+		deadline := time.Now().Add(b.cfg.DrainTimeout)
+		for _, p := range ps {
+			for p.activeCalls() > 0 && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+		b.commit(ctx, ps)
+	}
+	for _, p := range ps {
+		p.retire()
+	}
+	b.abandon(ps)
+	b.logger.Info("partitions revoked", "topic", b.cfg.Topic, "partitions", m[b.cfg.Topic], "committed", commit)
+}
+
+// abandon cancels the open calls of retired partitions.
+func (b *Backend) abandon(ps []*partition) {
+	gone := map[*partition]bool{}
+	for _, p := range ps {
+		gone[p] = true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, c := range b.open {
+		if gone[c.part] {
+			c.abandon()
+		}
+	}
+}
+
+// commitLoop commits finished requests every commit interval.
+func (b *Backend) commitLoop() {
+	t := time.NewTicker(b.cfg.CommitInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.pollCtx.Done():
+			return
+		case <-t.C:
+			b.mu.Lock()
+			ps := make([]*partition, 0, len(b.parts))
+			for _, p := range b.parts {
+				ps = append(ps, p)
+			}
+			b.mu.Unlock()
+			b.commit(b.pollCtx, ps)
+		}
+	}
+}
+
+// commit commits the finished prefix of each partition that moved.
+func (b *Backend) commit(ctx context.Context, ps []*partition) {
+	offsets := map[int32]kgo.EpochOffset{}
+	for _, p := range ps {
+		if at, moved := p.commitPoint(); moved {
+			offsets[p.id] = kgo.EpochOffset{Epoch: -1, Offset: at}
+		}
+	}
+	if len(offsets) == 0 {
+		return
+	}
+	var failed error
+	b.cons.CommitOffsetsSync(ctx, map[string]map[int32]kgo.EpochOffset{b.cfg.Topic: offsets},
+		func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+			if err != nil {
+				failed = err
+				return
+			}
+			for _, t := range resp.Topics {
+				for _, pr := range t.Partitions {
+					if e := kerr.ErrorForCode(pr.ErrorCode); e != nil {
+						failed = e
+					}
+				}
+			}
+		})
+	if failed != nil {
+		// The next tick or the revoke commits again; nothing is lost, at
+		// worst finished requests are redone by the next owner.
+		b.logger.Warn("committing finished requests", "err", failed)
+		return
+	}
+	for _, p := range ps {
+		if o, ok := offsets[p.id]; ok {
+			p.committedAt(o.Offset)
+		}
+	}
+}
+
+// terminal is the final reply record of a call: a null value carrying the
+// status and, on error, the message.
+func (b *Backend) terminal(topic, id string, meta []kgo.RecordHeader, code int, msg string) *kgo.Record {
+	hs := make([]kgo.RecordHeader, 0, len(meta)+3)
+	hs = append(hs, kgo.RecordHeader{Key: b.names.CorrelationID, Value: []byte(id)})
+	hs = append(hs, meta...)
+	hs = append(hs, kgo.RecordHeader{Key: b.names.Status, Value: []byte(fmt.Sprint(code))})
+	if code != 0 && msg != "" {
+		hs = append(hs, kgo.RecordHeader{Key: b.names.Message, Value: []byte(msg)})
+	}
+	return &kgo.Record{Topic: topic, Key: []byte(id), Headers: hs}
+}
+
+// rawCodec sends and receives *[]byte as they are: payloads pass through
+// Ferry undecoded.
+type rawCodec struct{}
+
+var _ encoding.CodecV2 = rawCodec{}
+
+func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	return mem.BufferSlice{mem.SliceBuffer(*v.(*[]byte))}, nil
+}
+
+func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	*v.(*[]byte) = data.Materialize()
+	return nil
+}
+
+func (rawCodec) Name() string { return proto.Name }
+
+// recentIDs remembers the last n ids added, for skipping late records of
+// calls that already ended.
+type recentIDs struct {
+	set  map[string]struct{}
+	ring []string
+	at   int
+}
+
+func newRecentIDs(n int) *recentIDs {
+	return &recentIDs{set: make(map[string]struct{}, n), ring: make([]string, n)}
+}
+
+func (r *recentIDs) add(id string) {
+	if _, ok := r.set[id]; ok {
+		return
+	}
+	if old := r.ring[r.at]; old != "" {
+		delete(r.set, old)
+	}
+	r.ring[r.at] = id
+	r.at = (r.at + 1) % len(r.ring)
+	r.set[id] = struct{}{}
+}
+
+func (r *recentIDs) has(id string) bool {
+	_, ok := r.set[id]
+	return ok
+}

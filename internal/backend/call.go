@@ -1,0 +1,328 @@
+package backend
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// Metadata entries a back end adds to every call, so the gRPC server can
+// recognize a request redone after a crash or rebalance.
+const (
+	// CorrelationIDMetadata carries the call's correlation id.
+	CorrelationIDMetadata = "ferry-correlation-id"
+	// IdempotencyKeyMetadata carries the client's idempotency-key, or the
+	// correlation id when the client sent none.
+	IdempotencyKeyMetadata = "idempotency-key"
+)
+
+var streamDesc = &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}
+
+// call is one gRPC call made from request records of one correlation id.
+type call struct {
+	b       *Backend
+	part    *partition
+	id      string
+	path    string
+	replyTo string
+	md      metadata.MD
+
+	ctx    context.Context // ends at the deadline or when abandoned
+	cancel context.CancelFunc
+
+	mu        sync.Mutex
+	offsets   []int64  // the call's records, finished together at its end
+	msgs      [][]byte // request messages, kept for retries
+	closed    bool     // the null record arrived: the request stream ended
+	abandoned bool
+	notify    chan struct{}
+}
+
+func newCall(b *Backend, p *partition, r *kgo.Record, h recordHeaders) *call {
+	c := &call{
+		b:       b,
+		part:    p,
+		id:      h.id,
+		path:    "/" + h.service + "/" + h.method,
+		replyTo: h.replyTo,
+		md:      requestMetadata(r.Headers, b.names.MetaPrefix),
+		notify:  make(chan struct{}, 1),
+	}
+	c.md.Set(CorrelationIDMetadata, h.id)
+	if len(c.md.Get(IdempotencyKeyMetadata)) == 0 {
+		c.md.Set(IdempotencyKeyMetadata, h.id)
+	}
+	c.ctx, c.cancel = context.WithTimeout(b.ctx, b.cfg.Deadline)
+	c.add(r)
+	return c
+}
+
+// requestMetadata turns meta: headers into gRPC request metadata. Binary
+// entries carry base64 text in Kafka and raw bytes in gRPC metadata.
+func requestMetadata(hs []kgo.RecordHeader, prefix string) metadata.MD {
+	md := metadata.MD{}
+	for _, h := range hs {
+		k, ok := strings.CutPrefix(h.Key, prefix)
+		if !ok {
+			continue
+		}
+		k = strings.ToLower(k)
+		if reservedMetadata(k) {
+			continue
+		}
+		v := string(h.Value)
+		if strings.HasSuffix(k, "-bin") {
+			b, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(v, "="))
+			if err != nil {
+				continue
+			}
+			v = string(b)
+		}
+		md[k] = append(md[k], v)
+	}
+	return md
+}
+
+// reservedMetadata reports keys that belong to the transport and never
+// travel as meta: headers.
+func reservedMetadata(k string) bool {
+	return k == "" || strings.HasPrefix(k, ":") || strings.HasPrefix(k, "grpc-") ||
+		k == "content-type" || k == "te" || k == "user-agent"
+}
+
+// add appends a record of the call. It returns false when the call takes
+// no more records (its request stream ended or it was abandoned); the
+// caller then finishes the record itself.
+func (c *call) add(r *kgo.Record) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.abandoned {
+		return false
+	}
+	c.offsets = append(c.offsets, r.Offset)
+	if r.Value == nil {
+		c.closed = true
+	} else {
+		c.msgs = append(c.msgs, r.Value)
+	}
+	select {
+	case c.notify <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// abandon stops the call without a reply: its partition was taken away and
+// the next owner redoes it.
+func (c *call) abandon() {
+	c.mu.Lock()
+	c.abandoned = true
+	c.mu.Unlock()
+	c.cancel()
+}
+
+func (c *call) isAbandoned() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.abandoned
+}
+
+// run waits for a slot, makes the call with retries, writes its final reply
+// and finishes its records once Kafka acknowledged that reply.
+func (c *call) run() {
+	defer c.b.ended(c)
+	defer c.cancel()
+	select {
+	case c.b.slots <- struct{}{}:
+		c.b.leftQueue()
+		defer func() { <-c.b.slots }()
+	case <-c.ctx.Done():
+		c.b.leftQueue()
+		if !c.isAbandoned() {
+			c.finish(nil, codes.DeadlineExceeded, "no free call slot before the deadline ("+c.b.cfg.Deadline.String()+")")
+		}
+		return
+	}
+	meta, code, msg := c.attempts()
+	if c.isAbandoned() {
+		return
+	}
+	c.finish(meta, code, msg)
+}
+
+// attempts makes the call, retrying while the server is UNAVAILABLE and
+// no response was written, with exponential backoff and full jitter.
+func (c *call) attempts() ([]kgo.RecordHeader, codes.Code, string) {
+	cfg := c.b.cfg.Retry
+	for attempt := 1; ; attempt++ {
+		meta, wrote, st := c.attempt()
+		if st.Code() != codes.Unavailable || wrote || attempt >= cfg.MaxAttempts || c.ctx.Err() != nil {
+			if st.Code() == codes.Unavailable && attempt > 1 {
+				return meta, st.Code(), st.Message() + " (after " + strconv.Itoa(attempt) + " attempts)"
+			}
+			if c.ctx.Err() == context.DeadlineExceeded && st.Code() == codes.Canceled {
+				return meta, codes.DeadlineExceeded, "call deadline (" + c.b.cfg.Deadline.String() + ") exceeded"
+			}
+			return meta, st.Code(), st.Message()
+		}
+		ceil := cfg.InitialBackoff << (attempt - 1)
+		if ceil > cfg.MaxBackoff || ceil <= 0 {
+			ceil = cfg.MaxBackoff
+		}
+		wait := time.Duration(rand.Int64N(int64(ceil) + 1))
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-c.ctx.Done():
+			t.Stop()
+		}
+	}
+}
+
+// attempt makes the call once: it sends the request messages (the ones
+// already read, then each as it arrives), writes every response message as
+// a reply record, and returns the reply headers, whether any response was
+// written, and the final status.
+func (c *call) attempt() (meta []kgo.RecordHeader, wrote bool, st *status.Status) {
+	ctx, cancel := context.WithCancel(metadata.NewOutgoingContext(c.ctx, c.md))
+	defer cancel()
+	s, err := c.b.conn.NewStream(ctx, streamDesc, c.path)
+	if err != nil {
+		return nil, false, status.Convert(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.send(ctx, s)
+	}()
+	// The sender ends once the attempt's context is cancelled.
+	defer wg.Wait()
+	defer cancel()
+
+	gotHeader := false
+	for {
+		var b []byte
+		err := s.RecvMsg(&b)
+		if !gotHeader {
+			gotHeader = true
+			if h, herr := s.Header(); herr == nil {
+				meta = metaHeaders(h, c.b.names.MetaPrefix)
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			meta = append(meta, metaHeaders(s.Trailer(), c.b.names.MetaPrefix)...)
+			return meta, wrote, status.New(codes.OK, "")
+		}
+		if err != nil {
+			return meta, wrote, status.Convert(err)
+		}
+		if c.replyTo == "" {
+			continue
+		}
+		wrote = true
+		hs := make([]kgo.RecordHeader, 0, len(meta)+1)
+		hs = append(hs, kgo.RecordHeader{Key: c.b.names.CorrelationID, Value: []byte(c.id)})
+		hs = append(hs, meta...)
+		c.b.prod.Produce(c.b.ctx, &kgo.Record{Topic: c.replyTo, Key: []byte(c.id), Value: b, Headers: hs}, c.replyWritten)
+	}
+}
+
+func (c *call) replyWritten(_ *kgo.Record, err error) {
+	if err != nil {
+		c.b.logger.Error("writing a reply record", "correlation_id", c.id, "topic", c.replyTo, "err", err)
+	}
+}
+
+// send writes the request messages to the stream and half-closes it once
+// the request stream's null record arrived.
+func (c *call) send(ctx context.Context, s grpc.ClientStream) {
+	next := 0
+	for {
+		c.mu.Lock()
+		var msg []byte
+		have := next < len(c.msgs)
+		if have {
+			msg = c.msgs[next]
+			next++
+		}
+		closed := c.closed
+		c.mu.Unlock()
+		switch {
+		case have:
+			if err := s.SendMsg(&msg); err != nil {
+				return // RecvMsg reports the status
+			}
+			continue
+		case closed:
+			_ = s.CloseSend()
+			return
+		}
+		select {
+		case <-c.notify:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// finish writes the call's final reply record and, once Kafka acknowledged
+// it, finishes the call's request records so they can be committed.
+func (c *call) finish(meta []kgo.RecordHeader, code codes.Code, msg string) {
+	c.mu.Lock()
+	offsets := append([]int64(nil), c.offsets...)
+	// Records still arriving for this id are late: the call is over.
+	c.closed = true
+	c.mu.Unlock()
+	if c.replyTo == "" {
+		c.part.finish(offsets...)
+		return
+	}
+	rec := c.b.terminal(c.replyTo, c.id, meta, int(code), msg)
+	c.b.prod.Produce(c.b.ctx, rec, func(_ *kgo.Record, err error) {
+		if err != nil {
+			// The reply is lost, which the caller sees as its own timeout;
+			// keeping the request uncommitted would stall its partition.
+			c.b.logger.Error("writing the final reply record; the caller will time out", "correlation_id", c.id, "topic", c.replyTo, "err", err)
+		}
+		c.part.finish(offsets...)
+	})
+}
+
+// metaHeaders turns response metadata into meta: headers, sorted by name.
+func metaHeaders(md metadata.MD, prefix string) []kgo.RecordHeader {
+	if len(md) == 0 {
+		return nil
+	}
+	keys := make([]string, 0, len(md))
+	for k := range md {
+		if !reservedMetadata(k) {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	var hs []kgo.RecordHeader
+	for _, k := range keys {
+		for _, v := range md[k] {
+			val := []byte(v)
+			if strings.HasSuffix(k, "-bin") {
+				val = []byte(base64.RawStdEncoding.EncodeToString(val))
+			}
+			hs = append(hs, kgo.RecordHeader{Key: prefix + k, Value: val})
+		}
+	}
+	return hs
+}
