@@ -235,3 +235,37 @@ func grpcFloor(b *testing.B) *grpc.ClientConn {
 	b.Cleanup(func() { cc.Close() })
 	return cc
 }
+
+// BenchmarkProxy compares the full round trip — client → Ferry → Kafka →
+// Ferry's back end → gRPC server → and back — with the same server called
+// directly.
+//
+// Run: go test ./internal/app -run '^$' -bench Proxy -benchtime 5000x
+func BenchmarkProxy(b *testing.B) {
+	srv := startEchoServer(b, "echo")
+	req := echo("benchmark payload of a typical small request")
+	for _, inflight := range []int{1, 64} {
+		b.Run("server-direct/inflight="+strconv.Itoa(inflight), func(b *testing.B) {
+			cc, err := grpc.NewClient(srv.addr,
+				grpc.WithTransportCredentials(insecure.NewCredentials()),
+				grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawCodec{})))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer cc.Close()
+			runLoad(b, inflight, func(ctx context.Context, _ int) error {
+				var resp []byte
+				return cc.Invoke(ctx, echoSvc+"UnaryEcho", &req, &resp)
+			})
+		})
+		b.Run("ferry/inflight="+strconv.Itoa(inflight), func(b *testing.B) {
+			reqT, repT := newTopic(b, 1), newTopic(b, 1)
+			a := startFerry(b, proxyConfig(b, reqT, repT, srv.addr, ""))
+			cc := dial(b, a)
+			runLoad(b, inflight, func(ctx context.Context, _ int) error {
+				var resp []byte
+				return cc.Invoke(ctx, echoSvc+"UnaryEcho", &req, &resp)
+			})
+		})
+	}
+}

@@ -143,6 +143,14 @@ func (b *Backend) Close() {
 	if b.cons != nil {
 		b.cons.Close()
 	}
+	// Calls the revoke hook did not reach (a partition lost, a consumer
+	// that never joined) are abandoned too: uncommitted, they are redone
+	// by the partitions' next owner rather than answered with an error.
+	b.mu.Lock()
+	for _, c := range b.open {
+		c.abandon()
+	}
+	b.mu.Unlock()
 	b.cancel()
 	b.calls.Wait()
 	b.conn.Close()
@@ -447,6 +455,9 @@ func (b *Backend) commit(ctx context.Context, ps []*partition) {
 				}
 			}
 		})
+	if failed != nil && ctx.Err() != nil {
+		return // shutting down: the revoke hook commits once more
+	}
 	if failed != nil {
 		// The next tick or the revoke commits again; nothing is lost, at
 		// worst finished requests are redone by the next owner.

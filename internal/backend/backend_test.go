@@ -1,0 +1,86 @@
+package backend
+
+import (
+	"reflect"
+	"testing"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/grpc/metadata"
+)
+
+// TestPartitionCommitOrder: the commit point is the first unfinished
+// record, whatever order calls finish in.
+func TestPartitionCommitOrder(t *testing.T) {
+	p := newPartition("t", 0)
+	for _, o := range []int64{10, 11, 12, 13, 14} {
+		if !p.track(o) {
+			t.Fatalf("track(%d) refused", o)
+		}
+	}
+	if _, moved := p.commitPoint(); moved {
+		t.Error("commit point moved before anything finished")
+	}
+	p.finish(12, 14) // later calls finish first: nothing to commit yet
+	if _, moved := p.commitPoint(); moved {
+		t.Error("commit point moved past an unfinished record")
+	}
+	p.finish(10)
+	if at, moved := p.commitPoint(); !moved || at != 11 {
+		t.Errorf("commit point = %d, %v; want 11", at, moved)
+	}
+	p.committedAt(11)
+	if _, moved := p.commitPoint(); moved {
+		t.Error("commit point moved without progress")
+	}
+	p.finish(11, 13)
+	if at, moved := p.commitPoint(); !moved || at != 15 {
+		t.Errorf("commit point = %d, %v; want 15 (all finished)", at, moved)
+	}
+	if p.track(14) {
+		t.Error("an offset already passed was tracked again")
+	}
+	p.retire()
+	if p.track(15) || p.addActive(1) {
+		t.Error("a retired partition took a record or a call")
+	}
+	p.finish(15)
+	if _, moved := p.commitPoint(); moved {
+		t.Error("a retired partition reported a commit point")
+	}
+}
+
+func TestMetadataBothWays(t *testing.T) {
+	hs := []kgo.RecordHeader{
+		{Key: "zilla:service", Value: []byte("s")},
+		{Key: "meta:x-trace", Value: []byte("t1")},
+		{Key: "meta:X-Case", Value: []byte("c")},
+		{Key: "meta:raw-bin", Value: []byte("AAEC/g")},
+		{Key: "meta:padded-bin", Value: []byte("AAEC/g==")},
+		{Key: "meta:grpc-timeout", Value: []byte("1S")},
+		{Key: "meta:bad-bin", Value: []byte("***")},
+	}
+	md := requestMetadata(hs, "meta:")
+	want := metadata.MD{"x-trace": {"t1"}, "x-case": {"c"}, "raw-bin": {"\x00\x01\x02\xfe"}, "padded-bin": {"\x00\x01\x02\xfe"}}
+	if !reflect.DeepEqual(md, want) {
+		t.Errorf("requestMetadata = %v, want %v", md, want)
+	}
+	got := metaHeaders(metadata.MD{"b": {"2"}, "a": {"1", "1b"}, "raw-bin": {"\x00\x01"}, "content-type": {"application/grpc"}}, "meta:")
+	wantHs := []kgo.RecordHeader{
+		{Key: "meta:a", Value: []byte("1")}, {Key: "meta:a", Value: []byte("1b")},
+		{Key: "meta:b", Value: []byte("2")}, {Key: "meta:raw-bin", Value: []byte("AAE")},
+	}
+	if !reflect.DeepEqual(got, wantHs) {
+		t.Errorf("metaHeaders = %v, want %v", got, wantHs)
+	}
+}
+
+func TestRecentIDs(t *testing.T) {
+	r := newRecentIDs(2)
+	r.add("a")
+	r.add("b")
+	r.add("a")
+	r.add("c") // evicts a, the oldest
+	if r.has("a") || !r.has("b") || !r.has("c") {
+		t.Errorf("recent ids = %v", r.set)
+	}
+}
