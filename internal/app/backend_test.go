@@ -329,3 +329,61 @@ backends:
 		t.Errorf("one instance served nothing (%d, %d): the partitions were not split", c1, c2)
 	}
 }
+
+// TestBackendGracefulLeave: a back-end instance that shuts down while its
+// calls are in flight lets them finish (drain) and commits them, so the
+// instance taking over its partitions redoes nothing.
+func TestBackendGracefulLeave(t *testing.T) {
+	leakCheck(t)
+	srv := startEchoServer(t, "echo")
+	srv.delay = 100 * time.Millisecond
+	req, rep := newTopic(t, 4), newTopic(t, 4)
+	front := startFerry(t, fmt.Sprintf(`
+  - when: [{method: grpc.examples.echo.Echo/*}]
+    produce: {topic: %s, reply_to: %s, timeout: 60s}
+`, req, rep))
+	backendOnly := fmt.Sprintf(`  []
+backends:
+  - name: echo
+    topic: %s
+    target: %s
+    group_id: g-%s
+    session_timeout: 6s
+    commit_interval: 100ms
+    concurrency: 4
+    drain_timeout: 10s
+`, req, srv.addr, req)
+	leaving := startFerry(t, backendOnly)
+	startFerry(t, backendOnly)
+	waitGroupMembers(t, "g-"+req, 2)
+
+	cc := dial(t, front)
+	ctx := ctxT(t, 60*time.Second)
+	const n = 40
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			msg := fmt.Sprintf("m%d", i)
+			res := call(ctx, cc, "UnaryEcho", nil, msg)
+			if res.err != nil || !reflect.DeepEqual(res.msgs, []string{msg}) {
+				errs <- fmt.Errorf("%s = %q, %v", msg, res.msgs, res.err)
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	closeCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	leaving.Close(closeCtx)
+	cancel()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	calls, twice := srv.calls()
+	if calls != n || twice != 0 {
+		t.Errorf("server saw %d requests, %d twice; want %d once each (a graceful leave drains and commits)", calls, twice, n)
+	}
+}
