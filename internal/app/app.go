@@ -20,6 +20,7 @@ import (
 	"github.com/ferryproxy/ferry/internal/kafka"
 	"github.com/ferryproxy/ferry/internal/produce"
 	"github.com/ferryproxy/ferry/internal/protoreg"
+	"github.com/ferryproxy/ferry/internal/routing"
 )
 
 // App is one running Ferry.
@@ -31,7 +32,7 @@ type App struct {
 	clusters map[string]*kafka.Cluster
 	readers  []*produce.Reader
 	backends []*backend.Backend
-	handler  *produce.Handler
+	runtime  *produce.Runtime
 	server   *grpcserver.Server
 	lis      net.Listener
 
@@ -66,19 +67,19 @@ func Validate(ctx context.Context, cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
-	_, err = produce.NewTable(cfg, reg, routesFor(cfg, nil))
+	_, err = routing.NewTable(cfg, reg, routesFor(cfg, nil))
 	return err
 }
 
-// routesFor builds the routes of cfg, with the producers and readers that
-// build returns for each, or unconnected ones when build is nil.
-func routesFor(cfg *config.Config, build func(rc config.Route) *produce.Route) map[string]*produce.Route {
-	m := make(map[string]*produce.Route, len(cfg.Routes))
+// routesFor builds the routes of cfg with build, or unconnected ones (for
+// validation) when build is nil.
+func routesFor(cfg *config.Config, build func(rc config.Route) routing.Route) map[string]routing.Route {
+	m := make(map[string]routing.Route, len(cfg.Routes))
 	for _, rc := range cfg.Routes {
 		if build != nil {
 			m[rc.Name] = build(rc)
 		} else {
-			m[rc.Name] = produce.NewRoute(rc.Name, rc.Produce, nil, nil, cfg.Replies.MaxBufferedPerCall)
+			m[rc.Name] = produce.NewRoute(nil, rc.Name, rc.Produce, nil, nil, cfg.Replies.MaxBufferedPerCall)
 		}
 	}
 	return m
@@ -102,15 +103,15 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *App
 	if err != nil {
 		return nil, err
 	}
+	a.runtime = produce.NewRuntime(a.ctx, logger)
 	routes, err := a.buildRoutes()
 	if err != nil {
 		return nil, err
 	}
-	table, err := produce.NewTable(cfg, reg, routes)
+	table, err := routing.NewTable(cfg, reg, routes)
 	if err != nil {
 		return nil, err
 	}
-	a.handler = produce.NewHandler(a.ctx, reg, table, logger)
 	if err := a.startBackends(); err != nil {
 		return nil, err
 	}
@@ -122,7 +123,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *App
 		MaxRecvMessageSize: g.MaxRecvMessageSize,
 		ShutdownTimeout:    g.ShutdownTimeout,
 		Registry:           reg,
-		Handler:            a.handler.Handle,
+		Handler:            table.Handle,
 		Logger:             logger,
 	})
 	a.lis, err = net.Listen("tcp", g.Address)
@@ -175,11 +176,11 @@ func (a *App) startKafka(ctx context.Context) error {
 
 // buildRoutes creates each route's producer and starts one reader per
 // reply topic and cluster, shared by every route that reads it.
-func (a *App) buildRoutes() (map[string]*produce.Route, error) {
+func (a *App) buildRoutes() (map[string]routing.Route, error) {
 	start := time.Now().Add(-a.cfg.Replies.Lookback)
 	readers := map[[2]string]*produce.Reader{}
 	var errs []error
-	routes := routesFor(a.cfg, func(rc config.Route) *produce.Route {
+	routes := routesFor(a.cfg, func(rc config.Route) routing.Route {
 		p := rc.Produce
 		cl := a.clusters[p.Cluster]
 		producer, err := cl.Producer(kafka.Acks(p.Acks))
@@ -203,7 +204,7 @@ func (a *App) buildRoutes() (map[string]*produce.Route, error) {
 				a.readers = append(a.readers, rd)
 			}
 		}
-		return produce.NewRoute(rc.Name, p, producer, rd, a.cfg.Replies.MaxBufferedPerCall)
+		return produce.NewRoute(a.runtime, rc.Name, p, producer, rd, a.cfg.Replies.MaxBufferedPerCall)
 	})
 	return routes, errors.Join(errs...)
 }
@@ -250,8 +251,8 @@ func (a *App) Close(ctx context.Context) {
 		if a.server != nil {
 			a.server.Stop(ctx)
 		}
-		if a.handler != nil {
-			a.handler.Wait()
+		if a.runtime != nil {
+			a.runtime.Wait()
 		}
 		for _, b := range a.backends {
 			b.Close()

@@ -28,11 +28,9 @@ import (
 // correlation id's prefix, so a retried call finds its earlier replies.
 const IdempotencyKey = "idempotency-key"
 
-// Handler serves every gRPC call whose method a produce route names. It is
-// the gRPC server's catch-all handler.
-type Handler struct {
-	reg    *protoreg.Registry
-	table  *Table
+// Runtime is what every produce route's calls share: the lifetime records
+// are written in, the request readers to wait for, the logger.
+type Runtime struct {
 	logger *slog.Logger
 
 	// ctx bounds the writing of records. It is Ferry's lifetime, not the
@@ -44,32 +42,19 @@ type Handler struct {
 	wg sync.WaitGroup
 }
 
-// NewHandler returns the catch-all handler. ctx bounds the writing of
-// records and should end only after the gRPC server stopped.
-func NewHandler(ctx context.Context, reg *protoreg.Registry, table *Table, logger *slog.Logger) *Handler {
-	return &Handler{reg: reg, table: table, logger: logger, ctx: ctx}
+// NewRuntime returns the shared state of produce calls. ctx bounds the
+// writing of records and should end only after the gRPC server stopped.
+func NewRuntime(ctx context.Context, logger *slog.Logger) *Runtime {
+	return &Runtime{ctx: ctx, logger: logger}
 }
 
 // Wait waits for every request reader to end. Call it after the gRPC server
 // stopped.
-func (h *Handler) Wait() { h.wg.Wait() }
+func (rt *Runtime) Wait() { rt.wg.Wait() }
 
-// Handle serves one call; it is a grpc.StreamHandler.
-func (h *Handler) Handle(_ any, ss grpc.ServerStream) error {
-	path, _ := grpc.MethodFromServerStream(ss)
-	m, ok := h.reg.Method(path)
-	if !ok {
-		return status.Errorf(codes.Unimplemented, "unknown method %s: no proto Ferry loaded defines it", path)
-	}
-	md, _ := metadata.FromIncomingContext(ss.Context())
-	r := h.table.Match(path, md)
-	if r == nil {
-		if h.table.Routed(path) {
-			return status.Errorf(codes.Unimplemented, "method %s: no route matches this call's metadata", path)
-		}
-		return status.Errorf(codes.Unimplemented, "method %s is not routed: no route names it", path)
-	}
-	c := newCall(h, r, m, ss, md)
+// Serve carries one call of method m over Kafka.
+func (r *Route) Serve(ss grpc.ServerStream, m *protoreg.Method, md metadata.MD) error {
+	c := newCall(r, m, ss, md)
 	if r.reader == nil {
 		return c.serveOneWay()
 	}
@@ -78,7 +63,7 @@ func (h *Handler) Handle(_ any, ss grpc.ServerStream) error {
 
 // call is one gRPC call being carried over Kafka.
 type call struct {
-	h      *Handler
+	h      *Runtime
 	r      *Route
 	m      *protoreg.Method
 	ss     grpc.ServerStream
@@ -103,8 +88,8 @@ type call struct {
 	err      error
 }
 
-func newCall(h *Handler, r *Route, m *protoreg.Method, ss grpc.ServerStream, md metadata.MD) *call {
-	c := &call{h: h, r: r, m: m, ss: ss, failed: make(chan struct{})}
+func newCall(r *Route, m *protoreg.Method, ss grpc.ServerStream, md metadata.MD) *call {
+	c := &call{h: r.rt, r: r, m: m, ss: ss, failed: make(chan struct{})}
 	prefix := ""
 	if v := md.Get(IdempotencyKey); len(v) > 0 && v[0] != "" {
 		prefix, c.idempotent = v[0], true

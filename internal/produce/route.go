@@ -7,11 +7,9 @@ package produce
 import (
 	"crypto/md5"
 	"encoding/hex"
-	"fmt"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-	"google.golang.org/grpc/metadata"
 
 	"github.com/ferryproxy/ferry/internal/config"
 	"github.com/ferryproxy/ferry/internal/protoreg"
@@ -20,6 +18,7 @@ import (
 // Route is one configured produce route, ready to serve calls.
 type Route struct {
 	Name     string
+	rt       *Runtime
 	cfg      *config.ProduceRoute
 	producer *kgo.Client
 	// reader is the reply topic's shared reader; nil on one-way routes.
@@ -35,12 +34,18 @@ type Route struct {
 }
 
 // NewRoute prepares a route. reader is nil for a one-way route.
-func NewRoute(name string, cfg *config.ProduceRoute, producer *kgo.Client, reader *Reader, replyLimit int) *Route {
-	r := &Route{Name: name, cfg: cfg, producer: producer, reader: reader, suffixes: map[string]string{}, replyLimit: replyLimit}
+func NewRoute(rt *Runtime, name string, cfg *config.ProduceRoute, producer *kgo.Client, reader *Reader, replyLimit int) *Route {
+	r := &Route{rt: rt, Name: name, cfg: cfg, producer: producer, reader: reader, suffixes: map[string]string{}, replyLimit: replyLimit}
 	for _, o := range cfg.Overrides {
 		r.overrides = append(r.overrides, kgo.RecordHeader{Key: o.Name, Value: []byte(o.Value)})
 	}
 	return r
+}
+
+// Bind computes the md5 half of the correlation id of m's calls.
+func (r *Route) Bind(m *protoreg.Method) error {
+	r.suffixes[m.Path] = CorrelationSuffix(r.cfg.HeaderNames, m.Service, m.Name, r.cfg.ReplyTo, r.cfg.Overrides)
+	return nil
 }
 
 // timeout returns the route's reply timeout; zero means none.
@@ -63,72 +68,3 @@ func CorrelationSuffix(names config.HeaderNames, service, method, replyTo string
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// Table finds the route of a call: for each method, the routes whose
-// conditions name it, in configuration order; the first whose metadata
-// matches wins.
-type Table struct {
-	byMethod map[string][]candidate
-}
-
-type candidate struct {
-	route    *Route
-	metadata map[string]string
-}
-
-// NewTable builds the table. It returns an error naming each condition that
-// matches no loaded method, located by its YAML path.
-func NewTable(cfg *config.Config, reg *protoreg.Registry, routes map[string]*Route) (*Table, error) {
-	t := &Table{byMethod: map[string][]candidate{}}
-	var errs config.Errors
-	for i, rc := range cfg.Routes {
-		r := routes[rc.Name]
-		for j, w := range rc.When {
-			ms := reg.Match(w.Method)
-			if len(ms) == 0 {
-				errs = append(errs, cfg.Errorf(fmt.Sprintf("routes[%d].when[%d].method", i, j),
-					"no loaded proto defines a method matching %q: check the name and the protos section", w.Method))
-				continue
-			}
-			for _, m := range ms {
-				t.byMethod[m.Path] = append(t.byMethod[m.Path], candidate{route: r, metadata: w.Metadata})
-				if _, ok := r.suffixes[m.Path]; !ok {
-					r.suffixes[m.Path] = CorrelationSuffix(rc.Produce.HeaderNames, m.Service, m.Name, rc.Produce.ReplyTo, rc.Produce.Overrides)
-				}
-			}
-		}
-	}
-	if len(errs) > 0 {
-		return nil, errs
-	}
-	return t, nil
-}
-
-// Match returns the route for a call of method path with metadata md.
-// Every metadata entry a condition lists must be present with that value.
-func (t *Table) Match(path string, md metadata.MD) *Route {
-	for _, c := range t.byMethod[path] {
-		if matchMetadata(c.metadata, md) {
-			return c.route
-		}
-	}
-	return nil
-}
-
-// Routed reports whether any route names the method, whatever its metadata.
-func (t *Table) Routed(path string) bool { return len(t.byMethod[path]) > 0 }
-
-func matchMetadata(want map[string]string, md metadata.MD) bool {
-	for k, v := range want {
-		found := false
-		for _, got := range md.Get(k) {
-			if got == v {
-				found = true
-				break
-			}
-		}
-		if !found {
-			return false
-		}
-	}
-	return true
-}
