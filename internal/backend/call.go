@@ -228,6 +228,7 @@ func (c *call) attempt() (meta []kgo.RecordHeader, wrote bool, st *status.Status
 			return meta, wrote, status.New(codes.OK, "")
 		}
 		if err != nil {
+			meta = append(meta, metaHeaders(s.Trailer(), c.b.names.MetaPrefix)...)
 			return meta, wrote, status.Convert(err)
 		}
 		if c.replyTo == "" {

@@ -125,6 +125,50 @@ type Route struct {
 	When []Condition `yaml:"when"`
 	// Produce writes requests to a topic and reads replies from another.
 	Produce *ProduceRoute `yaml:"produce"`
+	// Fetch streams a topic's records to every caller of a server-streaming
+	// method whose request is google.protobuf.Empty.
+	Fetch *FetchRoute `yaml:"fetch"`
+}
+
+// FetchRoute is the Kafka topic → gRPC server stream capability.
+type FetchRoute struct {
+	// Cluster names the Kafka cluster. Default: the first cluster.
+	Cluster string `yaml:"cluster"`
+	// Topic is the topic streamed to callers.
+	Topic string `yaml:"topic"`
+	// Filters select the records a caller gets: ORed; inside one filter
+	// the key and every header must match. None: every record.
+	Filters []FetchFilter `yaml:"filters"`
+	// Start is where a caller without a message id starts: earliest,
+	// latest, or an RFC 3339 timestamp (the first record at or after it).
+	Start string `yaml:"start"`
+	// MessageIDField is the protobuf field number of the message id
+	// appended to every response message.
+	MessageIDField int `yaml:"message_id_field"`
+	// LastMessageIDMetadata is the request metadata entry a resuming caller
+	// sends its last message id in (base64url); "<name>-bin" is accepted too.
+	LastMessageIDMetadata string `yaml:"last_message_id_metadata"`
+	// MaxBufferedPerSubscriber bounds the messages queued for one caller;
+	// a caller that falls further behind is cut off with RESOURCE_EXHAUSTED
+	// and resumes from its last message id.
+	MaxBufferedPerSubscriber int `yaml:"max_buffered_per_subscriber"`
+	// MetaPrefix marks the record headers that become response headers.
+	MetaPrefix string `yaml:"meta_prefix"`
+}
+
+// FetchFilter selects records by key and headers. A value may come from
+// the caller's metadata instead of the configuration.
+type FetchFilter struct {
+	// Key must equal the record key.
+	Key string `yaml:"key"`
+	// KeyFromMetadata names the request metadata entry whose value the
+	// record key must equal.
+	KeyFromMetadata string `yaml:"key_from_metadata"`
+	// Headers must all be present with exactly these values.
+	Headers map[string]string `yaml:"headers"`
+	// HeadersFromMetadata maps a header name to the request metadata entry
+	// whose value the header must have.
+	HeadersFromMetadata map[string]string `yaml:"headers_from_metadata"`
 }
 
 // Condition matches a call by method and metadata.
@@ -337,6 +381,18 @@ func (c *Config) applyDefaults() {
 		r := &c.Routes[i]
 		if r.Name == "" {
 			r.Name = "route-" + strconv.Itoa(i)
+		}
+		if f := r.Fetch; f != nil {
+			setDefault(&f.Cluster, c.Clusters[0].Name)
+			setDefault(&f.Start, "earliest")
+			setDefault(&f.LastMessageIDMetadata, "last-message-id")
+			setDefault(&f.MetaPrefix, "meta:")
+			if f.MessageIDField == 0 {
+				f.MessageIDField = 32767
+			}
+			if f.MaxBufferedPerSubscriber == 0 {
+				f.MaxBufferedPerSubscriber = 1024
+			}
 		}
 		if p := r.Produce; p != nil {
 			if p.Cluster == "" {

@@ -21,7 +21,7 @@ func TestBadConfigs(t *testing.T) {
 		"no-routes.bad.yaml":              {`no-routes.bad.yaml: routes: no routes`},
 		"bad-duration.bad.yaml":           {`bad-duration.bad.yaml:8: cannot unmarshal !!str `},
 		"missing-env.bad.yaml":            {`missing-env.bad.yaml:3: environment variable FERRY_TEST_UNSET_VARIABLE is not set`},
-		"no-capability.bad.yaml":          {`no-capability.bad.yaml:4: routes[0]: has no capability: add produce`},
+		"no-capability.bad.yaml":          {`no-capability.bad.yaml:4: routes[0]: has no capability: add produce or fetch`},
 		"dup-cluster.bad.yaml":            {`dup-cluster.bad.yaml:3: clusters[1].name: cluster "a" is defined twice`},
 		"reply-headers-conflict.bad.yaml": {`reply-headers-conflict.bad.yaml:14: routes[1].produce.header_names: reply topic "r" is also read by routes[0].produce`},
 		"uppercase-metadata.bad.yaml":     {`uppercase-metadata.bad.yaml:6: routes[0].when[0].metadata.Tenant: gRPC metadata keys are lower case: write "tenant"`},

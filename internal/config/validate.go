@@ -175,11 +175,16 @@ func (v *validator) routes() {
 				}
 			}
 		}
-		if r.Produce == nil {
-			v.errf(p, "has no capability: add produce")
-			continue
+		switch {
+		case r.Produce == nil && r.Fetch == nil:
+			v.errf(p, "has no capability: add produce or fetch")
+		case r.Produce != nil && r.Fetch != nil:
+			v.errf(p, "has both produce and fetch: a route has one capability, split it in two routes")
+		case r.Produce != nil:
+			v.produce(p+".produce", r.Produce, replyHeaders)
+		default:
+			v.fetch(p+".fetch", r.Fetch)
 		}
-		v.produce(p+".produce", r.Produce, replyHeaders)
 	}
 }
 
@@ -244,6 +249,48 @@ func (v *validator) headerNames(p string, hn HeaderNames) {
 	}
 	if hn.MetaPrefix == "" {
 		v.errf(p+".meta_prefix", "must not be empty")
+	}
+}
+
+func (v *validator) fetch(p string, f *FetchRoute) {
+	if _, ok := v.cfg.Cluster(f.Cluster); !ok {
+		v.errf(p+".cluster", "no cluster is named %q: define it under clusters", f.Cluster)
+	}
+	if err := CheckTopic(f.Topic); err != nil {
+		v.errf(p+".topic", "%v", err)
+	}
+	switch f.Start {
+	case "earliest", "latest":
+	default:
+		if _, err := time.Parse(time.RFC3339, f.Start); err != nil {
+			v.errf(p+".start", "%q is not earliest, latest or an RFC 3339 timestamp such as 2026-01-02T15:04:05Z", f.Start)
+		}
+	}
+	if f.MessageIDField < 1 || f.MessageIDField > 536870911 || (f.MessageIDField >= 19000 && f.MessageIDField <= 19999) {
+		v.errf(p+".message_id_field", "%d is not a usable protobuf field number (1 to 536870911, not 19000 to 19999)", f.MessageIDField)
+	}
+	if f.MaxBufferedPerSubscriber < 1 {
+		v.errf(p+".max_buffered_per_subscriber", "must be at least 1")
+	}
+	if f.LastMessageIDMetadata != strings.ToLower(f.LastMessageIDMetadata) || strings.HasSuffix(f.LastMessageIDMetadata, "-bin") {
+		v.errf(p+".last_message_id_metadata", "must be a lower-case metadata key without -bin (the -bin form is accepted as well)")
+	}
+	for i, fl := range f.Filters {
+		fp := fmt.Sprintf("%s.filters[%d]", p, i)
+		if fl.Key != "" && fl.KeyFromMetadata != "" {
+			v.errf(fp, "give key or key_from_metadata, not both")
+		}
+		if fl.Key == "" && fl.KeyFromMetadata == "" && len(fl.Headers) == 0 && len(fl.HeadersFromMetadata) == 0 {
+			v.errf(fp, "is empty and would match every record: give key, key_from_metadata, headers or headers_from_metadata")
+		}
+		for h, md := range fl.HeadersFromMetadata {
+			if md != strings.ToLower(md) {
+				v.errf(fp+".headers_from_metadata."+h, "gRPC metadata keys are lower case: write %q", strings.ToLower(md))
+			}
+		}
+		if fl.KeyFromMetadata != strings.ToLower(fl.KeyFromMetadata) {
+			v.errf(fp+".key_from_metadata", "gRPC metadata keys are lower case: write %q", strings.ToLower(fl.KeyFromMetadata))
+		}
 	}
 }
 
