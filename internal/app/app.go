@@ -14,8 +14,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/ferryproxy/ferry/internal/backend"
 	"github.com/ferryproxy/ferry/internal/config"
+	"github.com/ferryproxy/ferry/internal/fetch"
 	"github.com/ferryproxy/ferry/internal/grpcserver"
 	"github.com/ferryproxy/ferry/internal/kafka"
 	"github.com/ferryproxy/ferry/internal/produce"
@@ -33,6 +36,7 @@ type App struct {
 	readers  []*produce.Reader
 	backends []*backend.Backend
 	runtime  *produce.Runtime
+	hubs     *fetch.Hubs
 	server   *grpcserver.Server
 	lis      net.Listener
 
@@ -76,9 +80,12 @@ func Validate(ctx context.Context, cfg *config.Config) error {
 func routesFor(cfg *config.Config, build func(rc config.Route) routing.Route) map[string]routing.Route {
 	m := make(map[string]routing.Route, len(cfg.Routes))
 	for _, rc := range cfg.Routes {
-		if build != nil {
+		switch {
+		case build != nil:
 			m[rc.Name] = build(rc)
-		} else {
+		case rc.Fetch != nil:
+			m[rc.Name] = fetch.NewRoute(rc.Name, rc.Fetch, nil)
+		default:
 			m[rc.Name] = produce.NewRoute(nil, rc.Name, rc.Produce, nil, nil, cfg.Replies.MaxBufferedPerCall)
 		}
 	}
@@ -104,6 +111,9 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *App
 		return nil, err
 	}
 	a.runtime = produce.NewRuntime(a.ctx, logger)
+	a.hubs = fetch.NewHubs(func(cluster string) func(...kgo.Opt) (*kgo.Client, error) {
+		return a.clusters[cluster].NewClient
+	}, 4096, logger)
 	routes, err := a.buildRoutes()
 	if err != nil {
 		return nil, err
@@ -181,6 +191,9 @@ func (a *App) buildRoutes() (map[string]routing.Route, error) {
 	readers := map[[2]string]*produce.Reader{}
 	var errs []error
 	routes := routesFor(a.cfg, func(rc config.Route) routing.Route {
+		if rc.Fetch != nil {
+			return fetch.NewRoute(rc.Name, rc.Fetch, a.hubs)
+		}
 		p := rc.Produce
 		cl := a.clusters[p.Cluster]
 		producer, err := cl.Producer(kafka.Acks(p.Acks))
@@ -254,6 +267,9 @@ func (a *App) Close(ctx context.Context) {
 		if a.runtime != nil {
 			a.runtime.Wait()
 		}
+		if a.hubs != nil {
+			a.hubs.Close()
+		}
 		for _, b := range a.backends {
 			b.Close()
 		}
@@ -290,6 +306,9 @@ func (h levelFloor) WithAttrs(as []slog.Attr) slog.Handler {
 func (h levelFloor) WithGroup(name string) slog.Handler {
 	return levelFloor{h.Handler.WithGroup(name), h.min}
 }
+
+// FetchStats counts the Kafka readers of fetch routes.
+func (a *App) FetchStats() fetch.Stats { return a.hubs.Stats() }
 
 // PendingReplies returns how many calls wait for replies on all reply
 // readers; it is zero when no call is in flight.

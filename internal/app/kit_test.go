@@ -153,10 +153,12 @@ listeners:
 protos:
   - files: [echo.proto]
     import_paths: [%q]
+  - files: [fanout.proto]
+    import_paths: [%q]
 log:
   level: ${FERRY_TEST_LOG:-warn}
 routes:
-%s`, strings.Join(testBrokers, ","), filepath.Join(root(t), "examples", "echo"), routes)
+%s`, strings.Join(testBrokers, ","), filepath.Join(root(t), "examples", "echo"), filepath.Join(root(t), "examples", "fanout"), routes)
 	cfg, err := config.Parse(filepath.Join(t.TempDir(), "ferry.yaml"), []byte(y))
 	if err != nil {
 		t.Fatalf("config:\n%s\n%v", y, err)

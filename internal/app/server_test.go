@@ -52,7 +52,7 @@ func TestReflectionAndHealth(t *testing.T) {
 		names = append(names, svc.GetName())
 	}
 	sort.Strings(names)
-	want := []string{"grpc.examples.echo.Echo", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"}
+	want := []string{"example.FanoutService", "grpc.examples.echo.Echo", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"}
 	if strings.Join(names, ",") != strings.Join(want, ",") {
 		t.Errorf("services = %v, want %v", names, want)
 	}

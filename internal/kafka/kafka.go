@@ -233,3 +233,13 @@ func (c *Cluster) Flush(ctx context.Context) error {
 	}
 	return nil
 }
+
+// NewClient returns a client of the cluster with the given options added
+// to the cluster's own.
+func (c *Cluster) NewClient(opts ...kgo.Opt) (*kgo.Client, error) {
+	cl, err := kgo.NewClient(append(c.baseOpts(), opts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("creating client for cluster %q: %w", c.name, err)
+	}
+	return cl, nil
+}

@@ -67,4 +67,3 @@ func CorrelationSuffix(names config.HeaderNames, service, method, replyTo string
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
-

@@ -1,0 +1,240 @@
+package fetch
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// entry is one record read by a hub, decoded and framed once for every
+// subscriber at the tail.
+type entry struct {
+	part int32
+	off  int64
+	vlen int // the length of the record value at the start of frame
+	key  []byte
+	hdrs []kgo.RecordHeader
+	// frame is the response message: the value and the message id of the
+	// hub's position after this record.
+	frame []byte
+	meta  metadata.MD
+}
+
+// Hub is the one reader of a topic (all its partitions) in this Ferry
+// instance. Every subscriber at the tail is served from it: each record is
+// read once, framed once and offered to every subscriber, whose filters
+// decide. It keeps the last records in a ring, so a subscriber that caught
+// up on a reader of its own can join without a gap or a duplicate.
+type Hub struct {
+	topic  string
+	field  protowire.Number
+	prefix string
+	cl     *kgo.Client
+	logger *slog.Logger
+	done   chan struct{}
+	cancel context.CancelFunc
+
+	// mu guards everything below. The reading goroutine holds it while it
+	// offers a record to the subscribers, which never blocks.
+	mu   sync.Mutex
+	next Position // the hub's position: next offset per partition
+	// floor is, per partition, the lowest offset the ring still covers:
+	// every record of the partition at or after it is in the ring.
+	floor Position
+	ring  []*entry
+	head  int // index of the oldest entry once the ring is full
+	subs  map[*subscriber]struct{}
+}
+
+// startHub starts reading topic at its current end on every partition.
+func startHub(ctx context.Context, newClient func(...kgo.Opt) (*kgo.Client, error), topic string, field protowire.Number, prefix string, ringSize int, logger *slog.Logger) (*Hub, error) {
+	ends, err := listOffsets(ctx, newClient, topic, -1)
+	if err != nil {
+		return nil, err
+	}
+	parts := map[int32]kgo.Offset{}
+	for p, o := range ends {
+		parts[p] = kgo.NewOffset().At(o)
+	}
+	cl, err := newClient(kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: parts}), kgo.FetchMaxWait(500*time.Millisecond))
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &Hub{
+		topic: topic, field: field, prefix: prefix, cl: cl, logger: logger,
+		done: make(chan struct{}), cancel: cancel,
+		next: ends, floor: ends.clone(),
+		ring: make([]*entry, 0, ringSize),
+		subs: map[*subscriber]struct{}{},
+	}
+	go h.run(ctx)
+	return h, nil
+}
+
+// listOffsets returns every partition's start (at == -2) or end (at == -1)
+// offset, or the first offset at or after a millisecond timestamp (at >= 0).
+func listOffsets(ctx context.Context, newClient func(...kgo.Opt) (*kgo.Client, error), topic string, at int64) (Position, error) {
+	cl, err := newClient()
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	var listed kadm.ListedOffsets
+	switch at {
+	case -2:
+		listed, err = adm.ListStartOffsets(ctx, topic)
+	case -1:
+		listed, err = adm.ListEndOffsets(ctx, topic)
+	default:
+		listed, err = adm.ListOffsetsAfterMilli(ctx, at, topic)
+	}
+	if err == nil {
+		err = listed.Error()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing offsets of topic %q: %w", topic, err)
+	}
+	p := Position{}
+	listed.Each(func(o kadm.ListedOffset) { p[o.Partition] = o.Offset })
+	if len(p) == 0 {
+		return nil, fmt.Errorf("topic %q has no partitions", topic)
+	}
+	return p, nil
+}
+
+func (h *Hub) run(ctx context.Context) {
+	defer close(h.done)
+	for {
+		fs := h.cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		fs.EachError(func(_ string, p int32, err error) {
+			h.logger.Warn("reading topic for subscribers", "topic", h.topic, "partition", p, "err", err)
+		})
+		fs.EachRecord(h.add)
+	}
+}
+
+// add frames a record once and offers it to every subscriber.
+func (h *Hub) add(r *kgo.Record) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if r.Offset < h.next[r.Partition] {
+		return
+	}
+	h.next[r.Partition] = r.Offset + 1
+	e := &entry{part: r.Partition, off: r.Offset, vlen: len(r.Value), key: r.Key, hdrs: r.Headers,
+		frame: frame(r.Value, h.field, h.next), meta: metaOf(r.Headers, h.prefix)}
+	if len(h.ring) < cap(h.ring) {
+		h.ring = append(h.ring, e)
+	} else {
+		old := h.ring[h.head]
+		h.floor[old.part] = old.off + 1
+		h.ring[h.head] = e
+		h.head = (h.head + 1) % len(h.ring)
+	}
+	for s := range h.subs {
+		if !s.offer(e) {
+			delete(h.subs, s)
+		}
+	}
+}
+
+// join attaches s, which has read on its own up to pos, to the tail. It
+// succeeds when the ring covers pos on every partition and pos is not ahead
+// of the hub: s then gets the ring's records it has not seen, framed with
+// its own position, and from then on shares the hub's frames. Otherwise it
+// returns false and s reads on (behind) or waits (ahead).
+func (h *Hub) join(s *subscriber, pos Position) (joined, ahead bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for p, next := range h.next {
+		at, ok := pos[p]
+		if !ok {
+			return false, false
+		}
+		if at > next {
+			return false, true
+		}
+		if at < h.floor[p] {
+			return false, false
+		}
+	}
+	pos = pos.clone()
+	n := len(h.ring)
+	for i := 0; i < n; i++ {
+		e := h.ring[(h.head+i)%n]
+		if e.off < pos[e.part] {
+			continue
+		}
+		pos[e.part] = e.off + 1
+		if !s.offer(&entry{part: e.part, off: e.off, vlen: e.vlen, key: e.key, hdrs: e.hdrs, meta: e.meta,
+			frame: frame(e.frame[:e.vlen], h.field, pos)}) {
+			return true, false // cut off already; nothing more to do
+		}
+	}
+	// Now s's position is the hub's, record for record: the hub's frames
+	// carry the right ids for it.
+	h.subs[s] = struct{}{}
+	return true, false
+}
+
+// subscribeAtTail attaches s at the hub's current position.
+func (h *Hub) subscribeAtTail(s *subscriber) Position {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.subs[s] = struct{}{}
+	return h.next.clone()
+}
+
+func (h *Hub) unsubscribe(s *subscriber) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.subs, s)
+}
+
+// position returns a copy of the hub's position.
+func (h *Hub) position() Position {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.next.clone()
+}
+
+// close stops the reader and waits for it.
+func (h *Hub) close() {
+	h.cancel()
+	<-h.done
+	h.cl.Close()
+}
+
+// metaOf turns a record's meta: headers into response metadata.
+func metaOf(hs []kgo.RecordHeader, prefix string) metadata.MD {
+	var md metadata.MD
+	for _, h := range hs {
+		k, ok := strings.CutPrefix(h.Key, prefix)
+		if !ok {
+			continue
+		}
+		k = strings.ToLower(k)
+		if k == "" || strings.HasPrefix(k, "grpc-") || strings.HasPrefix(k, ":") || strings.HasSuffix(k, "-bin") ||
+			k == "content-type" || k == "te" || k == "user-agent" {
+			continue
+		}
+		if md == nil {
+			md = metadata.MD{}
+		}
+		md[k] = append(md[k], string(h.Value))
+	}
+	return md
+}

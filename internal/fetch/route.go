@@ -1,0 +1,435 @@
+// Package fetch is Ferry's Kafka topic → gRPC server stream capability: a
+// server-streaming method whose request is google.protobuf.Empty streams a
+// topic's records to every caller, each response message carrying a
+// message id the caller can send back to resume exactly where it stopped.
+// One hub per topic reads each partition once for every subscriber.
+package fetch
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/ferryproxy/ferry/internal/config"
+	"github.com/ferryproxy/ferry/internal/grpcserver"
+	"github.com/ferryproxy/ferry/internal/protoreg"
+)
+
+// ClientFactory creates Kafka clients of a named cluster.
+type ClientFactory func(cluster string) func(...kgo.Opt) (*kgo.Client, error)
+
+// Hubs owns the hubs of this Ferry instance, one per (cluster, topic,
+// message id field, meta prefix), started by their first subscriber and
+// stopped when their last subscriber leaves.
+type Hubs struct {
+	clients  ClientFactory
+	ringSize int
+	logger   *slog.Logger
+
+	mu   sync.Mutex
+	hubs map[hubKey]*hubRef
+
+	catchUps atomic.Int64
+}
+
+type hubKey struct {
+	cluster, topic, prefix string
+	field                  protowire.Number
+}
+
+type hubRef struct {
+	hub  *Hub
+	refs int
+}
+
+// NewHubs returns an empty set of hubs. ringSize is how many recent records
+// each hub keeps for subscribers joining from behind.
+func NewHubs(clients ClientFactory, ringSize int, logger *slog.Logger) *Hubs {
+	return &Hubs{clients: clients, ringSize: ringSize, logger: logger, hubs: map[hubKey]*hubRef{}}
+}
+
+// Stats counts the Kafka readers of fetch routes: one hub per topic in use,
+// and one catch-up reader per subscriber still reading from behind.
+type Stats struct {
+	Hubs, CatchUps int
+}
+
+// Stats returns how many Kafka readers are running.
+func (hs *Hubs) Stats() Stats {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	return Stats{Hubs: len(hs.hubs), CatchUps: int(hs.catchUps.Load())}
+}
+
+func (hs *Hubs) acquire(ctx context.Context, k hubKey) (*Hub, func(), error) {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	ref := hs.hubs[k]
+	if ref == nil {
+		h, err := startHub(ctx, hs.clients(k.cluster), k.topic, k.field, k.prefix, hs.ringSize, hs.logger)
+		if err != nil {
+			return nil, nil, err
+		}
+		ref = &hubRef{hub: h}
+		hs.hubs[k] = ref
+	}
+	ref.refs++
+	var once sync.Once
+	return ref.hub, func() {
+		once.Do(func() {
+			hs.mu.Lock()
+			defer hs.mu.Unlock()
+			if ref.refs--; ref.refs == 0 {
+				delete(hs.hubs, k)
+				ref.hub.close()
+			}
+		})
+	}, nil
+}
+
+// Close stops every hub still running. Call it after the gRPC server
+// stopped.
+func (hs *Hubs) Close() {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	for k, ref := range hs.hubs {
+		ref.hub.close()
+		delete(hs.hubs, k)
+	}
+}
+
+// Route is one configured fetch route.
+type Route struct {
+	name string
+	cfg  *config.FetchRoute
+	hubs *Hubs
+}
+
+// NewRoute prepares a fetch route served from hubs.
+func NewRoute(name string, cfg *config.FetchRoute, hubs *Hubs) *Route {
+	return &Route{name: name, cfg: cfg, hubs: hubs}
+}
+
+// Bind accepts only server-streaming methods whose request is
+// google.protobuf.Empty.
+func (r *Route) Bind(m *protoreg.Method) error {
+	if in := m.Desc.Input().FullName(); in != "google.protobuf.Empty" {
+		return fmt.Errorf("fetch route %s: method %s takes %s, but a fetch method's request must be google.protobuf.Empty", r.name, m.Path, in)
+	}
+	if !m.ServerStreaming || m.ClientStreaming {
+		return fmt.Errorf("fetch route %s: method %s must be server-streaming (rpc %s(google.protobuf.Empty) returns (stream ...))", r.name, m.Path, m.Name)
+	}
+	return nil
+}
+
+// subscriber is one caller of a fetch route.
+type subscriber struct {
+	filters []filter
+	ch      chan *entry
+	cutOnce sync.Once
+	cut     chan struct{}
+}
+
+// offer queues e if the subscriber's filters select it. It never blocks:
+// a subscriber whose queue is full is cut off, and offer returns false.
+func (s *subscriber) offer(e *entry) bool {
+	if !s.selects(e.key, e.hdrs) {
+		return true
+	}
+	select {
+	case s.ch <- e:
+		return true
+	default:
+		s.cutOnce.Do(func() { close(s.cut) })
+		return false
+	}
+}
+
+// filter is one configured filter with the caller's metadata filled in.
+type filter struct {
+	key     []byte
+	hasKey  bool
+	headers map[string][]byte
+}
+
+func (s *subscriber) selects(key []byte, hs []kgo.RecordHeader) bool {
+	if len(s.filters) == 0 {
+		return true
+	}
+outer:
+	for _, f := range s.filters {
+		if f.hasKey && !bytes.Equal(f.key, key) {
+			continue
+		}
+		for name, want := range f.headers {
+			found := false
+			for _, h := range hs {
+				if h.Key == name && bytes.Equal(h.Value, want) {
+					found = true
+					break
+				}
+			}
+			if !found {
+				continue outer
+			}
+		}
+		return true
+	}
+	return false
+}
+
+// compileFilters fills the route's filters with the caller's metadata.
+func compileFilters(cfg []config.FetchFilter, md metadata.MD) ([]filter, error) {
+	out := make([]filter, 0, len(cfg))
+	value := func(name string) (string, error) {
+		vs := md.Get(name)
+		if len(vs) == 0 {
+			return "", status.Errorf(codes.InvalidArgument, "this method filters by the request metadata entry %q: send it", name)
+		}
+		return vs[0], nil
+	}
+	for _, c := range cfg {
+		f := filter{headers: map[string][]byte{}}
+		switch {
+		case c.Key != "":
+			f.key, f.hasKey = []byte(c.Key), true
+		case c.KeyFromMetadata != "":
+			v, err := value(c.KeyFromMetadata)
+			if err != nil {
+				return nil, err
+			}
+			f.key, f.hasKey = []byte(v), true
+		}
+		for h, v := range c.Headers {
+			f.headers[h] = []byte(v)
+		}
+		for h, name := range c.HeadersFromMetadata {
+			v, err := value(name)
+			if err != nil {
+				return nil, err
+			}
+			f.headers[h] = []byte(v)
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+// resumeID returns the position in the caller's last message id, if any.
+func (r *Route) resumeID(md metadata.MD) (Position, error) {
+	name := r.cfg.LastMessageIDMetadata
+	var raw []byte
+	if vs := md.Get(name + "-bin"); len(vs) > 0 {
+		raw = []byte(vs[0]) // gRPC has decoded binary metadata already
+	} else if vs := md.Get(name); len(vs) > 0 {
+		b, err := decodeIDText(vs[0])
+		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "%s is not base64url: %v", name, err)
+		}
+		raw = b
+	} else {
+		return nil, nil
+	}
+	p, err := parseID(raw)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "%s does not decode: %v", name, err)
+	}
+	return p, nil
+}
+
+// Serve streams the route's topic to one caller.
+func (r *Route) Serve(ss grpc.ServerStream, m *protoreg.Method, md metadata.MD) error {
+	ctx := ss.Context()
+	var req grpcserver.Frame
+	if err := ss.RecvMsg(&req); err != nil {
+		return err
+	}
+	if len(req.Bytes) != 0 {
+		return status.Errorf(codes.InvalidArgument, "%s takes google.protobuf.Empty, but the request has %d bytes of fields", m.Path, len(req.Bytes))
+	}
+	filters, err := compileFilters(r.cfg.Filters, md)
+	if err != nil {
+		return err
+	}
+	resume, err := r.resumeID(md)
+	if err != nil {
+		return err
+	}
+	k := hubKey{cluster: r.cfg.Cluster, topic: r.cfg.Topic, prefix: r.cfg.MetaPrefix, field: protowire.Number(r.cfg.MessageIDField)}
+	hub, release, err := r.hubs.acquire(ctx, k)
+	if err != nil {
+		return status.Errorf(codes.Unavailable, "reading topic %q: %v", r.cfg.Topic, err)
+	}
+	defer release()
+
+	s := &subscriber{filters: filters, ch: make(chan *entry, r.cfg.MaxBufferedPerSubscriber), cut: make(chan struct{})}
+	defer hub.unsubscribe(s)
+	out := &sender{ss: ss}
+
+	pos, err := r.startPosition(ctx, resume)
+	if err != nil {
+		return err
+	}
+	if pos == nil {
+		hub.subscribeAtTail(s)
+	} else if err := r.catchUp(ctx, hub, s, pos, out); err != nil {
+		return err
+	}
+	for {
+		select {
+		case e := <-s.ch:
+			if err := out.send(e); err != nil {
+				return err
+			}
+		case <-s.cut:
+			// Send what is queued: the caller resumes from the last id.
+		drain:
+			for {
+				select {
+				case e := <-s.ch:
+					if err := out.send(e); err != nil {
+						return err
+					}
+				default:
+					break drain
+				}
+			}
+			return status.Errorf(codes.ResourceExhausted, "the client read too slowly and fell %d messages behind: resume with the last message id", r.cfg.MaxBufferedPerSubscriber)
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		}
+	}
+}
+
+// startPosition is where the caller starts: nil means the tail (latest).
+func (r *Route) startPosition(ctx context.Context, resume Position) (Position, error) {
+	newClient := r.hubs.clients(r.cfg.Cluster)
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if resume == nil && r.cfg.Start == "latest" {
+		return nil, nil
+	}
+	starts, err := listOffsets(lctx, newClient, r.cfg.Topic, -2)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "%v", err)
+	}
+	if resume != nil {
+		ends, err := listOffsets(lctx, newClient, r.cfg.Topic, -1)
+		if err != nil {
+			return nil, status.Errorf(codes.Unavailable, "%v", err)
+		}
+		for p, off := range resume {
+			if _, ok := starts[p]; !ok {
+				return nil, status.Errorf(codes.InvalidArgument, "the message id names partition %d, which topic %q does not have", p, r.cfg.Topic)
+			}
+			// Records before the log start are gone (retention); an
+			// offset past the end cannot have been delivered.
+			starts[p] = min(max(off, starts[p]), ends[p])
+		}
+		return starts, nil
+	}
+	if r.cfg.Start == "earliest" {
+		return starts, nil
+	}
+	at, _ := time.Parse(time.RFC3339, r.cfg.Start)
+	after, err := listOffsets(lctx, newClient, r.cfg.Topic, at.UnixMilli())
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "%v", err)
+	}
+	ends, err := listOffsets(lctx, newClient, r.cfg.Topic, -1)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "%v", err)
+	}
+	for p, off := range after {
+		if off < 0 {
+			after[p] = ends[p]
+		}
+	}
+	return after, nil
+}
+
+// catchUp reads from pos on a reader of the subscriber's own until it can
+// join the hub's tail.
+func (r *Route) catchUp(ctx context.Context, hub *Hub, s *subscriber, pos Position, out *sender) error {
+	if joined, _ := hub.join(s, pos); joined {
+		return nil
+	}
+	parts := map[int32]kgo.Offset{}
+	for p, o := range pos {
+		parts[p] = kgo.NewOffset().At(o)
+	}
+	cl, err := r.hubs.clients(r.cfg.Cluster)(
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{r.cfg.Topic: parts}),
+		kgo.FetchMaxWait(100*time.Millisecond))
+	if err != nil {
+		return status.Errorf(codes.Unavailable, "reading topic %q: %v", r.cfg.Topic, err)
+	}
+	r.hubs.catchUps.Add(1)
+	defer r.hubs.catchUps.Add(-1)
+	defer cl.Close()
+	field := protowire.Number(r.cfg.MessageIDField)
+	for {
+		joined, ahead := hub.join(s, pos)
+		if joined {
+			return nil
+		}
+		if ahead {
+			// This reader got further than the hub on some partition: wait
+			// for the hub rather than read on.
+			select {
+			case <-time.After(5 * time.Millisecond):
+				continue
+			case <-ctx.Done():
+				return status.FromContextError(ctx.Err()).Err()
+			}
+		}
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return status.FromContextError(ctx.Err()).Err()
+		}
+		var err error
+		fs.EachRecord(func(rec *kgo.Record) {
+			if err != nil || rec.Offset < pos[rec.Partition] {
+				return
+			}
+			pos[rec.Partition] = rec.Offset + 1
+			if !s.selects(rec.Key, rec.Headers) {
+				return
+			}
+			err = out.send(&entry{frame: frame(rec.Value, field, pos), meta: metaOf(rec.Headers, r.cfg.MetaPrefix)})
+		})
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// sender sends response messages, the first record's meta: headers as the
+// response headers.
+type sender struct {
+	ss     grpc.ServerStream
+	headed bool
+}
+
+func (o *sender) send(e *entry) error {
+	if !o.headed {
+		o.headed = true
+		if len(e.meta) > 0 {
+			if err := o.ss.SendHeader(e.meta); err != nil {
+				return err
+			}
+		}
+	}
+	return o.ss.SendMsg(&grpcserver.Frame{Bytes: e.frame})
+}
