@@ -128,13 +128,14 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *App
 
 	g := cfg.Listeners.GRPC
 	a.server = grpcserver.New(grpcserver.Options{
-		Reflection:         g.Reflection,
-		Health:             g.Health,
-		MaxRecvMessageSize: g.MaxRecvMessageSize,
-		ShutdownTimeout:    g.ShutdownTimeout,
-		Registry:           reg,
-		Handler:            table.Handle,
-		Logger:             logger,
+		Reflection:           g.Reflection,
+		Health:               g.Health,
+		MaxRecvMessageSize:   g.MaxRecvMessageSize,
+		MaxConcurrentStreams: g.MaxConcurrentStreams,
+		ShutdownTimeout:      g.ShutdownTimeout,
+		Registry:             reg,
+		Handler:              table.Handle,
+		Logger:               logger,
 	})
 	a.lis, err = net.Listen("tcp", g.Address)
 	if err != nil {

@@ -98,6 +98,10 @@ type GRPCListener struct {
 	Health bool `yaml:"health"`
 	// MaxRecvMessageSize bounds one request message, in bytes.
 	MaxRecvMessageSize int `yaml:"max_recv_message_size"`
+	// MaxConcurrentStreams bounds the calls one client connection may have
+	// open at once, and is advertised to clients (grpc-go clients assume 100
+	// when a server advertises nothing).
+	MaxConcurrentStreams int `yaml:"max_concurrent_streams"`
 	// ShutdownTimeout bounds the graceful stop; calls still running after
 	// it are cancelled.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
@@ -317,11 +321,12 @@ func Default() Config {
 	return Config{
 		Embedded: Embedded{Port: 9092, Partitions: 1},
 		Listeners: Listeners{GRPC: GRPCListener{
-			Address:            "127.0.0.1:7151",
-			Reflection:         true,
-			Health:             true,
-			MaxRecvMessageSize: 4 << 20,
-			ShutdownTimeout:    10 * time.Second,
+			Address:              "127.0.0.1:7151",
+			Reflection:           true,
+			Health:               true,
+			MaxRecvMessageSize:   4 << 20,
+			MaxConcurrentStreams: 1000,
+			ShutdownTimeout:      10 * time.Second,
 		}},
 		Replies: Replies{Lookback: 5 * time.Minute, MaxCachedBytes: 64 << 20, MaxBufferedPerCall: 1024},
 		Log:     Log{Level: "info", Format: "text"},

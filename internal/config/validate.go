@@ -125,6 +125,9 @@ func (v *validator) listeners() {
 	if g.MaxRecvMessageSize <= 0 {
 		v.errf("listeners.grpc.max_recv_message_size", "must be positive (bytes)")
 	}
+	if g.MaxConcurrentStreams < 1 {
+		v.errf("listeners.grpc.max_concurrent_streams", "must be at least 1")
+	}
 	if g.ShutdownTimeout < 0 {
 		v.errf("listeners.grpc.shutdown_timeout", "must not be negative")
 	}

@@ -55,8 +55,8 @@ type Hub struct {
 }
 
 // startHub starts reading topic at its current end on every partition.
-func startHub(ctx context.Context, newClient func(...kgo.Opt) (*kgo.Client, error), topic string, field protowire.Number, prefix string, ringSize int, logger *slog.Logger) (*Hub, error) {
-	ends, err := listOffsets(ctx, newClient, topic, -1)
+func startHub(ctx context.Context, newClient func(...kgo.Opt) (*kgo.Client, error), admin *kgo.Client, topic string, field protowire.Number, prefix string, ringSize int, logger *slog.Logger) (*Hub, error) {
+	ends, err := listOffsets(ctx, admin, topic, -1)
 	if err != nil {
 		return nil, err
 	}
@@ -81,15 +81,14 @@ func startHub(ctx context.Context, newClient func(...kgo.Opt) (*kgo.Client, erro
 }
 
 // listOffsets returns every partition's start (at == -2) or end (at == -1)
-// offset, or the first offset at or after a millisecond timestamp (at >= 0).
-func listOffsets(ctx context.Context, newClient func(...kgo.Opt) (*kgo.Client, error), topic string, at int64) (Position, error) {
-	cl, err := newClient()
-	if err != nil {
-		return nil, err
-	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	var listed kadm.ListedOffsets
+// offset, or the first offset at or after a millisecond timestamp (at >= 0),
+// asked through the cluster's shared admin client.
+func listOffsets(ctx context.Context, admin *kgo.Client, topic string, at int64) (Position, error) {
+	adm := kadm.NewClient(admin)
+	var (
+		listed kadm.ListedOffsets
+		err    error
+	)
 	switch at {
 	case -2:
 		listed, err = adm.ListStartOffsets(ctx, topic)

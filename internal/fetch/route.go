@@ -39,6 +39,10 @@ type Hubs struct {
 
 	mu   sync.Mutex
 	hubs map[hubKey]*hubRef
+	// admins are one client per cluster for listing offsets, shared by
+	// every subscriber: a burst of thousands of callers must not become
+	// thousands of Kafka connections.
+	admins map[string]*kgo.Client
 
 	catchUps atomic.Int64
 }
@@ -56,7 +60,26 @@ type hubRef struct {
 // NewHubs returns an empty set of hubs. ringSize is how many recent records
 // each hub keeps for subscribers joining from behind.
 func NewHubs(clients ClientFactory, ringSize int, logger *slog.Logger) *Hubs {
-	return &Hubs{clients: clients, ringSize: ringSize, logger: logger, hubs: map[hubKey]*hubRef{}}
+	return &Hubs{clients: clients, ringSize: ringSize, logger: logger, hubs: map[hubKey]*hubRef{}, admins: map[string]*kgo.Client{}}
+}
+
+// admin returns the cluster's shared admin client.
+func (hs *Hubs) admin(cluster string) (*kgo.Client, error) {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	return hs.adminLocked(cluster)
+}
+
+func (hs *Hubs) adminLocked(cluster string) (*kgo.Client, error) {
+	if cl := hs.admins[cluster]; cl != nil {
+		return cl, nil
+	}
+	cl, err := hs.clients(cluster)()
+	if err != nil {
+		return nil, err
+	}
+	hs.admins[cluster] = cl
+	return cl, nil
 }
 
 // Stats counts the Kafka readers of fetch routes: one hub per topic in use,
@@ -77,7 +100,11 @@ func (hs *Hubs) acquire(ctx context.Context, k hubKey) (*Hub, func(), error) {
 	defer hs.mu.Unlock()
 	ref := hs.hubs[k]
 	if ref == nil {
-		h, err := startHub(ctx, hs.clients(k.cluster), k.topic, k.field, k.prefix, hs.ringSize, hs.logger)
+		admin, err := hs.adminLocked(k.cluster)
+		if err != nil {
+			return nil, nil, err
+		}
+		h, err := startHub(ctx, hs.clients(k.cluster), admin, k.topic, k.field, k.prefix, hs.ringSize, hs.logger)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -106,6 +133,10 @@ func (hs *Hubs) Close() {
 	for k, ref := range hs.hubs {
 		ref.hub.close()
 		delete(hs.hubs, k)
+	}
+	for c, cl := range hs.admins {
+		cl.Close()
+		delete(hs.admins, c)
 	}
 }
 
@@ -314,18 +345,21 @@ func (r *Route) Serve(ss grpc.ServerStream, m *protoreg.Method, md metadata.MD) 
 
 // startPosition is where the caller starts: nil means the tail (latest).
 func (r *Route) startPosition(ctx context.Context, resume Position) (Position, error) {
-	newClient := r.hubs.clients(r.cfg.Cluster)
+	admin, err := r.hubs.admin(r.cfg.Cluster)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "%v", err)
+	}
 	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if resume == nil && r.cfg.Start == "latest" {
 		return nil, nil
 	}
-	starts, err := listOffsets(lctx, newClient, r.cfg.Topic, -2)
+	starts, err := listOffsets(lctx, admin, r.cfg.Topic, -2)
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "%v", err)
 	}
 	if resume != nil {
-		ends, err := listOffsets(lctx, newClient, r.cfg.Topic, -1)
+		ends, err := listOffsets(lctx, admin, r.cfg.Topic, -1)
 		if err != nil {
 			return nil, status.Errorf(codes.Unavailable, "%v", err)
 		}
@@ -343,11 +377,11 @@ func (r *Route) startPosition(ctx context.Context, resume Position) (Position, e
 		return starts, nil
 	}
 	at, _ := time.Parse(time.RFC3339, r.cfg.Start)
-	after, err := listOffsets(lctx, newClient, r.cfg.Topic, at.UnixMilli())
+	after, err := listOffsets(lctx, admin, r.cfg.Topic, at.UnixMilli())
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "%v", err)
 	}
-	ends, err := listOffsets(lctx, newClient, r.cfg.Topic, -1)
+	ends, err := listOffsets(lctx, admin, r.cfg.Topic, -1)
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "%v", err)
 	}

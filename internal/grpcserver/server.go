@@ -27,6 +27,9 @@ type Options struct {
 	Reflection         bool
 	Health             bool
 	MaxRecvMessageSize int
+	// MaxConcurrentStreams bounds the calls per connection; zero means
+	// unlimited, which grpc-go clients then read as 100.
+	MaxConcurrentStreams int
 	// ShutdownTimeout bounds the graceful stop before calls are cancelled.
 	ShutdownTimeout time.Duration
 	Registry        *protoreg.Registry
@@ -46,11 +49,15 @@ type Server struct {
 // New builds the server; nothing listens until Serve.
 func New(opts Options) *Server {
 	s := &Server{opts: opts}
-	s.srv = grpc.NewServer(
+	sopts := []grpc.ServerOption{
 		grpc.ForceServerCodecV2(newCodec()),
 		grpc.UnknownServiceHandler(opts.Handler),
 		grpc.MaxRecvMsgSize(opts.MaxRecvMessageSize),
-	)
+	}
+	if opts.MaxConcurrentStreams > 0 {
+		sopts = append(sopts, grpc.MaxConcurrentStreams(uint32(opts.MaxConcurrentStreams)))
+	}
+	s.srv = grpc.NewServer(sopts...)
 	if opts.Health {
 		s.health = health.NewServer()
 		healthpb.RegisterHealthServer(s.srv, s.health)
