@@ -301,24 +301,8 @@ backends:
 	cc := dial(t, front)
 	ctx := ctxT(t, 60*time.Second)
 	const n = 100
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			msg := fmt.Sprintf("m%d", i)
-			res := call(ctx, cc, "UnaryEcho", nil, msg)
-			if res.err != nil || !reflect.DeepEqual(res.msgs, []string{msg}) {
-				errs <- fmt.Errorf("%s = %q, %v", msg, res.msgs, res.err)
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+	wait := unaryMany(t, ctx, cc, n)
+	wait()
 	c1, d1 := s1.calls()
 	c2, d2 := s2.calls()
 	t.Logf("instance one served %d calls, instance two %d", c1, c2)
@@ -360,28 +344,12 @@ backends:
 	cc := dial(t, front)
 	ctx := ctxT(t, 60*time.Second)
 	const n = 40
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			msg := fmt.Sprintf("m%d", i)
-			res := call(ctx, cc, "UnaryEcho", nil, msg)
-			if res.err != nil || !reflect.DeepEqual(res.msgs, []string{msg}) {
-				errs <- fmt.Errorf("%s = %q, %v", msg, res.msgs, res.err)
-			}
-		}()
-	}
+	wait := unaryMany(t, ctx, cc, n)
 	time.Sleep(300 * time.Millisecond)
 	closeCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	leaving.Close(closeCtx)
 	cancel()
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+	wait()
 	calls, twice := srv.calls()
 	if calls != n || twice != 0 {
 		t.Errorf("server saw %d requests, %d twice; want %d once each (a graceful leave drains and commits)", calls, twice, n)

@@ -5,9 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"reflect"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -73,19 +71,7 @@ backends:
 	cc := dial(t, front)
 	ctx := ctxT(t, 120*time.Second)
 	const n = 40
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			msg := fmt.Sprintf("call-%d", i)
-			res := call(ctx, cc, "UnaryEcho", nil, msg)
-			if res.err != nil || !reflect.DeepEqual(res.msgs, []string{msg}) {
-				errs <- fmt.Errorf("%s = %q, %v; want exactly one reply %q", msg, res.msgs, res.err, msg)
-			}
-		}()
-	}
+	wait := unaryMany(t, ctx, cc, n)
 	// Kill the victim while its calls are in flight: each takes 200 ms and
 	// it runs 4 at a time, so it is busy for about a second.
 	time.Sleep(500 * time.Millisecond)
@@ -95,11 +81,7 @@ backends:
 	_ = victim.Wait()
 	killed = true
 	start := time.Now()
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+	wait()
 	calls, twice := srv.calls()
 	t.Logf("all %d calls completed %s after the kill; the server saw %d distinct requests, %d of them twice (redone after the crash)",
 		n, time.Since(start).Round(time.Millisecond), calls, twice)

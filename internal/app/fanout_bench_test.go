@@ -104,6 +104,19 @@ func fanoutLoad(b *testing.B, subs int, open func(i int) (recv func() ([]byte, e
 	b.ReportMetric(float64(all[len(all)*99/100].Microseconds()), "p99-µs")
 }
 
+// writer returns a function that writes n timestamped records to topic.
+func writer(b *testing.B, topic string, pad int) func(n int) {
+	prod := newClient(b, kgo.ProducerLinger(0))
+	return func(n int) {
+		for i := 0; i < n; i++ {
+			prod.Produce(context.Background(), &kgo.Record{Topic: topic, Value: fanoutPayload(pad)}, nil)
+		}
+		if err := prod.Flush(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // grpcStreams opens n FanoutServerStream calls spread over a few
 // connections to addr.
 func grpcStreams(b *testing.B, addr string, subs int) func(i int) (func() ([]byte, error), func()) {
@@ -151,15 +164,7 @@ func BenchmarkFanout(b *testing.B) {
 			// The topic is new and empty: starting at the earliest record
 			// is starting at the tail, with no race against the probe.
 			a := startFerry(b, fetchRoute(topic, "      max_buffered_per_subscriber: 4096\n"))
-			prod := newClient(b, kgo.ProducerLinger(0))
-			write := func(n int) {
-				for i := 0; i < n; i++ {
-					prod.Produce(context.Background(), &kgo.Record{Topic: topic, Value: fanoutPayload(pad)}, nil)
-				}
-				if err := prod.Flush(context.Background()); err != nil {
-					b.Fatal(err)
-				}
-			}
+			write := writer(b, topic, pad)
 			fanoutLoad(b, subs, grpcStreams(b, a.GRPCAddr(), subs), write)
 		})
 		b.Run("grpc-floor/subs="+strconv.Itoa(subs), func(b *testing.B) {
@@ -175,15 +180,7 @@ func BenchmarkFanout(b *testing.B) {
 		}
 		b.Run("direct/subs="+strconv.Itoa(subs), func(b *testing.B) {
 			topic := newTopic(b, 1)
-			prod := newClient(b, kgo.ProducerLinger(0))
-			write := func(n int) {
-				for i := 0; i < n; i++ {
-					prod.Produce(context.Background(), &kgo.Record{Topic: topic, Value: fanoutPayload(pad)}, nil)
-				}
-				if err := prod.Flush(context.Background()); err != nil {
-					b.Fatal(err)
-				}
-			}
+			write := writer(b, topic, pad)
 			fanoutLoad(b, subs, func(int) (func() ([]byte, error), func()) {
 				cl := newClient(b, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond))
 				var buf []*kgo.Record

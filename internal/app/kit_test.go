@@ -443,3 +443,29 @@ func testLogLevel() slog.Level {
 	}
 	return l
 }
+
+// unaryMany starts n concurrent UnaryEcho calls, each with a message of its
+// own, and returns a function that waits for them and fails t for every
+// call that did not get exactly its own message back, once.
+func unaryMany(t testing.TB, ctx context.Context, cc *grpc.ClientConn, n int) (wait func()) {
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			msg := fmt.Sprintf("m%d", i)
+			res := call(ctx, cc, "UnaryEcho", nil, msg)
+			if res.err != nil || len(res.msgs) != 1 || res.msgs[0] != msg {
+				errs <- fmt.Errorf("%s = %q, %v; want exactly one reply %q", msg, res.msgs, res.err, msg)
+			}
+		}()
+	}
+	return func() {
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+	}
+}
