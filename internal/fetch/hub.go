@@ -203,13 +203,6 @@ func (h *Hub) unsubscribe(s *subscriber) {
 	delete(h.subs, s)
 }
 
-// position returns a copy of the hub's position.
-func (h *Hub) position() Position {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.next.clone()
-}
-
 // close stops the reader and waits for it.
 func (h *Hub) close() {
 	h.cancel()
