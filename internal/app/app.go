@@ -308,6 +308,15 @@ func (h levelFloor) WithGroup(name string) slog.Handler {
 	return levelFloor{h.Handler.WithGroup(name), h.min}
 }
 
+// BackendStats returns the flow-control counters of each back end, by name.
+func (a *App) BackendStats() map[string]backend.Stats {
+	m := map[string]backend.Stats{}
+	for i, b := range a.backends {
+		m[a.cfg.Backends[i].Name] = b.Stats()
+	}
+	return m
+}
+
 // FetchStats counts the Kafka readers of fetch routes.
 func (a *App) FetchStats() fetch.Stats { return a.hubs.Stats() }
 

@@ -355,3 +355,26 @@ backends:
 		t.Errorf("server saw %d requests, %d twice; want %d once each (a graceful leave drains and commits)", calls, twice, n)
 	}
 }
+
+// TestBackendSlowServer: a server slower than the requests arrive makes the
+// back end pause reading, and every call still completes once: a pause
+// never strands a call that needs its next record.
+func TestBackendSlowServer(t *testing.T) {
+	leakCheck(t)
+	srv := startEchoServer(t, "slow")
+	srv.delay = 20 * time.Millisecond
+	req, rep := newTopic(t, 1), newTopic(t, 1)
+	a := startFerry(t, proxyConfig(t, req, rep, srv.addr, `    concurrency: 1
+    max_pending_calls: 5
+`))
+	wait := unaryMany(t, ctxT(t, 15*time.Second), dial(t, a), 60)
+	wait()
+	st := a.BackendStats()["echo"]
+	t.Logf("reading paused %d times; at most %d calls waited for the one slot", st.Pauses, st.PeakWaiting)
+	if st.Pauses == 0 {
+		t.Errorf("stats = %+v, want reading paused", st)
+	}
+	if calls, twice := srv.calls(); calls != 60 || twice != 0 {
+		t.Errorf("server saw %d calls, %d twice; want 60 once each", calls, twice)
+	}
+}

@@ -62,7 +62,27 @@ type Backend struct {
 	open     map[string]*call // by correlation id
 	finished *recentIDs       // ids of calls that ended, to skip their late records
 	waiting  int              // calls read but waiting for a slot
-	paused   bool
+	// incomplete counts open calls whose request stream has not ended.
+	incomplete int
+	stats      Stats
+	// room is signalled when a waiting call gets a slot.
+	room chan struct{}
+}
+
+// Stats describe a back end's flow control, for tests and metrics.
+type Stats struct {
+	// Pauses counts how often reading paused because too many calls
+	// waited for a slot.
+	Pauses int
+	// PeakWaiting is the most calls that waited for a slot at once.
+	PeakWaiting int
+}
+
+// Stats returns the back end's flow-control counters.
+func (b *Backend) Stats() Stats {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.stats
 }
 
 // ConsumerOpts are the kgo options the back end's consumer must be created
@@ -108,6 +128,7 @@ func New(opts Options) (*Backend, error) {
 		conn:     conn,
 		logger:   opts.Logger.With("backend", cfg.Name),
 		slots:    make(chan struct{}, cfg.Concurrency),
+		room:     make(chan struct{}, 1),
 		parts:    map[int32]*partition{},
 		open:     map[string]*call{},
 		finished: newRecentIDs(100_000),
@@ -159,7 +180,9 @@ func (b *Backend) Close() {
 // poll reads request records and hands each to its call.
 func (b *Backend) poll() {
 	for {
-		fs := b.cons.PollFetches(b.pollCtx)
+		// At most max_pending_calls records a poll, so that waiting calls
+		// stay within twice that bound before fetching pauses.
+		fs := b.cons.PollRecords(b.pollCtx, b.cfg.MaxPendingCalls)
 		if b.pollCtx.Err() != nil {
 			return
 		}
@@ -167,24 +190,41 @@ func (b *Backend) poll() {
 			b.logger.Warn("reading requests", "topic", t, "partition", p, "err", err)
 		})
 		fs.EachRecord(b.dispatch)
-		b.flowControl()
+		if !b.waitForRoom() {
+			return
+		}
 	}
 }
 
-// flowControl pauses fetching while too many calls wait for a slot, and
-// resumes it once half of them got one.
-func (b *Backend) flowControl() {
+// waitForRoom holds the poll loop while max_pending_calls calls wait for a
+// slot, until half of them got one. Not polling stops fetching once the
+// client's buffer is full, so memory stays bounded; polling at most
+// max_pending_calls records at a time keeps the waiting calls within twice
+// that bound. It holds only while no open call lacks part of its request
+// stream (its next message, its null record): such a call may need the
+// next poll to finish, and holding then would leave it, and every call
+// waiting behind it, stalled until its deadline. The bound is therefore
+// approximate while streaming requests are open. It returns false when the
+// back end is closing.
+func (b *Backend) waitForRoom() bool {
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	switch {
-	case !b.paused && b.waiting >= b.cfg.MaxPendingCalls:
-		b.paused = true
-		b.cons.PauseFetchTopics(b.cfg.Topic)
-		b.logger.Warn("pausing reads: the gRPC server is slower than the requests arrive", "waiting_calls", b.waiting)
-	case b.paused && b.waiting <= b.cfg.MaxPendingCalls/2:
-		b.paused = false
-		b.cons.ResumeFetchTopics(b.cfg.Topic)
+	full := b.full(b.cfg.MaxPendingCalls)
+	if full {
+		b.stats.Pauses++
+		b.logger.Debug("pausing reads: the gRPC server is slower than the requests arrive", "waiting_calls", b.waiting)
 	}
+	b.mu.Unlock()
+	for full {
+		select {
+		case <-b.room:
+		case <-b.pollCtx.Done():
+			return false
+		}
+		b.mu.Lock()
+		full = b.full(b.cfg.MaxPendingCalls/2 + 1)
+		b.mu.Unlock()
+	}
+	return true
 }
 
 // dispatch routes one request record: it continues the open call of its
@@ -323,6 +363,8 @@ func (b *Backend) openCall(p *partition, r *kgo.Record, h recordHeaders) {
 	b.mu.Lock()
 	b.open[h.id] = c
 	b.waiting++
+	b.incomplete++
+	b.stats.PeakWaiting = max(b.stats.PeakWaiting, b.waiting)
 	b.mu.Unlock()
 	b.calls.Add(1)
 	go func() {
@@ -331,16 +373,41 @@ func (b *Backend) openCall(p *partition, r *kgo.Record, h recordHeaders) {
 	}()
 }
 
-// leftQueue notes that a call got a slot, or gave up waiting for one.
+// leftQueue notes that a call got a slot, or gave up waiting for one, and
+// wakes a poll loop waiting for room.
 func (b *Backend) leftQueue() {
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	b.waiting--
-	b.mu.Unlock()
+	select {
+	case b.room <- struct{}{}:
+	default:
+	}
+}
+
+// full reports whether reading must wait: at least limit calls wait for a
+// slot and none lacks records. Call with mu held.
+func (b *Backend) full(limit int) bool {
+	return b.waiting >= limit && b.incomplete == 0
+}
+
+// requestEnded notes that a call's request stream is complete.
+func (b *Backend) requestEnded() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.incomplete--
 }
 
 // ended removes a finished or abandoned call.
 func (b *Backend) ended(c *call) {
+	c.mu.Lock()
+	gotEnd := c.gotEnd
+	c.gotEnd = true // no requestEnded after this
+	c.mu.Unlock()
 	b.mu.Lock()
+	if !gotEnd {
+		b.incomplete--
+	}
 	delete(b.open, c.id)
 	b.finished.add(c.id)
 	b.mu.Unlock()

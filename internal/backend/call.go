@@ -46,7 +46,8 @@ type call struct {
 	mu        sync.Mutex
 	offsets   []int64  // the call's records, finished together at its end
 	msgs      [][]byte // request messages, kept for retries
-	closed    bool     // the null record arrived: the request stream ended
+	closed    bool     // the call takes no more records
+	gotEnd    bool     // the null record arrived (or the call ended): counted once
 	abandoned bool
 	notify    chan struct{}
 }
@@ -108,19 +109,27 @@ func reservedMetadata(k string) bool {
 // caller then finishes the record itself.
 func (c *call) add(r *kgo.Record) bool {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.closed || c.abandoned {
+		c.mu.Unlock()
 		return false
 	}
 	c.offsets = append(c.offsets, r.Offset)
+	ended := false
 	if r.Value == nil {
 		c.closed = true
+		ended = !c.gotEnd
+		c.gotEnd = true
 	} else {
 		c.msgs = append(c.msgs, r.Value)
 	}
 	select {
 	case c.notify <- struct{}{}:
 	default:
+	}
+	c.mu.Unlock()
+	if ended {
+		// Outside c.mu: the back end's lock is never taken inside a call's.
+		c.b.requestEnded()
 	}
 	return true
 }
