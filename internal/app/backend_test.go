@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
@@ -18,7 +17,6 @@ import (
 
 	echopb "github.com/ferryproxy/ferry/examples/proxy/echo"
 	"github.com/ferryproxy/ferry/internal/app"
-	"github.com/ferryproxy/ferry/internal/config"
 )
 
 // echoServer is a real gRPC server for back-end tests: the example's echo
@@ -158,17 +156,7 @@ func TestProxyExample(t *testing.T) {
 	leakCheck(t)
 	srv := startEchoServer(t, "echoserver")
 	t.Setenv("ECHO_SERVER", srv.addr)
-	t.Setenv("FERRY_GRPC_ADDRESS", "127.0.0.1:0")
-	if realKafka() {
-		t.Setenv("FERRY_BROKERS", strings.Join(testBrokers, ","))
-	} else {
-		t.Setenv("FERRY_BROKERS", "")
-	}
-	cfg, err := config.Load(filepath.Join(root(t), "examples", "proxy", "ferry.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Embedded.Port = 0
+	cfg := loadExample(t, "proxy")
 	cfg.Backends[0].SessionTimeout = 6 * time.Second
 	a := startConfig(t, cfg)
 	res := call(ctxT(t, 30*time.Second), dial(t, a), "ServerStreamingEcho", nil, "Hello")

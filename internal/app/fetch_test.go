@@ -3,10 +3,8 @@ package app_test
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"reflect"
 	"sort"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,7 +16,6 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/ferryproxy/ferry/internal/config"
 	"github.com/ferryproxy/ferry/internal/fetch"
 )
 
@@ -422,17 +419,7 @@ func waitFor(t testing.TB, cond func() bool, what string) {
 // filtered by the caller's room.
 func TestFanoutExample(t *testing.T) {
 	leakCheck(t)
-	t.Setenv("FERRY_GRPC_ADDRESS", "127.0.0.1:0")
-	if realKafka() {
-		t.Setenv("FERRY_BROKERS", strings.Join(testBrokers, ","))
-	} else {
-		t.Setenv("FERRY_BROKERS", "")
-	}
-	cfg, err := config.Load(filepath.Join(root(t), "examples", "fanout", "ferry.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Embedded.Port = 0
+	cfg := loadExample(t, "fanout")
 	// A topic of this run's own, so a real cluster's older records do not
 	// count.
 	topic := "messages"

@@ -475,3 +475,24 @@ func unaryMany(t testing.TB, ctx context.Context, cc *grpc.ClientConn, n int) (w
 		}
 	}
 }
+
+// loadExample loads examples/<name>/ferry.yaml as the README runs it: the
+// example takes its brokers from FERRY_BROKERS (the test brokers when they
+// are real) and otherwise starts its embedded broker, here on a free port,
+// with the gRPC listener on a free port too.
+func loadExample(t testing.TB, name string) *config.Config {
+	t.Helper()
+	t.Setenv("FERRY_GRPC_ADDRESS", "127.0.0.1:0")
+	if realKafka() {
+		t.Setenv("FERRY_BROKERS", strings.Join(testBrokers, ","))
+	} else {
+		t.Setenv("FERRY_BROKERS", "")
+	}
+	cfg, err := config.Load(filepath.Join(root(t), "examples", name, "ferry.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Embedded.Port = 0
+	cfg.Listeners.GRPC.Address = "127.0.0.1:0"
+	return cfg
+}

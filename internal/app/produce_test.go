@@ -28,20 +28,7 @@ import (
 // its four methods.
 func TestEchoExample(t *testing.T) {
 	leakCheck(t)
-	// The example takes its brokers from FERRY_BROKERS and otherwise starts
-	// the embedded broker.
-	if realKafka() {
-		t.Setenv("FERRY_BROKERS", strings.Join(testBrokers, ","))
-	} else {
-		t.Setenv("FERRY_BROKERS", "")
-	}
-	cfg, err := config.Load(filepath.Join(root(t), "examples", "echo", "ferry.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Embedded.Port = 0
-	cfg.Listeners.GRPC.Address = "127.0.0.1:0"
-	a := startConfig(t, cfg)
+	a := startConfig(t, loadExample(t, "echo"))
 	cc := dial(t, a)
 	ctx := ctxT(t, 30*time.Second)
 
