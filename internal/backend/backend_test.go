@@ -1,11 +1,7 @@
 package backend
 
 import (
-	"reflect"
 	"testing"
-
-	"github.com/twmb/franz-go/pkg/kgo"
-	"google.golang.org/grpc/metadata"
 )
 
 // TestPartitionCommitOrder: the commit point is the first unfinished
@@ -46,31 +42,6 @@ func TestPartitionCommitOrder(t *testing.T) {
 	p.finish(15)
 	if _, moved := p.commitPoint(); moved {
 		t.Error("a retired partition reported a commit point")
-	}
-}
-
-func TestMetadataBothWays(t *testing.T) {
-	hs := []kgo.RecordHeader{
-		{Key: "zilla:service", Value: []byte("s")},
-		{Key: "meta:x-trace", Value: []byte("t1")},
-		{Key: "meta:X-Case", Value: []byte("c")},
-		{Key: "meta:raw-bin", Value: []byte("AAEC/g")},
-		{Key: "meta:padded-bin", Value: []byte("AAEC/g==")},
-		{Key: "meta:grpc-timeout", Value: []byte("1S")},
-		{Key: "meta:bad-bin", Value: []byte("***")},
-	}
-	md := requestMetadata(hs, "meta:")
-	want := metadata.MD{"x-trace": {"t1"}, "x-case": {"c"}, "raw-bin": {"\x00\x01\x02\xfe"}, "padded-bin": {"\x00\x01\x02\xfe"}}
-	if !reflect.DeepEqual(md, want) {
-		t.Errorf("requestMetadata = %v, want %v", md, want)
-	}
-	got := metaHeaders(metadata.MD{"b": {"2"}, "a": {"1", "1b"}, "raw-bin": {"\x00\x01"}, "content-type": {"application/grpc"}}, "meta:")
-	wantHs := []kgo.RecordHeader{
-		{Key: "meta:a", Value: []byte("1")}, {Key: "meta:a", Value: []byte("1b")},
-		{Key: "meta:b", Value: []byte("2")}, {Key: "meta:raw-bin", Value: []byte("AAE")},
-	}
-	if !reflect.DeepEqual(got, wantHs) {
-		t.Errorf("metaHeaders = %v, want %v", got, wantHs)
 	}
 }
 

@@ -2,13 +2,10 @@ package backend
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"io"
 	"math/rand/v2"
-	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -17,6 +14,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/ferryproxy/ferry/internal/meta"
 )
 
 // Metadata entries a back end adds to every call, so the gRPC server can
@@ -59,7 +58,7 @@ func newCall(b *Backend, p *partition, r *kgo.Record, h recordHeaders) *call {
 		id:      h.id,
 		path:    "/" + h.service + "/" + h.method,
 		replyTo: h.replyTo,
-		md:      requestMetadata(r.Headers, b.names.MetaPrefix),
+		md:      meta.FromHeaders(r.Headers, b.names.MetaPrefix),
 		notify:  make(chan struct{}, 1),
 	}
 	c.md.Set(CorrelationIDMetadata, h.id)
@@ -69,39 +68,6 @@ func newCall(b *Backend, p *partition, r *kgo.Record, h recordHeaders) *call {
 	c.ctx, c.cancel = context.WithTimeout(b.ctx, b.cfg.Deadline)
 	c.add(r)
 	return c
-}
-
-// requestMetadata turns meta: headers into gRPC request metadata. Binary
-// entries carry base64 text in Kafka and raw bytes in gRPC metadata.
-func requestMetadata(hs []kgo.RecordHeader, prefix string) metadata.MD {
-	md := metadata.MD{}
-	for _, h := range hs {
-		k, ok := strings.CutPrefix(h.Key, prefix)
-		if !ok {
-			continue
-		}
-		k = strings.ToLower(k)
-		if reservedMetadata(k) {
-			continue
-		}
-		v := string(h.Value)
-		if strings.HasSuffix(k, "-bin") {
-			b, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(v, "="))
-			if err != nil {
-				continue
-			}
-			v = string(b)
-		}
-		md[k] = append(md[k], v)
-	}
-	return md
-}
-
-// reservedMetadata reports keys that belong to the transport and never
-// travel as meta: headers.
-func reservedMetadata(k string) bool {
-	return k == "" || strings.HasPrefix(k, ":") || strings.HasPrefix(k, "grpc-") ||
-		k == "content-type" || k == "te" || k == "user-agent"
 }
 
 // add appends a record of the call. It returns false when the call takes
@@ -165,11 +131,11 @@ func (c *call) run() {
 		}
 		return
 	}
-	meta, code, msg := c.attempts()
+	hdrs, code, msg := c.attempts()
 	if c.isAbandoned() {
 		return
 	}
-	c.finish(meta, code, msg)
+	c.finish(hdrs, code, msg)
 }
 
 // attempts makes the call, retrying while the server is UNAVAILABLE and
@@ -177,15 +143,15 @@ func (c *call) run() {
 func (c *call) attempts() ([]kgo.RecordHeader, codes.Code, string) {
 	cfg := c.b.cfg.Retry
 	for attempt := 1; ; attempt++ {
-		meta, wrote, st := c.attempt()
+		hdrs, wrote, st := c.attempt()
 		if st.Code() != codes.Unavailable || wrote || attempt >= cfg.MaxAttempts || c.ctx.Err() != nil {
 			if st.Code() == codes.Unavailable && attempt > 1 {
-				return meta, st.Code(), st.Message() + " (after " + strconv.Itoa(attempt) + " attempts)"
+				return hdrs, st.Code(), st.Message() + " (after " + strconv.Itoa(attempt) + " attempts)"
 			}
 			if c.ctx.Err() == context.DeadlineExceeded && st.Code() == codes.Canceled {
-				return meta, codes.DeadlineExceeded, "call deadline (" + c.b.cfg.Deadline.String() + ") exceeded"
+				return hdrs, codes.DeadlineExceeded, "call deadline (" + c.b.cfg.Deadline.String() + ") exceeded"
 			}
-			return meta, st.Code(), st.Message()
+			return hdrs, st.Code(), st.Message()
 		}
 		ceil := cfg.InitialBackoff << (attempt - 1)
 		if ceil > cfg.MaxBackoff || ceil <= 0 {
@@ -205,7 +171,7 @@ func (c *call) attempts() ([]kgo.RecordHeader, codes.Code, string) {
 // already read, then each as it arrives), writes every response message as
 // a reply record, and returns the reply headers, whether any response was
 // written, and the final status.
-func (c *call) attempt() (meta []kgo.RecordHeader, wrote bool, st *status.Status) {
+func (c *call) attempt() (hdrs []kgo.RecordHeader, wrote bool, st *status.Status) {
 	ctx, cancel := context.WithCancel(metadata.NewOutgoingContext(c.ctx, c.md))
 	defer cancel()
 	s, err := c.b.conn.NewStream(ctx, streamDesc, c.path)
@@ -229,24 +195,24 @@ func (c *call) attempt() (meta []kgo.RecordHeader, wrote bool, st *status.Status
 		if !gotHeader {
 			gotHeader = true
 			if h, herr := s.Header(); herr == nil {
-				meta = metaHeaders(h, c.b.names.MetaPrefix)
+				hdrs = meta.AppendHeaders(nil, h, c.b.names.MetaPrefix, nil)
 			}
 		}
 		if errors.Is(err, io.EOF) {
-			meta = append(meta, metaHeaders(s.Trailer(), c.b.names.MetaPrefix)...)
-			return meta, wrote, status.New(codes.OK, "")
+			hdrs = meta.AppendHeaders(hdrs, s.Trailer(), c.b.names.MetaPrefix, nil)
+			return hdrs, wrote, status.New(codes.OK, "")
 		}
 		if err != nil {
-			meta = append(meta, metaHeaders(s.Trailer(), c.b.names.MetaPrefix)...)
-			return meta, wrote, status.Convert(err)
+			hdrs = meta.AppendHeaders(hdrs, s.Trailer(), c.b.names.MetaPrefix, nil)
+			return hdrs, wrote, status.Convert(err)
 		}
 		if c.replyTo == "" {
 			continue
 		}
 		wrote = true
-		hs := make([]kgo.RecordHeader, 0, len(meta)+1)
+		hs := make([]kgo.RecordHeader, 0, len(hdrs)+1)
 		hs = append(hs, kgo.RecordHeader{Key: c.b.names.CorrelationID, Value: []byte(c.id)})
-		hs = append(hs, meta...)
+		hs = append(hs, hdrs...)
 		c.b.prod.Produce(c.b.ctx, &kgo.Record{Topic: c.replyTo, Key: []byte(c.id), Value: b, Headers: hs}, c.replyWritten)
 	}
 }
@@ -291,7 +257,7 @@ func (c *call) send(ctx context.Context, s grpc.ClientStream) {
 
 // finish writes the call's final reply record and, once Kafka acknowledged
 // it, finishes the call's request records so they can be committed.
-func (c *call) finish(meta []kgo.RecordHeader, code codes.Code, msg string) {
+func (c *call) finish(hdrs []kgo.RecordHeader, code codes.Code, msg string) {
 	c.mu.Lock()
 	offsets := append([]int64(nil), c.offsets...)
 	// Records still arriving for this id are late: the call is over.
@@ -301,7 +267,7 @@ func (c *call) finish(meta []kgo.RecordHeader, code codes.Code, msg string) {
 		c.part.finish(offsets...)
 		return
 	}
-	rec := c.b.terminal(c.replyTo, c.id, meta, int(code), msg)
+	rec := c.b.terminal(c.replyTo, c.id, hdrs, int(code), msg)
 	c.b.prod.Produce(c.b.ctx, rec, func(_ *kgo.Record, err error) {
 		if err != nil {
 			// The reply is lost, which the caller sees as its own timeout;
@@ -310,29 +276,4 @@ func (c *call) finish(meta []kgo.RecordHeader, code codes.Code, msg string) {
 		}
 		c.part.finish(offsets...)
 	})
-}
-
-// metaHeaders turns response metadata into meta: headers, sorted by name.
-func metaHeaders(md metadata.MD, prefix string) []kgo.RecordHeader {
-	if len(md) == 0 {
-		return nil
-	}
-	keys := make([]string, 0, len(md))
-	for k := range md {
-		if !reservedMetadata(k) {
-			keys = append(keys, k)
-		}
-	}
-	sort.Strings(keys)
-	var hs []kgo.RecordHeader
-	for _, k := range keys {
-		for _, v := range md[k] {
-			val := []byte(v)
-			if strings.HasSuffix(k, "-bin") {
-				val = []byte(base64.RawStdEncoding.EncodeToString(val))
-			}
-			hs = append(hs, kgo.RecordHeader{Key: prefix + k, Value: val})
-		}
-	}
-	return hs
 }

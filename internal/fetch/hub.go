@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -12,6 +11,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/ferryproxy/ferry/internal/meta"
 )
 
 // entry is one record read by a hub, decoded and framed once for every
@@ -210,23 +211,11 @@ func (h *Hub) close() {
 	h.cl.Close()
 }
 
-// metaOf turns a record's meta: headers into response metadata.
+// metaOf turns a record's meta: headers into response metadata, nil when
+// there are none.
 func metaOf(hs []kgo.RecordHeader, prefix string) metadata.MD {
-	var md metadata.MD
-	for _, h := range hs {
-		k, ok := strings.CutPrefix(h.Key, prefix)
-		if !ok {
-			continue
-		}
-		k = strings.ToLower(k)
-		if k == "" || strings.HasPrefix(k, "grpc-") || strings.HasPrefix(k, ":") || strings.HasSuffix(k, "-bin") ||
-			k == "content-type" || k == "te" || k == "user-agent" {
-			continue
-		}
-		if md == nil {
-			md = metadata.MD{}
-		}
-		md[k] = append(md[k], string(h.Value))
+	if md := meta.FromHeaders(hs, prefix); len(md) > 0 {
+		return md
 	}
-	return md
+	return nil
 }

@@ -2,13 +2,10 @@ package produce
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -21,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ferryproxy/ferry/internal/grpcserver"
+	"github.com/ferryproxy/ferry/internal/meta"
 	"github.com/ferryproxy/ferry/internal/protoreg"
 )
 
@@ -122,40 +120,19 @@ func (c *call) buildHeaders(md metadata.MD) []kgo.RecordHeader {
 			kgo.RecordHeader{Key: n.CorrelationID, Value: []byte(c.corrID)},
 		)
 	}
-	keys := make([]string, 0, len(md))
-	for k := range md {
-		if forwardMetadata(k, c.r.cfg.ForwardAuthorization) {
-			keys = append(keys, k)
-		}
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		bin := strings.HasSuffix(k, "-bin")
-		for _, v := range md[k] {
-			val := []byte(v)
-			if bin {
-				// grpc-go hands us the decoded bytes; Kafka gets the base64
-				// text that was on the wire (unpadded, as gRPC sends it).
-				val = []byte(base64.RawStdEncoding.EncodeToString(val))
-			}
-			hs = append(hs, kgo.RecordHeader{Key: n.MetaPrefix + k, Value: val})
-		}
-	}
-	return hs
+	return meta.AppendHeaders(hs, md, n.MetaPrefix, func(k string) bool {
+		return forwardMetadata(k, c.r.cfg.ForwardAuthorization)
+	})
 }
 
 // forwardMetadata reports whether a request metadata entry travels as a
 // meta: header. Transport entries never do; authorization only when the
 // route allows it, so credentials do not land in Kafka by default.
 func forwardMetadata(k string, authorization bool) bool {
-	switch {
-	case strings.HasPrefix(k, ":"), strings.HasPrefix(k, "grpc-"),
-		k == "te", k == "content-type", k == "user-agent":
+	if meta.Reserved(k) {
 		return false
-	case k == "authorization":
-		return authorization
 	}
-	return true
+	return k != "authorization" || authorization
 }
 
 var errEnded = errors.New("the call's request stream already ended")

@@ -6,6 +6,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/ferryproxy/ferry/internal/config"
+	"github.com/ferryproxy/ferry/internal/meta"
 )
 
 // TestCorrelationIDVector is the test vector of the record layout spec.
@@ -54,29 +55,6 @@ func TestParseStatus(t *testing.T) {
 	}
 }
 
-func TestMetaFromHeader(t *testing.T) {
-	for _, tc := range []struct {
-		name, value string
-		wantK       string
-		wantV       string
-		wantErr     bool
-	}{
-		{"X-Trace", "abc", "x-trace", "abc", false},
-		{"raw-bin", "AAEC/g", "raw-bin", "\x00\x01\x02\xfe", false},
-		{"raw-bin", "AAEC/g==", "raw-bin", "\x00\x01\x02\xfe", false},
-		{"raw-bin", "***", "", "", true},
-		{"grpc-status", "0", "", "", true},
-		{":path", "/x", "", "", true},
-		{"bad key", "v", "", "", true},
-		{"", "v", "", "", true},
-	} {
-		k, v, err := metaFromHeader(tc.name, []byte(tc.value))
-		if (err != nil) != tc.wantErr || k != tc.wantK || v != tc.wantV {
-			t.Errorf("metaFromHeader(%q, %q) = %q %q %v", tc.name, tc.value, k, v, err)
-		}
-	}
-}
-
 func TestForwardMetadata(t *testing.T) {
 	for k, want := range map[string]bool{
 		"x-trace": true, "idempotency-key": true, ":authority": false, "grpc-timeout": false,
@@ -92,15 +70,15 @@ func TestForwardMetadata(t *testing.T) {
 }
 
 // FuzzReplyHeaders feeds arbitrary reply headers through the decoding a
-// reply record gets: it must never panic, and whatever it accepts must be a
-// valid metadata key.
+// reply record gets: it must never panic, whatever it accepts must be a
+// valid metadata key, and every status must be a gRPC code.
 func FuzzReplyHeaders(f *testing.F) {
 	f.Add("x-trace", []byte("v"), "5", "msg")
 	f.Add("raw-bin", []byte("AAEC/g=="), "0", "")
 	f.Add("Bad Key", []byte{0xff}, "x", "\xff")
 	f.Fuzz(func(t *testing.T, name string, value []byte, code, msg string) {
-		if k, _, err := metaFromHeader(name, value); err == nil {
-			if checkMetadataKey(k) != nil {
+		if k, _, err := meta.FromHeader(name, value); err == nil {
+			if meta.CheckKey(k) != nil {
 				t.Fatalf("accepted invalid key %q", k)
 			}
 		}

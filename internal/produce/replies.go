@@ -3,7 +3,6 @@ package produce
 import (
 	"container/list"
 	"context"
-	"encoding/base64"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -17,6 +16,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/ferryproxy/ferry/internal/config"
+	"github.com/ferryproxy/ferry/internal/meta"
 )
 
 // Reply is one record read from a reply topic, decoded once and shared by
@@ -243,7 +243,7 @@ func (r *Reader) decode(rec *kgo.Record) (string, *Reply, bool) {
 		case h.Key == n.Message:
 			msg = string(h.Value)
 		case strings.HasPrefix(h.Key, n.MetaPrefix):
-			k, v, err := metaFromHeader(strings.TrimPrefix(h.Key, n.MetaPrefix), h.Value)
+			k, v, err := meta.FromHeader(strings.TrimPrefix(h.Key, n.MetaPrefix), h.Value)
 			if err != nil {
 				r.logger.Debug("skipping reply header", "header", h.Key, "err", err)
 				continue
@@ -283,48 +283,6 @@ func parseStatus(code string, has bool, msg string) (codes.Code, string) {
 		return codes.Unknown, msg
 	}
 	return codes.Code(n), msg
-}
-
-// metaFromHeader turns a meta: header into a metadata entry. Binary entries
-// (-bin) carry base64 text in Kafka and raw bytes in gRPC metadata.
-func metaFromHeader(name string, value []byte) (string, string, error) {
-	name = strings.ToLower(name)
-	if err := checkMetadataKey(name); err != nil {
-		return "", "", err
-	}
-	if !strings.HasSuffix(name, "-bin") {
-		return name, string(value), nil
-	}
-	b, err := decodeBase64(string(value))
-	if err != nil {
-		return "", "", fmt.Errorf("binary metadata is not base64: %w", err)
-	}
-	return name, string(b), nil
-}
-
-// decodeBase64 accepts standard base64 with or without padding.
-func decodeBase64(s string) ([]byte, error) {
-	if len(s)%4 == 0 {
-		if b, err := base64.StdEncoding.DecodeString(s); err == nil {
-			return b, nil
-		}
-	}
-	return base64.RawStdEncoding.DecodeString(strings.TrimRight(s, "="))
-}
-
-// checkMetadataKey rejects keys gRPC would refuse or that belong to the
-// transport.
-func checkMetadataKey(k string) error {
-	if k == "" || strings.HasPrefix(k, "grpc-") || strings.HasPrefix(k, ":") ||
-		k == "content-type" || k == "te" || k == "user-agent" {
-		return fmt.Errorf("%q is reserved for the transport", k)
-	}
-	for _, c := range k {
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return fmt.Errorf("%q has %q, which gRPC metadata keys cannot hold", k, c)
-		}
-	}
-	return nil
 }
 
 // Subscribe registers a waiter for the replies of correlation id id. With
