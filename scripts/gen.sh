@@ -22,3 +22,10 @@ protoc -I examples/echo \
   --go-grpc_out=. --go-grpc_opt=module=github.com/ferryproxy/ferry \
   --go-grpc_opt=Mecho.proto=github.com/ferryproxy/ferry/examples/proxy/echo \
   echo.proto
+
+# Ferry's Kafka API and Kafka-Pixy's. api/third_party holds the schema of
+# the google.api options for protoc; the code uses genproto's packages.
+protoc -I api -I api/third_party \
+  --go_out=. --go_opt=module=github.com/ferryproxy/ferry \
+  --go-grpc_out=. --go-grpc_opt=module=github.com/ferryproxy/ferry \
+  ferry/kafka/v1/kafka.proto kafkapixy/kafkapixy.proto

@@ -28,6 +28,8 @@ type Config struct {
 	Backends []Backend `yaml:"backends"`
 	// Replies configures the shared readers of reply topics.
 	Replies Replies `yaml:"replies"`
+	// KafkaAPI is the generic Kafka API: Ferry's own and Kafka-Pixy's.
+	KafkaAPI KafkaAPI `yaml:"kafka_api"`
 	// Log configures Ferry's own logging.
 	Log Log `yaml:"log"`
 
@@ -86,6 +88,15 @@ type Embedded struct {
 // Listeners groups the network faces Ferry serves.
 type Listeners struct {
 	GRPC GRPCListener `yaml:"grpc"`
+	HTTP HTTPListener `yaml:"http"`
+}
+
+// HTTPListener is the HTTP server of the REST APIs.
+type HTTPListener struct {
+	// Address is host:port to listen on. Empty serves no HTTP.
+	Address string `yaml:"address"`
+	// MaxRequestBodySize bounds one request body, in bytes.
+	MaxRequestBodySize int64 `yaml:"max_request_body_size"`
 }
 
 // GRPCListener is the gRPC server.
@@ -308,6 +319,62 @@ type Replies struct {
 	MaxBufferedPerCall int `yaml:"max_buffered_per_call"`
 }
 
+// KafkaAPI configures the generic Kafka API served beside the routes.
+type KafkaAPI struct {
+	// Enabled serves Ferry's ferry.kafka.v1.Kafka service on the gRPC
+	// listener and its REST paths on the HTTP listener.
+	Enabled bool `yaml:"enabled"`
+	// Pixy also serves Kafka-Pixy's KafkaPixy gRPC service and REST paths.
+	Pixy bool `yaml:"pixy"`
+	// Produce tunes producing.
+	Produce APIProduce `yaml:"produce"`
+	// Consume tunes consuming in consumer groups.
+	Consume APIConsume `yaml:"consume"`
+}
+
+// APIProduce tunes the Kafka API's producing.
+type APIProduce struct {
+	// Acks is none, leader_only or in_sync_replicas.
+	Acks string `yaml:"acks"`
+	// MaxInFlightPerStream bounds the records of one ProduceStream that are
+	// not yet acknowledged; the stream stops reading beyond it.
+	MaxInFlightPerStream int `yaml:"max_in_flight_per_stream"`
+}
+
+// APIConsume tunes the Kafka API's consumer groups.
+type APIConsume struct {
+	// Start is where a group without committed offsets starts: earliest
+	// or latest.
+	Start string `yaml:"start"`
+	// LongPollTimeout is how long a poll waits for a message by default.
+	LongPollTimeout time.Duration `yaml:"long_poll_timeout"`
+	// SubscriptionTimeout is how long a group member nobody consumes from
+	// stays in its group before it leaves.
+	SubscriptionTimeout time.Duration `yaml:"subscription_timeout"`
+	// AckTimeout is how long a delivered message waits for its
+	// acknowledgement before it is delivered again.
+	AckTimeout time.Duration `yaml:"ack_timeout"`
+	// MaxUnackedPerPartition bounds the delivered, unacknowledged messages
+	// of one partition; the partition delivers nothing more until acks come.
+	MaxUnackedPerPartition int `yaml:"max_unacked_per_partition"`
+	// MaxBufferedPerPartition bounds the records read ahead per partition;
+	// reading that partition pauses beyond it.
+	MaxBufferedPerPartition int `yaml:"max_buffered_per_partition"`
+	// MaxDeliveries is how often a message is delivered before it goes to
+	// the dead-letter topic. Zero delivers it until acknowledged.
+	MaxDeliveries int `yaml:"max_deliveries"`
+	// DeadLetterTopic receives messages delivered MaxDeliveries times;
+	// "{topic}" and "{group}" are replaced.
+	DeadLetterTopic string `yaml:"dead_letter_topic"`
+	// CommitInterval is how often acknowledged offsets are committed.
+	CommitInterval time.Duration `yaml:"commit_interval"`
+	// SessionTimeout is the consumer group session timeout.
+	SessionTimeout time.Duration `yaml:"session_timeout"`
+	// MaxWaitingPolls bounds the polls waiting at once for one group and
+	// topic; more get RESOURCE_EXHAUSTED.
+	MaxWaitingPolls int `yaml:"max_waiting_polls"`
+}
+
 // Log configures logging.
 type Log struct {
 	// Level is debug, info, warn or error.
@@ -327,7 +394,21 @@ func Default() Config {
 			MaxRecvMessageSize:   4 << 20,
 			MaxConcurrentStreams: 1000,
 			ShutdownTimeout:      10 * time.Second,
-		}},
+		}, HTTP: HTTPListener{Address: "127.0.0.1:7152", MaxRequestBodySize: 1 << 20}},
+		KafkaAPI: KafkaAPI{
+			Produce: APIProduce{Acks: "in_sync_replicas", MaxInFlightPerStream: 4096},
+			Consume: APIConsume{
+				Start:                   "earliest",
+				LongPollTimeout:         3 * time.Second,
+				SubscriptionTimeout:     15 * time.Second,
+				AckTimeout:              5 * time.Minute,
+				MaxUnackedPerPartition:  300,
+				MaxBufferedPerPartition: 1000,
+				CommitInterval:          500 * time.Millisecond,
+				SessionTimeout:          45 * time.Second,
+				MaxWaitingPolls:         10000,
+			},
+		},
 		Replies: Replies{Lookback: 5 * time.Minute, MaxCachedBytes: 64 << 20, MaxBufferedPerCall: 1024},
 		Log:     Log{Level: "info", Format: "text"},
 	}

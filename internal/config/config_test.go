@@ -12,13 +12,17 @@ import (
 
 func TestBadConfigs(t *testing.T) {
 	cases := map[string][]string{
-		"unknown-key.bad.yaml":            {`unknown-key.bad.yaml:8: routes[0].produce.reply_too: unknown key "reply_too": did you mean "reply_to"?`},
-		"unknown-top.bad.yaml":            {`unknown-top.bad.yaml:1: listener: unknown key "listener": did you mean "listeners"?`},
-		"bad-method.bad.yaml":             {`bad-method.bad.yaml:5: routes[0].when[0].method: "/grpc.examples.echo.Echo/UnaryEcho" is not a method`},
-		"bad-topic.bad.yaml":              {`bad-topic.bad.yaml:7: routes[0].produce.topic: topic "bad topic!" has ' '`},
-		"bad-acks.bad.yaml":               {`bad-acks.bad.yaml:8: routes[0].produce.acks: "all" is not an acks mode: use none, leader_only or in_sync_replicas`},
-		"bad-cluster.bad.yaml":            {`bad-cluster.bad.yaml:3: clusters[0].brokers[0]: "localhost" is not host:port`, `bad-cluster.bad.yaml:10: routes[0].produce.cluster: no cluster is named "other"`},
-		"no-routes.bad.yaml":              {`no-routes.bad.yaml: routes: no routes`},
+		"unknown-key.bad.yaml": {`unknown-key.bad.yaml:8: routes[0].produce.reply_too: unknown key "reply_too": did you mean "reply_to"?`},
+		"unknown-top.bad.yaml": {`unknown-top.bad.yaml:1: listener: unknown key "listener": did you mean "listeners"?`},
+		"bad-method.bad.yaml":  {`bad-method.bad.yaml:5: routes[0].when[0].method: "/grpc.examples.echo.Echo/UnaryEcho" is not a method`},
+		"bad-topic.bad.yaml":   {`bad-topic.bad.yaml:7: routes[0].produce.topic: topic "bad topic!" has ' '`},
+		"bad-acks.bad.yaml":    {`bad-acks.bad.yaml:8: routes[0].produce.acks: "all" is not an acks mode: use none, leader_only or in_sync_replicas`},
+		"bad-cluster.bad.yaml": {`bad-cluster.bad.yaml:3: clusters[0].brokers[0]: "localhost" is not host:port`, `bad-cluster.bad.yaml:10: routes[0].produce.cluster: no cluster is named "other"`},
+		"kafka-api-dlq.bad.yaml": {
+			`kafka-api-dlq.bad.yaml:4: kafka_api.consume.max_deliveries: needs kafka_api.consume.dead_letter_topic`,
+			`kafka-api-dlq.bad.yaml:5: kafka_api.consume.start: "oldest" is not a position: use earliest or latest`,
+		},
+		"no-routes.bad.yaml":              {`no-routes.bad.yaml: routes: no routes, no backends and no kafka_api`},
 		"bad-duration.bad.yaml":           {`bad-duration.bad.yaml:8: cannot unmarshal !!str `},
 		"missing-env.bad.yaml":            {`missing-env.bad.yaml:3: environment variable FERRY_TEST_UNSET_VARIABLE is not set`},
 		"no-capability.bad.yaml":          {`no-capability.bad.yaml:4: routes[0]: has no capability: add produce or fetch`},

@@ -18,6 +18,7 @@ func (c *Config) Validate() Errors {
 	v.protos()
 	v.routes()
 	v.backends()
+	v.kafkaAPI()
 	if c.Replies.Lookback <= 0 {
 		v.errf("replies.lookback", "must be positive, e.g. 5m")
 	}
@@ -131,6 +132,67 @@ func (v *validator) listeners() {
 	if g.ShutdownTimeout < 0 {
 		v.errf("listeners.grpc.shutdown_timeout", "must not be negative")
 	}
+	h := v.cfg.Listeners.HTTP
+	if h.Address != "" {
+		if err := checkHostPort(h.Address); err != nil {
+			v.errf("listeners.http.address", "%v", err)
+		}
+	}
+	if h.MaxRequestBodySize <= 0 {
+		v.errf("listeners.http.max_request_body_size", "must be positive (bytes)")
+	}
+}
+
+func (v *validator) kafkaAPI() {
+	k := v.cfg.KafkaAPI
+	switch k.Produce.Acks {
+	case "none", "leader_only", "in_sync_replicas":
+	default:
+		v.errf("kafka_api.produce.acks", "%q is not an acks mode: use none, leader_only or in_sync_replicas", k.Produce.Acks)
+	}
+	if k.Produce.MaxInFlightPerStream < 1 {
+		v.errf("kafka_api.produce.max_in_flight_per_stream", "must be at least 1")
+	}
+	c := k.Consume
+	switch c.Start {
+	case "earliest", "latest":
+	default:
+		v.errf("kafka_api.consume.start", "%q is not a position: use earliest or latest", c.Start)
+	}
+	for _, d := range []struct {
+		key string
+		val time.Duration
+	}{
+		{"long_poll_timeout", c.LongPollTimeout},
+		{"subscription_timeout", c.SubscriptionTimeout},
+		{"ack_timeout", c.AckTimeout},
+		{"commit_interval", c.CommitInterval},
+		{"session_timeout", c.SessionTimeout},
+	} {
+		if d.val <= 0 {
+			v.errf("kafka_api.consume."+d.key, "must be positive")
+		}
+	}
+	for _, n := range []struct {
+		key string
+		val int
+	}{
+		{"max_unacked_per_partition", c.MaxUnackedPerPartition},
+		{"max_buffered_per_partition", c.MaxBufferedPerPartition},
+		{"max_waiting_polls", c.MaxWaitingPolls},
+	} {
+		if n.val < 1 {
+			v.errf("kafka_api.consume."+n.key, "must be at least 1")
+		}
+	}
+	switch {
+	case c.MaxDeliveries < 0:
+		v.errf("kafka_api.consume.max_deliveries", "must not be negative (0 delivers until acknowledged)")
+	case c.MaxDeliveries > 0 && c.DeadLetterTopic == "":
+		v.errf("kafka_api.consume.max_deliveries", "needs kafka_api.consume.dead_letter_topic, where messages go after %d deliveries", c.MaxDeliveries)
+	case c.MaxDeliveries == 0 && c.DeadLetterTopic != "":
+		v.errf("kafka_api.consume.dead_letter_topic", "is never used: set kafka_api.consume.max_deliveries too")
+	}
 }
 
 func (v *validator) protos() {
@@ -151,8 +213,8 @@ func (v *validator) protos() {
 }
 
 func (v *validator) routes() {
-	if len(v.cfg.Routes) == 0 && len(v.cfg.Backends) == 0 {
-		v.errf("routes", "no routes and no backends: add at least one so Ferry has something to do")
+	if len(v.cfg.Routes) == 0 && len(v.cfg.Backends) == 0 && !v.cfg.KafkaAPI.Enabled && !v.cfg.KafkaAPI.Pixy {
+		v.errf("routes", "no routes, no backends and no kafka_api: add at least one so Ferry has something to do")
 	}
 	names := map[string]bool{}
 	// replyHeaders remembers, per cluster and reply topic, the header names

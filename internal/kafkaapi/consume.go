@@ -1,0 +1,1232 @@
+package kafkaapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/ferryproxy/ferry/internal/kafka"
+	"github.com/ferryproxy/ferry/internal/sparseacks"
+)
+
+// maxCommitMetadata bounds the sparse-ack metadata of one commit; Kafka
+// refuses more than offset.metadata.max.bytes (4096 by default). Ranges
+// that do not fit are left out, so those offsets are delivered again after
+// a restart: at least once still holds.
+const maxCommitMetadata = 4000
+
+// Open joins group (on first use in this Ferry instance) to consume topic
+// and returns a session to take messages from. An unknown topic is
+// NOT_FOUND.
+func (s *Service) Open(ctx context.Context, cluster, group, topic string) (*Session, error) {
+	if topic == "" {
+		return nil, status.Error(codes.InvalidArgument, "topic is required")
+	}
+	if group == "" {
+		return nil, status.Error(codes.InvalidArgument, "group is required")
+	}
+	c, err := s.cluster(cluster)
+	if err != nil {
+		return nil, err
+	}
+	key := memberKey{c.Name(), group, topic}
+	for {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return nil, status.Error(codes.Unavailable, "Ferry is shutting down")
+		}
+		m := s.members[key]
+		s.mu.Unlock()
+		if m == nil {
+			if m, err = s.join(ctx, c, key); err != nil {
+				return nil, err
+			}
+		}
+		if ss := m.open(); ss != nil {
+			return ss, nil
+		}
+		// The member is leaving (idle); join anew.
+		s.mu.Lock()
+		if s.members[key] == m {
+			delete(s.members, key)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// join creates the member for key, or returns the one another caller
+// created meanwhile.
+func (s *Service) join(ctx context.Context, c *kafka.Cluster, key memberKey) (*member, error) {
+	adm, _, err := s.admin(c.Name())
+	if err != nil {
+		return nil, err
+	}
+	md, err := adm.Metadata(ctx, key.topic)
+	if err != nil {
+		return nil, kafkaErr(fmt.Sprintf("reading metadata of topic %q on cluster %q", key.topic, c.Name()), err)
+	}
+	td, ok := md.Topics[key.topic]
+	if !ok || errors.Is(td.Err, kerr.UnknownTopicOrPartition) {
+		return nil, status.Errorf(codes.NotFound, "topic %q does not exist on cluster %q", key.topic, c.Name())
+	}
+	if td.Err != nil {
+		return nil, kafkaErr(fmt.Sprintf("reading metadata of topic %q on cluster %q", key.topic, c.Name()), td.Err)
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, status.Error(codes.Unavailable, "Ferry is shutting down")
+	}
+	if m := s.members[key]; m != nil {
+		return m, nil
+	}
+	m, err := s.newMember(c, key, td.ID)
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	s.members[key] = m
+	s.logger.Info("joined consumer group", "cluster", key.cluster, "group", key.group, "topic", key.topic)
+	return m, nil
+}
+
+// Ack acknowledges a delivered message without a session (Ack calls).
+func (s *Service) Ack(ctx context.Context, cluster, group, topic string, partition int32, offset int64) error {
+	m, err := s.local(cluster, group, topic)
+	if err != nil {
+		return err
+	}
+	return m.ack(partition, offset)
+}
+
+// local returns this instance's member for (cluster, group, topic), or
+// FAILED_PRECONDITION when it has none.
+func (s *Service) local(cluster, group, topic string) (*member, error) {
+	if topic == "" {
+		return nil, status.Error(codes.InvalidArgument, "topic is required")
+	}
+	if group == "" {
+		return nil, status.Error(codes.InvalidArgument, "group is required")
+	}
+	c, err := s.cluster(cluster)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	m := s.members[memberKey{c.Name(), group, topic}]
+	s.mu.Unlock()
+	if m == nil {
+		return nil, status.Errorf(codes.FailedPrecondition,
+			"this Ferry instance is not consuming topic %q in group %q (never, or it left the group after being idle); unacknowledged messages are delivered again", topic, group)
+	}
+	return m, nil
+}
+
+// Session is one client's use of a group member: a stream, or one poll.
+type Session struct {
+	m *member
+	// outstanding are the offers delivered on this session and not yet
+	// settled; guarded by m.mu.
+	outstanding map[offerKey]struct{}
+	closed      bool
+}
+
+// Next waits until a message can be delivered on the session, or ctx ends
+// (then it returns ctx's error as a status). The message is an offer: it is
+// delivered again after the ack timeout unless acknowledged.
+func (ss *Session) Next(ctx context.Context) (*Message, error) {
+	return ss.m.next(ctx, ss)
+}
+
+// TryNext returns a message if one can be delivered at once.
+func (ss *Session) TryNext() (*Message, bool) {
+	m := ss.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if ss.closed {
+		return nil, false
+	}
+	msg := m.takeLocked(ss)
+	return msg, msg != nil
+}
+
+// Outstanding returns how many messages delivered on the session are not
+// yet acknowledged (by anyone) nor handed back.
+func (ss *Session) Outstanding() int {
+	ss.m.mu.Lock()
+	defer ss.m.mu.Unlock()
+	return len(ss.outstanding)
+}
+
+// Ack acknowledges a delivered message of the session's group and topic,
+// whoever it was delivered to. Acknowledging twice is harmless. A partition
+// this instance no longer owns is FAILED_PRECONDITION (the message is
+// redelivered by its new owner); an offset never delivered is
+// INVALID_ARGUMENT.
+func (ss *Session) Ack(partition int32, offset int64) error {
+	return ss.m.ack(partition, offset)
+}
+
+// Nack hands a delivered message back for redelivery now.
+func (ss *Session) Nack(partition int32, offset int64) error {
+	return ss.m.nack(partition, offset)
+}
+
+// Close ends the session. With release set, messages delivered on it and
+// not acknowledged are redelivered at once (a stream that ended); without,
+// they wait for their ack timeout (a poll whose client acks later).
+func (ss *Session) Close(release bool) {
+	m := ss.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if ss.closed {
+		return
+	}
+	ss.closed = true
+	m.sessions--
+	m.lastUsed = time.Now()
+	for k := range ss.outstanding {
+		ps := m.parts[k.partition]
+		o := ps.offerOf(k.offset)
+		if o == nil {
+			continue
+		}
+		o.session = nil
+		if release {
+			m.endOfferLocked(ps, o, "released by a closed stream")
+		}
+	}
+	ss.outstanding = nil
+	m.broadcastLocked()
+}
+
+type memberKey struct{ cluster, group, topic string }
+
+type offerKey struct {
+	partition int32
+	offset    int64
+}
+
+// member is this instance's membership of one consumer group for one
+// topic. Its poll goroutine reads records into per-partition queues;
+// sessions take them as offers; acks settle offers; its tick goroutine
+// redelivers expired offers and commits the first unsettled offset of each
+// partition with the settled offsets beyond it as sparse acks.
+type member struct {
+	s       *Service
+	key     memberKey
+	cluster *kafka.Cluster
+	topicID [16]byte
+	cl      *kgo.Client
+	cfg     configView
+
+	ctx    context.Context // ends when the member closes
+	cancel context.CancelFunc
+	done   chan struct{} // closed when both goroutines ended
+
+	commitMu sync.Mutex // serializes commits; taken before mu
+
+	mu         sync.Mutex
+	parts      map[int32]*partState // the partitions assigned to this member
+	order      []int32              // parts' keys, for round-robin delivery
+	rr         int
+	wake       chan struct{} // closed and replaced when something may be deliverable
+	waiting    int           // Next calls waiting
+	sessions   int           // open sessions
+	lastUsed   time.Time
+	closing    bool
+	fatal      error           // a group error no retry cures
+	resets     []*resetRequest // applied by the poll goroutine between polls
+	pollCancel context.CancelFunc
+	stats      memberStats
+}
+
+type memberStats struct {
+	redelivered  int64
+	deadLettered int64
+}
+
+// configView is the consume configuration a member works with.
+type configView struct {
+	ackTimeout      time.Duration
+	maxUnacked      int
+	maxBuffered     int
+	maxDeliveries   int
+	deadLetterTopic string // placeholders replaced
+	commitInterval  time.Duration
+	idleTimeout     time.Duration
+	maxWaiting      int
+}
+
+// partState tracks one assigned partition. Offsets below base() are
+// settled; unsettled holds every read offset not yet acknowledged, queued
+// or offered; acked offsets beyond base are the gaps between them, plus
+// preAcked ranges (from the last commit's metadata) not read yet.
+type partState struct {
+	partition int32
+	gen       int   // bumped when the partition is reset; offers of older generations are void
+	next      int64 // the offset after the last record read; -1 before the first when nothing was committed
+	unsettled []int64
+	preAcked  []sparseacks.Range
+	queue     []*kgo.Record // to deliver, ascending offsets
+	offers    map[int64]*offer
+	redeliver map[int64]int  // deliveries so far of queued records that were offered before
+	deadIn    map[int64]bool // offsets being written to the dead-letter topic
+	paused    bool
+
+	committed     int64 // what was last committed, -1 if nothing
+	committedMeta string
+	dirty         bool // commit even if offset and metadata look unchanged
+}
+
+type offer struct {
+	rec        *kgo.Record
+	deadline   time.Time
+	session    *Session
+	deliveries int
+}
+
+type resetRequest struct {
+	targets []OffsetTarget
+	done    chan error
+}
+
+func (s *Service) newMember(c *kafka.Cluster, key memberKey, topicID [16]byte) (*member, error) {
+	cc := s.cfg.Consume
+	m := &member{
+		s:       s,
+		key:     key,
+		cluster: c,
+		topicID: topicID,
+		cfg: configView{
+			ackTimeout:     cc.AckTimeout,
+			maxUnacked:     cc.MaxUnackedPerPartition,
+			maxBuffered:    cc.MaxBufferedPerPartition,
+			maxDeliveries:  cc.MaxDeliveries,
+			commitInterval: cc.CommitInterval,
+			idleTimeout:    cc.SubscriptionTimeout,
+			maxWaiting:     cc.MaxWaitingPolls,
+			deadLetterTopic: strings.NewReplacer("{topic}", key.topic, "{group}", key.group).
+				Replace(cc.DeadLetterTopic),
+		},
+		done:     make(chan struct{}),
+		parts:    map[int32]*partState{},
+		wake:     make(chan struct{}),
+		lastUsed: time.Now(),
+	}
+	m.ctx, m.cancel = context.WithCancel(s.ctx)
+	reset := kgo.NewOffset().AtStart()
+	if cc.Start == "latest" {
+		reset = kgo.NewOffset().AtEnd()
+	}
+	cl, err := c.NewClient(
+		kgo.ConsumerGroup(key.group),
+		kgo.ConsumeTopics(key.topic),
+		kgo.ConsumeResetOffset(reset),
+		kgo.SessionTimeout(cc.SessionTimeout),
+		kgo.Balancers(kgo.CooperativeStickyBalancer()),
+		kgo.DisableAutoCommit(),
+		kgo.FetchMaxWait(500*time.Millisecond),
+		kgo.OnPartitionsAssigned(m.onAssigned),
+		kgo.OnPartitionsRevoked(m.onRevoked),
+		kgo.OnPartitionsLost(m.onLost),
+	)
+	if err != nil {
+		m.cancel()
+		return nil, err
+	}
+	m.cl = cl
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); m.pollLoop() }()
+	go func() { defer wg.Done(); m.tickLoop() }()
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); wg.Wait(); close(m.done) }()
+	return m, nil
+}
+
+// open starts a session, or returns nil when the member is leaving.
+func (m *member) open() *Session {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closing {
+		return nil
+	}
+	m.sessions++
+	m.lastUsed = time.Now()
+	return &Session{m: m, outstanding: map[offerKey]struct{}{}}
+}
+
+// close commits what was acknowledged and leaves the group. Offers still
+// out are delivered again by the partitions' next owners.
+func (m *member) close() {
+	m.mu.Lock()
+	if m.closing {
+		m.mu.Unlock()
+		<-m.done
+		return
+	}
+	m.closing = true
+	m.broadcastLocked()
+	m.mu.Unlock()
+	// Closing the client revokes every partition (onRevoked commits them)
+	// and leaves the group; the poll loop then ends.
+	m.cl.Close()
+	m.cancel()
+	<-m.done
+	m.mu.Lock()
+	for _, r := range m.resets {
+		r.done <- status.Error(codes.Unavailable, "the group member closed")
+	}
+	m.resets = nil
+	m.mu.Unlock()
+	m.s.logger.Info("left consumer group", "cluster", m.key.cluster, "group", m.key.group, "topic", m.key.topic)
+}
+
+func (m *member) broadcastLocked() {
+	close(m.wake)
+	m.wake = make(chan struct{})
+}
+
+func (m *member) next(ctx context.Context, ss *Session) (*Message, error) {
+	m.mu.Lock()
+	if m.waiting >= m.cfg.maxWaiting {
+		m.mu.Unlock()
+		return nil, status.Errorf(codes.ResourceExhausted, "too many requests waiting for topic %q in group %q (at most %d)", m.key.topic, m.key.group, m.cfg.maxWaiting)
+	}
+	m.waiting++
+	defer func() {
+		m.waiting--
+		m.lastUsed = time.Now()
+		m.mu.Unlock()
+	}()
+	for {
+		switch {
+		case ss.closed:
+			return nil, status.Error(codes.FailedPrecondition, "the session is closed")
+		case m.closing:
+			return nil, status.Error(codes.Unavailable, "Ferry is leaving the consumer group")
+		case m.fatal != nil:
+			return nil, m.fatal
+		}
+		if msg := m.takeLocked(ss); msg != nil {
+			return msg, nil
+		}
+		wake := m.wake
+		m.mu.Unlock()
+		select {
+		case <-wake:
+			m.mu.Lock()
+		case <-ctx.Done():
+			m.mu.Lock()
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+	}
+}
+
+// takeLocked delivers the next deliverable record, round-robin over the
+// partitions, as an offer owned by ss.
+func (m *member) takeLocked(ss *Session) *Message {
+	n := len(m.order)
+	for i := 0; i < n; i++ {
+		ps := m.parts[m.order[(m.rr+i)%n]]
+		if len(ps.queue) == 0 || len(ps.offers) >= m.cfg.maxUnacked {
+			continue
+		}
+		m.rr = (m.rr + i + 1) % n
+		rec := ps.queue[0]
+		ps.queue[0] = nil
+		ps.queue = ps.queue[1:]
+		deliveries := 1
+		if d, ok := ps.redeliver[rec.Offset]; ok {
+			deliveries = d + 1
+			delete(ps.redeliver, rec.Offset)
+		}
+		if ps.offers == nil {
+			ps.offers = map[int64]*offer{}
+		}
+		ps.offers[rec.Offset] = &offer{rec: rec, deadline: time.Now().Add(m.cfg.ackTimeout), session: ss, deliveries: deliveries}
+		ss.outstanding[offerKey{ps.partition, rec.Offset}] = struct{}{}
+		if ps.paused && len(ps.queue) <= m.cfg.maxBuffered/2 {
+			ps.paused = false
+			m.cl.ResumeFetchPartitions(map[string][]int32{m.key.topic: {ps.partition}})
+		}
+		return &Message{
+			Topic:      rec.Topic,
+			Partition:  rec.Partition,
+			Offset:     rec.Offset,
+			Key:        rec.Key,
+			Value:      rec.Value,
+			Headers:    rec.Headers,
+			Timestamp:  rec.Timestamp,
+			Deliveries: deliveries,
+		}
+	}
+	return nil
+}
+
+func (ps *partState) offerOf(offset int64) *offer {
+	if ps == nil {
+		return nil
+	}
+	return ps.offers[offset]
+}
+
+// base is the first unsettled offset: what a commit writes.
+func (ps *partState) base() int64 {
+	if len(ps.unsettled) > 0 {
+		return ps.unsettled[0]
+	}
+	return ps.next
+}
+
+func (m *member) ack(partition int32, offset int64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.lastUsed = time.Now()
+	ps, err := m.partLocked(partition, offset)
+	if err != nil || ps == nil {
+		return err
+	}
+	if o := ps.offers[offset]; o != nil {
+		m.dropOfferLocked(ps, o)
+	}
+	m.settleLocked(ps, offset)
+	return nil
+}
+
+func (m *member) nack(partition int32, offset int64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.lastUsed = time.Now()
+	ps, err := m.partLocked(partition, offset)
+	if err != nil || ps == nil {
+		return err
+	}
+	if o := ps.offers[offset]; o != nil {
+		m.endOfferLocked(ps, o, "handed back")
+		m.broadcastLocked()
+	}
+	return nil
+}
+
+// partLocked checks an acknowledged (partition, offset): it returns the
+// partition's state when offset is unsettled, nil and no error when it is
+// settled already.
+func (m *member) partLocked(partition int32, offset int64) (*partState, error) {
+	ps := m.parts[partition]
+	if ps == nil {
+		return nil, status.Errorf(codes.FailedPrecondition,
+			"partition %d of topic %q is not assigned to this Ferry instance in group %q (any more); its unacknowledged messages are delivered again by its owner",
+			partition, m.key.topic, m.key.group)
+	}
+	if offset < 0 || ps.next < 0 || offset >= ps.next {
+		return nil, status.Errorf(codes.InvalidArgument, "offset %d of partition %d of topic %q was not delivered", offset, partition, m.key.topic)
+	}
+	if _, found := slices.BinarySearch(ps.unsettled, offset); !found {
+		return nil, nil
+	}
+	return ps, nil
+}
+
+// dropOfferLocked removes an offer from its partition and session.
+func (m *member) dropOfferLocked(ps *partState, o *offer) {
+	delete(ps.offers, o.rec.Offset)
+	if o.session != nil {
+		delete(o.session.outstanding, offerKey{ps.partition, o.rec.Offset})
+	}
+}
+
+// settleLocked marks offset acknowledged.
+func (m *member) settleLocked(ps *partState, offset int64) {
+	i, found := slices.BinarySearch(ps.unsettled, offset)
+	if !found {
+		return
+	}
+	ps.unsettled = slices.Delete(ps.unsettled, i, i+1)
+	// It may still be queued for redelivery (acknowledged late).
+	if j := slices.IndexFunc(ps.queue, func(r *kgo.Record) bool { return r.Offset == offset }); j >= 0 {
+		ps.queue = slices.Delete(ps.queue, j, j+1)
+	}
+	delete(ps.redeliver, offset)
+	m.broadcastLocked()
+}
+
+// endOfferLocked ends an offer that was not acknowledged: the record goes
+// back to the queue, or to the dead-letter topic once delivered
+// max_deliveries times.
+func (m *member) endOfferLocked(ps *partState, o *offer, why string) {
+	m.dropOfferLocked(ps, o)
+	rec := o.rec
+	if m.cfg.maxDeliveries > 0 && o.deliveries >= m.cfg.maxDeliveries {
+		m.deadLetterLocked(ps, rec, o.deliveries)
+		return
+	}
+	if ps.redeliver == nil {
+		ps.redeliver = map[int64]int{}
+	}
+	ps.redeliver[rec.Offset] = o.deliveries
+	i, _ := slices.BinarySearchFunc(ps.queue, rec.Offset, func(r *kgo.Record, off int64) int { return compareInt64(r.Offset, off) })
+	ps.queue = slices.Insert(ps.queue, i, rec)
+	m.stats.redelivered++
+	m.s.logger.Debug("message to be delivered again", "topic", m.key.topic, "group", m.key.group,
+		"partition", ps.partition, "offset", rec.Offset, "deliveries", o.deliveries, "why", why)
+}
+
+func compareInt64(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// deadLetterLocked writes rec to the dead-letter topic and settles it once
+// Kafka acknowledged; if writing fails, the record is queued again.
+func (m *member) deadLetterLocked(ps *partState, rec *kgo.Record, deliveries int) {
+	if ps.deadIn == nil {
+		ps.deadIn = map[int64]bool{}
+	}
+	ps.deadIn[rec.Offset] = true
+	gen := ps.gen
+	headers := append(slices.Clip(rec.Headers),
+		kgo.RecordHeader{Key: "ferry-dead-letter-topic", Value: []byte(rec.Topic)},
+		kgo.RecordHeader{Key: "ferry-dead-letter-partition", Value: []byte(strconv.Itoa(int(rec.Partition)))},
+		kgo.RecordHeader{Key: "ferry-dead-letter-offset", Value: []byte(strconv.FormatInt(rec.Offset, 10))},
+		kgo.RecordHeader{Key: "ferry-dead-letter-group", Value: []byte(m.key.group)},
+		kgo.RecordHeader{Key: "ferry-dead-letter-deliveries", Value: []byte(strconv.Itoa(deliveries))},
+	)
+	dl := Record{Key: rec.Key, Value: rec.Value, Headers: headers, Partition: -1, Timestamp: rec.Timestamp}
+	err := m.s.ProduceAsync(m.ctx, m.key.cluster, m.cfg.deadLetterTopic, dl, func(_ Result, err error) {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		cur := m.parts[ps.partition]
+		if cur != ps || ps.gen != gen {
+			return // reassigned or reset meanwhile: no longer ours to settle
+		}
+		delete(ps.deadIn, rec.Offset)
+		if err != nil {
+			m.s.logger.Error("writing to the dead-letter topic failed; the message is delivered again",
+				"topic", m.key.topic, "group", m.key.group, "partition", ps.partition, "offset", rec.Offset,
+				"dead_letter_topic", m.cfg.deadLetterTopic, "error", err)
+			ps.redeliver[rec.Offset] = deliveries - 1
+			i, _ := slices.BinarySearchFunc(ps.queue, rec.Offset, func(r *kgo.Record, off int64) int { return compareInt64(r.Offset, off) })
+			ps.queue = slices.Insert(ps.queue, i, rec)
+			m.broadcastLocked()
+			return
+		}
+		m.stats.deadLettered++
+		m.s.logger.Warn("message moved to the dead-letter topic", "topic", m.key.topic, "group", m.key.group,
+			"partition", ps.partition, "offset", rec.Offset, "deliveries", deliveries, "dead_letter_topic", m.cfg.deadLetterTopic)
+		m.settleLocked(ps, rec.Offset)
+	})
+	if err != nil {
+		// Only a configuration error gets here; keep the record queued.
+		delete(ps.deadIn, rec.Offset)
+		m.s.logger.Error("cannot write to the dead-letter topic", "error", err)
+	}
+}
+
+// pollLoop reads records into the partition queues and applies offset
+// resets between polls, so no record read before a reset is queued after
+// it.
+func (m *member) pollLoop() {
+	for {
+		m.mu.Lock()
+		if m.closing {
+			m.mu.Unlock()
+			return
+		}
+		resets := m.resets
+		m.resets = nil
+		pctx, cancel := context.WithCancel(m.ctx)
+		m.pollCancel = cancel
+		m.mu.Unlock()
+		if len(resets) > 0 {
+			cancel()
+			for _, r := range resets {
+				r.done <- m.applyReset(r.targets)
+			}
+			continue
+		}
+		fetches := m.cl.PollRecords(pctx, 10_000)
+		cancel()
+		if fetches.IsClientClosed() || m.ctx.Err() != nil {
+			return
+		}
+		fetches.EachError(func(topic string, p int32, err error) {
+			if errors.Is(err, context.Canceled) {
+				return
+			}
+			m.s.logger.Warn("reading failed", "cluster", m.key.cluster, "group", m.key.group, "topic", topic, "partition", p, "error", err)
+			if errors.Is(err, kerr.GroupAuthorizationFailed) || errors.Is(err, kerr.TopicAuthorizationFailed) {
+				m.mu.Lock()
+				m.fatal = status.Errorf(codes.PermissionDenied, "consuming topic %q in group %q: %v", m.key.topic, m.key.group, err)
+				m.broadcastLocked()
+				m.mu.Unlock()
+			}
+		})
+		if fetches.NumRecords() == 0 {
+			continue
+		}
+		m.mu.Lock()
+		var pause []int32
+		fetches.EachRecord(func(r *kgo.Record) {
+			ps := m.parts[r.Partition]
+			if ps == nil {
+				return // revoked meanwhile
+			}
+			ps.add(r)
+			if !ps.paused && len(ps.queue) >= m.cfg.maxBuffered {
+				ps.paused = true
+				pause = append(pause, r.Partition)
+			}
+		})
+		if len(pause) > 0 {
+			m.cl.PauseFetchPartitions(map[string][]int32{m.key.topic: pause})
+		}
+		m.broadcastLocked()
+		m.mu.Unlock()
+	}
+}
+
+// add queues a record read from the partition.
+func (ps *partState) add(r *kgo.Record) {
+	if ps.next >= 0 && r.Offset < ps.next {
+		return // read again after a reset to an earlier position than kgo's
+	}
+	ps.next = r.Offset + 1
+	for len(ps.preAcked) > 0 && ps.preAcked[0].To <= r.Offset {
+		ps.preAcked = ps.preAcked[1:]
+	}
+	if len(ps.preAcked) > 0 && ps.preAcked[0].From <= r.Offset {
+		return // acknowledged before the last commit
+	}
+	ps.unsettled = append(ps.unsettled, r.Offset)
+	ps.queue = append(ps.queue, r)
+}
+
+// tickLoop redelivers expired offers, commits, and leaves the group when
+// nobody used the member for the subscription timeout.
+func (m *member) tickLoop() {
+	every := min(m.cfg.commitInterval, m.cfg.ackTimeout/4, time.Second)
+	every = max(every, 10*time.Millisecond)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	lastCommit := time.Now()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case now := <-t.C:
+			m.mu.Lock()
+			expired := false
+			for _, ps := range m.parts {
+				for _, o := range ps.offers {
+					if now.After(o.deadline) {
+						m.endOfferLocked(ps, o, "ack timeout")
+						expired = true
+					}
+				}
+			}
+			if expired {
+				m.broadcastLocked()
+			}
+			idle := m.sessions == 0 && m.waiting == 0 && now.Sub(m.lastUsed) > m.cfg.idleTimeout
+			m.mu.Unlock()
+			if idle {
+				m.s.retire(m)
+				return
+			}
+			if now.Sub(lastCommit) >= m.cfg.commitInterval {
+				lastCommit = now
+				if err := m.commit(m.ctx, nil); err != nil && m.ctx.Err() == nil {
+					m.s.logger.Warn("committing offsets failed; retrying", "cluster", m.key.cluster, "group", m.key.group, "topic", m.key.topic, "error", err)
+				}
+			}
+		}
+	}
+}
+
+// retire removes an idle member and closes it.
+func (s *Service) retire(m *member) {
+	s.mu.Lock()
+	if s.members[m.key] == m {
+		delete(s.members, m.key)
+	}
+	s.mu.Unlock()
+	s.logger.Info("consumer group member idle: leaving", "cluster", m.key.cluster, "group", m.key.group, "topic", m.key.topic)
+	go m.close()
+}
+
+// commit writes, for the given partitions (all when nil), the first
+// unsettled offset and the settled offsets beyond it as sparse acks, when
+// they changed since the last commit. It commits as a member of the group,
+// which Kafka accepts for any partition of the topic.
+func (m *member) commit(ctx context.Context, only []int32) error {
+	m.commitMu.Lock()
+	defer m.commitMu.Unlock()
+	type entry struct {
+		ps     *partState
+		gen    int
+		offset int64
+		meta   string
+	}
+	var entries []entry
+	m.mu.Lock()
+	for p, ps := range m.parts {
+		if only != nil && !slices.Contains(only, p) {
+			continue
+		}
+		if ps.next < 0 {
+			continue // nothing read and nothing committed: nothing to say
+		}
+		off := ps.base()
+		meta := ps.sparseMeta(off)
+		if !ps.dirty && off == ps.committed && meta == ps.committedMeta {
+			continue
+		}
+		entries = append(entries, entry{ps, ps.gen, off, meta})
+	}
+	m.mu.Unlock()
+	if len(entries) == 0 {
+		return nil
+	}
+	offsets := make([]OffsetTarget, len(entries))
+	for i, e := range entries {
+		offsets[i] = OffsetTarget{Partition: e.ps.partition, Offset: e.offset, Metadata: e.meta}
+	}
+	if err := m.commitOffsets(ctx, offsets); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	for _, e := range entries {
+		if e.ps.gen == e.gen {
+			e.ps.committed, e.ps.committedMeta, e.ps.dirty = e.offset, e.meta, false
+		}
+	}
+	m.mu.Unlock()
+	return nil
+}
+
+// commitOffsets sends one OffsetCommit as this member of the group.
+func (m *member) commitOffsets(ctx context.Context, offsets []OffsetTarget) error {
+	memberID, generation := m.cl.GroupMetadata()
+	req := kmsg.NewPtrOffsetCommitRequest()
+	req.Group = m.key.group
+	req.MemberID = memberID
+	req.Generation = generation
+	t := kmsg.NewOffsetCommitRequestTopic()
+	t.Topic = m.key.topic
+	t.TopicID = m.topicID
+	for _, o := range offsets {
+		p := kmsg.NewOffsetCommitRequestTopicPartition()
+		p.Partition = o.Partition
+		p.Offset = o.Offset
+		p.LeaderEpoch = -1
+		meta := o.Metadata
+		p.Metadata = &meta
+		t.Partitions = append(t.Partitions, p)
+	}
+	req.Topics = append(req.Topics, t)
+	resp, err := req.RequestWith(ctx, m.cl)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, rt := range resp.Topics {
+		for _, rp := range rt.Partitions {
+			if err := kerr.ErrorForCode(rp.ErrorCode); err != nil {
+				errs = append(errs, fmt.Errorf("partition %d: %w", rp.Partition, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// sparseMeta encodes the settled offsets beyond base, leaving out ranges
+// that would make the metadata too long.
+func (ps *partState) sparseMeta(base int64) string {
+	var ranges []sparseacks.Range
+	prev := base
+	for _, u := range ps.unsettled {
+		if u > prev {
+			ranges = append(ranges, sparseacks.Range{From: prev, To: u})
+		}
+		prev = u + 1
+	}
+	if ps.next > prev {
+		ranges = append(ranges, sparseacks.Range{From: prev, To: ps.next})
+	}
+	// The leading range, if any, starts at base only when nothing is
+	// unsettled, and then base is next: so every range here is a gap
+	// between unsettled offsets or after the last one.
+	if len(ps.unsettled) == 0 {
+		ranges = nil
+	}
+	ranges = append(ranges, ps.preAcked...)
+	meta := sparseacks.Encode(base, ranges)
+	for len(meta) > maxCommitMetadata && len(ranges) > 0 {
+		ranges = ranges[:len(ranges)*3/4]
+		meta = sparseacks.Encode(base, ranges)
+	}
+	return meta
+}
+
+// onAssigned starts tracking newly assigned partitions from their committed
+// offsets and sparse acks.
+func (m *member) onAssigned(ctx context.Context, cl *kgo.Client, assigned map[string][]int32) {
+	parts := assigned[m.key.topic]
+	if len(parts) == 0 {
+		return
+	}
+	committed := m.fetchCommitted(ctx, parts)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, p := range parts {
+		ps := &partState{partition: p, next: -1, committed: -1}
+		if c, ok := committed[p]; ok && c.Offset >= 0 {
+			ps.next, ps.committed, ps.committedMeta = c.Offset, c.Offset, c.Metadata
+			if acks, err := sparseacks.Decode(c.Offset, c.Metadata); err == nil {
+				ps.preAcked = acks
+			} else if c.Metadata != "" {
+				m.s.logger.Debug("commit metadata is not sparse acks; ignoring it", "partition", p, "metadata", c.Metadata, "error", err)
+			}
+		}
+		m.parts[p] = ps
+	}
+	m.syncOrderLocked()
+	m.s.logger.Info("partitions assigned", "cluster", m.key.cluster, "group", m.key.group, "topic", m.key.topic, "partitions", parts)
+}
+
+// fetchCommitted reads the group's committed offsets and metadata.
+func (m *member) fetchCommitted(ctx context.Context, parts []int32) map[int32]OffsetTarget {
+	req := kmsg.NewPtrOffsetFetchRequest()
+	req.Group = m.key.group
+	t := kmsg.NewOffsetFetchRequestTopic()
+	t.Topic = m.key.topic
+	t.Partitions = parts
+	req.Topics = append(req.Topics, t)
+	g := kmsg.NewOffsetFetchRequestGroup()
+	g.Group = m.key.group
+	gt := kmsg.NewOffsetFetchRequestGroupTopic()
+	gt.Topic = m.key.topic
+	gt.TopicID = m.topicID
+	gt.Partitions = parts
+	g.Topics = append(g.Topics, gt)
+	req.Groups = append(req.Groups, g)
+	out := map[int32]OffsetTarget{}
+	for attempt := 0; ; attempt++ {
+		resp, err := req.RequestWith(ctx, m.cl)
+		if err == nil {
+			err = kerr.ErrorForCode(resp.ErrorCode)
+		}
+		if err == nil {
+			collect := func(p int32, off int64, meta *string, code int16) {
+				if kerr.ErrorForCode(code) == nil {
+					out[p] = OffsetTarget{Partition: p, Offset: off, Metadata: derefString(meta)}
+				}
+			}
+			for _, rt := range resp.Topics {
+				for _, rp := range rt.Partitions {
+					collect(rp.Partition, rp.Offset, rp.Metadata, rp.ErrorCode)
+				}
+			}
+			for _, rg := range resp.Groups {
+				for _, rt := range rg.Topics {
+					for _, rp := range rt.Partitions {
+						collect(rp.Partition, rp.Offset, rp.Metadata, rp.ErrorCode)
+					}
+				}
+			}
+			return out
+		}
+		if ctx.Err() != nil || attempt == 4 {
+			// Without the committed metadata the sparse acks are lost:
+			// those messages are delivered again (at least once).
+			m.s.logger.Warn("reading committed offsets failed; acknowledged messages beyond them may be delivered again", "group", m.key.group, "topic", m.key.topic, "error", err)
+			return out
+		}
+		time.Sleep(time.Duration(attempt+1) * 100 * time.Millisecond)
+	}
+}
+
+func derefString(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// onRevoked commits the revoked partitions' final state and forgets them.
+func (m *member) onRevoked(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
+	parts := revoked[m.key.topic]
+	if len(parts) == 0 {
+		return
+	}
+	if err := m.commit(ctx, parts); err != nil {
+		m.s.logger.Warn("committing revoked partitions failed; their acknowledged messages may be delivered again",
+			"group", m.key.group, "topic", m.key.topic, "partitions", parts, "error", err)
+	}
+	m.forget(parts)
+}
+
+// onLost forgets partitions without committing: another member may own
+// them already.
+func (m *member) onLost(ctx context.Context, cl *kgo.Client, lost map[string][]int32) {
+	if parts := lost[m.key.topic]; len(parts) > 0 {
+		m.s.logger.Warn("partitions lost", "group", m.key.group, "topic", m.key.topic, "partitions", parts)
+		m.forget(parts)
+	}
+}
+
+func (m *member) forget(parts []int32) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, p := range parts {
+		ps := m.parts[p]
+		if ps == nil {
+			continue
+		}
+		for _, o := range ps.offers {
+			m.dropOfferLocked(ps, o)
+		}
+		ps.gen++
+		delete(m.parts, p)
+	}
+	m.syncOrderLocked()
+	m.broadcastLocked()
+}
+
+func (m *member) syncOrderLocked() {
+	m.order = m.order[:0]
+	for p := range m.parts {
+		m.order = append(m.order, p)
+	}
+	slices.Sort(m.order)
+	m.rr = 0
+}
+
+// SetOffsets commits offsets for group on topic. For a group this
+// instance is a member of, it takes effect at once: the member drops what
+// it had read of those partitions and reads on from the new offsets.
+func (s *Service) SetOffsets(ctx context.Context, cluster, group, topic string, targets []OffsetTarget) ([]OffsetTarget, error) {
+	if topic == "" {
+		return nil, status.Error(codes.InvalidArgument, "topic is required")
+	}
+	if group == "" {
+		return nil, status.Error(codes.InvalidArgument, "group is required")
+	}
+	if len(targets) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "no offsets given")
+	}
+	adm, c, err := s.admin(cluster)
+	if err != nil {
+		return nil, err
+	}
+	md, err := adm.Metadata(ctx, topic)
+	if err != nil {
+		return nil, kafkaErr(fmt.Sprintf("reading metadata of topic %q on cluster %q", topic, c.Name()), err)
+	}
+	td, ok := md.Topics[topic]
+	if !ok || td.Err != nil {
+		return nil, status.Errorf(codes.NotFound, "topic %q does not exist on cluster %q", topic, c.Name())
+	}
+	seen := map[int32]bool{}
+	for _, t := range targets {
+		if _, ok := td.Partitions[t.Partition]; !ok {
+			return nil, status.Errorf(codes.InvalidArgument, "topic %q has no partition %d (it has %d)", topic, t.Partition, len(td.Partitions))
+		}
+		if t.Offset < 0 {
+			return nil, status.Errorf(codes.InvalidArgument, "offset %d for partition %d is negative", t.Offset, t.Partition)
+		}
+		if seen[t.Partition] {
+			return nil, status.Errorf(codes.InvalidArgument, "partition %d is given twice", t.Partition)
+		}
+		seen[t.Partition] = true
+	}
+	s.mu.Lock()
+	m := s.members[memberKey{c.Name(), group, topic}]
+	s.mu.Unlock()
+	if m != nil {
+		if err := m.requestReset(ctx, targets); err == nil {
+			return targets, nil
+		} else if status.Code(err) != codes.Unavailable {
+			return nil, err
+		}
+		// The member was leaving: commit as a non-member below.
+	}
+	offsets := make(map[string]map[int32]kgoOffset)
+	offsets[topic] = map[int32]kgoOffset{}
+	for _, t := range targets {
+		offsets[topic][t.Partition] = kgoOffset{t.Offset, t.Metadata}
+	}
+	if err := commitAsAdmin(ctx, adm, group, offsets); err != nil {
+		if errors.Is(err, kerr.UnknownMemberID) || errors.Is(err, kerr.IllegalGeneration) || errors.Is(err, kerr.RebalanceInProgress) {
+			return nil, status.Errorf(codes.FailedPrecondition,
+				"group %q has active members that are not on this Ferry instance; send the request to the instance consuming topic %q in the group, or stop the group's consumers: %v", group, topic, err)
+		}
+		return nil, kafkaErr(fmt.Sprintf("committing offsets of group %q", group), err)
+	}
+	return targets, nil
+}
+
+// requestReset has the poll goroutine apply targets between two polls.
+func (m *member) requestReset(ctx context.Context, targets []OffsetTarget) error {
+	r := &resetRequest{targets: targets, done: make(chan error, 1)}
+	m.mu.Lock()
+	if m.closing {
+		m.mu.Unlock()
+		return status.Error(codes.Unavailable, "the group member is leaving")
+	}
+	m.lastUsed = time.Now()
+	m.resets = append(m.resets, r)
+	if m.pollCancel != nil {
+		m.pollCancel()
+	}
+	m.mu.Unlock()
+	select {
+	case err := <-r.done:
+		return err
+	case <-ctx.Done():
+		return status.FromContextError(ctx.Err()).Err()
+	}
+}
+
+// applyReset runs on the poll goroutine: it moves the member's own
+// partitions to their targets (dropping what was read and offered of them)
+// and commits every target as a member of the group.
+func (m *member) applyReset(targets []OffsetTarget) error {
+	seek := map[int32]kgo.EpochOffset{}
+	m.mu.Lock()
+	for _, t := range targets {
+		ps := m.parts[t.Partition]
+		if ps == nil {
+			continue
+		}
+		for _, o := range ps.offers {
+			m.dropOfferLocked(ps, o)
+		}
+		ps.gen++
+		ps.queue, ps.unsettled, ps.redeliver, ps.deadIn = nil, nil, nil, nil
+		ps.next = t.Offset
+		ps.preAcked, _ = sparseacks.Decode(t.Offset, t.Metadata)
+		ps.dirty = true
+		if ps.paused {
+			ps.paused = false
+			m.cl.ResumeFetchPartitions(map[string][]int32{m.key.topic: {t.Partition}})
+		}
+		seek[t.Partition] = kgo.EpochOffset{Epoch: -1, Offset: t.Offset}
+	}
+	m.broadcastLocked()
+	m.mu.Unlock()
+	if len(seek) > 0 {
+		m.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{m.key.topic: seek})
+	}
+	ctx, cancel := context.WithTimeout(m.ctx, 30*time.Second)
+	defer cancel()
+	if err := m.commitOffsets(ctx, targets); err != nil {
+		return kafkaErr(fmt.Sprintf("committing offsets of group %q", m.key.group), err)
+	}
+	m.mu.Lock()
+	for _, t := range targets {
+		if ps := m.parts[t.Partition]; ps != nil && ps.next == t.Offset && len(ps.unsettled) == 0 {
+			ps.committed, ps.committedMeta, ps.dirty = t.Offset, t.Metadata, false
+		}
+	}
+	m.mu.Unlock()
+	m.s.logger.Info("offsets set", "cluster", m.key.cluster, "group", m.key.group, "topic", m.key.topic, "offsets", targets)
+	return nil
+}
+
+// ResetOffsets moves every partition of topic for group to the first
+// record at or after at (its end when there is none), or, when at is zero,
+// to position "earliest" or "latest". Like SetOffsets it takes effect at
+// once for members this instance runs.
+func (s *Service) ResetOffsets(ctx context.Context, cluster, group, topic string, at time.Time, position string) ([]OffsetTarget, error) {
+	adm, c, err := s.admin(cluster)
+	if err != nil {
+		return nil, err
+	}
+	var listed kadmListed
+	what := fmt.Sprintf("listing offsets of topic %q on cluster %q", topic, c.Name())
+	switch {
+	case !at.IsZero():
+		listed, err = adm.ListOffsetsAfterMilli(ctx, at.UnixMilli(), topic)
+	case position == "earliest":
+		listed, err = adm.ListStartOffsets(ctx, topic)
+	case position == "latest":
+		listed, err = adm.ListEndOffsets(ctx, topic)
+	default:
+		return nil, status.Errorf(codes.InvalidArgument, "position %q: use earliest or latest", position)
+	}
+	if err != nil {
+		return nil, kafkaErr(what, err)
+	}
+	var ends kadmListed
+	if !at.IsZero() {
+		// A time after the last record lists no offset: go to the end.
+		if ends, err = adm.ListEndOffsets(ctx, topic); err != nil {
+			return nil, kafkaErr(what, err)
+		}
+	}
+	var targets []OffsetTarget
+	for _, lo := range listed[topic] {
+		if lo.Err != nil {
+			if errors.Is(lo.Err, kerr.UnknownTopicOrPartition) {
+				return nil, status.Errorf(codes.NotFound, "topic %q does not exist on cluster %q", topic, c.Name())
+			}
+			return nil, kafkaErr(what, lo.Err)
+		}
+		off := lo.Offset
+		if off < 0 && ends != nil {
+			if e, ok := ends.Lookup(topic, lo.Partition); ok {
+				off = e.Offset
+			}
+		}
+		targets = append(targets, OffsetTarget{Partition: lo.Partition, Offset: off})
+	}
+	if len(targets) == 0 {
+		return nil, status.Errorf(codes.NotFound, "topic %q does not exist on cluster %q", topic, c.Name())
+	}
+	slices.SortFunc(targets, func(a, b OffsetTarget) int { return int(a.Partition - b.Partition) })
+	return s.SetOffsets(ctx, cluster, group, topic, targets)
+}
+
+type kadmListed = kadm.ListedOffsets
+
+type kgoOffset struct {
+	offset   int64
+	metadata string
+}
+
+// commitAsAdmin commits offsets outside the group's generation, which
+// Kafka accepts only while the group has no members.
+func commitAsAdmin(ctx context.Context, adm *kadm.Client, group string, offsets map[string]map[int32]kgoOffset) error {
+	var os kadm.Offsets
+	for topic, ps := range offsets {
+		for p, o := range ps {
+			os.Add(kadm.Offset{Topic: topic, Partition: p, At: o.offset, LeaderEpoch: -1, Metadata: o.metadata})
+		}
+	}
+	resp, err := adm.CommitOffsets(ctx, group, os)
+	if err != nil {
+		return err
+	}
+	return resp.Error()
+}

@@ -1,0 +1,609 @@
+package kafkaapi
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/ferryproxy/ferry/internal/config"
+	"github.com/ferryproxy/ferry/internal/kafka"
+	"github.com/ferryproxy/ferry/internal/sparseacks"
+)
+
+var (
+	engineBrokerOnce  sync.Once
+	engineBrokerSeeds []string
+)
+
+// engineSeeds returns the brokers the engine tests use: FERRY_TEST_BROKERS
+// when set, else one embedded broker shared by the package's tests.
+func engineSeeds(t testing.TB) []string {
+	engineBrokerOnce.Do(func() {
+		if s := os.Getenv("FERRY_TEST_BROKERS"); s != "" {
+			engineBrokerSeeds = strings.Split(s, ",")
+			return
+		}
+		e, err := kafka.StartEmbedded(0, 3)
+		if err != nil {
+			panic(err)
+		}
+		engineBrokerSeeds = e.Addrs()
+	})
+	return engineBrokerSeeds
+}
+
+// engineConfig is a consume configuration with test-sized timeouts.
+func engineConfig() config.KafkaAPI {
+	cfg := config.Default().KafkaAPI
+	cfg.Consume.LongPollTimeout = 500 * time.Millisecond
+	cfg.Consume.CommitInterval = 50 * time.Millisecond
+	cfg.Consume.SessionTimeout = 6 * time.Second
+	cfg.Consume.SubscriptionTimeout = 5 * time.Second
+	return cfg
+}
+
+// startEngine returns a Service over the test broker, closed with the test.
+func startEngine(t testing.TB, cfg config.KafkaAPI) *Service {
+	t.Helper()
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if os.Getenv("FERRY_TEST_LOG") != "" {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	cc := config.Cluster{Name: "main", ClientID: "ferry-test", DialTimeout: 10 * time.Second,
+		Producer: config.Producer{MaxBufferedRecords: 100_000, Compression: "none", DeliveryTimeout: 30 * time.Second}}
+	c := kafka.NewCluster(cc, engineSeeds(t), logger)
+	s := New(cfg, map[string]*kafka.Cluster{"main": c}, []string{"main"}, logger)
+	t.Cleanup(func() { s.Close(); c.Close() })
+	return s
+}
+
+// uniqueName is a topic or group name no earlier run used (a real broker
+// keeps them).
+func uniqueName(t testing.TB, what string) string {
+	return fmt.Sprintf("%s-%s-%d", strings.ReplaceAll(t.Name(), "/", "-"), what, time.Now().UnixNano())
+}
+
+// newTopic creates a topic with partitions and returns its name.
+func newTopic(t testing.TB, partitions int32) string {
+	t.Helper()
+	topic := uniqueName(t, "topic")
+	cl, err := kgo.NewClient(kgo.SeedBrokers(engineSeeds(t)...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	resp, err := kadm.NewClient(cl).CreateTopic(ctx, partitions, 1, nil, topic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		t.Fatalf("creating topic %s: %v", topic, err)
+	}
+	return topic
+}
+
+// produceN writes n records "v<i>" with key "k<i>" to partition p (or by
+// key when p < 0) and returns them in order.
+func produceN(t testing.TB, s *Service, topic string, n int, p int32) []Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out := make([]Result, n)
+	for i := range n {
+		r, err := s.Produce(ctx, "", topic, Record{Key: fmt.Appendf(nil, "k%d", i), Value: fmt.Appendf(nil, "v%d", i), Partition: p})
+		if err != nil {
+			t.Fatalf("producing record %d: %v", i, err)
+		}
+		out[i] = r
+	}
+	return out
+}
+
+// take reads n messages from ss, failing after d.
+func take(t testing.TB, ss *Session, n int, d time.Duration) []*Message {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	var out []*Message
+	for len(out) < n {
+		m, err := ss.Next(ctx)
+		if err != nil {
+			t.Fatalf("after %d of %d messages: %v", len(out), n, err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// noMore checks that ss gets nothing within d.
+func noMore(t testing.TB, ss *Session, d time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	if m, err := ss.Next(ctx); err == nil {
+		t.Fatalf("unexpected message: partition %d offset %d value %q", m.Partition, m.Offset, m.Value)
+	} else if status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("waiting for nothing: %v", err)
+	}
+}
+
+// committed reads group's committed offset and metadata of partition p.
+func committed(t testing.TB, group, topic string, p int32) (int64, string) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(engineSeeds(t)...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	os, err := kadm.NewClient(cl).FetchOffsets(context.Background(), group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, ok := os.Lookup(topic, p)
+	if !ok {
+		return -1, ""
+	}
+	return o.At, o.Metadata
+}
+
+// waitCommitted waits until partition p's commit is want.
+func waitCommitted(t testing.TB, group, topic string, p int32, want int64, wantMeta string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		at, meta := committed(t, group, topic, p)
+		if at == want && meta == wantMeta {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("committed offset of partition %d: %d %q, want %d %q", p, at, meta, want, wantMeta)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestEngineProduce(t *testing.T) {
+	s := startEngine(t, engineConfig())
+	topic := newTopic(t, 3)
+	ctx := context.Background()
+
+	// Same key, same partition; Java partitioning of "k1" is checked by
+	// the partitioner's own tests in franz-go, here only consistency.
+	a, err := s.Produce(ctx, "", topic, Record{Key: []byte("same"), Value: []byte("1"), Partition: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.Produce(ctx, "main", topic, Record{Key: []byte("same"), Value: []byte("2"), Partition: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Partition != b.Partition || b.Offset != a.Offset+1 {
+		t.Fatalf("same key: %+v then %+v", a, b)
+	}
+	// Explicit partition wins over the key.
+	for p := int32(0); p < 3; p++ {
+		r, err := s.Produce(ctx, "", topic, Record{Key: []byte("same"), Value: []byte("x"), Partition: p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Partition != p {
+			t.Fatalf("explicit partition %d: written to %d", p, r.Partition)
+		}
+	}
+	// A partition the topic lacks is the caller's mistake.
+	_, err = s.Produce(ctx, "", topic, Record{Value: []byte("x"), Partition: 7})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "partition 7") {
+		t.Fatalf("partition 7: %v", err)
+	}
+	_, err = s.Produce(ctx, "nope", topic, Record{Value: []byte("x"), Partition: -1})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), `unknown cluster "nope"`) {
+		t.Fatalf("unknown cluster: %v", err)
+	}
+	_, err = s.Produce(ctx, "", "", Record{Value: []byte("x"), Partition: -1})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("no topic: %v", err)
+	}
+}
+
+func TestEngineAcksOutOfOrder(t *testing.T) {
+	s := startEngine(t, engineConfig())
+	topic := newTopic(t, 1)
+	group := uniqueName(t, "group")
+	produceN(t, s, topic, 6, 0)
+
+	ss, err := s.Open(context.Background(), "", group, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := take(t, ss, 6, 20*time.Second)
+	for i, m := range msgs {
+		if m.Offset != int64(i) || string(m.Value) != fmt.Sprintf("v%d", i) || m.Deliveries != 1 {
+			t.Fatalf("message %d: offset %d value %q deliveries %d", i, m.Offset, m.Value, m.Deliveries)
+		}
+	}
+	// Ack 1, 3 and 4: the commit stays at 0 with [1,2) and [3,5) as
+	// sparse acks, in Kafka-Pixy's encoding.
+	for _, off := range []int64{1, 3, 4} {
+		if err := ss.Ack(0, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := sparseacks.Encode(0, []sparseacks.Range{{From: 1, To: 2}, {From: 3, To: 5}})
+	waitCommitted(t, group, topic, 0, 0, want)
+	// Acking again is harmless; acking what was never delivered is not.
+	if err := ss.Ack(0, 1); err != nil {
+		t.Fatalf("second ack: %v", err)
+	}
+	if err := ss.Ack(0, 99); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("ack of offset 99: %v", err)
+	}
+	if err := ss.Ack(5, 0); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("ack of partition 5: %v", err)
+	}
+	// Ack 0 and 2: the commit moves to 5, the first unacknowledged.
+	for _, off := range []int64{2, 0} {
+		if err := ss.Ack(0, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitCommitted(t, group, topic, 0, 5, "")
+	if n := ss.Outstanding(); n != 1 {
+		t.Fatalf("outstanding: %d, want 1 (offset 5)", n)
+	}
+}
+
+func TestEngineRedeliveryToAnotherSession(t *testing.T) {
+	s := startEngine(t, engineConfig())
+	topic := newTopic(t, 3)
+	group := uniqueName(t, "group")
+	produceN(t, s, topic, 30, -1)
+
+	a, err := s.Open(context.Background(), "", group, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	for i, m := range take(t, a, 30, 20*time.Second) {
+		got[string(m.Value)]++
+		if i%2 == 0 {
+			if err := a.Ack(m.Partition, m.Offset); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// The stream ends with 15 unacknowledged: another session gets
+	// exactly those, at once and marked as second deliveries.
+	b, err := s.Open(context.Background(), "", group, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Close(true)
+	again := take(t, b, 15, 5*time.Second)
+	for _, m := range again {
+		if m.Deliveries != 2 {
+			t.Fatalf("redelivered %q: deliveries %d", m.Value, m.Deliveries)
+		}
+		got[string(m.Value)]++
+		if err := b.Ack(m.Partition, m.Offset); err != nil {
+			t.Fatal(err)
+		}
+	}
+	noMore(t, b, 300*time.Millisecond)
+	if len(got) != 30 {
+		t.Fatalf("distinct messages: %d, want 30", len(got))
+	}
+	for v, n := range got {
+		if n > 2 {
+			t.Fatalf("%s delivered %d times", v, n)
+		}
+	}
+	b.Close(true)
+}
+
+func TestEngineAckTimeoutAndDeadLetter(t *testing.T) {
+	cfg := engineConfig()
+	cfg.Consume.AckTimeout = 200 * time.Millisecond
+	cfg.Consume.MaxDeliveries = 3
+	cfg.Consume.DeadLetterTopic = "{topic}.dead"
+	s := startEngine(t, cfg)
+	topic := newTopic(t, 1)
+	group := uniqueName(t, "group")
+	produceN(t, s, topic, 2, 0)
+
+	ss, err := s.Open(context.Background(), "", group, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Offset 0 is never acknowledged; offset 1 is, on its second delivery.
+	deliveries := map[int64]int{}
+	deadline := time.Now().Add(20 * time.Second)
+	for deliveries[0] < 3 || deliveries[1] < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("deliveries: %v", deliveries)
+		}
+		m := take(t, ss, 1, 10*time.Second)[0]
+		deliveries[m.Offset]++
+		if m.Deliveries != deliveries[m.Offset] {
+			t.Fatalf("offset %d: Deliveries %d, counted %d", m.Offset, m.Deliveries, deliveries[m.Offset])
+		}
+		if m.Offset == 1 && m.Deliveries == 2 {
+			if err := ss.Ack(0, 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	noMore(t, ss, time.Second)
+	if deliveries[0] != 3 {
+		t.Fatalf("offset 0 delivered %d times, want 3", deliveries[0])
+	}
+	// Offset 0 went to the dead-letter topic and both are settled.
+	waitCommitted(t, group, topic, 0, 2, "")
+	cl, err := kgo.NewClient(kgo.SeedBrokers(engineSeeds(t)...), kgo.ConsumeTopics(topic+".dead"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	fs := cl.PollFetches(ctx)
+	if err := fs.Err0(); err != nil {
+		t.Fatal(err)
+	}
+	recs := fs.Records()
+	if len(recs) != 1 || string(recs[0].Value) != "v0" {
+		t.Fatalf("dead letters: %v", recs)
+	}
+	hdr := map[string]string{}
+	for _, h := range recs[0].Headers {
+		hdr[h.Key] = string(h.Value)
+	}
+	if hdr["ferry-dead-letter-offset"] != "0" || hdr["ferry-dead-letter-deliveries"] != "3" || hdr["ferry-dead-letter-group"] != group {
+		t.Fatalf("dead letter headers: %v", hdr)
+	}
+	ss.Close(true)
+}
+
+func TestEngineRestartKeepsSparseAcks(t *testing.T) {
+	topic := newTopic(t, 1)
+	group := uniqueName(t, "group")
+	first := startEngine(t, engineConfig())
+	produceN(t, first, topic, 10, 0)
+	ss, err := first.Open(context.Background(), "", group, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range take(t, ss, 10, 20*time.Second) {
+		if m.Offset%3 != 0 { // acks 1,2,4,5,7,8; leaves 0,3,6,9
+			if err := ss.Ack(m.Partition, m.Offset); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	ss.Close(false)
+	first.Close() // commits and leaves the group
+
+	second := startEngine(t, engineConfig())
+	ss, err = second.Open(context.Background(), "", group, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var offsets []int64
+	for _, m := range take(t, ss, 4, 20*time.Second) {
+		offsets = append(offsets, m.Offset)
+	}
+	if fmt.Sprint(offsets) != "[0 3 6 9]" {
+		t.Fatalf("after restart delivered %v, want [0 3 6 9]", offsets)
+	}
+	noMore(t, ss, 500*time.Millisecond)
+	ss.Close(true)
+}
+
+func TestEngineTwoInstancesSplitPartitions(t *testing.T) {
+	topic := newTopic(t, 4)
+	group := uniqueName(t, "group")
+	a := startEngine(t, engineConfig())
+	b := startEngine(t, engineConfig())
+
+	sa, err := a.Open(context.Background(), "", group, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err := b.Open(context.Background(), "", group, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Once both are in the group, each owns two partitions.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		owned := a.ownedPartitions(group, topic) + "|" + b.ownedPartitions(group, topic)
+		if owned == "[0 1]|[2 3]" || owned == "[2 3]|[0 1]" || owned == "[0 2]|[1 3]" || owned == "[1 3]|[0 2]" ||
+			owned == "[0 3]|[1 2]" || owned == "[1 2]|[0 3]" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("partitions owned: %s", owned)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	produceN(t, a, topic, 40, -1)
+	// Both take until all 40 are acknowledged.
+	var mu sync.Mutex
+	seen := map[string]int{}
+	parts := map[*Session]map[int32]bool{sa: {}, sb: {}}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, ss := range []*Session{sa, sb} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				m, err := ss.Next(ctx)
+				if err != nil {
+					return
+				}
+				_ = ss.Ack(m.Partition, m.Offset)
+				mu.Lock()
+				seen[string(m.Value)]++
+				parts[ss][m.Partition] = true
+				done := len(seen) == 40
+				mu.Unlock()
+				if done {
+					cancel()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if len(seen) != 40 {
+		t.Fatalf("consumed %d distinct of 40", len(seen))
+	}
+	for v, n := range seen {
+		if n != 1 {
+			t.Fatalf("%s consumed %d times", v, n)
+		}
+	}
+	if len(parts[sa]) != 2 || len(parts[sb]) != 2 {
+		t.Fatalf("partitions consumed: %v and %v", parts[sa], parts[sb])
+	}
+	// Each instance's members are visible in the group.
+	g, err := a.describeGroupMembers(context.Background(), group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g != 2 {
+		t.Fatalf("group members: %d, want 2", g)
+	}
+	sa.Close(true)
+	sb.Close(true)
+}
+
+// ownedPartitions lists the partitions this instance's member owns.
+func (s *Service) ownedPartitions(group, topic string) string {
+	s.mu.Lock()
+	m := s.members[memberKey{"main", group, topic}]
+	s.mu.Unlock()
+	if m == nil {
+		return "[]"
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return fmt.Sprint(m.order)
+}
+
+// describeGroupMembers counts the group's members.
+func (s *Service) describeGroupMembers(ctx context.Context, group string) (int, error) {
+	adm, _, err := s.admin("")
+	if err != nil {
+		return 0, err
+	}
+	gs, err := adm.DescribeGroups(ctx, group)
+	if err != nil {
+		return 0, err
+	}
+	return len(gs[group].Members), nil
+}
+
+func TestEngineSetOffsetsOnLiveGroup(t *testing.T) {
+	s := startEngine(t, engineConfig())
+	topic := newTopic(t, 1)
+	group := uniqueName(t, "group")
+	produceN(t, s, topic, 10, 0)
+	ss, err := s.Open(context.Background(), "", group, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range take(t, ss, 10, 20*time.Second) {
+		if err := ss.Ack(m.Partition, m.Offset); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitCommitted(t, group, topic, 0, 10, "")
+	// Rewind the live member to 4 with 5 acknowledged: it delivers 4, 6,
+	// 7, 8, 9 again, and commits 4 with [5,6) as sparse acks.
+	meta := sparseacks.Encode(4, []sparseacks.Range{{From: 5, To: 6}})
+	if _, err := s.SetOffsets(context.Background(), "", group, topic, []OffsetTarget{{Partition: 0, Offset: 4, Metadata: meta}}); err != nil {
+		t.Fatal(err)
+	}
+	waitCommitted(t, group, topic, 0, 4, meta)
+	var offsets []int64
+	for _, m := range take(t, ss, 5, 10*time.Second) {
+		offsets = append(offsets, m.Offset)
+	}
+	if fmt.Sprint(offsets) != "[4 6 7 8 9]" {
+		t.Fatalf("after rewinding delivered %v", offsets)
+	}
+	// Reset to the end by position, then to a time before everything.
+	if _, err := s.ResetOffsets(context.Background(), "", group, topic, time.Time{}, "latest"); err != nil {
+		t.Fatal(err)
+	}
+	waitCommitted(t, group, topic, 0, 10, "")
+	noMore(t, ss, 300*time.Millisecond)
+	if _, err := s.ResetOffsets(context.Background(), "", group, topic, time.Now().Add(-time.Hour), ""); err != nil {
+		t.Fatal(err)
+	}
+	if got := take(t, ss, 10, 10*time.Second); got[0].Offset != 0 {
+		t.Fatalf("after reset to a time: first offset %d", got[0].Offset)
+	}
+	// Bad targets.
+	if _, err := s.SetOffsets(context.Background(), "", group, topic, []OffsetTarget{{Partition: 3, Offset: 1}}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("partition 3: %v", err)
+	}
+	if _, err := s.SetOffsets(context.Background(), "", group, "no-such-topic-"+group, []OffsetTarget{{Partition: 0, Offset: 1}}); status.Code(err) != codes.NotFound {
+		t.Fatalf("unknown topic: %v", err)
+	}
+	ss.Close(true)
+}
+
+func TestEngineMaxUnackedPerPartition(t *testing.T) {
+	cfg := engineConfig()
+	cfg.Consume.MaxUnackedPerPartition = 3
+	s := startEngine(t, cfg)
+	topic := newTopic(t, 1)
+	group := uniqueName(t, "group")
+	produceN(t, s, topic, 6, 0)
+	ss, err := s.Open(context.Background(), "", group, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := take(t, ss, 3, 20*time.Second)
+	noMore(t, ss, 300*time.Millisecond)
+	if err := ss.Ack(0, msgs[1].Offset); err != nil {
+		t.Fatal(err)
+	}
+	if m := take(t, ss, 1, 5*time.Second)[0]; m.Offset != 3 {
+		t.Fatalf("after one ack got offset %d, want 3", m.Offset)
+	}
+	noMore(t, ss, 300*time.Millisecond)
+	ss.Close(true)
+}
+
+func TestEngineOpenErrors(t *testing.T) {
+	s := startEngine(t, engineConfig())
+	ctx := context.Background()
+	if _, err := s.Open(ctx, "", "g", "no-such-topic-"+uniqueName(t, "x")); status.Code(err) != codes.NotFound {
+		t.Fatalf("unknown topic: %v", err)
+	}
+	if _, err := s.Open(ctx, "", "", "t"); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("no group: %v", err)
+	}
+	if _, err := s.Open(ctx, "other", "g", "t"); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("unknown cluster: %v", err)
+	}
+	if err := s.Ack(ctx, "", "never", "t", 0, 0); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("ack without member: %v", err)
+	}
+}

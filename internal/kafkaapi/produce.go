@@ -1,0 +1,81 @@
+package kafkaapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/ferryproxy/ferry/internal/kafka"
+)
+
+// Produce writes r to topic and returns once Kafka acknowledged it.
+func (s *Service) Produce(ctx context.Context, cluster, topic string, r Record) (Result, error) {
+	type answer struct {
+		res Result
+		err error
+	}
+	ch := make(chan answer, 1)
+	if err := s.ProduceAsync(ctx, cluster, topic, r, func(res Result, err error) { ch <- answer{res, err} }); err != nil {
+		return Result{}, err
+	}
+	// The record is not withdrawn when ctx ends: franz-go may have sent it
+	// already. The caller learns it was cancelled, not that it was lost.
+	select {
+	case a := <-ch:
+		return a.res, a.err
+	case <-ctx.Done():
+		return Result{}, status.FromContextError(ctx.Err()).Err()
+	}
+}
+
+// ProduceAsync starts writing r and calls done once Kafka answered; done
+// runs on a franz-go goroutine and must not block. Records of one caller
+// keep their order per partition. An error validating r is returned at
+// once and done is not called.
+func (s *Service) ProduceAsync(ctx context.Context, cluster, topic string, r Record, done func(Result, error)) error {
+	if topic == "" {
+		return status.Error(codes.InvalidArgument, "topic is required")
+	}
+	c, err := s.cluster(cluster)
+	if err != nil {
+		return err
+	}
+	p, err := c.Producer(kafka.Acks(s.cfg.Produce.Acks))
+	if err != nil {
+		return status.Error(codes.Unavailable, err.Error())
+	}
+	rec := &kgo.Record{Topic: topic, Key: r.Key, Value: r.Value, Headers: r.Headers, Timestamp: r.Timestamp}
+	// The record outlives the call when async: it must not be failed by
+	// the caller's context ending.
+	pctx := context.WithoutCancel(ctx)
+	if r.Partition >= 0 {
+		pctx = kafka.WithPartition(pctx, r.Partition)
+	}
+	p.Produce(pctx, rec, func(rec *kgo.Record, err error) {
+		if err != nil {
+			if r.Partition >= 0 && !isKafkaErr(err) {
+				// franz-go refuses a partition the topic lacks before
+				// any broker sees the record.
+				done(Result{}, status.Errorf(codes.InvalidArgument, "topic %q on cluster %q: partition %d: %v", topic, c.Name(), r.Partition, err))
+				return
+			}
+			done(Result{}, kafkaErr(fmt.Sprintf("producing to topic %q on cluster %q", topic, c.Name()), err))
+			return
+		}
+		done(Result{Partition: rec.Partition, Offset: rec.Offset, Timestamp: rec.Timestamp}, nil)
+	})
+	return nil
+}
+
+// isKafkaErr reports whether err came from a broker or the delivery
+// machinery rather than from franz-go refusing the record up front.
+func isKafkaErr(err error) bool {
+	var ke *kerr.Error
+	return errors.As(err, &ke) || errors.Is(err, kgo.ErrRecordTimeout) || errors.Is(err, kgo.ErrRecordRetries) ||
+		errors.Is(err, kgo.ErrMaxBuffered) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}

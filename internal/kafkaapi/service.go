@@ -1,0 +1,153 @@
+// Package kafkaapi is the engine of Ferry's generic Kafka API: producing,
+// consuming in consumer groups with acknowledgements (at least once, with
+// Kafka-Pixy's sparse-ack commit metadata), offsets and admin. The gRPC and
+// REST faces (Ferry's own and Kafka-Pixy's) translate their requests into
+// calls on a Service; every error it returns is a gRPC status.
+package kafkaapi
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sort"
+	"sync"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/ferryproxy/ferry/internal/config"
+	"github.com/ferryproxy/ferry/internal/kafka"
+)
+
+// Service serves the Kafka API over a set of clusters.
+type Service struct {
+	cfg      config.KafkaAPI
+	clusters map[string]*kafka.Cluster
+	names    []string // configured order; names[0] is the default
+	logger   *slog.Logger
+
+	ctx    context.Context // cancelled by Close; parent of every member
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	admins  map[string]*kgo.Client // one shared client per cluster for admin requests
+	members map[memberKey]*member
+	closed  bool
+
+	wg sync.WaitGroup // every member's goroutines
+}
+
+// New returns a Service over clusters; names lists them in configured order,
+// the first being the default.
+func New(cfg config.KafkaAPI, clusters map[string]*kafka.Cluster, names []string, logger *slog.Logger) *Service {
+	s := &Service{
+		cfg:      cfg,
+		clusters: clusters,
+		names:    names,
+		logger:   logger.With("component", "kafka-api"),
+		admins:   map[string]*kgo.Client{},
+		members:  map[memberKey]*member{},
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s
+}
+
+// Clusters returns the configured cluster names, the default first.
+func (s *Service) Clusters() []string { return append([]string(nil), s.names...) }
+
+// cluster resolves a cluster name; empty is the default cluster.
+func (s *Service) cluster(name string) (*kafka.Cluster, error) {
+	if name == "" {
+		name = s.names[0]
+	}
+	c, ok := s.clusters[name]
+	if !ok {
+		known := append([]string(nil), s.names...)
+		sort.Strings(known)
+		return nil, status.Errorf(codes.InvalidArgument, "unknown cluster %q: configured clusters are %q", name, known)
+	}
+	return c, nil
+}
+
+// admin returns the cluster's shared admin client.
+func (s *Service) admin(name string) (*kadm.Client, *kafka.Cluster, error) {
+	c, err := s.cluster(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, nil, status.Error(codes.Unavailable, "Ferry is shutting down")
+	}
+	cl := s.admins[c.Name()]
+	if cl == nil {
+		if cl, err = c.NewClient(); err != nil {
+			return nil, nil, status.Error(codes.Unavailable, err.Error())
+		}
+		s.admins[c.Name()] = cl
+	}
+	return kadm.NewClient(cl), c, nil
+}
+
+// Close leaves every consumer group after committing what was acknowledged,
+// and closes the admin clients. Messages delivered but not acknowledged are
+// redelivered by the groups' next members.
+func (s *Service) Close() {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	members := make([]*member, 0, len(s.members))
+	for _, m := range s.members {
+		members = append(members, m)
+	}
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, m := range members {
+		wg.Add(1)
+		go func() { defer wg.Done(); m.close() }()
+	}
+	wg.Wait()
+	s.cancel()
+	s.wg.Wait()
+	s.mu.Lock()
+	for name, cl := range s.admins {
+		cl.Close()
+		delete(s.admins, name)
+	}
+	s.mu.Unlock()
+}
+
+// kafkaErr turns an error from franz-go into a gRPC status, keeping one
+// that already is.
+func kafkaErr(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	code := codes.Unavailable
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, kgo.ErrRecordTimeout):
+		code = codes.DeadlineExceeded
+	case errors.Is(err, context.Canceled):
+		code = codes.Canceled
+	case errors.Is(err, kerr.UnknownTopicOrPartition):
+		code = codes.NotFound
+	case errors.Is(err, kerr.MessageTooLarge), errors.Is(err, kerr.RecordListTooLarge),
+		errors.Is(err, kerr.InvalidRecord), errors.Is(err, kerr.InvalidTopicException),
+		errors.Is(err, kerr.InvalidTimestamp), errors.Is(err, kerr.CorruptMessage):
+		code = codes.InvalidArgument
+	case errors.Is(err, kerr.TopicAuthorizationFailed), errors.Is(err, kerr.GroupAuthorizationFailed),
+		errors.Is(err, kerr.ClusterAuthorizationFailed):
+		code = codes.PermissionDenied
+	}
+	return status.Errorf(code, "%s: %v", what, err)
+}
