@@ -89,7 +89,9 @@ func (s *Service) DescribeTopic(ctx context.Context, cluster, topic string, conf
 	return info, nil
 }
 
-// ListGroups lists the cluster's consumer groups, sorted.
+// ListGroups lists the cluster's consumer groups, sorted: those on the
+// classic protocol and on KIP-848's, not share, streams or Kafka Connect
+// groups.
 func (s *Service) ListGroups(ctx context.Context, cluster string) ([]string, error) {
 	adm, c, err := s.admin(cluster)
 	if err != nil {
@@ -101,7 +103,13 @@ func (s *Service) ListGroups(ctx context.Context, cluster string) ([]string, err
 	if err != nil {
 		return nil, kafkaErr(fmt.Sprintf("listing groups of cluster %q", c.Name()), err)
 	}
-	return listed.Groups(), nil
+	var groups []string
+	for _, g := range listed.Sorted() {
+		if isConsumerGroup(g) {
+			groups = append(groups, g.Group)
+		}
+	}
+	return groups, nil
 }
 
 // DescribeGroup reports a group's state and members with their assigned
@@ -142,7 +150,7 @@ func (s *Service) TopicConsumers(ctx context.Context, cluster, topic, group stri
 		if err != nil {
 			return nil, kafkaErr(fmt.Sprintf("listing groups of cluster %q", c.Name()), err)
 		}
-		groups = groups[:0]
+		groups = nil
 		for _, g := range listed.Sorted() {
 			if mayConsume(g) {
 				groups = append(groups, g.Group)
@@ -172,20 +180,24 @@ func (s *Service) TopicConsumers(ctx context.Context, cluster, topic, group stri
 	return consumers, nil
 }
 
-// mayConsume reports whether a listed group can have members assigned
-// partitions: a consumer group of either protocol with members. Fields a
-// broker leaves empty (older versions do not report them) do not exclude
-// a group.
-func mayConsume(g kadm.ListedGroup) bool {
+// isConsumerGroup reports whether a listed group is a consumer group, on
+// the classic protocol or KIP-848's, as kafka-consumer-groups.sh counts
+// them: not a share or streams group, nor a classic group of another
+// protocol such as Kafka Connect's. Fields a broker leaves empty (older
+// versions do not report them) do not exclude a group.
+func isConsumerGroup(g kadm.ListedGroup) bool {
 	switch g.GroupType {
 	case "", "classic", "consumer":
-	default: // share and streams groups
+	default:
 		return false
 	}
-	if g.ProtocolType != "" && g.ProtocolType != "consumer" {
-		return false // Kafka Connect workers, for example
-	}
-	return g.State != "Empty" && g.State != "Dead"
+	return g.ProtocolType == "" || g.ProtocolType == "consumer"
+}
+
+// mayConsume reports whether a listed group can have members assigned
+// partitions: a consumer group that is neither empty nor dead.
+func mayConsume(g kadm.ListedGroup) bool {
+	return isConsumerGroup(g) && g.State != "Empty" && g.State != "Dead"
 }
 
 // GetOffsets reports every partition of topic for group.
@@ -300,9 +312,11 @@ func topicNotFound(topic string, c *kafka.Cluster) error {
 	return status.Errorf(codes.NotFound, "topic %q not found on cluster %q", topic, c.Name())
 }
 
-// fresh makes kadm's metadata requests bypass the client's metadata cache.
-// kadm sends a request of its own when asked for authorized operations;
-// the operations themselves are a few bytes and unused.
+// fresh makes kadm's metadata requests bypass the client's metadata cache:
+// kadm (v1.20) sends a request of its own, rather than asking the cache,
+// when asked for authorized operations. The operations themselves are a
+// few bytes, unused. TestAdminTopicCreatedAfterLookup fails should a kadm
+// upgrade change this.
 func fresh(ctx context.Context) context.Context { return kadm.WithAuthorizedOps(ctx) }
 
 // describeGroups describes groups, leaving out those that do not exist.

@@ -1,6 +1,7 @@
 package kafkaapi
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -163,6 +164,25 @@ func (ss *Session) TryNext() (*Message, bool) {
 	return msg, msg != nil
 }
 
+// TakeUpTo returns up to max messages that can be delivered at once,
+// appended to buf; none when nothing is deliverable.
+func (ss *Session) TakeUpTo(buf []*Message, max int) []*Message {
+	m := ss.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if ss.closed {
+		return buf
+	}
+	for range max {
+		msg := m.takeLocked(ss)
+		if msg == nil {
+			break
+		}
+		buf = append(buf, msg)
+	}
+	return buf
+}
+
 // Outstanding returns how many messages delivered on the session are not
 // yet acknowledged (by anyone) nor handed back.
 func (ss *Session) Outstanding() int {
@@ -230,7 +250,8 @@ type member struct {
 	key     memberKey
 	cluster *kafka.Cluster
 	topicID [16]byte
-	cl      *kgo.Client
+	cl      *kgo.Client   // set once, before ready is closed
+	ready   chan struct{} // closed once cl is set: group callbacks may run before
 	cfg     configView
 
 	ctx    context.Context // ends when the member closes
@@ -279,7 +300,7 @@ type partState struct {
 	partition int32
 	gen       int   // bumped when the partition is reset; offers of older generations are void
 	next      int64 // the offset after the last record read; -1 before the first when nothing was committed
-	unsettled []int64
+	unsettled pending
 	preAcked  []sparseacks.Range
 	queue     []*kgo.Record // to deliver, ascending offsets
 	offers    map[int64]*offer
@@ -323,6 +344,7 @@ func (s *Service) newMember(c *kafka.Cluster, key memberKey, topicID [16]byte) (
 				Replace(cc.DeadLetterTopic),
 		},
 		done:     make(chan struct{}),
+		ready:    make(chan struct{}),
 		parts:    map[int32]*partState{},
 		wake:     make(chan struct{}),
 		lastUsed: time.Now(),
@@ -349,6 +371,7 @@ func (s *Service) newMember(c *kafka.Cluster, key memberKey, topicID [16]byte) (
 		return nil, err
 	}
 	m.cl = cl
+	close(m.ready)
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); m.pollLoop() }()
@@ -487,8 +510,8 @@ func (ps *partState) offerOf(offset int64) *offer {
 
 // base is the first unsettled offset: what a commit writes.
 func (ps *partState) base() int64 {
-	if len(ps.unsettled) > 0 {
-		return ps.unsettled[0]
+	if off, ok := ps.unsettled.first(); ok {
+		return off
 	}
 	return ps.next
 }
@@ -536,7 +559,7 @@ func (m *member) partLocked(partition int32, offset int64) (*partState, error) {
 	if offset < 0 || ps.next < 0 || offset >= ps.next {
 		return nil, status.Errorf(codes.InvalidArgument, "offset %d of partition %d of topic %q was not delivered", offset, partition, m.key.topic)
 	}
-	if _, found := slices.BinarySearch(ps.unsettled, offset); !found {
+	if !ps.unsettled.contains(offset) {
 		return nil, nil
 	}
 	return ps, nil
@@ -552,17 +575,19 @@ func (m *member) dropOfferLocked(ps *partState, o *offer) {
 
 // settleLocked marks offset acknowledged.
 func (m *member) settleLocked(ps *partState, offset int64) {
-	i, found := slices.BinarySearch(ps.unsettled, offset)
-	if !found {
+	if !ps.unsettled.remove(offset) {
 		return
 	}
-	ps.unsettled = slices.Delete(ps.unsettled, i, i+1)
-	// It may still be queued for redelivery (acknowledged late).
-	if j := slices.IndexFunc(ps.queue, func(r *kgo.Record) bool { return r.Offset == offset }); j >= 0 {
-		ps.queue = slices.Delete(ps.queue, j, j+1)
+	if _, again := ps.redeliver[offset]; again {
+		// Acknowledged late: it is queued for redelivery.
+		if j, ok := slices.BinarySearchFunc(ps.queue, offset, recordAt); ok {
+			ps.queue = slices.Delete(ps.queue, j, j+1)
+		}
+		delete(ps.redeliver, offset)
 	}
-	delete(ps.redeliver, offset)
-	m.broadcastLocked()
+	if m.waiting > 0 && len(ps.offers) == m.cfg.maxUnacked-1 {
+		m.broadcastLocked() // the partition may deliver again
+	}
 }
 
 // endOfferLocked ends an offer that was not acknowledged: the record goes
@@ -579,22 +604,15 @@ func (m *member) endOfferLocked(ps *partState, o *offer, why string) {
 		ps.redeliver = map[int64]int{}
 	}
 	ps.redeliver[rec.Offset] = o.deliveries
-	i, _ := slices.BinarySearchFunc(ps.queue, rec.Offset, func(r *kgo.Record, off int64) int { return compareInt64(r.Offset, off) })
+	i, _ := slices.BinarySearchFunc(ps.queue, rec.Offset, recordAt)
 	ps.queue = slices.Insert(ps.queue, i, rec)
 	m.stats.redelivered++
 	m.s.logger.Debug("message to be delivered again", "topic", m.key.topic, "group", m.key.group,
 		"partition", ps.partition, "offset", rec.Offset, "deliveries", o.deliveries, "why", why)
 }
 
-func compareInt64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
+// recordAt orders records by offset, for searching a queue.
+func recordAt(r *kgo.Record, off int64) int { return cmp.Compare(r.Offset, off) }
 
 // deadLetterLocked writes rec to the dead-letter topic and settles it once
 // Kafka acknowledged; if writing fails, the record is queued again.
@@ -625,7 +643,7 @@ func (m *member) deadLetterLocked(ps *partState, rec *kgo.Record, deliveries int
 				"topic", m.key.topic, "group", m.key.group, "partition", ps.partition, "offset", rec.Offset,
 				"dead_letter_topic", m.cfg.deadLetterTopic, "error", err)
 			ps.redeliver[rec.Offset] = deliveries - 1
-			i, _ := slices.BinarySearchFunc(ps.queue, rec.Offset, func(r *kgo.Record, off int64) int { return compareInt64(r.Offset, off) })
+			i, _ := slices.BinarySearchFunc(ps.queue, rec.Offset, recordAt)
 			ps.queue = slices.Insert(ps.queue, i, rec)
 			m.broadcastLocked()
 			return
@@ -717,7 +735,7 @@ func (ps *partState) add(r *kgo.Record) {
 	if len(ps.preAcked) > 0 && ps.preAcked[0].From <= r.Offset {
 		return // acknowledged before the last commit
 	}
-	ps.unsettled = append(ps.unsettled, r.Offset)
+	ps.unsettled.add(r.Offset)
 	ps.queue = append(ps.queue, r)
 }
 
@@ -864,19 +882,19 @@ func (m *member) commitOffsets(ctx context.Context, offsets []OffsetTarget) erro
 func (ps *partState) sparseMeta(base int64) string {
 	var ranges []sparseacks.Range
 	prev := base
-	for _, u := range ps.unsettled {
+	ps.unsettled.each(func(u int64) {
 		if u > prev {
 			ranges = append(ranges, sparseacks.Range{From: prev, To: u})
 		}
 		prev = u + 1
-	}
+	})
 	if ps.next > prev {
 		ranges = append(ranges, sparseacks.Range{From: prev, To: ps.next})
 	}
 	// The leading range, if any, starts at base only when nothing is
 	// unsettled, and then base is next: so every range here is a gap
 	// between unsettled offsets or after the last one.
-	if len(ps.unsettled) == 0 {
+	if ps.unsettled.len() == 0 {
 		ranges = nil
 	}
 	ranges = append(ranges, ps.preAcked...)
@@ -891,6 +909,7 @@ func (ps *partState) sparseMeta(base int64) string {
 // onAssigned starts tracking newly assigned partitions from their committed
 // offsets and sparse acks.
 func (m *member) onAssigned(ctx context.Context, cl *kgo.Client, assigned map[string][]int32) {
+	<-m.ready
 	parts := assigned[m.key.topic]
 	if len(parts) == 0 {
 		return
@@ -975,6 +994,7 @@ func derefString(s *string) string {
 
 // onRevoked commits the revoked partitions' final state and forgets them.
 func (m *member) onRevoked(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
+	<-m.ready
 	parts := revoked[m.key.topic]
 	if len(parts) == 0 {
 		return
@@ -1123,7 +1143,8 @@ func (m *member) applyReset(targets []OffsetTarget) error {
 			m.dropOfferLocked(ps, o)
 		}
 		ps.gen++
-		ps.queue, ps.unsettled, ps.redeliver, ps.deadIn = nil, nil, nil, nil
+		ps.queue, ps.redeliver, ps.deadIn = nil, nil, nil
+		ps.unsettled.reset()
 		ps.next = t.Offset
 		ps.preAcked, _ = sparseacks.Decode(t.Offset, t.Metadata)
 		ps.dirty = true
@@ -1145,7 +1166,7 @@ func (m *member) applyReset(targets []OffsetTarget) error {
 	}
 	m.mu.Lock()
 	for _, t := range targets {
-		if ps := m.parts[t.Partition]; ps != nil && ps.next == t.Offset && len(ps.unsettled) == 0 {
+		if ps := m.parts[t.Partition]; ps != nil && ps.next == t.Offset && ps.unsettled.len() == 0 {
 			ps.committed, ps.committedMeta, ps.dirty = t.Offset, t.Metadata, false
 		}
 	}
