@@ -10,17 +10,24 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/grpc"
 
+	kafkav1 "github.com/ferryproxy/ferry/api/ferry/kafka/v1"
+	"github.com/ferryproxy/ferry/api/kafkapixy"
 	"github.com/ferryproxy/ferry/internal/backend"
 	"github.com/ferryproxy/ferry/internal/config"
 	"github.com/ferryproxy/ferry/internal/fetch"
 	"github.com/ferryproxy/ferry/internal/grpcserver"
 	"github.com/ferryproxy/ferry/internal/kafka"
+	"github.com/ferryproxy/ferry/internal/kafkaapi"
+	"github.com/ferryproxy/ferry/internal/kafkaapi/ferryapi"
+	"github.com/ferryproxy/ferry/internal/kafkaapi/pixy"
 	"github.com/ferryproxy/ferry/internal/produce"
 	"github.com/ferryproxy/ferry/internal/protoreg"
 	"github.com/ferryproxy/ferry/internal/routing"
@@ -39,6 +46,9 @@ type App struct {
 	hubs     *fetch.Hubs
 	server   *grpcserver.Server
 	lis      net.Listener
+	kafkaAPI *kafkaapi.Service // nil unless kafka_api.enabled or kafka_api.pixy
+	httpSrv  *http.Server      // nil unless the Kafka API is served over HTTP
+	httpLis  net.Listener
 
 	// ctx bounds record writing and reply reading; cancel ends them after
 	// the server stopped.
@@ -126,6 +136,25 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *App
 		return nil, err
 	}
 
+	var pixySrv *pixy.Server
+	register := func(srv *grpc.Server) {
+		if !cfg.KafkaAPI.Enabled && !cfg.KafkaAPI.Pixy {
+			return
+		}
+		names := make([]string, len(cfg.Clusters))
+		for i, c := range cfg.Clusters {
+			names[i] = c.Name
+		}
+		a.kafkaAPI = kafkaapi.New(cfg.KafkaAPI, a.clusters, names, logger)
+		if cfg.KafkaAPI.Enabled {
+			kafkav1.RegisterKafkaServer(srv, ferryapi.NewServer(a.kafkaAPI, cfg.KafkaAPI, logger))
+		}
+		if cfg.KafkaAPI.Pixy {
+			pixySrv = pixy.NewServer(a.kafkaAPI, cfg.KafkaAPI, logger)
+			kafkapixy.RegisterKafkaPixyServer(srv, pixySrv)
+		}
+	}
+
 	g := cfg.Listeners.GRPC
 	a.server = grpcserver.New(grpcserver.Options{
 		Reflection:           g.Reflection,
@@ -135,6 +164,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *App
 		ShutdownTimeout:      g.ShutdownTimeout,
 		Registry:             reg,
 		Handler:              table.Handle,
+		Register:             register,
 		Logger:               logger,
 	})
 	a.lis, err = net.Listen("tcp", g.Address)
@@ -146,8 +176,59 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *App
 	for _, s := range reg.Services() {
 		services = append(services, string(s.FullName()))
 	}
-	logger.Info("serving gRPC", "address", a.lis.Addr().String(), "services", services, "routes", len(cfg.Routes))
+	logger.Info("serving gRPC", "address", a.lis.Addr().String(), "services", services, "routes", len(cfg.Routes),
+		"kafka_api", cfg.KafkaAPI.Enabled, "kafka_pixy", cfg.KafkaAPI.Pixy)
+	if err := a.startHTTP(pixySrv); err != nil {
+		return nil, err
+	}
 	return a, nil
+}
+
+// startHTTP serves the REST faces of the Kafka API: Ferry's under /v1/
+// (transcoded to its gRPC service) and Kafka-Pixy's paths.
+func (a *App) startHTTP(pixySrv *pixy.Server) error {
+	h := a.cfg.Listeners.HTTP
+	k := a.cfg.KafkaAPI
+	if h.Address == "" || (!k.Enabled && !k.Pixy) {
+		return nil
+	}
+	mux := http.NewServeMux()
+	if k.Enabled {
+		rest, err := ferryapi.NewRESTHandler(a.server.GRPC())
+		if err != nil {
+			return fmt.Errorf("serving Ferry's Kafka API over REST: %w", err)
+		}
+		mux.Handle("/v1/", http.MaxBytesHandler(rest, h.MaxRequestBodySize))
+	}
+	if k.Pixy {
+		mux.Handle("/", pixy.NewHandler(pixySrv, h.MaxRequestBodySize))
+	}
+	lis, err := net.Listen("tcp", h.Address)
+	if err != nil {
+		return fmt.Errorf("listening for HTTP on %s (listeners.http.address): %w", h.Address, err)
+	}
+	a.httpLis = lis
+	a.httpSrv = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
+	}
+	go func() {
+		if err := a.httpSrv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.logger.Error("HTTP server failed", "error", err)
+		}
+	}()
+	a.logger.Info("serving HTTP", "address", lis.Addr().String(), "kafka_api", k.Enabled, "kafka_pixy", k.Pixy)
+	return nil
+}
+
+// HTTPAddr returns the address the HTTP server listens on, or "" when it
+// does not run.
+func (a *App) HTTPAddr() string {
+	if a.httpLis == nil {
+		return ""
+	}
+	return a.httpLis.Addr().String()
 }
 
 // startKafka starts the embedded broker when a cluster has no brokers, and
@@ -262,6 +343,19 @@ func (a *App) Wait() <-chan error { return a.serveErr }
 // the embedded broker last. It is idempotent and safe after a partial start.
 func (a *App) Close(ctx context.Context) {
 	a.closeOnce.Do(func() {
+		if a.kafkaAPI != nil {
+			// Commits what was acknowledged and leaves the groups; calls
+			// consuming end with UNAVAILABLE, so the servers below stop
+			// without waiting for them.
+			a.kafkaAPI.Close()
+		}
+		if a.httpSrv != nil {
+			sctx, cancel := context.WithTimeout(ctx, a.cfg.Listeners.GRPC.ShutdownTimeout)
+			if err := a.httpSrv.Shutdown(sctx); err != nil {
+				a.httpSrv.Close()
+			}
+			cancel()
+		}
 		if a.server != nil {
 			a.server.Stop(ctx)
 		}

@@ -36,7 +36,10 @@ type Options struct {
 	// Handler serves every method that is not health or reflection. It
 	// exchanges *Frame messages with the stream.
 	Handler grpc.StreamHandler
-	Logger  *slog.Logger
+	// Register registers Ferry's own services (the Kafka APIs) on the
+	// server; they take precedence over Handler for their methods.
+	Register func(*grpc.Server)
+	Logger   *slog.Logger
 }
 
 // Server is the gRPC server.
@@ -58,11 +61,18 @@ func New(opts Options) *Server {
 		sopts = append(sopts, grpc.MaxConcurrentStreams(uint32(opts.MaxConcurrentStreams)))
 	}
 	s.srv = grpc.NewServer(sopts...)
+	if opts.Register != nil {
+		opts.Register(s.srv)
+	}
 	if opts.Health {
+		own := s.srv.GetServiceInfo()
 		s.health = health.NewServer()
 		healthpb.RegisterHealthServer(s.srv, s.health)
 		for _, sd := range opts.Registry.Services() {
 			s.health.SetServingStatus(string(sd.FullName()), healthpb.HealthCheckResponse_SERVING)
+		}
+		for name := range own {
+			s.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
 		}
 	}
 	if opts.Reflection {
@@ -75,6 +85,10 @@ func New(opts Options) *Server {
 	}
 	return s
 }
+
+// GRPC returns the underlying server, for the REST transcoder in front of
+// Ferry's own services.
+func (s *Server) GRPC() *grpc.Server { return s.srv }
 
 // Serve accepts connections on lis until Stop. It returns nil after Stop.
 func (s *Server) Serve(lis net.Listener) error {

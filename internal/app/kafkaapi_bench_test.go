@@ -1,0 +1,224 @@
+package app_test
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	kafkav1 "github.com/ferryproxy/ferry/api/ferry/kafka/v1"
+	"github.com/ferryproxy/ferry/api/kafkapixy"
+)
+
+// reportLatencies reports p50 and p99 of lat and the rate of n records in
+// elapsed.
+func reportLatencies(b *testing.B, lat []time.Duration, n int, elapsed time.Duration, unit string) {
+	b.StopTimer()
+	slices.Sort(lat)
+	if len(lat) > 0 {
+		b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+	}
+	b.ReportMetric(float64(n)/elapsed.Seconds(), unit)
+}
+
+// BenchmarkKafkaAPIProduceStream writes b.N records as fast as one stream
+// takes them: through Ferry's ProduceStream (one result per record, in
+// order), and directly with one franz-go client producing asynchronously to
+// the same broker. Latency is from handing a record over to learning its
+// offset.
+//
+// Run: go test ./internal/app -run '^$' -bench KafkaAPIProduceStream -benchtime 200000x
+// (FERRY_TEST_BROKERS=host:port for a real broker).
+func BenchmarkKafkaAPIProduceStream(b *testing.B) {
+	for _, size := range []int{100, 1024} {
+		value := make([]byte, size)
+		b.Run(fmt.Sprintf("direct/%dB", size), func(b *testing.B) {
+			topic := newTopic(b, 3)
+			cl := newClient(b, kgo.ProducerLinger(0), kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)))
+			lat := make([]time.Duration, b.N)
+			ctx := context.Background()
+			b.ResetTimer()
+			start := time.Now()
+			for i := range b.N {
+				t0 := time.Now()
+				cl.Produce(ctx, &kgo.Record{Topic: topic, Value: value}, func(_ *kgo.Record, err error) {
+					if err != nil {
+						b.Error(err)
+					}
+					lat[i] = time.Since(t0)
+				})
+			}
+			if err := cl.Flush(ctx); err != nil {
+				b.Fatal(err)
+			}
+			reportLatencies(b, lat, b.N, time.Since(start), "records/s")
+		})
+		b.Run(fmt.Sprintf("ferry/%dB", size), func(b *testing.B) {
+			topic := newTopic(b, 3)
+			a := startKafkaAPI(b, "")
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			stream, err := kafkav1.NewKafkaClient(dialAddr(b, a.GRPCAddr())).ProduceStream(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			sent := make([]time.Time, b.N)
+			lat := make([]time.Duration, b.N)
+			recvDone := make(chan error, 1)
+			b.ResetTimer()
+			start := time.Now()
+			go func() {
+				for i := range b.N {
+					r, err := stream.Recv()
+					if err != nil {
+						recvDone <- err
+						return
+					}
+					if r.Code != 0 || r.Sequence != int64(i) {
+						recvDone <- fmt.Errorf("result %d: %v", i, r)
+						return
+					}
+					lat[i] = time.Since(sent[i])
+				}
+				recvDone <- nil
+			}()
+			req := &kafkav1.ProduceRequest{Topic: topic, Value: &kafkav1.ProduceRequest_ValueBytes{ValueBytes: value}}
+			for i := range b.N {
+				sent[i] = time.Now()
+				if err := stream.Send(req); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := <-recvDone; err != nil {
+				b.Fatal(err)
+			}
+			reportLatencies(b, lat, b.N, time.Since(start), "records/s")
+			_ = stream.CloseSend()
+		})
+	}
+}
+
+// produceBacklog writes n records of size bytes to topic, each value
+// starting with its write time.
+func produceBacklog(b *testing.B, topic string, n, size int) {
+	cl := newClient(b, kgo.ProducerLinger(0))
+	ctx := context.Background()
+	for range n {
+		v := make([]byte, size)
+		binary.BigEndian.PutUint64(v, uint64(time.Now().UnixNano()))
+		cl.Produce(ctx, &kgo.Record{Topic: topic, Value: v}, func(_ *kgo.Record, err error) {
+			if err != nil {
+				b.Error(err)
+			}
+		})
+	}
+	if err := cl.Flush(ctx); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkKafkaAPIConsumeStream reads a backlog of b.N 100-byte records
+// in a new consumer group: through Ferry's Consume stream (granting
+// credits and acknowledging every message in batches), and directly with a
+// franz-go group consumer that commits as it goes. The latency is the time
+// from the start of the read to each record's arrival, so p50 is where half
+// the backlog was read; throughput is records read per second.
+//
+// Run: go test ./internal/app -run '^$' -bench KafkaAPIConsumeStream -benchtime 200000x
+func BenchmarkKafkaAPIConsumeStream(b *testing.B) {
+	b.Run("direct", func(b *testing.B) {
+		topic := newTopic(b, 3)
+		produceBacklog(b, topic, b.N, 100)
+		cl := newClient(b, kgo.ConsumeTopics(topic), kgo.ConsumerGroup("g-"+topic),
+			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.AutoCommitInterval(500*time.Millisecond))
+		ctx := ctxT(b, 5*time.Minute)
+		lat := make([]time.Duration, 0, b.N)
+		b.ResetTimer()
+		start := time.Now()
+		for len(lat) < b.N {
+			fs := cl.PollFetches(ctx)
+			if err := fs.Err0(); err != nil {
+				b.Fatal(err)
+			}
+			now := time.Since(start)
+			for range fs.NumRecords() {
+				lat = append(lat, now)
+			}
+		}
+		reportLatencies(b, lat, b.N, time.Since(start), "records/s")
+	})
+	b.Run("ferry", func(b *testing.B) {
+		topic := newTopic(b, 3)
+		produceBacklog(b, topic, b.N, 100)
+		a := startKafkaAPI(b, "    max_unacked_per_partition: 5000\n    max_buffered_per_partition: 5000\n")
+		ctx := ctxT(b, 5*time.Minute)
+		stream, err := kafkav1.NewKafkaClient(dialAddr(b, a.GRPCAddr())).Consume(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		const window = 4096
+		lat := make([]time.Duration, 0, b.N)
+		b.ResetTimer()
+		start := time.Now()
+		if err := stream.Send(&kafkav1.ConsumeRequest{Topic: topic, Group: "g-" + topic, Credits: window}); err != nil {
+			b.Fatal(err)
+		}
+		var acks []*kafkav1.MessageRef
+		for len(lat) < b.N {
+			r, err := stream.Recv()
+			if err != nil {
+				b.Fatal(err)
+			}
+			lat = append(lat, time.Since(start))
+			acks = append(acks, &kafkav1.MessageRef{Partition: r.Message.Partition, Offset: r.Message.Offset})
+			if len(acks) == window/4 {
+				if err := stream.Send(&kafkav1.ConsumeRequest{Credits: int32(len(acks)), Acks: acks}); err != nil {
+					b.Fatal(err)
+				}
+				acks = nil
+			}
+		}
+		reportLatencies(b, lat, b.N, time.Since(start), "records/s")
+		_ = stream.CloseSend()
+	})
+}
+
+// BenchmarkKafkaAPIProduceUnary is one synchronous produce at a time:
+// Kafka-Pixy's Produce and Ferry's Produce through Ferry, and franz-go's
+// ProduceSync directly. Kafka-Pixy answered a synchronous produce only
+// after its producer's flush interval (500 ms by default).
+//
+// Run: go test ./internal/app -run '^$' -bench KafkaAPIProduceUnary -benchtime 5000x
+func BenchmarkKafkaAPIProduceUnary(b *testing.B) {
+	value := []byte("a small message of about one hundred bytes, as an application event would be ..............")
+	b.Run("direct", func(b *testing.B) {
+		topic := newTopic(b, 3)
+		cl := newClient(b, kgo.ProducerLinger(0))
+		runLoad(b, 1, func(ctx context.Context, i int) error {
+			return cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Key: []byte(strconv.Itoa(i)), Value: value}).FirstErr()
+		})
+	})
+	b.Run("ferry-pixy", func(b *testing.B) {
+		topic := newTopic(b, 3)
+		c := kafkapixy.NewKafkaPixyClient(dialAddr(b, startKafkaAPI(b, "").GRPCAddr()))
+		runLoad(b, 1, func(ctx context.Context, i int) error {
+			_, err := c.Produce(ctx, &kafkapixy.ProdRq{Topic: topic, KeyValue: []byte(strconv.Itoa(i)), Message: value})
+			return err
+		})
+	})
+	b.Run("ferry", func(b *testing.B) {
+		topic := newTopic(b, 3)
+		c := kafkav1.NewKafkaClient(dialAddr(b, startKafkaAPI(b, "").GRPCAddr()))
+		runLoad(b, 1, func(ctx context.Context, i int) error {
+			_, err := c.Produce(ctx, &kafkav1.ProduceRequest{Topic: topic, Key: []byte(strconv.Itoa(i)),
+				Value: &kafkav1.ProduceRequest_ValueBytes{ValueBytes: value}})
+			return err
+		})
+	})
+}

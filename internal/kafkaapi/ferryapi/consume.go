@@ -1,0 +1,207 @@
+package ferryapi
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"sync/atomic"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	kafkav1 "github.com/ferryproxy/ferry/api/ferry/kafka/v1"
+	"github.com/ferryproxy/ferry/internal/kafkaapi"
+)
+
+// errHalfClosed ends a Consume stream whose client half-closed: with no
+// more credits or acknowledgements to come, the stream ends with OK.
+var errHalfClosed = errors.New("client half-closed the stream")
+
+// Consume serves one consumer of a group over a stream.
+//
+// The handler's goroutine opens the session with the first request and
+// then delivers: while the client has credits it takes messages with
+// TryNext, which costs no goroutine switch when messages are buffered, and
+// blocks in Next only when none are. A reader goroutine takes the later
+// requests, adds their credits and applies their acks and nacks. It ends
+// with the stream: grpc-go unblocks its Recv once the handler returned. It
+// reports why the stream should end by cancelling the delivery context with
+// a cause; the handler's return closes the session under the same lock the
+// reader applies requests under, so no ack reaches a closed session.
+func (s *Server) Consume(stream grpc.BidiStreamingServer[kafkav1.ConsumeRequest, kafkav1.ConsumeResponse]) error {
+	first, err := stream.Recv()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		return err
+	}
+	if err := required("topic", first.GetTopic(), "group", first.GetGroup()); err != nil {
+		return err
+	}
+	if first.GetCredits() < 0 {
+		return invalid("credits", "%d is negative", first.GetCredits())
+	}
+	ctx, cancel := context.WithCancelCause(stream.Context())
+	defer cancel(nil)
+	sess, err := s.svc.Open(ctx, first.GetCluster(), first.GetGroup(), first.GetTopic())
+	if err != nil {
+		return err
+	}
+	c := &consumer{
+		s:     s,
+		sess:  sess,
+		first: first,
+		key:   s.subKey(first.GetCluster(), first.GetGroup(), first.GetTopic()),
+		wake:  make(chan struct{}, 1),
+	}
+	defer c.close()
+	if err := c.apply(first); err != nil {
+		return err
+	}
+	go c.read(stream, cancel)
+
+	out := &kafkav1.ConsumeResponse{}
+	vf := first.GetValueFormat()
+	for {
+		if c.credits.Load() <= 0 {
+			select {
+			case <-c.wake:
+				continue
+			case <-ctx.Done():
+				return c.endErr(ctx)
+			}
+		}
+		m, ok := sess.TryNext()
+		if !ok {
+			if m, err = sess.Next(ctx); err != nil {
+				if ctx.Err() != nil {
+					return c.endErr(ctx)
+				}
+				return err
+			}
+		}
+		out.Message = toMessage(m, vf)
+		if err := stream.Send(out); err != nil {
+			return err
+		}
+		c.credits.Add(-1)
+	}
+}
+
+// consumer is one Consume stream's state shared by its two goroutines.
+type consumer struct {
+	s     *Server
+	sess  *kafkaapi.Session
+	first *kafkav1.ConsumeRequest
+	key   subKey
+
+	credits atomic.Int64
+	wake    chan struct{} // credits were added
+
+	mu     sync.Mutex // held while applying a request, and to close
+	closed bool
+}
+
+// read applies the stream's requests after the first, until it ends.
+func (c *consumer) read(stream grpc.BidiStreamingServer[kafkav1.ConsumeRequest, kafkav1.ConsumeResponse], cancel context.CancelCauseFunc) {
+	for {
+		req, err := stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = errHalfClosed
+			}
+			cancel(err)
+			return
+		}
+		if err := c.check(req); err != nil {
+			cancel(err)
+			return
+		}
+		if err := c.apply(req); err != nil {
+			cancel(err)
+			return
+		}
+	}
+}
+
+// check rejects a later request that names another cluster, topic or group
+// than the first, or takes credits back.
+func (c *consumer) check(req *kafkav1.ConsumeRequest) error {
+	for _, f := range [...]struct{ name, got, want string }{
+		{"cluster", req.GetCluster(), c.key.cluster}, // the default spelled out
+		{"topic", req.GetTopic(), c.key.topic},
+		{"group", req.GetGroup(), c.key.group},
+	} {
+		if f.got != "" && f.got != f.want {
+			return invalid(f.name, "%q differs from %q of the stream's first request: a stream consumes one topic in one group", f.got, f.want)
+		}
+	}
+	if req.GetCredits() < 0 {
+		return invalid("credits", "%d is negative", req.GetCredits())
+	}
+	return nil
+}
+
+// apply acknowledges and hands back the request's messages and adds its
+// credits. A FAILED_PRECONDITION (the partition moved to another member,
+// which redelivers) is logged and skipped; any other error ends the
+// stream.
+func (c *consumer) apply(req *kafkav1.ConsumeRequest) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil
+	}
+	for _, r := range req.GetAcks() {
+		if err := c.sess.Ack(r.GetPartition(), r.GetOffset()); err != nil {
+			if err = c.skip("acknowledging", r, err); err != nil {
+				return err
+			}
+		}
+	}
+	if len(req.GetAcks()) > 0 {
+		c.s.subs.acked(c.key)
+	}
+	for _, r := range req.GetNacks() {
+		if err := c.sess.Nack(r.GetPartition(), r.GetOffset()); err != nil {
+			if err = c.skip("handing back", r, err); err != nil {
+				return err
+			}
+		}
+	}
+	if n := req.GetCredits(); n > 0 {
+		c.credits.Add(int64(n))
+		signal(c.wake)
+	}
+	return nil
+}
+
+// skip logs and drops a FAILED_PRECONDITION and returns any other error.
+func (c *consumer) skip(what string, r *kafkav1.MessageRef, err error) error {
+	if status.Code(err) != codes.FailedPrecondition {
+		return err
+	}
+	c.s.logger.Info(what+" a message on a Consume stream failed: skipped", "cluster", c.key.cluster,
+		"group", c.key.group, "topic", c.key.topic, "partition", r.GetPartition(), "offset", r.GetOffset(), "err", err)
+	return nil
+}
+
+// close ends the session: what was delivered and not acknowledged is
+// redelivered at once.
+func (c *consumer) close() {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.sess.Close(true)
+}
+
+// endErr is the stream's status once its delivery context ended.
+func (c *consumer) endErr(ctx context.Context) error {
+	if errors.Is(context.Cause(ctx), errHalfClosed) {
+		return nil
+	}
+	return streamErr(ctx)
+}

@@ -1,0 +1,225 @@
+package ferryapi
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	kafkav1 "github.com/ferryproxy/ferry/api/ferry/kafka/v1"
+	"github.com/ferryproxy/ferry/internal/kafkaapi"
+)
+
+// ProduceStream writes every record of the stream and answers each with a
+// ProduceResult, in the order the records came.
+//
+// Two goroutines share a results ring. The handler's goroutine reads a
+// record, takes the next sequence number and hands the record to
+// ProduceAsync; franz-go's callback fills the record's slot. The sender
+// goroutine sends the completed results from the head of the ring in
+// order, so a callback never waits on the network. The ring holds
+// cfg.Produce.MaxInFlightPerStream slots: while they are all taken (records
+// written but not yet answered) the handler stops reading, which pushes back
+// on the client through gRPC flow control.
+func (s *Server) ProduceStream(stream grpc.BidiStreamingServer[kafkav1.ProduceRequest, kafkav1.ProduceResult]) error {
+	ctx := stream.Context()
+	size := s.cfg.Produce.MaxInFlightPerStream
+	if size <= 0 {
+		size = defaultMaxInFlight
+	}
+	q := newResultQueue(size)
+	sent := make(chan error, 1)
+	go func() { sent <- q.drain(stream) }()
+
+	err := s.produceRecords(ctx, stream, q)
+	if err != nil {
+		q.abort(err)
+		<-sent
+		return err
+	}
+	// The client half-closed: the sender finishes once every record was
+	// answered.
+	q.finish()
+	return <-sent
+}
+
+// produceRecords reads records until the client half-closes (nil) or the
+// stream fails.
+func (s *Server) produceRecords(ctx context.Context, stream grpc.BidiStreamingServer[kafkav1.ProduceRequest, kafkav1.ProduceResult], q *resultQueue) error {
+	req := new(kafkav1.ProduceRequest)
+	for {
+		if err := q.waitSpace(ctx); err != nil {
+			return err
+		}
+		// RecvMsg into one reused request: unmarshalling resets it and
+		// allocates fresh bytes, so records handed on keep their own.
+		if err := stream.RecvMsg(req); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		seq := q.push()
+		rec, err := toRecord(req)
+		if err == nil && req.GetAsync() {
+			err = invalid("async", "is not supported on ProduceStream, which answers every record on its own")
+		}
+		if err == nil {
+			err = s.svc.ProduceAsync(ctx, req.GetCluster(), req.GetTopic(), rec, func(r kafkaapi.Result, err error) {
+				q.complete(seq, r, err)
+			})
+		}
+		if err != nil {
+			q.complete(seq, kafkaapi.Result{}, err)
+		}
+	}
+}
+
+// resultSlot is one record's place in the ring.
+type resultSlot struct {
+	done      bool
+	partition int32
+	offset    int64
+	code      codes.Code
+	msg       string
+}
+
+// resultQueue is the ring of a ProduceStream's results, in sequence order.
+type resultQueue struct {
+	mu       sync.Mutex
+	slots    []resultSlot
+	head     int64 // the next sequence to send
+	tail     int64 // the sequence the next record gets
+	finished bool  // no more records come
+	err      error // the stream failed: stop
+
+	ready chan struct{} // the head slot completed, or finished/err was set
+	space chan struct{} // the sender freed slots
+}
+
+func newResultQueue(size int) *resultQueue {
+	return &resultQueue{
+		slots: make([]resultSlot, size),
+		ready: make(chan struct{}, 1),
+		space: make(chan struct{}, 1),
+	}
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// waitSpace waits until a slot is free. Only the reader calls it (and
+// push), so the slot is still free when it pushes.
+func (q *resultQueue) waitSpace(ctx context.Context) error {
+	for {
+		q.mu.Lock()
+		full, err := q.tail-q.head >= int64(len(q.slots)), q.err
+		q.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		if !full {
+			return nil
+		}
+		select {
+		case <-q.space:
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		}
+	}
+}
+
+// push takes the next sequence number for a record.
+func (q *resultQueue) push() int64 {
+	q.mu.Lock()
+	seq := q.tail
+	q.slots[seq%int64(len(q.slots))] = resultSlot{}
+	q.tail++
+	q.mu.Unlock()
+	return seq
+}
+
+// complete records a record's result; it never blocks, as franz-go's
+// callbacks must not.
+func (q *resultQueue) complete(seq int64, r kafkaapi.Result, err error) {
+	slot := resultSlot{done: true, partition: r.Partition, offset: r.Offset}
+	if err != nil {
+		st := status.Convert(err)
+		slot = resultSlot{done: true, partition: -1, offset: -1, code: st.Code(), msg: st.Message()}
+	}
+	q.mu.Lock()
+	q.slots[seq%int64(len(q.slots))] = slot
+	wake := seq == q.head
+	q.mu.Unlock()
+	if wake {
+		signal(q.ready)
+	}
+}
+
+// finish tells the sender that no more records come.
+func (q *resultQueue) finish() {
+	q.mu.Lock()
+	q.finished = true
+	q.mu.Unlock()
+	signal(q.ready)
+}
+
+// abort stops the sender (and a waiting reader) with err.
+func (q *resultQueue) abort(err error) {
+	q.mu.Lock()
+	if q.err == nil {
+		q.err = err
+	}
+	q.mu.Unlock()
+	signal(q.ready)
+	signal(q.space)
+}
+
+// drain sends results in sequence order as they complete, until finish
+// was called and every result was sent (nil), or the stream failed.
+func (q *resultQueue) drain(stream grpc.BidiStreamingServer[kafkav1.ProduceRequest, kafkav1.ProduceResult]) error {
+	batch := make([]resultSlot, 0, min(len(q.slots), 256))
+	out := new(kafkav1.ProduceResult) // Send marshals at once, so one is enough
+	for {
+		q.mu.Lock()
+		first := q.head
+		for q.head < q.tail && len(batch) < cap(batch) {
+			slot := &q.slots[q.head%int64(len(q.slots))]
+			if !slot.done {
+				break
+			}
+			batch = append(batch, *slot)
+			q.head++
+		}
+		err, done := q.err, q.finished && q.head == q.tail
+		q.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		if len(batch) == 0 {
+			if done {
+				return nil
+			}
+			<-q.ready
+			continue
+		}
+		signal(q.space)
+		for i, r := range batch {
+			out.Sequence = first + int64(i)
+			out.Partition, out.Offset, out.Code, out.Error = r.partition, r.offset, int32(r.code), r.msg
+			if err := stream.Send(out); err != nil {
+				q.abort(err)
+				return err
+			}
+		}
+		batch = batch[:0]
+	}
+}

@@ -1,0 +1,428 @@
+package ferryapi
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/vanguard"
+	"google.golang.org/genproto/googleapis/api/annotations"
+	"google.golang.org/genproto/googleapis/api/httpbody"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+
+	kafkav1 "github.com/ferryproxy/ferry/api/ferry/kafka/v1"
+)
+
+// NewRESTHandler serves the REST/JSON bindings of ferry.kafka.v1.Kafka
+// (the google.api.http rules of kafka.proto) by calling the service on srv,
+// where a Server must be registered. Paths outside /v1/ and the other
+// services of srv are not served.
+//
+// Unary methods go through connectrpc.com/vanguard, which turns a REST
+// request into a gRPC call with a proto body (the only codec Ferry's gRPC
+// server takes, as it forces its own) and the answer into JSON; bytes are
+// base64 as protojson writes them.
+//
+// Server-streaming methods answering google.api.HttpBody (Subscribe) are
+// bridged here instead: vanguard v0.4.0's REST side buffers a whole
+// response until the call ends (restClientProtocol.endMustBeInHeaders),
+// which would hold an endless subscription back for good. The bridge calls
+// srv the same way and writes each chunk to the client as it comes.
+//
+// Errors, from either path, are a JSON google.rpc.Status,
+// {"code":3,"message":"topic: is required","details":[]}, with the HTTP
+// status gRPC's code maps to (400 for INVALID_ARGUMENT and
+// FAILED_PRECONDITION, 404 NOT_FOUND, 409 ABORTED and ALREADY_EXISTS, 429
+// RESOURCE_EXHAUSTED, 499 CANCELLED, 501 UNIMPLEMENTED, 503 UNAVAILABLE,
+// 504 DEADLINE_EXCEEDED, 500 otherwise). A stream that fails after it
+// started ends with the status as a last NDJSON line {"error":{...}} or an
+// SSE event named "error".
+func NewRESTHandler(srv *grpc.Server) (http.Handler, error) {
+	name := kafkav1.Kafka_ServiceDesc.ServiceName
+	if _, ok := srv.GetServiceInfo()[name]; !ok {
+		return nil, fmt.Errorf("serving REST for %s: the service is not registered on the gRPC server", name)
+	}
+	svc := vanguard.NewService(name, srv,
+		vanguard.WithTargetProtocols(vanguard.ProtocolGRPC),
+		vanguard.WithTargetCodecs(vanguard.CodecProto),
+		// The gRPC server may have no decompressors: vanguard decodes
+		// compressed REST bodies itself.
+		vanguard.WithNoTargetCompression(),
+	)
+	tc, err := vanguard.NewTranscoder([]*vanguard.Service{svc},
+		vanguard.WithCodec(func(res vanguard.TypeResolver) vanguard.Codec { return jsonCodec{vanguard.NewJSONCodec(res)} }),
+		vanguard.WithUnknownHandler(http.HandlerFunc(notFound)))
+	if err != nil {
+		return nil, fmt.Errorf("building the REST transcoder for %s: %w", name, err)
+	}
+	mux := http.NewServeMux()
+	methods := kafkav1.File_ferry_kafka_v1_kafka_proto.Services().ByName("Kafka").Methods()
+	for i := range methods.Len() {
+		md := methods.Get(i)
+		if !md.IsStreamingServer() || md.IsStreamingClient() || md.Output().FullName() != "google.api.HttpBody" {
+			continue
+		}
+		b, err := newStreamBridge(srv, md)
+		if err != nil {
+			return nil, err
+		}
+		mux.Handle(http.MethodGet+" "+b.pattern, b)
+	}
+	mux.Handle("/v1/", tc)
+	mux.HandleFunc("/", notFound)
+	return mux, nil
+}
+
+// jsonCodec is vanguard's JSON codec, but a body it cannot decode is the
+// client's error, INVALID_ARGUMENT (HTTP 400), not vanguard's UNKNOWN (500).
+type jsonCodec struct{ *vanguard.JSONCodec }
+
+func (c jsonCodec) Unmarshal(data []byte, msg proto.Message) error {
+	return badBody(c.JSONCodec.Unmarshal(data, msg))
+}
+
+func (c jsonCodec) UnmarshalField(data []byte, msg proto.Message, field protoreflect.FieldDescriptor) error {
+	return badBody(c.JSONCodec.UnmarshalField(data, msg, field))
+}
+
+func badBody(err error) error {
+	if err == nil {
+		return nil
+	}
+	return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("decoding the JSON body: %w", err))
+}
+
+// notFound answers a path no binding has, in the shape of every other
+// error.
+func notFound(w http.ResponseWriter, r *http.Request) {
+	writeStatus(w, status.Newf(codes.NotFound, "no Kafka API method at %s %s", r.Method, r.URL.Path))
+}
+
+// writeStatus writes st as the whole JSON response. Its shape and the
+// HTTP status are vanguard's, so both paths of the handler answer alike.
+func writeStatus(w http.ResponseWriter, st *status.Status) {
+	body, err := protojson.MarshalOptions{EmitUnpopulated: true}.Marshal(st.Proto())
+	if err != nil {
+		body = []byte(`{"code":13,"message":"encoding the error failed","details":[]}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(httpStatus(st.Code()))
+	_, _ = w.Write(body)
+}
+
+// httpStatus is the HTTP status of a gRPC code, as vanguard maps it.
+func httpStatus(c codes.Code) int {
+	switch c {
+	case codes.OK:
+		return http.StatusOK
+	case codes.Canceled:
+		return 499
+	case codes.InvalidArgument, codes.FailedPrecondition, codes.OutOfRange:
+		return http.StatusBadRequest
+	case codes.DeadlineExceeded:
+		return http.StatusGatewayTimeout
+	case codes.NotFound:
+		return http.StatusNotFound
+	case codes.AlreadyExists, codes.Aborted:
+		return http.StatusConflict
+	case codes.PermissionDenied:
+		return http.StatusForbidden
+	case codes.ResourceExhausted:
+		return http.StatusTooManyRequests
+	case codes.Unimplemented:
+		return http.StatusNotImplemented
+	case codes.Unavailable:
+		return http.StatusServiceUnavailable
+	case codes.Unauthenticated:
+		return http.StatusUnauthorized
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+// streamBridge serves a GET binding of a server-streaming method that
+// answers google.api.HttpBody: path variables and query parameters make the
+// request, each answered chunk goes to the client as it comes.
+type streamBridge struct {
+	srv     *grpc.Server
+	method  string // the gRPC path, /pkg.Service/Method
+	input   protoreflect.MessageType
+	pattern string   // the binding's path as a net/http pattern
+	vars    []string // the binding's path variables, field names
+}
+
+func newStreamBridge(srv *grpc.Server, md protoreflect.MethodDescriptor) (*streamBridge, error) {
+	rule, _ := proto.GetExtension(md.Options(), annotations.E_Http).(*annotations.HttpRule)
+	if rule.GetGet() == "" || len(rule.GetAdditionalBindings()) > 0 || rule.GetBody() != "" {
+		return nil, fmt.Errorf("serving %s over REST: only a single GET binding can stream", md.FullName())
+	}
+	input, err := protoregistry.GlobalTypes.FindMessageByName(md.Input().FullName())
+	if err != nil {
+		return nil, fmt.Errorf("serving %s over REST: %w", md.FullName(), err)
+	}
+	b := &streamBridge{
+		srv:     srv,
+		method:  "/" + string(md.Parent().FullName()) + "/" + string(md.Name()),
+		input:   input,
+		pattern: rule.GetGet(),
+	}
+	// The template's simple variables, {field}, are net/http wildcards as
+	// they stand; anything richer ({a=b/*}, a.b, **) is not supported.
+	for _, seg := range strings.Split(strings.TrimPrefix(b.pattern, "/"), "/") {
+		if !strings.HasPrefix(seg, "{") {
+			continue
+		}
+		v := strings.TrimSuffix(strings.TrimPrefix(seg, "{"), "}")
+		fd := input.Descriptor().Fields().ByName(protoreflect.Name(v))
+		if strings.ContainsAny(v, "=*.{}") || fd == nil || fd.Kind() != protoreflect.StringKind || fd.IsList() {
+			return nil, fmt.Errorf("serving %s over REST: path variable %q is not a string field", md.FullName(), seg)
+		}
+		b.vars = append(b.vars, v)
+	}
+	return b, nil
+}
+
+func (b *streamBridge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	msg := b.input.New()
+	for _, v := range b.vars {
+		msg.Set(msg.Descriptor().Fields().ByName(protoreflect.Name(v)), protoreflect.ValueOfString(r.PathValue(v)))
+	}
+	if err := setQuery(msg, r.URL.Query(), b.vars); err != nil {
+		writeStatus(w, status.New(codes.InvalidArgument, err.Error()))
+		return
+	}
+	payload, err := proto.Marshal(msg.Interface())
+	if err != nil {
+		writeStatus(w, status.Newf(codes.Internal, "encoding the request: %v", err))
+		return
+	}
+	frame := make([]byte, 5+len(payload))
+	binary.BigEndian.PutUint32(frame[1:5], uint32(len(payload)))
+	copy(frame[5:], payload)
+
+	// The call: what grpc.Server.ServeHTTP takes, an HTTP/2 POST of one
+	// length-prefixed message. The client's headers go along as metadata.
+	call := r.Clone(r.Context())
+	call.Method = http.MethodPost
+	call.URL = &url.URL{Path: b.method}
+	call.RequestURI = ""
+	call.Proto, call.ProtoMajor, call.ProtoMinor = "HTTP/2.0", 2, 0
+	call.Body = io.NopCloser(bytes.NewReader(frame))
+	call.ContentLength = int64(len(frame))
+	for _, h := range []string{"Content-Length", "Content-Encoding", "Accept", "Accept-Encoding", "Connection", "Te", "Grpc-Timeout", "Grpc-Encoding", "Grpc-Accept-Encoding"} {
+		call.Header.Del(h)
+	}
+	call.Header.Set("Content-Type", "application/grpc+proto")
+
+	bw := &bridgeWriter{w: w, rc: http.NewResponseController(w), header: http.Header{}}
+	b.srv.ServeHTTP(bw, call)
+	bw.end(r)
+}
+
+// setQuery sets the request's scalar fields from the query, as vanguard
+// reads them: a field's proto or JSON name, enums by name or number.
+func setQuery(msg protoreflect.Message, q url.Values, pathVars []string) error {
+	fields := msg.Descriptor().Fields()
+	for name, vals := range q {
+		fd := fields.ByJSONName(name)
+		if fd == nil {
+			fd = fields.ByName(protoreflect.Name(name))
+		}
+		if fd == nil {
+			return fmt.Errorf("unknown query parameter %q", name)
+		}
+		for _, v := range pathVars {
+			if string(fd.Name()) == v {
+				return fmt.Errorf("query parameter %q: %s is set by the path", name, v)
+			}
+		}
+		if fd.IsList() || fd.IsMap() || len(vals) != 1 {
+			return fmt.Errorf("query parameter %q: give one value", name)
+		}
+		val, err := parseScalar(fd, vals[0])
+		if err != nil {
+			return fmt.Errorf("query parameter %q: %w", name, err)
+		}
+		msg.Set(fd, val)
+	}
+	return nil
+}
+
+func parseScalar(fd protoreflect.FieldDescriptor, s string) (protoreflect.Value, error) {
+	switch fd.Kind() {
+	case protoreflect.StringKind:
+		return protoreflect.ValueOfString(s), nil
+	case protoreflect.BoolKind:
+		b, err := strconv.ParseBool(s)
+		return protoreflect.ValueOfBool(b), err
+	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind:
+		n, err := strconv.ParseInt(s, 10, 32)
+		return protoreflect.ValueOfInt32(int32(n)), err
+	case protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
+		n, err := strconv.ParseInt(s, 10, 64)
+		return protoreflect.ValueOfInt64(n), err
+	case protoreflect.EnumKind:
+		if n, err := strconv.ParseInt(s, 10, 32); err == nil {
+			return protoreflect.ValueOfEnum(protoreflect.EnumNumber(n)), nil
+		}
+		if ev := fd.Enum().Values().ByName(protoreflect.Name(s)); ev != nil {
+			return protoreflect.ValueOfEnum(ev.Number()), nil
+		}
+		return protoreflect.Value{}, fmt.Errorf("%q is not a value of %s", s, fd.Enum().FullName())
+	default:
+		return protoreflect.Value{}, fmt.Errorf("%s fields cannot be set in the query", fd.Kind())
+	}
+}
+
+// bridgeWriter takes the gRPC response grpc.Server.ServeHTTP writes (frames,
+// then the status in trailers of its header map) and writes each HttpBody
+// chunk to w. grpc-go calls it from the ServeHTTP goroutine only.
+type bridgeWriter struct {
+	w      http.ResponseWriter
+	rc     *http.ResponseController
+	header http.Header // the gRPC side's headers and trailers
+
+	code        int          // the gRPC side's HTTP status, 0 until written
+	buf         []byte       // a frame not yet complete
+	started     bool         // w's headers were written
+	contentType string       // of the stream, from its first chunk
+	failure     bytes.Buffer // a non-gRPC error response (a rejected call)
+	dirty       bool         // written since the last flush
+}
+
+func (bw *bridgeWriter) Header() http.Header { return bw.header }
+
+func (bw *bridgeWriter) WriteHeader(code int) {
+	if bw.code == 0 {
+		bw.code = code
+	}
+}
+
+func (bw *bridgeWriter) Write(p []byte) (int, error) {
+	if bw.code == 0 {
+		bw.code = http.StatusOK
+	}
+	if bw.code != http.StatusOK {
+		return bw.failure.Write(p)
+	}
+	bw.buf = append(bw.buf, p...)
+	for len(bw.buf) >= 5 {
+		n := int(binary.BigEndian.Uint32(bw.buf[1:5]))
+		if len(bw.buf) < 5+n {
+			break
+		}
+		if bw.buf[0] != 0 {
+			return 0, fmt.Errorf("bridging a stream: compressed frame not expected")
+		}
+		var chunk httpbody.HttpBody
+		if err := proto.Unmarshal(bw.buf[5:5+n], &chunk); err != nil {
+			return 0, fmt.Errorf("bridging a stream: decoding a chunk: %w", err)
+		}
+		bw.buf = bw.buf[:copy(bw.buf, bw.buf[5+n:])]
+		if err := bw.chunk(&chunk); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+// chunk writes one answered HttpBody; the first sets the content type.
+func (bw *bridgeWriter) chunk(c *httpbody.HttpBody) error {
+	if !bw.started {
+		bw.contentType = c.GetContentType()
+		if bw.contentType == "" {
+			bw.contentType = "application/octet-stream"
+		}
+		h := bw.w.Header()
+		h.Set("Content-Type", bw.contentType)
+		h.Set("Cache-Control", "no-cache")
+		// Reverse proxies such as nginx would otherwise buffer the stream.
+		h.Set("X-Accel-Buffering", "no")
+		bw.w.WriteHeader(http.StatusOK)
+		bw.started, bw.dirty = true, true
+	}
+	if len(c.GetData()) == 0 {
+		return nil
+	}
+	bw.dirty = true
+	_, err := bw.w.Write(c.GetData())
+	return err
+}
+
+// Flush passes grpc-go's flush on, once per message boundary.
+func (bw *bridgeWriter) Flush() {
+	if bw.dirty {
+		bw.dirty = false
+		_ = bw.rc.Flush()
+	}
+}
+
+// end writes how the call ended, once ServeHTTP returned.
+func (bw *bridgeWriter) end(r *http.Request) {
+	st := bw.status()
+	if !bw.started {
+		if st.Code() == codes.OK {
+			bw.w.WriteHeader(http.StatusOK)
+			return
+		}
+		writeStatus(bw.w, st)
+		return
+	}
+	if st.Code() == codes.OK || r.Context().Err() != nil {
+		return // done, or nobody is listening
+	}
+	js, err := protojson.MarshalOptions{EmitUnpopulated: true}.Marshal(st.Proto())
+	if err != nil {
+		return
+	}
+	if bw.contentType == contentTypeSSE {
+		_, _ = fmt.Fprintf(bw.w, "event: error\ndata: %s\n\n", js)
+	} else {
+		_, _ = fmt.Fprintf(bw.w, "{\"error\":%s}\n", js)
+	}
+	_ = bw.rc.Flush()
+}
+
+// status reads the call's status from the gRPC trailers.
+func (bw *bridgeWriter) status() *status.Status {
+	if bw.code != 0 && bw.code != http.StatusOK {
+		return status.Newf(codes.Internal, "calling the gRPC service failed: HTTP %d: %s", bw.code, strings.TrimSpace(bw.failure.String()))
+	}
+	raw := bw.header.Get("Grpc-Status")
+	if raw == "" {
+		return status.New(codes.Internal, "the gRPC service answered without a status")
+	}
+	code, err := strconv.Atoi(raw)
+	if err != nil {
+		return status.Newf(codes.Internal, "the gRPC service answered with status %q", raw)
+	}
+	if bin := bw.header.Get("Grpc-Status-Details-Bin"); bin != "" {
+		if b, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(bin, "=")); err == nil {
+			var p spb.Status
+			if proto.Unmarshal(b, &p) == nil && p.GetCode() == int32(code) {
+				return status.FromProto(&p)
+			}
+		}
+	}
+	msg := bw.header.Get("Grpc-Message")
+	if m, err := url.PathUnescape(msg); err == nil {
+		msg = m
+	}
+	return status.New(codes.Code(code), msg)
+}
+
+var _ http.Flusher = (*bridgeWriter)(nil)

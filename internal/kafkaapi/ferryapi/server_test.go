@@ -1,0 +1,832 @@
+package ferryapi
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	kafkav1 "github.com/ferryproxy/ferry/api/ferry/kafka/v1"
+	"github.com/ferryproxy/ferry/internal/config"
+)
+
+// pollAll polls until n messages came, failing the test after 30s.
+func (e *env) pollAll(ctx context.Context, req *kafkav1.PollRequest, n int) []*kafkav1.Message {
+	e.t.Helper()
+	var got []*kafkav1.Message
+	deadline := time.Now().Add(30 * time.Second)
+	for len(got) < n && time.Now().Before(deadline) {
+		resp, err := e.client.Poll(ctx, req)
+		if err != nil {
+			e.t.Fatalf("Poll: %v", err)
+		}
+		got = append(got, resp.GetMessages()...)
+	}
+	if len(got) != n {
+		e.t.Fatalf("polled %d messages, want %d", len(got), n)
+	}
+	return got
+}
+
+func TestProduceRoundTrip(t *testing.T) {
+	e := newEnv(t)
+	ctx := testCtx(t)
+	topic, group := newTopic(t, 3), uniqueName(t, "group")
+	// Within the producer's delivery timeout: see TestProduceOldTimestamp.
+	ts := time.Now().Add(-5 * time.Second).Truncate(time.Millisecond).UTC()
+	jsonValue, err := structpb.NewValue(map[string]any{"b": []any{true, nil, "x"}, "a": 1.5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2 := int32(2)
+	p1 := int32(1)
+	reqs := []*kafkav1.ProduceRequest{
+		{Topic: topic, Key: []byte("k1"), Value: &kafkav1.ProduceRequest_ValueText{ValueText: "hello"},
+			Headers: []*kafkav1.Header{{Key: "h1", Value: []byte("v1")}, {Key: "h2", Value: []byte{0, 1}}}, Timestamp: timestamppb.New(ts)},
+		{Topic: topic, Key: []byte("k1"), Value: &kafkav1.ProduceRequest_ValueText{ValueText: "hello again"}},
+		{Topic: topic, Partition: &p2, Value: &kafkav1.ProduceRequest_ValueJson{ValueJson: jsonValue}},
+		{Topic: topic, Key: []byte{}, Value: &kafkav1.ProduceRequest_ValueBytes{ValueBytes: []byte{0xff, 0xfe}}},
+		{Topic: topic, Partition: &p1}, // no key, null value
+	}
+	resps := make([]*kafkav1.ProduceResponse, len(reqs))
+	for i, req := range reqs {
+		if resps[i], err = e.client.Produce(ctx, req); err != nil {
+			t.Fatalf("producing record %d: %v", i, err)
+		}
+		if p := resps[i].GetPartition(); p < 0 || p > 2 || resps[i].GetOffset() < 0 {
+			t.Fatalf("record %d went to %d-%d", i, p, resps[i].GetOffset())
+		}
+	}
+	if !resps[0].GetTimestamp().AsTime().Equal(ts) {
+		t.Errorf("record 0 has timestamp %v, want %v", resps[0].GetTimestamp().AsTime(), ts)
+	}
+	if resps[1].GetPartition() != resps[0].GetPartition() {
+		t.Errorf("records with key k1 went to partitions %d and %d", resps[0].GetPartition(), resps[1].GetPartition())
+	}
+	if resps[2].GetPartition() != 2 || resps[4].GetPartition() != 1 {
+		t.Errorf("records for partitions 2 and 1 went to %d and %d", resps[2].GetPartition(), resps[4].GetPartition())
+	}
+
+	// As text: valid UTF-8 comes as text, the rest as bytes.
+	byRef := map[string]*kafkav1.Message{}
+	for _, m := range e.pollAll(ctx, &kafkav1.PollRequest{Topic: topic, Group: group, MaxMessages: 10, AutoAck: true,
+		Timeout: durationpb.New(5 * time.Second), ValueFormat: kafkav1.ValueFormat_VALUE_FORMAT_TEXT}, len(reqs)) {
+		byRef[key(m)] = m
+	}
+	get := func(i int) *kafkav1.Message {
+		m := byRef[key(resps[i])]
+		if m == nil {
+			t.Fatalf("record %d (%s) was not polled", i, key(resps[i]))
+		}
+		if m.GetTopic() != topic || m.GetDeliveries() != 1 {
+			t.Errorf("record %d: topic %q, deliveries %d", i, m.GetTopic(), m.GetDeliveries())
+		}
+		return m
+	}
+	m := get(0)
+	if string(m.GetKey()) != "k1" || m.GetValueText() != "hello" || !m.GetTimestamp().AsTime().Equal(ts) {
+		t.Errorf("record 0 came back as %v", m)
+	}
+	if len(m.GetHeaders()) != 2 || m.Headers[0].GetKey() != "h1" || string(m.Headers[0].GetValue()) != "v1" ||
+		m.Headers[1].GetKey() != "h2" || !bytes.Equal(m.Headers[1].GetValue(), []byte{0, 1}) {
+		t.Errorf("record 0 came back with headers %v", m.GetHeaders())
+	}
+	if m := get(2); m.GetValueText() != `{"a":1.5,"b":[true,null,"x"]}` {
+		t.Errorf("the JSON record came back as text %q", m.GetValueText())
+	}
+	if m := get(3); m.Key == nil || len(m.Key) != 0 || !bytes.Equal(m.GetValueBytes(), []byte{0xff, 0xfe}) {
+		t.Errorf("record with an empty key and binary value came back as key %#v, value %v", m.Key, m.GetValue())
+	}
+	if m := get(4); m.Key != nil || m.GetValue() != nil {
+		t.Errorf("record without key and value came back with key %#v, value %v", m.Key, m.GetValue())
+	}
+
+	// As JSON, in another group: JSON values come as JSON, the rest as bytes.
+	byRef = map[string]*kafkav1.Message{}
+	for _, m := range e.pollAll(ctx, &kafkav1.PollRequest{Topic: topic, Group: group + "-json", MaxMessages: 10, AutoAck: true,
+		Timeout: durationpb.New(5 * time.Second), ValueFormat: kafkav1.ValueFormat_VALUE_FORMAT_JSON}, len(reqs)) {
+		byRef[key(m)] = m
+	}
+	if m := get(2); !proto.Equal(m.GetValueJson(), jsonValue) {
+		t.Errorf("the JSON record came back as %v", m.GetValue())
+	}
+	if m := get(0); string(m.GetValueBytes()) != "hello" {
+		t.Errorf("a text record read as JSON came back as %v", m.GetValue())
+	}
+}
+
+// TestProduceOldTimestamp writes records whose timestamps lie further back
+// than the producer's delivery timeout, as a replay or a migration does.
+func TestProduceOldTimestamp(t *testing.T) {
+	e := newEnv(t)
+	ctx := testCtx(t)
+	topic := newTopic(t, 3)
+	ts := time.UnixMilli(1_700_000_000_123).UTC()
+	resp, err := e.client.Produce(ctx, &kafkav1.ProduceRequest{Topic: topic, Timestamp: timestamppb.New(ts), Value: &kafkav1.ProduceRequest_ValueText{ValueText: "old"}})
+	if err != nil {
+		t.Fatalf("producing a record of %v: %v", ts, err)
+	}
+	if !resp.GetTimestamp().AsTime().Equal(ts) {
+		t.Errorf("the record has timestamp %v, want %v", resp.GetTimestamp().AsTime(), ts)
+	}
+}
+
+func TestProduceAsync(t *testing.T) {
+	e := newEnv(t)
+	ctx := testCtx(t)
+	topic, group := newTopic(t, 3), uniqueName(t, "group")
+	resp, err := e.client.Produce(ctx, &kafkav1.ProduceRequest{Topic: topic, Async: true, Value: &kafkav1.ProduceRequest_ValueText{ValueText: "async"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetPartition() != -1 || resp.GetOffset() != -1 {
+		t.Errorf("async produce answered %d-%d, want -1--1", resp.GetPartition(), resp.GetOffset())
+	}
+	msgs := e.pollAll(ctx, &kafkav1.PollRequest{Topic: topic, Group: group, AutoAck: true, ValueFormat: kafkav1.ValueFormat_VALUE_FORMAT_TEXT}, 1)
+	if msgs[0].GetValueText() != "async" {
+		t.Errorf("polled %v", msgs[0])
+	}
+
+	// A record that fails after the answer is logged.
+	p := int32(99)
+	resp, err = e.client.Produce(ctx, &kafkav1.ProduceRequest{Topic: topic, Async: true, Partition: &p})
+	if err != nil || resp.GetPartition() != -1 {
+		t.Fatalf("async produce to partition 99: %v, %v", resp, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(e.logs.String(), "asynchronous produce failed") {
+		if time.Now().After(deadline) {
+			t.Fatal("the failed asynchronous produce was not logged")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	// Synchronously, the same record fails the call.
+	_, err = e.client.Produce(ctx, &kafkav1.ProduceRequest{Topic: topic, Partition: &p})
+	wantCode(t, err, codes.InvalidArgument, "partition 99")
+}
+
+func TestProduceStream(t *testing.T) {
+	for _, inFlight := range []int{0, 3} {
+		t.Run(fmt.Sprintf("in-flight-%d", inFlight), func(t *testing.T) {
+			e := newEnv(t, withConfig(func(c *config.KafkaAPI) { c.Produce.MaxInFlightPerStream = inFlight }))
+			ctx := testCtx(t)
+			topic := newTopic(t, 3)
+			stream, err := e.client.ProduceStream(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			const n = 500
+			bad := map[int]string{50: "partition", 100: "topic", 150: "async", 151: "value_json"}
+			go func() {
+				p99 := int32(99)
+				for i := range n {
+					req := &kafkav1.ProduceRequest{Topic: topic, Key: fmt.Appendf(nil, "k%d", i%7),
+						Value: &kafkav1.ProduceRequest_ValueText{ValueText: fmt.Sprint(i)}}
+					switch bad[i] {
+					case "partition":
+						req.Partition = &p99
+					case "topic":
+						req.Topic = ""
+					case "async":
+						req.Async = true
+					case "value_json":
+						req.Value = &kafkav1.ProduceRequest_ValueJson{ValueJson: &structpb.Value{}}
+					}
+					if stream.Send(req) != nil {
+						return // the receiving side reports the failure
+					}
+				}
+				_ = stream.CloseSend()
+			}()
+			last := map[int32]int64{}
+			for i := range n {
+				res, err := stream.Recv()
+				if err != nil {
+					t.Fatalf("result %d: %v", i, err)
+				}
+				if res.GetSequence() != int64(i) {
+					t.Fatalf("result %d has sequence %d", i, res.GetSequence())
+				}
+				if field, ok := bad[i]; ok {
+					if codes.Code(res.GetCode()) != codes.InvalidArgument || !strings.Contains(res.GetError(), field) {
+						t.Errorf("record %d: got code %d %q, want INVALID_ARGUMENT about %s", i, res.GetCode(), res.GetError(), field)
+					}
+					continue
+				}
+				if res.GetCode() != 0 || res.GetError() != "" {
+					t.Fatalf("record %d failed: %d %s", i, res.GetCode(), res.GetError())
+				}
+				if prev, ok := last[res.GetPartition()]; ok && res.GetOffset() <= prev {
+					t.Fatalf("record %d got offset %d on partition %d after %d: out of order", i, res.GetOffset(), res.GetPartition(), prev)
+				}
+				last[res.GetPartition()] = res.GetOffset()
+			}
+			if _, err := stream.Recv(); !errors.Is(err, io.EOF) {
+				t.Fatalf("after every result the stream ended with %v, want OK", err)
+			}
+			offs, err := e.client.GetOffsets(ctx, &kafkav1.GetOffsetsRequest{Topic: topic, Group: uniqueName(t, "group")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var total int64
+			for _, p := range offs.GetPartitions() {
+				total += p.GetEnd()
+			}
+			if total != n-int64(len(bad)) {
+				t.Errorf("the topic holds %d records, want %d", total, n-len(bad))
+			}
+		})
+	}
+}
+
+func TestConsumeCredits(t *testing.T) {
+	e := newEnv(t)
+	ctx := testCtx(t)
+	topic, group := newTopic(t, 3), uniqueName(t, "group")
+	e.produce(ctx, topic, -1, "m", 10)
+
+	c := e.consume(ctx, &kafkav1.ConsumeRequest{Topic: topic, Group: group, Credits: 3, ValueFormat: kafkav1.ValueFormat_VALUE_FORMAT_TEXT})
+	got := c.take(3, 20*time.Second)
+	c.none(time.Second)
+	c.send(&kafkav1.ConsumeRequest{Credits: 4})
+	got = append(got, c.take(4, 10*time.Second)...)
+	c.none(time.Second)
+
+	// Acknowledge out of order, then take the rest.
+	ack := &kafkav1.ConsumeRequest{Credits: 10}
+	for i := len(got) - 1; i >= 0; i-- {
+		ack.Acks = append(ack.Acks, ref(got[i]))
+	}
+	c.send(ack)
+	rest := c.take(3, 10*time.Second)
+	got = append(got, rest...)
+	seen := map[string]bool{}
+	for _, m := range got {
+		if seen[key(m)] || !strings.HasPrefix(m.GetValueText(), "m-") || m.GetDeliveries() != 1 {
+			t.Fatalf("unexpected delivery %v", m)
+		}
+		seen[key(m)] = true
+	}
+	c.send(&kafkav1.ConsumeRequest{Acks: []*kafkav1.MessageRef{ref(rest[2]), ref(rest[0]), ref(rest[1])}})
+	e.waitCommitted(ctx, group, topic, 10)
+	c.none(500 * time.Millisecond)
+
+	// A half-close ends the stream with OK.
+	if err := c.stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.end(10 * time.Second); err != nil {
+		t.Fatalf("after a half-close the stream ended with %v, want OK", err)
+	}
+}
+
+func TestConsumeRedelivery(t *testing.T) {
+	e := newEnv(t)
+	ctx := testCtx(t)
+	topic, group := newTopic(t, 3), uniqueName(t, "group")
+	e.produce(ctx, topic, -1, "m", 6)
+
+	a := e.consume(ctx, &kafkav1.ConsumeRequest{Topic: topic, Group: group, Credits: 6})
+	got := a.take(6, 20*time.Second)
+	a.send(&kafkav1.ConsumeRequest{Acks: []*kafkav1.MessageRef{ref(got[5]), ref(got[0]), ref(got[3])}})
+	unacked := map[string]bool{key(got[1]): true, key(got[2]): true, key(got[4]): true}
+	// Let the acks land before the stream goes.
+	e.waitCommittedAtLeast(ctx, group, topic, got, []int{0, 3, 5})
+	a.kill()
+
+	b := e.consume(ctx, &kafkav1.ConsumeRequest{Topic: topic, Group: group, Credits: 10})
+	for _, m := range b.take(3, 20*time.Second) {
+		if !unacked[key(m)] {
+			t.Errorf("redelivered %s, which was acknowledged or already redelivered", key(m))
+		}
+		delete(unacked, key(m))
+		if m.GetDeliveries() != 2 {
+			t.Errorf("redelivered %s with deliveries %d, want 2", key(m), m.GetDeliveries())
+		}
+	}
+	b.none(time.Second)
+}
+
+// waitCommittedAtLeast waits until the acknowledged messages got[idx] show
+// as acknowledged in GetOffsets: committed past them or in sparse acks.
+func (e *env) waitCommittedAtLeast(ctx context.Context, group, topic string, got []*kafkav1.Message, idx []int) {
+	e.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := e.client.GetOffsets(ctx, &kafkav1.GetOffsetsRequest{Topic: topic, Group: group})
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		all := true
+		for _, i := range idx {
+			m := got[i]
+			for _, p := range resp.GetPartitions() {
+				if p.GetPartition() == m.GetPartition() && p.GetCommitted() <= m.GetOffset() && !inRanges(p.GetSparseAcks(), m.GetOffset()) {
+					all = false
+				}
+			}
+		}
+		if all {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	e.t.Fatal("the acknowledgements were not committed")
+}
+
+// inRanges reports whether off is in "from-to" ranges (to exclusive).
+func inRanges(ranges string, off int64) bool {
+	for _, r := range strings.Split(ranges, ",") {
+		var from, to int64
+		if _, err := fmt.Sscanf(r, "%d-%d", &from, &to); err == nil && off >= from && off < to {
+			return true
+		}
+	}
+	return false
+}
+
+func TestConsumeNack(t *testing.T) {
+	e := newEnv(t)
+	ctx := testCtx(t)
+	topic, group := newTopic(t, 3), uniqueName(t, "group")
+	e.produce(ctx, topic, -1, "m", 1)
+	c := e.consume(ctx, &kafkav1.ConsumeRequest{Topic: topic, Group: group, Credits: 5})
+	m := c.next(20 * time.Second)
+	c.send(&kafkav1.ConsumeRequest{Nacks: []*kafkav1.MessageRef{ref(m)}})
+	again := c.next(10 * time.Second)
+	if key(again) != key(m) || again.GetDeliveries() != 2 {
+		t.Fatalf("after a nack got %s (deliveries %d), want %s again", key(again), again.GetDeliveries(), key(m))
+	}
+	c.send(&kafkav1.ConsumeRequest{Acks: []*kafkav1.MessageRef{ref(again)}})
+	c.none(time.Second)
+	e.waitCommitted(ctx, group, topic, 1)
+}
+
+func TestConsumeErrors(t *testing.T) {
+	e := newEnv(t)
+	ctx := testCtx(t)
+	topic, group := newTopic(t, 3), uniqueName(t, "group")
+
+	for _, tc := range []struct {
+		name  string
+		first *kafkav1.ConsumeRequest
+		code  codes.Code
+		msg   string
+	}{
+		{"no topic", &kafkav1.ConsumeRequest{Group: group, Credits: 1}, codes.InvalidArgument, "topic"},
+		{"no group", &kafkav1.ConsumeRequest{Topic: topic, Credits: 1}, codes.InvalidArgument, "group"},
+		{"negative credits", &kafkav1.ConsumeRequest{Topic: topic, Group: group, Credits: -1}, codes.InvalidArgument, "credits"},
+		{"unknown topic", &kafkav1.ConsumeRequest{Topic: topic + "-nope", Group: group, Credits: 1}, codes.NotFound, "does not exist"},
+		{"unknown cluster", &kafkav1.ConsumeRequest{Cluster: "nope", Topic: topic, Group: group, Credits: 1}, codes.InvalidArgument, "nope"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := e.consume(ctx, tc.first)
+			wantCode(t, c.end(20*time.Second), tc.code, tc.msg)
+		})
+	}
+
+	e.produce(ctx, topic, -1, "m", 3)
+	t.Run("mid-stream", func(t *testing.T) {
+		for _, tc := range []struct {
+			name string
+			req  *kafkav1.ConsumeRequest
+			msg  string
+		}{
+			{"other topic", &kafkav1.ConsumeRequest{Topic: topic + "-other"}, "topic"},
+			{"other group", &kafkav1.ConsumeRequest{Group: group + "-other"}, "group"},
+			{"other cluster", &kafkav1.ConsumeRequest{Cluster: "other"}, "cluster"},
+			{"negative credits", &kafkav1.ConsumeRequest{Credits: -2}, "credits"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				c := e.consume(ctx, &kafkav1.ConsumeRequest{Topic: topic, Group: group})
+				c.send(tc.req)
+				wantCode(t, c.end(20*time.Second), codes.InvalidArgument, tc.msg)
+			})
+		}
+	})
+
+	t.Run("acks", func(t *testing.T) {
+		c := e.consume(ctx, &kafkav1.ConsumeRequest{Topic: topic, Group: group, Credits: 1})
+		m := c.next(20 * time.Second)
+		// A partition this instance does not own is skipped: the stream
+		// goes on.
+		c.send(&kafkav1.ConsumeRequest{Acks: []*kafkav1.MessageRef{{Partition: 99, Offset: 0}}, Credits: 1})
+		c.next(10 * time.Second)
+		if !strings.Contains(e.logs.String(), "skipped") {
+			t.Error("the ack of a partition not owned was not logged")
+		}
+		// An offset never delivered ends the stream.
+		c.send(&kafkav1.ConsumeRequest{Acks: []*kafkav1.MessageRef{{Partition: m.GetPartition(), Offset: 1_000_000}}})
+		wantCode(t, c.end(10*time.Second), codes.InvalidArgument, "1000000")
+	})
+}
+
+func TestPoll(t *testing.T) {
+	e := newEnv(t, withConfig(func(c *config.KafkaAPI) { c.Consume.AckTimeout = 2 * time.Second }))
+	ctx := testCtx(t)
+	topic, group := newTopic(t, 3), uniqueName(t, "group")
+
+	// Join the group first: the first poll may spend its time joining.
+	if _, err := e.client.Poll(ctx, &kafkav1.PollRequest{Topic: topic, Group: group, Timeout: durationpb.New(3 * time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		timeout *durationpb.Duration
+		want    time.Duration
+	}{
+		{"given timeout", durationpb.New(200 * time.Millisecond), 200 * time.Millisecond},
+		{"default timeout", nil, e.cfg.Consume.LongPollTimeout},
+		{"no wait", durationpb.New(0), 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			resp, err := e.client.Poll(ctx, &kafkav1.PollRequest{Topic: topic, Group: group, Timeout: tc.timeout})
+			took := time.Since(start)
+			if err != nil || len(resp.GetMessages()) != 0 {
+				t.Fatalf("poll of an empty topic: %v, %v", resp, err)
+			}
+			if took < tc.want || took > tc.want+2*time.Second {
+				t.Errorf("the poll took %v, want about %v", took, tc.want)
+			}
+		})
+	}
+
+	e.produce(ctx, topic, -1, "m", 5)
+	got := e.pollAll(ctx, &kafkav1.PollRequest{Topic: topic, Group: group, MaxMessages: 2, Timeout: durationpb.New(5 * time.Second)}, 5)
+	// Unacknowledged, the messages come again after the ack timeout.
+	again := e.pollAll(ctx, &kafkav1.PollRequest{Topic: topic, Group: group, MaxMessages: 10, Timeout: durationpb.New(5 * time.Second)}, 5)
+	for _, m := range again {
+		if m.GetDeliveries() != 2 {
+			t.Errorf("%s redelivered with deliveries %d, want 2", key(m), m.GetDeliveries())
+		}
+	}
+	// Acknowledged in a poll's acks, they are committed and not delivered again.
+	var acks []*kafkav1.MessageRef
+	for _, m := range got {
+		acks = append(acks, ref(m))
+	}
+	resp, err := e.client.Poll(ctx, &kafkav1.PollRequest{Topic: topic, Group: group, Acks: acks, Timeout: durationpb.New(3 * time.Second)})
+	if err != nil || len(resp.GetMessages()) != 0 {
+		t.Fatalf("poll with acks: %v, %v", resp, err)
+	}
+	e.waitCommitted(ctx, group, topic, 5)
+
+	// auto_ack: nothing comes again after the ack timeout.
+	e.produce(ctx, topic, -1, "n", 3)
+	e.pollAll(ctx, &kafkav1.PollRequest{Topic: topic, Group: group, MaxMessages: 3, AutoAck: true, Timeout: durationpb.New(5 * time.Second)}, 3)
+	resp, err = e.client.Poll(ctx, &kafkav1.PollRequest{Topic: topic, Group: group, Timeout: durationpb.New(3 * time.Second)})
+	if err != nil || len(resp.GetMessages()) != 0 {
+		t.Fatalf("after auto_ack a poll got %v, %v", resp, err)
+	}
+	e.waitCommitted(ctx, group, topic, 8)
+
+	for _, tc := range []struct {
+		name string
+		req  *kafkav1.PollRequest
+		code codes.Code
+		msg  string
+	}{
+		{"no topic", &kafkav1.PollRequest{Group: group}, codes.InvalidArgument, "topic"},
+		{"no group", &kafkav1.PollRequest{Topic: topic}, codes.InvalidArgument, "group"},
+		{"too many", &kafkav1.PollRequest{Topic: topic, Group: group, MaxMessages: 1001}, codes.InvalidArgument, "max_messages"},
+		{"negative max", &kafkav1.PollRequest{Topic: topic, Group: group, MaxMessages: -1}, codes.InvalidArgument, "max_messages"},
+		{"negative timeout", &kafkav1.PollRequest{Topic: topic, Group: group, Timeout: durationpb.New(-time.Second)}, codes.InvalidArgument, "timeout"},
+		{"ack never delivered", &kafkav1.PollRequest{Topic: topic, Group: group, Acks: []*kafkav1.MessageRef{{Partition: got[0].GetPartition(), Offset: 999}}}, codes.InvalidArgument, "999"},
+		{"unknown topic", &kafkav1.PollRequest{Topic: topic + "-nope", Group: group}, codes.NotFound, "does not exist"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := e.client.Poll(ctx, tc.req)
+			wantCode(t, err, tc.code, tc.msg)
+		})
+	}
+}
+
+func TestAck(t *testing.T) {
+	e := newEnv(t)
+	ctx := testCtx(t)
+	topic, group := newTopic(t, 3), uniqueName(t, "group")
+	e.produce(ctx, topic, -1, "m", 4)
+	got := e.pollAll(ctx, &kafkav1.PollRequest{Topic: topic, Group: group, MaxMessages: 4, Timeout: durationpb.New(5 * time.Second)}, 4)
+	var acks []*kafkav1.MessageRef
+	for _, m := range slices.Backward(got) {
+		acks = append(acks, ref(m))
+	}
+	if _, err := e.client.Ack(ctx, &kafkav1.AckRequest{Topic: topic, Group: group, Acks: acks}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitCommitted(ctx, group, topic, 4)
+
+	_, err := e.client.Ack(ctx, &kafkav1.AckRequest{Topic: topic, Group: group + "-none", Acks: acks})
+	wantCode(t, err, codes.FailedPrecondition, "not consuming")
+	_, err = e.client.Ack(ctx, &kafkav1.AckRequest{Topic: topic, Acks: acks})
+	wantCode(t, err, codes.InvalidArgument, "group")
+}
+
+func TestSetOffsetsOnLiveStream(t *testing.T) {
+	e := newEnv(t)
+	ctx := testCtx(t)
+	topic, group := newTopic(t, 3), uniqueName(t, "group")
+	// Within the producer's delivery timeout: see TestProduceOldTimestamp.
+	base := time.Now().Add(-15 * time.Second).Truncate(time.Second)
+	p0 := int32(0)
+	for i := range 10 {
+		_, err := e.client.Produce(ctx, &kafkav1.ProduceRequest{Topic: topic, Partition: &p0,
+			Timestamp: timestamppb.New(base.Add(time.Duration(i) * time.Second)), Value: &kafkav1.ProduceRequest_ValueText{ValueText: fmt.Sprint(i)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := e.consume(ctx, &kafkav1.ConsumeRequest{Topic: topic, Group: group, Credits: 1000})
+	// takeOffsets takes n messages, acknowledges them, waits for the
+	// acknowledgements to be committed (an ack still in flight when the
+	// offsets move would be for an offset not delivered any more) and
+	// returns their offsets in order.
+	takeOffsets := func(n int) []int64 {
+		t.Helper()
+		msgs := c.take(n, 20*time.Second)
+		req := &kafkav1.ConsumeRequest{}
+		var offs []int64
+		for _, m := range msgs {
+			if m.GetPartition() != 0 {
+				t.Fatalf("got a message of partition %d", m.GetPartition())
+			}
+			req.Acks = append(req.Acks, ref(m))
+			offs = append(offs, m.GetOffset())
+		}
+		c.send(req)
+		e.waitCommitted(ctx, group, topic, offs[len(offs)-1]+1)
+		return offs
+	}
+	seq := func(from, to int64) []int64 {
+		var s []int64
+		for i := from; i < to; i++ {
+			s = append(s, i)
+		}
+		return s
+	}
+	if got := takeOffsets(10); !slices.Equal(got, seq(0, 10)) {
+		t.Fatalf("first read got offsets %v", got)
+	}
+
+	set := func(req *kafkav1.SetOffsetsRequest) *kafkav1.SetOffsetsResponse {
+		t.Helper()
+		req.Topic, req.Group = topic, group
+		resp, err := e.client.SetOffsets(ctx, req)
+		if err != nil {
+			t.Fatalf("SetOffsets %v: %v", req.GetTarget(), err)
+		}
+		return resp
+	}
+	partition0 := func(resp *kafkav1.SetOffsetsResponse) int64 {
+		for _, p := range resp.GetPartitions() {
+			if p.GetPartition() == 0 {
+				return p.GetOffset()
+			}
+		}
+		t.Fatalf("SetOffsets answered %v, without partition 0", resp)
+		return 0
+	}
+
+	resp := set(&kafkav1.SetOffsetsRequest{Target: &kafkav1.SetOffsetsRequest_Position{Position: "earliest"}})
+	if partition0(resp) != 0 {
+		t.Errorf("earliest set partition 0 to %d", partition0(resp))
+	}
+	if got := takeOffsets(10); !slices.Equal(got, seq(0, 10)) {
+		t.Fatalf("after earliest got offsets %v", got)
+	}
+
+	resp = set(&kafkav1.SetOffsetsRequest{Target: &kafkav1.SetOffsetsRequest_Offsets{Offsets: &kafkav1.PartitionTargets{
+		Partitions: []*kafkav1.PartitionTarget{{Partition: 0, Offset: 7}}}}})
+	if partition0(resp) != 7 {
+		t.Errorf("offsets set partition 0 to %d", partition0(resp))
+	}
+	if got := takeOffsets(3); !slices.Equal(got, seq(7, 10)) {
+		t.Fatalf("after offset 7 got offsets %v", got)
+	}
+
+	resp = set(&kafkav1.SetOffsetsRequest{Target: &kafkav1.SetOffsetsRequest_Timestamp{Timestamp: timestamppb.New(base.Add(5 * time.Second))}})
+	if partition0(resp) != 5 {
+		t.Errorf("timestamp set partition 0 to %d", partition0(resp))
+	}
+	if got := takeOffsets(5); !slices.Equal(got, seq(5, 10)) {
+		t.Fatalf("after the timestamp got offsets %v", got)
+	}
+
+	resp = set(&kafkav1.SetOffsetsRequest{Target: &kafkav1.SetOffsetsRequest_Position{Position: "latest"}})
+	if partition0(resp) != 10 {
+		t.Errorf("latest set partition 0 to %d", partition0(resp))
+	}
+	c.none(time.Second)
+	e.produce(ctx, topic, 0, "new", 1)
+	if got := takeOffsets(1); !slices.Equal(got, []int64{10}) {
+		t.Fatalf("after latest got offsets %v", got)
+	}
+
+	for _, tc := range []struct {
+		name string
+		req  *kafkav1.SetOffsetsRequest
+		msg  string
+	}{
+		{"no target", &kafkav1.SetOffsetsRequest{}, "target"},
+		{"bad position", &kafkav1.SetOffsetsRequest{Target: &kafkav1.SetOffsetsRequest_Position{Position: "middle"}}, "position"},
+		{"no partitions", &kafkav1.SetOffsetsRequest{Target: &kafkav1.SetOffsetsRequest_Offsets{Offsets: &kafkav1.PartitionTargets{}}}, "offsets.partitions"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.req.Topic, tc.req.Group = topic, group
+			_, err := e.client.SetOffsets(ctx, tc.req)
+			wantCode(t, err, codes.InvalidArgument, tc.msg)
+		})
+	}
+}
+
+func TestAdmin(t *testing.T) {
+	e := newEnv(t)
+	ctx := testCtx(t)
+	topic, group := newTopic(t, 3), uniqueName(t, "group")
+
+	clusters, err := e.client.ListClusters(ctx, &kafkav1.ListClustersRequest{})
+	if err != nil || !slices.Equal(clusters.GetClusters(), []string{"default"}) {
+		t.Fatalf("ListClusters: %v, %v", clusters, err)
+	}
+	topics, err := e.client.ListTopics(ctx, &kafkav1.ListTopicsRequest{})
+	if err != nil || !slices.Contains(topics.GetTopics(), topic) {
+		t.Fatalf("ListTopics does not list %s: %v, %v", topic, topics, err)
+	}
+	desc, err := e.client.DescribeTopic(ctx, &kafkav1.DescribeTopicRequest{Topic: topic})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if desc.GetTopic() != topic || len(desc.GetPartitions()) != 3 || len(desc.GetConfigs()) == 0 {
+		t.Fatalf("DescribeTopic: %v", desc)
+	}
+	for i, p := range desc.GetPartitions() {
+		if p.GetPartition() != int32(i) || p.GetLeader() < 0 || len(p.GetReplicas()) == 0 || len(p.GetIsr()) == 0 {
+			t.Errorf("partition %d described as %v", i, p)
+		}
+	}
+	_, err = e.client.DescribeTopic(ctx, &kafkav1.DescribeTopicRequest{Topic: topic + "-nope"})
+	wantCode(t, err, codes.NotFound)
+	_, err = e.client.DescribeTopic(ctx, &kafkav1.DescribeTopicRequest{})
+	wantCode(t, err, codes.InvalidArgument, "topic")
+	_, err = e.client.ListTopics(ctx, &kafkav1.ListTopicsRequest{Cluster: "nope"})
+	wantCode(t, err, codes.InvalidArgument, "nope")
+
+	e.produce(ctx, topic, -1, "m", 1)
+	c := e.consume(ctx, &kafkav1.ConsumeRequest{Topic: topic, Group: group, Credits: 1})
+	c.next(20 * time.Second)
+	groups, err := e.client.ListGroups(ctx, &kafkav1.ListGroupsRequest{})
+	if err != nil || !slices.Contains(groups.GetGroups(), group) {
+		t.Fatalf("ListGroups does not list %s: %v, %v", group, groups, err)
+	}
+	var gd *kafkav1.GroupDescription
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if gd, err = e.client.DescribeGroup(ctx, &kafkav1.DescribeGroupRequest{Group: group}); err != nil {
+			t.Fatal(err)
+		}
+		if gd.GetState() == "Stable" || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if gd.GetGroup() != group || gd.GetState() != "Stable" || len(gd.GetMembers()) != 1 {
+		t.Fatalf("DescribeGroup: %v", gd)
+	}
+	if parts := gd.Members[0].GetAssignments()[topic].GetPartitions(); !slices.Equal(parts, []int32{0, 1, 2}) {
+		t.Errorf("the member is assigned %v of %s, want all three", parts, topic)
+	}
+	_, err = e.client.DescribeGroup(ctx, &kafkav1.DescribeGroupRequest{Group: group + "-nope"})
+	wantCode(t, err, codes.NotFound)
+	_, err = e.client.DescribeGroup(ctx, &kafkav1.DescribeGroupRequest{})
+	wantCode(t, err, codes.InvalidArgument, "group")
+}
+
+func TestSubscribeGRPC(t *testing.T) {
+	e := newEnv(t)
+	ctx := testCtx(t)
+	topic, group := newTopic(t, 3), uniqueName(t, "group")
+	e.produce(ctx, topic, -1, "m", 3)
+
+	stream, err := e.client.Subscribe(ctx, &kafkav1.SubscribeRequest{Topic: topic, Group: group, AutoAck: true, ValueFormat: kafkav1.ValueFormat_VALUE_FORMAT_TEXT})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.GetContentType() != "application/x-ndjson" || len(first.GetData()) != 0 {
+		t.Fatalf("the first chunk is %v, want an empty NDJSON one", first)
+	}
+	var data []byte
+	for bytes.Count(data, []byte("\n")) < 3 {
+		chunk, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		data = append(data, chunk.GetData()...)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		if !strings.Contains(line, `"valueText":"m-`) {
+			t.Errorf("line %s has no text value", line)
+		}
+	}
+	e.waitCommitted(ctx, group, topic, 3)
+
+	for _, tc := range []struct {
+		req *kafkav1.SubscribeRequest
+		msg string
+	}{
+		{&kafkav1.SubscribeRequest{Topic: topic, Group: group, Format: "xml"}, "format"},
+		{&kafkav1.SubscribeRequest{Topic: topic, Group: group, MaxUnacked: -1}, "max_unacked"},
+		{&kafkav1.SubscribeRequest{Topic: topic}, "group"},
+	} {
+		s, err := e.client.Subscribe(ctx, tc.req)
+		if err == nil {
+			_, err = s.Recv()
+		}
+		wantCode(t, err, codes.InvalidArgument, tc.msg)
+	}
+}
+
+// TestConcurrentStreams runs producers and consumers of one group side by
+// side, for the race detector and for ordering under load.
+func TestConcurrentStreams(t *testing.T) {
+	e := newEnv(t)
+	ctx := testCtx(t)
+	topic, group := newTopic(t, 3), uniqueName(t, "group")
+	const producers, perProducer = 4, 250
+	var wg sync.WaitGroup
+	errs := make(chan error, producers)
+	for p := range producers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			stream, err := e.client.ProduceStream(ctx)
+			if err != nil {
+				errs <- err
+				return
+			}
+			go func() {
+				for i := range perProducer {
+					if stream.Send(&kafkav1.ProduceRequest{Topic: topic, Value: &kafkav1.ProduceRequest_ValueText{ValueText: fmt.Sprintf("%d-%d", p, i)}}) != nil {
+						return
+					}
+				}
+				_ = stream.CloseSend()
+			}()
+			for i := range perProducer {
+				res, err := stream.Recv()
+				if err != nil || res.GetSequence() != int64(i) || res.GetCode() != 0 {
+					errs <- fmt.Errorf("producer %d result %d: %v %v", p, i, res, err)
+					return
+				}
+			}
+		}()
+	}
+	c := e.consume(ctx, &kafkav1.ConsumeRequest{Topic: topic, Group: group, Credits: producers * perProducer})
+	seen := map[string]bool{}
+	for range producers * perProducer {
+		m := c.next(30 * time.Second)
+		if seen[key(m)] {
+			t.Fatalf("%s delivered twice", key(m))
+		}
+		seen[key(m)] = true
+		c.send(&kafkav1.ConsumeRequest{Acks: []*kafkav1.MessageRef{ref(m)}})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	e.waitCommitted(ctx, group, topic, producers*perProducer)
+}
+
+func TestPlainGRPCServer(t *testing.T) {
+	e := newEnv(t, withPlainServer())
+	ctx := testCtx(t)
+	topic, group := newTopic(t, 3), uniqueName(t, "group")
+	e.produce(ctx, topic, -1, "m", 1)
+	e.restDo(http.MethodPost, "/v1/clusters/default/topics/"+topic+"/records", `{"valueText":"over REST"}`, 200, nil)
+	got := e.pollAll(ctx, &kafkav1.PollRequest{Topic: topic, Group: group, MaxMessages: 2, AutoAck: true, ValueFormat: kafkav1.ValueFormat_VALUE_FORMAT_TEXT, Timeout: durationpb.New(5 * time.Second)}, 2)
+	texts := []string{got[0].GetValueText(), got[1].GetValueText()}
+	slices.Sort(texts)
+	if !slices.Equal(texts, []string{"m-0", "over REST"}) {
+		t.Errorf("polled %q", texts)
+	}
+}
