@@ -70,6 +70,7 @@ func dialAddr(t testing.TB, addr string) *grpc.ClientConn {
 // APIs over gRPC and REST on one engine: a record produced through one
 // face is consumed, in the same group, through another.
 func TestKafkaAPIFaces(t *testing.T) {
+	leakCheck(t)
 	a := startKafkaAPI(t, "")
 	topic := newTopic(t, 1)
 	group := "g-" + topic
