@@ -37,14 +37,14 @@ type Cluster struct {
 	logger *slog.Logger
 
 	mu        sync.Mutex
-	producers map[Acks]*kgo.Client
+	producers map[producerKey]*kgo.Client
 	closed    bool
 }
 
 // NewCluster prepares a cluster; it connects on first use. seeds replaces
 // the configured brokers when the cluster is served by the embedded broker.
 func NewCluster(cfg config.Cluster, seeds []string, logger *slog.Logger) *Cluster {
-	return &Cluster{name: cfg.Name, cfg: cfg, seeds: seeds, logger: logger, producers: map[Acks]*kgo.Client{}}
+	return &Cluster{name: cfg.Name, cfg: cfg, seeds: seeds, logger: logger, producers: map[producerKey]*kgo.Client{}}
 }
 
 // Name returns the cluster's configured name.
@@ -66,21 +66,48 @@ func (c *Cluster) baseOpts() []kgo.Opt {
 // Producer returns the cluster's producer for acks, creating it on first
 // use.
 func (c *Cluster) Producer(acks Acks) (*kgo.Client, error) {
+	return c.producer(producerKey{acks: acks})
+}
+
+// BackdatedProducer returns the cluster's producer for records whose own
+// timestamp lies further back than the delivery timeout. franz-go measures
+// a batch's delivery timeout from its first record's timestamp, so on the
+// usual producer such a record fails at once, and fails the records
+// batched with it. This producer bounds delivery by retries instead.
+// Records written through it are not ordered with those of Producer.
+func (c *Cluster) BackdatedProducer(acks Acks) (*kgo.Client, error) {
+	return c.producer(producerKey{acks: acks, backdated: true})
+}
+
+// DeliveryTimeout is how long a record may take to be acknowledged.
+func (c *Cluster) DeliveryTimeout() time.Duration { return c.cfg.Producer.DeliveryTimeout }
+
+type producerKey struct {
+	acks      Acks
+	backdated bool
+}
+
+func (c *Cluster) producer(key producerKey) (*kgo.Client, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		return nil, fmt.Errorf("cluster %q is closed", c.name)
 	}
-	if p, ok := c.producers[acks]; ok {
+	if p, ok := c.producers[key]; ok {
 		return p, nil
 	}
+	acks := key.acks
 	p := c.cfg.Producer
+	timeout := kgo.RecordDeliveryTimeout(p.DeliveryTimeout)
+	if key.backdated {
+		timeout = kgo.RecordDeliveryTimeout(0)
+	}
 	opts := append(c.baseOpts(),
 		// Linger is set explicitly: franz-go's own default would hold every
 		// record back, and a request/reply call pays it twice.
 		kgo.ProducerLinger(p.Linger),
 		kgo.MaxBufferedRecords(p.MaxBufferedRecords),
-		kgo.RecordDeliveryTimeout(p.DeliveryTimeout),
+		timeout,
 		kgo.ProducerBatchCompression(codec(p.Compression)),
 		// Kafka's Java default partitioner (murmur2 of the key), so records
 		// land where Java producers and Zilla would put them, unless the
@@ -96,11 +123,16 @@ func (c *Cluster) Producer(acks Acks) (*kgo.Client, error) {
 	default:
 		opts = append(opts, kgo.RequiredAcks(kgo.AllISRAcks()))
 	}
+	if key.backdated {
+		// About as long as the delivery timeout allows, given franz-go's
+		// backoff between attempts (up to a second).
+		opts = append(opts, kgo.RecordRetries(max(3, int(p.DeliveryTimeout/time.Second))))
+	}
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("creating producer for cluster %q: %w", c.name, err)
 	}
-	c.producers[acks] = cl
+	c.producers[key] = cl
 	return cl, nil
 }
 

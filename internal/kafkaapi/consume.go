@@ -300,6 +300,7 @@ type partState struct {
 	partition int32
 	gen       int   // bumped when the partition is reset; offers of older generations are void
 	next      int64 // the offset after the last record read; -1 before the first when nothing was committed
+	readHigh  int64 // the highest next ever, across resets: acks below it were delivered once
 	unsettled pending
 	preAcked  []sparseacks.Range
 	queue     []*kgo.Record // to deliver, ascending offsets
@@ -557,6 +558,11 @@ func (m *member) partLocked(partition int32, offset int64) (*partState, error) {
 			partition, m.key.topic, m.key.group)
 	}
 	if offset < 0 || ps.next < 0 || offset >= ps.next {
+		if offset >= 0 && offset < ps.readHigh {
+			// Delivered before the partition's offsets were set back.
+			return nil, status.Errorf(codes.FailedPrecondition,
+				"the offsets of partition %d of topic %q were set back since offset %d was delivered; it is delivered again", partition, m.key.topic, offset)
+		}
 		return nil, status.Errorf(codes.InvalidArgument, "offset %d of partition %d of topic %q was not delivered", offset, partition, m.key.topic)
 	}
 	if !ps.unsettled.contains(offset) {
@@ -729,6 +735,7 @@ func (ps *partState) add(r *kgo.Record) {
 		return // read again after a reset to an earlier position than kgo's
 	}
 	ps.next = r.Offset + 1
+	ps.readHigh = max(ps.readHigh, ps.next)
 	for len(ps.preAcked) > 0 && ps.preAcked[0].To <= r.Offset {
 		ps.preAcked = ps.preAcked[1:]
 	}

@@ -546,6 +546,19 @@ func TestEngineSetOffsetsOnLiveGroup(t *testing.T) {
 	if fmt.Sprint(offsets) != "[4 6 7 8 9]" {
 		t.Fatalf("after rewinding delivered %v", offsets)
 	}
+	// Rewound to 2: an ack still in flight for offset 8 of the old
+	// position is refused as stale (FAILED_PRECONDITION, which streams
+	// skip), not as never delivered.
+	if _, err := s.SetOffsets(context.Background(), "", group, topic, []OffsetTarget{{Partition: 0, Offset: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ss.Ack(0, 8); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("stale ack after rewind: %v", err)
+	}
+	if err := ss.Ack(0, 20); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("ack of offset 20: %v", err)
+	}
+	take(t, ss, 8, 10*time.Second)
 	// Reset to the end by position, then to a time before everything.
 	if _, err := s.ResetOffsets(context.Background(), "", group, topic, time.Time{}, "latest"); err != nil {
 		t.Fatal(err)

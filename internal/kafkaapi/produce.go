@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -41,13 +42,14 @@ func (s *Service) ProduceAsync(ctx context.Context, cluster, topic string, r Rec
 	if topic == "" {
 		return status.Error(codes.InvalidArgument, "topic is required")
 	}
-	c, err := s.cluster(cluster)
+	c, p, err := s.producer(cluster)
 	if err != nil {
 		return err
 	}
-	p, err := c.Producer(kafka.Acks(s.cfg.Produce.Acks))
-	if err != nil {
-		return status.Error(codes.Unavailable, err.Error())
+	if d := c.DeliveryTimeout(); d > 0 && !r.Timestamp.IsZero() && time.Since(r.Timestamp) > d/2 {
+		if p, err = c.BackdatedProducer(kafka.Acks(s.cfg.Produce.Acks)); err != nil {
+			return status.Error(codes.Unavailable, err.Error())
+		}
 	}
 	rec := &kgo.Record{Topic: topic, Key: r.Key, Value: r.Value, Headers: r.Headers, Timestamp: r.Timestamp}
 	// The record outlives the call when async: it must not be failed by
@@ -78,4 +80,22 @@ func isKafkaErr(err error) bool {
 	var ke *kerr.Error
 	return errors.As(err, &ke) || errors.Is(err, kgo.ErrRecordTimeout) || errors.Is(err, kgo.ErrRecordRetries) ||
 		errors.Is(err, kgo.ErrMaxBuffered) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// producer returns the cluster and its producer for the API's acks,
+// cached after the first call so the per-record path takes no lock.
+func (s *Service) producer(cluster string) (*kafka.Cluster, *kgo.Client, error) {
+	c, err := s.cluster(cluster)
+	if err != nil {
+		return nil, nil, err
+	}
+	if p, ok := s.producers.Load(c.Name()); ok {
+		return c, p.(*kgo.Client), nil
+	}
+	p, err := c.Producer(kafka.Acks(s.cfg.Produce.Acks))
+	if err != nil {
+		return nil, nil, status.Error(codes.Unavailable, err.Error())
+	}
+	s.producers.Store(c.Name(), p)
+	return c, p, nil
 }

@@ -29,8 +29,10 @@ type Service struct {
 	names    []string // configured order; names[0] is the default
 	logger   *slog.Logger
 
-	ctx    context.Context // cancelled by Close; parent of every member
-	cancel context.CancelFunc
+	ctx context.Context // cancelled by Close; parent of every member
+
+	producers sync.Map // cluster name → *kgo.Client, the cluster's producer for cfg.Produce.Acks
+	cancel    context.CancelFunc
 
 	mu      sync.Mutex
 	admins  map[string]*kgo.Client // one shared client per cluster for admin requests

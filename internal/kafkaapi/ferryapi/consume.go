@@ -63,7 +63,7 @@ func (s *Server) Consume(stream grpc.BidiStreamingServer[kafkav1.ConsumeRequest,
 	}
 	go c.read(stream, cancel)
 
-	out := &kafkav1.ConsumeResponse{}
+	out, buf := &kafkav1.ConsumeResponse{}, new(messageBuf)
 	vf := first.GetValueFormat()
 	for {
 		if c.credits.Load() <= 0 {
@@ -83,7 +83,7 @@ func (s *Server) Consume(stream grpc.BidiStreamingServer[kafkav1.ConsumeRequest,
 				return err
 			}
 		}
-		out.Message = toMessage(m, vf)
+		out.Message = buf.fill(m, vf)
 		if err := stream.Send(out); err != nil {
 			return err
 		}

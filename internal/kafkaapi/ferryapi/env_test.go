@@ -22,13 +22,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/encoding"
-	grpcproto "google.golang.org/grpc/encoding/proto"
-	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 
 	kafkav1 "github.com/ferryproxy/ferry/api/ferry/kafka/v1"
 	"github.com/ferryproxy/ferry/internal/config"
+	"github.com/ferryproxy/ferry/internal/grpcserver"
 	"github.com/ferryproxy/ferry/internal/kafka"
 	"github.com/ferryproxy/ferry/internal/kafkaapi"
 )
@@ -67,33 +65,15 @@ func testConfig() config.KafkaAPI {
 	return cfg
 }
 
-// ferryCodec stands in for internal/grpcserver's codec, which is
-// unexported: forced on the server, it passes its own frames through and
-// hands every other message to grpc-go's proto codec. The Kafka API and
-// its REST transcoding must work behind it.
-type ferryCodec struct{ proto encoding.CodecV2 }
-
-type rawFrame struct{ b []byte }
-
-func (c ferryCodec) Marshal(v any) (mem.BufferSlice, error) {
-	if f, ok := v.(*rawFrame); ok {
-		return mem.BufferSlice{mem.SliceBuffer(f.b)}, nil
-	}
-	return c.proto.Marshal(v)
+// ferryGRPC returns Ferry's own gRPC server (its forced codec passes its
+// frames through and hands every other message to grpc-go's proto codec)
+// with register's services on it.
+func ferryGRPC(register func(*grpc.Server)) *grpc.Server {
+	return grpcserver.New(grpcserver.Options{MaxRecvMessageSize: 4 << 20, Register: register, Logger: slog.New(slog.DiscardHandler)}).GRPC()
 }
 
-func (c ferryCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	if f, ok := v.(*rawFrame); ok {
-		f.b = data.Materialize()
-		return nil
-	}
-	return c.proto.Unmarshal(data, v)
-}
-
-func (ferryCodec) Name() string { return grpcproto.Name }
-
-// env is a Server on a Service over the test brokers, served by a gRPC
-// server on a loopback port and by NewRESTHandler over HTTP.
+// env is a Server on a Service over the test brokers, served by Ferry's
+// gRPC server on a loopback port and by NewRESTHandler over HTTP.
 type env struct {
 	t      testing.TB
 	cfg    config.KafkaAPI
@@ -107,7 +87,7 @@ type envOption func(*envOptions)
 
 type envOptions struct {
 	cfg   func(*config.KafkaAPI)
-	plain bool // a plain grpc.Server instead of one with Ferry's forced codec
+	plain bool // a plain grpc.Server instead of Ferry's, which forces its codec
 }
 
 func withConfig(f func(*config.KafkaAPI)) envOption { return func(o *envOptions) { o.cfg = f } }
@@ -135,13 +115,14 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	cluster := kafka.NewCluster(cc, testBrokers, logger.With("kafka", "franz-go"))
 	svc := kafkaapi.New(cfg, map[string]*kafka.Cluster{"default": cluster}, []string{"default"}, logger)
 
+	register := func(gs *grpc.Server) { kafkav1.RegisterKafkaServer(gs, NewServer(svc, cfg, logger)) }
 	var gs *grpc.Server
 	if o.plain {
 		gs = grpc.NewServer()
+		register(gs)
 	} else {
-		gs = grpc.NewServer(grpc.ForceServerCodecV2(ferryCodec{proto: encoding.GetCodecV2(grpcproto.Name)}))
+		gs = ferryGRPC(register)
 	}
-	kafkav1.RegisterKafkaServer(gs, NewServer(svc, cfg, logger))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -35,8 +35,11 @@ func (s *Server) ProduceStream(stream grpc.BidiStreamingServer[kafkav1.ProduceRe
 	sent := make(chan error, 1)
 	go func() { sent <- q.drain(stream) }()
 
-	err := s.produceRecords(ctx, stream, q)
-	if err != nil {
+	if err := s.produceRecords(ctx, stream, q); err != nil {
+		// The sender stops at its next look at the ring. It is waited for
+		// because grpc-go forbids a Send after the handler returned; one
+		// blocked by a client that reads no more ends when the client
+		// goes away.
 		q.abort(err)
 		<-sent
 		return err

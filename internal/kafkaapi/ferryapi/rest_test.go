@@ -362,6 +362,41 @@ func TestRESTSubscribeSSE(t *testing.T) {
 	e.waitCommitted(context.Background(), group, topic, 3)
 }
 
+// TestRESTSubscribeEndsWithError checks how a stream that fails after it
+// started tells its client: a last NDJSON line or SSE event with the status.
+func TestRESTSubscribeEndsWithError(t *testing.T) {
+	for _, tc := range []struct{ format, prefix string }{
+		{"ndjson", `{"error":{"code":14,`},
+		{"sse", "event: error"},
+	} {
+		t.Run(tc.format, func(t *testing.T) {
+			e := newEnv(t)
+			topic, group := newTopic(t, 3), uniqueName(t, "group")
+			e.restDo(http.MethodPost, "/v1/clusters/default/topics/"+topic+"/records", `{"valueText":"m"}`, 200, nil)
+			s := e.subscribe("/v1/clusters/default/groups/" + group + "/topics/" + topic + "/messages?autoAck=true&format=" + tc.format)
+			l := s.next(20 * time.Second)
+			if tc.format == "sse" {
+				l = s.next(time.Second) // after the id line
+				s.next(time.Second)
+			}
+			if !strings.Contains(l, `"valueBytes":"bQ=="`) {
+				t.Fatalf("got %q, want the message", l)
+			}
+			// Closing the service ends every group member: the stream fails
+			// with UNAVAILABLE.
+			e.svc.Close()
+			if l := s.next(10 * time.Second); !strings.HasPrefix(l, tc.prefix) {
+				t.Fatalf("got %q, want %s", l, tc.prefix)
+			}
+			if tc.format == "sse" {
+				if l := s.next(time.Second); !strings.HasPrefix(l, `data: {"code":14,`) {
+					t.Fatalf("the error event's data is %q", l)
+				}
+			}
+		})
+	}
+}
+
 func TestNewRESTHandlerNeedsTheService(t *testing.T) {
 	if _, err := NewRESTHandler(grpc.NewServer()); err == nil || !strings.Contains(err.Error(), "not registered") {
 		t.Fatalf("NewRESTHandler on a server without the service: %v", err)

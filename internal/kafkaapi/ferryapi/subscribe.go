@@ -203,8 +203,8 @@ func (r *subscriptions) wait(ctx context.Context, key subKey, wake chan struct{}
 
 	r.n.Add(-1)
 	r.mu.Lock()
-	delete(subs, wake)
-	if len(subs) == 0 {
+	delete(r.m[key], wake)
+	if len(r.m[key]) == 0 {
 		delete(r.m, key)
 	}
 	r.mu.Unlock()
