@@ -15,6 +15,10 @@ import (
 	"github.com/ferryproxy/ferry/api/kafkapixy"
 )
 
+// produceBatch is how many records the ProduceStream benchmark sends per
+// request.
+const produceBatch = 100
+
 // reportLatencies reports p50 and p99 of lat and the rate of n records in
 // elapsed.
 func reportLatencies(b *testing.B, lat []time.Duration, n int, elapsed time.Duration, unit string) {
@@ -74,24 +78,39 @@ func BenchmarkKafkaAPIProduceStream(b *testing.B) {
 			b.ResetTimer()
 			start := time.Now()
 			go func() {
-				for i := range b.N {
-					r, err := stream.Recv()
+				i := 0
+				for i < b.N {
+					resp, err := stream.Recv()
 					if err != nil {
 						recvDone <- err
 						return
 					}
-					if r.Code != 0 || r.Sequence != int64(i) {
-						recvDone <- fmt.Errorf("result %d: %v", i, r)
-						return
+					now := time.Now()
+					for _, r := range resp.Results {
+						if r.Code != 0 || r.Sequence != int64(i) {
+							recvDone <- fmt.Errorf("result %d: %v", i, r)
+							return
+						}
+						lat[i] = now.Sub(sent[i])
+						i++
 					}
-					lat[i] = time.Since(sent[i])
 				}
 				recvDone <- nil
 			}()
-			req := &kafkav1.ProduceRequest{Topic: topic, Value: &kafkav1.ProduceRequest_ValueBytes{ValueBytes: value}}
-			for i := range b.N {
-				sent[i] = time.Now()
-				if err := stream.Send(req); err != nil {
+			// Requests of up to produceBatch records, as a client that
+			// streams records sends them: whatever it has, at once.
+			rec := &kafkav1.ProduceRequest{Topic: topic, Value: &kafkav1.ProduceRequest_ValueBytes{ValueBytes: value}}
+			batch := make([]*kafkav1.ProduceRequest, produceBatch)
+			for i := range batch {
+				batch[i] = rec
+			}
+			for i := 0; i < b.N; i += produceBatch {
+				n := min(produceBatch, b.N-i)
+				now := time.Now()
+				for j := range n {
+					sent[i+j] = now
+				}
+				if err := stream.Send(&kafkav1.ProduceStreamRequest{Records: batch[:n]}); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -156,13 +175,13 @@ func BenchmarkKafkaAPIConsumeStream(b *testing.B) {
 	b.Run("ferry", func(b *testing.B) {
 		topic := newTopic(b, 3)
 		produceBacklog(b, topic, b.N, 100)
-		a := startKafkaAPI(b, "    max_unacked_per_partition: 5000\n    max_buffered_per_partition: 5000\n")
+		a := startKafkaAPI(b, "    max_unacked_per_partition: 20000\n    max_buffered_per_partition: 20000\n")
 		ctx := ctxT(b, 5*time.Minute)
 		stream, err := kafkav1.NewKafkaClient(dialAddr(b, a.GRPCAddr())).Consume(ctx)
 		if err != nil {
 			b.Fatal(err)
 		}
-		const window = 4096
+		const window = 16384
 		lat := make([]time.Duration, 0, b.N)
 		b.ResetTimer()
 		start := time.Now()
@@ -175,9 +194,12 @@ func BenchmarkKafkaAPIConsumeStream(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			lat = append(lat, time.Since(start))
-			acks = append(acks, &kafkav1.MessageRef{Partition: r.Message.Partition, Offset: r.Message.Offset})
-			if len(acks) == window/4 {
+			now := time.Since(start)
+			for _, m := range r.Messages {
+				lat = append(lat, now)
+				acks = append(acks, &kafkav1.MessageRef{Partition: m.Partition, Offset: m.Offset})
+			}
+			if len(acks) >= window/4 {
 				if err := stream.Send(&kafkav1.ConsumeRequest{Credits: int32(len(acks)), Acks: acks}); err != nil {
 					b.Fatal(err)
 				}

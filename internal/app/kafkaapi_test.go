@@ -224,17 +224,13 @@ func TestKafkaAPIConsumerKilled(t *testing.T) {
 	}
 	var acked, unacked []string
 	var acks []*kafkav1.MessageRef
-	for range n {
-		r, err := stream.Recv()
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, m := range recvMessages(t, stream, n) {
 		// Every partition gets acks: even offsets are acknowledged.
-		if r.Message.Offset%2 == 0 {
-			acked = append(acked, r.Message.GetValueText())
-			acks = append(acks, &kafkav1.MessageRef{Partition: r.Message.Partition, Offset: r.Message.Offset})
+		if m.Offset%2 == 0 {
+			acked = append(acked, m.GetValueText())
+			acks = append(acks, &kafkav1.MessageRef{Partition: m.Partition, Offset: m.Offset})
 		} else {
-			unacked = append(unacked, r.Message.GetValueText())
+			unacked = append(unacked, m.GetValueText())
 		}
 	}
 	if err := stream.Send(&kafkav1.ConsumeRequest{Acks: acks}); err != nil {
@@ -278,13 +274,9 @@ func TestKafkaAPIConsumerKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	var again []string
-	for len(again) < len(unacked) {
-		r, err := stream.Recv()
-		if err != nil {
-			t.Fatal(err)
-		}
-		again = append(again, r.Message.GetValueText())
-		if err := stream.Send(&kafkav1.ConsumeRequest{Acks: []*kafkav1.MessageRef{{Partition: r.Message.Partition, Offset: r.Message.Offset}}}); err != nil {
+	for _, m := range recvMessages(t, stream, len(unacked)) {
+		again = append(again, m.GetValueText())
+		if err := stream.Send(&kafkav1.ConsumeRequest{Acks: []*kafkav1.MessageRef{{Partition: m.Partition, Offset: m.Offset}}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -298,8 +290,8 @@ func TestKafkaAPIConsumerKilled(t *testing.T) {
 	// Nothing else comes: the acknowledged stay acknowledged.
 	extra := make(chan string, 1)
 	go func() {
-		if r, err := stream.Recv(); err == nil {
-			extra <- r.Message.GetValueText()
+		if r, err := stream.Recv(); err == nil && len(r.Messages) > 0 {
+			extra <- r.Messages[0].GetValueText()
 		}
 	}()
 	select {
@@ -308,6 +300,24 @@ func TestKafkaAPIConsumerKilled(t *testing.T) {
 	case <-time.After(time.Second):
 	}
 	_ = os.Remove(cfgFile)
+}
+
+// recvMessages reads n messages from a Consume stream; a response may
+// carry several.
+func recvMessages(t testing.TB, stream kafkav1.Kafka_ConsumeClient, n int) []*kafkav1.Message {
+	t.Helper()
+	var out []*kafkav1.Message
+	for len(out) < n {
+		r, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("after %d of %d messages: %v", len(out), n, err)
+		}
+		out = append(out, r.Messages...)
+	}
+	if len(out) > n {
+		t.Fatalf("got %d messages, granted %d credits", len(out), n)
+	}
+	return out
 }
 
 // syncBuffer is a bytes.Buffer a subprocess writes to while the test

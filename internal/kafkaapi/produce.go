@@ -54,7 +54,10 @@ func (s *Service) ProduceAsync(ctx context.Context, cluster, topic string, r Rec
 	rec := &kgo.Record{Topic: topic, Key: r.Key, Value: r.Value, Headers: r.Headers, Timestamp: r.Timestamp}
 	// The record outlives the call when async: it must not be failed by
 	// the caller's context ending.
-	pctx := context.WithoutCancel(ctx)
+	pctx := ctx
+	if ctx.Done() != nil {
+		pctx = context.WithoutCancel(ctx) // callers producing many records pass one such context
+	}
 	if r.Partition >= 0 {
 		pctx = kafka.WithPartition(pctx, r.Partition)
 	}

@@ -63,10 +63,13 @@ func (s *Server) Consume(stream grpc.BidiStreamingServer[kafkav1.ConsumeRequest,
 	}
 	go c.read(stream, cancel)
 
-	out, buf := &kafkav1.ConsumeResponse{}, new(messageBuf)
+	out := &kafkav1.ConsumeResponse{}
+	bufs := make([]messageBuf, maxConsumeBatch)
+	msgs := make([]*kafkaapi.Message, 0, maxConsumeBatch)
 	vf := first.GetValueFormat()
 	for {
-		if c.credits.Load() <= 0 {
+		credits := c.credits.Load()
+		if credits <= 0 {
 			select {
 			case <-c.wake:
 				continue
@@ -74,22 +77,33 @@ func (s *Server) Consume(stream grpc.BidiStreamingServer[kafkav1.ConsumeRequest,
 				return c.endErr(ctx)
 			}
 		}
-		m, ok := sess.TryNext()
-		if !ok {
-			if m, err = sess.Next(ctx); err != nil {
+		n := int(min(credits, maxConsumeBatch))
+		msgs = sess.TakeUpTo(msgs[:0], n)
+		if len(msgs) == 0 {
+			m, err := sess.Next(ctx)
+			if err != nil {
 				if ctx.Err() != nil {
 					return c.endErr(ctx)
 				}
 				return err
 			}
+			msgs = sess.TakeUpTo(append(msgs, m), n-1)
 		}
-		out.Message = buf.fill(m, vf)
+		out.Messages = out.Messages[:0]
+		for i, m := range msgs {
+			out.Messages = append(out.Messages, bufs[i].fill(m, vf))
+		}
 		if err := stream.Send(out); err != nil {
 			return err
 		}
-		c.credits.Add(-1)
+		c.credits.Add(-int64(len(msgs)))
 	}
 }
+
+// maxConsumeBatch bounds the messages of one ConsumeResponse: enough to
+// spread a gRPC message's cost over many, few enough to keep responses
+// small and the first message early.
+const maxConsumeBatch = 256
 
 // consumer is one Consume stream's state shared by its two goroutines.
 type consumer struct {

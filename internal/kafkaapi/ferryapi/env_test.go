@@ -318,7 +318,9 @@ func (e *env) consume(ctx context.Context, first *kafkav1.ConsumeRequest) *consu
 				c.err = err
 				return
 			}
-			c.msgs <- resp.GetMessage()
+			for _, m := range resp.GetMessages() {
+				c.msgs <- m
+			}
 		}
 	}()
 	e.t.Cleanup(c.kill)
@@ -406,4 +408,39 @@ func key(m interface {
 	GetOffset() int64
 }) string {
 	return fmt.Sprintf("%d-%d", m.GetPartition(), m.GetOffset())
+}
+
+// produceStream is a ProduceStream client that sends records in requests
+// of one (send) or several (sendBatch), and reads results one at a time.
+type produceStream struct {
+	kafkav1.Kafka_ProduceStreamClient
+	pending []*kafkav1.ProduceResult
+}
+
+func (e *env) produceStream(ctx context.Context) (*produceStream, error) {
+	raw, err := e.client.ProduceStream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &produceStream{Kafka_ProduceStreamClient: raw}, nil
+}
+
+func (p *produceStream) send(r *kafkav1.ProduceRequest) error { return p.sendBatch(r) }
+
+func (p *produceStream) sendBatch(rs ...*kafkav1.ProduceRequest) error {
+	return p.Send(&kafkav1.ProduceStreamRequest{Records: rs})
+}
+
+// recv returns the next result, or the error that ended the stream.
+func (p *produceStream) recv() (*kafkav1.ProduceResult, error) {
+	for len(p.pending) == 0 {
+		resp, err := p.Recv()
+		if err != nil {
+			return nil, err
+		}
+		p.pending = resp.GetResults()
+	}
+	r := p.pending[0]
+	p.pending = p.pending[1:]
+	return r, nil
 }

@@ -25,7 +25,7 @@ import (
 // cfg.Produce.MaxInFlightPerStream slots: while they are all taken (records
 // written but not yet answered) the handler stops reading, which pushes back
 // on the client through gRPC flow control.
-func (s *Server) ProduceStream(stream grpc.BidiStreamingServer[kafkav1.ProduceRequest, kafkav1.ProduceResult]) error {
+func (s *Server) ProduceStream(stream grpc.BidiStreamingServer[kafkav1.ProduceStreamRequest, kafkav1.ProduceStreamResponse]) error {
 	ctx := stream.Context()
 	size := s.cfg.Produce.MaxInFlightPerStream
 	if size <= 0 {
@@ -50,14 +50,14 @@ func (s *Server) ProduceStream(stream grpc.BidiStreamingServer[kafkav1.ProduceRe
 	return <-sent
 }
 
-// produceRecords reads records until the client half-closes (nil) or the
-// stream fails.
-func (s *Server) produceRecords(ctx context.Context, stream grpc.BidiStreamingServer[kafkav1.ProduceRequest, kafkav1.ProduceResult], q *resultQueue) error {
-	req := new(kafkav1.ProduceRequest)
+// produceRecords reads requests until the client half-closes (nil) or the
+// stream fails, and writes their records.
+func (s *Server) produceRecords(ctx context.Context, stream grpc.BidiStreamingServer[kafkav1.ProduceStreamRequest, kafkav1.ProduceStreamResponse], q *resultQueue) error {
+	req := new(kafkav1.ProduceStreamRequest)
+	// Records outlive the stream's context: once handed to the producer
+	// they are written and answered even if the stream ends.
+	pctx := context.WithoutCancel(ctx)
 	for {
-		if err := q.waitSpace(ctx); err != nil {
-			return err
-		}
 		// RecvMsg into one reused request: unmarshalling resets it and
 		// allocates fresh bytes, so records handed on keep their own.
 		if err := stream.RecvMsg(req); err != nil {
@@ -66,18 +66,23 @@ func (s *Server) produceRecords(ctx context.Context, stream grpc.BidiStreamingSe
 			}
 			return err
 		}
-		seq := q.push()
-		rec, err := toRecord(req)
-		if err == nil && req.GetAsync() {
-			err = invalid("async", "is not supported on ProduceStream, which answers every record on its own")
-		}
-		if err == nil {
-			err = s.svc.ProduceAsync(ctx, req.GetCluster(), req.GetTopic(), rec, func(r kafkaapi.Result, err error) {
-				q.complete(seq, r, err)
-			})
-		}
-		if err != nil {
-			q.complete(seq, kafkaapi.Result{}, err)
+		for _, r := range req.GetRecords() {
+			if err := q.waitSpace(ctx); err != nil {
+				return err
+			}
+			seq := q.push()
+			rec, err := toRecord(r)
+			if err == nil && r.GetAsync() {
+				err = invalid("async", "is not supported on ProduceStream, which answers every record on its own")
+			}
+			if err == nil {
+				err = s.svc.ProduceAsync(pctx, r.GetCluster(), r.GetTopic(), rec, func(res kafkaapi.Result, err error) {
+					q.complete(seq, res, err)
+				})
+			}
+			if err != nil {
+				q.complete(seq, kafkaapi.Result{}, err)
+			}
 		}
 	}
 }
@@ -188,9 +193,11 @@ func (q *resultQueue) abort(err error) {
 
 // drain sends results in sequence order as they complete, until finish
 // was called and every result was sent (nil), or the stream failed.
-func (q *resultQueue) drain(stream grpc.BidiStreamingServer[kafkav1.ProduceRequest, kafkav1.ProduceResult]) error {
-	batch := make([]resultSlot, 0, min(len(q.slots), 256))
-	out := new(kafkav1.ProduceResult) // Send marshals at once, so one is enough
+func (q *resultQueue) drain(stream grpc.BidiStreamingServer[kafkav1.ProduceStreamRequest, kafkav1.ProduceStreamResponse]) error {
+	batch := make([]resultSlot, 0, min(len(q.slots), 1024))
+	// Send marshals at once, so one response and its results are reused.
+	out := new(kafkav1.ProduceStreamResponse)
+	results := make([]kafkav1.ProduceResult, cap(batch))
 	for {
 		q.mu.Lock()
 		first := q.head
@@ -215,13 +222,16 @@ func (q *resultQueue) drain(stream grpc.BidiStreamingServer[kafkav1.ProduceReque
 			continue
 		}
 		signal(q.space)
+		out.Results = out.Results[:0]
 		for i, r := range batch {
-			out.Sequence = first + int64(i)
-			out.Partition, out.Offset, out.Code, out.Error = r.partition, r.offset, int32(r.code), r.msg
-			if err := stream.Send(out); err != nil {
-				q.abort(err)
-				return err
-			}
+			res := &results[i]
+			res.Sequence = first + int64(i)
+			res.Partition, res.Offset, res.Code, res.Error = r.partition, r.offset, int32(r.code), r.msg
+			out.Results = append(out.Results, res)
+		}
+		if err := stream.Send(out); err != nil {
+			q.abort(err)
+			return err
 		}
 		batch = batch[:0]
 	}

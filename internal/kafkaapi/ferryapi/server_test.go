@@ -185,7 +185,7 @@ func TestProduceStream(t *testing.T) {
 			e := newEnv(t, withConfig(func(c *config.KafkaAPI) { c.Produce.MaxInFlightPerStream = inFlight }))
 			ctx := testCtx(t)
 			topic := newTopic(t, 3)
-			stream, err := e.client.ProduceStream(ctx)
+			stream, err := e.produceStream(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -193,6 +193,7 @@ func TestProduceStream(t *testing.T) {
 			bad := map[int]string{50: "partition", 100: "topic", 150: "async", 151: "value_json"}
 			go func() {
 				p99 := int32(99)
+				var batch []*kafkav1.ProduceRequest
 				for i := range n {
 					req := &kafkav1.ProduceRequest{Topic: topic, Key: fmt.Appendf(nil, "k%d", i%7),
 						Value: &kafkav1.ProduceRequest_ValueText{ValueText: fmt.Sprint(i)}}
@@ -206,15 +207,21 @@ func TestProduceStream(t *testing.T) {
 					case "value_json":
 						req.Value = &kafkav1.ProduceRequest_ValueJson{ValueJson: &structpb.Value{}}
 					}
-					if stream.Send(req) != nil {
-						return // the receiving side reports the failure
+					// Requests of 1 to 7 records: results keep the records'
+					// order across requests.
+					batch = append(batch, req)
+					if len(batch) == i%7+1 || i == n-1 {
+						if stream.sendBatch(batch...) != nil {
+							return // the receiving side reports the failure
+						}
+						batch = nil
 					}
 				}
 				_ = stream.CloseSend()
 			}()
 			last := map[int32]int64{}
 			for i := range n {
-				res, err := stream.Recv()
+				res, err := stream.recv()
 				if err != nil {
 					t.Fatalf("result %d: %v", i, err)
 				}
@@ -235,7 +242,7 @@ func TestProduceStream(t *testing.T) {
 				}
 				last[res.GetPartition()] = res.GetOffset()
 			}
-			if _, err := stream.Recv(); !errors.Is(err, io.EOF) {
+			if _, err := stream.recv(); !errors.Is(err, io.EOF) {
 				t.Fatalf("after every result the stream ended with %v, want OK", err)
 			}
 			offs, err := e.client.GetOffsets(ctx, &kafkav1.GetOffsetsRequest{Topic: topic, Group: uniqueName(t, "group")})
@@ -777,21 +784,21 @@ func TestConcurrentStreams(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			stream, err := e.client.ProduceStream(ctx)
+			stream, err := e.produceStream(ctx)
 			if err != nil {
 				errs <- err
 				return
 			}
 			go func() {
 				for i := range perProducer {
-					if stream.Send(&kafkav1.ProduceRequest{Topic: topic, Value: &kafkav1.ProduceRequest_ValueText{ValueText: fmt.Sprintf("%d-%d", p, i)}}) != nil {
+					if stream.send(&kafkav1.ProduceRequest{Topic: topic, Value: &kafkav1.ProduceRequest_ValueText{ValueText: fmt.Sprintf("%d-%d", p, i)}}) != nil {
 						return
 					}
 				}
 				_ = stream.CloseSend()
 			}()
 			for i := range perProducer {
-				res, err := stream.Recv()
+				res, err := stream.recv()
 				if err != nil || res.GetSequence() != int64(i) || res.GetCode() != 0 {
 					errs <- fmt.Errorf("producer %d result %d: %v %v", p, i, res, err)
 					return

@@ -362,6 +362,96 @@ func (x *ProduceResponse) GetTimestamp() *timestamppb.Timestamp {
 	return nil
 }
 
+type ProduceStreamRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Each record names its cluster and topic; async must be false.
+	Records       []*ProduceRequest `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProduceStreamRequest) Reset() {
+	*x = ProduceStreamRequest{}
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProduceStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProduceStreamRequest) ProtoMessage() {}
+
+func (x *ProduceStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProduceStreamRequest.ProtoReflect.Descriptor instead.
+func (*ProduceStreamRequest) Descriptor() ([]byte, []int) {
+	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ProduceStreamRequest) GetRecords() []*ProduceRequest {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+type ProduceStreamResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The next results, in the order the records were sent.
+	Results       []*ProduceResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProduceStreamResponse) Reset() {
+	*x = ProduceStreamResponse{}
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProduceStreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProduceStreamResponse) ProtoMessage() {}
+
+func (x *ProduceStreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProduceStreamResponse.ProtoReflect.Descriptor instead.
+func (*ProduceStreamResponse) Descriptor() ([]byte, []int) {
+	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ProduceStreamResponse) GetResults() []*ProduceResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
 type ProduceResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The record's position on the stream, from 0.
@@ -377,7 +467,7 @@ type ProduceResult struct {
 
 func (x *ProduceResult) Reset() {
 	*x = ProduceResult{}
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[3]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -389,7 +479,7 @@ func (x *ProduceResult) String() string {
 func (*ProduceResult) ProtoMessage() {}
 
 func (x *ProduceResult) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[3]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -402,7 +492,7 @@ func (x *ProduceResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProduceResult.ProtoReflect.Descriptor instead.
 func (*ProduceResult) Descriptor() ([]byte, []int) {
-	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{3}
+	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ProduceResult) GetSequence() int64 {
@@ -465,7 +555,7 @@ type Message struct {
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[4]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -477,7 +567,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[4]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -490,7 +580,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{4}
+	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Message) GetTopic() string {
@@ -609,7 +699,7 @@ type MessageRef struct {
 
 func (x *MessageRef) Reset() {
 	*x = MessageRef{}
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[5]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -621,7 +711,7 @@ func (x *MessageRef) String() string {
 func (*MessageRef) ProtoMessage() {}
 
 func (x *MessageRef) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[5]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -634,7 +724,7 @@ func (x *MessageRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageRef.ProtoReflect.Descriptor instead.
 func (*MessageRef) Descriptor() ([]byte, []int) {
-	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{5}
+	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *MessageRef) GetPartition() int32 {
@@ -670,7 +760,7 @@ type ConsumeRequest struct {
 
 func (x *ConsumeRequest) Reset() {
 	*x = ConsumeRequest{}
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[6]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -682,7 +772,7 @@ func (x *ConsumeRequest) String() string {
 func (*ConsumeRequest) ProtoMessage() {}
 
 func (x *ConsumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[6]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -695,7 +785,7 @@ func (x *ConsumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumeRequest.ProtoReflect.Descriptor instead.
 func (*ConsumeRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{6}
+	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ConsumeRequest) GetCluster() string {
@@ -748,15 +838,17 @@ func (x *ConsumeRequest) GetNacks() []*MessageRef {
 }
 
 type ConsumeResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Message       *Message               `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The next messages, at most as many as the credits granted so far and
+	// not yet used.
+	Messages      []*Message `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ConsumeResponse) Reset() {
 	*x = ConsumeResponse{}
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[7]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -768,7 +860,7 @@ func (x *ConsumeResponse) String() string {
 func (*ConsumeResponse) ProtoMessage() {}
 
 func (x *ConsumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[7]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -781,12 +873,12 @@ func (x *ConsumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumeResponse.ProtoReflect.Descriptor instead.
 func (*ConsumeResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{7}
+	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{9}
 }
 
-func (x *ConsumeResponse) GetMessage() *Message {
+func (x *ConsumeResponse) GetMessages() []*Message {
 	if x != nil {
-		return x.Message
+		return x.Messages
 	}
 	return nil
 }
@@ -812,7 +904,7 @@ type PollRequest struct {
 
 func (x *PollRequest) Reset() {
 	*x = PollRequest{}
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[8]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -824,7 +916,7 @@ func (x *PollRequest) String() string {
 func (*PollRequest) ProtoMessage() {}
 
 func (x *PollRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[8]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -837,7 +929,7 @@ func (x *PollRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PollRequest.ProtoReflect.Descriptor instead.
 func (*PollRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{8}
+	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PollRequest) GetCluster() string {
@@ -905,7 +997,7 @@ type PollResponse struct {
 
 func (x *PollResponse) Reset() {
 	*x = PollResponse{}
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[9]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -917,7 +1009,7 @@ func (x *PollResponse) String() string {
 func (*PollResponse) ProtoMessage() {}
 
 func (x *PollResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[9]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -930,7 +1022,7 @@ func (x *PollResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PollResponse.ProtoReflect.Descriptor instead.
 func (*PollResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{9}
+	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PollResponse) GetMessages() []*Message {
@@ -958,7 +1050,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[10]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -970,7 +1062,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[10]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -983,7 +1075,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{10}
+	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SubscribeRequest) GetCluster() string {
@@ -1047,7 +1139,7 @@ type AckRequest struct {
 
 func (x *AckRequest) Reset() {
 	*x = AckRequest{}
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[11]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1059,7 +1151,7 @@ func (x *AckRequest) String() string {
 func (*AckRequest) ProtoMessage() {}
 
 func (x *AckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[11]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1072,7 +1164,7 @@ func (x *AckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckRequest.ProtoReflect.Descriptor instead.
 func (*AckRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{11}
+	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AckRequest) GetCluster() string {
@@ -1111,7 +1203,7 @@ type AckResponse struct {
 
 func (x *AckResponse) Reset() {
 	*x = AckResponse{}
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[12]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1123,7 +1215,7 @@ func (x *AckResponse) String() string {
 func (*AckResponse) ProtoMessage() {}
 
 func (x *AckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[12]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1136,7 +1228,7 @@ func (x *AckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckResponse.ProtoReflect.Descriptor instead.
 func (*AckResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{12}
+	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{14}
 }
 
 type GetOffsetsRequest struct {
@@ -1150,7 +1242,7 @@ type GetOffsetsRequest struct {
 
 func (x *GetOffsetsRequest) Reset() {
 	*x = GetOffsetsRequest{}
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[13]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1162,7 +1254,7 @@ func (x *GetOffsetsRequest) String() string {
 func (*GetOffsetsRequest) ProtoMessage() {}
 
 func (x *GetOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[13]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1175,7 +1267,7 @@ func (x *GetOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*GetOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{13}
+	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetOffsetsRequest) GetCluster() string {
@@ -1222,7 +1314,7 @@ type PartitionOffsets struct {
 
 func (x *PartitionOffsets) Reset() {
 	*x = PartitionOffsets{}
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[14]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1234,7 +1326,7 @@ func (x *PartitionOffsets) String() string {
 func (*PartitionOffsets) ProtoMessage() {}
 
 func (x *PartitionOffsets) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[14]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1247,7 +1339,7 @@ func (x *PartitionOffsets) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionOffsets.ProtoReflect.Descriptor instead.
 func (*PartitionOffsets) Descriptor() ([]byte, []int) {
-	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{14}
+	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PartitionOffsets) GetPartition() int32 {
@@ -1308,7 +1400,7 @@ type GetOffsetsResponse struct {
 
 func (x *GetOffsetsResponse) Reset() {
 	*x = GetOffsetsResponse{}
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[15]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1320,7 +1412,7 @@ func (x *GetOffsetsResponse) String() string {
 func (*GetOffsetsResponse) ProtoMessage() {}
 
 func (x *GetOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[15]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1333,7 +1425,7 @@ func (x *GetOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*GetOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{15}
+	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetOffsetsResponse) GetPartitions() []*PartitionOffsets {
@@ -1362,7 +1454,7 @@ type SetOffsetsRequest struct {
 
 func (x *SetOffsetsRequest) Reset() {
 	*x = SetOffsetsRequest{}
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[16]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1374,7 +1466,7 @@ func (x *SetOffsetsRequest) String() string {
 func (*SetOffsetsRequest) ProtoMessage() {}
 
 func (x *SetOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[16]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1387,7 +1479,7 @@ func (x *SetOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*SetOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{16}
+	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SetOffsetsRequest) GetCluster() string {
@@ -1480,7 +1572,7 @@ type PartitionTargets struct {
 
 func (x *PartitionTargets) Reset() {
 	*x = PartitionTargets{}
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[17]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1492,7 +1584,7 @@ func (x *PartitionTargets) String() string {
 func (*PartitionTargets) ProtoMessage() {}
 
 func (x *PartitionTargets) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[17]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1505,7 +1597,7 @@ func (x *PartitionTargets) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionTargets.ProtoReflect.Descriptor instead.
 func (*PartitionTargets) Descriptor() ([]byte, []int) {
-	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{17}
+	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PartitionTargets) GetPartitions() []*PartitionTarget {
@@ -1528,7 +1620,7 @@ type PartitionTarget struct {
 
 func (x *PartitionTarget) Reset() {
 	*x = PartitionTarget{}
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[18]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1540,7 +1632,7 @@ func (x *PartitionTarget) String() string {
 func (*PartitionTarget) ProtoMessage() {}
 
 func (x *PartitionTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[18]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1553,7 +1645,7 @@ func (x *PartitionTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionTarget.ProtoReflect.Descriptor instead.
 func (*PartitionTarget) Descriptor() ([]byte, []int) {
-	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{18}
+	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PartitionTarget) GetPartition() int32 {
@@ -1587,7 +1679,7 @@ type SetOffsetsResponse struct {
 
 func (x *SetOffsetsResponse) Reset() {
 	*x = SetOffsetsResponse{}
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[19]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1599,7 +1691,7 @@ func (x *SetOffsetsResponse) String() string {
 func (*SetOffsetsResponse) ProtoMessage() {}
 
 func (x *SetOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[19]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1612,7 +1704,7 @@ func (x *SetOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*SetOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{19}
+	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SetOffsetsResponse) GetPartitions() []*PartitionTarget {
@@ -1630,7 +1722,7 @@ type ListClustersRequest struct {
 
 func (x *ListClustersRequest) Reset() {
 	*x = ListClustersRequest{}
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[20]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1642,7 +1734,7 @@ func (x *ListClustersRequest) String() string {
 func (*ListClustersRequest) ProtoMessage() {}
 
 func (x *ListClustersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[20]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1655,7 +1747,7 @@ func (x *ListClustersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListClustersRequest.ProtoReflect.Descriptor instead.
 func (*ListClustersRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{20}
+	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{22}
 }
 
 type ListClustersResponse struct {
@@ -1667,7 +1759,7 @@ type ListClustersResponse struct {
 
 func (x *ListClustersResponse) Reset() {
 	*x = ListClustersResponse{}
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[21]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1679,7 +1771,7 @@ func (x *ListClustersResponse) String() string {
 func (*ListClustersResponse) ProtoMessage() {}
 
 func (x *ListClustersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[21]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1692,7 +1784,7 @@ func (x *ListClustersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListClustersResponse.ProtoReflect.Descriptor instead.
 func (*ListClustersResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{21}
+	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListClustersResponse) GetClusters() []string {
@@ -1713,7 +1805,7 @@ type ListTopicsRequest struct {
 
 func (x *ListTopicsRequest) Reset() {
 	*x = ListTopicsRequest{}
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[22]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1725,7 +1817,7 @@ func (x *ListTopicsRequest) String() string {
 func (*ListTopicsRequest) ProtoMessage() {}
 
 func (x *ListTopicsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[22]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1738,7 +1830,7 @@ func (x *ListTopicsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTopicsRequest.ProtoReflect.Descriptor instead.
 func (*ListTopicsRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{22}
+	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListTopicsRequest) GetCluster() string {
@@ -1764,7 +1856,7 @@ type ListTopicsResponse struct {
 
 func (x *ListTopicsResponse) Reset() {
 	*x = ListTopicsResponse{}
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[23]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1776,7 +1868,7 @@ func (x *ListTopicsResponse) String() string {
 func (*ListTopicsResponse) ProtoMessage() {}
 
 func (x *ListTopicsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[23]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1789,7 +1881,7 @@ func (x *ListTopicsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTopicsResponse.ProtoReflect.Descriptor instead.
 func (*ListTopicsResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{23}
+	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListTopicsResponse) GetTopics() []string {
@@ -1809,7 +1901,7 @@ type DescribeTopicRequest struct {
 
 func (x *DescribeTopicRequest) Reset() {
 	*x = DescribeTopicRequest{}
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[24]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1821,7 +1913,7 @@ func (x *DescribeTopicRequest) String() string {
 func (*DescribeTopicRequest) ProtoMessage() {}
 
 func (x *DescribeTopicRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[24]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1834,7 +1926,7 @@ func (x *DescribeTopicRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTopicRequest.ProtoReflect.Descriptor instead.
 func (*DescribeTopicRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{24}
+	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DescribeTopicRequest) GetCluster() string {
@@ -1863,7 +1955,7 @@ type PartitionInfo struct {
 
 func (x *PartitionInfo) Reset() {
 	*x = PartitionInfo{}
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[25]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1875,7 +1967,7 @@ func (x *PartitionInfo) String() string {
 func (*PartitionInfo) ProtoMessage() {}
 
 func (x *PartitionInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[25]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1888,7 +1980,7 @@ func (x *PartitionInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionInfo.ProtoReflect.Descriptor instead.
 func (*PartitionInfo) Descriptor() ([]byte, []int) {
-	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{25}
+	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *PartitionInfo) GetPartition() int32 {
@@ -1931,7 +2023,7 @@ type ConfigEntry struct {
 
 func (x *ConfigEntry) Reset() {
 	*x = ConfigEntry{}
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[26]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1943,7 +2035,7 @@ func (x *ConfigEntry) String() string {
 func (*ConfigEntry) ProtoMessage() {}
 
 func (x *ConfigEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[26]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1956,7 +2048,7 @@ func (x *ConfigEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigEntry.ProtoReflect.Descriptor instead.
 func (*ConfigEntry) Descriptor() ([]byte, []int) {
-	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{26}
+	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ConfigEntry) GetName() string {
@@ -1991,7 +2083,7 @@ type TopicDescription struct {
 
 func (x *TopicDescription) Reset() {
 	*x = TopicDescription{}
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[27]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2003,7 +2095,7 @@ func (x *TopicDescription) String() string {
 func (*TopicDescription) ProtoMessage() {}
 
 func (x *TopicDescription) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[27]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2016,7 +2108,7 @@ func (x *TopicDescription) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicDescription.ProtoReflect.Descriptor instead.
 func (*TopicDescription) Descriptor() ([]byte, []int) {
-	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{27}
+	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *TopicDescription) GetTopic() string {
@@ -2049,7 +2141,7 @@ type ListGroupsRequest struct {
 
 func (x *ListGroupsRequest) Reset() {
 	*x = ListGroupsRequest{}
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[28]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2061,7 +2153,7 @@ func (x *ListGroupsRequest) String() string {
 func (*ListGroupsRequest) ProtoMessage() {}
 
 func (x *ListGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[28]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2074,7 +2166,7 @@ func (x *ListGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGroupsRequest.ProtoReflect.Descriptor instead.
 func (*ListGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{28}
+	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListGroupsRequest) GetCluster() string {
@@ -2093,7 +2185,7 @@ type ListGroupsResponse struct {
 
 func (x *ListGroupsResponse) Reset() {
 	*x = ListGroupsResponse{}
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[29]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2105,7 +2197,7 @@ func (x *ListGroupsResponse) String() string {
 func (*ListGroupsResponse) ProtoMessage() {}
 
 func (x *ListGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[29]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2118,7 +2210,7 @@ func (x *ListGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGroupsResponse.ProtoReflect.Descriptor instead.
 func (*ListGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{29}
+	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListGroupsResponse) GetGroups() []string {
@@ -2138,7 +2230,7 @@ type DescribeGroupRequest struct {
 
 func (x *DescribeGroupRequest) Reset() {
 	*x = DescribeGroupRequest{}
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[30]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2150,7 +2242,7 @@ func (x *DescribeGroupRequest) String() string {
 func (*DescribeGroupRequest) ProtoMessage() {}
 
 func (x *DescribeGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[30]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2163,7 +2255,7 @@ func (x *DescribeGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeGroupRequest.ProtoReflect.Descriptor instead.
 func (*DescribeGroupRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{30}
+	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DescribeGroupRequest) GetCluster() string {
@@ -2193,7 +2285,7 @@ type GroupMember struct {
 
 func (x *GroupMember) Reset() {
 	*x = GroupMember{}
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[31]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2205,7 +2297,7 @@ func (x *GroupMember) String() string {
 func (*GroupMember) ProtoMessage() {}
 
 func (x *GroupMember) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[31]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2218,7 +2310,7 @@ func (x *GroupMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupMember.ProtoReflect.Descriptor instead.
 func (*GroupMember) Descriptor() ([]byte, []int) {
-	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{31}
+	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GroupMember) GetMemberId() string {
@@ -2258,7 +2350,7 @@ type Partitions struct {
 
 func (x *Partitions) Reset() {
 	*x = Partitions{}
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[32]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2270,7 +2362,7 @@ func (x *Partitions) String() string {
 func (*Partitions) ProtoMessage() {}
 
 func (x *Partitions) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[32]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2283,7 +2375,7 @@ func (x *Partitions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Partitions.ProtoReflect.Descriptor instead.
 func (*Partitions) Descriptor() ([]byte, []int) {
-	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{32}
+	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Partitions) GetPartitions() []int32 {
@@ -2306,7 +2398,7 @@ type GroupDescription struct {
 
 func (x *GroupDescription) Reset() {
 	*x = GroupDescription{}
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[33]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2318,7 +2410,7 @@ func (x *GroupDescription) String() string {
 func (*GroupDescription) ProtoMessage() {}
 
 func (x *GroupDescription) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[33]
+	mi := &file_ferry_kafka_v1_kafka_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2331,7 +2423,7 @@ func (x *GroupDescription) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupDescription.ProtoReflect.Descriptor instead.
 func (*GroupDescription) Descriptor() ([]byte, []int) {
-	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{33}
+	return file_ferry_kafka_v1_kafka_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GroupDescription) GetGroup() string {
@@ -2392,7 +2484,11 @@ const file_ferry_kafka_v1_kafka_proto_rawDesc = "" +
 	"\x0fProduceResponse\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\x128\n" +
-	"\ttimestamp\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\"\x8b\x01\n" +
+	"\ttimestamp\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\"P\n" +
+	"\x14ProduceStreamRequest\x128\n" +
+	"\arecords\x18\x01 \x03(\v2\x1e.ferry.kafka.v1.ProduceRequestR\arecords\"P\n" +
+	"\x15ProduceStreamResponse\x127\n" +
+	"\aresults\x18\x01 \x03(\v2\x1d.ferry.kafka.v1.ProduceResultR\aresults\"\x8b\x01\n" +
 	"\rProduceResult\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x03R\bsequence\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x16\n" +
@@ -2429,9 +2525,9 @@ const file_ferry_kafka_v1_kafka_proto_rawDesc = "" +
 	"\fvalue_format\x18\x04 \x01(\x0e2\x1b.ferry.kafka.v1.ValueFormatR\vvalueFormat\x12\x18\n" +
 	"\acredits\x18\x05 \x01(\x05R\acredits\x12.\n" +
 	"\x04acks\x18\x06 \x03(\v2\x1a.ferry.kafka.v1.MessageRefR\x04acks\x120\n" +
-	"\x05nacks\x18\a \x03(\v2\x1a.ferry.kafka.v1.MessageRefR\x05nacks\"D\n" +
-	"\x0fConsumeResponse\x121\n" +
-	"\amessage\x18\x01 \x01(\v2\x17.ferry.kafka.v1.MessageR\amessage\"\xb6\x02\n" +
+	"\x05nacks\x18\a \x03(\v2\x1a.ferry.kafka.v1.MessageRefR\x05nacks\"F\n" +
+	"\x0fConsumeResponse\x123\n" +
+	"\bmessages\x18\x01 \x03(\v2\x17.ferry.kafka.v1.MessageR\bmessages\"\xb6\x02\n" +
 	"\vPollRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05topic\x18\x02 \x01(\tR\x05topic\x12\x14\n" +
@@ -2551,10 +2647,10 @@ const file_ferry_kafka_v1_kafka_proto_rawDesc = "" +
 	"\vValueFormat\x12\x16\n" +
 	"\x12VALUE_FORMAT_BYTES\x10\x00\x12\x15\n" +
 	"\x11VALUE_FORMAT_TEXT\x10\x01\x12\x15\n" +
-	"\x11VALUE_FORMAT_JSON\x10\x022\x8c\r\n" +
+	"\x11VALUE_FORMAT_JSON\x10\x022\x9a\r\n" +
 	"\x05Kafka\x12\x84\x01\n" +
-	"\aProduce\x12\x1e.ferry.kafka.v1.ProduceRequest\x1a\x1f.ferry.kafka.v1.ProduceResponse\"8\x82\xd3\xe4\x93\x022:\x01*\"-/v1/clusters/{cluster}/topics/{topic}/records\x12T\n" +
-	"\rProduceStream\x12\x1e.ferry.kafka.v1.ProduceRequest\x1a\x1d.ferry.kafka.v1.ProduceResult\"\x00(\x010\x01\x12P\n" +
+	"\aProduce\x12\x1e.ferry.kafka.v1.ProduceRequest\x1a\x1f.ferry.kafka.v1.ProduceResponse\"8\x82\xd3\xe4\x93\x022:\x01*\"-/v1/clusters/{cluster}/topics/{topic}/records\x12b\n" +
+	"\rProduceStream\x12$.ferry.kafka.v1.ProduceStreamRequest\x1a%.ferry.kafka.v1.ProduceStreamResponse\"\x00(\x010\x01\x12P\n" +
 	"\aConsume\x12\x1e.ferry.kafka.v1.ConsumeRequest\x1a\x1f.ferry.kafka.v1.ConsumeResponse\"\x00(\x010\x01\x12\x87\x01\n" +
 	"\x04Poll\x12\x1b.ferry.kafka.v1.PollRequest\x1a\x1c.ferry.kafka.v1.PollResponse\"D\x82\xd3\xe4\x93\x02>:\x01*\"9/v1/clusters/{cluster}/groups/{group}/topics/{topic}/poll\x12\x8c\x01\n" +
 	"\tSubscribe\x12 .ferry.kafka.v1.SubscribeRequest\x1a\x14.google.api.HttpBody\"E\x82\xd3\xe4\x93\x02?\x12=/v1/clusters/{cluster}/groups/{group}/topics/{topic}/messages0\x01\x12\x84\x01\n" +
@@ -2584,108 +2680,112 @@ func file_ferry_kafka_v1_kafka_proto_rawDescGZIP() []byte {
 }
 
 var file_ferry_kafka_v1_kafka_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_ferry_kafka_v1_kafka_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_ferry_kafka_v1_kafka_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_ferry_kafka_v1_kafka_proto_goTypes = []any{
 	(ValueFormat)(0),              // 0: ferry.kafka.v1.ValueFormat
 	(*Header)(nil),                // 1: ferry.kafka.v1.Header
 	(*ProduceRequest)(nil),        // 2: ferry.kafka.v1.ProduceRequest
 	(*ProduceResponse)(nil),       // 3: ferry.kafka.v1.ProduceResponse
-	(*ProduceResult)(nil),         // 4: ferry.kafka.v1.ProduceResult
-	(*Message)(nil),               // 5: ferry.kafka.v1.Message
-	(*MessageRef)(nil),            // 6: ferry.kafka.v1.MessageRef
-	(*ConsumeRequest)(nil),        // 7: ferry.kafka.v1.ConsumeRequest
-	(*ConsumeResponse)(nil),       // 8: ferry.kafka.v1.ConsumeResponse
-	(*PollRequest)(nil),           // 9: ferry.kafka.v1.PollRequest
-	(*PollResponse)(nil),          // 10: ferry.kafka.v1.PollResponse
-	(*SubscribeRequest)(nil),      // 11: ferry.kafka.v1.SubscribeRequest
-	(*AckRequest)(nil),            // 12: ferry.kafka.v1.AckRequest
-	(*AckResponse)(nil),           // 13: ferry.kafka.v1.AckResponse
-	(*GetOffsetsRequest)(nil),     // 14: ferry.kafka.v1.GetOffsetsRequest
-	(*PartitionOffsets)(nil),      // 15: ferry.kafka.v1.PartitionOffsets
-	(*GetOffsetsResponse)(nil),    // 16: ferry.kafka.v1.GetOffsetsResponse
-	(*SetOffsetsRequest)(nil),     // 17: ferry.kafka.v1.SetOffsetsRequest
-	(*PartitionTargets)(nil),      // 18: ferry.kafka.v1.PartitionTargets
-	(*PartitionTarget)(nil),       // 19: ferry.kafka.v1.PartitionTarget
-	(*SetOffsetsResponse)(nil),    // 20: ferry.kafka.v1.SetOffsetsResponse
-	(*ListClustersRequest)(nil),   // 21: ferry.kafka.v1.ListClustersRequest
-	(*ListClustersResponse)(nil),  // 22: ferry.kafka.v1.ListClustersResponse
-	(*ListTopicsRequest)(nil),     // 23: ferry.kafka.v1.ListTopicsRequest
-	(*ListTopicsResponse)(nil),    // 24: ferry.kafka.v1.ListTopicsResponse
-	(*DescribeTopicRequest)(nil),  // 25: ferry.kafka.v1.DescribeTopicRequest
-	(*PartitionInfo)(nil),         // 26: ferry.kafka.v1.PartitionInfo
-	(*ConfigEntry)(nil),           // 27: ferry.kafka.v1.ConfigEntry
-	(*TopicDescription)(nil),      // 28: ferry.kafka.v1.TopicDescription
-	(*ListGroupsRequest)(nil),     // 29: ferry.kafka.v1.ListGroupsRequest
-	(*ListGroupsResponse)(nil),    // 30: ferry.kafka.v1.ListGroupsResponse
-	(*DescribeGroupRequest)(nil),  // 31: ferry.kafka.v1.DescribeGroupRequest
-	(*GroupMember)(nil),           // 32: ferry.kafka.v1.GroupMember
-	(*Partitions)(nil),            // 33: ferry.kafka.v1.Partitions
-	(*GroupDescription)(nil),      // 34: ferry.kafka.v1.GroupDescription
-	nil,                           // 35: ferry.kafka.v1.GroupMember.AssignmentsEntry
-	(*structpb.Value)(nil),        // 36: google.protobuf.Value
-	(*timestamppb.Timestamp)(nil), // 37: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 38: google.protobuf.Duration
-	(*httpbody.HttpBody)(nil),     // 39: google.api.HttpBody
+	(*ProduceStreamRequest)(nil),  // 4: ferry.kafka.v1.ProduceStreamRequest
+	(*ProduceStreamResponse)(nil), // 5: ferry.kafka.v1.ProduceStreamResponse
+	(*ProduceResult)(nil),         // 6: ferry.kafka.v1.ProduceResult
+	(*Message)(nil),               // 7: ferry.kafka.v1.Message
+	(*MessageRef)(nil),            // 8: ferry.kafka.v1.MessageRef
+	(*ConsumeRequest)(nil),        // 9: ferry.kafka.v1.ConsumeRequest
+	(*ConsumeResponse)(nil),       // 10: ferry.kafka.v1.ConsumeResponse
+	(*PollRequest)(nil),           // 11: ferry.kafka.v1.PollRequest
+	(*PollResponse)(nil),          // 12: ferry.kafka.v1.PollResponse
+	(*SubscribeRequest)(nil),      // 13: ferry.kafka.v1.SubscribeRequest
+	(*AckRequest)(nil),            // 14: ferry.kafka.v1.AckRequest
+	(*AckResponse)(nil),           // 15: ferry.kafka.v1.AckResponse
+	(*GetOffsetsRequest)(nil),     // 16: ferry.kafka.v1.GetOffsetsRequest
+	(*PartitionOffsets)(nil),      // 17: ferry.kafka.v1.PartitionOffsets
+	(*GetOffsetsResponse)(nil),    // 18: ferry.kafka.v1.GetOffsetsResponse
+	(*SetOffsetsRequest)(nil),     // 19: ferry.kafka.v1.SetOffsetsRequest
+	(*PartitionTargets)(nil),      // 20: ferry.kafka.v1.PartitionTargets
+	(*PartitionTarget)(nil),       // 21: ferry.kafka.v1.PartitionTarget
+	(*SetOffsetsResponse)(nil),    // 22: ferry.kafka.v1.SetOffsetsResponse
+	(*ListClustersRequest)(nil),   // 23: ferry.kafka.v1.ListClustersRequest
+	(*ListClustersResponse)(nil),  // 24: ferry.kafka.v1.ListClustersResponse
+	(*ListTopicsRequest)(nil),     // 25: ferry.kafka.v1.ListTopicsRequest
+	(*ListTopicsResponse)(nil),    // 26: ferry.kafka.v1.ListTopicsResponse
+	(*DescribeTopicRequest)(nil),  // 27: ferry.kafka.v1.DescribeTopicRequest
+	(*PartitionInfo)(nil),         // 28: ferry.kafka.v1.PartitionInfo
+	(*ConfigEntry)(nil),           // 29: ferry.kafka.v1.ConfigEntry
+	(*TopicDescription)(nil),      // 30: ferry.kafka.v1.TopicDescription
+	(*ListGroupsRequest)(nil),     // 31: ferry.kafka.v1.ListGroupsRequest
+	(*ListGroupsResponse)(nil),    // 32: ferry.kafka.v1.ListGroupsResponse
+	(*DescribeGroupRequest)(nil),  // 33: ferry.kafka.v1.DescribeGroupRequest
+	(*GroupMember)(nil),           // 34: ferry.kafka.v1.GroupMember
+	(*Partitions)(nil),            // 35: ferry.kafka.v1.Partitions
+	(*GroupDescription)(nil),      // 36: ferry.kafka.v1.GroupDescription
+	nil,                           // 37: ferry.kafka.v1.GroupMember.AssignmentsEntry
+	(*structpb.Value)(nil),        // 38: google.protobuf.Value
+	(*timestamppb.Timestamp)(nil), // 39: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 40: google.protobuf.Duration
+	(*httpbody.HttpBody)(nil),     // 41: google.api.HttpBody
 }
 var file_ferry_kafka_v1_kafka_proto_depIdxs = []int32{
-	36, // 0: ferry.kafka.v1.ProduceRequest.value_json:type_name -> google.protobuf.Value
+	38, // 0: ferry.kafka.v1.ProduceRequest.value_json:type_name -> google.protobuf.Value
 	1,  // 1: ferry.kafka.v1.ProduceRequest.headers:type_name -> ferry.kafka.v1.Header
-	37, // 2: ferry.kafka.v1.ProduceRequest.timestamp:type_name -> google.protobuf.Timestamp
-	37, // 3: ferry.kafka.v1.ProduceResponse.timestamp:type_name -> google.protobuf.Timestamp
-	36, // 4: ferry.kafka.v1.Message.value_json:type_name -> google.protobuf.Value
-	1,  // 5: ferry.kafka.v1.Message.headers:type_name -> ferry.kafka.v1.Header
-	37, // 6: ferry.kafka.v1.Message.timestamp:type_name -> google.protobuf.Timestamp
-	0,  // 7: ferry.kafka.v1.ConsumeRequest.value_format:type_name -> ferry.kafka.v1.ValueFormat
-	6,  // 8: ferry.kafka.v1.ConsumeRequest.acks:type_name -> ferry.kafka.v1.MessageRef
-	6,  // 9: ferry.kafka.v1.ConsumeRequest.nacks:type_name -> ferry.kafka.v1.MessageRef
-	5,  // 10: ferry.kafka.v1.ConsumeResponse.message:type_name -> ferry.kafka.v1.Message
-	38, // 11: ferry.kafka.v1.PollRequest.timeout:type_name -> google.protobuf.Duration
-	6,  // 12: ferry.kafka.v1.PollRequest.acks:type_name -> ferry.kafka.v1.MessageRef
-	0,  // 13: ferry.kafka.v1.PollRequest.value_format:type_name -> ferry.kafka.v1.ValueFormat
-	5,  // 14: ferry.kafka.v1.PollResponse.messages:type_name -> ferry.kafka.v1.Message
-	0,  // 15: ferry.kafka.v1.SubscribeRequest.value_format:type_name -> ferry.kafka.v1.ValueFormat
-	6,  // 16: ferry.kafka.v1.AckRequest.acks:type_name -> ferry.kafka.v1.MessageRef
-	15, // 17: ferry.kafka.v1.GetOffsetsResponse.partitions:type_name -> ferry.kafka.v1.PartitionOffsets
-	18, // 18: ferry.kafka.v1.SetOffsetsRequest.offsets:type_name -> ferry.kafka.v1.PartitionTargets
-	37, // 19: ferry.kafka.v1.SetOffsetsRequest.timestamp:type_name -> google.protobuf.Timestamp
-	19, // 20: ferry.kafka.v1.PartitionTargets.partitions:type_name -> ferry.kafka.v1.PartitionTarget
-	19, // 21: ferry.kafka.v1.SetOffsetsResponse.partitions:type_name -> ferry.kafka.v1.PartitionTarget
-	26, // 22: ferry.kafka.v1.TopicDescription.partitions:type_name -> ferry.kafka.v1.PartitionInfo
-	27, // 23: ferry.kafka.v1.TopicDescription.configs:type_name -> ferry.kafka.v1.ConfigEntry
-	35, // 24: ferry.kafka.v1.GroupMember.assignments:type_name -> ferry.kafka.v1.GroupMember.AssignmentsEntry
-	32, // 25: ferry.kafka.v1.GroupDescription.members:type_name -> ferry.kafka.v1.GroupMember
-	33, // 26: ferry.kafka.v1.GroupMember.AssignmentsEntry.value:type_name -> ferry.kafka.v1.Partitions
-	2,  // 27: ferry.kafka.v1.Kafka.Produce:input_type -> ferry.kafka.v1.ProduceRequest
-	2,  // 28: ferry.kafka.v1.Kafka.ProduceStream:input_type -> ferry.kafka.v1.ProduceRequest
-	7,  // 29: ferry.kafka.v1.Kafka.Consume:input_type -> ferry.kafka.v1.ConsumeRequest
-	9,  // 30: ferry.kafka.v1.Kafka.Poll:input_type -> ferry.kafka.v1.PollRequest
-	11, // 31: ferry.kafka.v1.Kafka.Subscribe:input_type -> ferry.kafka.v1.SubscribeRequest
-	12, // 32: ferry.kafka.v1.Kafka.Ack:input_type -> ferry.kafka.v1.AckRequest
-	14, // 33: ferry.kafka.v1.Kafka.GetOffsets:input_type -> ferry.kafka.v1.GetOffsetsRequest
-	17, // 34: ferry.kafka.v1.Kafka.SetOffsets:input_type -> ferry.kafka.v1.SetOffsetsRequest
-	21, // 35: ferry.kafka.v1.Kafka.ListClusters:input_type -> ferry.kafka.v1.ListClustersRequest
-	23, // 36: ferry.kafka.v1.Kafka.ListTopics:input_type -> ferry.kafka.v1.ListTopicsRequest
-	25, // 37: ferry.kafka.v1.Kafka.DescribeTopic:input_type -> ferry.kafka.v1.DescribeTopicRequest
-	29, // 38: ferry.kafka.v1.Kafka.ListGroups:input_type -> ferry.kafka.v1.ListGroupsRequest
-	31, // 39: ferry.kafka.v1.Kafka.DescribeGroup:input_type -> ferry.kafka.v1.DescribeGroupRequest
-	3,  // 40: ferry.kafka.v1.Kafka.Produce:output_type -> ferry.kafka.v1.ProduceResponse
-	4,  // 41: ferry.kafka.v1.Kafka.ProduceStream:output_type -> ferry.kafka.v1.ProduceResult
-	8,  // 42: ferry.kafka.v1.Kafka.Consume:output_type -> ferry.kafka.v1.ConsumeResponse
-	10, // 43: ferry.kafka.v1.Kafka.Poll:output_type -> ferry.kafka.v1.PollResponse
-	39, // 44: ferry.kafka.v1.Kafka.Subscribe:output_type -> google.api.HttpBody
-	13, // 45: ferry.kafka.v1.Kafka.Ack:output_type -> ferry.kafka.v1.AckResponse
-	16, // 46: ferry.kafka.v1.Kafka.GetOffsets:output_type -> ferry.kafka.v1.GetOffsetsResponse
-	20, // 47: ferry.kafka.v1.Kafka.SetOffsets:output_type -> ferry.kafka.v1.SetOffsetsResponse
-	22, // 48: ferry.kafka.v1.Kafka.ListClusters:output_type -> ferry.kafka.v1.ListClustersResponse
-	24, // 49: ferry.kafka.v1.Kafka.ListTopics:output_type -> ferry.kafka.v1.ListTopicsResponse
-	28, // 50: ferry.kafka.v1.Kafka.DescribeTopic:output_type -> ferry.kafka.v1.TopicDescription
-	30, // 51: ferry.kafka.v1.Kafka.ListGroups:output_type -> ferry.kafka.v1.ListGroupsResponse
-	34, // 52: ferry.kafka.v1.Kafka.DescribeGroup:output_type -> ferry.kafka.v1.GroupDescription
-	40, // [40:53] is the sub-list for method output_type
-	27, // [27:40] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	39, // 2: ferry.kafka.v1.ProduceRequest.timestamp:type_name -> google.protobuf.Timestamp
+	39, // 3: ferry.kafka.v1.ProduceResponse.timestamp:type_name -> google.protobuf.Timestamp
+	2,  // 4: ferry.kafka.v1.ProduceStreamRequest.records:type_name -> ferry.kafka.v1.ProduceRequest
+	6,  // 5: ferry.kafka.v1.ProduceStreamResponse.results:type_name -> ferry.kafka.v1.ProduceResult
+	38, // 6: ferry.kafka.v1.Message.value_json:type_name -> google.protobuf.Value
+	1,  // 7: ferry.kafka.v1.Message.headers:type_name -> ferry.kafka.v1.Header
+	39, // 8: ferry.kafka.v1.Message.timestamp:type_name -> google.protobuf.Timestamp
+	0,  // 9: ferry.kafka.v1.ConsumeRequest.value_format:type_name -> ferry.kafka.v1.ValueFormat
+	8,  // 10: ferry.kafka.v1.ConsumeRequest.acks:type_name -> ferry.kafka.v1.MessageRef
+	8,  // 11: ferry.kafka.v1.ConsumeRequest.nacks:type_name -> ferry.kafka.v1.MessageRef
+	7,  // 12: ferry.kafka.v1.ConsumeResponse.messages:type_name -> ferry.kafka.v1.Message
+	40, // 13: ferry.kafka.v1.PollRequest.timeout:type_name -> google.protobuf.Duration
+	8,  // 14: ferry.kafka.v1.PollRequest.acks:type_name -> ferry.kafka.v1.MessageRef
+	0,  // 15: ferry.kafka.v1.PollRequest.value_format:type_name -> ferry.kafka.v1.ValueFormat
+	7,  // 16: ferry.kafka.v1.PollResponse.messages:type_name -> ferry.kafka.v1.Message
+	0,  // 17: ferry.kafka.v1.SubscribeRequest.value_format:type_name -> ferry.kafka.v1.ValueFormat
+	8,  // 18: ferry.kafka.v1.AckRequest.acks:type_name -> ferry.kafka.v1.MessageRef
+	17, // 19: ferry.kafka.v1.GetOffsetsResponse.partitions:type_name -> ferry.kafka.v1.PartitionOffsets
+	20, // 20: ferry.kafka.v1.SetOffsetsRequest.offsets:type_name -> ferry.kafka.v1.PartitionTargets
+	39, // 21: ferry.kafka.v1.SetOffsetsRequest.timestamp:type_name -> google.protobuf.Timestamp
+	21, // 22: ferry.kafka.v1.PartitionTargets.partitions:type_name -> ferry.kafka.v1.PartitionTarget
+	21, // 23: ferry.kafka.v1.SetOffsetsResponse.partitions:type_name -> ferry.kafka.v1.PartitionTarget
+	28, // 24: ferry.kafka.v1.TopicDescription.partitions:type_name -> ferry.kafka.v1.PartitionInfo
+	29, // 25: ferry.kafka.v1.TopicDescription.configs:type_name -> ferry.kafka.v1.ConfigEntry
+	37, // 26: ferry.kafka.v1.GroupMember.assignments:type_name -> ferry.kafka.v1.GroupMember.AssignmentsEntry
+	34, // 27: ferry.kafka.v1.GroupDescription.members:type_name -> ferry.kafka.v1.GroupMember
+	35, // 28: ferry.kafka.v1.GroupMember.AssignmentsEntry.value:type_name -> ferry.kafka.v1.Partitions
+	2,  // 29: ferry.kafka.v1.Kafka.Produce:input_type -> ferry.kafka.v1.ProduceRequest
+	4,  // 30: ferry.kafka.v1.Kafka.ProduceStream:input_type -> ferry.kafka.v1.ProduceStreamRequest
+	9,  // 31: ferry.kafka.v1.Kafka.Consume:input_type -> ferry.kafka.v1.ConsumeRequest
+	11, // 32: ferry.kafka.v1.Kafka.Poll:input_type -> ferry.kafka.v1.PollRequest
+	13, // 33: ferry.kafka.v1.Kafka.Subscribe:input_type -> ferry.kafka.v1.SubscribeRequest
+	14, // 34: ferry.kafka.v1.Kafka.Ack:input_type -> ferry.kafka.v1.AckRequest
+	16, // 35: ferry.kafka.v1.Kafka.GetOffsets:input_type -> ferry.kafka.v1.GetOffsetsRequest
+	19, // 36: ferry.kafka.v1.Kafka.SetOffsets:input_type -> ferry.kafka.v1.SetOffsetsRequest
+	23, // 37: ferry.kafka.v1.Kafka.ListClusters:input_type -> ferry.kafka.v1.ListClustersRequest
+	25, // 38: ferry.kafka.v1.Kafka.ListTopics:input_type -> ferry.kafka.v1.ListTopicsRequest
+	27, // 39: ferry.kafka.v1.Kafka.DescribeTopic:input_type -> ferry.kafka.v1.DescribeTopicRequest
+	31, // 40: ferry.kafka.v1.Kafka.ListGroups:input_type -> ferry.kafka.v1.ListGroupsRequest
+	33, // 41: ferry.kafka.v1.Kafka.DescribeGroup:input_type -> ferry.kafka.v1.DescribeGroupRequest
+	3,  // 42: ferry.kafka.v1.Kafka.Produce:output_type -> ferry.kafka.v1.ProduceResponse
+	5,  // 43: ferry.kafka.v1.Kafka.ProduceStream:output_type -> ferry.kafka.v1.ProduceStreamResponse
+	10, // 44: ferry.kafka.v1.Kafka.Consume:output_type -> ferry.kafka.v1.ConsumeResponse
+	12, // 45: ferry.kafka.v1.Kafka.Poll:output_type -> ferry.kafka.v1.PollResponse
+	41, // 46: ferry.kafka.v1.Kafka.Subscribe:output_type -> google.api.HttpBody
+	15, // 47: ferry.kafka.v1.Kafka.Ack:output_type -> ferry.kafka.v1.AckResponse
+	18, // 48: ferry.kafka.v1.Kafka.GetOffsets:output_type -> ferry.kafka.v1.GetOffsetsResponse
+	22, // 49: ferry.kafka.v1.Kafka.SetOffsets:output_type -> ferry.kafka.v1.SetOffsetsResponse
+	24, // 50: ferry.kafka.v1.Kafka.ListClusters:output_type -> ferry.kafka.v1.ListClustersResponse
+	26, // 51: ferry.kafka.v1.Kafka.ListTopics:output_type -> ferry.kafka.v1.ListTopicsResponse
+	30, // 52: ferry.kafka.v1.Kafka.DescribeTopic:output_type -> ferry.kafka.v1.TopicDescription
+	32, // 53: ferry.kafka.v1.Kafka.ListGroups:output_type -> ferry.kafka.v1.ListGroupsResponse
+	36, // 54: ferry.kafka.v1.Kafka.DescribeGroup:output_type -> ferry.kafka.v1.GroupDescription
+	42, // [42:55] is the sub-list for method output_type
+	29, // [29:42] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_ferry_kafka_v1_kafka_proto_init() }
@@ -2698,12 +2798,12 @@ func file_ferry_kafka_v1_kafka_proto_init() {
 		(*ProduceRequest_ValueText)(nil),
 		(*ProduceRequest_ValueJson)(nil),
 	}
-	file_ferry_kafka_v1_kafka_proto_msgTypes[4].OneofWrappers = []any{
+	file_ferry_kafka_v1_kafka_proto_msgTypes[6].OneofWrappers = []any{
 		(*Message_ValueBytes)(nil),
 		(*Message_ValueText)(nil),
 		(*Message_ValueJson)(nil),
 	}
-	file_ferry_kafka_v1_kafka_proto_msgTypes[16].OneofWrappers = []any{
+	file_ferry_kafka_v1_kafka_proto_msgTypes[18].OneofWrappers = []any{
 		(*SetOffsetsRequest_Offsets)(nil),
 		(*SetOffsetsRequest_Timestamp)(nil),
 		(*SetOffsetsRequest_Position)(nil),
@@ -2714,7 +2814,7 @@ func file_ferry_kafka_v1_kafka_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ferry_kafka_v1_kafka_proto_rawDesc), len(file_ferry_kafka_v1_kafka_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   35,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -53,11 +53,15 @@ type KafkaClient interface {
 	Produce(ctx context.Context, in *ProduceRequest, opts ...grpc.CallOption) (*ProduceResponse, error)
 	// ProduceStream writes every record sent on the stream, batching inside,
 	// and answers with one result per record, in the order they were sent. A
-	// record that fails gets a result with an error code; the stream goes on.
-	ProduceStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ProduceRequest, ProduceResult], error)
+	// request carries one or more records (several per request cost less
+	// per record); a response carries the results that are ready, in order.
+	// A record that fails gets a result with an error code; the stream goes
+	// on.
+	ProduceStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ProduceStreamRequest, ProduceStreamResponse], error)
 	// Consume reads a topic as a member of a consumer group. The first request
 	// names cluster, topic and group; every request may grant credits (one
-	// message each) and acknowledge delivered messages. Messages delivered on
+	// message each) and acknowledge delivered messages. A response carries
+	// as many messages as are ready and credits allow. Messages delivered on
 	// the stream and not acknowledged when it ends are redelivered at once.
 	Consume(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ConsumeRequest, ConsumeResponse], error)
 	// Poll waits up to its timeout for messages of a topic in a consumer group,
@@ -109,18 +113,18 @@ func (c *kafkaClient) Produce(ctx context.Context, in *ProduceRequest, opts ...g
 	return out, nil
 }
 
-func (c *kafkaClient) ProduceStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ProduceRequest, ProduceResult], error) {
+func (c *kafkaClient) ProduceStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ProduceStreamRequest, ProduceStreamResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &Kafka_ServiceDesc.Streams[0], Kafka_ProduceStream_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
-	x := &grpc.GenericClientStream[ProduceRequest, ProduceResult]{ClientStream: stream}
+	x := &grpc.GenericClientStream[ProduceStreamRequest, ProduceStreamResponse]{ClientStream: stream}
 	return x, nil
 }
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type Kafka_ProduceStreamClient = grpc.BidiStreamingClient[ProduceRequest, ProduceResult]
+type Kafka_ProduceStreamClient = grpc.BidiStreamingClient[ProduceStreamRequest, ProduceStreamResponse]
 
 func (c *kafkaClient) Consume(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ConsumeRequest, ConsumeResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
@@ -257,11 +261,15 @@ type KafkaServer interface {
 	Produce(context.Context, *ProduceRequest) (*ProduceResponse, error)
 	// ProduceStream writes every record sent on the stream, batching inside,
 	// and answers with one result per record, in the order they were sent. A
-	// record that fails gets a result with an error code; the stream goes on.
-	ProduceStream(grpc.BidiStreamingServer[ProduceRequest, ProduceResult]) error
+	// request carries one or more records (several per request cost less
+	// per record); a response carries the results that are ready, in order.
+	// A record that fails gets a result with an error code; the stream goes
+	// on.
+	ProduceStream(grpc.BidiStreamingServer[ProduceStreamRequest, ProduceStreamResponse]) error
 	// Consume reads a topic as a member of a consumer group. The first request
 	// names cluster, topic and group; every request may grant credits (one
-	// message each) and acknowledge delivered messages. Messages delivered on
+	// message each) and acknowledge delivered messages. A response carries
+	// as many messages as are ready and credits allow. Messages delivered on
 	// the stream and not acknowledged when it ends are redelivered at once.
 	Consume(grpc.BidiStreamingServer[ConsumeRequest, ConsumeResponse]) error
 	// Poll waits up to its timeout for messages of a topic in a consumer group,
@@ -306,7 +314,7 @@ type UnimplementedKafkaServer struct{}
 func (UnimplementedKafkaServer) Produce(context.Context, *ProduceRequest) (*ProduceResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Produce not implemented")
 }
-func (UnimplementedKafkaServer) ProduceStream(grpc.BidiStreamingServer[ProduceRequest, ProduceResult]) error {
+func (UnimplementedKafkaServer) ProduceStream(grpc.BidiStreamingServer[ProduceStreamRequest, ProduceStreamResponse]) error {
 	return status.Error(codes.Unimplemented, "method ProduceStream not implemented")
 }
 func (UnimplementedKafkaServer) Consume(grpc.BidiStreamingServer[ConsumeRequest, ConsumeResponse]) error {
@@ -382,11 +390,11 @@ func _Kafka_Produce_Handler(srv interface{}, ctx context.Context, dec func(inter
 }
 
 func _Kafka_ProduceStream_Handler(srv interface{}, stream grpc.ServerStream) error {
-	return srv.(KafkaServer).ProduceStream(&grpc.GenericServerStream[ProduceRequest, ProduceResult]{ServerStream: stream})
+	return srv.(KafkaServer).ProduceStream(&grpc.GenericServerStream[ProduceStreamRequest, ProduceStreamResponse]{ServerStream: stream})
 }
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type Kafka_ProduceStreamServer = grpc.BidiStreamingServer[ProduceRequest, ProduceResult]
+type Kafka_ProduceStreamServer = grpc.BidiStreamingServer[ProduceStreamRequest, ProduceStreamResponse]
 
 func _Kafka_Consume_Handler(srv interface{}, stream grpc.ServerStream) error {
 	return srv.(KafkaServer).Consume(&grpc.GenericServerStream[ConsumeRequest, ConsumeResponse]{ServerStream: stream})
