@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"context"
+	crand "crypto/rand"
 	"encoding/binary"
 	"fmt"
 	"slices"
@@ -41,10 +42,14 @@ func reportLatencies(b *testing.B, lat []time.Duration, n int, elapsed time.Dura
 // (FERRY_TEST_BROKERS=host:port for a real broker).
 func BenchmarkKafkaAPIProduceStream(b *testing.B) {
 	for _, size := range []int{100, 1024} {
+		// Random bytes: zeros would compress to nothing, and both paths
+		// write uncompressed, as Ferry's producer does by default.
 		value := make([]byte, size)
+		_, _ = crand.Read(value)
 		b.Run(fmt.Sprintf("direct/%dB", size), func(b *testing.B) {
 			topic := newTopic(b, 3)
-			cl := newClient(b, kgo.ProducerLinger(0), kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)))
+			cl := newClient(b, kgo.ProducerLinger(0), kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
+				kgo.ProducerBatchCompression(kgo.NoCompression()))
 			lat := make([]time.Duration, b.N)
 			ctx := context.Background()
 			b.ResetTimer()
@@ -126,10 +131,11 @@ func BenchmarkKafkaAPIProduceStream(b *testing.B) {
 // produceBacklog writes n records of size bytes to topic, each value
 // starting with its write time.
 func produceBacklog(b *testing.B, topic string, n, size int) {
-	cl := newClient(b, kgo.ProducerLinger(0))
+	cl := newClient(b, kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()))
 	ctx := context.Background()
 	for range n {
 		v := make([]byte, size)
+		_, _ = crand.Read(v)
 		binary.BigEndian.PutUint64(v, uint64(time.Now().UnixNano()))
 		cl.Produce(ctx, &kgo.Record{Topic: topic, Value: v}, func(_ *kgo.Record, err error) {
 			if err != nil {

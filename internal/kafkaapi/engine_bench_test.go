@@ -1,0 +1,61 @@
+package kafkaapi
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// BenchmarkEngineConsume reads a backlog of b.N records through a session
+// (batches of 256, every message acknowledged), without any gRPC: the
+// engine's own cost per message beside franz-go's.
+//
+// Run: go test ./internal/kafkaapi -run '^$' -bench EngineConsume -benchtime 200000x
+func BenchmarkEngineConsume(b *testing.B) {
+	cfg := engineConfig()
+	cfg.Consume.MaxUnackedPerPartition = 20000
+	cfg.Consume.MaxBufferedPerPartition = 20000
+	s := startEngine(b, cfg)
+	topic := newTopic(b, 3)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(engineSeeds(b)...), kgo.ProducerLinger(0))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	v := make([]byte, 100)
+	for range b.N {
+		cl.Produce(ctx, &kgo.Record{Topic: topic, Value: v}, nil)
+	}
+	if err := cl.Flush(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	start := time.Now()
+	ss, err := s.Open(ctx, "", uniqueName(b, "group"), topic)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ss.Close(true)
+	var msgs []*Message
+	for n := 0; n < b.N; {
+		msgs = ss.TakeUpTo(msgs[:0], 256)
+		if len(msgs) == 0 {
+			m, err := ss.Next(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			msgs = append(msgs, m)
+		}
+		for _, m := range msgs {
+			if err := ss.Ack(m.Partition, m.Offset); err != nil {
+				b.Fatal(err)
+			}
+		}
+		n += len(msgs)
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "records/s")
+}
