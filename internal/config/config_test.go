@@ -22,6 +22,9 @@ func TestBadConfigs(t *testing.T) {
 			`kafka-api-dlq.bad.yaml:4: kafka_api.consume.max_deliveries: needs kafka_api.consume.dead_letter_topic`,
 			`kafka-api-dlq.bad.yaml:5: kafka_api.consume.start: "oldest" is not a position: use earliest or latest`,
 		},
+		"kafka-api-dlq-name.bad.yaml": {
+			`kafka-api-dlq-name.bad.yaml:5: kafka_api.consume.dead_letter_topic: "dead letters/{topic}" is not a Kafka topic name`,
+		},
 		"no-routes.bad.yaml":              {`no-routes.bad.yaml: routes: no routes, no backends and no kafka_api`},
 		"bad-duration.bad.yaml":           {`bad-duration.bad.yaml:8: cannot unmarshal !!str `},
 		"missing-env.bad.yaml":            {`missing-env.bad.yaml:3: environment variable FERRY_TEST_UNSET_VARIABLE is not set`},

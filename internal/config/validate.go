@@ -193,6 +193,22 @@ func (v *validator) kafkaAPI() {
 	case c.MaxDeliveries == 0 && c.DeadLetterTopic != "":
 		v.errf("kafka_api.consume.dead_letter_topic", "is never used: set kafka_api.consume.max_deliveries too")
 	}
+	if t := strings.NewReplacer("{topic}", "t", "{group}", "g").Replace(c.DeadLetterTopic); t != "" && !validTopic(t) {
+		v.errf("kafka_api.consume.dead_letter_topic", "%q is not a Kafka topic name: use letters, digits, '.', '_' and '-', with {topic} and {group} for the message's topic and group", c.DeadLetterTopic)
+	}
+}
+
+// validTopic reports whether name is a legal Kafka topic name.
+func validTopic(name string) bool {
+	if len(name) > 249 || name == "." || name == ".." {
+		return false
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 func (v *validator) protos() {

@@ -210,6 +210,7 @@ func (ss *Session) Nack(partition int32, offset int64) error {
 // they wait for their ack timeout (a poll whose client acks later).
 func (ss *Session) Close(release bool) {
 	m := ss.m
+	defer m.flushDead()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if ss.closed {
@@ -265,12 +266,14 @@ type member struct {
 	order      []int32              // parts' keys, for round-robin delivery
 	rr         int
 	wake       chan struct{} // closed and replaced when something may be deliverable
+	room       chan struct{} // closed and replaced when the poll loop may read again
 	waiting    int           // Next calls waiting
 	sessions   int           // open sessions
 	lastUsed   time.Time
 	closing    bool
 	fatal      error           // a group error no retry cures
 	resets     []*resetRequest // applied by the poll goroutine between polls
+	dead       []deadLetter    // to write to the dead-letter topic, by flushDead
 	pollCancel context.CancelFunc
 	stats      memberStats
 }
@@ -348,6 +351,7 @@ func (s *Service) newMember(c *kafka.Cluster, key memberKey, topicID [16]byte) (
 		ready:    make(chan struct{}),
 		parts:    map[int32]*partState{},
 		wake:     make(chan struct{}),
+		room:     make(chan struct{}),
 		lastUsed: time.Now(),
 	}
 	m.ctx, m.cancel = context.WithCancel(s.ctx)
@@ -484,6 +488,9 @@ func (m *member) takeLocked(ss *Session) *Message {
 		}
 		ps.offers[rec.Offset] = &offer{rec: rec, deadline: time.Now().Add(m.cfg.ackTimeout), session: ss, deliveries: deliveries}
 		ss.outstanding[offerKey{ps.partition, rec.Offset}] = struct{}{}
+		if len(ps.queue) == m.cfg.maxBuffered-1 {
+			m.roomLocked()
+		}
 		if ps.paused && len(ps.queue) <= m.cfg.maxBuffered/2 {
 			ps.paused = false
 			m.cl.ResumeFetchPartitions(map[string][]int32{m.key.topic: {ps.partition}})
@@ -533,6 +540,7 @@ func (m *member) ack(partition int32, offset int64) error {
 }
 
 func (m *member) nack(partition int32, offset int64) error {
+	defer m.flushDead()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.lastUsed = time.Now()
@@ -568,6 +576,12 @@ func (m *member) partLocked(partition int32, offset int64) (*partState, error) {
 	if !ps.unsettled.contains(offset) {
 		return nil, nil
 	}
+	if ps.offers[offset] == nil && !ps.deadIn[offset] {
+		if _, again := ps.redeliver[offset]; !again {
+			// Read but still queued: never delivered.
+			return nil, status.Errorf(codes.InvalidArgument, "offset %d of partition %d of topic %q was not delivered", offset, partition, m.key.topic)
+		}
+	}
 	return ps, nil
 }
 
@@ -597,73 +611,92 @@ func (m *member) settleLocked(ps *partState, offset int64) {
 }
 
 // endOfferLocked ends an offer that was not acknowledged: the record goes
-// back to the queue, or to the dead-letter topic once delivered
-// max_deliveries times.
+// back to the queue, or, once delivered max_deliveries times, to the
+// member's dead letters, which flushDead writes after the lock is released.
 func (m *member) endOfferLocked(ps *partState, o *offer, why string) {
 	m.dropOfferLocked(ps, o)
 	rec := o.rec
 	if m.cfg.maxDeliveries > 0 && o.deliveries >= m.cfg.maxDeliveries {
-		m.deadLetterLocked(ps, rec, o.deliveries)
+		if ps.deadIn == nil {
+			ps.deadIn = map[int64]bool{}
+		}
+		ps.deadIn[rec.Offset] = true
+		m.dead = append(m.dead, deadLetter{ps: ps, gen: ps.gen, rec: rec, deliveries: o.deliveries})
 		return
 	}
-	if ps.redeliver == nil {
-		ps.redeliver = map[int64]int{}
-	}
-	ps.redeliver[rec.Offset] = o.deliveries
-	i, _ := slices.BinarySearchFunc(ps.queue, rec.Offset, recordAt)
-	ps.queue = slices.Insert(ps.queue, i, rec)
+	m.requeueLocked(ps, rec, o.deliveries)
 	m.stats.redelivered++
 	m.s.logger.Debug("message to be delivered again", "topic", m.key.topic, "group", m.key.group,
 		"partition", ps.partition, "offset", rec.Offset, "deliveries", o.deliveries, "why", why)
 }
 
+// requeueLocked puts a delivered record back in its place in the queue.
+func (m *member) requeueLocked(ps *partState, rec *kgo.Record, deliveries int) {
+	if ps.redeliver == nil {
+		ps.redeliver = map[int64]int{}
+	}
+	ps.redeliver[rec.Offset] = deliveries
+	i, _ := slices.BinarySearchFunc(ps.queue, rec.Offset, recordAt)
+	ps.queue = slices.Insert(ps.queue, i, rec)
+}
+
 // recordAt orders records by offset, for searching a queue.
 func recordAt(r *kgo.Record, off int64) int { return cmp.Compare(r.Offset, off) }
 
-// deadLetterLocked writes rec to the dead-letter topic and settles it once
-// Kafka acknowledged; if writing fails, the record is queued again.
-func (m *member) deadLetterLocked(ps *partState, rec *kgo.Record, deliveries int) {
-	if ps.deadIn == nil {
-		ps.deadIn = map[int64]bool{}
+// deadLetter is a record on its way to the dead-letter topic.
+type deadLetter struct {
+	ps         *partState
+	gen        int
+	rec        *kgo.Record
+	deliveries int
+}
+
+// flushDead writes the member's dead letters. It must be called without
+// m.mu: producing can block while the producer's buffer is full, and the
+// callbacks that free it take m.mu. A record is settled once Kafka
+// acknowledged it; if writing fails it is queued again.
+func (m *member) flushDead() {
+	m.mu.Lock()
+	dead := m.dead
+	m.dead = nil
+	m.mu.Unlock()
+	for _, d := range dead {
+		rec := d.rec
+		headers := append(slices.Clip(rec.Headers),
+			kgo.RecordHeader{Key: "ferry-dead-letter-topic", Value: []byte(rec.Topic)},
+			kgo.RecordHeader{Key: "ferry-dead-letter-partition", Value: []byte(strconv.Itoa(int(rec.Partition)))},
+			kgo.RecordHeader{Key: "ferry-dead-letter-offset", Value: []byte(strconv.FormatInt(rec.Offset, 10))},
+			kgo.RecordHeader{Key: "ferry-dead-letter-group", Value: []byte(m.key.group)},
+			kgo.RecordHeader{Key: "ferry-dead-letter-deliveries", Value: []byte(strconv.Itoa(d.deliveries))},
+		)
+		dl := Record{Key: rec.Key, Value: rec.Value, Headers: headers, Partition: -1, Timestamp: rec.Timestamp}
+		if err := m.s.ProduceAsync(m.ctx, m.key.cluster, m.cfg.deadLetterTopic, dl, func(_ Result, err error) { m.deadWritten(d, err) }); err != nil {
+			m.deadWritten(d, err)
+		}
 	}
-	ps.deadIn[rec.Offset] = true
-	gen := ps.gen
-	headers := append(slices.Clip(rec.Headers),
-		kgo.RecordHeader{Key: "ferry-dead-letter-topic", Value: []byte(rec.Topic)},
-		kgo.RecordHeader{Key: "ferry-dead-letter-partition", Value: []byte(strconv.Itoa(int(rec.Partition)))},
-		kgo.RecordHeader{Key: "ferry-dead-letter-offset", Value: []byte(strconv.FormatInt(rec.Offset, 10))},
-		kgo.RecordHeader{Key: "ferry-dead-letter-group", Value: []byte(m.key.group)},
-		kgo.RecordHeader{Key: "ferry-dead-letter-deliveries", Value: []byte(strconv.Itoa(deliveries))},
-	)
-	dl := Record{Key: rec.Key, Value: rec.Value, Headers: headers, Partition: -1, Timestamp: rec.Timestamp}
-	err := m.s.ProduceAsync(m.ctx, m.key.cluster, m.cfg.deadLetterTopic, dl, func(_ Result, err error) {
-		m.mu.Lock()
-		defer m.mu.Unlock()
-		cur := m.parts[ps.partition]
-		if cur != ps || ps.gen != gen {
-			return // reassigned or reset meanwhile: no longer ours to settle
-		}
-		delete(ps.deadIn, rec.Offset)
-		if err != nil {
-			m.s.logger.Error("writing to the dead-letter topic failed; the message is delivered again",
-				"topic", m.key.topic, "group", m.key.group, "partition", ps.partition, "offset", rec.Offset,
-				"dead_letter_topic", m.cfg.deadLetterTopic, "error", err)
-			ps.redeliver[rec.Offset] = deliveries - 1
-			i, _ := slices.BinarySearchFunc(ps.queue, rec.Offset, recordAt)
-			ps.queue = slices.Insert(ps.queue, i, rec)
-			m.broadcastLocked()
-			return
-		}
-		m.stats.deadLettered++
-		m.s.logger.Warn("message moved to the dead-letter topic", "topic", m.key.topic, "group", m.key.group,
-			"partition", ps.partition, "offset", rec.Offset, "deliveries", deliveries, "dead_letter_topic", m.cfg.deadLetterTopic)
-		m.settleLocked(ps, rec.Offset)
-	})
+}
+
+// deadWritten settles a dead letter Kafka acknowledged, or queues it again.
+func (m *member) deadWritten(d deadLetter, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ps, rec := d.ps, d.rec
+	if m.parts[ps.partition] != ps || ps.gen != d.gen {
+		return // reassigned or reset meanwhile: no longer ours to settle
+	}
+	delete(ps.deadIn, rec.Offset)
 	if err != nil {
-		// Only a configuration error gets here; keep the record queued.
-		delete(ps.deadIn, rec.Offset)
-		m.s.logger.Error("cannot write to the dead-letter topic", "error", err)
+		m.s.logger.Error("writing to the dead-letter topic failed; the message is delivered again",
+			"topic", m.key.topic, "group", m.key.group, "partition", ps.partition, "offset", rec.Offset,
+			"dead_letter_topic", m.cfg.deadLetterTopic, "error", err)
+		m.requeueLocked(ps, rec, d.deliveries-1)
+		m.broadcastLocked()
+		return
 	}
+	m.stats.deadLettered++
+	m.s.logger.Warn("message moved to the dead-letter topic", "topic", m.key.topic, "group", m.key.group,
+		"partition", ps.partition, "offset", rec.Offset, "deliveries", d.deliveries, "dead_letter_topic", m.cfg.deadLetterTopic)
+	m.settleLocked(ps, rec.Offset)
 }
 
 // pollLoop reads records into the partition queues and applies offset
@@ -675,6 +708,16 @@ func (m *member) pollLoop() {
 		if m.closing {
 			m.mu.Unlock()
 			return
+		}
+		for len(m.resets) == 0 && m.fullLocked() {
+			room := m.room
+			m.mu.Unlock()
+			select {
+			case <-room:
+			case <-m.ctx.Done():
+				return
+			}
+			m.mu.Lock()
 		}
 		resets := m.resets
 		m.resets = nil
@@ -709,24 +752,47 @@ func (m *member) pollLoop() {
 			continue
 		}
 		m.mu.Lock()
-		var pause []int32
 		fetches.EachRecord(func(r *kgo.Record) {
-			ps := m.parts[r.Partition]
-			if ps == nil {
-				return // revoked meanwhile
-			}
-			ps.add(r)
-			if !ps.paused && len(ps.queue) >= m.cfg.maxBuffered {
-				ps.paused = true
-				pause = append(pause, r.Partition)
+			if ps := m.parts[r.Partition]; ps != nil { // else revoked meanwhile
+				ps.add(r)
 			}
 		})
-		if len(pause) > 0 {
-			m.cl.PauseFetchPartitions(map[string][]int32{m.key.topic: pause})
-		}
 		m.broadcastLocked()
 		m.mu.Unlock()
 	}
+}
+
+// fullLocked reports whether the poll loop should wait before reading
+// more: some partition that is being drained has max_buffered_per_partition
+// records queued. A partition that cannot be drained, because it has
+// max_unacked_per_partition offers out, is paused in franz-go instead, so
+// it neither grows nor holds the others back. Pausing is kept for that
+// case because franz-go drops a paused partition's buffered fetch, which is
+// then read again: pausing partitions that drain would read them twice.
+func (m *member) fullLocked() bool {
+	full := false
+	var pause []int32
+	for _, ps := range m.parts {
+		if ps.paused || len(ps.queue) < m.cfg.maxBuffered {
+			continue
+		}
+		if len(ps.offers) >= m.cfg.maxUnacked {
+			ps.paused = true
+			pause = append(pause, ps.partition)
+			continue
+		}
+		full = true
+	}
+	if len(pause) > 0 {
+		m.cl.PauseFetchPartitions(map[string][]int32{m.key.topic: pause})
+	}
+	return full
+}
+
+// roomLocked wakes the poll loop if it waits for room.
+func (m *member) roomLocked() {
+	close(m.room)
+	m.room = make(chan struct{})
 }
 
 // add queues a record read from the partition.
@@ -774,6 +840,7 @@ func (m *member) tickLoop() {
 			}
 			idle := m.sessions == 0 && m.waiting == 0 && now.Sub(m.lastUsed) > m.cfg.idleTimeout
 			m.mu.Unlock()
+			m.flushDead()
 			if idle {
 				m.s.retire(m)
 				return
@@ -921,6 +988,9 @@ func (m *member) onAssigned(ctx context.Context, cl *kgo.Client, assigned map[st
 	if len(parts) == 0 {
 		return
 	}
+	// franz-go keeps a partition paused across assignments; one this
+	// member paused before it lost the partition must read again.
+	cl.ResumeFetchPartitions(map[string][]int32{m.key.topic: parts})
 	committed := m.fetchCommitted(ctx, parts)
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -1126,6 +1196,7 @@ func (m *member) requestReset(ctx context.Context, targets []OffsetTarget) error
 	if m.pollCancel != nil {
 		m.pollCancel()
 	}
+	m.roomLocked()
 	m.mu.Unlock()
 	select {
 	case err := <-r.done:
@@ -1168,7 +1239,12 @@ func (m *member) applyReset(targets []OffsetTarget) error {
 	}
 	ctx, cancel := context.WithTimeout(m.ctx, 30*time.Second)
 	defer cancel()
-	if err := m.commitOffsets(ctx, targets); err != nil {
+	// Under commitMu: a periodic commit of the old positions must not land
+	// after this one.
+	m.commitMu.Lock()
+	err := m.commitOffsets(ctx, targets)
+	m.commitMu.Unlock()
+	if err != nil {
 		return kafkaErr(fmt.Sprintf("committing offsets of group %q", m.key.group), err)
 	}
 	m.mu.Lock()

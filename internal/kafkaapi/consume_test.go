@@ -620,3 +620,72 @@ func TestEngineOpenErrors(t *testing.T) {
 		t.Fatalf("ack without member: %v", err)
 	}
 }
+
+// TestEngineDeadLetterWriteFails checks that a message whose dead-letter
+// write fails is delivered again rather than lost or settled.
+func TestEngineDeadLetterWriteFails(t *testing.T) {
+	cfg := engineConfig()
+	cfg.Consume.AckTimeout = 200 * time.Millisecond
+	cfg.Consume.MaxDeliveries = 1
+	// No topic: every write fails at once (configuration validation
+	// refuses this; the engine must still not lose the message).
+	cfg.Consume.DeadLetterTopic = ""
+	s := startEngine(t, cfg)
+	topic := newTopic(t, 1)
+	group := uniqueName(t, "group")
+	produceN(t, s, topic, 1, 0)
+	ss, err := s.Open(context.Background(), "", group, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := take(t, ss, 1, 20*time.Second)[0]
+	// Not acknowledged: after the ack timeout the dead-letter write fails
+	// and the message comes again.
+	again := take(t, ss, 1, 20*time.Second)[0]
+	if again.Offset != first.Offset {
+		t.Fatalf("delivered offset %d, then %d", first.Offset, again.Offset)
+	}
+	if err := ss.Ack(0, again.Offset); err != nil {
+		t.Fatal(err)
+	}
+	waitCommitted(t, group, topic, 0, 1, "")
+	ss.Close(true)
+}
+
+// TestEngineAckOfQueuedMessage checks that a read but undelivered offset
+// cannot be acknowledged (it would be committed past without delivery).
+func TestEngineAckOfQueuedMessage(t *testing.T) {
+	cfg := engineConfig()
+	cfg.Consume.MaxUnackedPerPartition = 1
+	s := startEngine(t, cfg)
+	topic := newTopic(t, 1)
+	group := uniqueName(t, "group")
+	produceN(t, s, topic, 3, 0)
+	ss, err := s.Open(context.Background(), "", group, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := take(t, ss, 1, 20*time.Second)[0]
+	// Offsets 1 and 2 are read (queued) once 0 is out; wait for that.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := ss.Ack(0, 2)
+		if status.Code(err) == codes.InvalidArgument && strings.Contains(err.Error(), "not delivered") {
+			break
+		}
+		if err == nil {
+			t.Fatal("ack of queued offset 2 accepted")
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ack of offset 2: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := ss.Ack(0, m.Offset); err != nil {
+		t.Fatal(err)
+	}
+	if got := take(t, ss, 1, 5*time.Second)[0]; got.Offset != 1 {
+		t.Fatalf("next offset %d, want 1", got.Offset)
+	}
+	ss.Close(true)
+}

@@ -129,7 +129,11 @@ func (s *Server) Poll(ctx context.Context, req *kafkav1.PollRequest) (*kafkav1.P
 		}
 	}
 	cluster, group, topic := req.GetCluster(), req.GetGroup(), req.GetTopic()
-	if err := s.ack(ctx, cluster, group, topic, req.GetAcks()); err != nil {
+	// An ack for a partition this instance no longer owns (the member
+	// left when idle, or a rebalance moved it) is skipped, as on Consume
+	// streams: its new owner delivers the message again, and failing the
+	// poll would make a client that retries with the same acks loop.
+	if err := s.ack(ctx, cluster, group, topic, req.GetAcks(), true); err != nil {
 		return nil, err
 	}
 	sess, err := s.svc.Open(ctx, cluster, group, topic)
@@ -192,22 +196,28 @@ func (s *Server) Ack(ctx context.Context, req *kafkav1.AckRequest) (*kafkav1.Ack
 	if err := required("topic", req.GetTopic(), "group", req.GetGroup()); err != nil {
 		return nil, err
 	}
-	if err := s.ack(ctx, req.GetCluster(), req.GetGroup(), req.GetTopic(), req.GetAcks()); err != nil {
+	if err := s.ack(ctx, req.GetCluster(), req.GetGroup(), req.GetTopic(), req.GetAcks(), false); err != nil {
 		return nil, err
 	}
 	return &kafkav1.AckResponse{}, nil
 }
 
-// ack acknowledges refs in order and stops at the first error. It wakes
-// the group's Subscribe streams waiting for acknowledgements.
-func (s *Server) ack(ctx context.Context, cluster, group, topic string, refs []*kafkav1.MessageRef) error {
+// ack acknowledges refs in order and stops at the first error; with
+// skipMoved, FAILED_PRECONDITION (the partition is not this instance's) is
+// logged and skipped. It wakes the group's Subscribe streams waiting for
+// acknowledgements.
+func (s *Server) ack(ctx context.Context, cluster, group, topic string, refs []*kafkav1.MessageRef, skipMoved bool) error {
 	if len(refs) == 0 {
 		return nil
 	}
 	defer s.subs.acked(s.subKey(cluster, group, topic))
 	for _, r := range refs {
 		if err := s.svc.Ack(ctx, cluster, group, topic, r.GetPartition(), r.GetOffset()); err != nil {
-			return err
+			if !skipMoved || status.Code(err) != codes.FailedPrecondition {
+				return err
+			}
+			s.logger.Info("acknowledging a message on Poll failed: skipped", "cluster", cluster, "group", group,
+				"topic", topic, "partition", r.GetPartition(), "offset", r.GetOffset(), "err", err)
 		}
 	}
 	return nil
