@@ -267,6 +267,7 @@ type member struct {
 	rr         int
 	wake       chan struct{} // closed and replaced when something may be deliverable
 	room       chan struct{} // closed and replaced when the poll loop may read again
+	pollWaits  bool          // the poll loop waits on room
 	waiting    int           // Next calls waiting
 	sessions   int           // open sessions
 	lastUsed   time.Time
@@ -488,7 +489,8 @@ func (m *member) takeLocked(ss *Session) *Message {
 		}
 		ps.offers[rec.Offset] = &offer{rec: rec, deadline: time.Now().Add(m.cfg.ackTimeout), session: ss, deliveries: deliveries}
 		ss.outstanding[offerKey{ps.partition, rec.Offset}] = struct{}{}
-		if len(ps.queue) == m.cfg.maxBuffered-1 {
+		if m.pollWaits && (len(ps.queue) < m.cfg.maxBuffered || len(ps.offers) >= m.cfg.maxUnacked) {
+			// Room, or the partition just got stuck and is to be paused.
 			m.roomLocked()
 		}
 		if ps.paused && len(ps.queue) <= m.cfg.maxBuffered/2 {
@@ -711,6 +713,7 @@ func (m *member) pollLoop() {
 		}
 		for len(m.resets) == 0 && m.fullLocked() {
 			room := m.room
+			m.pollWaits = true
 			m.mu.Unlock()
 			select {
 			case <-room:
@@ -718,6 +721,7 @@ func (m *member) pollLoop() {
 				return
 			}
 			m.mu.Lock()
+			m.pollWaits = false
 		}
 		resets := m.resets
 		m.resets = nil
@@ -791,8 +795,11 @@ func (m *member) fullLocked() bool {
 
 // roomLocked wakes the poll loop if it waits for room.
 func (m *member) roomLocked() {
-	close(m.room)
-	m.room = make(chan struct{})
+	if m.pollWaits {
+		close(m.room)
+		m.room = make(chan struct{})
+		m.pollWaits = false
+	}
 }
 
 // add queues a record read from the partition.
@@ -1007,6 +1014,7 @@ func (m *member) onAssigned(ctx context.Context, cl *kgo.Client, assigned map[st
 		m.parts[p] = ps
 	}
 	m.syncOrderLocked()
+	m.roomLocked() // new partitions are to be read
 	m.s.logger.Info("partitions assigned", "cluster", m.key.cluster, "group", m.key.group, "topic", m.key.topic, "partitions", parts)
 }
 
@@ -1108,6 +1116,7 @@ func (m *member) forget(parts []int32) {
 	}
 	m.syncOrderLocked()
 	m.broadcastLocked()
+	m.roomLocked() // a full partition may have gone
 }
 
 func (m *member) syncOrderLocked() {

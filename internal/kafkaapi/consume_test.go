@@ -689,3 +689,66 @@ func TestEngineAckOfQueuedMessage(t *testing.T) {
 	}
 	ss.Close(true)
 }
+
+// TestEnginePausedPartitionComesBack moves a partition that was paused
+// (stuck on unacknowledged messages) to another instance and back: it must
+// be read again, although franz-go keeps pauses across assignments.
+func TestEnginePausedPartitionComesBack(t *testing.T) {
+	cfg := engineConfig()
+	cfg.Consume.MaxUnackedPerPartition = 1
+	cfg.Consume.MaxBufferedPerPartition = 1
+	topic := newTopic(t, 2)
+	group := uniqueName(t, "group")
+	a := startEngine(t, cfg)
+	for p := int32(0); p < 2; p++ {
+		produceN(t, a, topic, 5, p)
+	}
+	sa, err := a.Open(context.Background(), "", group, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One message out per partition, none acknowledged: both partitions
+	// are stuck with a full queue, so they get paused.
+	held := take(t, sa, 2, 20*time.Second)
+	time.Sleep(300 * time.Millisecond)
+
+	// A second instance takes one partition; it leaves again and the
+	// partition comes back to the first.
+	b := startEngine(t, cfg)
+	sb, err := b.Open(context.Background(), "", group, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for a.ownedPartitions(group, topic) == "[0 1]" {
+		if time.Now().After(deadline) {
+			t.Fatal("the second instance never got a partition")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	sb.Close(true)
+	b.Close()
+	for a.ownedPartitions(group, topic) != "[0 1]" {
+		if time.Now().After(deadline) {
+			t.Fatalf("partitions owned after the second left: %s", a.ownedPartitions(group, topic))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Acknowledge what is still ours; every other record of both
+	// partitions must come, one at a time.
+	for _, m := range held {
+		_ = sa.Ack(m.Partition, m.Offset)
+	}
+	seen := map[string]bool{}
+	for _, m := range held {
+		seen[fmt.Sprint(m.Partition, "/", m.Offset)] = true
+	}
+	for len(seen) < 10 {
+		m := take(t, sa, 1, 10*time.Second)[0]
+		seen[fmt.Sprint(m.Partition, "/", m.Offset)] = true
+		if err := sa.Ack(m.Partition, m.Offset); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sa.Close(true)
+}

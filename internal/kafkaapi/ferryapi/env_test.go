@@ -53,8 +53,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func realKafka() bool { return os.Getenv("FERRY_TEST_BROKERS") != "" }
-
 // testConfig is the Kafka API configuration with test-sized timeouts.
 func testConfig() config.KafkaAPI {
 	cfg := config.Default().KafkaAPI

@@ -72,9 +72,6 @@ func TestMain(m *testing.M) {
 	}())
 }
 
-// realKafka reports whether the suite runs against a real broker.
-func realKafka() bool { return os.Getenv("FERRY_TEST_BROKERS") != "" }
-
 const (
 	testLongPoll   = 500 * time.Millisecond
 	testCommitEach = 100 * time.Millisecond
