@@ -752,3 +752,44 @@ func TestEnginePausedPartitionComesBack(t *testing.T) {
 	}
 	sa.Close(true)
 }
+
+// TestEngineTwoClusters addresses two clusters by name: the test broker as
+// "main" (the default) and a second, in-process broker as "other".
+func TestEngineTwoClusters(t *testing.T) {
+	other, err := kafka.StartEmbedded(0, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(other.Close)
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cc := func(name string) config.Cluster {
+		return config.Cluster{Name: name, ClientID: "ferry-test", DialTimeout: 10 * time.Second,
+			Producer: config.Producer{MaxBufferedRecords: 1000, Compression: "none", DeliveryTimeout: 30 * time.Second}}
+	}
+	clusters := map[string]*kafka.Cluster{
+		"main":  kafka.NewCluster(cc("main"), engineSeeds(t), logger),
+		"other": kafka.NewCluster(cc("other"), other.Addrs(), logger),
+	}
+	s := New(engineConfig(), clusters, []string{"main", "other"}, logger)
+	t.Cleanup(func() { s.Close(); clusters["main"].Close(); clusters["other"].Close() })
+	if got := fmt.Sprint(s.Clusters()); got != "[main other]" {
+		t.Fatalf("clusters: %s", got)
+	}
+	ctx := context.Background()
+	topic := uniqueName(t, "topic")
+	if _, err := s.Produce(ctx, "other", topic, Record{Value: []byte("on other"), Partition: -1}); err != nil {
+		t.Fatal(err)
+	}
+	// The topic exists on "other" only.
+	if _, err := s.Open(ctx, "", "g", topic); status.Code(err) != codes.NotFound {
+		t.Fatalf("the topic on the default cluster: %v", err)
+	}
+	ss, err := s.Open(ctx, "other", uniqueName(t, "group"), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := take(t, ss, 1, 20*time.Second)[0]; string(m.Value) != "on other" {
+		t.Fatalf("consumed %q", m.Value)
+	}
+	ss.Close(true)
+}
