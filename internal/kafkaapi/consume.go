@@ -489,14 +489,7 @@ func (m *member) takeLocked(ss *Session) *Message {
 		}
 		ps.offers[rec.Offset] = &offer{rec: rec, deadline: time.Now().Add(m.cfg.ackTimeout), session: ss, deliveries: deliveries}
 		ss.outstanding[offerKey{ps.partition, rec.Offset}] = struct{}{}
-		if m.pollWaits && (len(ps.queue) < m.cfg.maxBuffered || len(ps.offers) >= m.cfg.maxUnacked) {
-			// Room, or the partition just got stuck and is to be paused.
-			m.roomLocked()
-		}
-		if ps.paused && len(ps.queue) <= m.cfg.maxBuffered/2 {
-			ps.paused = false
-			m.cl.ResumeFetchPartitions(map[string][]int32{m.key.topic: {ps.partition}})
-		}
+		m.drainedLocked(ps)
 		return &Message{
 			Topic:      rec.Topic,
 			Partition:  rec.Partition,
@@ -580,8 +573,11 @@ func (m *member) partLocked(partition int32, offset int64) (*partState, error) {
 	}
 	if ps.offers[offset] == nil && !ps.deadIn[offset] {
 		if _, again := ps.redeliver[offset]; !again {
-			// Read but still queued: never delivered.
-			return nil, status.Errorf(codes.InvalidArgument, "offset %d of partition %d of topic %q was not delivered", offset, partition, m.key.topic)
+			// Read but still queued: not delivered since this instance
+			// read it (again, after a reset or a reassignment, or never).
+			// Settling it would commit past a message nobody got.
+			return nil, status.Errorf(codes.FailedPrecondition,
+				"offset %d of partition %d of topic %q is waiting to be delivered (again); acknowledge it once it was delivered", offset, partition, m.key.topic)
 		}
 	}
 	return ps, nil
@@ -604,6 +600,7 @@ func (m *member) settleLocked(ps *partState, offset int64) {
 		// Acknowledged late: it is queued for redelivery.
 		if j, ok := slices.BinarySearchFunc(ps.queue, offset, recordAt); ok {
 			ps.queue = slices.Delete(ps.queue, j, j+1)
+			m.drainedLocked(ps)
 		}
 		delete(ps.redeliver, offset)
 	}
@@ -672,7 +669,9 @@ func (m *member) flushDead() {
 			kgo.RecordHeader{Key: "ferry-dead-letter-deliveries", Value: []byte(strconv.Itoa(d.deliveries))},
 		)
 		dl := Record{Key: rec.Key, Value: rec.Value, Headers: headers, Partition: -1, Timestamp: rec.Timestamp}
-		if err := m.s.ProduceAsync(m.ctx, m.key.cluster, m.cfg.deadLetterTopic, dl, func(_ Result, err error) { m.deadWritten(d, err) }); err != nil {
+		// TryProduce: a full producer buffer fails the write at once (the
+		// record is delivered again) rather than stalling the caller.
+		if err := m.s.produceAsync(m.ctx, m.key.cluster, m.cfg.deadLetterTopic, dl, func(_ Result, err error) { m.deadWritten(d, err) }, true); err != nil {
 			m.deadWritten(d, err)
 		}
 	}
@@ -687,6 +686,9 @@ func (m *member) deadWritten(d deadLetter, err error) {
 		return // reassigned or reset meanwhile: no longer ours to settle
 	}
 	delete(ps.deadIn, rec.Offset)
+	if !ps.unsettled.contains(rec.Offset) {
+		return // acknowledged while it was being written
+	}
 	if err != nil {
 		m.s.logger.Error("writing to the dead-letter topic failed; the message is delivered again",
 			"topic", m.key.topic, "group", m.key.group, "partition", ps.partition, "offset", rec.Offset,
@@ -791,6 +793,19 @@ func (m *member) fullLocked() bool {
 		m.cl.PauseFetchPartitions(map[string][]int32{m.key.topic: pause})
 	}
 	return full
+}
+
+// drainedLocked runs when records left ps's queue: the poll loop is woken
+// if the partition has room now (or just got stuck and is to be paused),
+// and a paused partition that drained to half its bound reads again.
+func (m *member) drainedLocked(ps *partState) {
+	if m.pollWaits && (len(ps.queue) < m.cfg.maxBuffered || len(ps.offers) >= m.cfg.maxUnacked) {
+		m.roomLocked()
+	}
+	if ps.paused && len(ps.queue) <= m.cfg.maxBuffered/2 {
+		ps.paused = false
+		m.cl.ResumeFetchPartitions(map[string][]int32{m.key.topic: {ps.partition}})
+	}
 }
 
 // roomLocked wakes the poll loop if it waits for room.

@@ -670,7 +670,7 @@ func TestEngineAckOfQueuedMessage(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		err := ss.Ack(0, 2)
-		if status.Code(err) == codes.InvalidArgument && strings.Contains(err.Error(), "not delivered") {
+		if status.Code(err) == codes.FailedPrecondition && strings.Contains(err.Error(), "waiting to be delivered") {
 			break
 		}
 		if err == nil {

@@ -39,6 +39,12 @@ func (s *Service) Produce(ctx context.Context, cluster, topic string, r Record) 
 // keep their order per partition. An error validating r is returned at
 // once and done is not called.
 func (s *Service) ProduceAsync(ctx context.Context, cluster, topic string, r Record, done func(Result, error)) error {
+	return s.produceAsync(ctx, cluster, topic, r, done, false)
+}
+
+// produceAsync is ProduceAsync; with try, a full producer buffer fails the
+// record at once (kgo.ErrMaxBuffered) instead of blocking.
+func (s *Service) produceAsync(ctx context.Context, cluster, topic string, r Record, done func(Result, error), try bool) error {
 	if topic == "" {
 		return status.Error(codes.InvalidArgument, "topic is required")
 	}
@@ -61,7 +67,11 @@ func (s *Service) ProduceAsync(ctx context.Context, cluster, topic string, r Rec
 	if r.Partition >= 0 {
 		pctx = kafka.WithPartition(pctx, r.Partition)
 	}
-	p.Produce(pctx, rec, func(rec *kgo.Record, err error) {
+	produce := p.Produce
+	if try {
+		produce = p.TryProduce
+	}
+	produce(pctx, rec, func(rec *kgo.Record, err error) {
 		if err != nil {
 			if r.Partition >= 0 && !isKafkaErr(err) {
 				// franz-go refuses a partition the topic lacks before

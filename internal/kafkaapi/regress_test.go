@@ -1,0 +1,140 @@
+// Regression tests for bugs found in review.
+
+package kafkaapi
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// memberOf returns the service's only member.
+func memberOf(s *Service) *member {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, m := range s.members {
+		return m
+	}
+	return nil
+}
+
+// TestEngineNoStallAfterLateAcks: the poll loop waits on a partition full
+// of redeliveries that late acks then settle; the settles must wake it.
+func TestEngineNoStallAfterLateAcks(t *testing.T) {
+	cfg := engineConfig()
+	cfg.Consume.MaxUnackedPerPartition = 10
+	cfg.Consume.MaxBufferedPerPartition = 5
+	cfg.Consume.AckTimeout = 300 * time.Millisecond
+	s := startEngine(t, cfg)
+	topic := newTopic(t, 2)
+	group := uniqueName(t, "group")
+	produceN(t, s, topic, 10, 0)
+	ss, err := s.Open(context.Background(), "", group, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := take(t, ss, 10, 20*time.Second)
+	time.Sleep(time.Second) // expire: requeued as redeliveries
+	// Any event that makes the loop re-check while p0 is full: a reset of p1.
+	if _, err := s.SetOffsets(context.Background(), "", group, topic, []OffsetTarget{{Partition: 1, Offset: 0}}); err != nil {
+		t.Fatal(err)
+	}
+	m := memberOf(s)
+	m.mu.Lock()
+	t.Logf("pollWaits=%v p0 queue=%d", m.pollWaits, len(m.parts[0].queue))
+	m.mu.Unlock()
+	for _, msg := range msgs { // late acks settle the queued redeliveries
+		if err := ss.Ack(msg.Partition, msg.Offset); err != nil {
+			t.Fatal(err)
+		}
+	}
+	produceN(t, s, topic, 3, 0)
+	produceN(t, s, topic, 3, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	defer cancel()
+	if _, err := ss.Next(ctx); err != nil {
+		m.mu.Lock()
+		t.Errorf("stalled: %v; pollWaits=%v q0=%d q1=%d next0=%d", err, m.pollWaits, len(m.parts[0].queue), len(m.parts[1].queue), m.parts[0].next)
+		m.mu.Unlock()
+	}
+	ss.Close(true)
+}
+
+// TestEngineStaleAckAfterReread: an ack from before a reset, once the
+// partition was read again, is FAILED_PRECONDITION (skipped by streams and
+// polls), not INVALID_ARGUMENT.
+func TestEngineStaleAckAfterReread(t *testing.T) {
+	s := startEngine(t, engineConfig())
+	topic := newTopic(t, 1)
+	group := uniqueName(t, "group")
+	produceN(t, s, topic, 10, 0)
+	ss, err := s.Open(context.Background(), "", group, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	take(t, ss, 10, 20*time.Second)
+	if _, err := s.SetOffsets(context.Background(), "", group, topic, []OffsetTarget{{Partition: 0, Offset: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	m := memberOf(s)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		m.mu.Lock()
+		n := len(m.parts[0].queue)
+		m.mu.Unlock()
+		if n == 8 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	err = ss.Ack(0, 8)
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("stale ack of 8 after re-read: %v", err)
+	}
+	ss.Close(true)
+}
+
+// TestEngineAckedDeadLetterNotRequeued: a message acknowledged while its
+// dead-letter write is in flight is not queued again when the write fails.
+func TestEngineAckedDeadLetterNotRequeued(t *testing.T) {
+	cfg := engineConfig()
+	cfg.Consume.AckTimeout = time.Hour
+	cfg.Consume.MaxDeliveries = 1
+	cfg.Consume.DeadLetterTopic = "dlq"
+	s := startEngine(t, cfg)
+	topic := newTopic(t, 1)
+	group := uniqueName(t, "group")
+	produceN(t, s, topic, 1, 0)
+	ss, err := s.Open(context.Background(), "", group, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := take(t, ss, 1, 20*time.Second)[0]
+	m := memberOf(s)
+	m.mu.Lock()
+	ps := m.parts[0]
+	m.endOfferLocked(ps, ps.offers[first.Offset], "test")
+	d := m.dead[0]
+	m.dead = nil
+	m.mu.Unlock()
+	if err := ss.Ack(0, first.Offset); err != nil { // ack lands while the write is in flight
+		t.Fatal(err)
+	}
+	m.deadWritten(d, errors.New("broker said no"))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if again, err := ss.Next(ctx); err == nil {
+		t.Errorf("acked offset %d delivered again (deliveries %d)", again.Offset, again.Deliveries)
+		if err := ss.Ack(0, again.Offset); err != nil {
+			t.Log(err)
+		}
+		m.mu.Lock()
+		t.Errorf("after ack: offers=%d (the offer of a settled offset cannot be acked away)", len(ps.offers))
+		m.mu.Unlock()
+	}
+	ss.Close(true)
+}
