@@ -793,3 +793,48 @@ func TestEngineTwoClusters(t *testing.T) {
 	}
 	ss.Close(true)
 }
+
+// TestEngineIdleMemberLeaves checks that a member nobody uses leaves its
+// group after the subscription timeout, having committed, and that the
+// next use joins again and goes on from there.
+func TestEngineIdleMemberLeaves(t *testing.T) {
+	cfg := engineConfig()
+	cfg.Consume.SubscriptionTimeout = 500 * time.Millisecond
+	s := startEngine(t, cfg)
+	topic := newTopic(t, 1)
+	group := uniqueName(t, "group")
+	produceN(t, s, topic, 4, 0)
+	ss, err := s.Open(context.Background(), "", group, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range take(t, ss, 2, 20*time.Second) {
+		if err := ss.Ack(m.Partition, m.Offset); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ss.Close(true)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		s.mu.Lock()
+		n := len(s.members)
+		s.mu.Unlock()
+		members, err := s.describeGroupMembers(context.Background(), group)
+		if n == 0 && err == nil && members == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still %d members here, %d in the group (%v)", n, members, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	waitCommitted(t, group, topic, 0, 2, "")
+	ss, err = s.Open(context.Background(), "", group, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := take(t, ss, 1, 20*time.Second)[0]; m.Offset != 2 {
+		t.Fatalf("after rejoining got offset %d, want 2", m.Offset)
+	}
+	ss.Close(true)
+}
