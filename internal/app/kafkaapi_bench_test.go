@@ -5,12 +5,14 @@ import (
 	crand "crypto/rand"
 	"encoding/binary"
 	"fmt"
+	"net"
 	"slices"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/grpc"
 
 	kafkav1 "github.com/ferryproxy/ferry/api/ferry/kafka/v1"
 	"github.com/ferryproxy/ferry/api/kafkapixy"
@@ -68,64 +70,158 @@ func BenchmarkKafkaAPIProduceStream(b *testing.B) {
 			}
 			reportLatencies(b, lat, b.N, time.Since(start), "records/s")
 		})
-		b.Run(fmt.Sprintf("ferry/%dB", size), func(b *testing.B) {
-			topic := newTopic(b, 3)
-			a := startKafkaAPI(b, "")
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			stream, err := kafkav1.NewKafkaClient(dialAddr(b, a.GRPCAddr())).ProduceStream(ctx)
-			if err != nil {
-				b.Fatal(err)
-			}
-			sent := make([]time.Time, b.N)
-			lat := make([]time.Duration, b.N)
-			recvDone := make(chan error, 1)
-			b.ResetTimer()
-			start := time.Now()
-			go func() {
-				i := 0
-				for i < b.N {
-					resp, err := stream.Recv()
-					if err != nil {
-						recvDone <- err
-						return
-					}
-					now := time.Now()
-					for _, r := range resp.Results {
-						if r.Code != 0 || r.Sequence != int64(i) {
-							recvDone <- fmt.Errorf("result %d: %v", i, r)
-							return
-						}
-						lat[i] = now.Sub(sent[i])
-						i++
-					}
+		for _, path := range []string{"grpc-floor", "ferry"} {
+			b.Run(fmt.Sprintf("%s/%dB", path, size), func(b *testing.B) {
+				addr := floorAddr(b)
+				topic := "floor"
+				if path == "ferry" {
+					topic = newTopic(b, 3)
+					addr = startKafkaAPI(b, "").GRPCAddr()
 				}
-				recvDone <- nil
-			}()
-			// Requests of up to produceBatch records, as a client that
-			// streams records sends them: whatever it has, at once.
-			rec := &kafkav1.ProduceRequest{Topic: topic, Value: &kafkav1.ProduceRequest_ValueBytes{ValueBytes: value}}
-			batch := make([]*kafkav1.ProduceRequest, produceBatch)
-			for i := range batch {
-				batch[i] = rec
-			}
-			for i := 0; i < b.N; i += produceBatch {
-				n := min(produceBatch, b.N-i)
-				now := time.Now()
-				for j := range n {
-					sent[i+j] = now
-				}
-				if err := stream.Send(&kafkav1.ProduceStreamRequest{Records: batch[:n]}); err != nil {
-					b.Fatal(err)
-				}
-			}
-			if err := <-recvDone; err != nil {
-				b.Fatal(err)
-			}
-			reportLatencies(b, lat, b.N, time.Since(start), "records/s")
-			_ = stream.CloseSend()
-		})
+				produceStreamLoad(b, addr, topic, value)
+			})
+		}
 	}
+}
+
+// produceStreamLoad writes b.N records through one ProduceStream to addr,
+// produceBatch per request, and reports rate and latencies.
+func produceStreamLoad(b *testing.B, addr, topic string, value []byte) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stream, err := kafkav1.NewKafkaClient(dialAddr(b, addr)).ProduceStream(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	sent := make([]time.Time, b.N)
+	lat := make([]time.Duration, b.N)
+	recvDone := make(chan error, 1)
+	b.ResetTimer()
+	start := time.Now()
+	go func() {
+		i := 0
+		for i < b.N {
+			resp, err := stream.Recv()
+			if err != nil {
+				recvDone <- err
+				return
+			}
+			now := time.Now()
+			for _, r := range resp.Results {
+				if r.Code != 0 || r.Sequence != int64(i) {
+					recvDone <- fmt.Errorf("result %d: %v", i, r)
+					return
+				}
+				lat[i] = now.Sub(sent[i])
+				i++
+			}
+		}
+		recvDone <- nil
+	}()
+	// Requests of up to produceBatch records, as a client that
+	// streams records sends them: whatever it has, at once.
+	rec := &kafkav1.ProduceRequest{Topic: topic, Value: &kafkav1.ProduceRequest_ValueBytes{ValueBytes: value}}
+	batch := make([]*kafkav1.ProduceRequest, produceBatch)
+	for i := range batch {
+		batch[i] = rec
+	}
+	for i := 0; i < b.N; i += produceBatch {
+		n := min(produceBatch, b.N-i)
+		now := time.Now()
+		for j := range n {
+			sent[i+j] = now
+		}
+		if err := stream.Send(&kafkav1.ProduceStreamRequest{Records: batch[:n]}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := <-recvDone; err != nil {
+		b.Fatal(err)
+	}
+	reportLatencies(b, lat, b.N, time.Since(start), "records/s")
+	_ = stream.CloseSend()
+}
+
+// floorServer answers ProduceStream and Consume at once, without Kafka:
+// what the Kafka API's gRPC messages cost alone, the ceiling for Ferry.
+type floorServer struct {
+	kafkav1.UnimplementedKafkaServer
+}
+
+func (floorServer) ProduceStream(stream kafkav1.Kafka_ProduceStreamServer) error {
+	var seq int64
+	req, resp := new(kafkav1.ProduceStreamRequest), new(kafkav1.ProduceStreamResponse)
+	for {
+		if err := stream.RecvMsg(req); err != nil {
+			return nil
+		}
+		resp.Results = resp.Results[:0]
+		for range req.Records {
+			resp.Results = append(resp.Results, &kafkav1.ProduceResult{Sequence: seq, Offset: seq})
+			seq++
+		}
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+	}
+}
+
+// Consume sends 100-byte messages as fast as credits allow, 256 per
+// response, like Ferry.
+func (floorServer) Consume(stream kafkav1.Kafka_ConsumeServer) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	credits := make(chan int32, 1024)
+	credits <- first.Credits
+	go func() {
+		for {
+			r, err := stream.Recv()
+			if err != nil {
+				close(credits)
+				return
+			}
+			credits <- r.Credits
+		}
+	}()
+	value := make([]byte, 100)
+	var off int64
+	resp := new(kafkav1.ConsumeResponse)
+	var have int32
+	for {
+		if have == 0 {
+			c, ok := <-credits
+			if !ok {
+				return nil
+			}
+			have += c
+			continue
+		}
+		resp.Messages = resp.Messages[:0]
+		for n := min(have, 256); n > 0; n-- {
+			resp.Messages = append(resp.Messages, &kafkav1.Message{Topic: "floor", Partition: int32(off % 3), Offset: off,
+				Value: &kafkav1.Message_ValueBytes{ValueBytes: value}, Deliveries: 1})
+			off++
+		}
+		have -= int32(len(resp.Messages))
+		if err := stream.Send(resp); err != nil {
+			return nil
+		}
+	}
+}
+
+// floorAddr serves floorServer on a loopback port for the benchmark.
+func floorAddr(b *testing.B) string {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	kafkav1.RegisterKafkaServer(gs, floorServer{})
+	go func() { _ = gs.Serve(lis) }()
+	b.Cleanup(gs.Stop)
+	return lis.Addr().String()
 }
 
 // produceBacklog writes n records of size bytes to topic, each value
@@ -178,43 +274,54 @@ func BenchmarkKafkaAPIConsumeStream(b *testing.B) {
 		}
 		reportLatencies(b, lat, b.N, time.Since(start), "records/s")
 	})
-	b.Run("ferry", func(b *testing.B) {
-		topic := newTopic(b, 3)
-		produceBacklog(b, topic, b.N, 100)
-		a := startKafkaAPI(b, "    max_unacked_per_partition: 20000\n    max_buffered_per_partition: 20000\n")
-		ctx := ctxT(b, 5*time.Minute)
-		stream, err := kafkav1.NewKafkaClient(dialAddr(b, a.GRPCAddr())).Consume(ctx)
+	for _, path := range []string{"grpc-floor", "ferry"} {
+		b.Run(path, func(b *testing.B) {
+			addr, topic := floorAddr(b), "floor"
+			if path == "ferry" {
+				topic = newTopic(b, 3)
+				produceBacklog(b, topic, b.N, 100)
+				addr = startKafkaAPI(b, "    max_unacked_per_partition: 20000\n    max_buffered_per_partition: 20000\n").GRPCAddr()
+			}
+			consumeStreamLoad(b, addr, topic)
+		})
+	}
+}
+
+// consumeStreamLoad reads b.N messages from one Consume stream on addr,
+// granting credits and acknowledging in batches.
+func consumeStreamLoad(b *testing.B, addr, topic string) {
+	ctx := ctxT(b, 5*time.Minute)
+	stream, err := kafkav1.NewKafkaClient(dialAddr(b, addr)).Consume(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	const window = 16384
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	start := time.Now()
+	if err := stream.Send(&kafkav1.ConsumeRequest{Topic: topic, Group: "g-" + topic, Credits: window}); err != nil {
+		b.Fatal(err)
+	}
+	var acks []*kafkav1.MessageRef
+	for len(lat) < b.N {
+		r, err := stream.Recv()
 		if err != nil {
 			b.Fatal(err)
 		}
-		const window = 16384
-		lat := make([]time.Duration, 0, b.N)
-		b.ResetTimer()
-		start := time.Now()
-		if err := stream.Send(&kafkav1.ConsumeRequest{Topic: topic, Group: "g-" + topic, Credits: window}); err != nil {
-			b.Fatal(err)
+		now := time.Since(start)
+		for _, m := range r.Messages {
+			lat = append(lat, now)
+			acks = append(acks, &kafkav1.MessageRef{Partition: m.Partition, Offset: m.Offset})
 		}
-		var acks []*kafkav1.MessageRef
-		for len(lat) < b.N {
-			r, err := stream.Recv()
-			if err != nil {
+		if len(acks) >= window/4 {
+			if err := stream.Send(&kafkav1.ConsumeRequest{Credits: int32(len(acks)), Acks: acks}); err != nil {
 				b.Fatal(err)
 			}
-			now := time.Since(start)
-			for _, m := range r.Messages {
-				lat = append(lat, now)
-				acks = append(acks, &kafkav1.MessageRef{Partition: m.Partition, Offset: m.Offset})
-			}
-			if len(acks) >= window/4 {
-				if err := stream.Send(&kafkav1.ConsumeRequest{Credits: int32(len(acks)), Acks: acks}); err != nil {
-					b.Fatal(err)
-				}
-				acks = nil
-			}
+			acks = nil
 		}
-		reportLatencies(b, lat, b.N, time.Since(start), "records/s")
-		_ = stream.CloseSend()
-	})
+	}
+	reportLatencies(b, lat, b.N, time.Since(start), "records/s")
+	_ = stream.CloseSend()
 }
 
 // BenchmarkKafkaAPIProduceUnary is one synchronous produce at a time:
