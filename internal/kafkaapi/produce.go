@@ -59,11 +59,10 @@ func (s *Service) produceAsync(ctx context.Context, cluster, topic string, r Rec
 	}
 	rec := &kgo.Record{Topic: topic, Key: r.Key, Value: r.Value, Headers: r.Headers, Timestamp: r.Timestamp}
 	// The record outlives the call when async: it must not be failed by
-	// the caller's context ending.
-	pctx := ctx
-	if ctx.Done() != nil {
-		pctx = context.WithoutCancel(ctx) // callers producing many records pass one such context
-	}
+	// the caller's context ending, so it gets a context of its own. (A
+	// short one, too: the partitioner looks up the explicit partition in
+	// it for every record.)
+	pctx := context.Background()
 	if r.Partition >= 0 {
 		pctx = kafka.WithPartition(pctx, r.Partition)
 	}

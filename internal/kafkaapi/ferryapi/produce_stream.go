@@ -54,9 +54,6 @@ func (s *Server) ProduceStream(stream grpc.BidiStreamingServer[kafkav1.ProduceSt
 // stream fails, and writes their records.
 func (s *Server) produceRecords(ctx context.Context, stream grpc.BidiStreamingServer[kafkav1.ProduceStreamRequest, kafkav1.ProduceStreamResponse], q *resultQueue) error {
 	req := new(kafkav1.ProduceStreamRequest)
-	// Records outlive the stream's context: once handed to the producer
-	// they are written and answered even if the stream ends.
-	pctx := context.WithoutCancel(ctx)
 	for {
 		// RecvMsg into one reused request: unmarshalling resets it and
 		// allocates fresh bytes, so records handed on keep their own.
@@ -76,7 +73,7 @@ func (s *Server) produceRecords(ctx context.Context, stream grpc.BidiStreamingSe
 				err = invalid("async", "is not supported on ProduceStream, which answers every record on its own")
 			}
 			if err == nil {
-				err = s.svc.ProduceAsync(pctx, r.GetCluster(), r.GetTopic(), rec, func(res kafkaapi.Result, err error) {
+				err = s.svc.ProduceAsync(ctx, r.GetCluster(), r.GetTopic(), rec, func(res kafkaapi.Result, err error) {
 					q.complete(seq, res, err)
 				})
 			}
