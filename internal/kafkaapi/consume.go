@@ -32,11 +32,8 @@ const maxCommitMetadata = 4000
 // and returns a session to take messages from. An unknown topic is
 // NOT_FOUND.
 func (s *Service) Open(ctx context.Context, cluster, group, topic string) (*Session, error) {
-	if topic == "" {
-		return nil, status.Error(codes.InvalidArgument, "topic is required")
-	}
-	if group == "" {
-		return nil, status.Error(codes.InvalidArgument, "group is required")
+	if err := requireTopicGroup(topic, group); err != nil {
+		return nil, err
 	}
 	c, err := s.cluster(cluster)
 	if err != nil {
@@ -104,6 +101,17 @@ func (s *Service) join(ctx context.Context, c *kafka.Cluster, key memberKey) (*m
 	return m, nil
 }
 
+// requireTopicGroup checks the names every consuming call needs.
+func requireTopicGroup(topic, group string) error {
+	if topic == "" {
+		return status.Error(codes.InvalidArgument, "topic is required")
+	}
+	if group == "" {
+		return status.Error(codes.InvalidArgument, "group is required")
+	}
+	return nil
+}
+
 // Ack acknowledges a delivered message without a session (Ack calls).
 func (s *Service) Ack(ctx context.Context, cluster, group, topic string, partition int32, offset int64) error {
 	m, err := s.local(cluster, group, topic)
@@ -116,11 +124,8 @@ func (s *Service) Ack(ctx context.Context, cluster, group, topic string, partiti
 // local returns this instance's member for (cluster, group, topic), or
 // FAILED_PRECONDITION when it has none.
 func (s *Service) local(cluster, group, topic string) (*member, error) {
-	if topic == "" {
-		return nil, status.Error(codes.InvalidArgument, "topic is required")
-	}
-	if group == "" {
-		return nil, status.Error(codes.InvalidArgument, "group is required")
+	if err := requireTopicGroup(topic, group); err != nil {
+		return nil, err
 	}
 	c, err := s.cluster(cluster)
 	if err != nil {
@@ -1147,11 +1152,8 @@ func (m *member) syncOrderLocked() {
 // instance is a member of, it takes effect at once: the member drops what
 // it had read of those partitions and reads on from the new offsets.
 func (s *Service) SetOffsets(ctx context.Context, cluster, group, topic string, targets []OffsetTarget) ([]OffsetTarget, error) {
-	if topic == "" {
-		return nil, status.Error(codes.InvalidArgument, "topic is required")
-	}
-	if group == "" {
-		return nil, status.Error(codes.InvalidArgument, "group is required")
+	if err := requireTopicGroup(topic, group); err != nil {
+		return nil, err
 	}
 	if len(targets) == 0 {
 		return nil, status.Error(codes.InvalidArgument, "no offsets given")

@@ -20,28 +20,6 @@ import (
 	"github.com/ferryproxy/ferry/internal/sparseacks"
 )
 
-var (
-	engineBrokerOnce  sync.Once
-	engineBrokerSeeds []string
-)
-
-// engineSeeds returns the brokers the engine tests use: FERRY_TEST_BROKERS
-// when set, else one embedded broker shared by the package's tests.
-func engineSeeds(t testing.TB) []string {
-	engineBrokerOnce.Do(func() {
-		if s := os.Getenv("FERRY_TEST_BROKERS"); s != "" {
-			engineBrokerSeeds = strings.Split(s, ",")
-			return
-		}
-		e, err := kafka.StartEmbedded(0, 3)
-		if err != nil {
-			panic(err)
-		}
-		engineBrokerSeeds = e.Addrs()
-	})
-	return engineBrokerSeeds
-}
-
 // engineConfig is a consume configuration with test-sized timeouts.
 func engineConfig() config.KafkaAPI {
 	cfg := config.Default().KafkaAPI
@@ -52,46 +30,11 @@ func engineConfig() config.KafkaAPI {
 	return cfg
 }
 
-// startEngine returns a Service over the test broker, closed with the test.
+// startEngine returns a Service with cfg over the test brokers (see
+// newTestService).
 func startEngine(t testing.TB, cfg config.KafkaAPI) *Service {
 	t.Helper()
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	if os.Getenv("FERRY_TEST_LOG") != "" {
-		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	cc := config.Cluster{Name: "main", ClientID: "ferry-test", DialTimeout: 10 * time.Second,
-		Producer: config.Producer{MaxBufferedRecords: 100_000, Compression: "none", DeliveryTimeout: 30 * time.Second}}
-	c := kafka.NewCluster(cc, engineSeeds(t), logger)
-	s := New(cfg, map[string]*kafka.Cluster{"main": c}, []string{"main"}, logger)
-	t.Cleanup(func() { s.Close(); c.Close() })
-	return s
-}
-
-// uniqueName is a topic or group name no earlier run used (a real broker
-// keeps them).
-func uniqueName(t testing.TB, what string) string {
-	return fmt.Sprintf("%s-%s-%d", strings.ReplaceAll(t.Name(), "/", "-"), what, time.Now().UnixNano())
-}
-
-// newTopic creates a topic with partitions and returns its name.
-func newTopic(t testing.TB, partitions int32) string {
-	t.Helper()
-	topic := uniqueName(t, "topic")
-	cl, err := kgo.NewClient(kgo.SeedBrokers(engineSeeds(t)...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	resp, err := kadm.NewClient(cl).CreateTopic(ctx, partitions, 1, nil, topic)
-	if err == nil {
-		err = resp.Err
-	}
-	if err != nil {
-		t.Fatalf("creating topic %s: %v", topic, err)
-	}
-	return topic
+	return newTestService(t, &cfg)
 }
 
 // produceN writes n records "v<i>" with key "k<i>" to partition p (or by
@@ -142,12 +85,7 @@ func noMore(t testing.TB, ss *Session, d time.Duration) {
 // committed reads group's committed offset and metadata of partition p.
 func committed(t testing.TB, group, topic string, p int32) (int64, string) {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(engineSeeds(t)...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	os, err := kadm.NewClient(cl).FetchOffsets(context.Background(), group)
+	os, err := kadm.NewClient(newTestClient(t)).FetchOffsets(context.Background(), group)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +114,7 @@ func waitCommitted(t testing.TB, group, topic string, p int32, want int64, wantM
 
 func TestEngineProduce(t *testing.T) {
 	s := startEngine(t, engineConfig())
-	topic := newTopic(t, 3)
+	topic := newTestTopic(t, 3, nil)
 	ctx := context.Background()
 
 	// Same key, same partition; Java partitioning of "k1" is checked by
@@ -185,7 +123,7 @@ func TestEngineProduce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := s.Produce(ctx, "main", topic, Record{Key: []byte("same"), Value: []byte("2"), Partition: -1})
+	b, err := s.Produce(ctx, testClusterName, topic, Record{Key: []byte("same"), Value: []byte("2"), Partition: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,8 +157,8 @@ func TestEngineProduce(t *testing.T) {
 
 func TestEngineAcksOutOfOrder(t *testing.T) {
 	s := startEngine(t, engineConfig())
-	topic := newTopic(t, 1)
-	group := uniqueName(t, "group")
+	topic := newTestTopic(t, 1, nil)
+	group := testName(t, "group")
 	produceN(t, s, topic, 6, 0)
 
 	ss, err := s.Open(context.Background(), "", group, topic)
@@ -266,8 +204,8 @@ func TestEngineAcksOutOfOrder(t *testing.T) {
 
 func TestEngineRedeliveryToAnotherSession(t *testing.T) {
 	s := startEngine(t, engineConfig())
-	topic := newTopic(t, 3)
-	group := uniqueName(t, "group")
+	topic := newTestTopic(t, 3, nil)
+	group := testName(t, "group")
 	produceN(t, s, topic, 30, -1)
 
 	a, err := s.Open(context.Background(), "", group, topic)
@@ -318,8 +256,8 @@ func TestEngineAckTimeoutAndDeadLetter(t *testing.T) {
 	cfg.Consume.MaxDeliveries = 3
 	cfg.Consume.DeadLetterTopic = "{topic}.dead"
 	s := startEngine(t, cfg)
-	topic := newTopic(t, 1)
-	group := uniqueName(t, "group")
+	topic := newTestTopic(t, 1, nil)
+	group := testName(t, "group")
 	produceN(t, s, topic, 2, 0)
 
 	ss, err := s.Open(context.Background(), "", group, topic)
@@ -350,7 +288,7 @@ func TestEngineAckTimeoutAndDeadLetter(t *testing.T) {
 	}
 	// Offset 0 went to the dead-letter topic and both are settled.
 	waitCommitted(t, group, topic, 0, 2, "")
-	cl, err := kgo.NewClient(kgo.SeedBrokers(engineSeeds(t)...), kgo.ConsumeTopics(topic+".dead"),
+	cl, err := kgo.NewClient(kgo.SeedBrokers(testSeeds(t)...), kgo.ConsumeTopics(topic+".dead"),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		t.Fatal(err)
@@ -377,8 +315,8 @@ func TestEngineAckTimeoutAndDeadLetter(t *testing.T) {
 }
 
 func TestEngineRestartKeepsSparseAcks(t *testing.T) {
-	topic := newTopic(t, 1)
-	group := uniqueName(t, "group")
+	topic := newTestTopic(t, 1, nil)
+	group := testName(t, "group")
 	first := startEngine(t, engineConfig())
 	produceN(t, first, topic, 10, 0)
 	ss, err := first.Open(context.Background(), "", group, topic)
@@ -412,8 +350,8 @@ func TestEngineRestartKeepsSparseAcks(t *testing.T) {
 }
 
 func TestEngineTwoInstancesSplitPartitions(t *testing.T) {
-	topic := newTopic(t, 4)
-	group := uniqueName(t, "group")
+	topic := newTestTopic(t, 4, nil)
+	group := testName(t, "group")
 	a := startEngine(t, engineConfig())
 	b := startEngine(t, engineConfig())
 
@@ -494,7 +432,7 @@ func TestEngineTwoInstancesSplitPartitions(t *testing.T) {
 // ownedPartitions lists the partitions this instance's member owns.
 func (s *Service) ownedPartitions(group, topic string) string {
 	s.mu.Lock()
-	m := s.members[memberKey{"main", group, topic}]
+	m := s.members[memberKey{testClusterName, group, topic}]
 	s.mu.Unlock()
 	if m == nil {
 		return "[]"
@@ -519,8 +457,8 @@ func (s *Service) describeGroupMembers(ctx context.Context, group string) (int, 
 
 func TestEngineSetOffsetsOnLiveGroup(t *testing.T) {
 	s := startEngine(t, engineConfig())
-	topic := newTopic(t, 1)
-	group := uniqueName(t, "group")
+	topic := newTestTopic(t, 1, nil)
+	group := testName(t, "group")
 	produceN(t, s, topic, 10, 0)
 	ss, err := s.Open(context.Background(), "", group, topic)
 	if err != nil {
@@ -585,8 +523,8 @@ func TestEngineMaxUnackedPerPartition(t *testing.T) {
 	cfg := engineConfig()
 	cfg.Consume.MaxUnackedPerPartition = 3
 	s := startEngine(t, cfg)
-	topic := newTopic(t, 1)
-	group := uniqueName(t, "group")
+	topic := newTestTopic(t, 1, nil)
+	group := testName(t, "group")
 	produceN(t, s, topic, 6, 0)
 	ss, err := s.Open(context.Background(), "", group, topic)
 	if err != nil {
@@ -607,7 +545,7 @@ func TestEngineMaxUnackedPerPartition(t *testing.T) {
 func TestEngineOpenErrors(t *testing.T) {
 	s := startEngine(t, engineConfig())
 	ctx := context.Background()
-	if _, err := s.Open(ctx, "", "g", "no-such-topic-"+uniqueName(t, "x")); status.Code(err) != codes.NotFound {
+	if _, err := s.Open(ctx, "", "g", "no-such-topic-"+testName(t, "x")); status.Code(err) != codes.NotFound {
 		t.Fatalf("unknown topic: %v", err)
 	}
 	if _, err := s.Open(ctx, "", "", "t"); status.Code(err) != codes.InvalidArgument {
@@ -631,8 +569,8 @@ func TestEngineDeadLetterWriteFails(t *testing.T) {
 	// refuses this; the engine must still not lose the message).
 	cfg.Consume.DeadLetterTopic = ""
 	s := startEngine(t, cfg)
-	topic := newTopic(t, 1)
-	group := uniqueName(t, "group")
+	topic := newTestTopic(t, 1, nil)
+	group := testName(t, "group")
 	produceN(t, s, topic, 1, 0)
 	ss, err := s.Open(context.Background(), "", group, topic)
 	if err != nil {
@@ -658,8 +596,8 @@ func TestEngineAckOfQueuedMessage(t *testing.T) {
 	cfg := engineConfig()
 	cfg.Consume.MaxUnackedPerPartition = 1
 	s := startEngine(t, cfg)
-	topic := newTopic(t, 1)
-	group := uniqueName(t, "group")
+	topic := newTestTopic(t, 1, nil)
+	group := testName(t, "group")
 	produceN(t, s, topic, 3, 0)
 	ss, err := s.Open(context.Background(), "", group, topic)
 	if err != nil {
@@ -697,8 +635,8 @@ func TestEnginePausedPartitionComesBack(t *testing.T) {
 	cfg := engineConfig()
 	cfg.Consume.MaxUnackedPerPartition = 1
 	cfg.Consume.MaxBufferedPerPartition = 1
-	topic := newTopic(t, 2)
-	group := uniqueName(t, "group")
+	topic := newTestTopic(t, 2, nil)
+	group := testName(t, "group")
 	a := startEngine(t, cfg)
 	for p := int32(0); p < 2; p++ {
 		produceN(t, a, topic, 5, p)
@@ -767,7 +705,7 @@ func TestEngineTwoClusters(t *testing.T) {
 			Producer: config.Producer{MaxBufferedRecords: 1000, Compression: "none", DeliveryTimeout: 30 * time.Second}}
 	}
 	clusters := map[string]*kafka.Cluster{
-		"main":  kafka.NewCluster(cc("main"), engineSeeds(t), logger),
+		"main":  kafka.NewCluster(cc("main"), testSeeds(t), logger),
 		"other": kafka.NewCluster(cc("other"), other.Addrs(), logger),
 	}
 	s := New(engineConfig(), clusters, []string{"main", "other"}, logger)
@@ -776,7 +714,7 @@ func TestEngineTwoClusters(t *testing.T) {
 		t.Fatalf("clusters: %s", got)
 	}
 	ctx := context.Background()
-	topic := uniqueName(t, "topic")
+	topic := testName(t, "topic")
 	if _, err := s.Produce(ctx, "other", topic, Record{Value: []byte("on other"), Partition: -1}); err != nil {
 		t.Fatal(err)
 	}
@@ -784,7 +722,7 @@ func TestEngineTwoClusters(t *testing.T) {
 	if _, err := s.Open(ctx, "", "g", topic); status.Code(err) != codes.NotFound {
 		t.Fatalf("the topic on the default cluster: %v", err)
 	}
-	ss, err := s.Open(ctx, "other", uniqueName(t, "group"), topic)
+	ss, err := s.Open(ctx, "other", testName(t, "group"), topic)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -801,8 +739,8 @@ func TestEngineIdleMemberLeaves(t *testing.T) {
 	cfg := engineConfig()
 	cfg.Consume.SubscriptionTimeout = 500 * time.Millisecond
 	s := startEngine(t, cfg)
-	topic := newTopic(t, 1)
-	group := uniqueName(t, "group")
+	topic := newTestTopic(t, 1, nil)
+	group := testName(t, "group")
 	produceN(t, s, topic, 4, 0)
 	ss, err := s.Open(context.Background(), "", group, topic)
 	if err != nil {

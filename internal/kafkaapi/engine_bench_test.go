@@ -18,8 +18,8 @@ func BenchmarkEngineConsume(b *testing.B) {
 	cfg.Consume.MaxUnackedPerPartition = 20000
 	cfg.Consume.MaxBufferedPerPartition = 20000
 	s := startEngine(b, cfg)
-	topic := newTopic(b, 3)
-	cl, err := kgo.NewClient(kgo.SeedBrokers(engineSeeds(b)...), kgo.ProducerLinger(0))
+	topic := newTestTopic(b, 3, nil)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(testSeeds(b)...), kgo.ProducerLinger(0))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -35,7 +35,7 @@ func BenchmarkEngineConsume(b *testing.B) {
 	}
 	b.ResetTimer()
 	start := time.Now()
-	ss, err := s.Open(ctx, "", uniqueName(b, "group"), topic)
+	ss, err := s.Open(ctx, "", testName(b, "group"), topic)
 	if err != nil {
 		b.Fatal(err)
 	}

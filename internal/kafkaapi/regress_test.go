@@ -30,8 +30,8 @@ func TestEngineNoStallAfterLateAcks(t *testing.T) {
 	cfg.Consume.MaxBufferedPerPartition = 5
 	cfg.Consume.AckTimeout = 300 * time.Millisecond
 	s := startEngine(t, cfg)
-	topic := newTopic(t, 2)
-	group := uniqueName(t, "group")
+	topic := newTestTopic(t, 2, nil)
+	group := testName(t, "group")
 	produceN(t, s, topic, 10, 0)
 	ss, err := s.Open(context.Background(), "", group, topic)
 	if err != nil {
@@ -69,8 +69,8 @@ func TestEngineNoStallAfterLateAcks(t *testing.T) {
 // polls), not INVALID_ARGUMENT.
 func TestEngineStaleAckAfterReread(t *testing.T) {
 	s := startEngine(t, engineConfig())
-	topic := newTopic(t, 1)
-	group := uniqueName(t, "group")
+	topic := newTestTopic(t, 1, nil)
+	group := testName(t, "group")
 	produceN(t, s, topic, 10, 0)
 	ss, err := s.Open(context.Background(), "", group, topic)
 	if err != nil {
@@ -106,8 +106,8 @@ func TestEngineAckedDeadLetterNotRequeued(t *testing.T) {
 	cfg.Consume.MaxDeliveries = 1
 	cfg.Consume.DeadLetterTopic = "dlq"
 	s := startEngine(t, cfg)
-	topic := newTopic(t, 1)
-	group := uniqueName(t, "group")
+	topic := newTestTopic(t, 1, nil)
+	group := testName(t, "group")
 	produceN(t, s, topic, 1, 0)
 	ss, err := s.Open(context.Background(), "", group, topic)
 	if err != nil {
