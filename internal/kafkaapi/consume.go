@@ -144,9 +144,9 @@ func (s *Service) local(cluster, group, topic string) (*member, error) {
 // Session is one client's use of a group member: a stream, or one poll.
 type Session struct {
 	m *member
-	// outstanding are the offers delivered on this session and not yet
-	// settled; guarded by m.mu.
-	outstanding map[offerKey]struct{}
+	// outstanding counts the offers delivered on this session and not yet
+	// settled (each offer points at its session); guarded by m.mu.
+	outstanding int
 	closed      bool
 }
 
@@ -193,7 +193,7 @@ func (ss *Session) TakeUpTo(buf []*Message, max int) []*Message {
 func (ss *Session) Outstanding() int {
 	ss.m.mu.Lock()
 	defer ss.m.mu.Unlock()
-	return len(ss.outstanding)
+	return ss.outstanding
 }
 
 // Ack acknowledges a delivered message of the session's group and topic,
@@ -224,27 +224,25 @@ func (ss *Session) Close(release bool) {
 	ss.closed = true
 	m.sessions--
 	m.lastUsed = time.Now()
-	for k := range ss.outstanding {
-		ps := m.parts[k.partition]
-		o := ps.offerOf(k.offset)
-		if o == nil {
-			continue
-		}
-		o.session = nil
-		if release {
-			m.endOfferLocked(ps, o, "released by a closed stream")
+	if ss.outstanding > 0 {
+		for _, ps := range m.parts {
+			for _, o := range ps.offers {
+				if o.session != ss {
+					continue
+				}
+				o.session = nil
+				if release {
+					m.endOfferLocked(ps, o, "released by a closed stream")
+				}
+			}
 		}
 	}
-	ss.outstanding = nil
+	ss.outstanding = 0
 	m.broadcastLocked()
 }
 
 type memberKey struct{ cluster, group, topic string }
 
-type offerKey struct {
-	partition int32
-	offset    int64
-}
 
 // member is this instance's membership of one consumer group for one
 // topic. Its poll goroutine reads records into per-partition queues;
@@ -401,7 +399,7 @@ func (m *member) open() *Session {
 	}
 	m.sessions++
 	m.lastUsed = time.Now()
-	return &Session{m: m, outstanding: map[offerKey]struct{}{}}
+	return &Session{m: m}
 }
 
 // close commits what was acknowledged and leaves the group. Offers still
@@ -493,7 +491,7 @@ func (m *member) takeLocked(ss *Session) *Message {
 			ps.offers = map[int64]*offer{}
 		}
 		ps.offers[rec.Offset] = &offer{rec: rec, deadline: time.Now().Add(m.cfg.ackTimeout), session: ss, deliveries: deliveries}
-		ss.outstanding[offerKey{ps.partition, rec.Offset}] = struct{}{}
+		ss.outstanding++
 		m.drainedLocked(ps)
 		return &Message{
 			Topic:      rec.Topic,
@@ -507,13 +505,6 @@ func (m *member) takeLocked(ss *Session) *Message {
 		}
 	}
 	return nil
-}
-
-func (ps *partState) offerOf(offset int64) *offer {
-	if ps == nil {
-		return nil
-	}
-	return ps.offers[offset]
 }
 
 // base is the first unsettled offset: what a commit writes.
@@ -592,7 +583,7 @@ func (m *member) partLocked(partition int32, offset int64) (*partState, error) {
 func (m *member) dropOfferLocked(ps *partState, o *offer) {
 	delete(ps.offers, o.rec.Offset)
 	if o.session != nil {
-		delete(o.session.outstanding, offerKey{ps.partition, o.rec.Offset})
+		o.session.outstanding--
 	}
 }
 
