@@ -13,6 +13,9 @@
 # Prints one line per check, "ok NAME" or "FAIL NAME: WHY"; the last line it
 # prints is always "N passed, M failed" for the whole run, and it exits
 # non-zero if anything failed. Progress and diagnostics go to stderr.
+#
+# What it shares with kafka_api.sh (counters, cleanup, prerequisites, building,
+# starting and stopping Ferry) is in scripts/e2e/lib.sh.
 set -euo pipefail
 
 GRPC_PORT=7151
@@ -24,178 +27,29 @@ STOP_TIMEOUT=15    # seconds for Ferry to exit after SIGTERM
 GRPCIO_VERSION=1.85.1
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
-cd "$REPO_ROOT"
-
-started=$SECONDS
-passed=0
-failed=0
-tmp=""
-ferry_pid=""
-
-log() { echo "run.sh: [$((SECONDS - started))s] $*" >&2; }
-pass() { passed=$((passed + 1)); echo "ok $1"; }
-fail() { failed=$((failed + 1)); echo "FAIL $1: $2"; }
-
-dump_ferry_log() {
-  if [[ -n "$tmp" && -f "$tmp/ferry.log" ]]; then
-    echo "----- ferry log ($tmp/ferry.log) -----" >&2
-    cat "$tmp/ferry.log" >&2
-    echo "----- end of ferry log -----" >&2
-  fi
-}
-
-# die NAME WHY: a failure after which nothing else can be checked.
-die() {
-  fail "$1" "$2"
-  dump_ferry_log
-  exit 1
-}
-
-# True while pid $1 is a live (not zombie) process.
-alive() {
-  local state
-  kill -0 "$1" 2>/dev/null || return 1
-  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
-  [[ "$state" != Z ]]
-}
-
-# True if something already listens on $HOST:$1 (binds as Go's listeners do,
-# with SO_REUSEADDR, so sockets in TIME_WAIT from an earlier run don't count).
-port_in_use() {
-  "$PY_SYS" - "$HOST" "$1" <<'EOF'
-import errno, socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-try:
-    s.bind((sys.argv[1], int(sys.argv[2])))
-except OSError as e:
-    sys.exit(0 if e.errno == errno.EADDRINUSE else 2)
-finally:
-    s.close()
-sys.exit(1)
-EOF
-}
-
-# True once $HOST:$1 accepts a TCP connection.
-accepts() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
-
-# stop_ferry: SIGTERM, wait up to STOP_TIMEOUT, then SIGKILL. Sets ferry_rc.
-ferry_rc=""
-stop_ferry() {
-  local pid=$ferry_pid i t0=$SECONDS
-  [[ -n "$pid" ]] || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < STOP_TIMEOUT * 10; i++)); do
-    alive "$pid" || break
-    sleep 0.1
-  done
-  if alive "$pid"; then
-    log "ferry (pid $pid) still running ${STOP_TIMEOUT}s after SIGTERM: killing it"
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  ferry_rc=0
-  wait "$pid" 2>/dev/null || ferry_rc=$?
-  ferry_pid=""
-  log "ferry exited with status $ferry_rc about $((SECONDS - t0))s after SIGTERM"
-}
-
-finish() {
-  local rc=$?
-  set +e
-  trap - EXIT INT TERM
-  if [[ -n "$ferry_pid" ]]; then
-    stop_ferry
-  fi
-  [[ -n "$tmp" ]] && rm -rf "$tmp"
-  if ((rc != 0 && failed == 0)); then
-    fail "run.sh" "aborted with exit status $rc"
-  fi
-  log "took $((SECONDS - started))s"
-  echo "$passed passed, $failed failed"
-  if ((failed > 0)); then exit 1; fi
-  exit "$rc"
-}
-trap finish EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-export DEBIAN_FRONTEND=noninteractive
-apt_updated=""
-apt_install() {
-  if [[ -z "$apt_updated" ]]; then
-    apt-get update -qq
-    apt_updated=1
-  fi
-  apt-get install -y -qq "$@" >&2
-}
+PORTS=("$GRPC_PORT" "$KAFKA_PORT")
+# Sets up the counters and the exit trap, and changes to the repository root.
+# shellcheck source=lib.sh
+source "$SCRIPT_DIR/lib.sh"
 
 # --- prerequisites ----------------------------------------------------------
 
-command -v go >/dev/null || die "prerequisites" "go is not on PATH"
-if ! command -v python3 >/dev/null; then
-  log "installing python3"
-  apt_install python3 python3-venv
-fi
-PY_SYS=$(command -v python3)
-
-for port in "$GRPC_PORT" "$KAFKA_PORT"; do
-  if port_in_use "$port"; then
-    die "ports free" "$HOST:$port is already in use; stop whatever listens there (a Ferry left running?) and retry"
-  fi
-done
+check_prerequisites
 
 # 1. kcat
-if ! command -v kcat >/dev/null; then
-  log "installing kcat"
-  apt_install kcat
-fi
+need_command kcat
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/ferry-e2e.XXXXXX")
+make_tmp ferry-e2e
 
 # 2. grpcio in a venv, and Python stubs of echo.proto
-log "creating a Python venv with grpcio $GRPCIO_VERSION"
-if ! "$PY_SYS" -m venv "$tmp/venv" >&2; then
-  log "python3 -m venv failed; installing python3-venv"
-  rm -rf "$tmp/venv"
-  apt_install python3-venv
-  "$PY_SYS" -m venv "$tmp/venv" >&2
-fi
-PY="$tmp/venv/bin/python"
-"$PY" -m pip install -q "grpcio==$GRPCIO_VERSION" "grpcio-tools==$GRPCIO_VERSION" >&2
+make_venv
 mkdir -p "$tmp/stubs"
 "$PY" -m grpc_tools.protoc -I examples/echo \
   --python_out="$tmp/stubs" --grpc_python_out="$tmp/stubs" examples/echo/echo.proto
 
 # 3. Build and start Ferry on the embedded broker.
-log "building ferry"
-go build -o "$tmp/ferry" ./cmd/ferry
-
-for port in "$GRPC_PORT" "$KAFKA_PORT"; do
-  if port_in_use "$port"; then
-    die "ports free" "$HOST:$port is already in use; stop whatever listens there and retry"
-  fi
-done
-pass "ports free"
-
-log "starting ferry serve -c examples/echo/ferry.yaml"
-env -u FERRY_BROKERS "$tmp/ferry" serve -c examples/echo/ferry.yaml \
-  </dev/null >"$tmp/ferry.log" 2>&1 &
-ferry_pid=$!
-
-deadline=$((SECONDS + START_TIMEOUT))
-until accepts "$GRPC_PORT"; do
-  if ! alive "$ferry_pid"; then
-    rc=0
-    wait "$ferry_pid" 2>/dev/null || rc=$?
-    ferry_pid=""
-    die "ferry starts" "ferry exited with status $rc before $HOST:$GRPC_PORT accepted connections"
-  fi
-  if ((SECONDS >= deadline)); then
-    die "ferry starts" "$HOST:$GRPC_PORT did not accept connections within ${START_TIMEOUT}s"
-  fi
-  sleep 0.2
-done
+build_ferry
+start_ferry examples/echo/ferry.yaml "$GRPC_PORT"
 accepts "$KAFKA_PORT" || die "ferry starts" "gRPC is up but the embedded broker on $HOST:$KAFKA_PORT does not accept connections"
 pass "ferry starts"
 
@@ -204,19 +58,7 @@ log "running echo_client.py"
 client_rc=0
 timeout 120 "$PY" "$SCRIPT_DIR/echo_client.py" --stubs "$tmp/stubs" \
   --target "$HOST:$GRPC_PORT" --counts "$tmp/counts.json" </dev/null || client_rc=$?
-if [[ -s "$tmp/counts.json" ]]; then
-  read -r c_passed c_failed < <("$PY" -c '
-import json, sys
-c = json.load(open(sys.argv[1]))
-print(c["passed"], c["failed"])' "$tmp/counts.json")
-  passed=$((passed + c_passed))
-  failed=$((failed + c_failed))
-  if ((client_rc != 0 && c_failed == 0)); then
-    fail "echo_client.py" "exited with status $client_rc"
-  fi
-else
-  fail "echo_client.py" "exited with status $client_rc without writing its counts"
-fi
+add_counts echo_client.py "$client_rc" "$tmp/counts.json"
 
 # 5. The records, as kcat reads them.
 if [[ -s "$tmp/counts.json" ]]; then
@@ -243,22 +85,4 @@ else
 fi
 
 # 6. Stop Ferry: SIGTERM, bounded wait, exit status 0, ports released.
-log "stopping ferry"
-stop_ferry
-if [[ "$ferry_rc" == 0 ]]; then
-  pass "ferry exits 0 on SIGTERM"
-else
-  fail "ferry exits 0 on SIGTERM" "exit status $ferry_rc"
-fi
-busy=""
-for port in "$GRPC_PORT" "$KAFKA_PORT"; do
-  if port_in_use "$port"; then busy+=" $port"; fi
-done
-if [[ -z "$busy" ]]; then
-  pass "ports released"
-else
-  fail "ports released" "still in use after ferry exited:$busy"
-fi
-if ((failed > 0)); then
-  dump_ferry_log
-fi
+check_ferry_stops
