@@ -17,6 +17,7 @@ import (
 
 	echopb "github.com/ferryproxy/ferry/examples/proxy/echo"
 	"github.com/ferryproxy/ferry/internal/app"
+	"github.com/ferryproxy/ferry/internal/testkit"
 )
 
 // echoServer is a real gRPC server for back-end tests: the example's echo
@@ -119,12 +120,12 @@ backends:
 // TestProxyRPCKinds: each kind of RPC from a gRPC client through Ferry,
 // Kafka, Ferry's back end, to a real gRPC server and back.
 func TestProxyRPCKinds(t *testing.T) {
-	leakCheck(t)
+	kit.CheckLeaks(t)
 	srv := startEchoServer(t, "echo-1")
-	req, rep := newTopic(t, 2), newTopic(t, 2)
+	req, rep := kit.Topic(t, 2, nil), kit.Topic(t, 2, nil)
 	a := startFerry(t, proxyConfig(t, req, rep, srv.addr, ""))
 	cc := dial(t, a)
-	ctx := ctxT(t, 30*time.Second)
+	ctx := testkit.Context(t, 30*time.Second)
 	var ten []string
 	for i := 0; i < 10; i++ {
 		ten = append(ten, fmt.Sprintf("s %d", i))
@@ -153,13 +154,13 @@ func TestProxyRPCKinds(t *testing.T) {
 
 // TestProxyExample starts examples/proxy with its echo server and calls it.
 func TestProxyExample(t *testing.T) {
-	leakCheck(t)
+	kit.CheckLeaks(t)
 	srv := startEchoServer(t, "echoserver")
 	t.Setenv("ECHO_SERVER", srv.addr)
 	cfg := loadExample(t, "proxy")
 	cfg.Backends[0].SessionTimeout = 6 * time.Second
 	a := startConfig(t, cfg)
-	res := call(ctxT(t, 30*time.Second), dial(t, a), "ServerStreamingEcho", nil, "Hello")
+	res := call(testkit.Context(t, 30*time.Second), dial(t, a), "ServerStreamingEcho", nil, "Hello")
 	if res.err != nil || len(res.msgs) != 10 || res.msgs[9] != "Hello 9" {
 		t.Errorf("ServerStreamingEcho = %q, %v; want 10 echoes", res.msgs, res.err)
 	}
@@ -167,12 +168,12 @@ func TestProxyExample(t *testing.T) {
 
 // TestBackendErrorStatus: the server's status and message reach the client.
 func TestBackendErrorStatus(t *testing.T) {
-	leakCheck(t)
+	kit.CheckLeaks(t)
 	srv := startEchoServer(t, "echo-1")
 	srv.fail = func(msg string) error { return status.Errorf(codes.PermissionDenied, "no entry for %s", msg) }
-	req, rep := newTopic(t, 1), newTopic(t, 1)
+	req, rep := kit.Topic(t, 1, nil), kit.Topic(t, 1, nil)
 	a := startFerry(t, proxyConfig(t, req, rep, srv.addr, ""))
-	res := call(ctxT(t, 30*time.Second), dial(t, a), "UnaryEcho", nil, "bob")
+	res := call(testkit.Context(t, 30*time.Second), dial(t, a), "UnaryEcho", nil, "bob")
 	if st := status.Convert(res.err); st.Code() != codes.PermissionDenied || st.Message() != "no entry for bob" {
 		t.Errorf("status = %v %q, want PermissionDenied %q", st.Code(), st.Message(), "no entry for bob")
 	}
@@ -181,18 +182,18 @@ func TestBackendErrorStatus(t *testing.T) {
 // TestBackendDownThenUp: a call to a server that is down is retried with
 // backoff and succeeds once the server is up.
 func TestBackendDownThenUp(t *testing.T) {
-	leakCheck(t)
+	kit.CheckLeaks(t)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := lis.Addr().String()
 	lis.Close() // nothing listens there yet
-	req, rep := newTopic(t, 1), newTopic(t, 1)
+	req, rep := kit.Topic(t, 1, nil), kit.Topic(t, 1, nil)
 	a := startFerry(t, proxyConfig(t, req, rep, addr, `    retry: {max_attempts: 20, initial_backoff: 50ms, max_backoff: 500ms}
 `))
 	done := make(chan result, 1)
-	go func() { done <- call(ctxT(t, 30*time.Second), dial(t, a), "UnaryEcho", nil, "patience") }()
+	go func() { done <- call(testkit.Context(t, 30*time.Second), dial(t, a), "UnaryEcho", nil, "patience") }()
 	time.Sleep(1500 * time.Millisecond)
 	lis, err = net.Listen("tcp", addr)
 	if err != nil {
@@ -211,7 +212,7 @@ func TestBackendDownThenUp(t *testing.T) {
 // TestBackendPoison: a request the server always rejects as UNAVAILABLE gets
 // an error reply after the retry budget, and the partition moves on.
 func TestBackendPoison(t *testing.T) {
-	leakCheck(t)
+	kit.CheckLeaks(t)
 	srv := startEchoServer(t, "echo-1")
 	srv.fail = func(msg string) error {
 		if msg == "poison" {
@@ -219,11 +220,11 @@ func TestBackendPoison(t *testing.T) {
 		}
 		return nil
 	}
-	req, rep := newTopic(t, 1), newTopic(t, 1)
+	req, rep := kit.Topic(t, 1, nil), kit.Topic(t, 1, nil)
 	a := startFerry(t, proxyConfig(t, req, rep, srv.addr, `    retry: {max_attempts: 3, initial_backoff: 10ms, max_backoff: 50ms}
 `))
 	cc := dial(t, a)
-	ctx := ctxT(t, 30*time.Second)
+	ctx := testkit.Context(t, 30*time.Second)
 	res := call(ctx, cc, "UnaryEcho", nil, "poison")
 	if st := status.Convert(res.err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "cannot digest poison (after 3 attempts)") {
 		t.Errorf("poison call: %v %q, want Unavailable after 3 attempts", st.Code(), st.Message())
@@ -265,9 +266,9 @@ func waitCommitted(t testing.TB, group, topic string, n int64) {
 // TestBackendGroupSplit: two back-end instances in one group split the
 // partitions, and every request is executed once.
 func TestBackendGroupSplit(t *testing.T) {
-	leakCheck(t)
+	kit.CheckLeaks(t)
 	s1, s2 := startEchoServer(t, "one"), startEchoServer(t, "two")
-	req, rep := newTopic(t, 4), newTopic(t, 4)
+	req, rep := kit.Topic(t, 4, nil), kit.Topic(t, 4, nil)
 	front := startFerry(t, fmt.Sprintf(`
   - when: [{method: grpc.examples.echo.Echo/*}]
     produce: {topic: %s, reply_to: %s, timeout: 60s}
@@ -287,7 +288,7 @@ backends:
 	backendOnly(s2.addr)
 	waitGroupMembers(t, "g-"+req, 2)
 	cc := dial(t, front)
-	ctx := ctxT(t, 60*time.Second)
+	ctx := testkit.Context(t, 60*time.Second)
 	const n = 100
 	wait := unaryMany(t, ctx, cc, n)
 	wait()
@@ -306,10 +307,10 @@ backends:
 // calls are in flight lets them finish (drain) and commits them, so the
 // instance taking over its partitions redoes nothing.
 func TestBackendGracefulLeave(t *testing.T) {
-	leakCheck(t)
+	kit.CheckLeaks(t)
 	srv := startEchoServer(t, "echo")
 	srv.delay = 100 * time.Millisecond
-	req, rep := newTopic(t, 4), newTopic(t, 4)
+	req, rep := kit.Topic(t, 4, nil), kit.Topic(t, 4, nil)
 	front := startFerry(t, fmt.Sprintf(`
   - when: [{method: grpc.examples.echo.Echo/*}]
     produce: {topic: %s, reply_to: %s, timeout: 60s}
@@ -330,7 +331,7 @@ backends:
 	waitGroupMembers(t, "g-"+req, 2)
 
 	cc := dial(t, front)
-	ctx := ctxT(t, 60*time.Second)
+	ctx := testkit.Context(t, 60*time.Second)
 	const n = 40
 	wait := unaryMany(t, ctx, cc, n)
 	time.Sleep(300 * time.Millisecond)
@@ -348,14 +349,14 @@ backends:
 // back end pause reading, and every call still completes once: a pause
 // never strands a call that needs its next record.
 func TestBackendSlowServer(t *testing.T) {
-	leakCheck(t)
+	kit.CheckLeaks(t)
 	srv := startEchoServer(t, "slow")
 	srv.delay = 20 * time.Millisecond
-	req, rep := newTopic(t, 1), newTopic(t, 1)
+	req, rep := kit.Topic(t, 1, nil), kit.Topic(t, 1, nil)
 	a := startFerry(t, proxyConfig(t, req, rep, srv.addr, `    concurrency: 1
     max_pending_calls: 5
 `))
-	wait := unaryMany(t, ctxT(t, 15*time.Second), dial(t, a), 60)
+	wait := unaryMany(t, testkit.Context(t, 15*time.Second), dial(t, a), 60)
 	wait()
 	st := a.BackendStats()["echo"]
 	t.Logf("reading paused %d times; at most %d calls waited for the one slot", st.Pauses, st.PeakWaiting)

@@ -42,12 +42,12 @@ func BenchmarkUnary(b *testing.B) {
 			})
 		})
 		b.Run("direct/inflight="+strconv.Itoa(inflight), func(b *testing.B) {
-			topic := newTopic(b, 1)
+			topic := kit.Topic(b, 1, nil)
 			d := newDirect(b, topic)
 			runLoad(b, inflight, func(ctx context.Context, i int) error { return d.call(ctx, i) })
 		})
 		b.Run("ferry/inflight="+strconv.Itoa(inflight), func(b *testing.B) {
-			topic := newTopic(b, 1)
+			topic := kit.Topic(b, 1, nil)
 			a := startFerry(b, fmt.Sprintf(`
   - when: [{method: grpc.examples.echo.Echo/*}]
     produce: {topic: %s, reply_to: %s, timeout: 30s}
@@ -122,13 +122,13 @@ type direct struct {
 func newDirect(b *testing.B, topic string) *direct {
 	d := &direct{
 		topic: topic,
-		prod:  newClient(b, kgo.ProducerLinger(0), kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil))),
+		prod:  kit.Client(b, kgo.ProducerLinger(0), kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil))),
 		wait:  map[string]chan struct{}{},
 		done:  make(chan struct{}),
 	}
 	// Start at a timestamp, as Ferry's reply reader does: "the end" would
 	// be resolved lazily and could land after the first request.
-	cons := newClient(b, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AfterMilli(time.Now().UnixMilli())),
+	cons := kit.Client(b, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AfterMilli(time.Now().UnixMilli())),
 		kgo.FetchMaxWait(500*time.Millisecond))
 	ctx, cancel := context.WithCancel(context.Background())
 	b.Cleanup(func() { cancel(); <-d.done })
@@ -259,7 +259,7 @@ func BenchmarkProxy(b *testing.B) {
 			})
 		})
 		b.Run("ferry/inflight="+strconv.Itoa(inflight), func(b *testing.B) {
-			reqT, repT := newTopic(b, 1), newTopic(b, 1)
+			reqT, repT := kit.Topic(b, 1, nil), kit.Topic(b, 1, nil)
 			a := startFerry(b, proxyConfig(b, reqT, repT, srv.addr, ""))
 			cc := dial(b, a)
 			runLoad(b, inflight, func(ctx context.Context, _ int) error {

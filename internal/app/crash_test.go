@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ferryproxy/ferry/internal/testkit"
 )
 
 // TestBackendCrash kills a back-end instance (a separate ferry process)
@@ -20,7 +22,7 @@ func TestBackendCrash(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds ferry and waits for a group session to time out")
 	}
-	leakCheck(t)
+	kit.CheckLeaks(t)
 	bin := filepath.Join(t.TempDir(), "ferry")
 	build := exec.Command("go", "build", "-o", bin, "./cmd/ferry")
 	build.Dir = root(t)
@@ -30,7 +32,7 @@ func TestBackendCrash(t *testing.T) {
 
 	srv := startEchoServer(t, "echo")
 	srv.delay = 200 * time.Millisecond
-	req, rep := newTopic(t, 4), newTopic(t, 4)
+	req, rep := kit.Topic(t, 4, nil), kit.Topic(t, 4, nil)
 	group := "g-" + req
 	backendYAML := fmt.Sprintf(`
 backends:
@@ -46,7 +48,7 @@ backends:
 	// The instance to kill runs in its own process.
 	cfgFile := filepath.Join(t.TempDir(), "backend.yaml")
 	writeFile(t, cfgFile, fmt.Sprintf("clusters: [{name: default, brokers: [%q]}]\nlisteners: {grpc: {address: \"127.0.0.1:0\"}}\n%s",
-		strings.Join(testBrokers, ","), backendYAML))
+		strings.Join(kit.Seeds(t), ","), backendYAML))
 	victim := exec.Command(bin, "serve", "-c", cfgFile)
 	var victimLog strings.Builder
 	victim.Stdout, victim.Stderr = &victimLog, &victimLog
@@ -69,7 +71,7 @@ backends:
 	waitGroupMembers(t, group, 2)
 
 	cc := dial(t, front)
-	ctx := ctxT(t, 120*time.Second)
+	ctx := testkit.Context(t, 120*time.Second)
 	const n = 40
 	wait := unaryMany(t, ctx, cc, n)
 	// Kill the victim while its calls are in flight: each takes 200 ms and

@@ -106,7 +106,7 @@ func fanoutLoad(b *testing.B, subs int, open func(i int) (recv func() ([]byte, e
 
 // writer returns a function that writes n timestamped records to topic.
 func writer(b *testing.B, topic string, pad int) func(n int) {
-	prod := newClient(b, kgo.ProducerLinger(0))
+	prod := kit.Client(b, kgo.ProducerLinger(0))
 	return func(n int) {
 		for i := 0; i < n; i++ {
 			prod.Produce(context.Background(), &kgo.Record{Topic: topic, Value: fanoutPayload(pad)}, nil)
@@ -160,7 +160,7 @@ func BenchmarkFanout(b *testing.B) {
 	const pad = 100
 	for _, subs := range []int{1, 100, 1000, 10000} {
 		b.Run("ferry/subs="+strconv.Itoa(subs), func(b *testing.B) {
-			topic := newTopic(b, 1)
+			topic := kit.Topic(b, 1, nil)
 			// The topic is new and empty: starting at the earliest record
 			// is starting at the tail, with no race against the probe.
 			a := startFerry(b, fetchRoute(topic, "      max_buffered_per_subscriber: 4096\n"))
@@ -179,10 +179,10 @@ func BenchmarkFanout(b *testing.B) {
 			continue // 10,000 Kafka clients in one process exhaust this machine
 		}
 		b.Run("direct/subs="+strconv.Itoa(subs), func(b *testing.B) {
-			topic := newTopic(b, 1)
+			topic := kit.Topic(b, 1, nil)
 			write := writer(b, topic, pad)
 			fanoutLoad(b, subs, func(int) (func() ([]byte, error), func()) {
-				cl := newClient(b, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond))
+				cl := kit.Client(b, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond))
 				var buf []*kgo.Record
 				return func() ([]byte, error) {
 					for len(buf) == 0 {
@@ -286,7 +286,7 @@ func BenchmarkFanoutIdleMemory(b *testing.B) {
 	if out, err := build.CombinedOutput(); err != nil {
 		b.Fatalf("building ferry: %v\n%s", err, out)
 	}
-	topic := newTopic(b, 1)
+	topic := kit.Topic(b, 1, nil)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -299,7 +299,7 @@ listeners: {grpc: {address: %q}}
 protos: [{files: [fanout.proto], import_paths: [%q]}]
 log: {level: warn}
 routes:
-%s`, strings.Join(testBrokers, ","), addr, filepath.Join(root(b), "examples", "fanout"), fetchRoute(topic, "      start: latest\n")))
+%s`, strings.Join(kit.Seeds(b), ","), addr, filepath.Join(root(b), "examples", "fanout"), fetchRoute(topic, "      start: latest\n")))
 	cmd := exec.Command(bin, "serve", "-c", cfg)
 	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
 	if err := cmd.Start(); err != nil {

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ferryproxy/ferry/internal/fetch"
+	"github.com/ferryproxy/ferry/internal/testkit"
 )
 
 const fanoutMethod = "/example.FanoutService/FanoutServerStream"
@@ -111,9 +112,9 @@ func fetchRoute(topic, extra string) string {
 // what is written while it listens; the first record's meta: headers are
 // the response headers, and each message carries its message id.
 func TestFetchReplayThenLive(t *testing.T) {
-	leakCheck(t)
-	topic := newTopic(t, 1)
-	prod := newClient(t, kgo.ProducerLinger(0))
+	kit.CheckLeaks(t)
+	topic := kit.Topic(t, 1, nil)
+	prod := kit.Client(t, kgo.ProducerLinger(0))
 	produceMsgs(t, prod, topic, "k", []kgo.RecordHeader{{Key: "meta:x-source", Value: []byte("kafka")}}, "a", "b", "c")
 	a := startFerry(t, fetchRoute(topic, ""))
 	sub := subscribe(t, dial(t, a), nil)
@@ -136,9 +137,9 @@ func TestFetchReplayThenLive(t *testing.T) {
 // TestFetchFilters: filters are ORed, key and headers inside one ANDed, and
 // values can come from the caller's metadata.
 func TestFetchFilters(t *testing.T) {
-	leakCheck(t)
-	topic := newTopic(t, 1)
-	prod := newClient(t, kgo.ProducerLinger(0))
+	kit.CheckLeaks(t)
+	topic := kit.Topic(t, 1, nil)
+	prod := kit.Client(t, kgo.ProducerLinger(0))
 	h := func(kv ...string) []kgo.RecordHeader {
 		var hs []kgo.RecordHeader
 		for i := 0; i < len(kv); i += 2 {
@@ -194,8 +195,8 @@ func TestFetchFilters(t *testing.T) {
 // TestFetchBadRequests: an id that does not decode and a non-empty request
 // are INVALID_ARGUMENT, never a silent replay.
 func TestFetchBadRequests(t *testing.T) {
-	leakCheck(t)
-	topic := newTopic(t, 1)
+	kit.CheckLeaks(t)
+	topic := kit.Topic(t, 1, nil)
 	a := startFerry(t, fetchRoute(topic, ""))
 	cc := dial(t, a)
 	for _, md := range []metadata.MD{
@@ -211,7 +212,7 @@ func TestFetchBadRequests(t *testing.T) {
 			t.Errorf("%v: %v, want InvalidArgument", md, err)
 		}
 	}
-	ctx := ctxT(t, 10*time.Second)
+	ctx := testkit.Context(t, 10*time.Second)
 	s, err := cc.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, fanoutMethod)
 	if err != nil {
 		t.Fatal(err)
@@ -229,9 +230,9 @@ func TestFetchBadRequests(t *testing.T) {
 // last message id it saw, alternately to two Ferry instances, while records
 // are written to a 3-partition topic: every record is seen exactly once.
 func TestFetchResumeExact(t *testing.T) {
-	leakCheck(t)
-	topic := newTopic(t, 3)
-	prod := newClient(t, kgo.ProducerLinger(0), kgo.RecordPartitioner(kgo.RoundRobinPartitioner()))
+	kit.CheckLeaks(t)
+	topic := kit.Topic(t, 3, nil)
+	prod := kit.Client(t, kgo.ProducerLinger(0), kgo.RecordPartitioner(kgo.RoundRobinPartitioner()))
 	apps := []*grpc.ClientConn{dial(t, startFerry(t, fetchRoute(topic, ""))), dial(t, startFerry(t, fetchRoute(topic, "")))}
 	const n = 600
 	done := make(chan struct{})
@@ -283,8 +284,8 @@ func TestFetchResumeExact(t *testing.T) {
 // TestFetchSlowSubscriber: a subscriber that stops reading is cut off with
 // RESOURCE_EXHAUSTED, while 100 others get every record.
 func TestFetchSlowSubscriber(t *testing.T) {
-	leakCheck(t)
-	topic := newTopic(t, 1)
+	kit.CheckLeaks(t)
+	topic := kit.Topic(t, 1, nil)
 	a := startFerry(t, fetchRoute(topic, "      max_buffered_per_subscriber: 64\n"))
 	cc := dial(t, a)
 	// The slow subscriber has a connection of its own with fixed flow
@@ -305,7 +306,7 @@ func TestFetchSlowSubscriber(t *testing.T) {
 		defer fast[i].cancel()
 	}
 	// Wait until every subscriber is attached: a probe record reaches all.
-	prod := newClient(t, kgo.ProducerLinger(0))
+	prod := kit.Client(t, kgo.ProducerLinger(0))
 	big := string(make([]byte, 2048))
 	produceMsgs(t, prod, topic, "", nil, "probe")
 	for _, s := range fast {
@@ -365,9 +366,9 @@ func TestFetchSlowSubscriber(t *testing.T) {
 // the tail; subscribers from behind read on their own only until they
 // joined; the reader stops when the last subscriber leaves.
 func TestFetchReaders(t *testing.T) {
-	leakCheck(t)
-	topic := newTopic(t, 3)
-	prod := newClient(t, kgo.ProducerLinger(0))
+	kit.CheckLeaks(t)
+	topic := kit.Topic(t, 3, nil)
+	prod := kit.Client(t, kgo.ProducerLinger(0))
 	produceMsgs(t, prod, topic, "", nil, "old-1", "old-2", "old-3")
 	a := startFerry(t, fmt.Sprintf(`
   - when: [{method: example.FanoutService/FanoutServerStream, metadata: {x-from: start}}]
@@ -418,19 +419,19 @@ func waitFor(t testing.TB, cond func() bool, what string) {
 // TestFanoutExample starts examples/fanout and streams its topic, whole and
 // filtered by the caller's room.
 func TestFanoutExample(t *testing.T) {
-	leakCheck(t)
+	kit.CheckLeaks(t)
 	cfg := loadExample(t, "fanout")
 	// A topic of this run's own, so a real cluster's older records do not
 	// count.
 	topic := "messages"
-	if realKafka() {
-		topic = newTopic(t, 1)
+	if testkit.Real() {
+		topic = kit.Topic(t, 1, nil)
 		for i := range cfg.Routes {
 			cfg.Routes[i].Fetch.Topic = topic
 		}
 	}
 	a := startConfig(t, cfg)
-	prod := newClient(t, kgo.ProducerLinger(0), kgo.AllowAutoTopicCreation(), kgo.SeedBrokers(a.KafkaAddrs("default")...))
+	prod := kit.Client(t, kgo.ProducerLinger(0), kgo.AllowAutoTopicCreation(), kgo.SeedBrokers(a.KafkaAddrs("default")...))
 	produceMsgs(t, prod, topic, "lobby", nil, "hello everyone")
 	produceMsgs(t, prod, topic, "room-7", nil, "hello room 7")
 	cc := dial(t, a)

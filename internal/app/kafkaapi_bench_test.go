@@ -16,6 +16,7 @@ import (
 
 	kafkav1 "github.com/ferryproxy/ferry/api/ferry/kafka/v1"
 	"github.com/ferryproxy/ferry/api/kafkapixy"
+	"github.com/ferryproxy/ferry/internal/testkit"
 )
 
 // produceBatch is how many records the ProduceStream benchmark sends per
@@ -49,8 +50,8 @@ func BenchmarkKafkaAPIProduceStream(b *testing.B) {
 		value := make([]byte, size)
 		_, _ = crand.Read(value)
 		b.Run(fmt.Sprintf("direct/%dB", size), func(b *testing.B) {
-			topic := newTopic(b, 3)
-			cl := newClient(b, kgo.ProducerLinger(0), kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
+			topic := kit.Topic(b, 3, nil)
+			cl := kit.Client(b, kgo.ProducerLinger(0), kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
 				kgo.ProducerBatchCompression(kgo.NoCompression()))
 			lat := make([]time.Duration, b.N)
 			ctx := context.Background()
@@ -75,7 +76,7 @@ func BenchmarkKafkaAPIProduceStream(b *testing.B) {
 				addr := floorAddr(b)
 				topic := "floor"
 				if path == "ferry" {
-					topic = newTopic(b, 3)
+					topic = kit.Topic(b, 3, nil)
 					addr = startKafkaAPI(b, "").GRPCAddr()
 				}
 				produceStreamLoad(b, addr, topic, value)
@@ -227,7 +228,7 @@ func floorAddr(b *testing.B) string {
 // produceBacklog writes n records of size bytes to topic, each value
 // starting with its write time.
 func produceBacklog(b *testing.B, topic string, n, size int) {
-	cl := newClient(b, kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	cl := kit.Client(b, kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()))
 	ctx := context.Background()
 	for range n {
 		v := make([]byte, size)
@@ -254,11 +255,11 @@ func produceBacklog(b *testing.B, topic string, n, size int) {
 // Run: go test ./internal/app -run '^$' -bench KafkaAPIConsumeStream -benchtime 200000x
 func BenchmarkKafkaAPIConsumeStream(b *testing.B) {
 	b.Run("direct", func(b *testing.B) {
-		topic := newTopic(b, 3)
+		topic := kit.Topic(b, 3, nil)
 		produceBacklog(b, topic, b.N, 100)
-		cl := newClient(b, kgo.ConsumeTopics(topic), kgo.ConsumerGroup("g-"+topic),
+		cl := kit.Client(b, kgo.ConsumeTopics(topic), kgo.ConsumerGroup("g-"+topic),
 			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.AutoCommitInterval(500*time.Millisecond))
-		ctx := ctxT(b, 5*time.Minute)
+		ctx := testkit.Context(b, 5*time.Minute)
 		lat := make([]time.Duration, 0, b.N)
 		b.ResetTimer()
 		start := time.Now()
@@ -278,7 +279,7 @@ func BenchmarkKafkaAPIConsumeStream(b *testing.B) {
 		b.Run(path, func(b *testing.B) {
 			addr, topic := floorAddr(b), "floor"
 			if path == "ferry" {
-				topic = newTopic(b, 3)
+				topic = kit.Topic(b, 3, nil)
 				produceBacklog(b, topic, b.N, 100)
 				addr = startKafkaAPI(b, "    max_unacked_per_partition: 20000\n    max_buffered_per_partition: 20000\n").GRPCAddr()
 			}
@@ -290,7 +291,7 @@ func BenchmarkKafkaAPIConsumeStream(b *testing.B) {
 // consumeStreamLoad reads b.N messages from one Consume stream on addr,
 // granting credits and acknowledging in batches.
 func consumeStreamLoad(b *testing.B, addr, topic string) {
-	ctx := ctxT(b, 5*time.Minute)
+	ctx := testkit.Context(b, 5*time.Minute)
 	stream, err := kafkav1.NewKafkaClient(dialAddr(b, addr)).Consume(ctx)
 	if err != nil {
 		b.Fatal(err)
@@ -333,14 +334,14 @@ func consumeStreamLoad(b *testing.B, addr, topic string) {
 func BenchmarkKafkaAPIProduceUnary(b *testing.B) {
 	value := []byte("a small message of about one hundred bytes, as an application event would be ..............")
 	b.Run("direct", func(b *testing.B) {
-		topic := newTopic(b, 3)
-		cl := newClient(b, kgo.ProducerLinger(0))
+		topic := kit.Topic(b, 3, nil)
+		cl := kit.Client(b, kgo.ProducerLinger(0))
 		runLoad(b, 1, func(ctx context.Context, i int) error {
 			return cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Key: []byte(strconv.Itoa(i)), Value: value}).FirstErr()
 		})
 	})
 	b.Run("ferry-pixy", func(b *testing.B) {
-		topic := newTopic(b, 3)
+		topic := kit.Topic(b, 3, nil)
 		c := kafkapixy.NewKafkaPixyClient(dialAddr(b, startKafkaAPI(b, "").GRPCAddr()))
 		runLoad(b, 1, func(ctx context.Context, i int) error {
 			_, err := c.Produce(ctx, &kafkapixy.ProdRq{Topic: topic, KeyValue: []byte(strconv.Itoa(i)), Message: value})
@@ -348,7 +349,7 @@ func BenchmarkKafkaAPIProduceUnary(b *testing.B) {
 		})
 	})
 	b.Run("ferry", func(b *testing.B) {
-		topic := newTopic(b, 3)
+		topic := kit.Topic(b, 3, nil)
 		c := kafkav1.NewKafkaClient(dialAddr(b, startKafkaAPI(b, "").GRPCAddr()))
 		runLoad(b, 1, func(ctx context.Context, i int) error {
 			_, err := c.Produce(ctx, &kafkav1.ProduceRequest{Topic: topic, Key: []byte(strconv.Itoa(i)),

@@ -23,11 +23,12 @@ import (
 	"github.com/ferryproxy/ferry/api/kafkapixy"
 	"github.com/ferryproxy/ferry/internal/app"
 	"github.com/ferryproxy/ferry/internal/config"
+	"github.com/ferryproxy/ferry/internal/testkit"
 )
 
 // kafkaAPIYAML is a configuration serving both Kafka APIs, with
 // test-sized timeouts; extra is appended under kafka_api.consume.
-func kafkaAPIYAML(extra string) string {
+func kafkaAPIYAML(t testing.TB, extra string) string {
 	return fmt.Sprintf(`
 clusters:
   - name: default
@@ -44,12 +45,12 @@ kafka_api:
     long_poll_timeout: 500ms
     commit_interval: 50ms
     session_timeout: 6s
-%s`, strings.Join(testBrokers, ","), extra)
+%s`, strings.Join(kit.Seeds(t), ","), extra)
 }
 
 func startKafkaAPI(t testing.TB, extra string) *app.App {
 	t.Helper()
-	cfg, err := config.Parse(filepath.Join(t.TempDir(), "ferry.yaml"), []byte(kafkaAPIYAML(extra)))
+	cfg, err := config.Parse(filepath.Join(t.TempDir(), "ferry.yaml"), []byte(kafkaAPIYAML(t, extra)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,12 +71,12 @@ func dialAddr(t testing.TB, addr string) *grpc.ClientConn {
 // APIs over gRPC and REST on one engine: a record produced through one
 // face is consumed, in the same group, through another.
 func TestKafkaAPIFaces(t *testing.T) {
-	leakCheck(t)
+	kit.CheckLeaks(t)
 	a := startKafkaAPI(t, "")
-	topic := newTopic(t, 1)
+	topic := kit.Topic(t, 1, nil)
 	group := "g-" + topic
 	cc := dialAddr(t, a.GRPCAddr())
-	ctx := ctxT(t, 30*time.Second)
+	ctx := testkit.Context(t, 30*time.Second)
 	base := "http://" + a.HTTPAddr()
 
 	for _, svc := range []string{"ferry.kafka.v1.Kafka", "KafkaPixy"} {
@@ -172,13 +173,13 @@ func TestKafkaAPIConsumerKilled(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("building ferry: %v\n%s", err, out)
 	}
-	topic := newTopic(t, 2)
+	topic := kit.Topic(t, 2, nil)
 	group := "g-" + topic
 
 	// The victim serves gRPC on a port of its own choosing: find it in
 	// its log.
 	cfgFile := filepath.Join(t.TempDir(), "victim.yaml")
-	writeFile(t, cfgFile, strings.Replace(kafkaAPIYAML(""), "${FERRY_TEST_LOG:-warn}", "info", 1))
+	writeFile(t, cfgFile, strings.Replace(kafkaAPIYAML(t, ""), "${FERRY_TEST_LOG:-warn}", "info", 1))
 	victim := exec.Command(bin, "serve", "-c", cfgFile)
 	logs := &syncBuffer{}
 	victim.Stdout, victim.Stderr = logs, logs
@@ -206,7 +207,7 @@ func TestKafkaAPIConsumerKilled(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 
-	ctx := ctxT(t, 90*time.Second)
+	ctx := testkit.Context(t, 90*time.Second)
 	ferry := kafkav1.NewKafkaClient(dialAddr(t, addr))
 	const n = 20
 	for i := range n {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,9 +15,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/mem"
@@ -27,82 +24,18 @@ import (
 
 	"github.com/ferryproxy/ferry/internal/app"
 	"github.com/ferryproxy/ferry/internal/config"
+	"github.com/ferryproxy/ferry/internal/testkit"
 )
 
-// testBrokers are the brokers the suite runs against: a real cluster when
-// FERRY_TEST_BROKERS names one, else an in-process kfake cluster.
-var testBrokers []string
-
-func TestMain(m *testing.M) {
-	code := func() int {
-		if s := os.Getenv("FERRY_TEST_BROKERS"); s != "" {
-			testBrokers = strings.Split(s, ",")
-		} else {
-			c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(1))
-			if err != nil {
-				fmt.Fprintln(os.Stderr, "starting kfake:", err)
-				return 1
-			}
-			defer c.Close()
-			testBrokers = c.ListenAddrs()
-		}
-		return m.Run()
-	}()
-	os.Exit(code)
-}
-
-// leakCheck fails t if goroutines started during the test outlive it.
-func leakCheck(t testing.TB) {
-	t.Helper()
-	opts := []goleak.Option{
-		goleak.IgnoreCurrent(),
-		// The shared in-process broker's side of a connection a client
-		// closed ends on its own schedule; it is the broker's, not Ferry's.
-		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*clientConn).read"),
-		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*clientConn).write"),
-	}
-	t.Cleanup(func() { goleak.VerifyNone(t, opts...) })
-}
-
-// newTopic creates a topic with a name unique to this test and run.
-func newTopic(t testing.TB, partitions int32) string {
-	t.Helper()
-	name := strings.Map(func(r rune) rune {
-		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
-			return r
-		}
-		return '-'
-	}, strings.ToLower(t.Name()))
-	name = fmt.Sprintf("ferry-test-%s-%08x", name, rand.Uint32())
-	cl := newClient(t)
-	adm := kadm.NewClient(cl)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	resp, err := adm.CreateTopic(ctx, partitions, 1, nil, name)
-	if err == nil {
-		err = resp.Err
-	}
-	if err != nil {
-		t.Fatalf("creating topic %s: %v", name, err)
-	}
-	return name
-}
-
-// newClient returns a plain franz-go client on the test brokers.
-func newClient(t testing.TB, opts ...kgo.Opt) *kgo.Client {
-	t.Helper()
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(testBrokers...)}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cl.Close)
-	return cl
-}
+// kit is the brokers the suite runs against: a real cluster when
+// FERRY_TEST_BROKERS names one, else an in-process kfake broker that gives
+// an auto-created topic one partition (tests count on it).
+var kit = testkit.NewBroker(1)
 
 // readTopic reads n records of topic from the start.
 func readTopic(t testing.TB, topic string, n int) []*kgo.Record {
 	t.Helper()
-	cl := newClient(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	cl := kit.Client(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var recs []*kgo.Record
@@ -120,7 +53,7 @@ func readTopic(t testing.TB, topic string, n int) []*kgo.Record {
 // endOffset returns the sum of topic's partition end offsets.
 func endOffset(t testing.TB, topic string) int64 {
 	t.Helper()
-	adm := kadm.NewClient(newClient(t))
+	adm := kadm.NewClient(kit.Client(t))
 	ends, err := adm.ListEndOffsets(context.Background(), topic)
 	if err != nil {
 		t.Fatal(err)
@@ -164,7 +97,7 @@ protos:
 log:
   level: ${FERRY_TEST_LOG:-warn}
 routes:
-%s`, strings.Join(testBrokers, ","), filepath.Join(root(t), "examples", "echo"), filepath.Join(root(t), "examples", "fanout"), routes)
+%s`, strings.Join(kit.Seeds(t), ","), filepath.Join(root(t), "examples", "echo"), filepath.Join(root(t), "examples", "fanout"), routes)
 	cfg, err := config.Parse(filepath.Join(t.TempDir(), "ferry.yaml"), []byte(y))
 	if err != nil {
 		t.Fatalf("config:\n%s\n%v", y, err)
@@ -327,8 +260,8 @@ type reply struct {
 func startBackend(t testing.TB, requestTopic string, fn func(reqs []string, md map[string]string) reply) *backend {
 	t.Helper()
 	b := &backend{calls: map[string]int{}}
-	cons := newClient(t, kgo.ConsumeTopics(requestTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	prod := newClient(t, kgo.ProducerLinger(0))
+	cons := kit.Client(t, kgo.ConsumeTopics(requestTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	prod := kit.Client(t, kgo.ProducerLinger(0))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	t.Cleanup(func() { cancel(); <-done })
@@ -393,15 +326,6 @@ func (b *backend) seen() (calls, twice int) {
 	return calls, twice
 }
 
-func ctxT(t testing.TB, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// realKafka reports whether the suite runs against a real broker.
-func realKafka() bool { return os.Getenv("FERRY_TEST_BROKERS") != "" }
-
 func md5hex(s string) string {
 	sum := md5.Sum([]byte(s))
 	return hex.EncodeToString(sum[:])
@@ -415,7 +339,7 @@ func writeFile(t testing.TB, path, content string) {
 }
 
 func kadmClient(t testing.TB) *kadm.Client {
-	return kadm.NewClient(newClient(t))
+	return kadm.NewClient(kit.Client(t))
 }
 
 // waitGroupMembers waits until group has n members, each with partitions.
@@ -483,8 +407,8 @@ func unaryMany(t testing.TB, ctx context.Context, cc *grpc.ClientConn, n int) (w
 func loadExample(t testing.TB, name string) *config.Config {
 	t.Helper()
 	t.Setenv("FERRY_GRPC_ADDRESS", "127.0.0.1:0")
-	if realKafka() {
-		t.Setenv("FERRY_BROKERS", strings.Join(testBrokers, ","))
+	if testkit.Real() {
+		t.Setenv("FERRY_BROKERS", strings.Join(kit.Seeds(t), ","))
 	} else {
 		t.Setenv("FERRY_BROKERS", "")
 	}

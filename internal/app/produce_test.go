@@ -22,15 +22,16 @@ import (
 
 	"github.com/ferryproxy/ferry/internal/app"
 	"github.com/ferryproxy/ferry/internal/config"
+	"github.com/ferryproxy/ferry/internal/testkit"
 )
 
 // TestEchoExample runs examples/echo as the README does and calls each of
 // its four methods.
 func TestEchoExample(t *testing.T) {
-	leakCheck(t)
+	kit.CheckLeaks(t)
 	a := startConfig(t, loadExample(t, "echo"))
 	cc := dial(t, a)
-	ctx := ctxT(t, 30*time.Second)
+	ctx := testkit.Context(t, 30*time.Second)
 
 	for _, tc := range []struct {
 		method string
@@ -55,8 +56,8 @@ func TestEchoExample(t *testing.T) {
 // TestRPCKinds calls each kind of RPC through a back end that answers in
 // Zilla's reply layout, with response metadata.
 func TestRPCKinds(t *testing.T) {
-	leakCheck(t)
-	req, rep := newTopic(t, 1), newTopic(t, 1)
+	kit.CheckLeaks(t)
+	req, rep := kit.Topic(t, 1, nil), kit.Topic(t, 1, nil)
 	startBackend(t, req, func(reqs []string, md map[string]string) reply {
 		out := reply{meta: map[string]string{"x-backend": "kafka"}}
 		switch md["x-kind"] {
@@ -78,7 +79,7 @@ func TestRPCKinds(t *testing.T) {
     produce: {topic: %s, reply_to: %s, timeout: 20s}
 `, req, rep))
 	cc := dial(t, a)
-	ctx := ctxT(t, 30*time.Second)
+	ctx := testkit.Context(t, 30*time.Second)
 	for _, tc := range []struct {
 		method, kind string
 		reqs, want   []string
@@ -106,8 +107,8 @@ func TestRPCKinds(t *testing.T) {
 // names, order and values, and the null terminator, read back with a plain
 // franz-go consumer.
 func TestRecordLayout(t *testing.T) {
-	leakCheck(t)
-	req, rep := newTopic(t, 1), newTopic(t, 1)
+	kit.CheckLeaks(t)
+	req, rep := kit.Topic(t, 1, nil), kit.Topic(t, 1, nil)
 	startBackend(t, req, func(reqs []string, _ map[string]string) reply { return reply{msgs: reqs} })
 	a := startFerry(t, fmt.Sprintf(`
   - when: [{method: grpc.examples.echo.Echo/*}]
@@ -124,7 +125,7 @@ func TestRecordLayout(t *testing.T) {
 		"x-raw-bin", string([]byte{0, 1, 2, 0xfe}),
 		"authorization", "Bearer secret",
 	)
-	res := call(ctxT(t, 20*time.Second), cc, "UnaryEcho", md, "golden")
+	res := call(testkit.Context(t, 20*time.Second), cc, "UnaryEcho", md, "golden")
 	if res.err != nil || len(res.msgs) != 1 || res.msgs[0] != "golden" {
 		t.Fatalf("call = %q, %v", res.msgs, res.err)
 	}
@@ -174,8 +175,8 @@ func fmtHeaders(hs []kgo.RecordHeader) string {
 // TestErrorStatus: a back end's terminal status and message reach the
 // client, with the reply's meta: headers as response headers.
 func TestErrorStatus(t *testing.T) {
-	leakCheck(t)
-	req, rep := newTopic(t, 1), newTopic(t, 1)
+	kit.CheckLeaks(t)
+	req, rep := kit.Topic(t, 1, nil), kit.Topic(t, 1, nil)
 	startBackend(t, req, func(reqs []string, _ map[string]string) reply {
 		return reply{code: int(codes.NotFound), message: "no user " + reqs[0], meta: map[string]string{"x-why": "lookup"}}
 	})
@@ -183,7 +184,7 @@ func TestErrorStatus(t *testing.T) {
   - when: [{method: grpc.examples.echo.Echo/*}]
     produce: {topic: %s, reply_to: %s}
 `, req, rep))
-	res := call(ctxT(t, 20*time.Second), dial(t, a), "UnaryEcho", nil, "bob")
+	res := call(testkit.Context(t, 20*time.Second), dial(t, a), "UnaryEcho", nil, "bob")
 	st := status.Convert(res.err)
 	if st.Code() != codes.NotFound || st.Message() != "no user bob" {
 		t.Errorf("status = %v %q, want NotFound %q", st.Code(), st.Message(), "no user bob")
@@ -196,13 +197,13 @@ func TestErrorStatus(t *testing.T) {
 // TestReplyTimeout: with no back end, the route's timeout ends the call
 // with DEADLINE_EXCEEDED and the call's waiter is gone.
 func TestReplyTimeout(t *testing.T) {
-	leakCheck(t)
-	req, rep := newTopic(t, 1), newTopic(t, 1)
+	kit.CheckLeaks(t)
+	req, rep := kit.Topic(t, 1, nil), kit.Topic(t, 1, nil)
 	a := startFerry(t, fmt.Sprintf(`
   - when: [{method: grpc.examples.echo.Echo/*}]
     produce: {topic: %s, reply_to: %s, timeout: 300ms}
 `, req, rep))
-	res := call(ctxT(t, 20*time.Second), dial(t, a), "UnaryEcho", nil, "anyone?")
+	res := call(testkit.Context(t, 20*time.Second), dial(t, a), "UnaryEcho", nil, "anyone?")
 	st := status.Convert(res.err)
 	if st.Code() != codes.DeadlineExceeded || !strings.Contains(st.Message(), rep) {
 		t.Errorf("status = %v %q, want DeadlineExceeded naming the reply topic", st.Code(), st.Message())
@@ -215,14 +216,14 @@ func TestReplyTimeout(t *testing.T) {
 // TestClientCancel: a client that cancels mid-stream gets its request
 // stream ended with a null record, and nothing of the call is left behind.
 func TestClientCancel(t *testing.T) {
-	leakCheck(t)
-	req, rep := newTopic(t, 1), newTopic(t, 1)
+	kit.CheckLeaks(t)
+	req, rep := kit.Topic(t, 1, nil), kit.Topic(t, 1, nil)
 	a := startFerry(t, fmt.Sprintf(`
   - when: [{method: grpc.examples.echo.Echo/*}]
     produce: {topic: %s, reply_to: %s}
 `, req, rep))
 	cc := dial(t, a)
-	ctx, cancel := context.WithCancel(ctxT(t, 20*time.Second))
+	ctx, cancel := context.WithCancel(testkit.Context(t, 20*time.Second))
 	s, err := cc.NewStream(ctx, &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}, echoSvc+"BidirectionalStreamingEcho")
 	if err != nil {
 		t.Fatal(err)
@@ -251,13 +252,13 @@ func TestClientCancel(t *testing.T) {
 // headers, no null record, and answers one empty message once Kafka took
 // the records.
 func TestOneWay(t *testing.T) {
-	leakCheck(t)
-	topic := newTopic(t, 1)
+	kit.CheckLeaks(t)
+	topic := kit.Topic(t, 1, nil)
 	a := startFerry(t, fmt.Sprintf(`
   - when: [{method: grpc.examples.echo.Echo/ClientStreamingEcho}]
     produce: {topic: %s, overrides: {source: ferry}}
 `, topic))
-	res := call(ctxT(t, 20*time.Second), dial(t, a), "ClientStreamingEcho", metadata.Pairs("x-id", "7"), "m1", "m2")
+	res := call(testkit.Context(t, 20*time.Second), dial(t, a), "ClientStreamingEcho", metadata.Pairs("x-id", "7"), "m1", "m2")
 	if res.err != nil || !reflect.DeepEqual(res.msgs, []string{""}) {
 		t.Fatalf("one-way call = %q, %v; want one empty message and OK", res.msgs, res.err)
 	}
@@ -276,8 +277,8 @@ func TestOneWay(t *testing.T) {
 // TestIdempotentReplay: a call retried with the same idempotency-key gets
 // the stored replies again without the request being written twice.
 func TestIdempotentReplay(t *testing.T) {
-	leakCheck(t)
-	req, rep := newTopic(t, 1), newTopic(t, 1)
+	kit.CheckLeaks(t)
+	req, rep := kit.Topic(t, 1, nil), kit.Topic(t, 1, nil)
 	var mu sync.Mutex
 	n := 0
 	b := startBackend(t, req, func(reqs []string, _ map[string]string) reply {
@@ -291,7 +292,7 @@ func TestIdempotentReplay(t *testing.T) {
     produce: {topic: %s, reply_to: %s}
 `, req, rep))
 	cc := dial(t, a)
-	ctx := ctxT(t, 20*time.Second)
+	ctx := testkit.Context(t, 20*time.Second)
 	md := metadata.Pairs("idempotency-key", "order-42")
 	first := call(ctx, cc, "UnaryEcho", md, "pay")
 	second := call(ctx, cc, "UnaryEcho", md, "pay")
@@ -330,15 +331,15 @@ func TestIdempotentReplay(t *testing.T) {
 // TestSharedReplyTopic: two Ferry instances reading one reply topic each
 // get only their own replies.
 func TestSharedReplyTopic(t *testing.T) {
-	leakCheck(t)
-	req, rep := newTopic(t, 3), newTopic(t, 3)
+	kit.CheckLeaks(t)
+	req, rep := kit.Topic(t, 3, nil), kit.Topic(t, 3, nil)
 	startBackend(t, req, func(reqs []string, _ map[string]string) reply { return reply{msgs: []string{"re:" + reqs[0]}} })
 	routes := fmt.Sprintf(`
   - when: [{method: grpc.examples.echo.Echo/*}]
     produce: {topic: %s, reply_to: %s, timeout: 20s}
 `, req, rep)
 	apps := []*app.App{startFerry(t, routes), startFerry(t, routes)}
-	ctx := ctxT(t, 30*time.Second)
+	ctx := testkit.Context(t, 30*time.Second)
 	var wg sync.WaitGroup
 	errs := make(chan error, 100)
 	for i, a := range apps {
@@ -365,14 +366,14 @@ func TestSharedReplyTopic(t *testing.T) {
 // TestUnknownMethod: methods no proto defines, or no route names, are
 // UNIMPLEMENTED with the method in the message.
 func TestUnknownMethod(t *testing.T) {
-	leakCheck(t)
-	topic := newTopic(t, 1)
+	kit.CheckLeaks(t)
+	topic := kit.Topic(t, 1, nil)
 	a := startFerry(t, fmt.Sprintf(`
   - when: [{method: grpc.examples.echo.Echo/UnaryEcho, metadata: {tenant: a}}]
     produce: {topic: %s}
 `, topic))
 	cc := dial(t, a)
-	ctx := ctxT(t, 10*time.Second)
+	ctx := testkit.Context(t, 10*time.Second)
 	for _, tc := range []struct {
 		method string
 		md     metadata.MD
@@ -398,8 +399,8 @@ func TestUnknownMethod(t *testing.T) {
 // TestMetadataRouting: the first route whose conditions match wins, and a
 // condition's metadata must all be present and equal.
 func TestMetadataRouting(t *testing.T) {
-	leakCheck(t)
-	gold, rest := newTopic(t, 1), newTopic(t, 1)
+	kit.CheckLeaks(t)
+	gold, rest := kit.Topic(t, 1, nil), kit.Topic(t, 1, nil)
 	a := startFerry(t, fmt.Sprintf(`
   - name: gold
     when: [{method: grpc.examples.echo.Echo/UnaryEcho, metadata: {tier: gold, region: eu}}]
@@ -409,7 +410,7 @@ func TestMetadataRouting(t *testing.T) {
     produce: {topic: %s}
 `, gold, rest))
 	cc := dial(t, a)
-	ctx := ctxT(t, 10*time.Second)
+	ctx := testkit.Context(t, 10*time.Second)
 	for _, md := range []metadata.MD{
 		metadata.Pairs("tier", "gold", "region", "eu"),
 		metadata.Pairs("tier", "gold"),
@@ -460,8 +461,8 @@ routes:
 // TestMalformedFrame: request frames grpc-go cannot read end the call with
 // an error status, and nothing of them is written to Kafka.
 func TestMalformedFrame(t *testing.T) {
-	leakCheck(t)
-	topic := newTopic(t, 1)
+	kit.CheckLeaks(t)
+	topic := kit.Topic(t, 1, nil)
 	a := startFerry(t, fmt.Sprintf(`
   - when: [{method: grpc.examples.echo.Echo/*}]
     produce: {topic: %s}
@@ -478,7 +479,7 @@ func TestMalformedFrame(t *testing.T) {
 		"length over the limit": {0, 0xff, 0xff, 0xff, 0xff},
 		"short prefix":          {0, 0},
 	} {
-		req, _ := http.NewRequestWithContext(ctxT(t, 10*time.Second), http.MethodPost,
+		req, _ := http.NewRequestWithContext(testkit.Context(t, 10*time.Second), http.MethodPost,
 			"http://"+a.GRPCAddr()+echoSvc+"ClientStreamingEcho", bytes.NewReader(body))
 		req.Header.Set("content-type", "application/grpc")
 		req.Header.Set("te", "trailers")
@@ -498,7 +499,7 @@ func TestMalformedFrame(t *testing.T) {
 		t.Logf("%s: grpc-status %s %s", name, code, resp.Trailer.Get("grpc-message"))
 	}
 	// A good call afterwards is the only thing on the topic.
-	if res := call(ctxT(t, 10*time.Second), dial(t, a), "ClientStreamingEcho", nil, "good"); res.err != nil {
+	if res := call(testkit.Context(t, 10*time.Second), dial(t, a), "ClientStreamingEcho", nil, "good"); res.err != nil {
 		t.Fatal(res.err)
 	}
 	if n := endOffset(t, topic); n != 1 {

@@ -18,23 +18,24 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ferryproxy/ferry/internal/app"
+	"github.com/ferryproxy/ferry/internal/testkit"
 )
 
 // TestReflectionAndHealth: reflection lists the configured services and
 // serves their descriptors (grpcurl needs no -proto), and health answers
 // for the server and each service.
 func TestReflectionAndHealth(t *testing.T) {
-	leakCheck(t)
+	kit.CheckLeaks(t)
 	a := startFerry(t, fmt.Sprintf(`
   - when: [{method: grpc.examples.echo.Echo/*}]
     produce: {topic: %s}
-`, newTopic(t, 1)))
+`, kit.Topic(t, 1, nil)))
 	cc, err := grpc.NewClient(a.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cc.Close()
-	ctx := ctxT(t, 10*time.Second)
+	ctx := testkit.Context(t, 10*time.Second)
 
 	s, err := reflectionpb.NewServerReflectionClient(cc).ServerReflectionInfo(ctx)
 	if err != nil {

@@ -4,67 +4,31 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"reflect"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"go.uber.org/goleak"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/ferryproxy/ferry/internal/config"
 	"github.com/ferryproxy/ferry/internal/kafka"
 	"github.com/ferryproxy/ferry/internal/sparseacks"
+	"github.com/ferryproxy/ferry/internal/testkit"
 )
 
-// This file's helpers (testSeeds, newTestService, newTestClient,
-// newTestTopic, testName, testContext, realKafka, checkLeaks) are meant for
-// every test of the package.
+// This file's helpers (kit, newTestService, testContext, wantCode,
+// eventually) are meant for every test of the package.
 
-var (
-	testSeedsOnce sync.Once
-	testSeedList  []string
-	testSeedsErr  error
-)
-
-// testSeeds returns the brokers the package's tests run against: those
-// FERRY_TEST_BROKERS names (comma-separated), else one embedded broker
-// (three partitions per auto-created topic) started on first use and
-// shared by every test of the run, as a real broker would be.
-func testSeeds(t testing.TB) []string {
-	t.Helper()
-	testSeedsOnce.Do(func() {
-		if s := os.Getenv("FERRY_TEST_BROKERS"); s != "" {
-			for _, b := range strings.Split(s, ",") {
-				if b = strings.TrimSpace(b); b != "" {
-					testSeedList = append(testSeedList, b)
-				}
-			}
-			return
-		}
-		e, err := kafka.StartEmbedded(0, 3)
-		if err != nil {
-			testSeedsErr = err
-			return
-		}
-		testSeedList = e.Addrs()
-	})
-	if testSeedsErr != nil {
-		t.Fatal(testSeedsErr)
-	}
-	return testSeedList
-}
-
-// realKafka reports whether the tests run against a real broker rather
-// than the embedded kfake one.
-func realKafka() bool { return os.Getenv("FERRY_TEST_BROKERS") != "" }
+// kit is the brokers the package's tests run against: those
+// FERRY_TEST_BROKERS names, else one embedded broker with three partitions
+// per auto-created topic, shared by every test of the run.
+var kit = testkit.NewBroker(3)
 
 // testClusterName is the one cluster of a test Service.
 const testClusterName = "default"
@@ -93,50 +57,10 @@ func newTestService(t testing.TB, cfg *config.KafkaAPI) *Service {
 			DeliveryTimeout:    30 * time.Second,
 		},
 	}
-	c := kafka.NewCluster(cc, testSeeds(t), logger)
+	c := kafka.NewCluster(cc, kit.Seeds(t), logger)
 	s := New(*cfg, map[string]*kafka.Cluster{testClusterName: c}, []string{testClusterName}, logger)
 	t.Cleanup(func() { s.Close(); c.Close() })
 	return s
-}
-
-// newTestClient returns a plain franz-go client of the test brokers,
-// closed when the test ends.
-func newTestClient(t testing.TB, opts ...kgo.Opt) *kgo.Client {
-	t.Helper()
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(testSeeds(t)...)}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cl.Close)
-	return cl
-}
-
-// testName returns a topic or group name for what that no other test and
-// no earlier run against the same real broker used.
-func testName(t testing.TB, what string) string {
-	name := strings.Map(func(r rune) rune {
-		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.' || r == '_' {
-			return r
-		}
-		return '-'
-	}, t.Name())
-	return fmt.Sprintf("ferry-test-%s-%s-%08x", name, what, rand.Uint32())
-}
-
-// newTestTopic creates a topic with partitions, replication factor 1 and
-// configs, and returns its name.
-func newTestTopic(t testing.TB, partitions int32, configs map[string]*string) string {
-	t.Helper()
-	topic := testName(t, "topic")
-	ctx := testContext(t)
-	resp, err := kadm.NewClient(newTestClient(t)).CreateTopic(ctx, partitions, 1, configs, topic)
-	if err == nil {
-		err = resp.Err
-	}
-	if err != nil {
-		t.Fatalf("creating topic %s: %v", topic, err)
-	}
-	return topic
 }
 
 // testContext returns a context that ends with the test or after a
@@ -145,23 +69,6 @@ func testContext(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// checkLeaks fails t if goroutines started during the test outlive it and
-// its cleanups. Call it first, so that it runs after every other cleanup,
-// and not in parallel tests.
-func checkLeaks(t testing.TB) {
-	t.Helper()
-	// The shared embedded broker outlives every test.
-	testSeeds(t)
-	opts := []goleak.Option{
-		goleak.IgnoreCurrent(),
-		// The embedded broker's side of a connection a client closed
-		// ends on the broker's schedule; it is kfake's, not Ferry's.
-		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*clientConn).read"),
-		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*clientConn).write"),
-	}
-	t.Cleanup(func() { goleak.VerifyNone(t, opts...) })
 }
 
 // wantCode fails t unless err is a gRPC status with code whose message
@@ -200,10 +107,10 @@ func eventually(t testing.TB, d time.Duration, check func() error) {
 }
 
 func TestAdminTopics(t *testing.T) {
-	checkLeaks(t)
+	kit.CheckLeaks(t)
 	s := newTestService(t, nil)
 	ctx := testContext(t)
-	topic := newTestTopic(t, 3, map[string]*string{"retention.ms": kadm.StringPtr("3600000")})
+	topic := kit.Topic(t, 3, map[string]*string{"retention.ms": kadm.StringPtr("3600000")})
 
 	for _, internal := range []bool{false, true} {
 		names, err := s.ListTopics(ctx, "", internal)
@@ -270,24 +177,18 @@ func TestAdminTopics(t *testing.T) {
 // after a lookup that did not find it: the admin client must not answer
 // from the "unknown" it remembers.
 func TestAdminTopicCreatedAfterLookup(t *testing.T) {
-	checkLeaks(t)
+	kit.CheckLeaks(t)
 	s := newTestService(t, nil)
 	ctx := testContext(t)
-	topic := testName(t, "topic")
+	topic := testkit.Name(t, "topic")
 	_, err := s.DescribeTopic(ctx, "", topic, false)
 	wantCode(t, "DescribeTopic before creating", err, codes.NotFound, topic)
 
-	resp, err := kadm.NewClient(newTestClient(t)).CreateTopic(ctx, 2, 1, nil, topic)
-	if err == nil {
-		err = resp.Err
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	kit.CreateTopic(t, topic, 2, nil)
 	// A real broker may need a moment to elect the new partitions'
 	// leaders, but not the five seconds franz-go caches metadata for.
 	eventually(t, 3*time.Second, func() error {
-		offs, err := s.GetOffsets(ctx, "", testName(t, "group"), topic)
+		offs, err := s.GetOffsets(ctx, "", testkit.Name(t, "group"), topic)
 		if err != nil {
 			return err
 		}
@@ -299,12 +200,12 @@ func TestAdminTopicCreatedAfterLookup(t *testing.T) {
 }
 
 func TestAdminErrors(t *testing.T) {
-	checkLeaks(t)
+	kit.CheckLeaks(t)
 	s := newTestService(t, nil)
 	ctx := testContext(t)
-	topic := newTestTopic(t, 1, nil)
-	missingTopic := testName(t, "missing-topic")
-	missingGroup := testName(t, "missing-group")
+	topic := kit.Topic(t, 1, nil)
+	missingTopic := testkit.Name(t, "missing-topic")
+	missingGroup := testkit.Name(t, "missing-group")
 
 	for _, tc := range []struct {
 		name  string
@@ -359,7 +260,7 @@ func TestAdminErrors(t *testing.T) {
 // TestAdminUnreachableBroker checks that a cluster nobody answers for is
 // UNAVAILABLE.
 func TestAdminUnreachableBroker(t *testing.T) {
-	checkLeaks(t)
+	kit.CheckLeaks(t)
 	logger := slog.New(slog.DiscardHandler)
 	// A port just released by a listener of our own is very likely
 	// closed.
@@ -381,14 +282,14 @@ func TestAdminUnreachableBroker(t *testing.T) {
 }
 
 func TestOffsets(t *testing.T) {
-	checkLeaks(t)
+	kit.CheckLeaks(t)
 	s := newTestService(t, nil)
 	ctx := testContext(t)
-	topic := newTestTopic(t, 3, nil)
-	group := testName(t, "group")
+	topic := kit.Topic(t, 3, nil)
+	group := testkit.Name(t, "group")
 
 	// Partition 0 gets five records, 1 gets three, 2 none.
-	cl := newTestClient(t, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	cl := kit.Client(t, kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	for p, n := range []int{5, 3, 0} {
 		for i := range n {
 			r := &kgo.Record{Topic: topic, Partition: int32(p), Value: fmt.Appendf(nil, "v%d", i)}
@@ -467,16 +368,16 @@ func TestOffsets(t *testing.T) {
 }
 
 func TestAdminGroups(t *testing.T) {
-	checkLeaks(t)
+	kit.CheckLeaks(t)
 	s := newTestService(t, nil)
 	ctx := testContext(t)
-	topic := newTestTopic(t, 3, nil)
-	other := newTestTopic(t, 1, nil)
-	group := testName(t, "group")
+	topic := kit.Topic(t, 3, nil)
+	other := kit.Topic(t, 1, nil)
+	group := testkit.Name(t, "group")
 
 	// Two members of the group share the topic's partitions.
 	for i := range 2 {
-		cl := newTestClient(t,
+		cl := kit.Client(t,
 			kgo.ClientID(fmt.Sprintf("admin-test-%d", i)),
 			kgo.ConsumerGroup(group),
 			kgo.ConsumeTopics(topic),
@@ -563,18 +464,18 @@ func TestAdminGroups(t *testing.T) {
 // TestAdminConsumerProtocolGroup checks a group on KIP-848's consumer
 // protocol, which DescribeGroups does not describe on Kafka 4.
 func TestAdminConsumerProtocolGroup(t *testing.T) {
-	if !realKafka() {
+	if !testkit.Real() {
 		// kfake answers DescribeGroups for such a group as a classic
 		// group without members, where Kafka says it is not a classic
 		// group; only a real broker shows the fallback at work.
 		t.Skip("needs a real broker (FERRY_TEST_BROKERS)")
 	}
-	checkLeaks(t)
+	kit.CheckLeaks(t)
 	s := newTestService(t, nil)
 	ctx := testContext(t)
-	topic := newTestTopic(t, 3, nil)
-	group := testName(t, "group")
-	cl := newTestClient(t,
+	topic := kit.Topic(t, 3, nil)
+	group := testkit.Name(t, "group")
+	cl := kit.Client(t,
 		kgo.ConsumerGroup(group),
 		kgo.ConsumeTopics(topic),
 		kgo.Balancers(kgo.RangeBalancer()),

@@ -243,7 +243,6 @@ func (ss *Session) Close(release bool) {
 
 type memberKey struct{ cluster, group, topic string }
 
-
 // member is this instance's membership of one consumer group for one
 // topic. Its poll goroutine reads records into per-partition queues;
 // sessions take them as offers; acks settle offers; its tick goroutine

@@ -18,6 +18,7 @@ import (
 	"github.com/ferryproxy/ferry/internal/config"
 	"github.com/ferryproxy/ferry/internal/kafka"
 	"github.com/ferryproxy/ferry/internal/sparseacks"
+	"github.com/ferryproxy/ferry/internal/testkit"
 )
 
 // engineConfig is a consume configuration with test-sized timeouts.
@@ -85,7 +86,7 @@ func noMore(t testing.TB, ss *Session, d time.Duration) {
 // committed reads group's committed offset and metadata of partition p.
 func committed(t testing.TB, group, topic string, p int32) (int64, string) {
 	t.Helper()
-	os, err := kadm.NewClient(newTestClient(t)).FetchOffsets(context.Background(), group)
+	os, err := kadm.NewClient(kit.Client(t)).FetchOffsets(context.Background(), group)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +115,7 @@ func waitCommitted(t testing.TB, group, topic string, p int32, want int64, wantM
 
 func TestEngineProduce(t *testing.T) {
 	s := startEngine(t, engineConfig())
-	topic := newTestTopic(t, 3, nil)
+	topic := kit.Topic(t, 3, nil)
 	ctx := context.Background()
 
 	// Same key, same partition; Java partitioning of "k1" is checked by
@@ -157,8 +158,8 @@ func TestEngineProduce(t *testing.T) {
 
 func TestEngineAcksOutOfOrder(t *testing.T) {
 	s := startEngine(t, engineConfig())
-	topic := newTestTopic(t, 1, nil)
-	group := testName(t, "group")
+	topic := kit.Topic(t, 1, nil)
+	group := testkit.Name(t, "group")
 	produceN(t, s, topic, 6, 0)
 
 	ss, err := s.Open(context.Background(), "", group, topic)
@@ -204,8 +205,8 @@ func TestEngineAcksOutOfOrder(t *testing.T) {
 
 func TestEngineRedeliveryToAnotherSession(t *testing.T) {
 	s := startEngine(t, engineConfig())
-	topic := newTestTopic(t, 3, nil)
-	group := testName(t, "group")
+	topic := kit.Topic(t, 3, nil)
+	group := testkit.Name(t, "group")
 	produceN(t, s, topic, 30, -1)
 
 	a, err := s.Open(context.Background(), "", group, topic)
@@ -256,8 +257,8 @@ func TestEngineAckTimeoutAndDeadLetter(t *testing.T) {
 	cfg.Consume.MaxDeliveries = 3
 	cfg.Consume.DeadLetterTopic = "{topic}.dead"
 	s := startEngine(t, cfg)
-	topic := newTestTopic(t, 1, nil)
-	group := testName(t, "group")
+	topic := kit.Topic(t, 1, nil)
+	group := testkit.Name(t, "group")
 	produceN(t, s, topic, 2, 0)
 
 	ss, err := s.Open(context.Background(), "", group, topic)
@@ -288,7 +289,7 @@ func TestEngineAckTimeoutAndDeadLetter(t *testing.T) {
 	}
 	// Offset 0 went to the dead-letter topic and both are settled.
 	waitCommitted(t, group, topic, 0, 2, "")
-	cl, err := kgo.NewClient(kgo.SeedBrokers(testSeeds(t)...), kgo.ConsumeTopics(topic+".dead"),
+	cl, err := kgo.NewClient(kgo.SeedBrokers(kit.Seeds(t)...), kgo.ConsumeTopics(topic+".dead"),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		t.Fatal(err)
@@ -315,8 +316,8 @@ func TestEngineAckTimeoutAndDeadLetter(t *testing.T) {
 }
 
 func TestEngineRestartKeepsSparseAcks(t *testing.T) {
-	topic := newTestTopic(t, 1, nil)
-	group := testName(t, "group")
+	topic := kit.Topic(t, 1, nil)
+	group := testkit.Name(t, "group")
 	first := startEngine(t, engineConfig())
 	produceN(t, first, topic, 10, 0)
 	ss, err := first.Open(context.Background(), "", group, topic)
@@ -350,8 +351,8 @@ func TestEngineRestartKeepsSparseAcks(t *testing.T) {
 }
 
 func TestEngineTwoInstancesSplitPartitions(t *testing.T) {
-	topic := newTestTopic(t, 4, nil)
-	group := testName(t, "group")
+	topic := kit.Topic(t, 4, nil)
+	group := testkit.Name(t, "group")
 	a := startEngine(t, engineConfig())
 	b := startEngine(t, engineConfig())
 
@@ -457,8 +458,8 @@ func (s *Service) describeGroupMembers(ctx context.Context, group string) (int, 
 
 func TestEngineSetOffsetsOnLiveGroup(t *testing.T) {
 	s := startEngine(t, engineConfig())
-	topic := newTestTopic(t, 1, nil)
-	group := testName(t, "group")
+	topic := kit.Topic(t, 1, nil)
+	group := testkit.Name(t, "group")
 	produceN(t, s, topic, 10, 0)
 	ss, err := s.Open(context.Background(), "", group, topic)
 	if err != nil {
@@ -523,8 +524,8 @@ func TestEngineMaxUnackedPerPartition(t *testing.T) {
 	cfg := engineConfig()
 	cfg.Consume.MaxUnackedPerPartition = 3
 	s := startEngine(t, cfg)
-	topic := newTestTopic(t, 1, nil)
-	group := testName(t, "group")
+	topic := kit.Topic(t, 1, nil)
+	group := testkit.Name(t, "group")
 	produceN(t, s, topic, 6, 0)
 	ss, err := s.Open(context.Background(), "", group, topic)
 	if err != nil {
@@ -545,7 +546,7 @@ func TestEngineMaxUnackedPerPartition(t *testing.T) {
 func TestEngineOpenErrors(t *testing.T) {
 	s := startEngine(t, engineConfig())
 	ctx := context.Background()
-	if _, err := s.Open(ctx, "", "g", "no-such-topic-"+testName(t, "x")); status.Code(err) != codes.NotFound {
+	if _, err := s.Open(ctx, "", "g", "no-such-topic-"+testkit.Name(t, "x")); status.Code(err) != codes.NotFound {
 		t.Fatalf("unknown topic: %v", err)
 	}
 	if _, err := s.Open(ctx, "", "", "t"); status.Code(err) != codes.InvalidArgument {
@@ -569,8 +570,8 @@ func TestEngineDeadLetterWriteFails(t *testing.T) {
 	// refuses this; the engine must still not lose the message).
 	cfg.Consume.DeadLetterTopic = ""
 	s := startEngine(t, cfg)
-	topic := newTestTopic(t, 1, nil)
-	group := testName(t, "group")
+	topic := kit.Topic(t, 1, nil)
+	group := testkit.Name(t, "group")
 	produceN(t, s, topic, 1, 0)
 	ss, err := s.Open(context.Background(), "", group, topic)
 	if err != nil {
@@ -596,8 +597,8 @@ func TestEngineAckOfQueuedMessage(t *testing.T) {
 	cfg := engineConfig()
 	cfg.Consume.MaxUnackedPerPartition = 1
 	s := startEngine(t, cfg)
-	topic := newTestTopic(t, 1, nil)
-	group := testName(t, "group")
+	topic := kit.Topic(t, 1, nil)
+	group := testkit.Name(t, "group")
 	produceN(t, s, topic, 3, 0)
 	ss, err := s.Open(context.Background(), "", group, topic)
 	if err != nil {
@@ -635,8 +636,8 @@ func TestEnginePausedPartitionComesBack(t *testing.T) {
 	cfg := engineConfig()
 	cfg.Consume.MaxUnackedPerPartition = 1
 	cfg.Consume.MaxBufferedPerPartition = 1
-	topic := newTestTopic(t, 2, nil)
-	group := testName(t, "group")
+	topic := kit.Topic(t, 2, nil)
+	group := testkit.Name(t, "group")
 	a := startEngine(t, cfg)
 	for p := int32(0); p < 2; p++ {
 		produceN(t, a, topic, 5, p)
@@ -705,7 +706,7 @@ func TestEngineTwoClusters(t *testing.T) {
 			Producer: config.Producer{MaxBufferedRecords: 1000, Compression: "none", DeliveryTimeout: 30 * time.Second}}
 	}
 	clusters := map[string]*kafka.Cluster{
-		"main":  kafka.NewCluster(cc("main"), testSeeds(t), logger),
+		"main":  kafka.NewCluster(cc("main"), kit.Seeds(t), logger),
 		"other": kafka.NewCluster(cc("other"), other.Addrs(), logger),
 	}
 	s := New(engineConfig(), clusters, []string{"main", "other"}, logger)
@@ -714,7 +715,7 @@ func TestEngineTwoClusters(t *testing.T) {
 		t.Fatalf("clusters: %s", got)
 	}
 	ctx := context.Background()
-	topic := testName(t, "topic")
+	topic := testkit.Name(t, "topic")
 	if _, err := s.Produce(ctx, "other", topic, Record{Value: []byte("on other"), Partition: -1}); err != nil {
 		t.Fatal(err)
 	}
@@ -722,7 +723,7 @@ func TestEngineTwoClusters(t *testing.T) {
 	if _, err := s.Open(ctx, "", "g", topic); status.Code(err) != codes.NotFound {
 		t.Fatalf("the topic on the default cluster: %v", err)
 	}
-	ss, err := s.Open(ctx, "other", testName(t, "group"), topic)
+	ss, err := s.Open(ctx, "other", testkit.Name(t, "group"), topic)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -739,8 +740,8 @@ func TestEngineIdleMemberLeaves(t *testing.T) {
 	cfg := engineConfig()
 	cfg.Consume.SubscriptionTimeout = 500 * time.Millisecond
 	s := startEngine(t, cfg)
-	topic := newTestTopic(t, 1, nil)
-	group := testName(t, "group")
+	topic := kit.Topic(t, 1, nil)
+	group := testkit.Name(t, "group")
 	produceN(t, s, topic, 4, 0)
 	ss, err := s.Open(context.Background(), "", group, topic)
 	if err != nil {

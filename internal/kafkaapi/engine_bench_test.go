@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/ferryproxy/ferry/internal/testkit"
 )
 
 // BenchmarkEngineConsume reads a backlog of b.N records through a session
@@ -18,8 +20,8 @@ func BenchmarkEngineConsume(b *testing.B) {
 	cfg.Consume.MaxUnackedPerPartition = 20000
 	cfg.Consume.MaxBufferedPerPartition = 20000
 	s := startEngine(b, cfg)
-	topic := newTestTopic(b, 3, nil)
-	cl, err := kgo.NewClient(kgo.SeedBrokers(testSeeds(b)...), kgo.ProducerLinger(0))
+	topic := kit.Topic(b, 3, nil)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(kit.Seeds(b)...), kgo.ProducerLinger(0))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -35,7 +37,7 @@ func BenchmarkEngineConsume(b *testing.B) {
 	}
 	b.ResetTimer()
 	start := time.Now()
-	ss, err := s.Open(ctx, "", testName(b, "group"), topic)
+	ss, err := s.Open(ctx, "", testkit.Name(b, "group"), topic)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -10,6 +10,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/ferryproxy/ferry/internal/testkit"
 )
 
 // memberOf returns the service's only member.
@@ -30,8 +32,8 @@ func TestEngineNoStallAfterLateAcks(t *testing.T) {
 	cfg.Consume.MaxBufferedPerPartition = 5
 	cfg.Consume.AckTimeout = 300 * time.Millisecond
 	s := startEngine(t, cfg)
-	topic := newTestTopic(t, 2, nil)
-	group := testName(t, "group")
+	topic := kit.Topic(t, 2, nil)
+	group := testkit.Name(t, "group")
 	produceN(t, s, topic, 10, 0)
 	ss, err := s.Open(context.Background(), "", group, topic)
 	if err != nil {
@@ -69,8 +71,8 @@ func TestEngineNoStallAfterLateAcks(t *testing.T) {
 // polls), not INVALID_ARGUMENT.
 func TestEngineStaleAckAfterReread(t *testing.T) {
 	s := startEngine(t, engineConfig())
-	topic := newTestTopic(t, 1, nil)
-	group := testName(t, "group")
+	topic := kit.Topic(t, 1, nil)
+	group := testkit.Name(t, "group")
 	produceN(t, s, topic, 10, 0)
 	ss, err := s.Open(context.Background(), "", group, topic)
 	if err != nil {
@@ -106,8 +108,8 @@ func TestEngineAckedDeadLetterNotRequeued(t *testing.T) {
 	cfg.Consume.MaxDeliveries = 1
 	cfg.Consume.DeadLetterTopic = "dlq"
 	s := startEngine(t, cfg)
-	topic := newTestTopic(t, 1, nil)
-	group := testName(t, "group")
+	topic := kit.Topic(t, 1, nil)
+	group := testkit.Name(t, "group")
 	produceN(t, s, topic, 1, 0)
 	ss, err := s.Open(context.Background(), "", group, topic)
 	if err != nil {

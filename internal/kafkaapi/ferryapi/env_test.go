@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http/httptest"
 	"os"
@@ -16,9 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
-	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -29,29 +25,13 @@ import (
 	"github.com/ferryproxy/ferry/internal/grpcserver"
 	"github.com/ferryproxy/ferry/internal/kafka"
 	"github.com/ferryproxy/ferry/internal/kafkaapi"
+	"github.com/ferryproxy/ferry/internal/testkit"
 )
 
-// testBrokers are the brokers every test uses: FERRY_TEST_BROKERS when it
-// names some (a real Kafka), else one embedded broker for the package.
-var testBrokers []string
-
-func TestMain(m *testing.M) {
-	code := func() int {
-		if s := os.Getenv("FERRY_TEST_BROKERS"); s != "" {
-			testBrokers = strings.Split(s, ",")
-			return m.Run()
-		}
-		e, err := kafka.StartEmbedded(0, 3)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "starting the embedded broker:", err)
-			return 1
-		}
-		defer e.Close()
-		testBrokers = e.Addrs()
-		return m.Run()
-	}()
-	os.Exit(code)
-}
+// kit is the brokers every test uses: those FERRY_TEST_BROKERS names (a
+// real Kafka), else one embedded broker for the package, with three
+// partitions per auto-created topic.
+var kit = testkit.NewBroker(3)
 
 // testConfig is the Kafka API configuration with test-sized timeouts.
 func testConfig() config.KafkaAPI {
@@ -93,7 +73,7 @@ func withPlainServer() envOption                    { return func(o *envOptions)
 
 func newEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
-	leakCheck(t)
+	kit.CheckLeaks(t)
 	var o envOptions
 	for _, opt := range opts {
 		opt(&o)
@@ -110,7 +90,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: level}))
 	cc := config.Cluster{Name: "default", ClientID: "ferry", DialTimeout: 10 * time.Second,
 		Producer: config.Producer{MaxBufferedRecords: 100_000, Compression: "none", DeliveryTimeout: 30 * time.Second}}
-	cluster := kafka.NewCluster(cc, testBrokers, logger.With("kafka", "franz-go"))
+	cluster := kafka.NewCluster(cc, kit.Seeds(t), logger.With("kafka", "franz-go"))
 	svc := kafkaapi.New(cfg, map[string]*kafka.Cluster{"default": cluster}, []string{"default"}, logger)
 
 	register := func(gs *grpc.Server) { kafkav1.RegisterKafkaServer(gs, NewServer(svc, cfg, logger)) }
@@ -158,19 +138,6 @@ func (e *env) with(t testing.TB) *env {
 	return &c
 }
 
-// leakCheck fails t if goroutines started during it outlive it.
-func leakCheck(t testing.TB) {
-	t.Helper()
-	opts := []goleak.Option{
-		goleak.IgnoreCurrent(),
-		// The embedded broker's side of a connection a client closed ends
-		// on its own schedule.
-		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*clientConn).read"),
-		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*clientConn).write"),
-	}
-	t.Cleanup(func() { goleak.VerifyNone(t, opts...) })
-}
-
 // syncBuffer collects log lines from any goroutine.
 type syncBuffer struct {
 	mu  sync.Mutex
@@ -190,44 +157,7 @@ func (b *syncBuffer) String() string {
 }
 
 // testCtx is a context bounded by the test's own deadline budget.
-func testCtx(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// uniqueName is a topic or group name no earlier run used (a real broker
-// keeps them).
-func uniqueName(t testing.TB, what string) string {
-	name := strings.Map(func(r rune) rune {
-		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' {
-			return r
-		}
-		return '-'
-	}, t.Name())
-	return fmt.Sprintf("ferryapi-%s-%s-%08x", name, what, rand.Uint32())
-}
-
-// newTopic creates a topic of partitions partitions.
-func newTopic(t testing.TB, partitions int32) string {
-	t.Helper()
-	topic := uniqueName(t, "topic")
-	cl, err := kgo.NewClient(kgo.SeedBrokers(testBrokers...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	resp, err := kadm.NewClient(cl).CreateTopic(ctx, partitions, 1, nil, topic)
-	if err == nil {
-		err = resp.Err
-	}
-	if err != nil {
-		t.Fatalf("creating topic %s: %v", topic, err)
-	}
-	return topic
-}
+func testCtx(t testing.TB) context.Context { return testkit.Context(t, 90*time.Second) }
 
 // produce writes n text records "<prefix>-<i>" to partition (-1: any) and
 // returns where they went.

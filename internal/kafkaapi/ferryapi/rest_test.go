@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	kafkav1 "github.com/ferryproxy/ferry/api/ferry/kafka/v1"
+	"github.com/ferryproxy/ferry/internal/testkit"
 )
 
 // restDo sends a JSON request to the REST handler, checks the HTTP status
@@ -79,7 +80,7 @@ func (e *env) restError(method, path, body string, wantStatus, code int, msg str
 
 func TestREST(t *testing.T) {
 	e := newEnv(t)
-	topic, group := newTopic(t, 3), uniqueName(t, "group")
+	topic, group := kit.Topic(t, 3, nil), testkit.Name(t, "group")
 	records := "/v1/clusters/default/topics/" + topic + "/records"
 	groupTopic := "/v1/clusters/default/groups/" + group + "/topics/" + topic
 
@@ -182,7 +183,7 @@ func TestREST(t *testing.T) {
 
 func TestRESTErrors(t *testing.T) {
 	e := newEnv(t)
-	topic, group := newTopic(t, 3), uniqueName(t, "group")
+	topic, group := kit.Topic(t, 3, nil), testkit.Name(t, "group")
 	groupTopic := "/v1/clusters/default/groups/" + group + "/topics/" + topic
 	for _, tc := range []struct {
 		name, method, path, body string
@@ -298,7 +299,7 @@ func decodeMessage(t *testing.T, js string) *kafkav1.Message {
 
 func TestRESTSubscribeNDJSON(t *testing.T) {
 	e := newEnv(t)
-	topic, group := newTopic(t, 3), uniqueName(t, "group")
+	topic, group := kit.Topic(t, 3, nil), testkit.Name(t, "group")
 	groupTopic := "/v1/clusters/default/groups/" + group + "/topics/" + topic
 	s := e.subscribe(groupTopic + "/messages?maxUnacked=2&valueFormat=VALUE_FORMAT_TEXT")
 	if ct := s.resp.Header.Get("Content-Type"); ct != "application/x-ndjson" {
@@ -336,7 +337,7 @@ func TestRESTSubscribeNDJSON(t *testing.T) {
 
 func TestRESTSubscribeSSE(t *testing.T) {
 	e := newEnv(t)
-	topic, group := newTopic(t, 3), uniqueName(t, "group")
+	topic, group := kit.Topic(t, 3, nil), testkit.Name(t, "group")
 	for i := range 3 {
 		e.restDo(http.MethodPost, "/v1/clusters/default/topics/"+topic+"/records", fmt.Sprintf(`{"valueJson":{"n":%d}}`, i), 200, nil)
 	}
@@ -371,7 +372,7 @@ func TestRESTSubscribeEndsWithError(t *testing.T) {
 	} {
 		t.Run(tc.format, func(t *testing.T) {
 			e := newEnv(t)
-			topic, group := newTopic(t, 3), uniqueName(t, "group")
+			topic, group := kit.Topic(t, 3, nil), testkit.Name(t, "group")
 			e.restDo(http.MethodPost, "/v1/clusters/default/topics/"+topic+"/records", `{"valueText":"m"}`, 200, nil)
 			s := e.subscribe("/v1/clusters/default/groups/" + group + "/topics/" + topic + "/messages?autoAck=true&format=" + tc.format)
 			l := s.next(20 * time.Second)

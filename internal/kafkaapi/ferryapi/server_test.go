@@ -21,6 +21,7 @@ import (
 
 	kafkav1 "github.com/ferryproxy/ferry/api/ferry/kafka/v1"
 	"github.com/ferryproxy/ferry/internal/config"
+	"github.com/ferryproxy/ferry/internal/testkit"
 )
 
 // pollAll polls until n messages came, failing the test after 30s.
@@ -44,7 +45,7 @@ func (e *env) pollAll(ctx context.Context, req *kafkav1.PollRequest, n int) []*k
 func TestProduceRoundTrip(t *testing.T) {
 	e := newEnv(t)
 	ctx := testCtx(t)
-	topic, group := newTopic(t, 3), uniqueName(t, "group")
+	topic, group := kit.Topic(t, 3, nil), testkit.Name(t, "group")
 	// Within the producer's delivery timeout: see TestProduceOldTimestamp.
 	ts := time.Now().Add(-5 * time.Second).Truncate(time.Millisecond).UTC()
 	jsonValue, err := structpb.NewValue(map[string]any{"b": []any{true, nil, "x"}, "a": 1.5})
@@ -133,7 +134,7 @@ func TestProduceRoundTrip(t *testing.T) {
 func TestProduceOldTimestamp(t *testing.T) {
 	e := newEnv(t)
 	ctx := testCtx(t)
-	topic := newTopic(t, 3)
+	topic := kit.Topic(t, 3, nil)
 	ts := time.UnixMilli(1_700_000_000_123).UTC()
 	resp, err := e.client.Produce(ctx, &kafkav1.ProduceRequest{Topic: topic, Timestamp: timestamppb.New(ts), Value: &kafkav1.ProduceRequest_ValueText{ValueText: "old"}})
 	if err != nil {
@@ -147,7 +148,7 @@ func TestProduceOldTimestamp(t *testing.T) {
 func TestProduceAsync(t *testing.T) {
 	e := newEnv(t)
 	ctx := testCtx(t)
-	topic, group := newTopic(t, 3), uniqueName(t, "group")
+	topic, group := kit.Topic(t, 3, nil), testkit.Name(t, "group")
 	resp, err := e.client.Produce(ctx, &kafkav1.ProduceRequest{Topic: topic, Async: true, Value: &kafkav1.ProduceRequest_ValueText{ValueText: "async"}})
 	if err != nil {
 		t.Fatal(err)
@@ -184,7 +185,7 @@ func TestProduceStream(t *testing.T) {
 		t.Run(fmt.Sprintf("in-flight-%d", inFlight), func(t *testing.T) {
 			e := newEnv(t, withConfig(func(c *config.KafkaAPI) { c.Produce.MaxInFlightPerStream = inFlight }))
 			ctx := testCtx(t)
-			topic := newTopic(t, 3)
+			topic := kit.Topic(t, 3, nil)
 			stream, err := e.produceStream(ctx)
 			if err != nil {
 				t.Fatal(err)
@@ -245,7 +246,7 @@ func TestProduceStream(t *testing.T) {
 			if _, err := stream.recv(); !errors.Is(err, io.EOF) {
 				t.Fatalf("after every result the stream ended with %v, want OK", err)
 			}
-			offs, err := e.client.GetOffsets(ctx, &kafkav1.GetOffsetsRequest{Topic: topic, Group: uniqueName(t, "group")})
+			offs, err := e.client.GetOffsets(ctx, &kafkav1.GetOffsetsRequest{Topic: topic, Group: testkit.Name(t, "group")})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -263,7 +264,7 @@ func TestProduceStream(t *testing.T) {
 func TestConsumeCredits(t *testing.T) {
 	e := newEnv(t)
 	ctx := testCtx(t)
-	topic, group := newTopic(t, 3), uniqueName(t, "group")
+	topic, group := kit.Topic(t, 3, nil), testkit.Name(t, "group")
 	e.produce(ctx, topic, -1, "m", 10)
 
 	c := e.consume(ctx, &kafkav1.ConsumeRequest{Topic: topic, Group: group, Credits: 3, ValueFormat: kafkav1.ValueFormat_VALUE_FORMAT_TEXT})
@@ -304,7 +305,7 @@ func TestConsumeCredits(t *testing.T) {
 func TestConsumeRedelivery(t *testing.T) {
 	e := newEnv(t)
 	ctx := testCtx(t)
-	topic, group := newTopic(t, 3), uniqueName(t, "group")
+	topic, group := kit.Topic(t, 3, nil), testkit.Name(t, "group")
 	e.produce(ctx, topic, -1, "m", 6)
 
 	a := e.consume(ctx, &kafkav1.ConsumeRequest{Topic: topic, Group: group, Credits: 6})
@@ -369,7 +370,7 @@ func inRanges(ranges string, off int64) bool {
 func TestConsumeNack(t *testing.T) {
 	e := newEnv(t)
 	ctx := testCtx(t)
-	topic, group := newTopic(t, 3), uniqueName(t, "group")
+	topic, group := kit.Topic(t, 3, nil), testkit.Name(t, "group")
 	e.produce(ctx, topic, -1, "m", 1)
 	c := e.consume(ctx, &kafkav1.ConsumeRequest{Topic: topic, Group: group, Credits: 5})
 	m := c.next(20 * time.Second)
@@ -386,7 +387,7 @@ func TestConsumeNack(t *testing.T) {
 func TestConsumeErrors(t *testing.T) {
 	e := newEnv(t)
 	ctx := testCtx(t)
-	topic, group := newTopic(t, 3), uniqueName(t, "group")
+	topic, group := kit.Topic(t, 3, nil), testkit.Name(t, "group")
 
 	for _, tc := range []struct {
 		name  string
@@ -445,7 +446,7 @@ func TestConsumeErrors(t *testing.T) {
 func TestPoll(t *testing.T) {
 	e := newEnv(t, withConfig(func(c *config.KafkaAPI) { c.Consume.AckTimeout = 2 * time.Second }))
 	ctx := testCtx(t)
-	topic, group := newTopic(t, 3), uniqueName(t, "group")
+	topic, group := kit.Topic(t, 3, nil), testkit.Name(t, "group")
 
 	// Join the group first: the first poll may spend its time joining.
 	if _, err := e.client.Poll(ctx, &kafkav1.PollRequest{Topic: topic, Group: group, Timeout: durationpb.New(3 * time.Second)}); err != nil {
@@ -526,7 +527,7 @@ func TestPoll(t *testing.T) {
 func TestAck(t *testing.T) {
 	e := newEnv(t)
 	ctx := testCtx(t)
-	topic, group := newTopic(t, 3), uniqueName(t, "group")
+	topic, group := kit.Topic(t, 3, nil), testkit.Name(t, "group")
 	e.produce(ctx, topic, -1, "m", 4)
 	got := e.pollAll(ctx, &kafkav1.PollRequest{Topic: topic, Group: group, MaxMessages: 4, Timeout: durationpb.New(5 * time.Second)}, 4)
 	var acks []*kafkav1.MessageRef
@@ -547,7 +548,7 @@ func TestAck(t *testing.T) {
 func TestSetOffsetsOnLiveStream(t *testing.T) {
 	e := newEnv(t)
 	ctx := testCtx(t)
-	topic, group := newTopic(t, 3), uniqueName(t, "group")
+	topic, group := kit.Topic(t, 3, nil), testkit.Name(t, "group")
 	// Within the producer's delivery timeout: see TestProduceOldTimestamp.
 	base := time.Now().Add(-15 * time.Second).Truncate(time.Second)
 	p0 := int32(0)
@@ -664,7 +665,7 @@ func TestSetOffsetsOnLiveStream(t *testing.T) {
 func TestAdmin(t *testing.T) {
 	e := newEnv(t)
 	ctx := testCtx(t)
-	topic, group := newTopic(t, 3), uniqueName(t, "group")
+	topic, group := kit.Topic(t, 3, nil), testkit.Name(t, "group")
 
 	clusters, err := e.client.ListClusters(ctx, &kafkav1.ListClustersRequest{})
 	if err != nil || !slices.Equal(clusters.GetClusters(), []string{"default"}) {
@@ -726,7 +727,7 @@ func TestAdmin(t *testing.T) {
 func TestSubscribeGRPC(t *testing.T) {
 	e := newEnv(t)
 	ctx := testCtx(t)
-	topic, group := newTopic(t, 3), uniqueName(t, "group")
+	topic, group := kit.Topic(t, 3, nil), testkit.Name(t, "group")
 	e.produce(ctx, topic, -1, "m", 3)
 
 	stream, err := e.client.Subscribe(ctx, &kafkav1.SubscribeRequest{Topic: topic, Group: group, AutoAck: true, ValueFormat: kafkav1.ValueFormat_VALUE_FORMAT_TEXT})
@@ -776,7 +777,7 @@ func TestSubscribeGRPC(t *testing.T) {
 func TestConcurrentStreams(t *testing.T) {
 	e := newEnv(t)
 	ctx := testCtx(t)
-	topic, group := newTopic(t, 3), uniqueName(t, "group")
+	topic, group := kit.Topic(t, 3, nil), testkit.Name(t, "group")
 	const producers, perProducer = 4, 250
 	var wg sync.WaitGroup
 	errs := make(chan error, producers)
@@ -827,7 +828,7 @@ func TestConcurrentStreams(t *testing.T) {
 func TestPlainGRPCServer(t *testing.T) {
 	e := newEnv(t, withPlainServer())
 	ctx := testCtx(t)
-	topic, group := newTopic(t, 3), uniqueName(t, "group")
+	topic, group := kit.Topic(t, 3, nil), testkit.Name(t, "group")
 	e.produce(ctx, topic, -1, "m", 1)
 	e.restDo(http.MethodPost, "/v1/clusters/default/topics/"+topic+"/records", `{"valueText":"over REST"}`, 200, nil)
 	got := e.pollAll(ctx, &kafkav1.PollRequest{Topic: topic, Group: group, MaxMessages: 2, AutoAck: true, ValueFormat: kafkav1.ValueFormat_VALUE_FORMAT_TEXT, Timeout: durationpb.New(5 * time.Second)}, 2)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -28,48 +27,25 @@ import (
 	"github.com/ferryproxy/ferry/internal/config"
 	"github.com/ferryproxy/ferry/internal/kafka"
 	"github.com/ferryproxy/ferry/internal/kafkaapi"
+	"github.com/ferryproxy/ferry/internal/testkit"
 )
 
-// testBrokers are the brokers the suite runs against: a real cluster when
-// FERRY_TEST_BROKERS names one, else Ferry's embedded broker.
-var testBrokers []string
+// kit is the brokers the suite runs against: a real cluster when
+// FERRY_TEST_BROKERS names one, else Ferry's embedded broker with three
+// partitions per auto-created topic.
+var kit = testkit.NewBroker(3)
 
 func TestMain(m *testing.M) {
-	os.Exit(func() int {
-		var embedded *kafka.Embedded
-		if s := os.Getenv("FERRY_TEST_BROKERS"); s != "" {
-			for _, b := range strings.Split(s, ",") {
-				if b = strings.TrimSpace(b); b != "" {
-					testBrokers = append(testBrokers, b)
-				}
-			}
-		} else {
-			var err error
-			if embedded, err = kafka.StartEmbedded(0, 3); err != nil {
-				fmt.Fprintln(os.Stderr, "starting the embedded broker:", err)
-				return 1
-			}
-			testBrokers = embedded.Addrs()
+	code := m.Run()
+	kit.Close()
+	http.DefaultClient.CloseIdleConnections()
+	if code == 0 {
+		if err := goleak.Find(testkit.LeakOptions()...); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutines outlived the tests:", err)
+			code = 1
 		}
-		code := m.Run()
-		if embedded != nil {
-			embedded.Close()
-		}
-		http.DefaultClient.CloseIdleConnections()
-		if code == 0 {
-			// The broker's side of a connection a client closed ends on
-			// its own schedule; it is the broker's, not Ferry's.
-			err := goleak.Find(
-				goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*clientConn).read"),
-				goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*clientConn).write"),
-			)
-			if err != nil {
-				fmt.Fprintln(os.Stderr, "goroutines outlived the tests:", err)
-				return 1
-			}
-		}
-		return code
-	}())
+	}
+	os.Exit(code)
 }
 
 const (
@@ -116,7 +92,7 @@ func newFixture(t *testing.T, mutate ...func(*config.KafkaAPI)) *fixture {
 			DeliveryTimeout:    30 * time.Second,
 		},
 	}
-	cluster := kafka.NewCluster(cc, testBrokers, logger)
+	cluster := kafka.NewCluster(cc, kit.Seeds(t), logger)
 	svc := kafkaapi.New(cfg, map[string]*kafka.Cluster{"default": cluster}, []string{"default"}, logger)
 	srv := NewServer(svc, cfg, logger)
 
@@ -146,50 +122,13 @@ func newFixture(t *testing.T, mutate ...func(*config.KafkaAPI)) *fixture {
 	return &fixture{svc: svc, srv: srv, client: kafkapixy.NewKafkaPixyClient(conn), url: hs.URL}
 }
 
-// ctxT returns a context ending after d or with the test.
-func ctxT(t testing.TB, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// newClient returns a plain franz-go client on the test brokers.
-func newClient(t testing.TB, opts ...kgo.Opt) *kgo.Client {
-	t.Helper()
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(testBrokers...)}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cl.Close)
-	return cl
-}
-
-// uniqueName is a topic or group name unique to this test and run: a real
-// broker is shared between runs.
-func uniqueName(t testing.TB, kind string) string {
-	name := strings.Map(func(r rune) rune {
-		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
-			return r
-		}
-		return '-'
-	}, strings.ToLower(t.Name()))
-	return fmt.Sprintf("pixy-%s-%s-%08x", kind, name, rand.Uint32())
-}
-
 // newTopic creates a topic with three partitions and the given configs, and
 // waits until every partition has a leader.
 func newTopic(t testing.TB, configs map[string]*string) string {
 	t.Helper()
-	name := uniqueName(t, "topic")
-	adm := kadm.NewClient(newClient(t))
-	ctx := ctxT(t, 30*time.Second)
-	resp, err := adm.CreateTopic(ctx, 3, 1, configs, name)
-	if err == nil {
-		err = resp.Err
-	}
-	if err != nil {
-		t.Fatalf("creating topic %s: %v", name, err)
-	}
+	name := kit.Topic(t, 3, configs)
+	adm := kadm.NewClient(kit.Client(t))
+	ctx := testkit.Context(t, 30*time.Second)
 	for {
 		md, err := adm.Metadata(ctx, name)
 		if err == nil {
@@ -215,8 +154,8 @@ func newTopic(t testing.TB, configs map[string]*string) string {
 // for tests that need known offsets.
 func produceTo(t testing.TB, topic string, partition int32, values ...string) {
 	t.Helper()
-	cl := newClient(t, kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	ctx := ctxT(t, 30*time.Second)
+	cl := kit.Client(t, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	ctx := testkit.Context(t, 30*time.Second)
 	for _, v := range values {
 		if err := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Partition: partition, Value: []byte(v)}).FirstErr(); err != nil {
 			t.Fatalf("producing to %s/%d: %v", topic, partition, err)
@@ -235,7 +174,7 @@ func isLongPollTimeout(err error) bool {
 // before the group assigned it partitions).
 func (f *fixture) consume(t testing.TB, rq *kafkapixy.ConsNAckRq) *kafkapixy.ConsRs {
 	t.Helper()
-	ctx := ctxT(t, 30*time.Second)
+	ctx := testkit.Context(t, 30*time.Second)
 	for {
 		rs, err := f.client.ConsumeNAck(ctx, rq)
 		if err == nil {
@@ -252,7 +191,7 @@ func (f *fixture) consume(t testing.TB, rq *kafkapixy.ConsNAckRq) *kafkapixy.Con
 func (f *fixture) expectEmpty(t testing.TB, rq *kafkapixy.ConsNAckRq) {
 	t.Helper()
 	start := time.Now()
-	rs, err := f.client.ConsumeNAck(ctxT(t, 20*time.Second), rq)
+	rs, err := f.client.ConsumeNAck(testkit.Context(t, 20*time.Second), rq)
 	if err == nil {
 		t.Fatalf("ConsumeNAck(%v) = %v, want the long-poll timeout", rq, rs)
 	}
@@ -267,7 +206,7 @@ func (f *fixture) expectEmpty(t testing.TB, rq *kafkapixy.ConsNAckRq) {
 // offsets returns GetOffsets by partition.
 func (f *fixture) offsets(t testing.TB, topic, group string) map[int32]*kafkapixy.PartitionOffset {
 	t.Helper()
-	rs, err := f.client.GetOffsets(ctxT(t, 20*time.Second), &kafkapixy.GetOffsetsRq{Topic: topic, Group: group})
+	rs, err := f.client.GetOffsets(testkit.Context(t, 20*time.Second), &kafkapixy.GetOffsetsRq{Topic: topic, Group: group})
 	if err != nil {
 		t.Fatalf("GetOffsets(%s, %s): %v", topic, group, err)
 	}
@@ -314,7 +253,7 @@ func (f *fixture) httpDo(t testing.TB, method, path, contentType string, body io
 
 func httpDo(t testing.TB, base, method, path, contentType string, body io.Reader, hdr ...string) (int, []byte) {
 	t.Helper()
-	rq, err := http.NewRequestWithContext(ctxT(t, 30*time.Second), method, base+path, body)
+	rq, err := http.NewRequestWithContext(testkit.Context(t, 30*time.Second), method, base+path, body)
 	if err != nil {
 		t.Fatal(err)
 	}

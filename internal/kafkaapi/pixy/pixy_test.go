@@ -14,6 +14,7 @@ import (
 
 	"github.com/ferryproxy/ferry/api/kafkapixy"
 	"github.com/ferryproxy/ferry/internal/config"
+	"github.com/ferryproxy/ferry/internal/testkit"
 )
 
 // TestProduceConsume produces every kind of Kafka-Pixy message and reads
@@ -22,7 +23,7 @@ import (
 func TestProduceConsume(t *testing.T) {
 	f := newFixture(t)
 	topic := newTopic(t, nil)
-	ctx := ctxT(t, 30*time.Second)
+	ctx := testkit.Context(t, 30*time.Second)
 
 	keyed, err := f.client.Produce(ctx, &kafkapixy.ProdRq{
 		Topic:    topic,
@@ -71,7 +72,7 @@ func TestProduceConsume(t *testing.T) {
 	}
 
 	// The records as Kafka stores them: the empty key is a key, not null.
-	cl := newClient(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	cl := kit.Client(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	var recs []*kgo.Record
 	for len(recs) < 9 {
 		fs := cl.PollFetches(ctx)
@@ -93,7 +94,7 @@ func TestProduceConsume(t *testing.T) {
 		}
 	}
 
-	group := uniqueName(t, "group")
+	group := testkit.Name(t, "group")
 	got := map[string]*kafkapixy.ConsRs{}
 	for range 9 {
 		rs := f.consume(t, &kafkapixy.ConsNAckRq{Topic: topic, Group: group, AutoAck: true})
@@ -128,7 +129,7 @@ func TestProduceConsume(t *testing.T) {
 func TestAckModes(t *testing.T) {
 	f := newFixture(t)
 	topic := newTopic(t, nil)
-	group := uniqueName(t, "group")
+	group := testkit.Name(t, "group")
 	produceTo(t, topic, 1, "a", "b", "c")
 
 	first := f.consume(t, &kafkapixy.ConsNAckRq{Topic: topic, Group: group, NoAck: true})
@@ -151,17 +152,17 @@ func TestAckModes(t *testing.T) {
 
 	// An ack of an offset never delivered is refused before polling.
 	start := time.Now()
-	_, err := f.client.ConsumeNAck(ctxT(t, 10*time.Second), &kafkapixy.ConsNAckRq{Topic: topic, Group: group, AckPartition: 1, AckOffset: 100})
+	_, err := f.client.ConsumeNAck(testkit.Context(t, 10*time.Second), &kafkapixy.ConsNAckRq{Topic: topic, Group: group, AckPartition: 1, AckOffset: 100})
 	wantCode(t, "piggy-backed ack of offset 100", err, codes.InvalidArgument, "")
 	if d := time.Since(start); d >= testLongPoll {
 		t.Errorf("the bad ack was refused after %v, want before polling", d)
 	}
-	_, err = f.client.Ack(ctxT(t, 10*time.Second), &kafkapixy.AckRq{Topic: topic, Group: group, Partition: 1, Offset: 100})
+	_, err = f.client.Ack(testkit.Context(t, 10*time.Second), &kafkapixy.AckRq{Topic: topic, Group: group, Partition: 1, Offset: 100})
 	wantCode(t, "Ack of offset 100", err, codes.InvalidArgument, "")
-	_, err = f.client.Ack(ctxT(t, 10*time.Second), &kafkapixy.AckRq{Topic: topic, Group: group, Partition: 1, Offset: -1})
+	_, err = f.client.Ack(testkit.Context(t, 10*time.Second), &kafkapixy.AckRq{Topic: topic, Group: group, Partition: 1, Offset: -1})
 	wantCode(t, "Ack of offset -1", err, codes.InvalidArgument, "offset")
 
-	if _, err := f.client.Ack(ctxT(t, 10*time.Second), &kafkapixy.AckRq{Topic: topic, Group: group, Partition: 1, Offset: 1}); err != nil {
+	if _, err := f.client.Ack(testkit.Context(t, 10*time.Second), &kafkapixy.AckRq{Topic: topic, Group: group, Partition: 1, Offset: 1}); err != nil {
 		t.Fatalf("Ack(1/1): %v", err)
 	}
 	po = f.waitOffset(t, topic, group, 1, 3, "")
@@ -178,9 +179,9 @@ func TestAckModes(t *testing.T) {
 	// redelivered by the partition's owner, and a Kafka-Pixy client would
 	// stop on the error.
 	f.expectEmpty(t, &kafkapixy.ConsNAckRq{Topic: topic, Group: group, AckPartition: 7, AckOffset: 0})
-	_, err = f.client.Ack(ctxT(t, 10*time.Second), &kafkapixy.AckRq{Topic: topic, Group: group, Partition: 7, Offset: 0})
+	_, err = f.client.Ack(testkit.Context(t, 10*time.Second), &kafkapixy.AckRq{Topic: topic, Group: group, Partition: 7, Offset: 0})
 	wantCode(t, "Ack of partition 7", err, codes.FailedPrecondition, "")
-	_, err = f.client.Ack(ctxT(t, 10*time.Second), &kafkapixy.AckRq{Topic: topic, Group: uniqueName(t, "other"), Partition: 0, Offset: 0})
+	_, err = f.client.Ack(testkit.Context(t, 10*time.Second), &kafkapixy.AckRq{Topic: topic, Group: testkit.Name(t, "other"), Partition: 0, Offset: 0})
 	wantCode(t, "Ack in a group not consumed here", err, codes.FailedPrecondition, "")
 }
 
@@ -190,7 +191,7 @@ func TestAckModes(t *testing.T) {
 func TestNoFlagsAcksNothing(t *testing.T) {
 	f := newFixture(t)
 	topic := newTopic(t, nil)
-	group := uniqueName(t, "group")
+	group := testkit.Name(t, "group")
 	produceTo(t, topic, 0, "only")
 
 	rs := f.consume(t, &kafkapixy.ConsNAckRq{Topic: topic, Group: group, NoAck: true})
@@ -203,7 +204,7 @@ func TestNoFlagsAcksNothing(t *testing.T) {
 	if po := f.offsets(t, topic, group)[0]; po == nil || po.GetOffset() > 0 {
 		t.Fatalf("partition 0 after a flagless poll: %v, want offset 0 not acknowledged", po)
 	}
-	if _, err := f.client.Ack(ctxT(t, 10*time.Second), &kafkapixy.AckRq{Topic: topic, Group: group, Partition: 0, Offset: 0}); err != nil {
+	if _, err := f.client.Ack(testkit.Context(t, 10*time.Second), &kafkapixy.AckRq{Topic: topic, Group: group, Partition: 0, Offset: 0}); err != nil {
 		t.Fatal(err)
 	}
 	f.waitOffset(t, topic, group, 0, 1, "")
@@ -214,7 +215,7 @@ func TestNoFlagsAcksNothing(t *testing.T) {
 func TestSparseAcksEncoding(t *testing.T) {
 	f := newFixture(t)
 	topic := newTopic(t, nil)
-	group := uniqueName(t, "group")
+	group := testkit.Name(t, "group")
 	produceTo(t, topic, 0, "0", "1", "2", "3", "4")
 	for i := range int64(5) {
 		rs := f.consume(t, &kafkapixy.ConsNAckRq{Topic: topic, Group: group, NoAck: true})
@@ -223,7 +224,7 @@ func TestSparseAcksEncoding(t *testing.T) {
 		}
 	}
 	for _, off := range []int64{3, 1} {
-		if _, err := f.client.Ack(ctxT(t, 10*time.Second), &kafkapixy.AckRq{Topic: topic, Group: group, Partition: 0, Offset: off}); err != nil {
+		if _, err := f.client.Ack(testkit.Context(t, 10*time.Second), &kafkapixy.AckRq{Topic: topic, Group: group, Partition: 0, Offset: off}); err != nil {
 			t.Fatalf("Ack(0/%d): %v", off, err)
 		}
 	}
@@ -245,11 +246,11 @@ func TestSetOffsets(t *testing.T) {
 	produceTo(t, topic, 0, "0", "1", "2", "3", "4", "5")
 
 	t.Run("running", func(t *testing.T) {
-		group := uniqueName(t, "group")
+		group := testkit.Name(t, "group")
 		if rs := f.consume(t, &kafkapixy.ConsNAckRq{Topic: topic, Group: group, AutoAck: true}); rs.GetOffset() != 0 {
 			t.Fatalf("first message %v, want offset 0", rs)
 		}
-		_, err := f.client.SetOffsets(ctxT(t, 20*time.Second), &kafkapixy.SetOffsetsRq{
+		_, err := f.client.SetOffsets(testkit.Context(t, 20*time.Second), &kafkapixy.SetOffsetsRq{
 			Topic: topic, Group: group, Offsets: []*kafkapixy.PartitionOffset{{Partition: 0, Offset: 4}},
 		})
 		if err != nil {
@@ -267,8 +268,8 @@ func TestSetOffsets(t *testing.T) {
 	t.Run("from-pixy", func(t *testing.T) {
 		// Committed 1 with 2 and 4 acknowledged, as Kafka-Pixy wrote it:
 		// [2,3) and [4,5), each relative to the previous end.
-		group := uniqueName(t, "group")
-		_, err := f.client.SetOffsets(ctxT(t, 20*time.Second), &kafkapixy.SetOffsetsRq{
+		group := testkit.Name(t, "group")
+		_, err := f.client.SetOffsets(testkit.Context(t, 20*time.Second), &kafkapixy.SetOffsetsRq{
 			Topic: topic, Group: group, Offsets: []*kafkapixy.PartitionOffset{{Partition: 0, Offset: 1, Metadata: "BBBB"}},
 		})
 		if err != nil {
@@ -293,7 +294,7 @@ func TestTopicsAndMetadata(t *testing.T) {
 	f := newFixture(t)
 	retention := "3600000"
 	topic := newTopic(t, map[string]*string{"retention.ms": &retention})
-	ctx := ctxT(t, 30*time.Second)
+	ctx := testkit.Context(t, 30*time.Second)
 	wantConfig := map[string]string{"retention.ms": retention}
 
 	checkPartitions := func(what string, ps []*kafkapixy.PartitionMetadata) {
@@ -358,7 +359,7 @@ func TestTopicsAndMetadata(t *testing.T) {
 	checkConfig("GetTopicMetadata(with_partitions)", tm)
 	checkPartitions("GetTopicMetadata(with_partitions)", tm.GetPartitions())
 
-	_, err = f.client.GetTopicMetadata(ctx, &kafkapixy.GetTopicMetadataRq{Topic: uniqueName(t, "missing")})
+	_, err = f.client.GetTopicMetadata(ctx, &kafkapixy.GetTopicMetadataRq{Topic: testkit.Name(t, "missing")})
 	wantCode(t, "GetTopicMetadata(unknown topic)", err, codes.NotFound, "")
 }
 
@@ -367,11 +368,11 @@ func TestTopicsAndMetadata(t *testing.T) {
 func TestListConsumers(t *testing.T) {
 	f := newFixture(t)
 	topic := newTopic(t, nil)
-	group := uniqueName(t, "group")
+	group := testkit.Name(t, "group")
 	produceTo(t, topic, 2, "x")
 	f.consume(t, &kafkapixy.ConsNAckRq{Topic: topic, Group: group, AutoAck: true})
 
-	ctx := ctxT(t, 30*time.Second)
+	ctx := testkit.Context(t, 30*time.Second)
 	var rs *kafkapixy.ListConsumersRs
 	for {
 		var err error
@@ -405,7 +406,7 @@ func TestListConsumers(t *testing.T) {
 	if len(one.GetGroups()) != 1 || one.GetGroups()[group] == nil {
 		t.Errorf("ListConsumers(group) = %v, want %s only", one, group)
 	}
-	other, err := f.client.ListConsumers(ctx, &kafkapixy.ListConsumersRq{Topic: topic, Group: uniqueName(t, "other")})
+	other, err := f.client.ListConsumers(ctx, &kafkapixy.ListConsumersRq{Topic: topic, Group: testkit.Name(t, "other")})
 	if err != nil {
 		t.Fatalf("ListConsumers(other group): %v", err)
 	}
@@ -419,7 +420,7 @@ func TestListConsumers(t *testing.T) {
 func TestRequestErrors(t *testing.T) {
 	f := newFixture(t)
 	topic := newTopic(t, nil)
-	ctx := ctxT(t, 60*time.Second)
+	ctx := testkit.Context(t, 60*time.Second)
 	c := f.client
 	const bad = "no-such-cluster"
 
@@ -478,13 +479,13 @@ func TestRequestErrors(t *testing.T) {
 		})
 	}
 
-	_, err := c.ConsumeNAck(ctx, &kafkapixy.ConsNAckRq{Topic: uniqueName(t, "missing"), Group: "g", NoAck: true})
+	_, err := c.ConsumeNAck(ctx, &kafkapixy.ConsNAckRq{Topic: testkit.Name(t, "missing"), Group: "g", NoAck: true})
 	if isLongPollTimeout(err) {
 		t.Errorf("ConsumeNAck(unknown topic) = %v, want NOT_FOUND for the topic, not the long-poll timeout", err)
 	}
 	wantCode(t, "ConsumeNAck(unknown topic)", err, codes.NotFound, "")
 	// Unknown topics are NOT_FOUND wherever a topic is read (REST: 404).
-	missing := uniqueName(t, "missing")
+	missing := testkit.Name(t, "missing")
 	_, err = c.GetOffsets(ctx, &kafkapixy.GetOffsetsRq{Topic: missing, Group: "g"})
 	wantCode(t, "GetOffsets(unknown topic)", err, codes.NotFound, "")
 	_, err = c.SetOffsets(ctx, &kafkapixy.SetOffsetsRq{Topic: missing, Group: "g", Offsets: []*kafkapixy.PartitionOffset{{Partition: 0, Offset: 0}}})
@@ -499,7 +500,7 @@ func TestRequestErrors(t *testing.T) {
 func TestTooManyWaiting(t *testing.T) {
 	f := newFixture(t, func(c *config.KafkaAPI) { c.Consume.MaxWaitingPolls = 1 })
 	topic := newTopic(t, nil)
-	group := uniqueName(t, "group")
+	group := testkit.Name(t, "group")
 	// Join the group and wait for the assignment first.
 	produceTo(t, topic, 0, "x")
 	f.consume(t, &kafkapixy.ConsNAckRq{Topic: topic, Group: group, AutoAck: true})
@@ -511,7 +512,7 @@ func TestTooManyWaiting(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, errs[i] = f.client.ConsumeNAck(ctxT(t, 10*time.Second), &kafkapixy.ConsNAckRq{Topic: topic, Group: group, NoAck: true})
+			_, errs[i] = f.client.ConsumeNAck(testkit.Context(t, 10*time.Second), &kafkapixy.ConsNAckRq{Topic: topic, Group: group, NoAck: true})
 		}()
 	}
 	wg.Wait()
@@ -539,7 +540,7 @@ func TestClientDeadline(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err := f.client.ConsumeNAck(ctx, &kafkapixy.ConsNAckRq{Topic: topic, Group: uniqueName(t, "group"), NoAck: true})
+	_, err := f.client.ConsumeNAck(ctx, &kafkapixy.ConsNAckRq{Topic: topic, Group: testkit.Name(t, "group"), NoAck: true})
 	if status.Code(err) != codes.DeadlineExceeded {
 		t.Errorf("ConsumeNAck with a 300ms deadline = %v, want DEADLINE_EXCEEDED", err)
 	}
@@ -553,13 +554,13 @@ func TestClientDeadline(t *testing.T) {
 func TestProduceLargeMessage(t *testing.T) {
 	f := newFixture(t)
 	topic := newTopic(t, nil)
-	ctx := ctxT(t, 30*time.Second)
+	ctx := testkit.Context(t, 30*time.Second)
 	big := bytes.Repeat([]byte("x"), 900<<10)
 	rs, err := f.client.Produce(ctx, &kafkapixy.ProdRq{Topic: topic, KeyValue: []byte("big"), Message: big})
 	if err != nil {
 		t.Fatalf("producing 900 KiB: %v", err)
 	}
-	got := f.consume(t, &kafkapixy.ConsNAckRq{Topic: topic, Group: uniqueName(t, "group"), AutoAck: true})
+	got := f.consume(t, &kafkapixy.ConsNAckRq{Topic: topic, Group: testkit.Name(t, "group"), AutoAck: true})
 	if got.GetOffset() != rs.GetOffset() || !bytes.Equal(got.GetMessage(), big) {
 		t.Errorf("consumed %d bytes at %d, want %d at %d", len(got.GetMessage()), got.GetOffset(), len(big), rs.GetOffset())
 	}

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ferryproxy/ferry/internal/config"
+	"github.com/ferryproxy/ferry/internal/testkit"
 )
 
 // restMessage is GET /topics/{topic}/messages's answer.
@@ -81,7 +82,7 @@ func (f *fixture) restConsume(t testing.TB, path string) restMessage {
 func TestRESTProduceConsume(t *testing.T) {
 	f := newFixture(t)
 	topic := newTopic(t, nil)
-	group := uniqueName(t, "group")
+	group := testkit.Name(t, "group")
 	msgs := "/topics/" + topic + "/messages"
 
 	// Sync, text/plain, keyed, with record headers.
@@ -169,7 +170,7 @@ func TestRESTProduceConsume(t *testing.T) {
 func TestRESTAcks(t *testing.T) {
 	f := newFixture(t)
 	topic := newTopic(t, nil)
-	group := uniqueName(t, "group")
+	group := testkit.Name(t, "group")
 	produceTo(t, topic, 2, "a", "b", "c", "d")
 	base := "/clusters/default/topics/" + topic
 
@@ -232,7 +233,7 @@ func TestRESTAcks(t *testing.T) {
 	}
 	f.waitOffset(t, topic, group, 2, 4, "")
 
-	code, body = f.httpDo(t, http.MethodPost, base+"/acks?group="+uniqueName(t, "other")+"&partition=2&offset=0", "", nil)
+	code, body = f.httpDo(t, http.MethodPost, base+"/acks?group="+testkit.Name(t, "other")+"&partition=2&offset=0", "", nil)
 	wantError(t, "POST acks in a group not consumed here", code, body, http.StatusConflict, "")
 
 	// Bad parameters.
@@ -357,15 +358,15 @@ func TestRESTTopics(t *testing.T) {
 		decodeJSON(t, body, &v)
 		check("GET "+tc.path, v, true, tc.withPartitions)
 	}
-	code, body = f.httpDo(t, http.MethodGet, "/topics/"+uniqueName(t, "missing"), "", nil)
+	code, body = f.httpDo(t, http.MethodGet, "/topics/"+testkit.Name(t, "missing"), "", nil)
 	wantError(t, "unknown topic", code, body, http.StatusNotFound, "")
-	code, body = f.httpDo(t, http.MethodGet, "/topics/"+uniqueName(t, "missing")+"/messages?group=g", "", nil)
+	code, body = f.httpDo(t, http.MethodGet, "/topics/"+testkit.Name(t, "missing")+"/messages?group=g", "", nil)
 	wantError(t, "consuming an unknown topic", code, body, http.StatusNotFound, "")
-	code, body = f.httpDo(t, http.MethodGet, "/topics/"+uniqueName(t, "missing")+"/offsets?group=g", "", nil)
+	code, body = f.httpDo(t, http.MethodGet, "/topics/"+testkit.Name(t, "missing")+"/offsets?group=g", "", nil)
 	wantError(t, "offsets of an unknown topic", code, body, http.StatusNotFound, "")
 
 	// Consumers: one member of the group holding every partition.
-	group := uniqueName(t, "group")
+	group := testkit.Name(t, "group")
 	code, body = f.httpDo(t, http.MethodPost, "/topics/"+topic+"/offsets?group="+group, "application/json",
 		strings.NewReader(`[{"partition":0,"offset":0},{"partition":1,"offset":0,"metadata":"BB"}]`))
 	if code != http.StatusOK || string(body) != "{}" {
@@ -396,7 +397,7 @@ func TestRESTTopics(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	code, body = f.httpDo(t, http.MethodGet, "/topics/"+topic+"/consumers?group="+uniqueName(t, "other"), "", nil)
+	code, body = f.httpDo(t, http.MethodGet, "/topics/"+topic+"/consumers?group="+testkit.Name(t, "other"), "", nil)
 	if code != http.StatusOK || string(body) != "{}" {
 		t.Errorf("GET consumers of another group: %d %s, want {}", code, body)
 	}
@@ -463,7 +464,7 @@ func TestRESTRouting(t *testing.T) {
 func TestRESTTooManyWaiting(t *testing.T) {
 	f := newFixture(t, func(c *config.KafkaAPI) { c.Consume.MaxWaitingPolls = 1 })
 	topic := newTopic(t, nil)
-	group := uniqueName(t, "group")
+	group := testkit.Name(t, "group")
 	produceTo(t, topic, 0, "x")
 	path := "/topics/" + topic + "/messages?group=" + group
 	f.restConsume(t, path)
