@@ -165,13 +165,16 @@ func (ss *Session) TryNext() (*Message, bool) {
 	if ss.closed {
 		return nil, false
 	}
-	msg := m.takeLocked(ss)
-	return msg, msg != nil
+	if msg, ok := m.takeLocked(ss); ok {
+		return &msg, true
+	}
+	return nil, false
 }
 
 // TakeUpTo returns up to max messages that can be delivered at once,
-// appended to buf; none when nothing is deliverable.
-func (ss *Session) TakeUpTo(buf []*Message, max int) []*Message {
+// appended to buf; none when nothing is deliverable. Messages are values,
+// so a stream reusing buf allocates nothing per message.
+func (ss *Session) TakeUpTo(buf []Message, max int) []Message {
 	m := ss.m
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -179,8 +182,8 @@ func (ss *Session) TakeUpTo(buf []*Message, max int) []*Message {
 		return buf
 	}
 	for range max {
-		msg := m.takeLocked(ss)
-		if msg == nil {
+		msg, ok := m.takeLocked(ss)
+		if !ok {
 			break
 		}
 		buf = append(buf, msg)
@@ -453,8 +456,8 @@ func (m *member) next(ctx context.Context, ss *Session) (*Message, error) {
 		case m.fatal != nil:
 			return nil, m.fatal
 		}
-		if msg := m.takeLocked(ss); msg != nil {
-			return msg, nil
+		if msg, ok := m.takeLocked(ss); ok {
+			return &msg, nil
 		}
 		wake := m.wake
 		m.mu.Unlock()
@@ -470,7 +473,7 @@ func (m *member) next(ctx context.Context, ss *Session) (*Message, error) {
 
 // takeLocked delivers the next deliverable record, round-robin over the
 // partitions, as an offer owned by ss.
-func (m *member) takeLocked(ss *Session) *Message {
+func (m *member) takeLocked(ss *Session) (Message, bool) {
 	n := len(m.order)
 	for i := 0; i < n; i++ {
 		ps := m.parts[m.order[(m.rr+i)%n]]
@@ -492,7 +495,7 @@ func (m *member) takeLocked(ss *Session) *Message {
 		ps.offers[rec.Offset] = &offer{rec: rec, deadline: time.Now().Add(m.cfg.ackTimeout), session: ss, deliveries: deliveries}
 		ss.outstanding++
 		m.drainedLocked(ps)
-		return &Message{
+		return Message{
 			Topic:      rec.Topic,
 			Partition:  rec.Partition,
 			Offset:     rec.Offset,
@@ -501,9 +504,9 @@ func (m *member) takeLocked(ss *Session) *Message {
 			Headers:    rec.Headers,
 			Timestamp:  rec.Timestamp,
 			Deliveries: deliveries,
-		}
+		}, true
 	}
-	return nil
+	return Message{}, false
 }
 
 // base is the first unsettled offset: what a commit writes.

@@ -42,7 +42,7 @@ func BenchmarkEngineConsume(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer ss.Close(true)
-	var msgs []*Message
+	var msgs []Message
 	for n := 0; n < b.N; {
 		msgs = ss.TakeUpTo(msgs[:0], 256)
 		if len(msgs) == 0 {
@@ -50,7 +50,7 @@ func BenchmarkEngineConsume(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			msgs = append(msgs, m)
+			msgs = append(msgs, *m)
 		}
 		for _, m := range msgs {
 			if err := ss.Ack(m.Partition, m.Offset); err != nil {

@@ -65,7 +65,7 @@ func (s *Server) Consume(stream grpc.BidiStreamingServer[kafkav1.ConsumeRequest,
 
 	out := &kafkav1.ConsumeResponse{}
 	bufs := make([]messageBuf, maxConsumeBatch)
-	msgs := make([]*kafkaapi.Message, 0, maxConsumeBatch)
+	msgs := make([]kafkaapi.Message, 0, maxConsumeBatch)
 	vf := first.GetValueFormat()
 	for {
 		credits := c.credits.Load()
@@ -87,11 +87,11 @@ func (s *Server) Consume(stream grpc.BidiStreamingServer[kafkav1.ConsumeRequest,
 				}
 				return err
 			}
-			msgs = sess.TakeUpTo(append(msgs, m), n-1)
+			msgs = sess.TakeUpTo(append(msgs, *m), n-1)
 		}
 		out.Messages = out.Messages[:0]
-		for i, m := range msgs {
-			out.Messages = append(out.Messages, bufs[i].fill(m, vf))
+		for i := range msgs {
+			out.Messages = append(out.Messages, bufs[i].fill(&msgs[i], vf))
 		}
 		if err := stream.Send(out); err != nil {
 			return err
