@@ -165,7 +165,7 @@ func (ss *Session) TryNext() (*Message, bool) {
 	if ss.closed {
 		return nil, false
 	}
-	if msg, ok := m.takeLocked(ss); ok {
+	if msg, ok := m.takeLocked(ss, time.Now()); ok {
 		return &msg, true
 	}
 	return nil, false
@@ -181,8 +181,9 @@ func (ss *Session) TakeUpTo(buf []Message, max int) []Message {
 	if ss.closed {
 		return buf
 	}
+	now := time.Now() // one deadline for the batch
 	for range max {
-		msg, ok := m.takeLocked(ss)
+		msg, ok := m.takeLocked(ss, now)
 		if !ok {
 			break
 		}
@@ -226,7 +227,7 @@ func (ss *Session) Close(release bool) {
 	}
 	ss.closed = true
 	m.sessions--
-	m.lastUsed = time.Now()
+	m.used = true
 	if ss.outstanding > 0 {
 		for _, ps := range m.parts {
 			for _, o := range ps.offers {
@@ -275,7 +276,8 @@ type member struct {
 	pollWaits  bool          // the poll loop waits on room
 	waiting    int           // Next calls waiting
 	sessions   int           // open sessions
-	lastUsed   time.Time
+	lastUsed   time.Time // as of the last tick at which used was set
+	used       bool      // used since the last tick; cheaper than a clock read per ack
 	closing    bool
 	fatal      error           // a group error no retry cures
 	resets     []*resetRequest // applied by the poll goroutine between polls
@@ -400,7 +402,7 @@ func (m *member) open() *Session {
 		return nil
 	}
 	m.sessions++
-	m.lastUsed = time.Now()
+	m.used = true
 	return &Session{m: m}
 }
 
@@ -444,7 +446,7 @@ func (m *member) next(ctx context.Context, ss *Session) (*Message, error) {
 	m.waiting++
 	defer func() {
 		m.waiting--
-		m.lastUsed = time.Now()
+		m.used = true
 		m.mu.Unlock()
 	}()
 	for {
@@ -456,7 +458,7 @@ func (m *member) next(ctx context.Context, ss *Session) (*Message, error) {
 		case m.fatal != nil:
 			return nil, m.fatal
 		}
-		if msg, ok := m.takeLocked(ss); ok {
+		if msg, ok := m.takeLocked(ss, time.Now()); ok {
 			return &msg, nil
 		}
 		wake := m.wake
@@ -473,7 +475,7 @@ func (m *member) next(ctx context.Context, ss *Session) (*Message, error) {
 
 // takeLocked delivers the next deliverable record, round-robin over the
 // partitions, as an offer owned by ss.
-func (m *member) takeLocked(ss *Session) (Message, bool) {
+func (m *member) takeLocked(ss *Session, now time.Time) (Message, bool) {
 	n := len(m.order)
 	for i := 0; i < n; i++ {
 		ps := m.parts[m.order[(m.rr+i)%n]]
@@ -492,7 +494,7 @@ func (m *member) takeLocked(ss *Session) (Message, bool) {
 		if ps.offers == nil {
 			ps.offers = map[int64]*offer{}
 		}
-		ps.offers[rec.Offset] = &offer{rec: rec, deadline: time.Now().Add(m.cfg.ackTimeout), session: ss, deliveries: deliveries}
+		ps.offers[rec.Offset] = &offer{rec: rec, deadline: now.Add(m.cfg.ackTimeout), session: ss, deliveries: deliveries}
 		ss.outstanding++
 		m.drainedLocked(ps)
 		return Message{
@@ -520,7 +522,7 @@ func (ps *partState) base() int64 {
 func (m *member) ack(partition int32, offset int64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.lastUsed = time.Now()
+	m.used = true
 	ps, err := m.partLocked(partition, offset)
 	if err != nil || ps == nil {
 		return err
@@ -536,7 +538,7 @@ func (m *member) nack(partition int32, offset int64) error {
 	defer m.flushDead()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.lastUsed = time.Now()
+	m.used = true
 	ps, err := m.partLocked(partition, offset)
 	if err != nil || ps == nil {
 		return err
@@ -857,6 +859,9 @@ func (m *member) tickLoop() {
 			}
 			if expired {
 				m.broadcastLocked()
+			}
+			if m.used {
+				m.lastUsed, m.used = now, false
 			}
 			idle := m.sessions == 0 && m.waiting == 0 && now.Sub(m.lastUsed) > m.cfg.idleTimeout
 			m.mu.Unlock()
@@ -1210,7 +1215,7 @@ func (m *member) requestReset(ctx context.Context, targets []OffsetTarget) error
 		m.mu.Unlock()
 		return status.Error(codes.Unavailable, "the group member is leaving")
 	}
-	m.lastUsed = time.Now()
+	m.used = true
 	m.resets = append(m.resets, r)
 	if m.pollCancel != nil {
 		m.pollCancel()
