@@ -276,8 +276,8 @@ type member struct {
 	pollWaits  bool          // the poll loop waits on room
 	waiting    int           // Next calls waiting
 	sessions   int           // open sessions
-	lastUsed   time.Time // as of the last tick at which used was set
-	used       bool      // used since the last tick; cheaper than a clock read per ack
+	lastUsed   time.Time     // as of the last tick at which used was set
+	used       bool          // used since the last tick; cheaper than a clock read per ack
 	closing    bool
 	fatal      error           // a group error no retry cures
 	resets     []*resetRequest // applied by the poll goroutine between polls
