@@ -200,3 +200,14 @@ func Human(ranges []Range) string {
 	}
 	return b.String()
 }
+
+// Relative returns ranges with base subtracted from both ends: the form
+// Kafka-Pixy shows acknowledged offsets in, counted from the committed
+// offset (committed 10 with 11 acknowledged is "1-2").
+func Relative(base int64, ranges []Range) []Range {
+	out := make([]Range, len(ranges))
+	for i, r := range ranges {
+		out[i] = Range{From: r.From - base, To: r.To - base}
+	}
+	return out
+}

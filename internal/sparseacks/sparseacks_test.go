@@ -239,3 +239,12 @@ func mergeTouching(ranges []Range) []Range {
 	}
 	return out
 }
+
+// TestRelative checks Kafka-Pixy's display: ranges counted from the
+// committed offset.
+func TestRelative(t *testing.T) {
+	got := Human(Relative(10, []Range{{From: 11, To: 12}, {From: 13, To: 15}}))
+	if got != "1-2,3-5" {
+		t.Fatalf("got %q, want 1-2,3-5", got)
+	}
+}

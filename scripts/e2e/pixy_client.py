@@ -277,8 +277,9 @@ def main():
                         return "partition %d: begin/end/count %d/%d/%d, want 0/%d/%d" % (
                             p, po.begin, po.end, po.count, end, end)
                     if unacked is not None and unacked[0] == p:
+                        # Kafka-Pixy shows sparse acks relative to the committed offset.
                         want_off, want_sparse = unacked[1], (
-                            "" if unacked[1] + 1 == end else "%d-%d" % (unacked[1] + 1, end))
+                            "" if unacked[1] + 1 == end else "1-%d" % (end - unacked[1]))
                     else:
                         want_off, want_sparse = end, ""
                     ok_off = po.offset == want_off or (end == 0 and po.offset == -1)

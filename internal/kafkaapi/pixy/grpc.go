@@ -20,6 +20,7 @@ import (
 	"github.com/ferryproxy/ferry/api/kafkapixy"
 	"github.com/ferryproxy/ferry/internal/config"
 	"github.com/ferryproxy/ferry/internal/kafkaapi"
+	"github.com/ferryproxy/ferry/internal/sparseacks"
 )
 
 // MaxRequestSize is the largest request Kafka-Pixy accepts, on gRPC and
@@ -286,7 +287,7 @@ func (s *Server) GetOffsets(ctx context.Context, rq *kafkapixy.GetOffsetsRq) (*k
 			Offset:     po.Committed,
 			Lag:        po.Lag,
 			Metadata:   po.Metadata,
-			SparseAcks: po.SparseAcks,
+			SparseAcks: pixySparseAcks(po.Committed, po.Metadata),
 		})
 	}
 	return rs, nil
@@ -462,4 +463,15 @@ func topicMetadata(ti kafkaapi.TopicInfo, withPartitions, withConfig bool) *kafk
 		sort.Slice(rs.Partitions, func(i, j int) bool { return rs.Partitions[i].Partition < rs.Partitions[j].Partition })
 	}
 	return rs
+}
+
+// pixySparseAcks shows the acknowledged offsets beyond the committed one
+// as Kafka-Pixy did: relative to the committed offset ("1-2" is the offset
+// right after it). Ferry's own API shows them as offsets.
+func pixySparseAcks(committed int64, metadata string) string {
+	ranges, err := sparseacks.Decode(committed, metadata)
+	if err != nil {
+		return ""
+	}
+	return sparseacks.Human(sparseacks.Relative(committed, ranges))
 }
