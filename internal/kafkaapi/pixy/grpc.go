@@ -78,6 +78,22 @@ func required(field, value string) error {
 // partitioner spreads such messages); otherwise key_value is the key even
 // when it is empty, which hashes to one fixed partition.
 func (s *Server) Produce(ctx context.Context, rq *kafkapixy.ProdRq) (*kafkapixy.ProdRs, error) {
+	rs, err := s.produce(ctx, rq)
+	return rs, produceCode(err)
+}
+
+// produceCode gives a produce error Kafka-Pixy's gRPC code: it answered an
+// unknown topic with INVALID_ARGUMENT, where the engine (and the REST face,
+// as Kafka-Pixy's 404) says NOT_FOUND.
+func produceCode(err error) error {
+	if status.Code(err) == codes.NotFound {
+		return status.Error(codes.InvalidArgument, status.Convert(err).Message())
+	}
+	return err
+}
+
+// produce is Produce with the engine's error codes, for both faces.
+func (s *Server) produce(ctx context.Context, rq *kafkapixy.ProdRq) (*kafkapixy.ProdRs, error) {
 	if err := required("topic", rq.GetTopic()); err != nil {
 		return nil, err
 	}

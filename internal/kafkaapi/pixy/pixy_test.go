@@ -3,6 +3,7 @@ package pixy
 import (
 	"bytes"
 	"context"
+	"net/http"
 	"slices"
 	"sync"
 	"testing"
@@ -563,5 +564,22 @@ func TestProduceLargeMessage(t *testing.T) {
 	got := f.consume(t, &kafkapixy.ConsNAckRq{Topic: topic, Group: testkit.Name(t, "group"), AutoAck: true})
 	if got.GetOffset() != rs.GetOffset() || !bytes.Equal(got.GetMessage(), big) {
 		t.Errorf("consumed %d bytes at %d, want %d at %d", len(got.GetMessage()), got.GetOffset(), len(big), rs.GetOffset())
+	}
+}
+
+// TestProduceCode checks that Produce answers an unknown topic with
+// Kafka-Pixy's INVALID_ARGUMENT (the REST face keeps 404) and passes other
+// codes on.
+func TestProduceCode(t *testing.T) {
+	err := produceCode(status.Error(codes.NotFound, `topic "t" not found`))
+	wantCode(t, "unknown topic", err, codes.InvalidArgument, `topic "t" not found`)
+	if got := status.Code(produceCode(status.Error(codes.Unavailable, "x"))); got != codes.Unavailable {
+		t.Errorf("UNAVAILABLE became %v", got)
+	}
+	if produceCode(nil) != nil {
+		t.Error("nil became an error")
+	}
+	if httpStatus(status.Error(codes.NotFound, "t")) != http.StatusNotFound {
+		t.Error("the REST face must keep 404 for an unknown topic")
 	}
 }

@@ -156,20 +156,13 @@ func httpStatus(err error) int {
 	}
 }
 
-// flag reports whether a parameter is set. Kafka-Pixy took mere presence
-// ("?sync", "?sync=") as set; Ferry also reads an explicit false ("0",
-// "false") as unset.
+// flag reports whether a parameter is set. As in Kafka-Pixy, presence is
+// what counts, whatever the value: "?sync", "?sync=" and even "?sync=false"
+// are set. A Kafka-Pixy client that sent noAck=false got no acks, and must
+// not have its messages acknowledged (lost on a crash) by Ferry.
 func flag(params url.Values, name string) bool {
-	vs, ok := params[name]
-	if !ok {
-		return false
-	}
-	if len(vs) > 0 && vs[0] != "" {
-		if b, err := strconv.ParseBool(vs[0]); err == nil {
-			return b
-		}
-	}
-	return true
+	_, ok := params[name]
+	return ok
 }
 
 // group returns the group parameter; exactly one is expected unless
@@ -227,7 +220,7 @@ func (h *handler) produce(w http.ResponseWriter, r *http.Request) {
 	} else {
 		rq.KeyUndefined = true
 	}
-	rs, err := h.srv.Produce(r.Context(), rq)
+	rs, err := h.srv.produce(r.Context(), rq)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -378,8 +371,15 @@ type consumeHeader struct {
 }
 
 // ack serves POST /topics/{topic}/acks.
+//
+// Its parameters are read, as Kafka-Pixy read them, from the query and from
+// a form body (curl -d group=g -d partition=0 -d offset=1).
 func (h *handler) ack(w http.ResponseWriter, r *http.Request) {
-	params := r.URL.Query()
+	if err := r.ParseForm(); err != nil {
+		badRequest(w, fmt.Errorf("reading the form: %w", err))
+		return
+	}
+	params := r.Form
 	g, err := group(params, false)
 	if err != nil {
 		badRequest(w, err)

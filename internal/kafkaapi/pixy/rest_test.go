@@ -96,12 +96,15 @@ func TestRESTProduceConsume(t *testing.T) {
 	if len(prod) != 2 || prod["partition"] < 0 || prod["partition"] > 2 || prod["offset"] < 0 {
 		t.Fatalf("sync produce answered %s, want {\"partition\",\"offset\"}", body)
 	}
-	// Async (no sync, or sync=false), JSON: {} at once.
-	for _, q := range []string{"", "?sync=false", "?sync=0"} {
-		code, body = f.httpDo(t, http.MethodPost, msgs+q, "application/json", strings.NewReader(`{"m":2}`))
-		if code != http.StatusOK || string(body) != "{}" {
-			t.Fatalf("async produce%s: %d %s, want 200 {}", q, code, body)
-		}
+	// Async (no sync), JSON: {} at once.
+	code, body = f.httpDo(t, http.MethodPost, msgs, "application/json", strings.NewReader(`{"m":2}`))
+	if code != http.StatusOK || string(body) != "{}" {
+		t.Fatalf("async produce: %d %s, want 200 {}", code, body)
+	}
+	// As in Kafka-Pixy, sync is read by its presence: sync=false is sync.
+	code, body = f.httpDo(t, http.MethodPost, msgs+"?sync=false", "application/json", strings.NewReader(`{"m":6}`))
+	if code != http.StatusOK || !strings.Contains(string(body), "offset") {
+		t.Fatalf("produce?sync=false: %d %s, want the partition and offset", code, body)
 	}
 	// An empty key parameter is the empty key; a form carries msg.
 	code, body = f.httpDo(t, http.MethodPost, msgs+"?key=&sync=1", "application/x-www-form-urlencoded",
@@ -127,7 +130,7 @@ func TestRESTProduceConsume(t *testing.T) {
 	}
 
 	got := map[string]restMessage{}
-	for range 7 {
+	for range 6 {
 		m := f.restConsume(t, msgs+"?group="+group)
 		if m.Value == nil {
 			t.Fatalf("message without value: %+v", m)
@@ -151,6 +154,9 @@ func TestRESTProduceConsume(t *testing.T) {
 	}
 	if m4, ok := got["m4"]; !ok || m4.Key == nil || *m4.Key != b64("k4") {
 		t.Errorf("the multipart message is %+v, want key k4", m4)
+	}
+	if _, ok := got[`{"m":6}`]; !ok {
+		t.Errorf("the sync=false message was not consumed: %v", got)
 	}
 	if _, ok := got[`"m5"`]; !ok {
 		t.Errorf("the +json message was not consumed: %v", got)
@@ -227,9 +233,11 @@ func TestRESTAcks(t *testing.T) {
 	if m = f.restConsume(t, base+"/messages?group="+group); m.Offset != 3 {
 		t.Fatalf("fourth message %+v, want offset 3", m)
 	}
-	code, body = f.httpDo(t, http.MethodPost, base+"/acks?group="+group+"&partition=2&offset=0", "", nil)
-	if code != http.StatusOK {
-		t.Fatalf("POST acks 0: %d %s", code, body)
+	// Parameters may come in a form body, as Kafka-Pixy read them.
+	code, body = f.httpDo(t, http.MethodPost, base+"/acks", "application/x-www-form-urlencoded",
+		strings.NewReader(url.Values{"group": {group}, "partition": {"2"}, "offset": {"0"}}.Encode()))
+	if code != http.StatusOK || string(body) != "{}" {
+		t.Fatalf("POST acks 0 as a form: %d %s", code, body)
 	}
 	f.waitOffset(t, topic, group, 2, 4, "")
 
@@ -528,11 +536,12 @@ func TestHTTPStatus(t *testing.T) {
 	}
 }
 
-// TestFlag pins how boolean parameters read.
+// TestFlag pins how boolean parameters read: by presence, as Kafka-Pixy
+// read them, so an explicit false is set too.
 func TestFlag(t *testing.T) {
 	for q, want := range map[string]bool{
 		"": false, "sync": true, "sync=": true, "sync=1": true, "sync=true": true, "sync=yes": true,
-		"sync=0": false, "sync=false": false, "sync=FALSE": false, "other=1": false,
+		"sync=0": true, "sync=false": true, "sync=FALSE": true, "other=1": false, "Sync": false,
 	} {
 		v, _ := url.ParseQuery(q)
 		if got := flag(v, "sync"); got != want {
@@ -569,4 +578,31 @@ func FuzzKafkaHeaders(f *testing.F) {
 			t.Fatalf("X-Kafka-%s: %q became %v", name, value, hs)
 		}
 	})
+}
+
+// TestRESTNoAckFalse checks that noAck=false is noAck, as in Kafka-Pixy:
+// the message taken is not acknowledged and comes again after the ack
+// timeout.
+func TestRESTNoAckFalse(t *testing.T) {
+	f := newFixture(t, func(c *config.KafkaAPI) { c.Consume.AckTimeout = time.Second })
+	topic := newTopic(t, nil)
+	group := testkit.Name(t, "group")
+	produceTo(t, topic, 1, "a")
+	path := "/topics/" + topic + "/messages?group=" + group + "&noAck=false"
+	first := f.restConsume(t, path)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		code, body := f.httpDo(t, http.MethodGet, path, "", nil)
+		if code == http.StatusOK {
+			var again restMessage
+			decodeJSON(t, body, &again)
+			if again.Partition != first.Partition || again.Offset != first.Offset {
+				t.Fatalf("redelivered %+v, want %+v again", again, first)
+			}
+			return
+		}
+		if code != http.StatusRequestTimeout || time.Now().After(deadline) {
+			t.Fatalf("waiting for the unacknowledged message again: %d %s", code, body)
+		}
+	}
 }
