@@ -309,7 +309,7 @@ func topicMetadata(ctx context.Context, adm *kadm.Client, topic string) (kadm.To
 }
 
 func topicNotFound(topic string, c *kafka.Cluster) error {
-	return status.Errorf(codes.NotFound, "topic %q not found on cluster %q", topic, c.Name())
+	return status.Errorf(codes.NotFound, "topic %q does not exist on cluster %q", topic, c.Name())
 }
 
 // fresh makes kadm's metadata requests bypass the client's metadata cache:

@@ -72,16 +72,9 @@ func (s *Service) join(ctx context.Context, c *kafka.Cluster, key memberKey) (*m
 	if err != nil {
 		return nil, err
 	}
-	md, err := adm.Metadata(ctx, key.topic)
+	td, err := lookupTopic(ctx, adm, c, key.topic)
 	if err != nil {
-		return nil, kafkaErr(fmt.Sprintf("reading metadata of topic %q on cluster %q", key.topic, c.Name()), err)
-	}
-	td, ok := md.Topics[key.topic]
-	if !ok || errors.Is(td.Err, kerr.UnknownTopicOrPartition) {
-		return nil, status.Errorf(codes.NotFound, "topic %q does not exist on cluster %q", key.topic, c.Name())
-	}
-	if td.Err != nil {
-		return nil, kafkaErr(fmt.Sprintf("reading metadata of topic %q on cluster %q", key.topic, c.Name()), td.Err)
+		return nil, err
 	}
 
 	s.mu.Lock()
@@ -255,7 +248,6 @@ type memberKey struct{ cluster, group, topic string }
 type member struct {
 	s       *Service
 	key     memberKey
-	cluster *kafka.Cluster
 	topicID [16]byte
 	cl      *kgo.Client   // set once, before ready is closed
 	ready   chan struct{} // closed once cl is set: group callbacks may run before
@@ -283,12 +275,6 @@ type member struct {
 	resets     []*resetRequest // applied by the poll goroutine between polls
 	dead       []deadLetter    // to write to the dead-letter topic, by flushDead
 	pollCancel context.CancelFunc
-	stats      memberStats
-}
-
-type memberStats struct {
-	redelivered  int64
-	deadLettered int64
 }
 
 // configView is the consume configuration a member works with.
@@ -342,7 +328,6 @@ func (s *Service) newMember(c *kafka.Cluster, key memberKey, topicID [16]byte) (
 	m := &member{
 		s:       s,
 		key:     key,
-		cluster: c,
 		topicID: topicID,
 		cfg: configView{
 			ackTimeout:     cc.AckTimeout,
@@ -624,7 +609,6 @@ func (m *member) endOfferLocked(ps *partState, o *offer, why string) {
 		return
 	}
 	m.requeueLocked(ps, rec, o.deliveries)
-	m.stats.redelivered++
 	m.s.logger.Debug("message to be delivered again", "topic", m.key.topic, "group", m.key.group,
 		"partition", ps.partition, "offset", rec.Offset, "deliveries", o.deliveries, "why", why)
 }
@@ -697,7 +681,6 @@ func (m *member) deadWritten(d deadLetter, err error) {
 		m.broadcastLocked()
 		return
 	}
-	m.stats.deadLettered++
 	m.s.logger.Warn("message moved to the dead-letter topic", "topic", m.key.topic, "group", m.key.group,
 		"partition", ps.partition, "offset", rec.Offset, "deliveries", d.deliveries, "dead_letter_topic", m.cfg.deadLetterTopic)
 	m.settleLocked(ps, rec.Offset)
@@ -1160,13 +1143,9 @@ func (s *Service) SetOffsets(ctx context.Context, cluster, group, topic string, 
 	if err != nil {
 		return nil, err
 	}
-	md, err := adm.Metadata(ctx, topic)
+	td, err := lookupTopic(ctx, adm, c, topic)
 	if err != nil {
-		return nil, kafkaErr(fmt.Sprintf("reading metadata of topic %q on cluster %q", topic, c.Name()), err)
-	}
-	td, ok := md.Topics[topic]
-	if !ok || td.Err != nil {
-		return nil, status.Errorf(codes.NotFound, "topic %q does not exist on cluster %q", topic, c.Name())
+		return nil, err
 	}
 	seen := map[int32]bool{}
 	for _, t := range targets {
@@ -1192,12 +1171,7 @@ func (s *Service) SetOffsets(ctx context.Context, cluster, group, topic string, 
 		}
 		// The member was leaving: commit as a non-member below.
 	}
-	offsets := make(map[string]map[int32]kgoOffset)
-	offsets[topic] = map[int32]kgoOffset{}
-	for _, t := range targets {
-		offsets[topic][t.Partition] = kgoOffset{t.Offset, t.Metadata}
-	}
-	if err := commitAsAdmin(ctx, adm, group, offsets); err != nil {
+	if err := commitAsAdmin(ctx, adm, group, topic, targets); err != nil {
 		if errors.Is(err, kerr.UnknownMemberID) || errors.Is(err, kerr.IllegalGeneration) || errors.Is(err, kerr.RebalanceInProgress) {
 			return nil, status.Errorf(codes.FailedPrecondition,
 				"group %q has active members that are not on this Ferry instance; send the request to the instance consuming topic %q in the group, or stop the group's consumers: %v", group, topic, err)
@@ -1291,7 +1265,7 @@ func (s *Service) ResetOffsets(ctx context.Context, cluster, group, topic string
 	if err != nil {
 		return nil, err
 	}
-	var listed kadmListed
+	var listed kadm.ListedOffsets
 	what := fmt.Sprintf("listing offsets of topic %q on cluster %q", topic, c.Name())
 	switch {
 	case !at.IsZero():
@@ -1306,7 +1280,7 @@ func (s *Service) ResetOffsets(ctx context.Context, cluster, group, topic string
 	if err != nil {
 		return nil, kafkaErr(what, err)
 	}
-	var ends kadmListed
+	var ends kadm.ListedOffsets
 	if !at.IsZero() {
 		// A time after the last record lists no offset: go to the end.
 		if ends, err = adm.ListEndOffsets(ctx, topic); err != nil {
@@ -1317,7 +1291,7 @@ func (s *Service) ResetOffsets(ctx context.Context, cluster, group, topic string
 	for _, lo := range listed[topic] {
 		if lo.Err != nil {
 			if errors.Is(lo.Err, kerr.UnknownTopicOrPartition) {
-				return nil, status.Errorf(codes.NotFound, "topic %q does not exist on cluster %q", topic, c.Name())
+				return nil, topicNotFound(topic, c)
 			}
 			return nil, kafkaErr(what, lo.Err)
 		}
@@ -1330,27 +1304,18 @@ func (s *Service) ResetOffsets(ctx context.Context, cluster, group, topic string
 		targets = append(targets, OffsetTarget{Partition: lo.Partition, Offset: off})
 	}
 	if len(targets) == 0 {
-		return nil, status.Errorf(codes.NotFound, "topic %q does not exist on cluster %q", topic, c.Name())
+		return nil, topicNotFound(topic, c)
 	}
 	slices.SortFunc(targets, func(a, b OffsetTarget) int { return int(a.Partition - b.Partition) })
 	return s.SetOffsets(ctx, cluster, group, topic, targets)
 }
 
-type kadmListed = kadm.ListedOffsets
-
-type kgoOffset struct {
-	offset   int64
-	metadata string
-}
-
 // commitAsAdmin commits offsets outside the group's generation, which
 // Kafka accepts only while the group has no members.
-func commitAsAdmin(ctx context.Context, adm *kadm.Client, group string, offsets map[string]map[int32]kgoOffset) error {
+func commitAsAdmin(ctx context.Context, adm *kadm.Client, group, topic string, targets []OffsetTarget) error {
 	var os kadm.Offsets
-	for topic, ps := range offsets {
-		for p, o := range ps {
-			os.Add(kadm.Offset{Topic: topic, Partition: p, At: o.offset, LeaderEpoch: -1, Metadata: o.metadata})
-		}
+	for _, t := range targets {
+		os.Add(kadm.Offset{Topic: topic, Partition: t.Partition, At: t.Offset, LeaderEpoch: -1, Metadata: t.Metadata})
 	}
 	resp, err := adm.CommitOffsets(ctx, group, os)
 	if err != nil {
