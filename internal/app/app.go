@@ -194,11 +194,11 @@ func (a *App) startHTTP(pixySrv *pixy.Server) error {
 	}
 	mux := http.NewServeMux()
 	if k.Enabled {
-		rest, err := ferryapi.NewRESTHandler(a.server.GRPC())
+		rest, err := ferryapi.NewRESTHandler(a.server.GRPC(), h.MaxRequestBodySize)
 		if err != nil {
 			return fmt.Errorf("serving Ferry's Kafka API over REST: %w", err)
 		}
-		mux.Handle("/v1/", http.MaxBytesHandler(rest, h.MaxRequestBodySize))
+		mux.Handle("/v1/", rest)
 	}
 	if k.Pixy {
 		mux.Handle("/", pixy.NewHandler(pixySrv, h.MaxRequestBodySize))
@@ -349,16 +349,21 @@ func (a *App) Close(ctx context.Context) {
 			// without waiting for them.
 			a.kafkaAPI.Close()
 		}
+		// Both servers stop together, within one shutdown timeout.
+		var stopping sync.WaitGroup
 		if a.httpSrv != nil {
-			sctx, cancel := context.WithTimeout(ctx, a.cfg.Listeners.GRPC.ShutdownTimeout)
-			if err := a.httpSrv.Shutdown(sctx); err != nil {
-				a.httpSrv.Close()
-			}
-			cancel()
+			stopping.Go(func() {
+				sctx, cancel := context.WithTimeout(ctx, a.cfg.Listeners.GRPC.ShutdownTimeout)
+				defer cancel()
+				if err := a.httpSrv.Shutdown(sctx); err != nil {
+					a.httpSrv.Close()
+				}
+			})
 		}
 		if a.server != nil {
-			a.server.Stop(ctx)
+			stopping.Go(func() { a.server.Stop(ctx) })
 		}
+		stopping.Wait()
 		if a.runtime != nil {
 			a.runtime.Wait()
 		}

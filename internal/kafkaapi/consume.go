@@ -655,7 +655,7 @@ func (m *member) flushDead() {
 		dl := Record{Key: rec.Key, Value: rec.Value, Headers: headers, Partition: -1, Timestamp: rec.Timestamp}
 		// TryProduce: a full producer buffer fails the write at once (the
 		// record is delivered again) rather than stalling the caller.
-		if err := m.s.produceAsync(m.ctx, m.key.cluster, m.cfg.deadLetterTopic, dl, func(_ Result, err error) { m.deadWritten(d, err) }, true); err != nil {
+		if err := m.s.produceAsync(m.key.cluster, m.cfg.deadLetterTopic, dl, func(_ Result, err error) { m.deadWritten(d, err) }, true); err != nil {
 			m.deadWritten(d, err)
 		}
 	}

@@ -21,7 +21,7 @@ func (s *Service) Produce(ctx context.Context, cluster, topic string, r Record) 
 		err error
 	}
 	ch := make(chan answer, 1)
-	if err := s.ProduceAsync(ctx, cluster, topic, r, func(res Result, err error) { ch <- answer{res, err} }); err != nil {
+	if err := s.ProduceAsync(cluster, topic, r, func(res Result, err error) { ch <- answer{res, err} }); err != nil {
 		return Result{}, err
 	}
 	// The record is not withdrawn when ctx ends: franz-go may have sent it
@@ -37,14 +37,17 @@ func (s *Service) Produce(ctx context.Context, cluster, topic string, r Record) 
 // ProduceAsync starts writing r and calls done once Kafka answered; done
 // runs on a franz-go goroutine and must not block. Records of one caller
 // keep their order per partition. An error validating r is returned at
-// once and done is not called.
-func (s *Service) ProduceAsync(ctx context.Context, cluster, topic string, r Record, done func(Result, error)) error {
-	return s.produceAsync(ctx, cluster, topic, r, done, false)
+// once and done is not called. The record does not depend on its caller:
+// once handed over it is written and answered even if the caller is gone.
+// While the producer's buffer is full (clusters[].producer
+// .max_buffered_records), ProduceAsync waits: backpressure.
+func (s *Service) ProduceAsync(cluster, topic string, r Record, done func(Result, error)) error {
+	return s.produceAsync(cluster, topic, r, done, false)
 }
 
 // produceAsync is ProduceAsync; with try, a full producer buffer fails the
 // record at once (kgo.ErrMaxBuffered) instead of blocking.
-func (s *Service) produceAsync(ctx context.Context, cluster, topic string, r Record, done func(Result, error), try bool) error {
+func (s *Service) produceAsync(cluster, topic string, r Record, done func(Result, error), try bool) error {
 	if topic == "" {
 		return status.Error(codes.InvalidArgument, "topic is required")
 	}
@@ -58,10 +61,9 @@ func (s *Service) produceAsync(ctx context.Context, cluster, topic string, r Rec
 		}
 	}
 	rec := &kgo.Record{Topic: topic, Key: r.Key, Value: r.Value, Headers: r.Headers, Timestamp: r.Timestamp}
-	// The record outlives the call when async: it must not be failed by
-	// the caller's context ending, so it gets a context of its own. (A
-	// short one, too: the partitioner looks up the explicit partition in
-	// it for every record.)
+	// The record gets a context of its own, not its caller's: it must not
+	// fail when the caller ends. (A short one, too: the partitioner looks
+	// up the explicit partition in it for every record.)
 	pctx := context.Background()
 	if r.Partition >= 0 {
 		pctx = kafka.WithPartition(pctx, r.Partition)

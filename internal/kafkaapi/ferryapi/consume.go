@@ -51,11 +51,10 @@ func (s *Server) Consume(stream grpc.BidiStreamingServer[kafkav1.ConsumeRequest,
 		return err
 	}
 	c := &consumer{
-		s:     s,
-		sess:  sess,
-		first: first,
-		key:   s.subKey(first.GetCluster(), first.GetGroup(), first.GetTopic()),
-		wake:  make(chan struct{}, 1),
+		s:    s,
+		sess: sess,
+		key:  s.subKey(first.GetCluster(), first.GetGroup(), first.GetTopic()),
+		wake: make(chan struct{}, 1),
 	}
 	defer c.close()
 	if err := c.apply(first); err != nil {
@@ -107,10 +106,9 @@ const maxConsumeBatch = 256
 
 // consumer is one Consume stream's state shared by its two goroutines.
 type consumer struct {
-	s     *Server
-	sess  *kafkaapi.Session
-	first *kafkav1.ConsumeRequest
-	key   subKey
+	s    *Server
+	sess *kafkaapi.Session
+	key  subKey
 
 	credits atomic.Int64
 	wake    chan struct{} // credits were added

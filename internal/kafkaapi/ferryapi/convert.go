@@ -3,6 +3,9 @@ package ferryapi
 import (
 	"bytes"
 	"encoding/json"
+	"io"
+	"math/big"
+	"strconv"
 	"time"
 	"unicode/utf8"
 
@@ -137,7 +140,7 @@ func (b *messageBuf) setValue(v []byte, vf kafkav1.ValueFormat) {
 	case kafkav1.ValueFormat_VALUE_FORMAT_JSON:
 		// json.Valid is a cheap syntax check that spares protojson (and
 		// its allocations) values that are plainly not JSON.
-		if json.Valid(v) {
+		if json.Valid(v) && numbersFitFloat64(v) {
 			js := new(structpb.Value)
 			if protojson.Unmarshal(v, js) == nil {
 				b.msg.Value = &kafkav1.Message_ValueJson{ValueJson: js}
@@ -147,6 +150,37 @@ func (b *messageBuf) setValue(v []byte, vf kafkav1.ValueFormat) {
 	}
 	b.bytes.ValueBytes = v
 	b.msg.Value = &b.bytes
+}
+
+// numbersFitFloat64 reports whether every number in the JSON text v comes
+// out of a float64 unchanged. google.protobuf.Value holds numbers as doubles, so a
+// value with, say, a 20-digit id would come out changed: such a value is
+// presented as bytes instead, so that nothing is lost.
+func numbersFitFloat64(v []byte) bool {
+	d := json.NewDecoder(bytes.NewReader(v))
+	d.UseNumber()
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			return err == io.EOF
+		}
+		n, ok := tok.(json.Number)
+		if !ok {
+			continue
+		}
+		// The number survives when the shortest decimal form of the
+		// float64 nearest to it, which is what protojson writes, is the
+		// same number.
+		f, err := strconv.ParseFloat(string(n), 64)
+		if err != nil {
+			return false
+		}
+		in, ok1 := new(big.Rat).SetString(string(n))
+		out, ok2 := new(big.Rat).SetString(strconv.FormatFloat(f, 'g', -1, 64))
+		if !ok1 || !ok2 || in.Cmp(out) != 0 {
+			return false
+		}
+	}
 }
 
 // timestamp converts t, leaving the zero time unset.

@@ -111,7 +111,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := NewRESTHandler(gs)
+	h, err := NewRESTHandler(gs, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}

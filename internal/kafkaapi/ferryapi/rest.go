@@ -51,7 +51,7 @@ import (
 // 504 DEADLINE_EXCEEDED, 500 otherwise). A stream that fails after it
 // started ends with the status as a last NDJSON line {"error":{...}} or an
 // SSE event named "error".
-func NewRESTHandler(srv *grpc.Server) (http.Handler, error) {
+func NewRESTHandler(srv *grpc.Server, maxBody int64) (http.Handler, error) {
 	name := kafkav1.Kafka_ServiceDesc.ServiceName
 	if _, ok := srv.GetServiceInfo()[name]; !ok {
 		return nil, fmt.Errorf("serving REST for %s: the service is not registered on the gRPC server", name)
@@ -82,9 +82,32 @@ func NewRESTHandler(srv *grpc.Server) (http.Handler, error) {
 		}
 		mux.Handle(http.MethodGet+" "+b.pattern, b)
 	}
-	mux.Handle("/v1/", tc)
+	mux.Handle("/v1/", limitBody(tc, maxBody))
 	mux.HandleFunc("/", notFound)
 	return mux, nil
+}
+
+// limitBody answers a request body over max bytes with 413 and the error
+// JSON of every other answer. It reads the body first (at most max + 1
+// bytes; a unary call's body is read whole anyway): given a reader that
+// fails part-way, vanguard would answer UNAVAILABLE.
+func limitBody(next http.Handler, max int64) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil && r.Body != http.NoBody {
+			body, err := io.ReadAll(io.LimitReader(r.Body, max+1))
+			if err == nil && int64(len(body)) > max {
+				writeStatusCode(w, http.StatusRequestEntityTooLarge,
+					status.Newf(codes.ResourceExhausted, "the request body is over %d bytes (listeners.http.max_request_body_size)", max))
+				return
+			}
+			if err != nil {
+				writeStatus(w, status.Newf(codes.InvalidArgument, "reading the request body: %v", err))
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // jsonCodec is vanguard's JSON codec, but a body it cannot decode is the
@@ -115,12 +138,17 @@ func notFound(w http.ResponseWriter, r *http.Request) {
 // writeStatus writes st as the whole JSON response. Its shape and the
 // HTTP status are vanguard's, so both paths of the handler answer alike.
 func writeStatus(w http.ResponseWriter, st *status.Status) {
+	writeStatusCode(w, httpStatus(st.Code()), st)
+}
+
+// writeStatusCode writes st as the JSON response with HTTP status code.
+func writeStatusCode(w http.ResponseWriter, code int, st *status.Status) {
 	body, err := protojson.MarshalOptions{EmitUnpopulated: true}.Marshal(st.Proto())
 	if err != nil {
 		body = []byte(`{"code":13,"message":"encoding the error failed","details":[]}`)
 	}
 	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(httpStatus(st.Code()))
+	w.WriteHeader(code)
 	_, _ = w.Write(body)
 }
 

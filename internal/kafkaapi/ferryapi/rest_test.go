@@ -399,7 +399,35 @@ func TestRESTSubscribeEndsWithError(t *testing.T) {
 }
 
 func TestNewRESTHandlerNeedsTheService(t *testing.T) {
-	if _, err := NewRESTHandler(grpc.NewServer()); err == nil || !strings.Contains(err.Error(), "not registered") {
+	if _, err := NewRESTHandler(grpc.NewServer(), 1<<20); err == nil || !strings.Contains(err.Error(), "not registered") {
 		t.Fatalf("NewRESTHandler on a server without the service: %v", err)
+	}
+}
+
+// TestRESTBodyTooLarge checks that a body over the limit is 413 with the
+// usual error JSON, with or without a Content-Length.
+func TestRESTBodyTooLarge(t *testing.T) {
+	e := newEnv(t)
+	big := `{"valueText":"` + strings.Repeat("x", 2<<20) + `"}`
+	for _, chunked := range []bool{false, true} {
+		var body io.Reader = strings.NewReader(big)
+		if chunked {
+			body = io.MultiReader(body) // hides the length: sent chunked
+		}
+		req, err := http.NewRequest(http.MethodPost, e.rest.URL+"/v1/clusters/default/topics/t/records", body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(got), `"code":8`) ||
+			!strings.Contains(string(got), "max_request_body_size") {
+			t.Errorf("chunked %v: %d %s", chunked, resp.StatusCode, got)
+		}
 	}
 }

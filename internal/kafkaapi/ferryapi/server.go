@@ -87,8 +87,7 @@ func (s *Server) Produce(ctx context.Context, req *kafkav1.ProduceRequest) (*kaf
 	}
 	if req.GetAsync() {
 		cluster, topic := req.GetCluster(), req.GetTopic()
-		// The record outlives the call: its context must not end with it.
-		err := s.svc.ProduceAsync(context.WithoutCancel(ctx), cluster, topic, rec, func(_ kafkaapi.Result, err error) {
+		err := s.svc.ProduceAsync(cluster, topic, rec, func(_ kafkaapi.Result, err error) {
 			if err != nil {
 				s.logger.Warn("asynchronous produce failed", "cluster", cluster, "topic", topic, "err", err)
 			}
@@ -202,25 +201,28 @@ func (s *Server) Ack(ctx context.Context, req *kafkav1.AckRequest) (*kafkav1.Ack
 	return &kafkav1.AckResponse{}, nil
 }
 
-// ack acknowledges refs in order and stops at the first error; with
-// skipMoved, FAILED_PRECONDITION (the partition is not this instance's) is
-// logged and skipped. It wakes the group's Subscribe streams waiting for
-// acknowledgements.
+// ack acknowledges every ref, one failing not holding up the others, and
+// returns the first error; with skipMoved, FAILED_PRECONDITION (the
+// partition is not this instance's) is logged and skipped. It wakes the
+// group's Subscribe streams waiting for acknowledgements.
 func (s *Server) ack(ctx context.Context, cluster, group, topic string, refs []*kafkav1.MessageRef, skipMoved bool) error {
 	if len(refs) == 0 {
 		return nil
 	}
 	defer s.subs.acked(s.subKey(cluster, group, topic))
+	var first error
 	for _, r := range refs {
-		if err := s.svc.Ack(ctx, cluster, group, topic, r.GetPartition(), r.GetOffset()); err != nil {
-			if !skipMoved || status.Code(err) != codes.FailedPrecondition {
-				return err
-			}
+		err := s.svc.Ack(ctx, cluster, group, topic, r.GetPartition(), r.GetOffset())
+		switch {
+		case err == nil:
+		case skipMoved && status.Code(err) == codes.FailedPrecondition:
 			s.logger.Info("acknowledging a message on Poll failed: skipped", "cluster", cluster, "group", group,
 				"topic", topic, "partition", r.GetPartition(), "offset", r.GetOffset(), "err", err)
+		case first == nil:
+			first = err
 		}
 	}
-	return nil
+	return first
 }
 
 // GetOffsets reports the group's offsets on every partition of the topic.

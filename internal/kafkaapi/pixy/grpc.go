@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
-	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc/codes"
@@ -26,10 +25,6 @@ import (
 // MaxRequestSize is the largest request Kafka-Pixy accepts, on gRPC and
 // REST alike; clients written against it never send more.
 const MaxRequestSize = 1 << 20
-
-// defaultLongPollTimeout is Kafka-Pixy's long-poll timeout, used when the
-// configuration leaves it unset.
-const defaultLongPollTimeout = 3 * time.Second
 
 // topicConfigVersion is the version Kafka-Pixy reported for every topic
 // configuration: that of the ZooKeeper node it read it from.
@@ -60,9 +55,6 @@ var _ kafkapixy.KafkaPixyServer = (*Server)(nil)
 
 // NewServer returns a Server answering from svc.
 func NewServer(svc *kafkaapi.Service, cfg config.KafkaAPI, logger *slog.Logger) *Server {
-	if cfg.Consume.LongPollTimeout <= 0 {
-		cfg.Consume.LongPollTimeout = defaultLongPollTimeout
-	}
 	return &Server{svc: svc, cfg: cfg, logger: logger.With("component", "kafka-pixy")}
 }
 
@@ -126,10 +118,8 @@ func (s *Server) produce(ctx context.Context, rq *kafkapixy.ProdRq) (*kafkapixy.
 		}
 		return &kafkapixy.ProdRs{Partition: res.Partition, Offset: res.Offset}, nil
 	}
-	// The record outlives the call that asked for it: it must not fail
-	// because the client hung up once it had its answer.
 	cluster, topic := rq.GetCluster(), rq.GetTopic()
-	err := s.svc.ProduceAsync(context.WithoutCancel(ctx), cluster, topic, rec, func(_ kafkaapi.Result, err error) {
+	err := s.svc.ProduceAsync(cluster, topic, rec, func(_ kafkaapi.Result, err error) {
 		if err != nil {
 			s.logger.Warn("producing asynchronously", "cluster", cluster, "topic", topic, "error", err)
 		}

@@ -55,9 +55,6 @@ var routes = []route{
 // Kafka-Pixy's 1 MiB. Every error answer is JSON {"error": "<text>"},
 // unknown paths and wrong methods included.
 func NewHandler(srv *Server, maxBody int64) http.Handler {
-	if maxBody <= 0 {
-		maxBody = MaxRequestSize
-	}
 	h := &handler{srv: srv, maxBody: maxBody}
 	mux := http.NewServeMux()
 	allowed := map[string][]string{}
@@ -197,7 +194,7 @@ func partitionOffset(params url.Values, partitionName, offsetName string) (int32
 
 // produce serves POST /topics/{topic}/messages.
 func (h *handler) produce(w http.ResponseWriter, r *http.Request) {
-	msg, params, err := readMessage(r)
+	msg, params, err := readMessage(r, h.maxBody)
 	if err != nil {
 		badRequest(w, err)
 		return
@@ -240,7 +237,7 @@ type produceRs struct {
 // readMessage reads the message to produce as Kafka-Pixy did: the body for
 // text and JSON, the form field msg for forms. It returns the parameters
 // too: for a form they include its fields, as Kafka-Pixy's did.
-func readMessage(r *http.Request) ([]byte, url.Values, error) {
+func readMessage(r *http.Request, maxBody int64) ([]byte, url.Values, error) {
 	ct := r.Header.Get("Content-Type")
 	mt, _, err := mime.ParseMediaType(ct)
 	if err != nil && ct != "" {
@@ -264,7 +261,7 @@ func readMessage(r *http.Request) ([]byte, url.Values, error) {
 		}
 		return []byte(msgs[0]), r.Form, nil
 	case mt == "multipart/form-data":
-		if err := r.ParseMultipartForm(MaxRequestSize); err != nil {
+		if err := r.ParseMultipartForm(maxBody); err != nil {
 			return nil, nil, fmt.Errorf("reading the form: %w", err)
 		}
 		if msgs := r.MultipartForm.Value["msg"]; len(msgs) > 0 {

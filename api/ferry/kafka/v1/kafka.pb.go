@@ -39,7 +39,8 @@ const (
 	ValueFormat_VALUE_FORMAT_BYTES ValueFormat = 0
 	// A UTF-8 string; values that are not valid UTF-8 come as bytes.
 	ValueFormat_VALUE_FORMAT_TEXT ValueFormat = 1
-	// A JSON value; values that are not valid JSON come as bytes.
+	// A JSON value; values that are not valid JSON, or have a number a
+	// double cannot hold exactly, come as bytes.
 	ValueFormat_VALUE_FORMAT_JSON ValueFormat = 2
 )
 
