@@ -140,7 +140,11 @@ type Session struct {
 	// outstanding counts the offers delivered on this session and not yet
 	// settled (each offer points at its session); guarded by m.mu.
 	outstanding int
-	closed      bool
+	// fewer, when not nil, is closed when outstanding drops (by an ack
+	// from anyone, a nack, an ack timeout, a rebalance) or the session
+	// closes; guarded by m.mu.
+	fewer  chan struct{}
+	closed bool
 }
 
 // Next waits until a message can be delivered on the session, or ctx ends
@@ -183,6 +187,37 @@ func (ss *Session) TakeUpTo(buf []Message, max int) []Message {
 		buf = append(buf, msg)
 	}
 	return buf
+}
+
+// WaitOutstandingBelow waits until fewer than n messages delivered on the
+// session are outstanding, the session closes, or ctx ends (then it
+// returns ctx's error as a status).
+func (ss *Session) WaitOutstandingBelow(ctx context.Context, n int) error {
+	m := ss.m
+	m.mu.Lock()
+	for ss.outstanding >= n && !ss.closed {
+		if ss.fewer == nil {
+			ss.fewer = make(chan struct{})
+		}
+		fewer := ss.fewer
+		m.mu.Unlock()
+		select {
+		case <-fewer:
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		}
+		m.mu.Lock()
+	}
+	m.mu.Unlock()
+	return nil
+}
+
+// fewerLocked wakes whoever waits in WaitOutstandingBelow.
+func (ss *Session) fewerLocked() {
+	if ss.fewer != nil {
+		close(ss.fewer)
+		ss.fewer = nil
+	}
 }
 
 // Outstanding returns how many messages delivered on the session are not
@@ -235,6 +270,7 @@ func (ss *Session) Close(release bool) {
 		}
 	}
 	ss.outstanding = 0
+	ss.fewerLocked()
 	m.broadcastLocked()
 }
 
@@ -573,6 +609,7 @@ func (m *member) dropOfferLocked(ps *partState, o *offer) {
 	delete(ps.offers, o.rec.Offset)
 	if o.session != nil {
 		o.session.outstanding--
+		o.session.fewerLocked()
 	}
 }
 

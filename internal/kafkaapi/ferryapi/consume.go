@@ -174,9 +174,6 @@ func (c *consumer) apply(req *kafkav1.ConsumeRequest) error {
 			}
 		}
 	}
-	if len(req.GetAcks()) > 0 {
-		c.s.subs.acked(c.key)
-	}
 	for _, r := range req.GetNacks() {
 		if err := c.sess.Nack(r.GetPartition(), r.GetOffset()); err != nil {
 			if err = c.skip("handing back", r, err); err != nil {

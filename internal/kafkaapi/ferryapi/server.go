@@ -39,10 +39,6 @@ type Server struct {
 	cfg            config.KafkaAPI
 	logger         *slog.Logger
 	defaultCluster string
-
-	// subs are the Subscribe streams waiting for acknowledgements; every
-	// acknowledgement that goes through this Server is reported to them.
-	subs subscriptions
 }
 
 var _ kafkav1.KafkaServer = (*Server)(nil)
@@ -54,7 +50,6 @@ func NewServer(svc *kafkaapi.Service, cfg config.KafkaAPI, logger *slog.Logger) 
 		svc:    svc,
 		cfg:    cfg,
 		logger: logger.With("component", "ferry-kafka-api"),
-		subs:   subscriptions{m: map[subKey]map[chan struct{}]struct{}{}},
 	}
 	if names := svc.Clusters(); len(names) > 0 {
 		s.defaultCluster = names[0]
@@ -203,13 +198,11 @@ func (s *Server) Ack(ctx context.Context, req *kafkav1.AckRequest) (*kafkav1.Ack
 
 // ack acknowledges every ref, one failing not holding up the others, and
 // returns the first error; with skipMoved, FAILED_PRECONDITION (the
-// partition is not this instance's) is logged and skipped. It wakes the
-// group's Subscribe streams waiting for acknowledgements.
+// partition is not this instance's) is logged and skipped.
 func (s *Server) ack(ctx context.Context, cluster, group, topic string, refs []*kafkav1.MessageRef, skipMoved bool) error {
 	if len(refs) == 0 {
 		return nil
 	}
-	defer s.subs.acked(s.subKey(cluster, group, topic))
 	var first error
 	for _, r := range refs {
 		err := s.svc.Ack(ctx, cluster, group, topic, r.GetPartition(), r.GetOffset())
@@ -369,7 +362,10 @@ func (s *Server) DescribeGroup(ctx context.Context, req *kafkav1.DescribeGroupRe
 	return d, nil
 }
 
-// subKey names the group and topic an acknowledgement is for, with the
+// subKey names a group consuming a topic of a cluster.
+type subKey struct{ cluster, group, topic string }
+
+// subKey names the group and topic a request is for, with the
 // default cluster spelled out, so "" and its name meet.
 func (s *Server) subKey(cluster, group, topic string) subKey {
 	if cluster == "" {

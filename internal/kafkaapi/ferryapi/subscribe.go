@@ -1,11 +1,7 @@
 package ferryapi
 
 import (
-	"context"
 	"strconv"
-	"sync"
-	"sync/atomic"
-	"time"
 
 	"google.golang.org/genproto/googleapis/api/httpbody"
 	"google.golang.org/grpc"
@@ -38,13 +34,10 @@ var messageJSON = protojson.MarshalOptions{EmitUnpopulated: true}
 //
 // Flow control without auto_ack: the stream delivers nothing more while
 // max_unacked messages it delivered are outstanding, as the engine counts
-// them (Session.Outstanding): acknowledged by anyone, handed back, expired
-// after the ack timeout or moved away by a rebalance, a message no longer
-// counts. The engine does not announce such changes, so a stream at its
-// bound re-checks every recheckInterval, and at once when an
-// acknowledgement for its group and topic goes through this Server (Ack,
-// Poll's or a Consume stream's acks), which is how REST clients answer a
-// subscription.
+// them (Session.Outstanding): acknowledged by anyone (through any face),
+// handed back, expired after the ack timeout or moved away by a rebalance,
+// a message no longer counts, and the engine wakes the stream
+// (Session.WaitOutstandingBelow).
 //
 // The first chunk carries no data: it sets the content type, so the HTTP
 // response starts once the session is open, before any message.
@@ -75,7 +68,6 @@ func (s *Server) Subscribe(req *kafkav1.SubscribeRequest, stream grpc.ServerStre
 	}
 	defer sess.Close(true)
 
-	key, wake := s.subKey(cluster, group, topic), make(chan struct{}, 1)
 	body := &httpbody.HttpBody{ContentType: contentTypeNDJSON}
 	if sse {
 		body.ContentType = contentTypeSSE
@@ -94,7 +86,7 @@ func (s *Server) Subscribe(req *kafkav1.SubscribeRequest, stream grpc.ServerStre
 				room = min(room, n)
 				break
 			}
-			if s.subs.wait(ctx, key, wake); ctx.Err() != nil {
+			if err := sess.WaitOutstandingBelow(ctx, maxUnacked); err != nil {
 				return streamErr(ctx)
 			}
 		}
@@ -150,62 +142,4 @@ func appendMessage(buf []byte, m *kafkaapi.Message, vf kafkav1.ValueFormat, sse 
 		return append(buf, "\n\n"...), nil
 	}
 	return append(buf, '\n'), nil
-}
-
-// subKey names a group consuming a topic of a cluster.
-type subKey struct{ cluster, group, topic string }
-
-// recheckInterval is how often a Subscribe stream at its bound of
-// unacknowledged messages asks the engine again.
-const recheckInterval = 100 * time.Millisecond
-
-// subscriptions are the wake-up channels of the Subscribe streams at their
-// bound, by group and topic. n lets acknowledgements skip the lock while
-// there are none, the common case.
-type subscriptions struct {
-	n  atomic.Int64
-	mu sync.Mutex
-	m  map[subKey]map[chan struct{}]struct{}
-}
-
-// acked wakes the streams of key waiting for acknowledgements.
-func (r *subscriptions) acked(key subKey) {
-	if r.n.Load() == 0 {
-		return
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for c := range r.m[key] {
-		signal(c)
-	}
-}
-
-// wait blocks until an acknowledgement for key went through the Server,
-// recheckInterval passed, or ctx ended.
-func (r *subscriptions) wait(ctx context.Context, key subKey, wake chan struct{}) {
-	r.mu.Lock()
-	subs := r.m[key]
-	if subs == nil {
-		subs = map[chan struct{}]struct{}{}
-		r.m[key] = subs
-	}
-	subs[wake] = struct{}{}
-	r.mu.Unlock()
-	r.n.Add(1)
-
-	t := time.NewTimer(recheckInterval)
-	select {
-	case <-wake:
-	case <-t.C:
-	case <-ctx.Done():
-	}
-	t.Stop()
-
-	r.n.Add(-1)
-	r.mu.Lock()
-	delete(r.m[key], wake)
-	if len(r.m[key]) == 0 {
-		delete(r.m, key)
-	}
-	r.mu.Unlock()
 }
