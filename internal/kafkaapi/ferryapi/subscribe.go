@@ -76,8 +76,9 @@ func (s *Server) Subscribe(req *kafkav1.SubscribeRequest, stream grpc.ServerStre
 		return err
 	}
 	var (
-		buf  []byte
-		sent []*kafkaapi.Message // of the chunk, for auto_ack
+		msgBuf messageBuf // reused: each message is encoded before the next
+		buf    []byte
+		sent   []*kafkaapi.Message // of the chunk, for auto_ack
 	)
 	for {
 		room := maxChunkMessages
@@ -101,7 +102,7 @@ func (s *Server) Subscribe(req *kafkav1.SubscribeRequest, stream grpc.ServerStre
 		}
 		buf, sent = buf[:0], sent[:0]
 		for {
-			if buf, err = appendMessage(buf, m, req.GetValueFormat(), sse); err != nil {
+			if buf, err = appendMessage(buf, msgBuf.fill(m, req.GetValueFormat()), sse); err != nil {
 				return status.Errorf(codes.Internal, "encoding message %d-%d as JSON: %v", m.Partition, m.Offset, err)
 			}
 			sent = append(sent, m)
@@ -126,7 +127,7 @@ func (s *Server) Subscribe(req *kafkav1.SubscribeRequest, stream grpc.ServerStre
 
 // appendMessage appends m as an NDJSON line or an SSE event whose id is
 // "<partition>-<offset>".
-func appendMessage(buf []byte, m *kafkaapi.Message, vf kafkav1.ValueFormat, sse bool) ([]byte, error) {
+func appendMessage(buf []byte, m *kafkav1.Message, sse bool) ([]byte, error) {
 	if sse {
 		buf = append(buf, "id: "...)
 		buf = strconv.AppendInt(buf, int64(m.Partition), 10)
@@ -134,7 +135,7 @@ func appendMessage(buf []byte, m *kafkaapi.Message, vf kafkav1.ValueFormat, sse 
 		buf = strconv.AppendInt(buf, m.Offset, 10)
 		buf = append(buf, "\ndata: "...)
 	}
-	buf, err := messageJSON.MarshalAppend(buf, toMessage(m, vf))
+	buf, err := messageJSON.MarshalAppend(buf, m)
 	if err != nil {
 		return buf, err
 	}
