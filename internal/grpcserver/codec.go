@@ -4,8 +4,8 @@ import (
 	"fmt"
 
 	"google.golang.org/grpc/encoding"
-	"google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/proto"
 )
 
 // Frame is one gRPC message as raw protobuf bytes. Ferry's catch-all handler
@@ -15,36 +15,57 @@ type Frame struct {
 }
 
 // codec is the server's "proto" codec: it passes Frames through untouched
-// and hands every other message (health, reflection) to grpc-go's own proto
-// codec.
-type codec struct {
-	proto encoding.CodecV2
-}
+// and marshals every other message (the Kafka API's, health, reflection)
+// as grpc-go's own proto codec does, but with buffers from pool, which
+// skips clearing them.
+type codec struct{}
 
 var _ encoding.CodecV2 = codec{}
 
-func newCodec() codec {
-	return codec{proto: encoding.GetCodecV2(proto.Name)}
-}
+func newCodec() codec { return codec{} }
 
-func (c codec) Marshal(v any) (mem.BufferSlice, error) {
+func (codec) Marshal(v any) (mem.BufferSlice, error) {
 	if f, ok := v.(*Frame); ok {
 		return mem.BufferSlice{mem.SliceBuffer(f.Bytes)}, nil
 	}
-	return c.proto.Marshal(v)
+	m, ok := v.(proto.Message)
+	if !ok {
+		return nil, fmt.Errorf("marshalling %T: not a protobuf message", v)
+	}
+	size := proto.Size(m)
+	// UseCachedSize reuses what Size just computed; m is not changed
+	// meanwhile.
+	opts := proto.MarshalOptions{UseCachedSize: true}
+	if mem.IsBelowBufferPoolingThreshold(size) {
+		b, err := opts.Marshal(m)
+		if err != nil {
+			return nil, err
+		}
+		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
+	}
+	buf := pool.Get(size)
+	if _, err := opts.MarshalAppend((*buf)[:0], m); err != nil {
+		pool.Put(buf)
+		return nil, err
+	}
+	return mem.BufferSlice{mem.NewBuffer(buf, pool)}, nil
 }
 
-func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
+func (codec) Unmarshal(data mem.BufferSlice, v any) error {
 	if f, ok := v.(*Frame); ok {
 		// Materialize copies: the buffers are pooled and reused once this
 		// returns, while the bytes live on in a Kafka record.
 		f.Bytes = data.Materialize()
 		return nil
 	}
-	if c.proto == nil {
-		return fmt.Errorf("no proto codec registered")
+	m, ok := v.(proto.Message)
+	if !ok {
+		return fmt.Errorf("unmarshalling %T: not a protobuf message", v)
 	}
-	return c.proto.Unmarshal(data, v)
+	buf := data.MaterializeToBuffer(pool)
+	defer buf.Free()
+	// proto.Unmarshal copies bytes fields, so buf can go back to the pool.
+	return proto.Unmarshal(buf.ReadOnlyData(), m)
 }
 
-func (codec) Name() string { return proto.Name }
+func (codec) Name() string { return "proto" }

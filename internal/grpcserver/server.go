@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -54,6 +55,8 @@ func New(opts Options) *Server {
 	s := &Server{opts: opts}
 	sopts := []grpc.ServerOption{
 		grpc.ForceServerCodecV2(newCodec()),
+		// Request frames are read into buffers that the read fills.
+		experimental.BufferPool(pool),
 		grpc.UnknownServiceHandler(opts.Handler),
 		grpc.MaxRecvMsgSize(opts.MaxRecvMessageSize),
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -162,28 +163,38 @@ func (ss *Session) TryNext() (*Message, bool) {
 	if ss.closed {
 		return nil, false
 	}
-	if msg, ok := m.takeLocked(ss, time.Now()); ok {
+	if msg, ok := m.takeLocked(ss, time.Now(), math.MaxInt); ok {
 		return &msg, true
 	}
 	return nil, false
 }
 
-// TakeUpTo returns up to max messages that can be delivered at once,
-// appended to buf; none when nothing is deliverable. Messages are values,
-// so a stream reusing buf allocates nothing per message.
-func (ss *Session) TakeUpTo(buf []Message, max int) []Message {
+// TakeUpTo appends to buf up to max messages that can be delivered at
+// once and whose Size adds up to at most maxBytes — except that the first
+// is taken whatever its size when buf is empty; none when nothing is
+// deliverable. Messages are values, so a stream reusing buf allocates
+// nothing per message.
+func (ss *Session) TakeUpTo(buf []Message, max, maxBytes int) []Message {
 	m := ss.m
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if ss.closed {
 		return buf
 	}
+	for i := range buf {
+		maxBytes -= buf[i].Size()
+	}
 	now := time.Now() // one deadline for the batch
 	for range max {
-		msg, ok := m.takeLocked(ss, now)
+		budget := maxBytes
+		if len(buf) == 0 {
+			budget = math.MaxInt
+		}
+		msg, ok := m.takeLocked(ss, now, budget)
 		if !ok {
 			break
 		}
+		maxBytes -= msg.Size()
 		buf = append(buf, msg)
 	}
 	return buf
@@ -235,6 +246,21 @@ func (ss *Session) Outstanding() int {
 // INVALID_ARGUMENT.
 func (ss *Session) Ack(partition int32, offset int64) error {
 	return ss.m.ack(partition, offset)
+}
+
+// AckAll acknowledges refs as Ack does each, under one lock, and returns
+// those that failed, in order.
+func (ss *Session) AckAll(refs []Ref) []RefError {
+	m := ss.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var failed []RefError
+	for _, r := range refs {
+		if err := m.ackLocked(r.Partition, r.Offset); err != nil {
+			failed = append(failed, RefError{Ref: r, Err: err})
+		}
+	}
+	return failed
 }
 
 // Nack hands a delivered message back for redelivery now.
@@ -479,7 +505,7 @@ func (m *member) next(ctx context.Context, ss *Session) (*Message, error) {
 		case m.fatal != nil:
 			return nil, m.fatal
 		}
-		if msg, ok := m.takeLocked(ss, time.Now()); ok {
+		if msg, ok := m.takeLocked(ss, time.Now(), math.MaxInt); ok {
 			return &msg, nil
 		}
 		wake := m.wake
@@ -495,16 +521,20 @@ func (m *member) next(ctx context.Context, ss *Session) (*Message, error) {
 }
 
 // takeLocked delivers the next deliverable record, round-robin over the
-// partitions, as an offer owned by ss.
-func (m *member) takeLocked(ss *Session, now time.Time) (Message, bool) {
+// partitions, as an offer owned by ss; none when that record's Size is
+// above budget.
+func (m *member) takeLocked(ss *Session, now time.Time, budget int) (Message, bool) {
 	n := len(m.order)
 	for i := 0; i < n; i++ {
 		ps := m.parts[m.order[(m.rr+i)%n]]
 		if len(ps.queue) == 0 || len(ps.offers) >= m.cfg.maxUnacked {
 			continue
 		}
-		m.rr = (m.rr + i + 1) % n
 		rec := ps.queue[0]
+		if budget < math.MaxInt && recordSize(rec) > budget {
+			return Message{}, false
+		}
+		m.rr = (m.rr + i + 1) % n
 		ps.queue[0] = nil
 		ps.queue = ps.queue[1:]
 		deliveries := 1
@@ -543,6 +573,10 @@ func (ps *partState) base() int64 {
 func (m *member) ack(partition int32, offset int64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.ackLocked(partition, offset)
+}
+
+func (m *member) ackLocked(partition int32, offset int64) error {
 	m.used = true
 	ps, err := m.partLocked(partition, offset)
 	if err != nil || ps == nil {

@@ -2,6 +2,7 @@ package kafkaapi
 
 import (
 	"context"
+	"math"
 	"testing"
 	"time"
 
@@ -44,7 +45,7 @@ func BenchmarkEngineConsume(b *testing.B) {
 	defer ss.Close(true)
 	var msgs []Message
 	for n := 0; n < b.N; {
-		msgs = ss.TakeUpTo(msgs[:0], 256)
+		msgs = ss.TakeUpTo(msgs[:0], 256, math.MaxInt)
 		if len(msgs) == 0 {
 			m, err := ss.Next(ctx)
 			if err != nil {

@@ -43,6 +43,42 @@ type Message struct {
 	Deliveries int
 }
 
+// Size estimates the bytes m takes in a response: its topic, key, value
+// and headers, and a fixed allowance for its numbers and framing. Streams
+// use it to keep responses within a size.
+func (m *Message) Size() int {
+	return sizeOf(m.Topic, m.Key, m.Value, m.Headers)
+}
+
+// recordSize is a read record's Size as a Message.
+func recordSize(r *kgo.Record) int {
+	return sizeOf(r.Topic, r.Key, r.Value, r.Headers)
+}
+
+// messageOverhead is Size's allowance for a message's numbers, timestamp
+// and field tags; headerOverhead is the same per header.
+const messageOverhead, headerOverhead = 48, 8
+
+func sizeOf(topic string, key, value []byte, headers []kgo.RecordHeader) int {
+	n := messageOverhead + len(topic) + len(key) + len(value)
+	for _, h := range headers {
+		n += headerOverhead + len(h.Key) + len(h.Value)
+	}
+	return n
+}
+
+// Ref names a delivered message.
+type Ref struct {
+	Partition int32
+	Offset    int64
+}
+
+// RefError is why a Ref could not be acknowledged.
+type RefError struct {
+	Ref
+	Err error
+}
+
 // PartitionOffsets describes one partition of a topic for a group.
 type PartitionOffsets struct {
 	Partition int32

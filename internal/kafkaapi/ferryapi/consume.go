@@ -77,7 +77,7 @@ func (s *Server) Consume(stream grpc.BidiStreamingServer[kafkav1.ConsumeRequest,
 			}
 		}
 		n := int(min(credits, maxConsumeBatch))
-		msgs = sess.TakeUpTo(msgs[:0], n)
+		msgs = sess.TakeUpTo(msgs[:0], n, maxConsumeBytes)
 		if len(msgs) == 0 {
 			m, err := sess.Next(ctx)
 			if err != nil {
@@ -86,7 +86,7 @@ func (s *Server) Consume(stream grpc.BidiStreamingServer[kafkav1.ConsumeRequest,
 				}
 				return err
 			}
-			msgs = sess.TakeUpTo(append(msgs, *m), n-1)
+			msgs = sess.TakeUpTo(append(msgs, *m), n-1, maxConsumeBytes)
 		}
 		out.Messages = out.Messages[:0]
 		for i := range msgs {
@@ -104,6 +104,14 @@ func (s *Server) Consume(stream grpc.BidiStreamingServer[kafkav1.ConsumeRequest,
 // small and the first message early.
 const maxConsumeBatch = 256
 
+// maxConsumeBytes bounds the estimated size (kafkaapi.Message.Size) of one
+// ConsumeResponse's messages, unless a single message is larger. It keeps
+// the encoded response within 32 KiB: grpc-go takes marshal and receive
+// buffers from size classes, and the next class above 32 KiB is 1 MiB,
+// which it zeroes on every use — at 100-byte messages that doubled the cost
+// of a response on both ends.
+const maxConsumeBytes = 32<<10 - 512
+
 // consumer is one Consume stream's state shared by its two goroutines.
 type consumer struct {
 	s    *Server
@@ -115,6 +123,7 @@ type consumer struct {
 
 	mu     sync.Mutex // held while applying a request, and to close
 	closed bool
+	refs   []kafkaapi.Ref // a request's acks, reused; guarded by mu
 }
 
 // read applies the stream's requests after the first, until it ends.
@@ -167,16 +176,20 @@ func (c *consumer) apply(req *kafkav1.ConsumeRequest) error {
 	if c.closed {
 		return nil
 	}
-	for _, r := range req.GetAcks() {
-		if err := c.sess.Ack(r.GetPartition(), r.GetOffset()); err != nil {
-			if err = c.skip("acknowledging", r, err); err != nil {
+	if acks := req.GetAcks(); len(acks) > 0 {
+		c.refs = c.refs[:0]
+		for _, r := range acks {
+			c.refs = append(c.refs, kafkaapi.Ref{Partition: r.GetPartition(), Offset: r.GetOffset()})
+		}
+		for _, f := range c.sess.AckAll(c.refs) {
+			if err := c.skip("acknowledging", f.Ref, f.Err); err != nil {
 				return err
 			}
 		}
 	}
 	for _, r := range req.GetNacks() {
 		if err := c.sess.Nack(r.GetPartition(), r.GetOffset()); err != nil {
-			if err = c.skip("handing back", r, err); err != nil {
+			if err = c.skip("handing back", kafkaapi.Ref{Partition: r.GetPartition(), Offset: r.GetOffset()}, err); err != nil {
 				return err
 			}
 		}
@@ -189,12 +202,12 @@ func (c *consumer) apply(req *kafkav1.ConsumeRequest) error {
 }
 
 // skip logs and drops a FAILED_PRECONDITION and returns any other error.
-func (c *consumer) skip(what string, r *kafkav1.MessageRef, err error) error {
+func (c *consumer) skip(what string, r kafkaapi.Ref, err error) error {
 	if status.Code(err) != codes.FailedPrecondition {
 		return err
 	}
 	c.s.logger.Info(what+" a message on a Consume stream failed: skipped", "cluster", c.key.cluster,
-		"group", c.key.group, "topic", c.key.topic, "partition", r.GetPartition(), "offset", r.GetOffset(), "err", err)
+		"group", c.key.group, "topic", c.key.topic, "partition", r.Partition, "offset", r.Offset, "err", err)
 	return nil
 }
 

@@ -838,3 +838,63 @@ func TestPlainGRPCServer(t *testing.T) {
 		t.Errorf("polled %q", texts)
 	}
 }
+
+// TestConsumeResponseSize checks that a Consume response carries several
+// messages but stays within the 32 KiB grpc-go buffer class, and that a
+// message larger than that comes alone.
+func TestConsumeResponseSize(t *testing.T) {
+	e := newEnv(t)
+	ctx := testCtx(t)
+	topic, group := kit.Topic(t, 3, nil), testkit.Name(t, "group")
+	const n = 200
+	value := bytes.Repeat([]byte("v"), 1000)
+	records := make([]*kafkav1.ProduceRequest, n)
+	for i := range records {
+		records[i] = &kafkav1.ProduceRequest{Topic: topic, Key: fmt.Appendf(nil, "key-%d", i),
+			Headers: []*kafkav1.Header{{Key: "h", Value: []byte("header value")}},
+			Value:   &kafkav1.ProduceRequest_ValueBytes{ValueBytes: value}}
+	}
+	big := &kafkav1.ProduceRequest{Topic: topic, Value: &kafkav1.ProduceRequest_ValueBytes{ValueBytes: bytes.Repeat([]byte("b"), 40<<10)}}
+	ps, err := e.produceStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ps.sendBatch(append(records, big)...); err != nil {
+		t.Fatal(err)
+	}
+	for range n + 1 {
+		if _, err := ps.recv(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	stream, err := e.client.Consume(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&kafkav1.ConsumeRequest{Topic: topic, Group: group, Credits: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	got, most := 0, 0
+	for got < n+1 {
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs := resp.GetMessages()
+		got += len(msgs)
+		most = max(most, len(msgs))
+		size := proto.Size(resp)
+		for _, m := range msgs {
+			if len(m.GetValueBytes()) == len(big.GetValueBytes()) && len(msgs) != 1 {
+				t.Errorf("the %d-byte message came with %d others", size, len(msgs)-1)
+			}
+		}
+		if size > 32<<10 && len(msgs) > 1 {
+			t.Errorf("a response of %d messages is %d bytes, above 32 KiB", len(msgs), size)
+		}
+	}
+	if most < 20 {
+		t.Errorf("at most %d messages per response, want about 30 of ~1 KiB", most)
+	}
+}
