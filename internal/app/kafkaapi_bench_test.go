@@ -143,10 +143,14 @@ func produceStreamLoad(b *testing.B, addr, topic string, value []byte) {
 	_ = stream.CloseSend()
 }
 
-// floorServer answers ProduceStream and Consume at once, without Kafka:
+// floorServer answers Produce, ProduceStream and Consume at once, without Kafka:
 // what the Kafka API's gRPC messages cost alone, the ceiling for Ferry.
 type floorServer struct {
 	kafkav1.UnimplementedKafkaServer
+}
+
+func (floorServer) Produce(context.Context, *kafkav1.ProduceRequest) (*kafkav1.ProduceResponse, error) {
+	return &kafkav1.ProduceResponse{}, nil
 }
 
 func (floorServer) ProduceStream(stream kafkav1.Kafka_ProduceStreamServer) error {
@@ -326,8 +330,8 @@ func consumeStreamLoad(b *testing.B, addr, topic string) {
 }
 
 // BenchmarkKafkaAPIProduceUnary is one synchronous produce at a time:
-// Kafka-Pixy's Produce and Ferry's Produce through Ferry, and franz-go's
-// ProduceSync directly. Kafka-Pixy answered a synchronous produce only
+// Kafka-Pixy's Produce and Ferry's Produce through Ferry, franz-go's
+// ProduceSync directly, and the gRPC round trip alone (grpc-floor). Kafka-Pixy answered a synchronous produce only
 // after its producer's flush interval (500 ms by default).
 //
 // Run: go test ./internal/app -run '^$' -bench KafkaAPIProduceUnary -benchtime 5000x
@@ -338,6 +342,15 @@ func BenchmarkKafkaAPIProduceUnary(b *testing.B) {
 		cl := kit.Client(b, kgo.ProducerLinger(0))
 		runLoad(b, 1, func(ctx context.Context, i int) error {
 			return cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Key: []byte(strconv.Itoa(i)), Value: value}).FirstErr()
+		})
+	})
+	// The gRPC round trip alone: a Produce answered at once, without Kafka.
+	b.Run("grpc-floor", func(b *testing.B) {
+		c := kafkav1.NewKafkaClient(dialAddr(b, floorAddr(b)))
+		runLoad(b, 1, func(ctx context.Context, i int) error {
+			_, err := c.Produce(ctx, &kafkav1.ProduceRequest{Topic: "floor", Key: []byte(strconv.Itoa(i)),
+				Value: &kafkav1.ProduceRequest_ValueBytes{ValueBytes: value}})
+			return err
 		})
 	})
 	b.Run("ferry-pixy", func(b *testing.B) {
