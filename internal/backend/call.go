@@ -268,6 +268,10 @@ func (c *call) finish(hdrs []kgo.RecordHeader, code codes.Code, msg string) {
 		return
 	}
 	rec := c.b.terminal(c.replyTo, c.id, hdrs, int(code), msg)
+	// Until Kafka acknowledged the reply, it counts as an active call of
+	// the partition, so that a revoke's drain waits for it and commits the
+	// call's requests rather than leaving them to be redone.
+	counted := c.part.addActive(1)
 	c.b.prod.Produce(c.b.ctx, rec, func(_ *kgo.Record, err error) {
 		if err != nil {
 			// The reply is lost, which the caller sees as its own timeout;
@@ -275,5 +279,8 @@ func (c *call) finish(hdrs []kgo.RecordHeader, code codes.Code, msg string) {
 			c.b.logger.Error("writing the final reply record; the caller will time out", "correlation_id", c.id, "topic", c.replyTo, "err", err)
 		}
 		c.part.finish(offsets...)
+		if counted {
+			c.part.addActive(-1)
+		}
 	})
 }

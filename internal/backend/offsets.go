@@ -28,7 +28,8 @@ type partition struct {
 	next      int64
 	committed int64 // the last committed offset, -1 before the first commit
 	retired   bool
-	// active counts the calls of this partition that have not finished.
+	// active counts the calls of this partition that have not finished,
+	// and final replies that Kafka has not acknowledged yet.
 	active int
 }
 

@@ -431,9 +431,11 @@ func TestConsumeErrors(t *testing.T) {
 		c := e.consume(ctx, &kafkav1.ConsumeRequest{Topic: topic, Group: group, Credits: 1})
 		m := c.next(20 * time.Second)
 		// A partition this instance does not own is skipped: the stream
-		// goes on.
-		c.send(&kafkav1.ConsumeRequest{Acks: []*kafkav1.MessageRef{{Partition: 99, Offset: 0}}, Credits: 1})
+		// goes on, and the request's other acks take effect (m is the
+		// first offset of its partition, so acknowledging it commits 1).
+		c.send(&kafkav1.ConsumeRequest{Acks: []*kafkav1.MessageRef{{Partition: 99, Offset: 0}, ref(m)}, Credits: 1})
 		c.next(10 * time.Second)
+		e.waitCommitted(ctx, group, topic, 1)
 		if !strings.Contains(e.logs.String(), "skipped") {
 			t.Error("the ack of a partition not owned was not logged")
 		}
