@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -318,10 +319,12 @@ func TestFetchSlowSubscriber(t *testing.T) {
 	lat := make([]time.Duration, 0, subs*n)
 	var mu sync.Mutex
 	sent := make([]time.Time, n)
+	got := make([]atomic.Int64, subs) // records each fast subscriber read
 	for i, s := range fast {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer got[i].Store(n) // an ended subscriber holds nobody up
 			for j := 0; j < n; j++ {
 				f, err := s.next()
 				if err != nil {
@@ -335,30 +338,41 @@ func TestFetchSlowSubscriber(t *testing.T) {
 				mu.Lock()
 				lat = append(lat, time.Since(sent[j]))
 				mu.Unlock()
+				got[i].Store(int64(j + 1))
 			}
 		}()
 	}
-	// Paced, as a live feed is: the fast subscribers keep up, the slow
-	// one, which reads nothing, fills its queue.
+	// Paced, as a live feed is: a record is written once every fast
+	// subscriber read all but the last 16, so they stay well within their
+	// queues however slow the machine is, while the slow one, which reads
+	// nothing, fills its queue.
 	for j := 0; j < n; j++ {
+		deadline := time.Now().Add(30 * time.Second)
+		for i := range got {
+			for got[i].Load() < int64(j-16) {
+				if time.Now().After(deadline) {
+					t.Fatalf("fast subscriber %d read %d of the %d records written", i, got[i].Load(), j)
+				}
+				time.Sleep(100 * time.Microsecond)
+			}
+		}
 		sent[j] = time.Now()
 		produceMsgs(t, prod, topic, "", nil, fmt.Sprintf("%d|%s", j, big))
-		time.Sleep(time.Millisecond)
 	}
 	wg.Wait()
 	// The slow one, read at last, ends cut off.
-	got := 0
+	read := 0
 	for err == nil {
 		_, err = slow.next()
-		got++
+		read++
 	}
 	if status.Code(err) != codes.ResourceExhausted {
-		t.Errorf("slow subscriber ended with %v after %d messages, want ResourceExhausted", err, got)
+		t.Errorf("slow subscriber ended with %v after %d messages, want ResourceExhausted", err, read)
 	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	if len(lat) > 0 {
 		t.Logf("slow subscriber cut off after %d messages; %d others: produce-to-delivery p50 %s, p99 %s",
-			got-1, subs, lat[len(lat)/2], lat[len(lat)*99/100])
+			read-1, subs, lat[len(lat)/2], lat[len(lat)*99/100])
 	}
 }
 
