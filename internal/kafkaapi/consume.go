@@ -337,6 +337,7 @@ type member struct {
 	resets     []*resetRequest // applied by the poll goroutine between polls
 	dead       []deadLetter    // to write to the dead-letter topic, by flushDead
 	pollCancel context.CancelFunc
+	offers     []offer // unused offers, allocated in blocks by newOfferLocked
 }
 
 // configView is the consume configuration a member works with.
@@ -378,6 +379,21 @@ type offer struct {
 	deadline   time.Time
 	session    *Session
 	deliveries int
+}
+
+// offerBlock is how many offers newOfferLocked allocates at once.
+const offerBlock = 256
+
+// newOfferLocked returns a new offer. Offers are allocated in blocks: one
+// allocation per block rather than per delivered record. An offer is never
+// reused; a block is freed once none of its offers is referenced.
+func (m *member) newOfferLocked() *offer {
+	if len(m.offers) == 0 {
+		m.offers = make([]offer, offerBlock)
+	}
+	o := &m.offers[0]
+	m.offers = m.offers[1:]
+	return o
 }
 
 type resetRequest struct {
@@ -545,7 +561,9 @@ func (m *member) takeLocked(ss *Session, now time.Time, budget int) (Message, bo
 		if ps.offers == nil {
 			ps.offers = map[int64]*offer{}
 		}
-		ps.offers[rec.Offset] = &offer{rec: rec, deadline: now.Add(m.cfg.ackTimeout), session: ss, deliveries: deliveries}
+		o := m.newOfferLocked()
+		*o = offer{rec: rec, deadline: now.Add(m.cfg.ackTimeout), session: ss, deliveries: deliveries}
+		ps.offers[rec.Offset] = o
 		ss.outstanding++
 		m.drainedLocked(ps)
 		return Message{
@@ -638,13 +656,16 @@ func (m *member) partLocked(partition int32, offset int64) (*partState, error) {
 	return ps, nil
 }
 
-// dropOfferLocked removes an offer from its partition and session.
+// dropOfferLocked removes an offer from its partition and session, and
+// clears it: it shares its block with other offers, which would otherwise
+// keep its record in memory.
 func (m *member) dropOfferLocked(ps *partState, o *offer) {
 	delete(ps.offers, o.rec.Offset)
 	if o.session != nil {
 		o.session.outstanding--
 		o.session.fewerLocked()
 	}
+	*o = offer{}
 }
 
 // settleLocked marks offset acknowledged.
@@ -669,19 +690,19 @@ func (m *member) settleLocked(ps *partState, offset int64) {
 // back to the queue, or, once delivered max_deliveries times, to the
 // member's dead letters, which flushDead writes after the lock is released.
 func (m *member) endOfferLocked(ps *partState, o *offer, why string) {
+	rec, deliveries := o.rec, o.deliveries
 	m.dropOfferLocked(ps, o)
-	rec := o.rec
-	if m.cfg.maxDeliveries > 0 && o.deliveries >= m.cfg.maxDeliveries {
+	if m.cfg.maxDeliveries > 0 && deliveries >= m.cfg.maxDeliveries {
 		if ps.deadIn == nil {
 			ps.deadIn = map[int64]bool{}
 		}
 		ps.deadIn[rec.Offset] = true
-		m.dead = append(m.dead, deadLetter{ps: ps, gen: ps.gen, rec: rec, deliveries: o.deliveries})
+		m.dead = append(m.dead, deadLetter{ps: ps, gen: ps.gen, rec: rec, deliveries: deliveries})
 		return
 	}
-	m.requeueLocked(ps, rec, o.deliveries)
+	m.requeueLocked(ps, rec, deliveries)
 	m.s.logger.Debug("message to be delivered again", "topic", m.key.topic, "group", m.key.group,
-		"partition", ps.partition, "offset", rec.Offset, "deliveries", o.deliveries, "why", why)
+		"partition", ps.partition, "offset", rec.Offset, "deliveries", deliveries, "why", why)
 }
 
 // requeueLocked puts a delivered record back in its place in the queue.

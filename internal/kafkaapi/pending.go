@@ -23,8 +23,20 @@ func (p *pending) add(off int64) {
 
 // find returns the index of off among the unsettled entries, or -1.
 func (p *pending) find(off int64) int {
-	i, ok := slices.BinarySearch(p.offs[p.head:], off)
-	if !ok || p.settled[p.head+i] {
+	live := p.offs[p.head:]
+	if len(live) == 0 {
+		return -1
+	}
+	// A partition's offsets are mostly consecutive (gaps come from
+	// compaction and transactions), so off is usually at off - live[0].
+	i, ok := int(off-live[0]), false
+	if off < live[0] || i >= len(live) || live[i] != off {
+		i, ok = slices.BinarySearch(live, off)
+		if !ok {
+			return -1
+		}
+	}
+	if p.settled[p.head+i] {
 		return -1
 	}
 	return p.head + i

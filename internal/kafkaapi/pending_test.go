@@ -11,23 +11,28 @@ import (
 func TestPendingMatchesModel(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	var p pending
-	var model []int64
+	var model, removed []int64
 	next := int64(0)
 	for step := 0; step < 200_000; step++ {
 		if r.IntN(3) > 0 || len(model) == 0 {
-			next += int64(1 + r.IntN(3)) // gaps, as compaction leaves them
+			next += int64(1 + r.IntN(3)/2) // runs, and gaps as compaction leaves them
 			p.add(next)
 			model = append(model, next)
 		} else {
 			// Mostly the oldest, sometimes any, sometimes one not there.
+			// Or one removed before, settled but maybe not compacted yet.
 			var off int64
-			switch r.IntN(4) {
+			switch r.IntN(5) {
 			case 0, 1:
 				off = model[0]
 			case 2:
 				off = model[r.IntN(len(model))]
-			default:
+			case 3:
 				off = next + 1
+			default:
+				if len(removed) > 0 {
+					off = removed[len(removed)-1-r.IntN(min(len(removed), 50))]
+				}
 			}
 			i, found := slices.BinarySearch(model, off)
 			if got := p.remove(off); got != found {
@@ -35,6 +40,7 @@ func TestPendingMatchesModel(t *testing.T) {
 			}
 			if found {
 				model = slices.Delete(model, i, i+1)
+				removed = append(removed, off)
 			}
 		}
 		if p.len() != len(model) {

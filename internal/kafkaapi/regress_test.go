@@ -140,3 +140,46 @@ func TestEngineAckedDeadLetterNotRequeued(t *testing.T) {
 	}
 	ss.Close(true)
 }
+
+// TestEngineEndedOffersReleaseRecords: offers are allocated in blocks, so
+// an offer that ended must let go of its record, or a block kept alive by
+// one outstanding offer would keep the records of all the others.
+func TestEngineEndedOffersReleaseRecords(t *testing.T) {
+	s := startEngine(t, engineConfig())
+	topic := kit.Topic(t, 1, nil)
+	group := testkit.Name(t, "group")
+	produceN(t, s, topic, 4, 0)
+	ss, err := s.Open(context.Background(), "", group, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ss.Close(true)
+	msgs := take(t, ss, 4, 20*time.Second)
+	m := memberOf(s)
+	m.mu.Lock()
+	offers := map[int64]*offer{}
+	for off, o := range m.parts[0].offers {
+		offers[off] = o
+	}
+	m.mu.Unlock()
+	if len(offers) != 4 {
+		t.Fatalf("%d offers, want 4", len(offers))
+	}
+	if err := ss.Ack(0, msgs[0].Offset); err != nil {
+		t.Fatal(err)
+	}
+	if failed := ss.AckAll([]Ref{{0, msgs[1].Offset}}); len(failed) > 0 {
+		t.Fatal(failed[0].Err)
+	}
+	if err := ss.Nack(0, msgs[2].Offset); err != nil {
+		t.Fatal(err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i, msg := range msgs {
+		o := offers[msg.Offset]
+		if ended := i < 3; ended != (o.rec == nil) {
+			t.Errorf("offer of offset %d (ended: %v) holds record %v", msg.Offset, ended, o.rec)
+		}
+	}
+}
