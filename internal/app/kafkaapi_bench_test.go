@@ -13,6 +13,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	kafkav1 "github.com/ferryproxy/ferry/api/ferry/kafka/v1"
 	"github.com/ferryproxy/ferry/api/kafkapixy"
@@ -23,9 +25,15 @@ import (
 // request.
 const produceBatch = 100
 
-// reportLatencies reports p50 and p99 of lat and the rate of n records in
-// elapsed.
-func reportLatencies(b *testing.B, lat []time.Duration, n int, elapsed time.Duration, unit string) {
+// reportLatencies reports p50 and p99 of lat, the rate of n records since
+// start, and the process's CPU time per record since cpu0 (processCPU):
+// with the embedded broker that is the load generator's, Ferry's and the
+// broker's work together.
+func reportLatencies(b *testing.B, lat []time.Duration, n int, start time.Time, cpu0 time.Duration, unit string) {
+	elapsed := time.Since(start)
+	if cpu := processCPU(); cpu > 0 {
+		b.ReportMetric(float64((cpu-cpu0).Nanoseconds())/float64(n), "cpu-ns/record")
+	}
 	b.StopTimer()
 	slices.Sort(lat)
 	if len(lat) > 0 {
@@ -56,7 +64,7 @@ func BenchmarkKafkaAPIProduceStream(b *testing.B) {
 			lat := make([]time.Duration, b.N)
 			ctx := context.Background()
 			b.ResetTimer()
-			start := time.Now()
+			start, cpu0 := time.Now(), processCPU()
 			for i := range b.N {
 				t0 := time.Now()
 				cl.Produce(ctx, &kgo.Record{Topic: topic, Value: value}, func(_ *kgo.Record, err error) {
@@ -69,7 +77,7 @@ func BenchmarkKafkaAPIProduceStream(b *testing.B) {
 			if err := cl.Flush(ctx); err != nil {
 				b.Fatal(err)
 			}
-			reportLatencies(b, lat, b.N, time.Since(start), "records/s")
+			reportLatencies(b, lat, b.N, start, cpu0, "records/s")
 		})
 		for _, path := range []string{"grpc-floor", "ferry"} {
 			b.Run(fmt.Sprintf("%s/%dB", path, size), func(b *testing.B) {
@@ -98,7 +106,7 @@ func produceStreamLoad(b *testing.B, addr, topic string, value []byte) {
 	lat := make([]time.Duration, b.N)
 	recvDone := make(chan error, 1)
 	b.ResetTimer()
-	start := time.Now()
+	start, cpu0 := time.Now(), processCPU()
 	go func() {
 		i := 0
 		for i < b.N {
@@ -139,7 +147,7 @@ func produceStreamLoad(b *testing.B, addr, topic string, value []byte) {
 	if err := <-recvDone; err != nil {
 		b.Fatal(err)
 	}
-	reportLatencies(b, lat, b.N, time.Since(start), "records/s")
+	reportLatencies(b, lat, b.N, start, cpu0, "records/s")
 	_ = stream.CloseSend()
 }
 
@@ -171,8 +179,8 @@ func (floorServer) ProduceStream(stream kafkav1.Kafka_ProduceStreamServer) error
 	}
 }
 
-// Consume sends 100-byte messages as fast as credits allow, 256 per
-// response, like Ferry.
+// Consume sends 100-byte messages with a timestamp as fast as credits
+// allow, up to 256 per response and within 32 KiB, like Ferry.
 func (floorServer) Consume(stream kafkav1.Kafka_ConsumeServer) error {
 	first, err := stream.Recv()
 	if err != nil {
@@ -191,6 +199,7 @@ func (floorServer) Consume(stream kafkav1.Kafka_ConsumeServer) error {
 		}
 	}()
 	value := make([]byte, 100)
+	ts := timestamppb.Now() // records carry one, so Ferry's messages do
 	var off int64
 	resp := new(kafkav1.ConsumeResponse)
 	var have int32
@@ -204,9 +213,13 @@ func (floorServer) Consume(stream kafkav1.Kafka_ConsumeServer) error {
 			continue
 		}
 		resp.Messages = resp.Messages[:0]
-		for n := min(have, 256); n > 0; n-- {
-			resp.Messages = append(resp.Messages, &kafkav1.Message{Topic: "floor", Partition: int32(off % 3), Offset: off,
-				Value: &kafkav1.Message_ValueBytes{ValueBytes: value}, Deliveries: 1})
+		for size, n := 0, min(have, 256); n > 0 && size < 32<<10-512; n-- {
+			m := &kafkav1.Message{Topic: "floor", Partition: int32(off % 3), Offset: off,
+				Value: &kafkav1.Message_ValueBytes{ValueBytes: value}, Timestamp: ts, Deliveries: 1}
+			if size += proto.Size(m) + 3; size > 32<<10-512 && len(resp.Messages) > 0 {
+				break
+			}
+			resp.Messages = append(resp.Messages, m)
 			off++
 		}
 		have -= int32(len(resp.Messages))
@@ -266,7 +279,7 @@ func BenchmarkKafkaAPIConsumeStream(b *testing.B) {
 		ctx := testkit.Context(b, 5*time.Minute)
 		lat := make([]time.Duration, 0, b.N)
 		b.ResetTimer()
-		start := time.Now()
+		start, cpu0 := time.Now(), processCPU()
 		for len(lat) < b.N {
 			fs := cl.PollFetches(ctx)
 			if err := fs.Err0(); err != nil {
@@ -277,7 +290,7 @@ func BenchmarkKafkaAPIConsumeStream(b *testing.B) {
 				lat = append(lat, now)
 			}
 		}
-		reportLatencies(b, lat, b.N, time.Since(start), "records/s")
+		reportLatencies(b, lat, b.N, start, cpu0, "records/s")
 	})
 	for _, path := range []string{"grpc-floor", "ferry"} {
 		b.Run(path, func(b *testing.B) {
@@ -303,7 +316,7 @@ func consumeStreamLoad(b *testing.B, addr, topic string) {
 	const window = 16384
 	lat := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
-	start := time.Now()
+	start, cpu0 := time.Now(), processCPU()
 	if err := stream.Send(&kafkav1.ConsumeRequest{Topic: topic, Group: "g-" + topic, Credits: window}); err != nil {
 		b.Fatal(err)
 	}
@@ -325,7 +338,7 @@ func consumeStreamLoad(b *testing.B, addr, topic string) {
 			acks = nil
 		}
 	}
-	reportLatencies(b, lat, b.N, time.Since(start), "records/s")
+	reportLatencies(b, lat, b.N, start, cpu0, "records/s")
 	_ = stream.CloseSend()
 }
 
