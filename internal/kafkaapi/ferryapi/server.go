@@ -164,24 +164,28 @@ func (s *Server) Poll(ctx context.Context, req *kafkav1.PollRequest) (*kafkav1.P
 	resp := &kafkav1.PollResponse{Messages: make([]*kafkav1.Message, len(msgs))}
 	for i, m := range msgs {
 		resp.Messages[i] = toMessage(m, req.GetValueFormat())
-		if req.GetAutoAck() {
-			s.sessionAck(sess, cluster, group, topic, m.Partition, m.Offset)
-		}
+	}
+	if req.GetAutoAck() {
+		s.autoAck(sess, cluster, group, topic, msgs)
 	}
 	return resp, nil
 }
 
-// sessionAck acknowledges a message as it is handed out (auto_ack). A
-// failure is logged, not returned: the client has its message, which is
-// redelivered later (at least once).
-func (s *Server) sessionAck(sess *kafkaapi.Session, cluster, group, topic string, partition int32, offset int64) {
-	if err := sess.Ack(partition, offset); err != nil {
+// autoAck acknowledges messages as they are handed out (auto_ack), under
+// one lock. A failure is logged, not returned: the client has its message,
+// which is delivered again later (at least once).
+func (s *Server) autoAck(sess *kafkaapi.Session, cluster, group, topic string, msgs []*kafkaapi.Message) {
+	refs := make([]kafkaapi.Ref, len(msgs))
+	for i, m := range msgs {
+		refs[i] = kafkaapi.Ref{Partition: m.Partition, Offset: m.Offset}
+	}
+	for _, f := range sess.AckAll(refs) {
 		level := slog.LevelWarn
-		if status.Code(err) == codes.FailedPrecondition {
+		if status.Code(f.Err) == codes.FailedPrecondition {
 			level = slog.LevelInfo // the partition moved: its new owner redelivers
 		}
 		s.logger.Log(context.Background(), level, "auto-acknowledging failed",
-			"cluster", cluster, "group", group, "topic", topic, "partition", partition, "offset", offset, "err", err)
+			"cluster", cluster, "group", group, "topic", topic, "partition", f.Partition, "offset", f.Offset, "err", f.Err)
 	}
 }
 

@@ -118,9 +118,7 @@ func (s *Server) Subscribe(req *kafkav1.SubscribeRequest, stream grpc.ServerStre
 			return err
 		}
 		if req.GetAutoAck() {
-			for _, m := range sent {
-				s.sessionAck(sess, cluster, group, topic, m.Partition, m.Offset)
-			}
+			s.autoAck(sess, cluster, group, topic, sent)
 		}
 	}
 }
