@@ -8,6 +8,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -129,7 +130,7 @@ func produceStreamLoad(b *testing.B, addr, topic string, value []byte) {
 	}()
 	// Requests of up to produceBatch records, as a client that
 	// streams records sends them: whatever it has, at once.
-	rec := &kafkav1.ProduceRequest{Topic: topic, Value: &kafkav1.ProduceRequest_ValueBytes{ValueBytes: value}}
+	rec := &kafkav1.ProduceRequest{Topic: topic, ValueBytes: value}
 	batch := make([]*kafkav1.ProduceRequest, produceBatch)
 	for i := range batch {
 		batch[i] = rec
@@ -179,10 +180,15 @@ func (floorServer) ProduceStream(stream kafkav1.Kafka_ProduceStreamServer) error
 	}
 }
 
-// Consume sends 100-byte messages with a timestamp as fast as credits
-// allow, up to 256 per response and within 32 KiB, like Ferry.
+// Consume sends messages with a timestamp as fast as credits allow, up to
+// 256 per response and within 32 KiB, like Ferry. Their values are as long
+// as the topic's name says: "floor-1024" gets 1,024 bytes.
 func (floorServer) Consume(stream kafkav1.Kafka_ConsumeServer) error {
 	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	size, err := strconv.Atoi(strings.TrimPrefix(first.GetTopic(), "floor-"))
 	if err != nil {
 		return err
 	}
@@ -198,7 +204,7 @@ func (floorServer) Consume(stream kafkav1.Kafka_ConsumeServer) error {
 			credits <- r.Credits
 		}
 	}()
-	value := make([]byte, 100)
+	value := make([]byte, size)
 	ts := timestamppb.Now() // records carry one, so Ferry's messages do
 	var off int64
 	resp := new(kafkav1.ConsumeResponse)
@@ -214,8 +220,8 @@ func (floorServer) Consume(stream kafkav1.Kafka_ConsumeServer) error {
 		}
 		resp.Messages = resp.Messages[:0]
 		for size, n := 0, min(have, 256); n > 0 && size < 32<<10-512; n-- {
-			m := &kafkav1.Message{Topic: "floor", Partition: int32(off % 3), Offset: off,
-				Value: &kafkav1.Message_ValueBytes{ValueBytes: value}, Timestamp: ts, Deliveries: 1}
+			m := &kafkav1.Message{Topic: first.GetTopic(), Partition: int32(off % 3), Offset: off,
+				ValueBytes: value, Timestamp: ts, Deliveries: 1}
 			if size += proto.Size(m) + 3; size > 32<<10-512 && len(resp.Messages) > 0 {
 				break
 			}
@@ -262,8 +268,8 @@ func produceBacklog(b *testing.B, topic string, n, size int) {
 	}
 }
 
-// BenchmarkKafkaAPIConsumeStream reads a backlog of b.N 100-byte records
-// in a new consumer group: through Ferry's Consume stream (granting
+// BenchmarkKafkaAPIConsumeStream reads a backlog of b.N records (100 B or
+// 1 KB) in a new consumer group: through Ferry's Consume stream (granting
 // credits and acknowledging every message in batches), and directly with a
 // franz-go group consumer that commits as it goes. The latency is the time
 // from the start of the read to each record's arrival, so p50 is where half
@@ -271,38 +277,44 @@ func produceBacklog(b *testing.B, topic string, n, size int) {
 //
 // Run: go test ./internal/app -run '^$' -bench KafkaAPIConsumeStream -benchtime 200000x
 func BenchmarkKafkaAPIConsumeStream(b *testing.B) {
-	b.Run("direct", func(b *testing.B) {
-		topic := kit.Topic(b, 3, nil)
-		produceBacklog(b, topic, b.N, 100)
-		cl := kit.Client(b, kgo.ConsumeTopics(topic), kgo.ConsumerGroup("g-"+topic),
-			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.AutoCommitInterval(500*time.Millisecond))
-		ctx := testkit.Context(b, 5*time.Minute)
-		lat := make([]time.Duration, 0, b.N)
-		b.ResetTimer()
-		start, cpu0 := time.Now(), processCPU()
-		for len(lat) < b.N {
-			fs := cl.PollFetches(ctx)
-			if err := fs.Err0(); err != nil {
-				b.Fatal(err)
-			}
-			now := time.Since(start)
-			for range fs.NumRecords() {
-				lat = append(lat, now)
-			}
+	for _, size := range []int{100, 1024} {
+		b.Run(fmt.Sprintf("direct/%dB", size), func(b *testing.B) { consumeDirect(b, size) })
+		for _, path := range []string{"grpc-floor", "ferry"} {
+			b.Run(fmt.Sprintf("%s/%dB", path, size), func(b *testing.B) {
+				addr, topic := floorAddr(b), fmt.Sprintf("floor-%d", size)
+				if path == "ferry" {
+					topic = kit.Topic(b, 3, nil)
+					produceBacklog(b, topic, b.N, size)
+					addr = startKafkaAPI(b, "    max_unacked_per_partition: 20000\n    max_buffered_per_partition: 20000\n").GRPCAddr()
+				}
+				consumeStreamLoad(b, addr, topic)
+			})
 		}
-		reportLatencies(b, lat, b.N, start, cpu0, "records/s")
-	})
-	for _, path := range []string{"grpc-floor", "ferry"} {
-		b.Run(path, func(b *testing.B) {
-			addr, topic := floorAddr(b), "floor"
-			if path == "ferry" {
-				topic = kit.Topic(b, 3, nil)
-				produceBacklog(b, topic, b.N, 100)
-				addr = startKafkaAPI(b, "    max_unacked_per_partition: 20000\n    max_buffered_per_partition: 20000\n").GRPCAddr()
-			}
-			consumeStreamLoad(b, addr, topic)
-		})
 	}
+}
+
+// consumeDirect reads a backlog of b.N records of size bytes with a
+// franz-go group consumer.
+func consumeDirect(b *testing.B, size int) {
+	topic := kit.Topic(b, 3, nil)
+	produceBacklog(b, topic, b.N, size)
+	cl := kit.Client(b, kgo.ConsumeTopics(topic), kgo.ConsumerGroup("g-"+topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.AutoCommitInterval(500*time.Millisecond))
+	ctx := testkit.Context(b, 5*time.Minute)
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	start, cpu0 := time.Now(), processCPU()
+	for len(lat) < b.N {
+		fs := cl.PollFetches(ctx)
+		if err := fs.Err0(); err != nil {
+			b.Fatal(err)
+		}
+		now := time.Since(start)
+		for range fs.NumRecords() {
+			lat = append(lat, now)
+		}
+	}
+	reportLatencies(b, lat, b.N, start, cpu0, "records/s")
 }
 
 // consumeStreamLoad reads b.N messages from one Consume stream on addr,
@@ -362,7 +374,7 @@ func BenchmarkKafkaAPIProduceUnary(b *testing.B) {
 		c := kafkav1.NewKafkaClient(dialAddr(b, floorAddr(b)))
 		runLoad(b, 1, func(ctx context.Context, i int) error {
 			_, err := c.Produce(ctx, &kafkav1.ProduceRequest{Topic: "floor", Key: []byte(strconv.Itoa(i)),
-				Value: &kafkav1.ProduceRequest_ValueBytes{ValueBytes: value}})
+				ValueBytes: value})
 			return err
 		})
 	})
@@ -379,7 +391,7 @@ func BenchmarkKafkaAPIProduceUnary(b *testing.B) {
 		c := kafkav1.NewKafkaClient(dialAddr(b, startKafkaAPI(b, "").GRPCAddr()))
 		runLoad(b, 1, func(ctx context.Context, i int) error {
 			_, err := c.Produce(ctx, &kafkav1.ProduceRequest{Topic: topic, Key: []byte(strconv.Itoa(i)),
-				Value: &kafkav1.ProduceRequest_ValueBytes{ValueBytes: value}})
+				ValueBytes: value})
 			return err
 		})
 	})

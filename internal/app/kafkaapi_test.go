@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/proto"
 
 	kafkav1 "github.com/ferryproxy/ferry/api/ferry/kafka/v1"
 	"github.com/ferryproxy/ferry/api/kafkapixy"
@@ -88,7 +89,7 @@ func TestKafkaAPIFaces(t *testing.T) {
 
 	// Ferry gRPC produce; Kafka-Pixy gRPC consume.
 	ferry := kafkav1.NewKafkaClient(cc)
-	res, err := ferry.Produce(ctx, &kafkav1.ProduceRequest{Topic: topic, Key: []byte("k"), Value: &kafkav1.ProduceRequest_ValueText{ValueText: "one"}})
+	res, err := ferry.Produce(ctx, &kafkav1.ProduceRequest{Topic: topic, Key: []byte("k"), ValueText: proto.String("one")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +213,7 @@ func TestKafkaAPIConsumerKilled(t *testing.T) {
 	const n = 20
 	for i := range n {
 		if _, err := ferry.Produce(ctx, &kafkav1.ProduceRequest{Topic: topic, Key: fmt.Appendf(nil, "k%d", i),
-			Value: &kafkav1.ProduceRequest_ValueText{ValueText: fmt.Sprint(i)}}); err != nil {
+			ValueText: proto.String(fmt.Sprint(i))}); err != nil {
 			t.Fatal(err)
 		}
 	}

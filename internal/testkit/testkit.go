@@ -118,12 +118,36 @@ func (b *Broker) CreateTopic(t testing.TB, topic string, partitions int32, confi
 }
 
 // Topic creates a topic named by Name(t, "topic") as CreateTopic does and
-// returns its name.
+// returns its name. A benchmark's topic is deleted when the benchmark ends:
+// benchmarks write far more than tests, and the embedded broker keeps
+// every record in the test binary's own heap, where a finished benchmark's
+// records would slow the next one's garbage collection.
 func (b *Broker) Topic(t testing.TB, partitions int32, configs map[string]*string) string {
 	t.Helper()
 	topic := Name(t, "topic")
 	b.CreateTopic(t, topic, partitions, configs)
+	if _, ok := t.(*testing.B); ok {
+		t.Cleanup(func() { b.deleteTopic(t, topic) })
+	}
 	return topic
+}
+
+// deleteTopic deletes topic, failing t if it cannot.
+func (b *Broker) deleteTopic(t testing.TB, topic string) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(b.Seeds(t)...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := kadm.NewClient(cl).DeleteTopic(ctx, topic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		t.Errorf("deleting topic %s: %v", topic, err)
+	}
 }
 
 // CheckLeaks fails t if goroutines started during the test outlive it and

@@ -26,20 +26,27 @@ func toRecord(req *kafkav1.ProduceRequest) (kafkaapi.Record, error) {
 	// A set key is non-nil even when empty (protobuf keeps its presence),
 	// which the engine hashes; an unset one stays nil and is spread.
 	rec := kafkaapi.Record{Key: req.Key, Partition: -1}
-	switch v := req.GetValue().(type) {
-	case *kafkav1.ProduceRequest_ValueBytes:
-		rec.Value = v.ValueBytes
-		if rec.Value == nil {
-			rec.Value = []byte{} // set, so not a tombstone
-		}
-	case *kafkav1.ProduceRequest_ValueText:
-		rec.Value = []byte(v.ValueText)
-	case *kafkav1.ProduceRequest_ValueJson:
-		b, err := compactJSON(v.ValueJson)
+	// The three value fields are not a oneof (see kafka.proto), so the
+	// "at most one" is checked here.
+	set := 0
+	if req.ValueBytes != nil {
+		set++
+		rec.Value = req.ValueBytes // non-nil even when empty: not a tombstone
+	}
+	if req.ValueText != nil {
+		set++
+		rec.Value = []byte(*req.ValueText)
+	}
+	if req.ValueJson != nil {
+		set++
+		b, err := compactJSON(req.ValueJson)
 		if err != nil {
 			return kafkaapi.Record{}, invalid("value_json", "%v", err)
 		}
 		rec.Value = b
+	}
+	if set > 1 {
+		return kafkaapi.Record{}, invalid("value", "set at most one of value_bytes, value_text and value_json")
 	}
 	if len(req.GetHeaders()) > 0 {
 		rec.Headers = make([]kgo.RecordHeader, len(req.Headers))
@@ -92,8 +99,7 @@ func toMessage(m *kafkaapi.Message, vf kafkav1.ValueFormat) *kafkav1.Message {
 type messageBuf struct {
 	msg     kafkav1.Message
 	ts      timestamppb.Timestamp
-	bytes   kafkav1.Message_ValueBytes
-	text    kafkav1.Message_ValueText
+	text    string
 	headers []kafkav1.Header
 	ptrs    []*kafkav1.Header
 }
@@ -108,7 +114,7 @@ func (b *messageBuf) fill(m *kafkaapi.Message, vf kafkav1.ValueFormat) *kafkav1.
 		b.ts.Seconds, b.ts.Nanos = m.Timestamp.Unix(), int32(m.Timestamp.Nanosecond())
 		out.Timestamp = &b.ts
 	}
-	out.Value = nil
+	out.ValueBytes, out.ValueText, out.ValueJson = nil, nil, nil
 	if m.Value != nil {
 		b.setValue(m.Value, vf)
 	}
@@ -133,8 +139,8 @@ func (b *messageBuf) setValue(v []byte, vf kafkav1.ValueFormat) {
 	switch vf {
 	case kafkav1.ValueFormat_VALUE_FORMAT_TEXT:
 		if utf8.Valid(v) {
-			b.text.ValueText = string(v)
-			b.msg.Value = &b.text
+			b.text = string(v)
+			b.msg.ValueText = &b.text
 			return
 		}
 	case kafkav1.ValueFormat_VALUE_FORMAT_JSON:
@@ -143,13 +149,12 @@ func (b *messageBuf) setValue(v []byte, vf kafkav1.ValueFormat) {
 		if json.Valid(v) && numbersFitFloat64(v) {
 			js := new(structpb.Value)
 			if protojson.Unmarshal(v, js) == nil {
-				b.msg.Value = &kafkav1.Message_ValueJson{ValueJson: js}
+				b.msg.ValueJson = js
 				return
 			}
 		}
 	}
-	b.bytes.ValueBytes = v
-	b.msg.Value = &b.bytes
+	b.msg.ValueBytes = v
 }
 
 // numbersFitFloat64 reports whether every number in the JSON text v comes

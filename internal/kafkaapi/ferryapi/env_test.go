@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	kafkav1 "github.com/ferryproxy/ferry/api/ferry/kafka/v1"
 	"github.com/ferryproxy/ferry/internal/config"
@@ -165,7 +166,7 @@ func (e *env) produce(ctx context.Context, topic string, partition int32, prefix
 	e.t.Helper()
 	out := make([]*kafkav1.ProduceResponse, n)
 	for i := range n {
-		req := &kafkav1.ProduceRequest{Topic: topic, Value: &kafkav1.ProduceRequest_ValueText{ValueText: fmt.Sprintf("%s-%d", prefix, i)}}
+		req := &kafkav1.ProduceRequest{Topic: topic, ValueText: proto.String(fmt.Sprintf("%s-%d", prefix, i))}
 		if partition >= 0 {
 			req.Partition = &partition
 		}

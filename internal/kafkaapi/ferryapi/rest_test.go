@@ -194,6 +194,7 @@ func TestRESTErrors(t *testing.T) {
 		{"bad partition", http.MethodPost, "/v1/clusters/default/topics/" + topic + "/records", `{"partition":99}`, 400, 3, "partition 99"},
 		{"negative partition", http.MethodPost, "/v1/clusters/default/topics/" + topic + "/records", `{"partition":-1}`, 400, 3, "partition"},
 		{"bad JSON", http.MethodPost, "/v1/clusters/default/topics/" + topic + "/records", `{"valueText":`, 400, 3, ""},
+		{"two values", http.MethodPost, "/v1/clusters/default/topics/" + topic + "/records", `{"valueText":"x","valueBytes":"eA=="}`, 400, 3, "at most one of value_bytes"},
 		{"unknown topic", http.MethodGet, "/v1/clusters/default/topics/" + topic + "-nope", "", 404, 5, ""},
 		{"too many", http.MethodPost, groupTopic + "/poll", `{"maxMessages":5000}`, 400, 3, "max_messages"},
 		{"no target", http.MethodPut, groupTopic + "/offsets", `{}`, 400, 3, "target"},

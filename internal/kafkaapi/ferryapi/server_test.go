@@ -55,11 +55,11 @@ func TestProduceRoundTrip(t *testing.T) {
 	p2 := int32(2)
 	p1 := int32(1)
 	reqs := []*kafkav1.ProduceRequest{
-		{Topic: topic, Key: []byte("k1"), Value: &kafkav1.ProduceRequest_ValueText{ValueText: "hello"},
+		{Topic: topic, Key: []byte("k1"), ValueText: proto.String("hello"),
 			Headers: []*kafkav1.Header{{Key: "h1", Value: []byte("v1")}, {Key: "h2", Value: []byte{0, 1}}}, Timestamp: timestamppb.New(ts)},
-		{Topic: topic, Key: []byte("k1"), Value: &kafkav1.ProduceRequest_ValueText{ValueText: "hello again"}},
-		{Topic: topic, Partition: &p2, Value: &kafkav1.ProduceRequest_ValueJson{ValueJson: jsonValue}},
-		{Topic: topic, Key: []byte{}, Value: &kafkav1.ProduceRequest_ValueBytes{ValueBytes: []byte{0xff, 0xfe}}},
+		{Topic: topic, Key: []byte("k1"), ValueText: proto.String("hello again")},
+		{Topic: topic, Partition: &p2, ValueJson: jsonValue},
+		{Topic: topic, Key: []byte{}, ValueBytes: []byte{0xff, 0xfe}},
 		{Topic: topic, Partition: &p1}, // no key, null value
 	}
 	resps := make([]*kafkav1.ProduceResponse, len(reqs))
@@ -109,10 +109,10 @@ func TestProduceRoundTrip(t *testing.T) {
 		t.Errorf("the JSON record came back as text %q", m.GetValueText())
 	}
 	if m := get(3); m.Key == nil || len(m.Key) != 0 || !bytes.Equal(m.GetValueBytes(), []byte{0xff, 0xfe}) {
-		t.Errorf("record with an empty key and binary value came back as key %#v, value %v", m.Key, m.GetValue())
+		t.Errorf("record with an empty key and binary value came back as key %#v, value %v %q %v", m.Key, m.ValueBytes, m.GetValueText(), m.GetValueJson())
 	}
-	if m := get(4); m.Key != nil || m.GetValue() != nil {
-		t.Errorf("record without key and value came back with key %#v, value %v", m.Key, m.GetValue())
+	if m := get(4); m.Key != nil || m.ValueBytes != nil || m.ValueText != nil || m.ValueJson != nil {
+		t.Errorf("record without key and value came back with key %#v, value %v %q %v", m.Key, m.ValueBytes, m.GetValueText(), m.GetValueJson())
 	}
 
 	// As JSON, in another group: JSON values come as JSON, the rest as bytes.
@@ -122,10 +122,10 @@ func TestProduceRoundTrip(t *testing.T) {
 		byRef[key(m)] = m
 	}
 	if m := get(2); !proto.Equal(m.GetValueJson(), jsonValue) {
-		t.Errorf("the JSON record came back as %v", m.GetValue())
+		t.Errorf("the JSON record came back as %v", m)
 	}
 	if m := get(0); string(m.GetValueBytes()) != "hello" {
-		t.Errorf("a text record read as JSON came back as %v", m.GetValue())
+		t.Errorf("a text record read as JSON came back as %v", m)
 	}
 }
 
@@ -136,7 +136,7 @@ func TestProduceOldTimestamp(t *testing.T) {
 	ctx := testCtx(t)
 	topic := kit.Topic(t, 3, nil)
 	ts := time.UnixMilli(1_700_000_000_123).UTC()
-	resp, err := e.client.Produce(ctx, &kafkav1.ProduceRequest{Topic: topic, Timestamp: timestamppb.New(ts), Value: &kafkav1.ProduceRequest_ValueText{ValueText: "old"}})
+	resp, err := e.client.Produce(ctx, &kafkav1.ProduceRequest{Topic: topic, Timestamp: timestamppb.New(ts), ValueText: proto.String("old")})
 	if err != nil {
 		t.Fatalf("producing a record of %v: %v", ts, err)
 	}
@@ -149,7 +149,7 @@ func TestProduceAsync(t *testing.T) {
 	e := newEnv(t)
 	ctx := testCtx(t)
 	topic, group := kit.Topic(t, 3, nil), testkit.Name(t, "group")
-	resp, err := e.client.Produce(ctx, &kafkav1.ProduceRequest{Topic: topic, Async: true, Value: &kafkav1.ProduceRequest_ValueText{ValueText: "async"}})
+	resp, err := e.client.Produce(ctx, &kafkav1.ProduceRequest{Topic: topic, Async: true, ValueText: proto.String("async")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,13 +191,13 @@ func TestProduceStream(t *testing.T) {
 				t.Fatal(err)
 			}
 			const n = 500
-			bad := map[int]string{50: "partition", 100: "topic", 150: "async", 151: "value_json"}
+			bad := map[int]string{50: "partition", 100: "topic", 150: "async", 151: "value_json", 152: "at most one of value_bytes"}
 			go func() {
 				p99 := int32(99)
 				var batch []*kafkav1.ProduceRequest
 				for i := range n {
 					req := &kafkav1.ProduceRequest{Topic: topic, Key: fmt.Appendf(nil, "k%d", i%7),
-						Value: &kafkav1.ProduceRequest_ValueText{ValueText: fmt.Sprint(i)}}
+						ValueText: proto.String(fmt.Sprint(i))}
 					switch bad[i] {
 					case "partition":
 						req.Partition = &p99
@@ -206,7 +206,9 @@ func TestProduceStream(t *testing.T) {
 					case "async":
 						req.Async = true
 					case "value_json":
-						req.Value = &kafkav1.ProduceRequest_ValueJson{ValueJson: &structpb.Value{}}
+						req.ValueText, req.ValueJson = nil, &structpb.Value{}
+					case "at most one of value_bytes":
+						req.ValueBytes = []byte("and bytes")
 					}
 					// Requests of 1 to 7 records: results keep the records'
 					// order across requests.
@@ -556,7 +558,7 @@ func TestSetOffsetsOnLiveStream(t *testing.T) {
 	p0 := int32(0)
 	for i := range 10 {
 		_, err := e.client.Produce(ctx, &kafkav1.ProduceRequest{Topic: topic, Partition: &p0,
-			Timestamp: timestamppb.New(base.Add(time.Duration(i) * time.Second)), Value: &kafkav1.ProduceRequest_ValueText{ValueText: fmt.Sprint(i)}})
+			Timestamp: timestamppb.New(base.Add(time.Duration(i) * time.Second)), ValueText: proto.String(fmt.Sprint(i))})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -794,7 +796,7 @@ func TestConcurrentStreams(t *testing.T) {
 			}
 			go func() {
 				for i := range perProducer {
-					if stream.send(&kafkav1.ProduceRequest{Topic: topic, Value: &kafkav1.ProduceRequest_ValueText{ValueText: fmt.Sprintf("%d-%d", p, i)}}) != nil {
+					if stream.send(&kafkav1.ProduceRequest{Topic: topic, ValueText: proto.String(fmt.Sprintf("%d-%d", p, i))}) != nil {
 						return
 					}
 				}
@@ -853,10 +855,10 @@ func TestConsumeResponseSize(t *testing.T) {
 	records := make([]*kafkav1.ProduceRequest, n)
 	for i := range records {
 		records[i] = &kafkav1.ProduceRequest{Topic: topic, Key: fmt.Appendf(nil, "key-%d", i),
-			Headers: []*kafkav1.Header{{Key: "h", Value: []byte("header value")}},
-			Value:   &kafkav1.ProduceRequest_ValueBytes{ValueBytes: value}}
+			Headers:    []*kafkav1.Header{{Key: "h", Value: []byte("header value")}},
+			ValueBytes: value}
 	}
-	big := &kafkav1.ProduceRequest{Topic: topic, Value: &kafkav1.ProduceRequest_ValueBytes{ValueBytes: bytes.Repeat([]byte("b"), 40<<10)}}
+	big := &kafkav1.ProduceRequest{Topic: topic, ValueBytes: bytes.Repeat([]byte("b"), 40<<10)}
 	ps, err := e.produceStream(ctx)
 	if err != nil {
 		t.Fatal(err)
