@@ -19,6 +19,7 @@ import (
 
 	kafkav1 "github.com/ferryproxy/ferry/api/ferry/kafka/v1"
 	"github.com/ferryproxy/ferry/api/kafkapixy"
+	"github.com/ferryproxy/ferry/internal/grpcserver"
 	"github.com/ferryproxy/ferry/internal/testkit"
 )
 
@@ -165,13 +166,19 @@ func (floorServer) Produce(context.Context, *kafkav1.ProduceRequest) (*kafkav1.P
 func (floorServer) ProduceStream(stream kafkav1.Kafka_ProduceStreamServer) error {
 	var seq int64
 	req, resp := new(kafkav1.ProduceStreamRequest), new(kafkav1.ProduceStreamResponse)
+	var results []kafkav1.ProduceResult // reused, as Ferry reuses its own
 	for {
 		if err := stream.RecvMsg(req); err != nil {
 			return nil
 		}
+		if len(results) < len(req.Records) {
+			results = make([]kafkav1.ProduceResult, len(req.Records))
+		}
 		resp.Results = resp.Results[:0]
-		for range req.Records {
-			resp.Results = append(resp.Results, &kafkav1.ProduceResult{Sequence: seq, Offset: seq})
+		for i := range req.Records {
+			r := &results[i]
+			r.Sequence, r.Offset = seq, seq
+			resp.Results = append(resp.Results, r)
 			seq++
 		}
 		if err := stream.Send(resp); err != nil {
@@ -208,6 +215,8 @@ func (floorServer) Consume(stream kafkav1.Kafka_ConsumeServer) error {
 	ts := timestamppb.Now() // records carry one, so Ferry's messages do
 	var off int64
 	resp := new(kafkav1.ConsumeResponse)
+	// Reused from one response to the next, as Ferry reuses its own.
+	msgs := make([]kafkav1.Message, 256)
 	var have int32
 	for {
 		if have == 0 {
@@ -220,8 +229,9 @@ func (floorServer) Consume(stream kafkav1.Kafka_ConsumeServer) error {
 		}
 		resp.Messages = resp.Messages[:0]
 		for size, n := 0, min(have, 256); n > 0 && size < 32<<10-512; n-- {
-			m := &kafkav1.Message{Topic: first.GetTopic(), Partition: int32(off % 3), Offset: off,
-				ValueBytes: value, Timestamp: ts, Deliveries: 1}
+			m := &msgs[len(resp.Messages)]
+			m.Topic, m.Partition, m.Offset = first.GetTopic(), int32(off%3), off
+			m.ValueBytes, m.Timestamp, m.Deliveries = value, ts, 1
 			if size += proto.Size(m) + 3; size > 32<<10-512 && len(resp.Messages) > 0 {
 				break
 			}
@@ -235,16 +245,22 @@ func (floorServer) Consume(stream kafkav1.Kafka_ConsumeServer) error {
 	}
 }
 
-// floorAddr serves floorServer on a loopback port for the benchmark.
+// floorAddr serves floorServer from Ferry's own gRPC server (its codec and
+// buffer pool) on a loopback port for the benchmark.
 func floorAddr(b *testing.B) string {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
-	gs := grpc.NewServer()
-	kafkav1.RegisterKafkaServer(gs, floorServer{})
-	go func() { _ = gs.Serve(lis) }()
-	b.Cleanup(gs.Stop)
+	srv := grpcserver.New(grpcserver.Options{
+		MaxRecvMessageSize: 4 << 20,
+		ShutdownTimeout:    time.Second,
+		Logger:             testLogger(b),
+		Register:           func(gs *grpc.Server) { kafkav1.RegisterKafkaServer(gs, floorServer{}) },
+	})
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(lis) }()
+	b.Cleanup(func() { srv.Stop(context.Background()); <-done })
 	return lis.Addr().String()
 }
 

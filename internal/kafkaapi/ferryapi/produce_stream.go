@@ -63,11 +63,20 @@ func (s *Server) produceRecords(ctx context.Context, stream grpc.BidiStreamingSe
 			}
 			return err
 		}
-		for _, r := range req.GetRecords() {
-			if err := q.waitSpace(ctx); err != nil {
-				return err
+		// Sequence numbers [next, end) are reserved for the records to
+		// come; a reservation never exceeds the records left, since every
+		// reserved slot must be completed for the sender to go on.
+		recs := req.GetRecords()
+		var next, end int64
+		for i, r := range recs {
+			if next == end {
+				var err error
+				if next, end, err = q.reserve(ctx, len(recs)-i); err != nil {
+					return err
+				}
 			}
-			seq := q.push()
+			seq := next
+			next++
 			rec, err := toRecord(r)
 			if err == nil && r.GetAsync() {
 				err = invalid("async", "is not supported on ProduceStream, which answers every record on its own")
@@ -121,35 +130,36 @@ func signal(c chan struct{}) {
 	}
 }
 
-// waitSpace waits until a slot is free. Only the reader calls it (and
-// push), so the slot is still free when it pushes.
-func (q *resultQueue) waitSpace(ctx context.Context) error {
+// reserve waits until a slot is free, then takes the sequence numbers
+// [first, end) for the next records: as many as want, or as slots are free.
+// Only the reader calls it, so a batch of records costs one lock, not one
+// per record.
+func (q *resultQueue) reserve(ctx context.Context, want int) (first, end int64, err error) {
 	for {
 		q.mu.Lock()
-		full, err := q.tail-q.head >= int64(len(q.slots)), q.err
+		free := int64(len(q.slots)) - (q.tail - q.head)
+		if q.err == nil && free > 0 {
+			first = q.tail
+			q.tail += min(free, int64(want))
+			for seq := first; seq < q.tail; seq++ {
+				q.slots[seq%int64(len(q.slots))] = resultSlot{}
+			}
+			end = q.tail
+		}
+		err = q.err
 		q.mu.Unlock()
 		if err != nil {
-			return err
+			return 0, 0, err
 		}
-		if !full {
-			return nil
+		if end > first {
+			return first, end, nil
 		}
 		select {
 		case <-q.space:
 		case <-ctx.Done():
-			return status.FromContextError(ctx.Err()).Err()
+			return 0, 0, status.FromContextError(ctx.Err()).Err()
 		}
 	}
-}
-
-// push takes the next sequence number for a record.
-func (q *resultQueue) push() int64 {
-	q.mu.Lock()
-	seq := q.tail
-	q.slots[seq%int64(len(q.slots))] = resultSlot{}
-	q.tail++
-	q.mu.Unlock()
-	return seq
 }
 
 // complete records a record's result; it never blocks, as franz-go's
