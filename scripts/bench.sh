@@ -16,6 +16,10 @@ if [ $# -lt 2 ]; then
   exit 2
 fi
 rounds=$1 pattern=$2 benchtime=${3:-1s}
+if ! [[ $rounds =~ ^[1-9][0-9]*$ ]]; then
+  echo "bench.sh: ROUNDS must be a positive number, not \"$rounds\"" >&2
+  exit 2
+fi
 root=$(cd "$(dirname "$0")/.." && pwd)
 raw="$PWD/bench-$(date -u +%Y%m%dT%H%M%SZ).txt"
 bin=$(mktemp -d)
@@ -25,7 +29,17 @@ trap 'rm -rf "$bin"' EXIT
 for ((r = 1; r <= rounds; r++)); do
   echo "bench.sh: round $r of $rounds" >&2
   # Test binaries run in their package's directory.
-  (cd "$root/internal/app" && "$bin/app.test" -test.run '^$' -test.bench "$pattern" -test.benchtime "$benchtime") | tee -a "$raw" | grep -E '^(Benchmark|FAIL|---)' >&2
+  if ! (cd "$root/internal/app" && "$bin/app.test" -test.run '^$' -test.bench "$pattern" -test.benchtime "$benchtime") >"$bin/round.txt" 2>&1; then
+    cat "$bin/round.txt" >&2
+    echo "bench.sh: round $r failed (output above); the earlier rounds are in $raw" >&2
+    exit 1
+  fi
+  cat "$bin/round.txt" >>"$raw"
+  grep -E '^(Benchmark|---)' "$bin/round.txt" >&2 || true
 done
+if ! grep -q '^Benchmark' "$raw"; then
+  echo "bench.sh: no benchmark matched \"$pattern\"" >&2
+  exit 1
+fi
 echo "bench.sh: raw results in $raw" >&2
 (cd "$root" && go run ./scripts/benchratio) < "$raw"

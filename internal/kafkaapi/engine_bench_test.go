@@ -20,8 +20,10 @@ func BenchmarkEngineConsume(b *testing.B) {
 	cfg := engineConfig()
 	cfg.Consume.MaxUnackedPerPartition = 20000
 	cfg.Consume.MaxBufferedPerPartition = 20000
-	s := startEngine(b, cfg)
+	// The topic first: cleanups run last first, so the engine stops
+	// before the topic is deleted.
 	topic := kit.Topic(b, 3, nil)
+	s := startEngine(b, cfg)
 	cl, err := kgo.NewClient(kgo.SeedBrokers(kit.Seeds(b)...), kgo.ProducerLinger(0))
 	if err != nil {
 		b.Fatal(err)

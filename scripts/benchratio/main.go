@@ -32,9 +32,16 @@ const baseline = "direct"
 // result is one run of one sub-benchmark.
 type result struct {
 	group, path string
-	round       int
+	round       round
 	metrics     map[string]float64 // unit → value
 }
+
+// round names the run a result belongs to: the test process that printed
+// it (counted by the "goos:" header every process prints first) and, for
+// -count above 1, the how-manieth time that process ran the sub-benchmark.
+// Results pair with direct's of the same round, so a path missing from one
+// round does not shift the pairs of the later ones.
+type round struct{ process, run int }
 
 func main() {
 	results, err := parse(os.Stdin)
@@ -49,14 +56,19 @@ func main() {
 	report(os.Stdout, results)
 }
 
-// parse reads benchmark result lines; a sub-benchmark's n-th line is its
-// n-th round.
+// parse reads benchmark result lines and the process headers between them.
 func parse(r io.Reader) ([]result, error) {
 	var out []result
-	seen := map[string]int{}
+	process := 0
+	seen := map[string]int{} // runs of each sub-benchmark in this process
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	for line := 1; sc.Scan(); line++ {
+		if strings.HasPrefix(sc.Text(), "goos:") {
+			process++
+			clear(seen)
+			continue
+		}
 		f := strings.Fields(sc.Text())
 		if len(f) < 4 || !strings.HasPrefix(f[0], "Benchmark") {
 			continue
@@ -77,7 +89,7 @@ func parse(r io.Reader) ([]result, error) {
 		res := result{
 			group:   strings.Join(append([]string{parts[0]}, parts[2:]...), "/"),
 			path:    parts[1],
-			round:   seen[name],
+			round:   round{process, seen[name]},
 			metrics: map[string]float64{},
 		}
 		seen[name]++
@@ -96,14 +108,28 @@ func parse(r io.Reader) ([]result, error) {
 	return out, sc.Err()
 }
 
-// rateUnit is the throughput unit of a result: the one that ends in "/s".
+// rateUnit is the throughput unit of a result: the one that ends in "/s",
+// preferring a count (records/s) to go test's own MB/s when it has both.
 func rateUnit(m map[string]float64) string {
+	var units []string
 	for u := range m {
 		if strings.HasSuffix(u, "/s") {
-			return u
+			units = append(units, u)
 		}
 	}
-	return ""
+	slices.SortFunc(units, func(a, b string) int {
+		if (a == "MB/s") != (b == "MB/s") {
+			if a == "MB/s" {
+				return 1
+			}
+			return -1
+		}
+		return strings.Compare(a, b)
+	})
+	if len(units) == 0 {
+		return ""
+	}
+	return units[0]
 }
 
 // report prints one table per group, paths in the order they first ran.
@@ -122,7 +148,7 @@ func report(w io.Writer, results []result) {
 		byKey[k] = append(byKey[k], r)
 	}
 	for _, g := range groups {
-		base := map[int]result{}
+		base := map[round]result{}
 		for _, r := range byKey[[2]string{g, baseline}] {
 			base[r.round] = r
 		}
@@ -159,7 +185,7 @@ const floor = "grpc-floor"
 // that does both direct's work and the floor's, one after the other on
 // shared cores, and nothing else, reaches at most 1 ÷ (1/direct + 1/floor),
 // which over direct is floor ÷ (direct + floor).
-func rateBounds(base map[int]result, floors []result) []float64 {
+func rateBounds(base map[round]result, floors []result) []float64 {
 	var out []float64
 	for _, f := range floors {
 		b, ok := base[f.round]

@@ -26,7 +26,7 @@ func TestReport(t *testing.T) {
 	if len(rs) != 5 {
 		t.Fatalf("parsed %d results, want 5 (sub-benchmarks only): %+v", len(rs), rs)
 	}
-	if rs[2].round != 1 || rs[2].group != "BenchmarkX/100B" || rs[2].path != "direct" {
+	if rs[2].round != (round{1, 1}) || rs[2].group != "BenchmarkX/100B" || rs[2].path != "direct" {
 		t.Errorf("third result: %+v", rs[2])
 	}
 	var b strings.Builder
@@ -58,5 +58,35 @@ func TestThousands(t *testing.T) {
 		if got := thousands(v); got != want {
 			t.Errorf("thousands(%v) = %q, want %q", v, got, want)
 		}
+	}
+}
+
+// TestRoundsByProcess: a path missing from one process's round pairs the
+// next process's results with that process's direct run, not an earlier one.
+func TestRoundsByProcess(t *testing.T) {
+	in := `goos: linux
+BenchmarkX/direct-2 1 1 ns/op 100 records/s
+goos: linux
+BenchmarkX/direct-2 1 1 ns/op 200 records/s
+BenchmarkX/ferry-2 1 1 ns/op 100 records/s
+`
+	rs, err := parse(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	report(&b, rs)
+	// 100 ÷ 200 of the second process, not 100 ÷ 100 of the first.
+	if want := "| ferry | 1 | 100 records/s | **0.50** (0.50–0.50) |"; !strings.Contains(b.String(), want) {
+		t.Errorf("report lacks %q:\n%s", want, b.String())
+	}
+}
+
+func TestRateUnit(t *testing.T) {
+	if got := rateUnit(map[string]float64{"MB/s": 1, "records/s": 2, "ns/op": 3}); got != "records/s" {
+		t.Errorf("rateUnit = %q, want records/s", got)
+	}
+	if got := rateUnit(map[string]float64{"MB/s": 1}); got != "MB/s" {
+		t.Errorf("rateUnit = %q, want MB/s", got)
 	}
 }

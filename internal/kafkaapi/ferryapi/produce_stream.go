@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"sync/atomic"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -69,7 +70,9 @@ func (s *Server) produceRecords(ctx context.Context, stream grpc.BidiStreamingSe
 		recs := req.GetRecords()
 		var next, end int64
 		for i, r := range recs {
-			if next == end {
+			// After a failure (the sender could not send), reserve
+			// returns it: the records left are not written.
+			if next == end || q.failed.Load() {
 				var err error
 				if next, end, err = q.reserve(ctx, len(recs)-i); err != nil {
 					return err
@@ -106,10 +109,11 @@ type resultSlot struct {
 type resultQueue struct {
 	mu       sync.Mutex
 	slots    []resultSlot
-	head     int64 // the next sequence to send
-	tail     int64 // the sequence the next record gets
-	finished bool  // no more records come
-	err      error // the stream failed: stop
+	head     int64       // the next sequence to send
+	tail     int64       // the sequence the next record gets
+	finished bool        // no more records come
+	err      error       // the stream failed: stop
+	failed   atomic.Bool // err is set; read by the reader without the lock
 
 	ready chan struct{} // the head slot completed, or finished/err was set
 	space chan struct{} // the sender freed slots
@@ -192,6 +196,7 @@ func (q *resultQueue) abort(err error) {
 	q.mu.Lock()
 	if q.err == nil {
 		q.err = err
+		q.failed.Store(true)
 	}
 	q.mu.Unlock()
 	signal(q.ready)

@@ -100,16 +100,25 @@ func TestREST(t *testing.T) {
 	if async.GetPartition() != -1 || async.GetOffset() != -1 {
 		t.Fatalf("async produce answered %v", &async)
 	}
+	e.restDo(http.MethodPost, records, `{"partition":2}`, 200, &pr) // a tombstone
 
 	var msgs []*kafkav1.Message
 	var raw strings.Builder
-	for deadline := time.Now().Add(30 * time.Second); len(msgs) < 4 && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(30 * time.Second); len(msgs) < 5 && time.Now().Before(deadline); {
 		var resp kafkav1.PollResponse
 		raw.Write(e.restDo(http.MethodPost, groupTopic+"/poll", `{"maxMessages":10,"timeout":"3s","valueFormat":"VALUE_FORMAT_JSON"}`, 200, &resp))
 		msgs = append(msgs, resp.GetMessages()...)
 	}
-	if len(msgs) != 4 {
-		t.Fatalf("polled %d messages, want 4", len(msgs))
+	if len(msgs) != 5 {
+		t.Fatalf("polled %d messages, want 5", len(msgs))
+	}
+	// Each message shows its one value field and no other, even though
+	// the REST face writes unpopulated fields: the tombstone none, the
+	// JSON record valueJson, the rest (not JSON) valueBytes.
+	for field, want := range map[string]int{`"valueJson"`: 1, `"valueBytes"`: 3, `"valueText"`: 0} {
+		if got := strings.Count(raw.String(), field); got != want {
+			t.Errorf("the poll answers hold %s %d times, want %d: %s", field, got, want, raw.String())
+		}
 	}
 	slices.SortFunc(msgs, func(a, b *kafkav1.Message) int { return strings.Compare(key(a), key(b)) })
 	if m := msgs[0]; string(m.GetKey()) != "k1" || string(m.GetValueBytes()) != "hi" || len(m.GetHeaders()) != 1 || string(m.Headers[0].GetValue()) != "v" {
@@ -134,7 +143,7 @@ func TestREST(t *testing.T) {
 	if b := e.restDo(http.MethodPost, groupTopic+"/acks", `{"acks":[`+strings.Join(acks, ",")+`]}`, 200, nil); strings.TrimSpace(string(b)) != "{}" {
 		t.Errorf("ack answered %s", b)
 	}
-	e.waitCommitted(context.Background(), group, topic, 4)
+	e.waitCommitted(context.Background(), group, topic, 5)
 	var offs kafkav1.GetOffsetsResponse
 	e.restDo(http.MethodGet, groupTopic+"/offsets", "", 200, &offs)
 	if len(offs.GetPartitions()) != 3 || offs.Partitions[1].GetEnd() != 3 || offs.Partitions[1].GetCommitted() != 3 || offs.Partitions[1].GetLag() != 0 {

@@ -152,7 +152,7 @@ type ProduceRequest struct {
 	ValueBytes []byte  `protobuf:"bytes,4,opt,name=value_bytes,json=valueBytes,proto3,oneof" json:"value_bytes,omitempty"`
 	ValueText  *string `protobuf:"bytes,5,opt,name=value_text,json=valueText,proto3,oneof" json:"value_text,omitempty"`
 	// Written as its compact JSON text.
-	ValueJson *structpb.Value `protobuf:"bytes,6,opt,name=value_json,json=valueJson,proto3" json:"value_json,omitempty"`
+	ValueJson *structpb.Value `protobuf:"bytes,6,opt,name=value_json,json=valueJson,proto3,oneof" json:"value_json,omitempty"`
 	Headers   []*Header       `protobuf:"bytes,7,rep,name=headers,proto3" json:"headers,omitempty"`
 	// Writes to this partition instead of the one the key picks.
 	Partition *int32 `protobuf:"varint,8,opt,name=partition,proto3,oneof" json:"partition,omitempty"`
@@ -506,7 +506,7 @@ type Message struct {
 	// request's value_format asks; none is set when the value is null.
 	ValueBytes []byte                 `protobuf:"bytes,5,opt,name=value_bytes,json=valueBytes,proto3,oneof" json:"value_bytes,omitempty"`
 	ValueText  *string                `protobuf:"bytes,6,opt,name=value_text,json=valueText,proto3,oneof" json:"value_text,omitempty"`
-	ValueJson  *structpb.Value        `protobuf:"bytes,7,opt,name=value_json,json=valueJson,proto3" json:"value_json,omitempty"`
+	ValueJson  *structpb.Value        `protobuf:"bytes,7,opt,name=value_json,json=valueJson,proto3,oneof" json:"value_json,omitempty"`
 	Headers    []*Header              `protobuf:"bytes,8,rep,name=headers,proto3" json:"headers,omitempty"`
 	Timestamp  *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
 	// How often this message was delivered, this delivery included.
@@ -2388,7 +2388,7 @@ const file_ferry_kafka_v1_kafka_proto_rawDesc = "" +
 	"\x1aferry/kafka/v1/kafka.proto\x12\x0eferry.kafka.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"0\n" +
 	"\x06Header\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value\"\xb2\x03\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\"\xc6\x03\n" +
 	"\x0eProduceRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05topic\x18\x02 \x01(\tR\x05topic\x12\x15\n" +
@@ -2396,17 +2396,18 @@ const file_ferry_kafka_v1_kafka_proto_rawDesc = "" +
 	"\vvalue_bytes\x18\x04 \x01(\fH\x01R\n" +
 	"valueBytes\x88\x01\x01\x12\"\n" +
 	"\n" +
-	"value_text\x18\x05 \x01(\tH\x02R\tvalueText\x88\x01\x01\x125\n" +
+	"value_text\x18\x05 \x01(\tH\x02R\tvalueText\x88\x01\x01\x12:\n" +
 	"\n" +
-	"value_json\x18\x06 \x01(\v2\x16.google.protobuf.ValueR\tvalueJson\x120\n" +
+	"value_json\x18\x06 \x01(\v2\x16.google.protobuf.ValueH\x03R\tvalueJson\x88\x01\x01\x120\n" +
 	"\aheaders\x18\a \x03(\v2\x16.ferry.kafka.v1.HeaderR\aheaders\x12!\n" +
-	"\tpartition\x18\b \x01(\x05H\x03R\tpartition\x88\x01\x01\x128\n" +
+	"\tpartition\x18\b \x01(\x05H\x04R\tpartition\x88\x01\x01\x128\n" +
 	"\ttimestamp\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\x12\x14\n" +
 	"\x05async\x18\n" +
 	" \x01(\bR\x05asyncB\x06\n" +
 	"\x04_keyB\x0e\n" +
 	"\f_value_bytesB\r\n" +
-	"\v_value_textB\f\n" +
+	"\v_value_textB\r\n" +
+	"\v_value_jsonB\f\n" +
 	"\n" +
 	"_partition\"\x81\x01\n" +
 	"\x0fProduceResponse\x12\x1c\n" +
@@ -2422,7 +2423,7 @@ const file_ferry_kafka_v1_kafka_proto_rawDesc = "" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x16\n" +
 	"\x06offset\x18\x03 \x01(\x03R\x06offset\x12\x12\n" +
 	"\x04code\x18\x04 \x01(\x05R\x04code\x12\x14\n" +
-	"\x05error\x18\x05 \x01(\tR\x05error\"\xa0\x03\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\"\xb4\x03\n" +
 	"\aMessage\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x16\n" +
@@ -2431,9 +2432,9 @@ const file_ferry_kafka_v1_kafka_proto_rawDesc = "" +
 	"\vvalue_bytes\x18\x05 \x01(\fH\x01R\n" +
 	"valueBytes\x88\x01\x01\x12\"\n" +
 	"\n" +
-	"value_text\x18\x06 \x01(\tH\x02R\tvalueText\x88\x01\x01\x125\n" +
+	"value_text\x18\x06 \x01(\tH\x02R\tvalueText\x88\x01\x01\x12:\n" +
 	"\n" +
-	"value_json\x18\a \x01(\v2\x16.google.protobuf.ValueR\tvalueJson\x120\n" +
+	"value_json\x18\a \x01(\v2\x16.google.protobuf.ValueH\x03R\tvalueJson\x88\x01\x01\x120\n" +
 	"\aheaders\x18\b \x03(\v2\x16.ferry.kafka.v1.HeaderR\aheaders\x128\n" +
 	"\ttimestamp\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\x12\x1e\n" +
 	"\n" +
@@ -2442,7 +2443,8 @@ const file_ferry_kafka_v1_kafka_proto_rawDesc = "" +
 	"deliveriesB\x06\n" +
 	"\x04_keyB\x0e\n" +
 	"\f_value_bytesB\r\n" +
-	"\v_value_text\"B\n" +
+	"\v_value_textB\r\n" +
+	"\v_value_json\"B\n" +
 	"\n" +
 	"MessageRef\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12\x16\n" +
