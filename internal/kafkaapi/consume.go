@@ -1256,6 +1256,9 @@ func (s *Service) SetOffsets(ctx context.Context, cluster, group, topic string, 
 	m := s.members[memberKey{c.Name(), group, topic}]
 	s.mu.Unlock()
 	if m != nil {
+		if err := m.checkOwners(ctx, adm, targets); err != nil {
+			return nil, err
+		}
 		if err := m.requestReset(ctx, targets); err == nil {
 			return targets, nil
 		} else if status.Code(err) != codes.Unavailable {
@@ -1271,6 +1274,56 @@ func (s *Service) SetOffsets(ctx context.Context, cluster, group, topic string, 
 		return nil, kafkaErr(fmt.Sprintf("committing offsets of group %q", group), err)
 	}
 	return targets, nil
+}
+
+// checkOwners refuses targets for partitions that another member of the
+// group is assigned: that member goes on from its own position and commits
+// over the new offset, so setting it here would not last. (Kafka's own
+// tools refuse a reset while a group has members at all; Ferry applies it
+// to the partitions its member holds.) The check reads the group's
+// assignment from Kafka, so a rebalance in between can still slip past it.
+func (m *member) checkOwners(ctx context.Context, adm *kadm.Client, targets []OffsetTarget) error {
+	m.mu.Lock()
+	var foreign []int32
+	for _, t := range targets {
+		if m.parts[t.Partition] == nil {
+			foreign = append(foreign, t.Partition)
+		}
+	}
+	m.mu.Unlock()
+	if len(foreign) == 0 {
+		return nil
+	}
+	self, _ := m.cl.GroupMetadata()
+	infos, err := describeGroups(ctx, adm, []string{m.key.group})
+	if err != nil {
+		return kafkaErr(fmt.Sprintf("describing group %q", m.key.group), err)
+	}
+	var owners []string
+	var taken []int32
+	for _, mem := range infos[m.key.group].Members {
+		if mem.MemberID == self {
+			continue
+		}
+		var theirs []int32
+		for _, p := range mem.Assigned[m.key.topic] {
+			if slices.Contains(foreign, p) {
+				theirs = append(theirs, p)
+			}
+		}
+		if len(theirs) > 0 {
+			taken = append(taken, theirs...)
+			owners = append(owners, fmt.Sprintf("%v to member %s (client %q at %s)", theirs, mem.MemberID, mem.ClientID, mem.ClientHost))
+		}
+	}
+	if len(owners) == 0 {
+		return nil // nobody else holds them: this member commits them
+	}
+	slices.Sort(taken)
+	return status.Errorf(codes.FailedPrecondition,
+		"partitions %v of topic %q are assigned to other members of group %q (%s), which would go on from their own positions; "+
+			"nothing was changed: set those partitions' offsets through the Ferry instance consuming them, or stop the other consumers",
+		taken, m.key.topic, m.key.group, strings.Join(owners, "; "))
 }
 
 // requestReset has the poll goroutine apply targets between two polls.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -377,7 +378,10 @@ func TestEngineTwoInstancesSplitPartitions(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	produceN(t, a, topic, 40, -1)
+	ends := map[int32]int64{}
+	for _, r := range produceN(t, a, topic, 40, -1) {
+		ends[r.Partition] = max(ends[r.Partition], r.Offset+1)
+	}
 	// Both take until all 40 are acknowledged.
 	var mu sync.Mutex
 	seen := map[string]int{}
@@ -426,8 +430,56 @@ func TestEngineTwoInstancesSplitPartitions(t *testing.T) {
 	if g != 2 {
 		t.Fatalf("group members: %d, want 2", g)
 	}
+
+	// Offsets set through one instance for partitions the other holds
+	// would not last (the other goes on from its own position): refused,
+	// and nothing changes.
+	for p, end := range ends {
+		waitCommitted(t, group, topic, p, end, "")
+	}
+	ownA, ownB := a.owned(group, topic), b.owned(group, topic)
+	_, err = a.ResetOffsets(context.Background(), "", group, topic, time.Time{}, "earliest")
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), fmt.Sprint(ownB)) || !strings.Contains(err.Error(), "nothing was changed") {
+		t.Fatalf("resetting every partition through one instance: %v, want FAILED_PRECONDITION naming %v", err, ownB)
+	}
+	for p, end := range ends {
+		if at, _ := committed(t, group, topic, p); at != end {
+			t.Fatalf("after the refused reset partition %d is committed at %d, want %d", p, at, end)
+		}
+	}
+	noMore(t, sa, 300*time.Millisecond)
+	// Its own partitions it sets, and delivers their records again.
+	var targets []OffsetTarget
+	var again int
+	for _, p := range ownA {
+		targets = append(targets, OffsetTarget{Partition: p})
+		again += int(ends[p])
+	}
+	if _, err := a.SetOffsets(context.Background(), "", group, topic, targets); err != nil {
+		t.Fatalf("setting the partitions %v one instance holds: %v", ownA, err)
+	}
+	for _, m := range take(t, sa, again, 10*time.Second) {
+		if !slices.Contains(ownA, m.Partition) {
+			t.Fatalf("after rewinding %v, partition %d delivered again", ownA, m.Partition)
+		}
+	}
+	for _, p := range ownB {
+		if at, _ := committed(t, group, topic, p); at != ends[p] {
+			t.Fatalf("partition %d of the other instance is committed at %d, want %d", p, at, ends[p])
+		}
+	}
 	sa.Close(true)
 	sb.Close(true)
+}
+
+// owned lists the partitions this instance's member owns.
+func (s *Service) owned(group, topic string) []int32 {
+	s.mu.Lock()
+	m := s.members[memberKey{testClusterName, group, topic}]
+	s.mu.Unlock()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Sorted(slices.Values(m.order))
 }
 
 // ownedPartitions lists the partitions this instance's member owns.

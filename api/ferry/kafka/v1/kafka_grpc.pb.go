@@ -81,7 +81,9 @@ type KafkaClient interface {
 	GetOffsets(ctx context.Context, in *GetOffsetsRequest, opts ...grpc.CallOption) (*GetOffsetsResponse, error)
 	// SetOffsets moves a group's committed offsets: to given offsets, to the
 	// first record at or after a time, or to the start or end of the log. It
-	// takes effect at once for members Ferry runs.
+	// takes effect at once for the member this instance runs; partitions that
+	// another member of the group holds are FAILED_PRECONDITION, and nothing
+	// is changed.
 	SetOffsets(ctx context.Context, in *SetOffsetsRequest, opts ...grpc.CallOption) (*SetOffsetsResponse, error)
 	// ListClusters lists the configured clusters.
 	ListClusters(ctx context.Context, in *ListClustersRequest, opts ...grpc.CallOption) (*ListClustersResponse, error)
@@ -289,7 +291,9 @@ type KafkaServer interface {
 	GetOffsets(context.Context, *GetOffsetsRequest) (*GetOffsetsResponse, error)
 	// SetOffsets moves a group's committed offsets: to given offsets, to the
 	// first record at or after a time, or to the start or end of the log. It
-	// takes effect at once for members Ferry runs.
+	// takes effect at once for the member this instance runs; partitions that
+	// another member of the group holds are FAILED_PRECONDITION, and nothing
+	// is changed.
 	SetOffsets(context.Context, *SetOffsetsRequest) (*SetOffsetsResponse, error)
 	// ListClusters lists the configured clusters.
 	ListClusters(context.Context, *ListClustersRequest) (*ListClustersResponse, error)
