@@ -101,17 +101,13 @@ func (b *Broker) Client(t testing.TB, opts ...kgo.Opt) *kgo.Client {
 // configs (nil: the broker's defaults), failing t if it cannot.
 func (b *Broker) CreateTopic(t testing.TB, topic string, partitions int32, configs map[string]*string) {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(b.Seeds(t)...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	resp, err := kadm.NewClient(cl).CreateTopic(ctx, partitions, 1, configs, topic)
-	if err == nil {
-		err = resp.Err
-	}
+	err := b.admin(t, func(ctx context.Context, adm *kadm.Client) error {
+		resp, err := adm.CreateTopic(ctx, partitions, 1, configs, topic)
+		if err == nil {
+			err = resp.Err
+		}
+		return err
+	})
 	if err != nil {
 		t.Fatalf("creating topic %s: %v", topic, err)
 	}
@@ -127,27 +123,33 @@ func (b *Broker) Topic(t testing.TB, partitions int32, configs map[string]*strin
 	topic := Name(t, "topic")
 	b.CreateTopic(t, topic, partitions, configs)
 	if _, ok := t.(*testing.B); ok {
-		t.Cleanup(func() { b.deleteTopic(t, topic) })
+		t.Cleanup(func() {
+			err := b.admin(t, func(ctx context.Context, adm *kadm.Client) error {
+				resp, err := adm.DeleteTopic(ctx, topic)
+				if err == nil {
+					err = resp.Err
+				}
+				return err
+			})
+			if err != nil {
+				t.Errorf("deleting topic %s: %v", topic, err)
+			}
+		})
 	}
 	return topic
 }
 
-// deleteTopic deletes topic, failing t if it cannot.
-func (b *Broker) deleteTopic(t testing.TB, topic string) {
+// admin runs f with an admin client of the brokers, closed after it, and a
+// context that ends in 30 seconds.
+func (b *Broker) admin(t testing.TB, f func(context.Context, *kadm.Client) error) error {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(b.Seeds(t)...))
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	resp, err := kadm.NewClient(cl).DeleteTopic(ctx, topic)
-	if err == nil {
-		err = resp.Err
-	}
-	if err != nil {
-		t.Errorf("deleting topic %s: %v", topic, err)
-	}
+	return f(ctx, kadm.NewClient(cl))
 }
 
 // CheckLeaks fails t if goroutines started during the test outlive it and
