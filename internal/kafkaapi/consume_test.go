@@ -472,27 +472,22 @@ func TestEngineTwoInstancesSplitPartitions(t *testing.T) {
 	sb.Close(true)
 }
 
-// owned lists the partitions this instance's member owns.
+// owned lists the partitions this instance's member owns, ascending.
 func (s *Service) owned(group, topic string) []int32 {
 	s.mu.Lock()
 	m := s.members[memberKey{testClusterName, group, topic}]
 	s.mu.Unlock()
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return slices.Sorted(slices.Values(m.order))
-}
-
-// ownedPartitions lists the partitions this instance's member owns.
-func (s *Service) ownedPartitions(group, topic string) string {
-	s.mu.Lock()
-	m := s.members[memberKey{testClusterName, group, topic}]
-	s.mu.Unlock()
 	if m == nil {
-		return "[]"
+		return nil
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return fmt.Sprint(m.order)
+	return slices.Clone(m.order) // kept sorted
+}
+
+// ownedPartitions is owned as text: "[0 1]", "[]" when it owns none.
+func (s *Service) ownedPartitions(group, topic string) string {
+	return fmt.Sprint(s.owned(group, topic))
 }
 
 // describeGroupMembers counts the group's members.

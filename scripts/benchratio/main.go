@@ -117,19 +117,16 @@ func rateUnit(m map[string]float64) string {
 			units = append(units, u)
 		}
 	}
-	slices.SortFunc(units, func(a, b string) int {
-		if (a == "MB/s") != (b == "MB/s") {
-			if a == "MB/s" {
-				return 1
-			}
-			return -1
+	slices.Sort(units)
+	for _, u := range units {
+		if u != "MB/s" {
+			return u
 		}
-		return strings.Compare(a, b)
-	})
-	if len(units) == 0 {
-		return ""
 	}
-	return units[0]
+	if len(units) > 0 {
+		return units[0]
+	}
+	return ""
 }
 
 // report prints one table per group, paths in the order they first ran.
