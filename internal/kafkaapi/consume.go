@@ -338,6 +338,25 @@ type member struct {
 	dead       []deadLetter    // to write to the dead-letter topic, by flushDead
 	pollCancel context.CancelFunc
 	offers     []offer // unused offers, allocated in blocks by newOfferLocked
+	// kept holds what was acknowledged of partitions lost, or revoked
+	// while their last commit failed, until they are assigned again.
+	kept map[int32]*keptAcks
+}
+
+// keptAcks is what a member knew of a partition when it lost it without
+// committing (a broker outage, an expired session, a revoke whose commit
+// failed): its acknowledgements since the last commit. When the partition
+// comes back and its committed offset and metadata are still what this
+// member last committed, nobody moved it meanwhile, and the member goes on
+// from its own knowledge instead of delivering acknowledged messages again.
+// When they changed, another owner (or a SetOffsets) moved the partition:
+// its commit stands and these acknowledgements are dropped.
+type keptAcks struct {
+	committed     int64 // what this member last committed, -1 if nothing
+	committedMeta string
+	base          int64              // the first unsettled offset
+	acked         []sparseacks.Range // settled ranges beyond base
+	readHigh      int64              // see partState.readHigh
 }
 
 // configView is the consume configuration a member works with.
@@ -430,18 +449,18 @@ func (s *Service) newMember(c *kafka.Cluster, key memberKey, topicID [16]byte) (
 	if cc.Start == "latest" {
 		reset = kgo.NewOffset().AtEnd()
 	}
-	cl, err := c.NewClient(
+	cl, err := c.NewClient(append([]kgo.Opt{
 		kgo.ConsumerGroup(key.group),
 		kgo.ConsumeTopics(key.topic),
 		kgo.ConsumeResetOffset(reset),
 		kgo.SessionTimeout(cc.SessionTimeout),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
 		kgo.DisableAutoCommit(),
-		kgo.FetchMaxWait(500*time.Millisecond),
+		kgo.FetchMaxWait(500 * time.Millisecond),
 		kgo.OnPartitionsAssigned(m.onAssigned),
 		kgo.OnPartitionsRevoked(m.onRevoked),
 		kgo.OnPartitionsLost(m.onLost),
-	)
+	}, s.memberOpts...)...)
 	if err != nil {
 		m.cancel()
 		return nil, err
@@ -1054,6 +1073,17 @@ func (m *member) commitOffsets(ctx context.Context, offsets []OffsetTarget) erro
 // sparseMeta encodes the settled offsets beyond base, leaving out ranges
 // that would make the metadata too long.
 func (ps *partState) sparseMeta(base int64) string {
+	ranges := ps.ackedRanges(base)
+	meta := sparseacks.Encode(base, ranges)
+	for len(meta) > maxCommitMetadata && len(ranges) > 0 {
+		ranges = ranges[:len(ranges)*3/4]
+		meta = sparseacks.Encode(base, ranges)
+	}
+	return meta
+}
+
+// ackedRanges returns the settled offsets beyond base, ascending.
+func (ps *partState) ackedRanges(base int64) []sparseacks.Range {
 	var ranges []sparseacks.Range
 	prev := base
 	ps.unsettled.each(func(u int64) {
@@ -1071,13 +1101,7 @@ func (ps *partState) sparseMeta(base int64) string {
 	if ps.unsettled.len() == 0 {
 		ranges = nil
 	}
-	ranges = append(ranges, ps.preAcked...)
-	meta := sparseacks.Encode(base, ranges)
-	for len(meta) > maxCommitMetadata && len(ranges) > 0 {
-		ranges = ranges[:len(ranges)*3/4]
-		meta = sparseacks.Encode(base, ranges)
-	}
-	return meta
+	return append(ranges, ps.preAcked...)
 }
 
 // onAssigned starts tracking newly assigned partitions from their committed
@@ -1091,7 +1115,7 @@ func (m *member) onAssigned(ctx context.Context, cl *kgo.Client, assigned map[st
 	// franz-go keeps a partition paused across assignments; one this
 	// member paused before it lost the partition must read again.
 	cl.ResumeFetchPartitions(map[string][]int32{m.key.topic: parts})
-	committed := m.fetchCommitted(ctx, parts)
+	committed, fetched := m.fetchCommitted(ctx, parts)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, p := range parts {
@@ -1104,6 +1128,10 @@ func (m *member) onAssigned(ctx context.Context, cl *kgo.Client, assigned map[st
 				m.s.logger.Debug("commit metadata is not sparse acks; ignoring it", "partition", p, "metadata", c.Metadata, "error", err)
 			}
 		}
+		if k := m.kept[p]; k != nil {
+			delete(m.kept, p)
+			m.restoreLocked(ps, k, fetched)
+		}
 		m.parts[p] = ps
 	}
 	m.syncOrderLocked()
@@ -1111,8 +1139,25 @@ func (m *member) onAssigned(ctx context.Context, cl *kgo.Client, assigned map[st
 	m.s.logger.Info("partitions assigned", "cluster", m.key.cluster, "group", m.key.group, "topic", m.key.topic, "partitions", parts)
 }
 
-// fetchCommitted reads the group's committed offsets and metadata.
-func (m *member) fetchCommitted(ctx context.Context, parts []int32) map[int32]OffsetTarget {
+// restoreLocked has ps, a partition assigned again, go on from what this
+// member knew when it lost the partition, if nobody committed it since
+// (fetched says whether ps's commit was read at all).
+func (m *member) restoreLocked(ps *partState, k *keptAcks, fetched bool) {
+	attrs := []any{"cluster", m.key.cluster, "group", m.key.group, "topic", m.key.topic, "partition", ps.partition}
+	if !fetched || ps.committed != k.committed || ps.committedMeta != k.committedMeta || k.base < ps.committed {
+		m.s.logger.Warn("partition came back moved by another member or an offset change; the acknowledgements made here before it was lost and not committed are dropped, so those messages are delivered again",
+			append(attrs, "committed", ps.committed, "kept_committed", k.committed, "commit_read", fetched)...)
+		return
+	}
+	ps.next, ps.preAcked, ps.readHigh = k.base, k.acked, k.readHigh
+	ps.dirty = true // commit what was kept at the next tick
+	m.s.logger.Info("partition came back unchanged; going on from the acknowledgements made before it was lost",
+		append(attrs, "offset", k.base, "acked", sparseacks.Human(k.acked))...)
+}
+
+// fetchCommitted reads the group's committed offsets and metadata; ok is
+// false when it could not (none is then taken for no commit).
+func (m *member) fetchCommitted(ctx context.Context, parts []int32) (out map[int32]OffsetTarget, ok bool) {
 	req := kmsg.NewPtrOffsetFetchRequest()
 	req.Group = m.key.group
 	t := kmsg.NewOffsetFetchRequestTopic()
@@ -1127,7 +1172,7 @@ func (m *member) fetchCommitted(ctx context.Context, parts []int32) map[int32]Of
 	gt.Partitions = parts
 	g.Topics = append(g.Topics, gt)
 	req.Groups = append(req.Groups, g)
-	out := map[int32]OffsetTarget{}
+	out = map[int32]OffsetTarget{}
 	for attempt := 0; ; attempt++ {
 		resp, err := req.RequestWith(ctx, m.cl)
 		if err == nil {
@@ -1151,13 +1196,13 @@ func (m *member) fetchCommitted(ctx context.Context, parts []int32) map[int32]Of
 					}
 				}
 			}
-			return out
+			return out, true
 		}
 		if ctx.Err() != nil || attempt == 4 {
 			// Without the committed metadata the sparse acks are lost:
 			// those messages are delivered again (at least once).
 			m.s.logger.Warn("reading committed offsets failed; acknowledged messages beyond them may be delivered again", "group", m.key.group, "topic", m.key.topic, "error", err)
-			return out
+			return out, false
 		}
 		time.Sleep(time.Duration(attempt+1) * 100 * time.Millisecond)
 	}
@@ -1178,28 +1223,47 @@ func (m *member) onRevoked(ctx context.Context, cl *kgo.Client, revoked map[stri
 		return
 	}
 	if err := m.commit(ctx, parts); err != nil {
-		m.s.logger.Warn("committing revoked partitions failed; their acknowledged messages may be delivered again",
+		m.s.logger.Warn("committing revoked partitions failed; their acknowledgements are kept in case they come back, else their next owner delivers those messages again",
 			"group", m.key.group, "topic", m.key.topic, "partitions", parts, "error", err)
+		m.forget(parts, true)
+		return
 	}
-	m.forget(parts)
+	m.forget(parts, false)
 }
 
-// onLost forgets partitions without committing: another member may own
-// them already.
+// onLost forgets partitions without committing, since another member may
+// own them already, but keeps their acknowledgements for when they come
+// back (a broker outage, a session that expired).
 func (m *member) onLost(ctx context.Context, cl *kgo.Client, lost map[string][]int32) {
 	if parts := lost[m.key.topic]; len(parts) > 0 {
-		m.s.logger.Warn("partitions lost", "group", m.key.group, "topic", m.key.topic, "partitions", parts)
-		m.forget(parts)
+		m.s.logger.Warn("partitions lost; their acknowledgements are kept in case they come back", "group", m.key.group, "topic", m.key.topic, "partitions", parts)
+		m.forget(parts, true)
 	}
 }
 
-func (m *member) forget(parts []int32) {
+// forget drops partitions the member no longer owns; with keep, what was
+// acknowledged of them and not committed is kept (see keptAcks).
+func (m *member) forget(parts []int32, keep bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, p := range parts {
 		ps := m.parts[p]
 		if ps == nil {
 			continue
+		}
+		delete(m.kept, p)
+		if keep && ps.next >= 0 {
+			if m.kept == nil {
+				m.kept = map[int32]*keptAcks{}
+			}
+			base := ps.base()
+			m.kept[p] = &keptAcks{
+				committed:     ps.committed,
+				committedMeta: ps.committedMeta,
+				base:          base,
+				acked:         ps.ackedRanges(base),
+				readHigh:      ps.readHigh,
+			}
 		}
 		for _, o := range ps.offers {
 			m.dropOfferLocked(ps, o)

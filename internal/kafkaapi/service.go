@@ -40,6 +40,10 @@ type Service struct {
 	closed  bool
 
 	wg sync.WaitGroup // every member's goroutines
+
+	// memberOpts are added to every member's client options: a seam for
+	// tests, which cut a member off its brokers with a dialer of theirs.
+	memberOpts []kgo.Opt
 }
 
 // New returns a Service over clusters; names lists them in configured order,

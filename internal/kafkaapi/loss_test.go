@@ -1,0 +1,171 @@
+package kafkaapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/ferryproxy/ferry/internal/testkit"
+)
+
+// cutter dials Kafka for a member's client and can cut it off: every open
+// connection is closed and new ones fail, as in a broker outage or a
+// network partition, until it is joined again.
+type cutter struct {
+	mu    sync.Mutex
+	cut   bool
+	conns []net.Conn
+}
+
+func (c *cutter) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cut {
+		return nil, errors.New("cut off from Kafka by the test")
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, network, addr)
+	if err == nil {
+		c.conns = append(c.conns, conn)
+	}
+	return conn, err
+}
+
+func (c *cutter) set(cut bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cut = cut
+	if cut {
+		for _, conn := range c.conns {
+			_ = conn.Close()
+		}
+		c.conns = nil
+	}
+}
+
+// waitOwned waits until the instance's member owns want ("[0]", "[]").
+func waitOwned(t testing.TB, s *Service, group, topic, want string, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for s.ownedPartitions(group, topic) != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("owned partitions %s after %v, want %s", s.ownedPartitions(group, topic), d, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestEngineAcksSurvivePartitionLoss cuts a member off Kafka until it
+// loses its partition (its heartbeats fail for the session timeout, as in
+// a broker outage), with acknowledgements not yet committed, then lets it
+// back: it gets the partition again, nobody else committed meanwhile, so
+// no acknowledged message may be delivered again, and what was not
+// acknowledged must be.
+func TestEngineAcksSurvivePartitionLoss(t *testing.T) {
+	cfg := engineConfig()
+	cfg.Consume.CommitInterval = time.Hour // nothing committed before the loss
+	cfg.Consume.SessionTimeout = 6 * time.Second
+	s := startEngine(t, cfg)
+	cut := &cutter{}
+	s.memberOpts = []kgo.Opt{kgo.Dialer(cut.dial)}
+	topic := kit.Topic(t, 1, nil)
+	group := testkit.Name(t, "group")
+	produceN(t, s, topic, 10, 0)
+
+	ss, err := s.Open(context.Background(), "", group, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ss.Close(true)
+	acked := map[int64]bool{}
+	for _, m := range take(t, ss, 10, 30*time.Second) {
+		if m.Offset%3 == 2 { // 2, 5, 8 stay unacknowledged
+			continue
+		}
+		if err := ss.Ack(m.Partition, m.Offset); err != nil {
+			t.Fatal(err)
+		}
+		acked[m.Offset] = true
+	}
+
+	cut.set(true)
+	waitOwned(t, s, group, topic, "[]", 60*time.Second)
+	cut.set(false)
+	waitOwned(t, s, group, topic, "[0]", 60*time.Second)
+
+	// The unacknowledged ones come again (their offers ended with the
+	// loss), and nothing else.
+	var got []int64
+	for _, m := range take(t, ss, 3, 30*time.Second) {
+		if acked[m.Offset] {
+			t.Fatalf("acknowledged offset %d delivered again (got %v so far)", m.Offset, append(got, m.Offset))
+		}
+		got = append(got, m.Offset)
+		if err := ss.Ack(m.Partition, m.Offset); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if fmt.Sprint(got) != "[2 5 8]" {
+		t.Fatalf("delivered again %v, want [2 5 8]", got)
+	}
+	noMore(t, ss, time.Second)
+	ss.Close(true)
+	s.Close() // commits on leaving
+	waitCommitted(t, group, topic, 0, 10, "")
+}
+
+// TestEngineLostAcksYieldToNewerCommit: a member cut off loses its
+// partition and its session expires; while it is away the group's offset
+// is set elsewhere. When the partition comes back, that commit stands: the
+// member must not go on from (nor commit) what it kept.
+func TestEngineLostAcksYieldToNewerCommit(t *testing.T) {
+	cfg := engineConfig()
+	cfg.Consume.CommitInterval = time.Hour
+	cfg.Consume.SessionTimeout = 6 * time.Second
+	s := startEngine(t, cfg)
+	cut := &cutter{}
+	s.memberOpts = []kgo.Opt{kgo.Dialer(cut.dial)}
+	topic := kit.Topic(t, 1, nil)
+	group := testkit.Name(t, "group")
+	produceN(t, s, topic, 6, 0)
+
+	ss, err := s.Open(context.Background(), "", group, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ss.Close(true)
+	for _, m := range take(t, ss, 6, 30*time.Second) {
+		if err := ss.Ack(m.Partition, m.Offset); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cut.set(true)
+	waitOwned(t, s, group, topic, "[]", 60*time.Second)
+	// Once the session expired the group is empty, and a commit from
+	// outside it is accepted.
+	adm := kadm.NewClient(kit.Client(t))
+	eventually(t, 60*time.Second, func() error {
+		var os kadm.Offsets
+		os.Add(kadm.Offset{Topic: topic, Partition: 0, At: 1, LeaderEpoch: -1})
+		resp, err := adm.CommitOffsets(context.Background(), group, os)
+		if err == nil {
+			err = resp.Error()
+		}
+		return err
+	})
+	cut.set(false)
+	waitOwned(t, s, group, topic, "[0]", 60*time.Second)
+	if m := take(t, ss, 1, 30*time.Second)[0]; m.Offset != 1 {
+		t.Fatalf("after the partition came back got offset %d first, want 1 (the newer commit)", m.Offset)
+	}
+	if at, meta := committed(t, group, topic, 0); at != 1 || meta != "" {
+		t.Fatalf("committed %d %q after the partition came back, want the newer commit 1", at, meta)
+	}
+}
