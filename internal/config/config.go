@@ -373,6 +373,11 @@ type APIConsume struct {
 	// MaxWaitingPolls bounds the polls waiting at once for one group and
 	// topic; more get RESOURCE_EXHAUSTED.
 	MaxWaitingPolls int `yaml:"max_waiting_polls"`
+	// MaxGroupMembers bounds the consumer group members (one per cluster,
+	// group and topic in use, each a Kafka client with its connections)
+	// this instance runs at once; a request needing one more gets
+	// RESOURCE_EXHAUSTED.
+	MaxGroupMembers int `yaml:"max_group_members"`
 }
 
 // Log configures logging.
@@ -407,6 +412,7 @@ func Default() Config {
 				CommitInterval:          500 * time.Millisecond,
 				SessionTimeout:          45 * time.Second,
 				MaxWaitingPolls:         10000,
+				MaxGroupMembers:         100,
 			},
 		},
 		Replies: Replies{Lookback: 5 * time.Minute, MaxCachedBytes: 64 << 20, MaxBufferedPerCall: 1024},

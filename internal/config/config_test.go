@@ -22,6 +22,9 @@ func TestBadConfigs(t *testing.T) {
 			`kafka-api-dlq.bad.yaml:4: kafka_api.consume.max_deliveries: needs kafka_api.consume.dead_letter_topic`,
 			`kafka-api-dlq.bad.yaml:5: kafka_api.consume.start: "oldest" is not a position: use earliest or latest`,
 		},
+		"kafka-api-members.bad.yaml": {
+			`kafka-api-members.bad.yaml:4: kafka_api.consume.max_group_members: 0 is out of range: from 1 to 10000`,
+		},
 		"kafka-api-dlq-name.bad.yaml": {
 			`kafka-api-dlq-name.bad.yaml:5: kafka_api.consume.dead_letter_topic: "dead letters/{topic}" is not a Kafka topic name`,
 		},

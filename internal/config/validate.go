@@ -185,6 +185,9 @@ func (v *validator) kafkaAPI() {
 			v.errf("kafka_api.consume."+n.key, "must be at least 1")
 		}
 	}
+	if c.MaxGroupMembers < 1 || c.MaxGroupMembers > maxGroupMembers {
+		v.errf("kafka_api.consume.max_group_members", "%d is out of range: from 1 to %d", c.MaxGroupMembers, maxGroupMembers)
+	}
 	switch {
 	case c.MaxDeliveries < 0:
 		v.errf("kafka_api.consume.max_deliveries", "must not be negative (0 delivers until acknowledged)")
@@ -197,6 +200,11 @@ func (v *validator) kafkaAPI() {
 		v.errf("kafka_api.consume.dead_letter_topic", "%q is not a Kafka topic name: use letters, digits, '.', '_' and '-', with {topic} and {group} for the message's topic and group", c.DeadLetterTopic)
 	}
 }
+
+// maxGroupMembers is the most kafka_api.consume.max_group_members allows:
+// every member holds a few connections, so far more would run out of file
+// descriptors anyway.
+const maxGroupMembers = 10000
 
 // validTopic reports whether name is a legal Kafka topic name.
 func validTopic(name string) bool {

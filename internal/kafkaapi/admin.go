@@ -42,6 +42,9 @@ func (s *Service) ListTopics(ctx context.Context, cluster string, internal bool)
 // DescribeTopic reports a topic's partitions and, with configs set, its
 // configuration. An unknown topic is NOT_FOUND.
 func (s *Service) DescribeTopic(ctx context.Context, cluster, topic string, configs bool) (TopicInfo, error) {
+	if err := CheckTopic(topic); err != nil {
+		return TopicInfo{}, err
+	}
 	adm, c, err := s.admin(cluster)
 	if err != nil {
 		return TopicInfo{}, err
@@ -115,8 +118,8 @@ func (s *Service) ListGroups(ctx context.Context, cluster string) ([]string, err
 // DescribeGroup reports a group's state and members with their assigned
 // partitions. An unknown group is NOT_FOUND.
 func (s *Service) DescribeGroup(ctx context.Context, cluster, group string) (GroupInfo, error) {
-	if group == "" {
-		return GroupInfo{}, status.Error(codes.InvalidArgument, "a group is required")
+	if err := CheckGroup(group); err != nil {
+		return GroupInfo{}, err
 	}
 	adm, c, err := s.admin(cluster)
 	if err != nil {
@@ -137,6 +140,9 @@ func (s *Service) DescribeGroup(ctx context.Context, cluster, group string) (Gro
 // (only group, when it is not empty) to those members and their partitions
 // of the topic.
 func (s *Service) TopicConsumers(ctx context.Context, cluster, topic, group string) (map[string]map[string][]int32, error) {
+	if err := CheckTopic(topic); err != nil {
+		return nil, err
+	}
 	adm, c, err := s.admin(cluster)
 	if err != nil {
 		return nil, err
@@ -202,8 +208,8 @@ func mayConsume(g kadm.ListedGroup) bool {
 
 // GetOffsets reports every partition of topic for group.
 func (s *Service) GetOffsets(ctx context.Context, cluster, group, topic string) ([]PartitionOffsets, error) {
-	if group == "" {
-		return nil, status.Error(codes.InvalidArgument, "a group is required")
+	if err := checkTopicGroup(topic, group); err != nil {
+		return nil, err
 	}
 	adm, c, err := s.admin(cluster)
 	if err != nil {
@@ -276,8 +282,8 @@ func (s *Service) GetOffsets(ctx context.Context, cluster, group, topic string) 
 
 // lookupTopic returns topic's metadata; an unknown topic is NOT_FOUND.
 func lookupTopic(ctx context.Context, adm *kadm.Client, c *kafka.Cluster, topic string) (kadm.TopicDetail, error) {
-	if topic == "" {
-		return kadm.TopicDetail{}, status.Error(codes.InvalidArgument, "a topic is required")
+	if err := CheckTopic(topic); err != nil {
+		return kadm.TopicDetail{}, err
 	}
 	td, err := topicMetadata(ctx, adm, topic)
 	if errors.Is(err, kerr.UnknownTopicOrPartition) {

@@ -33,7 +33,10 @@ const maxCommitMetadata = 4000
 // and returns a session to take messages from. An unknown topic is
 // NOT_FOUND.
 func (s *Service) Open(ctx context.Context, cluster, group, topic string) (*Session, error) {
-	if err := requireTopicGroup(topic, group); err != nil {
+	if err := checkTopicGroup(topic, group); err != nil {
+		return nil, err
+	}
+	if err := s.checkDeadLetterTopic(group, topic); err != nil {
 		return nil, err
 	}
 	c, err := s.cluster(cluster)
@@ -86,6 +89,12 @@ func (s *Service) join(ctx context.Context, c *kafka.Cluster, key memberKey) (*m
 	if m := s.members[key]; m != nil {
 		return m, nil
 	}
+	if limit := s.maxMembers(); s.live >= limit {
+		return nil, status.Errorf(codes.ResourceExhausted,
+			"this Ferry instance runs %d consumer group members, its limit (kafka_api.consume.max_group_members), and consuming topic %q in group %q needs one more; "+
+				"retry once an idle member left (after kafka_api.consume.subscription_timeout, %v, without use), or raise the limit",
+			s.live, key.topic, key.group, s.cfg.Consume.SubscriptionTimeout)
+	}
 	m, err := s.newMember(c, key, td.ID)
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
@@ -95,15 +104,36 @@ func (s *Service) join(ctx context.Context, c *kafka.Cluster, key memberKey) (*m
 	return m, nil
 }
 
-// requireTopicGroup checks the names every consuming call needs.
-func requireTopicGroup(topic, group string) error {
-	if topic == "" {
-		return status.Error(codes.InvalidArgument, "topic is required")
+// maxMembers is kafka_api.consume.max_group_members, or its default when
+// a configuration built by hand left it unset.
+func (s *Service) maxMembers() int {
+	if n := s.cfg.Consume.MaxGroupMembers; n > 0 {
+		return n
 	}
-	if group == "" {
-		return status.Error(codes.InvalidArgument, "group is required")
+	return defaultMaxGroupMembers
+}
+
+// defaultMaxGroupMembers is config.Default's max_group_members.
+const defaultMaxGroupMembers = 100
+
+// checkDeadLetterTopic refuses a group whose name makes the dead-letter
+// topic (kafka_api.consume.dead_letter_topic with {group} replaced) a name
+// Kafka does not allow: its messages could never be moved there.
+func (s *Service) checkDeadLetterTopic(group, topic string) error {
+	cc := s.cfg.Consume
+	if cc.MaxDeliveries <= 0 || cc.DeadLetterTopic == "" {
+		return nil
+	}
+	dlt := deadLetterTopic(cc.DeadLetterTopic, topic, group)
+	if err := CheckTopic(dlt); err != nil {
+		return status.Errorf(codes.InvalidArgument, "group %q makes the dead-letter topic (kafka_api.consume.dead_letter_topic) %s", group, status.Convert(err).Message())
 	}
 	return nil
+}
+
+// deadLetterTopic is the dead-letter topic of group's messages of topic.
+func deadLetterTopic(pattern, topic, group string) string {
+	return strings.NewReplacer("{topic}", topic, "{group}", group).Replace(pattern)
 }
 
 // Ack acknowledges a delivered message without a session (Ack calls).
@@ -118,7 +148,7 @@ func (s *Service) Ack(ctx context.Context, cluster, group, topic string, partiti
 // local returns this instance's member for (cluster, group, topic), or
 // FAILED_PRECONDITION when it has none.
 func (s *Service) local(cluster, group, topic string) (*member, error) {
-	if err := requireTopicGroup(topic, group); err != nil {
+	if err := checkTopicGroup(topic, group); err != nil {
 		return nil, err
 	}
 	c, err := s.cluster(cluster)
@@ -427,15 +457,14 @@ func (s *Service) newMember(c *kafka.Cluster, key memberKey, topicID [16]byte) (
 		key:     key,
 		topicID: topicID,
 		cfg: configView{
-			ackTimeout:     cc.AckTimeout,
-			maxUnacked:     cc.MaxUnackedPerPartition,
-			maxBuffered:    cc.MaxBufferedPerPartition,
-			maxDeliveries:  cc.MaxDeliveries,
-			commitInterval: cc.CommitInterval,
-			idleTimeout:    cc.SubscriptionTimeout,
-			maxWaiting:     cc.MaxWaitingPolls,
-			deadLetterTopic: strings.NewReplacer("{topic}", key.topic, "{group}", key.group).
-				Replace(cc.DeadLetterTopic),
+			ackTimeout:      cc.AckTimeout,
+			maxUnacked:      cc.MaxUnackedPerPartition,
+			maxBuffered:     cc.MaxBufferedPerPartition,
+			maxDeliveries:   cc.MaxDeliveries,
+			commitInterval:  cc.CommitInterval,
+			idleTimeout:     cc.SubscriptionTimeout,
+			maxWaiting:      cc.MaxWaitingPolls,
+			deadLetterTopic: deadLetterTopic(cc.DeadLetterTopic, key.topic, key.group),
 		},
 		done:     make(chan struct{}),
 		ready:    make(chan struct{}),
@@ -471,8 +500,16 @@ func (s *Service) newMember(c *kafka.Cluster, key memberKey, topicID [16]byte) (
 	wg.Add(2)
 	go func() { defer wg.Done(); m.pollLoop() }()
 	go func() { defer wg.Done(); m.tickLoop() }()
+	s.live++ // under s.mu, held by join
 	s.wg.Add(1)
-	go func() { defer s.wg.Done(); wg.Wait(); close(m.done) }()
+	go func() {
+		defer s.wg.Done()
+		wg.Wait()
+		s.mu.Lock()
+		s.live--
+		s.mu.Unlock()
+		close(m.done)
+	}()
 	return m, nil
 }
 
@@ -1289,7 +1326,7 @@ func (m *member) syncOrderLocked() {
 // instance is a member of, it takes effect at once: the member drops what
 // it had read of those partitions and reads on from the new offsets.
 func (s *Service) SetOffsets(ctx context.Context, cluster, group, topic string, targets []OffsetTarget) ([]OffsetTarget, error) {
-	if err := requireTopicGroup(topic, group); err != nil {
+	if err := checkTopicGroup(topic, group); err != nil {
 		return nil, err
 	}
 	if len(targets) == 0 {
@@ -1316,6 +1353,9 @@ func (s *Service) SetOffsets(ctx context.Context, cluster, group, topic string, 
 		}
 		seen[t.Partition] = true
 	}
+	if err := checkInRange(ctx, adm, c, topic, targets); err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	m := s.members[memberKey{c.Name(), group, topic}]
 	s.mu.Unlock()
@@ -1338,6 +1378,48 @@ func (s *Service) SetOffsets(ctx context.Context, cluster, group, topic string, 
 		return nil, kafkaErr(fmt.Sprintf("committing offsets of group %q", group), err)
 	}
 	return targets, nil
+}
+
+// checkInRange refuses targets outside their partition's log, from its
+// first offset to its end (the next offset to be written). Past the end,
+// the member's fetch is out of range and franz-go resets it to
+// kafka_api.consume.start, below the position the member expects, so the
+// partition would deliver nothing, new records included, until it caught
+// up; before the start, the records are gone. Refusing, rather than
+// clamping, keeps a client from believing it moved where it did not.
+func checkInRange(ctx context.Context, adm *kadm.Client, c *kafka.Cluster, topic string, targets []OffsetTarget) error {
+	on := fmt.Sprintf("of topic %q on cluster %q", topic, c.Name())
+	starts, err := adm.ListStartOffsets(ctx, topic)
+	if err == nil {
+		err = starts.Error()
+	}
+	if err != nil {
+		return kafkaErr("listing the start offsets "+on, err)
+	}
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return kafkaErr("listing the end offsets "+on, err)
+	}
+	var bad []string
+	for _, t := range targets {
+		start, ok1 := starts.Lookup(topic, t.Partition)
+		end, ok2 := ends.Lookup(topic, t.Partition)
+		if !ok1 || !ok2 {
+			return status.Errorf(codes.Unavailable, "listing the offsets %s: partition %d missing from the answer", on, t.Partition)
+		}
+		if t.Offset < start.Offset || t.Offset > end.Offset {
+			bad = append(bad, fmt.Sprintf("offset %d of partition %d is outside %d to %d", t.Offset, t.Partition, start.Offset, end.Offset))
+		}
+	}
+	if len(bad) > 0 {
+		return status.Errorf(codes.InvalidArgument,
+			"%s (topic %q): an offset must be from the partition's first offset to its end, the next offset to be written (GetOffsets shows both); nothing was changed",
+			strings.Join(bad, "; "), topic)
+	}
+	return nil
 }
 
 // checkOwners refuses targets for partitions that another member of the
@@ -1470,6 +1552,9 @@ func (m *member) applyReset(targets []OffsetTarget) error {
 // to position "earliest" or "latest". Like SetOffsets it takes effect at
 // once for members this instance runs.
 func (s *Service) ResetOffsets(ctx context.Context, cluster, group, topic string, at time.Time, position string) ([]OffsetTarget, error) {
+	if err := checkTopicGroup(topic, group); err != nil {
+		return nil, err
+	}
 	adm, c, err := s.admin(cluster)
 	if err != nil {
 		return nil, err

@@ -48,8 +48,8 @@ func (s *Service) ProduceAsync(cluster, topic string, r Record, done func(Result
 // produceAsync is ProduceAsync; with try, a full producer buffer fails the
 // record at once (kgo.ErrMaxBuffered) instead of blocking.
 func (s *Service) produceAsync(cluster, topic string, r Record, done func(Result, error), try bool) error {
-	if topic == "" {
-		return status.Error(codes.InvalidArgument, "topic is required")
+	if err := CheckTopic(topic); err != nil {
+		return err
 	}
 	c, p, err := s.producer(cluster)
 	if err != nil {

@@ -37,7 +37,11 @@ type Service struct {
 	mu      sync.Mutex
 	admins  map[string]*kgo.Client // one shared client per cluster for admin requests
 	members map[memberKey]*member
-	closed  bool
+	// live counts the members started and not yet ended, those leaving
+	// included: each holds a Kafka client and its connections until it
+	// ended, so this is what kafka_api.consume.max_group_members bounds.
+	live   int
+	closed bool
 
 	wg sync.WaitGroup // every member's goroutines
 
