@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -25,6 +26,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 
 	kafkav1 "github.com/ferryproxy/ferry/api/ferry/kafka/v1"
+	"github.com/ferryproxy/ferry/internal/kafkaapi/reqbody"
 )
 
 // NewRESTHandler serves the REST/JSON bindings of ferry.kafka.v1.Kafka
@@ -64,7 +66,7 @@ func NewRESTHandler(srv *grpc.Server, maxBody int64) (http.Handler, error) {
 		vanguard.WithNoTargetCompression(),
 	)
 	tc, err := vanguard.NewTranscoder([]*vanguard.Service{svc},
-		vanguard.WithCodec(func(res vanguard.TypeResolver) vanguard.Codec { return jsonCodec{vanguard.NewJSONCodec(res)} }),
+		vanguard.WithCodec(newJSONCodec),
 		vanguard.WithUnknownHandler(http.HandlerFunc(notFound)))
 	if err != nil {
 		return nil, fmt.Errorf("building the REST transcoder for %s: %w", name, err)
@@ -88,31 +90,46 @@ func NewRESTHandler(srv *grpc.Server, maxBody int64) (http.Handler, error) {
 }
 
 // limitBody answers a request body over max bytes with 413 and the error
-// JSON of every other answer. It reads the body first (at most max + 1
-// bytes; a unary call's body is read whole anyway): given a reader that
-// fails part-way, vanguard would answer UNAVAILABLE.
+// JSON of every other answer. It reads the body first, decoded as its
+// Content-Encoding says (a unary call's body is read whole anyway), so the
+// limit holds for what the body expands to: vanguard would decompress a
+// gzip body without any bound. Given a reader that fails part-way, vanguard
+// would also answer UNAVAILABLE rather than the client's error.
 func limitBody(next http.Handler, max int64) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Body != nil && r.Body != http.NoBody {
-			body, err := io.ReadAll(io.LimitReader(r.Body, max+1))
-			if err == nil && int64(len(body)) > max {
+			body, err := reqbody.Read(r, max)
+			var tooLarge *reqbody.TooLargeError
+			var unsupported *reqbody.UnsupportedEncodingError
+			switch {
+			case errors.As(err, &tooLarge):
 				writeStatusCode(w, http.StatusRequestEntityTooLarge,
-					status.Newf(codes.ResourceExhausted, "the request body is over %d bytes (listeners.http.max_request_body_size)", max))
+					status.Newf(codes.ResourceExhausted, "the request body is over %d bytes, counted decompressed (listeners.http.max_request_body_size)", max))
+				return
+			case errors.As(err, &unsupported):
+				writeStatusCode(w, http.StatusUnsupportedMediaType, status.New(codes.InvalidArgument, unsupported.Error()))
+				return
+			case err != nil:
+				writeStatus(w, status.New(codes.InvalidArgument, err.Error()))
 				return
 			}
-			if err != nil {
-				writeStatus(w, status.Newf(codes.InvalidArgument, "reading the request body: %v", err))
-				return
-			}
-			r.Body = io.NopCloser(bytes.NewReader(body))
+			reqbody.Replace(r, body)
 		}
 		next.ServeHTTP(w, r)
 	})
 }
 
 // jsonCodec is vanguard's JSON codec, but a body it cannot decode is the
-// client's error, INVALID_ARGUMENT (HTTP 400), not vanguard's UNKNOWN (500).
+// client's error, INVALID_ARGUMENT (HTTP 400), not vanguard's UNKNOWN (500),
+// and so is a field the request does not have: vanguard would drop it, and
+// a misspelt {"valueTxt":"x"} would write a null value.
 type jsonCodec struct{ *vanguard.JSONCodec }
+
+func newJSONCodec(res vanguard.TypeResolver) vanguard.Codec {
+	c := vanguard.NewJSONCodec(res)
+	c.UnmarshalOptions.DiscardUnknown = false
+	return jsonCodec{c}
+}
 
 func (c jsonCodec) Unmarshal(data []byte, msg proto.Message) error {
 	return badBody(c.JSONCodec.Unmarshal(data, msg))

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ferryproxy/ferry/api/kafkapixy"
+	"github.com/ferryproxy/ferry/internal/kafkaapi/reqbody"
 )
 
 // kafkaHeaderPrefix marks the HTTP headers that become record headers, in
@@ -62,7 +63,9 @@ func NewHandler(srv *Server, maxBody int64) http.Handler {
 	for _, rt := range routes {
 		serve := rt.serve
 		fn := func(w http.ResponseWriter, r *http.Request) {
-			r.Body = http.MaxBytesReader(w, r.Body, h.maxBody)
+			if !h.decodeBody(w, r) {
+				return
+			}
 			serve(h, w, r)
 		}
 		for _, p := range []string{rt.path, "/clusters/{cluster}" + rt.path} {
@@ -87,6 +90,33 @@ func NewHandler(srv *Server, maxBody int64) http.Handler {
 		writeJSON(w, http.StatusNotFound, errorRs{fmt.Sprintf("no such path %s", r.URL.Path)})
 	})
 	return mux
+}
+
+// decodeBody limits r's body to maxBody bytes. A compressed body
+// (Content-Encoding: gzip) is decompressed first, within the same limit
+// counted decompressed, so the handlers read the message itself. It
+// answers and returns false when the body is refused.
+func (h *handler) decodeBody(w http.ResponseWriter, r *http.Request) bool {
+	if !reqbody.Encoded(r) {
+		r.Body = http.MaxBytesReader(w, r.Body, h.maxBody)
+		return true
+	}
+	body, err := reqbody.Read(r, h.maxBody)
+	var tooLarge *reqbody.TooLargeError
+	var unsupported *reqbody.UnsupportedEncodingError
+	switch {
+	case errors.As(err, &tooLarge):
+		writeJSON(w, http.StatusRequestEntityTooLarge, errorRs{fmt.Sprintf("request body is larger than %d bytes, counted decompressed", tooLarge.Limit)})
+		return false
+	case errors.As(err, &unsupported):
+		writeJSON(w, http.StatusUnsupportedMediaType, errorRs{unsupported.Error()})
+		return false
+	case err != nil:
+		writeJSON(w, http.StatusBadRequest, errorRs{err.Error()})
+		return false
+	}
+	reqbody.Replace(r, body)
+	return true
 }
 
 // errorRs is every error answer.
@@ -449,7 +479,12 @@ func (h *handler) setOffsets(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var views []partitionOffsetView
-	if err := json.NewDecoder(r.Body).Decode(&views); err != nil {
+	// A misspelt field would otherwise be dropped: {"ofset": 5} would
+	// move the partition to offset 0. The fields GET answers with are
+	// known, so its answer can be sent back as it is.
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&views); err != nil {
 		badRequest(w, fmt.Errorf("reading the offsets, a JSON array of {\"partition\",\"offset\",\"metadata\"}: %w", err))
 		return
 	}
