@@ -384,6 +384,7 @@ type member struct {
 type keptAcks struct {
 	committed     int64 // what this member last committed, -1 if nothing
 	committedMeta string
+	tried         *OffsetTarget      // a failed commit, which may have been stored
 	base          int64              // the first unsettled offset
 	acked         []sparseacks.Range // settled ranges beyond base
 	readHigh      int64              // see partState.readHigh
@@ -421,6 +422,10 @@ type partState struct {
 	committed     int64 // what was last committed, -1 if nothing
 	committedMeta string
 	dirty         bool // commit even if offset and metadata look unchanged
+	// tried is the last commit that failed since the last that succeeded:
+	// a commit whose answer was lost (the broker went down) may have been
+	// stored all the same.
+	tried *OffsetTarget
 }
 
 type offer struct {
@@ -1059,17 +1064,19 @@ func (m *member) commit(ctx context.Context, only []int32) error {
 	for i, e := range entries {
 		offsets[i] = OffsetTarget{Partition: e.ps.partition, Offset: e.offset, Metadata: e.meta}
 	}
-	if err := m.commitOffsets(ctx, offsets); err != nil {
-		return err
-	}
+	err := m.commitOffsets(ctx, offsets)
 	m.mu.Lock()
-	for _, e := range entries {
-		if e.ps.gen == e.gen {
-			e.ps.committed, e.ps.committedMeta, e.ps.dirty = e.offset, e.meta, false
+	for i, e := range entries {
+		switch {
+		case e.ps.gen != e.gen:
+		case err != nil:
+			e.ps.tried = &offsets[i]
+		default:
+			e.ps.committed, e.ps.committedMeta, e.ps.dirty, e.ps.tried = e.offset, e.meta, false, nil
 		}
 	}
 	m.mu.Unlock()
-	return nil
+	return err
 }
 
 // commitOffsets sends one OffsetCommit as this member of the group.
@@ -1181,7 +1188,9 @@ func (m *member) onAssigned(ctx context.Context, cl *kgo.Client, assigned map[st
 // (fetched says whether ps's commit was read at all).
 func (m *member) restoreLocked(ps *partState, k *keptAcks, fetched bool) {
 	attrs := []any{"cluster", m.key.cluster, "group", m.key.group, "topic", m.key.topic, "partition", ps.partition}
-	if !fetched || ps.committed != k.committed || ps.committedMeta != k.committedMeta || k.base < ps.committed {
+	ours := ps.committed == k.committed && ps.committedMeta == k.committedMeta ||
+		k.tried != nil && ps.committed == k.tried.Offset && ps.committedMeta == k.tried.Metadata
+	if !fetched || !ours || k.base < ps.committed {
 		m.s.logger.Warn("partition came back moved by another member or an offset change; the acknowledgements made here before it was lost and not committed are dropped, so those messages are delivered again",
 			append(attrs, "committed", ps.committed, "kept_committed", k.committed, "commit_read", fetched)...)
 		return
@@ -1297,6 +1306,7 @@ func (m *member) forget(parts []int32, keep bool) {
 			m.kept[p] = &keptAcks{
 				committed:     ps.committed,
 				committedMeta: ps.committedMeta,
+				tried:         ps.tried,
 				base:          base,
 				acked:         ps.ackedRanges(base),
 				readHigh:      ps.readHigh,
@@ -1514,7 +1524,7 @@ func (m *member) applyReset(targets []OffsetTarget) error {
 		ps.unsettled.reset()
 		ps.next = t.Offset
 		ps.preAcked, _ = sparseacks.Decode(t.Offset, t.Metadata)
-		ps.dirty = true
+		ps.dirty, ps.tried = true, nil
 		if ps.paused {
 			ps.paused = false
 			m.cl.ResumeFetchPartitions(map[string][]int32{m.key.topic: {t.Partition}})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"sync"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/ferryproxy/ferry/internal/sparseacks"
 	"github.com/ferryproxy/ferry/internal/testkit"
 )
 
@@ -167,5 +169,33 @@ func TestEngineLostAcksYieldToNewerCommit(t *testing.T) {
 	}
 	if at, meta := committed(t, group, topic, 0); at != 1 || meta != "" {
 		t.Fatalf("committed %d %q after the partition came back, want the newer commit 1", at, meta)
+	}
+}
+
+// TestRestoreTrustsOwnCommit: a partition that comes back committed at
+// what the member last committed, or at a commit of its own that failed
+// (its answer lost in the outage, yet stored), goes on from what the
+// member kept; committed anywhere else, it does not.
+func TestRestoreTrustsOwnCommit(t *testing.T) {
+	m := &member{s: &Service{logger: slog.New(slog.DiscardHandler)}}
+	acked := []sparseacks.Range{{From: 8, To: 9}}
+	for _, tc := range []struct {
+		name          string
+		committed     int64
+		meta          string
+		fetched, want bool
+	}{
+		{"unchanged", 3, "", true, true},
+		{"own failed commit", 5, "x", true, true},
+		{"someone else's", 6, "", true, false},
+		{"same offset, other metadata", 5, "y", true, false},
+		{"commit not read", 3, "", false, false},
+	} {
+		ps := &partState{next: tc.committed, committed: tc.committed, committedMeta: tc.meta}
+		k := &keptAcks{committed: 3, tried: &OffsetTarget{Offset: 5, Metadata: "x"}, base: 7, acked: acked, readHigh: 10}
+		m.restoreLocked(ps, k, tc.fetched)
+		if got := ps.next == 7 && ps.dirty && len(ps.preAcked) == 1; got != tc.want {
+			t.Errorf("%s: restored %v (next %d), want %v", tc.name, got, ps.next, tc.want)
+		}
 	}
 }
