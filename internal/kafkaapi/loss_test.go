@@ -6,12 +6,16 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"os/exec"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/ferryproxy/ferry/internal/sparseacks"
 	"github.com/ferryproxy/ferry/internal/testkit"
@@ -196,6 +200,75 @@ func TestRestoreTrustsOwnCommit(t *testing.T) {
 		m.restoreLocked(ps, k, tc.fetched)
 		if got := ps.next == 7 && ps.dirty && len(ps.preAcked) == 1; got != tc.want {
 			t.Errorf("%s: restored %v (next %d), want %v", tc.name, got, ps.next, tc.want)
+		}
+	}
+}
+
+// restartEnv names a shell command that stops the real test broker, waits
+// out an outage and starts it again with its data, returning once it
+// listens; TestEngineAcksSurviveBrokerRestart runs only when it is set.
+const restartEnv = "FERRY_TEST_BROKER_RESTART"
+
+// TestEngineAcksSurviveBrokerRestart is the outage the cut-off tests
+// model, on a real broker: acknowledgements not yet committed when the
+// broker goes down must not be lost, so no acknowledged message is
+// delivered again once it is back.
+func TestEngineAcksSurviveBrokerRestart(t *testing.T) {
+	restart := os.Getenv(restartEnv)
+	if restart == "" || !testkit.Real() {
+		t.Skipf("set %s (and FERRY_TEST_BROKERS) to restart the real broker", restartEnv)
+	}
+	cfg := engineConfig()
+	cfg.Consume.CommitInterval = time.Hour // nothing committed before the outage
+	s := startEngine(t, cfg)
+	topic := kit.Topic(t, 3, nil)
+	group := testkit.Name(t, "group")
+	for p := int32(0); p < 3; p++ {
+		produceN(t, s, topic, 20, p)
+	}
+	ss, err := s.Open(context.Background(), "", group, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ss.Close(true)
+	acked := map[string]bool{}
+	for _, m := range take(t, ss, 60, 60*time.Second) {
+		if err := ss.Ack(m.Partition, m.Offset); err != nil {
+			t.Fatal(err)
+		}
+		acked[fmt.Sprint(m.Partition, "/", m.Offset)] = true
+	}
+	out, err := exec.Command("sh", "-c", restart).CombinedOutput()
+	if err != nil {
+		t.Fatalf("restarting the broker: %v: %s", err, out)
+	}
+	// New records after the outage must come, and nothing acknowledged.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for p := int32(0); p < 3; p++ {
+		for {
+			_, err := s.Produce(ctx, "", topic, Record{Value: []byte("after"), Partition: p})
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("producing after the restart: %v", err)
+			}
+		}
+	}
+	for got := 0; got < 3; {
+		m, err := ss.Next(ctx)
+		if err != nil {
+			t.Fatalf("after %d new records: %v", got, err)
+		}
+		if acked[fmt.Sprint(m.Partition, "/", m.Offset)] {
+			t.Fatalf("acknowledged partition %d offset %d delivered again after the broker restart", m.Partition, m.Offset)
+		}
+		if string(m.Value) == "after" {
+			got++
+		}
+		if err := ss.Ack(m.Partition, m.Offset); err != nil && status.Code(err) != codes.FailedPrecondition {
+			t.Fatal(err)
 		}
 	}
 }
