@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	kafkav1 "github.com/ferryproxy/ferry/api/ferry/kafka/v1"
+	"github.com/ferryproxy/ferry/internal/config"
 	"github.com/ferryproxy/ferry/internal/testkit"
 )
 
@@ -128,4 +129,24 @@ func TestRESTSetOffsetsOutOfRange(t *testing.T) {
 	e.produce(testCtx(t), topic, 0, "v", 3)
 	e.restError(http.MethodPut, "/v1/clusters/default/groups/"+group+"/topics/"+topic+"/offsets",
 		`{"offsets":{"partitions":[{"partition":0,"offset":"100"}]}}`, 400, 3, "offset 100 of partition 0 is outside 0 to 3")
+}
+
+// TestRESTUnknownQueryParameter: a query parameter the request does not
+// have is 400 naming it, as a body field is.
+func TestRESTUnknownQueryParameter(t *testing.T) {
+	e := newEnv(t)
+	topic, group := kit.Topic(t, 1, nil), testkit.Name(t, "group")
+	e.restError(http.MethodGet, "/v1/clusters/default/groups/"+group+"/topics/"+topic+"/offsets?bogus=1", "", 400, 3, "bogus")
+}
+
+// TestRESTTooManyGroupMembers: a poll that needs a group member beyond
+// max_group_members is 429 with the JSON error naming the setting.
+func TestRESTTooManyGroupMembers(t *testing.T) {
+	e := newEnv(t, withConfig(func(c *config.KafkaAPI) { c.Consume.MaxGroupMembers = 1 }))
+	topic := kit.Topic(t, 1, nil)
+	poll := func(group string) string {
+		return "/v1/clusters/default/groups/" + group + "/topics/" + topic + "/poll"
+	}
+	e.restDo(http.MethodPost, poll(testkit.Name(t, "a")), `{"timeout":"0s"}`, 200, nil)
+	e.restError(http.MethodPost, poll(testkit.Name(t, "b")), `{"timeout":"0s"}`, 429, 8, "max_group_members")
 }

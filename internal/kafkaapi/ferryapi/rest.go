@@ -84,9 +84,79 @@ func NewRESTHandler(srv *grpc.Server, maxBody int64) (http.Handler, error) {
 		}
 		mux.Handle(http.MethodGet+" "+b.pattern, b)
 	}
-	mux.Handle("/v1/", limitBody(tc, maxBody))
+	limited := limitBody(tc, maxBody)
+	for i := range methods.Len() {
+		md := methods.Get(i)
+		if md.IsStreamingServer() || md.IsStreamingClient() {
+			continue
+		}
+		rule, _ := proto.GetExtension(md.Options(), annotations.E_Http).(*annotations.HttpRule)
+		for _, r := range append([]*annotations.HttpRule{rule}, rule.GetAdditionalBindings()...) {
+			method, path := httpMethod(r)
+			if method == "" || strings.ContainsAny(path, "=*:") {
+				continue // served by vanguard without the query check
+			}
+			mux.Handle(method+" "+path, checkQuery(md.Input(), r.GetBody() == "*", limited))
+		}
+	}
+	mux.Handle("/v1/", limited)
 	mux.HandleFunc("/", notFound)
 	return mux, nil
+}
+
+// httpMethod returns a binding's HTTP method and path template.
+func httpMethod(r *annotations.HttpRule) (string, string) {
+	switch {
+	case r.GetGet() != "":
+		return http.MethodGet, r.GetGet()
+	case r.GetPost() != "":
+		return http.MethodPost, r.GetPost()
+	case r.GetPut() != "":
+		return http.MethodPut, r.GetPut()
+	case r.GetDelete() != "":
+		return http.MethodDelete, r.GetDelete()
+	case r.GetPatch() != "":
+		return http.MethodPatch, r.GetPatch()
+	}
+	return "", ""
+}
+
+// checkQuery refuses a query parameter that names no field of the request
+// (or any, when the body holds the whole request) with 400 naming it:
+// vanguard answers those with 500, as if the server had failed.
+func checkQuery(input protoreflect.MessageDescriptor, wholeBody bool, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for name := range r.URL.Query() {
+			if wholeBody {
+				writeStatus(w, status.Newf(codes.InvalidArgument, "unknown query parameter %q: this method takes its fields in the JSON body", name))
+				return
+			}
+			if !isFieldPath(input, name) {
+				writeStatus(w, status.Newf(codes.InvalidArgument, "unknown query parameter %q: %s has no such field", name, input.FullName()))
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// isFieldPath reports whether path, dot-separated field names (proto or
+// JSON), leads through md's fields.
+func isFieldPath(md protoreflect.MessageDescriptor, path string) bool {
+	for part := range strings.SplitSeq(path, ".") {
+		if md == nil {
+			return false
+		}
+		fd := md.Fields().ByJSONName(part)
+		if fd == nil {
+			fd = md.Fields().ByName(protoreflect.Name(part))
+		}
+		if fd == nil {
+			return false
+		}
+		md = fd.Message()
+	}
+	return true
 }
 
 // limitBody answers a request body over max bytes with 413 and the error

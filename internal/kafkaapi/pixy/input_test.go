@@ -8,7 +8,9 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/ferryproxy/ferry/internal/config"
 	"github.com/ferryproxy/ferry/internal/testkit"
 )
 
@@ -93,4 +95,20 @@ func TestRESTBadTopicNames(t *testing.T) {
 	if code != http.StatusOK || strings.ContainsAny(string(got), " ;\u00e9") {
 		t.Fatalf("topics after the bad names: %d %s", code, got)
 	}
+}
+
+// TestRESTTooManyGroupMembers: a poll that needs a group member beyond
+// max_group_members is 429 naming the setting.
+func TestRESTTooManyGroupMembers(t *testing.T) {
+	f := newFixture(t, func(c *config.KafkaAPI) {
+		c.Consume.MaxGroupMembers = 1
+		c.Consume.LongPollTimeout = 10 * time.Millisecond
+	})
+	topic := newTopic(t, nil)
+	code, body := f.httpDo(t, http.MethodGet, "/topics/"+topic+"/messages?group="+testkit.Name(t, "a"), "", nil)
+	if code != http.StatusRequestTimeout {
+		t.Fatalf("the first group: %d %s", code, body)
+	}
+	code, body = f.httpDo(t, http.MethodGet, "/topics/"+topic+"/messages?group="+testkit.Name(t, "b"), "", nil)
+	wantError(t, "a second group", code, body, http.StatusTooManyRequests, "max_group_members")
 }
