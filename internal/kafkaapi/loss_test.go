@@ -9,14 +9,20 @@ import (
 	"os"
 	"os/exec"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/ferryproxy/ferry/internal/config"
+	"github.com/ferryproxy/ferry/internal/kafka"
 	"github.com/ferryproxy/ferry/internal/sparseacks"
 	"github.com/ferryproxy/ferry/internal/testkit"
 )
@@ -270,5 +276,103 @@ func TestEngineAcksSurviveBrokerRestart(t *testing.T) {
 		if err := ss.Ack(m.Partition, m.Offset); err != nil && status.Code(err) != codes.FailedPrecondition {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestEngineAcksSurviveFailedRevokeCommit: a partition revoked in a
+// rebalance while commits fail keeps its acknowledgements; when it comes
+// back unchanged, no acknowledged message is delivered again. It runs on
+// an in-process broker of its own, whose commits it can make fail.
+func TestEngineAcksSurviveFailedRevokeCommit(t *testing.T) {
+	topic, group := testkit.Name(t, "topic"), testkit.Name(t, "group")
+	fake, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(fake.Close)
+	var failCommits atomic.Bool
+	fake.ControlKey(int16(kmsg.OffsetCommit), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		fake.KeepControl()
+		if !failCommits.Load() {
+			return nil, nil, false
+		}
+		creq := req.(*kmsg.OffsetCommitRequest)
+		resp := creq.ResponseKind().(*kmsg.OffsetCommitResponse)
+		for _, rt := range creq.Topics {
+			st := kmsg.NewOffsetCommitResponseTopic()
+			st.Topic, st.TopicID = rt.Topic, rt.TopicID
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewOffsetCommitResponseTopicPartition()
+				sp.Partition, sp.ErrorCode = rp.Partition, kerr.InvalidCommitOffsetSize.Code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+	logger := slog.New(slog.DiscardHandler)
+	cc := config.Cluster{Name: testClusterName, ClientID: "ferry-test", DialTimeout: 10 * time.Second,
+		Producer: config.Producer{MaxBufferedRecords: 1000, Compression: "none", DeliveryTimeout: 30 * time.Second}}
+	newService := func() *Service {
+		cfg := engineConfig()
+		cfg.Consume.CommitInterval = time.Hour
+		c := kafka.NewCluster(cc, fake.ListenAddrs(), logger)
+		s := New(cfg, map[string]*kafka.Cluster{testClusterName: c}, []string{testClusterName}, logger)
+		t.Cleanup(func() { s.Close(); c.Close() })
+		return s
+	}
+	a := newService()
+	for p := int32(0); p < 2; p++ {
+		produceN(t, a, topic, 5, p)
+	}
+	sa, err := a.Open(context.Background(), "", group, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sa.Close(true)
+	acked := map[string]bool{}
+	for _, m := range take(t, sa, 10, 30*time.Second) {
+		if m.Offset == 4 {
+			continue // the last of each partition stays unacknowledged
+		}
+		if err := sa.Ack(m.Partition, m.Offset); err != nil {
+			t.Fatal(err)
+		}
+		acked[fmt.Sprint(m.Partition, "/", m.Offset)] = true
+	}
+
+	// A second instance joins: one partition is revoked from the first,
+	// whose commit of it fails. The second leaves again without having
+	// committed anything, and the partition comes back.
+	failCommits.Store(true)
+	b := newService()
+	sb, err := b.Open(context.Background(), "", group, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitOwnedCount(t, a, group, topic, 1)
+	sb.Close(true)
+	b.Close()
+	failCommits.Store(false)
+	waitOwned(t, a, group, topic, "[0 1]", 60*time.Second)
+
+	// Only the revoked partition's unacknowledged message comes again
+	// (the other's is still out, waiting for its ack timeout).
+	m := take(t, sa, 1, 30*time.Second)[0]
+	if acked[fmt.Sprint(m.Partition, "/", m.Offset)] || m.Offset != 4 {
+		t.Fatalf("partition %d offset %d delivered again, want only the unacknowledged offset 4", m.Partition, m.Offset)
+	}
+	noMore(t, sa, time.Second)
+}
+
+// waitOwnedCount waits until the instance's member owns n partitions.
+func waitOwnedCount(t testing.TB, s *Service, group, topic string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for len(s.owned(group, topic)) != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("owned partitions %s, want %d of them", s.ownedPartitions(group, topic), n)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
