@@ -209,8 +209,10 @@ type ProduceRoute struct {
 	Acks string `yaml:"acks"`
 	// Overrides are headers written first on every record, in order.
 	Overrides Headers `yaml:"overrides"`
-	// Timeout bounds the wait for the terminal reply; the call then ends
-	// with DEADLINE_EXCEEDED. Zero waits as long as the client does.
+	// Timeout bounds the time a call with a reply topic goes without
+	// progress — no reply read and no request message written; the call
+	// then ends with DEADLINE_EXCEEDED. It is always finite, so a call
+	// whose client set no deadline still ends when its answer never comes.
 	Timeout time.Duration `yaml:"timeout"`
 	// ForwardAuthorization copies the authorization metadata entry into a
 	// meta: header. Off by default so credentials do not land in Kafka.
@@ -486,6 +488,9 @@ func (c *Config) applyDefaults() {
 			}
 			if p.Acks == "" {
 				p.Acks = "in_sync_replicas"
+			}
+			if p.Timeout == 0 {
+				p.Timeout = 60 * time.Second
 			}
 			if p.OneWayAck == nil {
 				t := true

@@ -302,7 +302,7 @@ func (v *validator) produce(p string, r *ProduceRoute, replyHeaders map[[2]strin
 		v.errf(p+".acks", "%q is not an acks mode: use none, leader_only or in_sync_replicas", r.Acks)
 	}
 	if r.Timeout < 0 {
-		v.errf(p+".timeout", "must not be negative: use 0 to wait as long as the client does")
+		v.errf(p+".timeout", "must not be negative: it is the longest a call may go without a reply (0 means the default, 60s)")
 	}
 	v.headerNames(p+".header_names", r.HeaderNames)
 	for i, o := range r.Overrides {
