@@ -428,3 +428,13 @@ func (a *App) PendingReplies() int {
 	}
 	return n
 }
+
+// CachedReplyBytes returns what the kept replies of every reply reader
+// count against replies.max_cached_bytes.
+func (a *App) CachedReplyBytes() int64 {
+	var n int64
+	for _, rd := range a.readers {
+		n += rd.CachedBytes()
+	}
+	return n
+}

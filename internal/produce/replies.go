@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -62,6 +63,24 @@ func (r *Reply) size() int64 {
 	return n
 }
 
+// heapFactor is the heap a long-lived byte costs, per byte: the byte
+// itself and the headroom Go's garbage collector lets the heap grow by
+// before it collects, GOGC percent of what is live (100 unless the GOGC
+// environment variable says otherwise). Kept replies live for minutes, so
+// replies.max_cached_bytes, which bounds the memory they cost, allows them
+// max_cached_bytes / heapFactor bytes. With GOGC=off the heap is bounded by
+// GOMEMLIMIT alone, and a byte costs a byte.
+func heapFactor(gogc string) float64 {
+	if gogc == "off" {
+		return 1
+	}
+	p, err := strconv.Atoi(gogc)
+	if err != nil || p < 0 {
+		p = 100
+	}
+	return 1 + float64(p)/100
+}
+
 // transient reports whether a terminal status says the call may succeed if
 // made again, so it must not be replayed to a retry: the server or Kafka
 // was unavailable, or time or resources ran out, rather than the request
@@ -103,7 +122,10 @@ type Reader struct {
 
 	// mu guards everything below. It is held only for map and list updates,
 	// never while a call sends to its client.
-	mu      sync.Mutex
+	mu sync.Mutex
+	// budget is what the kept replies may count: replies.max_cached_bytes
+	// less the garbage collector's headroom (see heapFactor).
+	budget  int64
 	waiters map[string][]*Waiter
 	kept    map[string]*keptReplies
 	order   *list.List // of *keptReplies, oldest first
@@ -138,6 +160,7 @@ func StartReader(ctx context.Context, cl *kgo.Client, start time.Time, opts Read
 		caughtUp: make(chan struct{}),
 		done:     make(chan struct{}),
 		cancel:   cancel,
+		budget:   int64(float64(opts.Replies.MaxCachedBytes) / heapFactor(os.Getenv("GOGC"))),
 		waiters:  map[string][]*Waiter{},
 		kept:     map[string]*keptReplies{},
 		order:    list.New(),
@@ -264,7 +287,7 @@ func (r *Reader) evict(now time.Time) {
 	cutoff := now.Add(-r.opts.Replies.Lookback)
 	for e := r.order.Front(); e != nil; e = r.order.Front() {
 		k := e.Value.(*keptReplies)
-		if r.bytes <= r.opts.Replies.MaxCachedBytes && !k.at.Before(cutoff) {
+		if r.bytes <= r.budget && !k.at.Before(cutoff) {
 			return
 		}
 		r.drop(k)
@@ -394,6 +417,14 @@ func (r *Reader) Waiting() int {
 		n += len(ws)
 	}
 	return n
+}
+
+// CachedBytes returns what the kept replies count against
+// replies.max_cached_bytes, for tests and metrics.
+func (r *Reader) CachedBytes() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.bytes
 }
 
 // Close stops the reader and waits for it. Waiters still registered get no

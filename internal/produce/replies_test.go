@@ -24,6 +24,7 @@ func testReader(maxBytes int64) *Reader {
 			Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
 		},
 		logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+		budget:  maxBytes,
 		waiters: map[string][]*Waiter{},
 		kept:    map[string]*keptReplies{},
 		order:   list.New(),
@@ -132,5 +133,13 @@ func TestReplayOnlyAnswers(t *testing.T) {
 				t.Errorf("the retry's reply was not kept on its own")
 			}
 		})
+	}
+}
+
+func TestHeapFactor(t *testing.T) {
+	for in, want := range map[string]float64{"": 2, "100": 2, "50": 1.5, "200": 3, "off": 1, "junk": 2, "-5": 2} {
+		if got := heapFactor(in); got != want {
+			t.Errorf("heapFactor(%q) = %v, want %v", in, got, want)
+		}
 	}
 }
