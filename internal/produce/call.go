@@ -465,7 +465,10 @@ func (c *call) serveRequestReply() error {
 					}
 				}
 				if rep.End {
-					c.stop()
+					// The answer can come before the client ended its
+					// request stream: end it on Kafka too, so the back end
+					// knows no more records of this call will come.
+					c.abandon()
 					if dropped > 0 {
 						c.h.logger.Warn("dropped extra replies for a method with one response message",
 							"route", c.r.Name, "method", c.m.Path, "correlation_id", c.corrID, "dropped", dropped)
