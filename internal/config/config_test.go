@@ -25,8 +25,8 @@ func TestBadConfigs(t *testing.T) {
 		"kafka-api-dlq-name.bad.yaml": {
 			`kafka-api-dlq-name.bad.yaml:5: kafka_api.consume.dead_letter_topic: "dead letters/{topic}" is not a Kafka topic name`,
 		},
-		"no-routes.bad.yaml":              {`no-routes.bad.yaml: routes: no routes, no backends and no kafka_api`},
-		"bad-duration.bad.yaml":           {`bad-duration.bad.yaml:8: routes[0].produce.timeout: cannot unmarshal !!str ` + "`soon`" + ` into time.Duration`},
+		"no-routes.bad.yaml":    {`no-routes.bad.yaml: routes: no routes, no backends and no kafka_api`},
+		"bad-duration.bad.yaml": {`bad-duration.bad.yaml:8: routes[0].produce.timeout: cannot unmarshal !!str ` + "`soon`" + ` into time.Duration`},
 		"ranges.bad.yaml": {
 			`ranges.bad.yaml:3: clusters[0].dial_timeout: -1s is out of range: use 1ms to 5m`,
 			`ranges.bad.yaml:5: clusters[0].producer.max_buffered_records: 20000000 is out of range: use 1 to 10000000`,
@@ -42,8 +42,8 @@ func TestBadConfigs(t *testing.T) {
 		},
 		// Numbers too large for the field's Go type fail decoding, named by
 		// their key rather than wrapped around into range.
-		"overflow.bad.yaml":          {"overflow.bad.yaml:3: listeners.grpc.max_concurrent_streams: cannot unmarshal !!float `9999999...` into int"},
-		"duration-overflow.bad.yaml": {"duration-overflow.bad.yaml:8: routes[0].produce.timeout: cannot unmarshal !!str `9999999...` into time.Duration"},
+		"overflow.bad.yaml":               {"overflow.bad.yaml:3: listeners.grpc.max_concurrent_streams: cannot unmarshal !!float `9999999...` into int"},
+		"duration-overflow.bad.yaml":      {"duration-overflow.bad.yaml:8: routes[0].produce.timeout: cannot unmarshal !!str `9999999...` into time.Duration"},
 		"missing-env.bad.yaml":            {`missing-env.bad.yaml:3: environment variable FERRY_TEST_UNSET_VARIABLE is not set`},
 		"no-capability.bad.yaml":          {`no-capability.bad.yaml:4: routes[0]: has no capability: add produce or fetch`},
 		"dup-cluster.bad.yaml":            {`dup-cluster.bad.yaml:3: clusters[1].name: cluster "a" is defined twice`},
@@ -103,6 +103,11 @@ func TestGoodConfig(t *testing.T) {
 	if p.Timeout != 5*time.Second || *p.OneWayAck || p.HeaderNames.MetaPrefix != "m:" || p.Acks != "leader_only" {
 		t.Errorf("produce route decoded wrong: %+v", p)
 	}
+	for _, cl := range cfg.Clusters {
+		if cl.Producer.BatchMaxBytes != 1048576+65536 {
+			t.Errorf("cluster %s: batch limit %d for messages of 1048576, want 1114112", cl.Name, cl.Producer.BatchMaxBytes)
+		}
+	}
 	if cfg.Replies.MaxBufferedPerCall != 16 || cfg.Embedded.Partitions != 3 || cfg.Log.Format != "json" {
 		t.Errorf("decoded wrong: %+v", cfg)
 	}
@@ -119,6 +124,12 @@ func TestDefaults(t *testing.T) {
 	p := cfg.Routes[0].Produce
 	if p.Cluster != "default" || p.Acks != "in_sync_replicas" || !*p.OneWayAck || p.HeaderNames != DefaultHeaderNames() {
 		t.Errorf("produce defaults = %+v", p)
+	}
+	// The producers' batch limit follows the request size limit, with
+	// room for key and headers: 1 MiB, Kafka's default message.max.bytes
+	// less its 12-byte log overhead.
+	if got := cfg.Clusters[0].Producer.BatchMaxBytes; got != 1<<20 || cfg.Listeners.GRPC.MaxRecvMessageSize != 1<<20-64<<10 {
+		t.Errorf("batch limit %d for messages of %d; want 1048576 for 983040", got, cfg.Listeners.GRPC.MaxRecvMessageSize)
 	}
 	if cfg.Routes[0].Name != "route-0" {
 		t.Errorf("route name = %q", cfg.Routes[0].Name)
