@@ -192,10 +192,10 @@ func TestDocExample(t *testing.T) {
 	}
 }
 
-// numericKeyPaths returns the key path of every integer and duration in
-// Config, in the reference's notation, and whether it is a duration.
-func numericKeyPaths() map[string]bool {
-	out := map[string]bool{}
+// numericKeyPaths returns the key path of every number in Config, in the
+// reference's notation, with its type.
+func numericKeyPaths() map[string]reflect.Type {
+	out := map[string]reflect.Type{}
 	var walk func(typ reflect.Type, prefix string)
 	walk = func(typ reflect.Type, prefix string) {
 		for typ.Kind() == reflect.Pointer {
@@ -215,7 +215,7 @@ func numericKeyPaths() map[string]bool {
 				walk(f.Type, join(prefix, name))
 			}
 		case isNumber(typ):
-			out[prefix] = typ == durationType
+			out[prefix] = typ
 		}
 	}
 	walk(reflect.TypeOf(Config{}), "")
@@ -242,13 +242,13 @@ func TestRangesDocumented(t *testing.T) {
 			}
 		}
 	}
-	for key, dur := range nums {
+	for key, typ := range nums {
 		r, ok := ranges[key]
 		if !ok {
 			t.Errorf("%s has no range: add it to ranges in ranges.go and to its row in %s", key, configDoc)
 			continue
 		}
-		want := "Range: " + rangeText(r, dur) + "."
+		want := "Range: " + rangeText(r, typ == durationType) + "."
 		if !strings.Contains(rows[key], want) {
 			t.Errorf("%s: the row of %s does not say %q", configDoc, key, want)
 		}
@@ -256,6 +256,18 @@ func TestRangesDocumented(t *testing.T) {
 	for key := range ranges {
 		if _, ok := nums[key]; !ok {
 			t.Errorf("ranges has %s, which is not a numeric key", key)
+		}
+	}
+}
+
+// TestRangeKinds checks that every numeric key is a signed integer or a
+// duration, the kinds inRange compares.
+func TestRangeKinds(t *testing.T) {
+	for key, typ := range numericKeyPaths() {
+		switch typ.Kind() {
+		case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		default:
+			t.Errorf("%s is a %s: give inRange a case for it", key, typ)
 		}
 	}
 }

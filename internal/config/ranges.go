@@ -19,8 +19,8 @@ func durations(lo, hi time.Duration) bounds { return bounds{int64(lo), int64(hi)
 // ranges bounds every numeric key of the configuration, by its path as
 // docs/CONFIG.md writes it. Validate checks each value (after defaults) in
 // one walk over the Config, so a new integer or duration key cannot slip
-// through unchecked: the walk reports a key it finds no range for, and
-// TestRangesDocumented keeps CONFIG.md stating the same ranges.
+// through unchecked: TestRangesDocumented fails for a numeric key without a
+// range here, and keeps CONFIG.md stating the same ranges.
 //
 // The upper ends keep values where Ferry can act on them: memory that one
 // setting reserves stays in the gigabytes at most (a huge partition count
@@ -126,12 +126,11 @@ func (v *validator) numbers(val reflect.Value, path, docPath string) {
 		if !isNumber(val.Type()) {
 			return
 		}
-		b, ok := ranges[docPath]
-		if !ok {
-			v.errf(path, "has no documented range: this is a bug in Ferry, please report it")
-			return
+		// TestRangesDocumented fails for a numeric key without a range, so
+		// one missing here is caught before it ships.
+		if b, ok := ranges[docPath]; ok {
+			v.inRange(path, val, b)
 		}
-		v.inRange(path, val, b)
 	}
 }
 
@@ -142,9 +141,8 @@ func (v *validator) inRange(path string, val reflect.Value, b bounds) {
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
 		n = val.Int()
 	default:
-		// No numeric key is unsigned or a float today; a new one needs its
-		// own case here (the walk above already found it a range).
-		v.errf(path, "is a %s, which range checks do not handle: this is a bug in Ferry, please report it", val.Type())
+		// No numeric key is unsigned or a float today; TestRangeKinds
+		// fails when one is added without a case here.
 		return
 	}
 	if n >= b.min && n <= b.max {
