@@ -133,14 +133,16 @@ func yamlError(file string, err error) *Error {
 // parse) names the key. When several keys share the line, as in a flow
 // mapping {topic: t, timeout: soon}, it returns the mapping they share.
 func (c *Config) pathAt(line int) string {
-	var leaves []string
+	var onLine, leaves []string
 	for p, l := range c.lines {
-		if l != line {
-			continue
+		if l == line {
+			onLine = append(onLine, p)
 		}
+	}
+	for _, p := range onLine {
 		leaf := true
-		for q, ql := range c.lines {
-			if ql == line && q != p && (strings.HasPrefix(q, p+".") || strings.HasPrefix(q, p+"[")) {
+		for _, q := range onLine {
+			if strings.HasPrefix(q, p+".") || strings.HasPrefix(q, p+"[") {
 				leaf = false
 				break
 			}
