@@ -73,6 +73,11 @@ type Producer struct {
 	// DeliveryTimeout bounds how long one record may take to be
 	// acknowledged, retries included, before the call that wrote it fails.
 	DeliveryTimeout time.Duration `yaml:"delivery_timeout"`
+	// BatchMaxBytes is the largest record batch the producer writes. It is
+	// not a key of its own: it follows listeners.grpc.max_recv_message_size
+	// (plus RecordOverhead), so that every request message the gRPC
+	// listener accepts fits one batch.
+	BatchMaxBytes int32 `yaml:"-"`
 }
 
 // Embedded configures the in-process broker.
@@ -107,7 +112,9 @@ type GRPCListener struct {
 	Reflection bool `yaml:"reflection"`
 	// Health enables the grpc.health.v1 service.
 	Health bool `yaml:"health"`
-	// MaxRecvMessageSize bounds one request message, in bytes.
+	// MaxRecvMessageSize bounds one request message, in bytes. A request
+	// message becomes a Kafka record value, so it is Kafka's limit too: the
+	// producers' batch limit follows it (see Producer.BatchMaxBytes).
 	MaxRecvMessageSize int `yaml:"max_recv_message_size"`
 	// MaxConcurrentStreams bounds the calls one client connection may have
 	// open at once, and is advertised to clients (grpc-go clients assume 100
@@ -393,7 +400,7 @@ func Default() Config {
 			Address:              "127.0.0.1:7151",
 			Reflection:           true,
 			Health:               true,
-			MaxRecvMessageSize:   4 << 20,
+			MaxRecvMessageSize:   DefaultMaxRecvMessageSize,
 			MaxConcurrentStreams: 1000,
 			ShutdownTimeout:      10 * time.Second,
 		}, HTTP: HTTPListener{Address: "127.0.0.1:7152", MaxRequestBodySize: 1 << 20}},
@@ -464,6 +471,8 @@ func (c *Config) applyDefaults() {
 		if cl.Producer.DeliveryTimeout == 0 {
 			cl.Producer.DeliveryTimeout = 30 * time.Second
 		}
+		// Validation bounds the message size well below int32's range.
+		cl.Producer.BatchMaxBytes = int32(min(c.Listeners.GRPC.MaxRecvMessageSize, MaxMessageSizeLimit) + RecordOverhead)
 	}
 	for i := range c.Routes {
 		r := &c.Routes[i]

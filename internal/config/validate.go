@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -13,21 +14,12 @@ import (
 func (c *Config) Validate() Errors {
 	v := &validator{cfg: c}
 	v.clusters()
-	v.embedded()
 	v.listeners()
 	v.protos()
 	v.routes()
 	v.backends()
 	v.kafkaAPI()
-	if c.Replies.Lookback <= 0 {
-		v.errf("replies.lookback", "must be positive, e.g. 5m")
-	}
-	if c.Replies.MaxCachedBytes <= 0 {
-		v.errf("replies.max_cached_bytes", "must be positive, e.g. 67108864 (64 MiB)")
-	}
-	if c.Replies.MaxBufferedPerCall <= 0 {
-		v.errf("replies.max_buffered_per_call", "must be positive, e.g. 1024")
-	}
+	v.numbers(reflect.ValueOf(c).Elem(), "", "")
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -88,18 +80,6 @@ func (v *validator) clusters() {
 				v.errf(fmt.Sprintf("%s.brokers[%d]", p, j), "%v", err)
 			}
 		}
-		if cl.DialTimeout < 0 {
-			v.errf(p+".dial_timeout", "must not be negative")
-		}
-		if cl.Producer.Linger < 0 {
-			v.errf(p+".producer.linger", "must not be negative")
-		}
-		if cl.Producer.MaxBufferedRecords < 0 {
-			v.errf(p+".producer.max_buffered_records", "must not be negative")
-		}
-		if cl.Producer.DeliveryTimeout < 0 {
-			v.errf(p+".producer.delivery_timeout", "must not be negative")
-		}
 		switch cl.Producer.Compression {
 		case "none", "gzip", "snappy", "lz4", "zstd":
 		default:
@@ -108,38 +88,16 @@ func (v *validator) clusters() {
 	}
 }
 
-func (v *validator) embedded() {
-	e := v.cfg.Embedded
-	if e.Port < 0 || e.Port > 65535 {
-		v.errf("embedded.port", "%d is not a port: use 0 (any free port) to 65535", e.Port)
-	}
-	if e.Partitions < 1 {
-		v.errf("embedded.partitions", "must be at least 1")
-	}
-}
-
 func (v *validator) listeners() {
 	g := v.cfg.Listeners.GRPC
 	if err := checkHostPort(g.Address); err != nil {
 		v.errf("listeners.grpc.address", "%v", err)
-	}
-	if g.MaxRecvMessageSize <= 0 {
-		v.errf("listeners.grpc.max_recv_message_size", "must be positive (bytes)")
-	}
-	if g.MaxConcurrentStreams < 1 {
-		v.errf("listeners.grpc.max_concurrent_streams", "must be at least 1")
-	}
-	if g.ShutdownTimeout < 0 {
-		v.errf("listeners.grpc.shutdown_timeout", "must not be negative")
 	}
 	h := v.cfg.Listeners.HTTP
 	if h.Address != "" {
 		if err := checkHostPort(h.Address); err != nil {
 			v.errf("listeners.http.address", "%v", err)
 		}
-	}
-	if h.MaxRequestBodySize <= 0 {
-		v.errf("listeners.http.max_request_body_size", "must be positive (bytes)")
 	}
 }
 
@@ -150,44 +108,13 @@ func (v *validator) kafkaAPI() {
 	default:
 		v.errf("kafka_api.produce.acks", "%q is not an acks mode: use none, leader_only or in_sync_replicas", k.Produce.Acks)
 	}
-	if k.Produce.MaxInFlightPerStream < 1 {
-		v.errf("kafka_api.produce.max_in_flight_per_stream", "must be at least 1")
-	}
 	c := k.Consume
 	switch c.Start {
 	case "earliest", "latest":
 	default:
 		v.errf("kafka_api.consume.start", "%q is not a position: use earliest or latest", c.Start)
 	}
-	for _, d := range []struct {
-		key string
-		val time.Duration
-	}{
-		{"long_poll_timeout", c.LongPollTimeout},
-		{"subscription_timeout", c.SubscriptionTimeout},
-		{"ack_timeout", c.AckTimeout},
-		{"commit_interval", c.CommitInterval},
-		{"session_timeout", c.SessionTimeout},
-	} {
-		if d.val <= 0 {
-			v.errf("kafka_api.consume."+d.key, "must be positive")
-		}
-	}
-	for _, n := range []struct {
-		key string
-		val int
-	}{
-		{"max_unacked_per_partition", c.MaxUnackedPerPartition},
-		{"max_buffered_per_partition", c.MaxBufferedPerPartition},
-		{"max_waiting_polls", c.MaxWaitingPolls},
-	} {
-		if n.val < 1 {
-			v.errf("kafka_api.consume."+n.key, "must be at least 1")
-		}
-	}
 	switch {
-	case c.MaxDeliveries < 0:
-		v.errf("kafka_api.consume.max_deliveries", "must not be negative (0 delivers until acknowledged)")
 	case c.MaxDeliveries > 0 && c.DeadLetterTopic == "":
 		v.errf("kafka_api.consume.max_deliveries", "needs kafka_api.consume.dead_letter_topic, where messages go after %d deliveries", c.MaxDeliveries)
 	case c.MaxDeliveries == 0 && c.DeadLetterTopic != "":
@@ -301,9 +228,6 @@ func (v *validator) produce(p string, r *ProduceRoute, replyHeaders map[[2]strin
 	default:
 		v.errf(p+".acks", "%q is not an acks mode: use none, leader_only or in_sync_replicas", r.Acks)
 	}
-	if r.Timeout < 0 {
-		v.errf(p+".timeout", "must not be negative: it is the longest a call may go without a reply (0 means the default, 60s)")
-	}
 	v.headerNames(p+".header_names", r.HeaderNames)
 	for i, o := range r.Overrides {
 		if o.Name == "" {
@@ -347,11 +271,10 @@ func (v *validator) fetch(p string, f *FetchRoute) {
 			v.errf(p+".start", "%q is not earliest, latest or an RFC 3339 timestamp such as 2026-01-02T15:04:05Z", f.Start)
 		}
 	}
-	if f.MessageIDField < 1 || f.MessageIDField > 536870911 || (f.MessageIDField >= 19000 && f.MessageIDField <= 19999) {
-		v.errf(p+".message_id_field", "%d is not a usable protobuf field number (1 to 536870911, not 19000 to 19999)", f.MessageIDField)
-	}
-	if f.MaxBufferedPerSubscriber < 1 {
-		v.errf(p+".max_buffered_per_subscriber", "must be at least 1")
+	// The range check covers 1 to 536870911; protobuf reserves a block
+	// inside it for its own implementation.
+	if f.MessageIDField >= 19000 && f.MessageIDField <= 19999 {
+		v.errf(p+".message_id_field", "%d is reserved by protobuf: use a field number outside 19000 to 19999", f.MessageIDField)
 	}
 	if f.LastMessageIDMetadata != strings.ToLower(f.LastMessageIDMetadata) || strings.HasSuffix(f.LastMessageIDMetadata, "-bin") {
 		v.errf(p+".last_message_id_metadata", "must be a lower-case metadata key without -bin (the -bin form is accepted as well)")
@@ -409,25 +332,6 @@ func (v *validator) backends() {
 		case "earliest", "latest":
 		default:
 			v.errf(p+".start", "%q is not a start position: use earliest or latest", b.Start)
-		}
-		for _, n := range []struct {
-			key string
-			val int
-		}{{"concurrency", b.Concurrency}, {"max_pending_calls", b.MaxPendingCalls}, {"retry.max_attempts", b.Retry.MaxAttempts}} {
-			if n.val < 1 {
-				v.errf(p+"."+n.key, "must be at least 1")
-			}
-		}
-		for _, d := range []struct {
-			key string
-			val time.Duration
-		}{
-			{"deadline", b.Deadline}, {"retry.initial_backoff", b.Retry.InitialBackoff}, {"retry.max_backoff", b.Retry.MaxBackoff},
-			{"session_timeout", b.SessionTimeout}, {"commit_interval", b.CommitInterval}, {"drain_timeout", b.DrainTimeout},
-		} {
-			if d.val <= 0 {
-				v.errf(p+"."+d.key, "must be positive")
-			}
 		}
 		if b.Retry.MaxBackoff < b.Retry.InitialBackoff {
 			v.errf(p+".retry.max_backoff", "is shorter than initial_backoff (%s)", b.Retry.InitialBackoff)

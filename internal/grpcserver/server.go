@@ -25,8 +25,13 @@ import (
 
 // Options configure a Server.
 type Options struct {
-	Reflection         bool
-	Health             bool
+	Reflection bool
+	Health     bool
+	// MaxRecvMessageSize bounds one request message, in bytes. grpc-go
+	// refuses a larger message from its length prefix, before reading it,
+	// so nothing of it reaches a route or Kafka; it answers
+	// RESOURCE_EXHAUSTED "grpc: received message larger than max (N vs.
+	// limit)" itself, from inside RecvMsg, so the text cannot be Ferry's.
 	MaxRecvMessageSize int
 	// MaxConcurrentStreams bounds the calls per connection; zero means
 	// unlimited, which grpc-go clients then read as 100.

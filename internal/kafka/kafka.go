@@ -115,6 +115,11 @@ func (c *Cluster) producer(key producerKey) (*kgo.Client, error) {
 		kgo.RecordPartitioner(explicitPartitioner{kgo.StickyKeyPartitioner(nil)}),
 		kgo.AllowAutoTopicCreation(),
 	)
+	if p.BatchMaxBytes > 0 {
+		// The batch limit follows the gRPC listener's message limit, so a
+		// request the listener accepted is not refused here as too large.
+		opts = append(opts, kgo.ProducerBatchMaxBytes(p.BatchMaxBytes))
+	}
 	switch acks {
 	case AcksNone:
 		opts = append(opts, kgo.RequiredAcks(kgo.NoAck()), kgo.DisableIdempotentWrite())
