@@ -28,15 +28,23 @@ import (
 	"github.com/ferryproxy/ferry/internal/kafkaapi"
 	"github.com/ferryproxy/ferry/internal/kafkaapi/ferryapi"
 	"github.com/ferryproxy/ferry/internal/kafkaapi/pixy"
+	"github.com/ferryproxy/ferry/internal/logging"
 	"github.com/ferryproxy/ferry/internal/produce"
 	"github.com/ferryproxy/ferry/internal/protoreg"
 	"github.com/ferryproxy/ferry/internal/routing"
 )
 
+// logRepeatWindow is how long the log holds back repeats of a record
+// before it summarizes them.
+const logRepeatWindow = 10 * time.Second
+
 // App is one running Ferry.
 type App struct {
 	cfg    *config.Config
 	logger *slog.Logger
+	// repeats holds back repeated log records; every logger of this App
+	// writes through it.
+	repeats *logging.Repeats
 
 	embedded *kafka.Embedded
 	clusters map[string]*kafka.Cluster
@@ -105,7 +113,12 @@ func routesFor(cfg *config.Config, build func(rc config.Route) routing.Route) ma
 // Start builds and starts Ferry. On error, whatever had started is stopped
 // again.
 func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *App, err error) {
-	a := &App{cfg: cfg, logger: logger, clusters: map[string]*kafka.Cluster{}, serveErr: make(chan error, 1)}
+	// During an outage every client retrying the broker logs the same
+	// warning, hundreds a second: one line per kind and window keeps the
+	// log readable.
+	repeats := logging.NewRepeats(logger.Handler(), logRepeatWindow)
+	logger = slog.New(repeats)
+	a := &App{cfg: cfg, logger: logger, repeats: repeats, clusters: map[string]*kafka.Cluster{}, serveErr: make(chan error, 1)}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
@@ -386,6 +399,7 @@ func (a *App) Close(ctx context.Context) {
 		if a.embedded != nil {
 			a.embedded.Close()
 		}
+		a.repeats.Close()
 	})
 }
 
