@@ -327,3 +327,21 @@ func (t *explicitTopicPartitioner) OnNewBatch() {
 		o.OnNewBatch()
 	}
 }
+
+// FetchErrorAttrs returns the log attributes that place an error of a poll
+// (kgo.Fetches.EachError): the topic and partition for a partition's
+// error, the topic alone for a whole topic's (partition -1), and nothing
+// for the client's own errors, such as a failed group session or a closed
+// client, which franz-go reports under topic "" and partition 0 or -1.
+// Every poll loop logs its errors with it, so that a connection error is
+// not logged as if partition 0 of topic "" had failed.
+func FetchErrorAttrs(topic string, partition int32) []any {
+	switch {
+	case topic == "":
+		return nil
+	case partition < 0:
+		return []any{"topic", topic}
+	default:
+		return []any{"topic", topic, "partition", partition}
+	}
+}
