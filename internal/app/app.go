@@ -257,7 +257,7 @@ func (a *App) startKafka(ctx context.Context) error {
 		seeds := cc.Brokers
 		if len(seeds) == 0 {
 			if a.embedded == nil {
-				e, err := kafka.StartEmbedded(a.cfg.Embedded.Port, a.cfg.Embedded.Partitions)
+				e, err := kafka.StartEmbedded(a.cfg.Embedded.Port, a.cfg.Embedded.Partitions, kafka.EmbeddedLogger(a.logger))
 				if err != nil {
 					return fmt.Errorf("embedded.port: %w", err)
 				}

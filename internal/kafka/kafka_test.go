@@ -1,9 +1,15 @@
 package kafka
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
+	"os"
+	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -25,4 +31,61 @@ func TestFetchErrorAttrs(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("attributes = %q, want %q", got, want)
 	}
+}
+
+// faultListener fails the Accept calls after arm with EMFILE, as the
+// kernel does when the process has no file descriptor left.
+type faultListener struct {
+	net.Listener
+	faults atomic.Int32
+}
+
+func (l *faultListener) Accept() (net.Conn, error) {
+	if l.faults.Add(-1) >= 0 {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+// TestEmbeddedSurvivesEMFILE: accept errors (file descriptors running out
+// under a burst of callers) do not end the embedded broker: clients that
+// connect afterwards are served.
+func TestEmbeddedSurvivesEMFILE(t *testing.T) {
+	var fl *faultListener
+	e, err := StartEmbedded(0, 1, withListen(func(network, addr string) (net.Listener, error) {
+		l, err := net.Listen(network, addr)
+		if err != nil {
+			return nil, err
+		}
+		fl = &faultListener{Listener: l}
+		return fl, nil
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	ping := func(what string) {
+		t.Helper()
+		cl, err := kgo.NewClient(kgo.SeedBrokers(e.Addrs()...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := cl.Ping(ctx); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	ping("before the accept errors")
+	// The accept loop waits in Accept already; the connection after the
+	// next one meets three failures first.
+	fl.faults.Store(3)
+	ping("the connection before the accept errors")
+	ping("after three accept errors")
+}
+
+// withListen replaces net.Listen, for tests that inject accept failures.
+func withListen(fn func(network, address string) (net.Listener, error)) EmbeddedOption {
+	return func(o *embeddedOptions) { o.listen = fn }
 }
