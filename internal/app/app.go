@@ -15,7 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc"
 
 	kafkav1 "github.com/ferryproxy/ferry/api/ferry/kafka/v1"
@@ -134,9 +133,13 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *App
 		return nil, err
 	}
 	a.runtime = produce.NewRuntime(a.ctx, logger)
-	a.hubs = fetch.NewHubs(func(cluster string) func(...kgo.Opt) (*kgo.Client, error) {
-		return a.clusters[cluster].NewClient
-	}, 4096, logger)
+	a.hubs = fetch.NewHubs(fetch.Options{
+		Clusters:    func(name string) fetch.Cluster { return a.clusters[name] },
+		RingSize:    4096,
+		MaxCatchUps: cfg.Fetch.MaxCatchUpReaders,
+		CatchUpWait: cfg.Fetch.CatchUpWait,
+		Logger:      logger,
+	})
 	routes, err := a.buildRoutes()
 	if err != nil {
 		return nil, err

@@ -13,6 +13,8 @@ import (
 func (c *Config) Validate() Errors {
 	v := &validator{cfg: c}
 	v.clusters()
+	v.healthChecks()
+	v.fetchLimits()
 	v.embedded()
 	v.listeners()
 	v.protos()
@@ -105,6 +107,34 @@ func (v *validator) clusters() {
 		default:
 			v.errf(p+".producer.compression", "%q is not a codec: use none, gzip, snappy, lz4 or zstd", cl.Producer.Compression)
 		}
+	}
+}
+
+// healthChecks checks every cluster's health_check ranges.
+func (v *validator) healthChecks() {
+	for i, cl := range v.cfg.Clusters {
+		p := fmt.Sprintf("clusters[%d].health_check", i)
+		h := cl.HealthCheck
+		if h.Interval < 100*time.Millisecond || h.Interval > time.Hour {
+			v.errf(p+".interval", "%v is out of range: use 100ms to 1h", h.Interval)
+		}
+		if h.UnhealthyAfter < 1 || h.UnhealthyAfter > 100 {
+			v.errf(p+".unhealthy_after", "%d is out of range: use 1 to 100", h.UnhealthyAfter)
+		}
+		if h.HealthyAfter < 1 || h.HealthyAfter > 100 {
+			v.errf(p+".healthy_after", "%d is out of range: use 1 to 100", h.HealthyAfter)
+		}
+	}
+}
+
+// fetchLimits checks the fetch section's ranges.
+func (v *validator) fetchLimits() {
+	f := v.cfg.Fetch
+	if f.MaxCatchUpReaders < 1 || f.MaxCatchUpReaders > 10000 {
+		v.errf("fetch.max_catch_up_readers", "%d is out of range: use 1 to 10000", f.MaxCatchUpReaders)
+	}
+	if f.CatchUpWait < 0 || f.CatchUpWait > 10*time.Minute {
+		v.errf("fetch.catch_up_wait", "%v is out of range: use 0s (answer at once) to 10m", f.CatchUpWait)
 	}
 }
 

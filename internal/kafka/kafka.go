@@ -40,12 +40,14 @@ type Cluster struct {
 	mu        sync.Mutex
 	producers map[producerKey]*kgo.Client
 	closed    bool
+
+	health health
 }
 
 // NewCluster prepares a cluster; it connects on first use. seeds replaces
 // the configured brokers when the cluster is served by the embedded broker.
 func NewCluster(cfg config.Cluster, seeds []string, logger *slog.Logger) *Cluster {
-	return &Cluster{name: cfg.Name, cfg: cfg, seeds: seeds, logger: logger, producers: map[producerKey]*kgo.Client{}}
+	return &Cluster{name: cfg.Name, cfg: cfg, seeds: seeds, logger: logger, producers: map[producerKey]*kgo.Client{}, health: health{up: true}}
 }
 
 // Name returns the cluster's configured name.
@@ -197,8 +199,10 @@ func (c *Cluster) Ping(ctx context.Context) error {
 }
 
 // Close flushes nothing: callers wait for their own records first. It
-// closes every producer and is safe to call more than once.
+// stops the health check, closes every producer and is safe to call more
+// than once.
 func (c *Cluster) Close() {
+	c.stopHealthCheck()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.closed = true
