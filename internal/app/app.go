@@ -188,6 +188,9 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *App
 		return nil, fmt.Errorf("listening for gRPC on %s (listeners.grpc.address): %w", g.Address, err)
 	}
 	go func() { a.serveErr <- a.server.Serve(a.lis) }()
+	if err := a.startHealthChecks(); err != nil {
+		return nil, err
+	}
 	services := make([]string, 0, len(reg.Services()))
 	for _, s := range reg.Services() {
 		services = append(services, string(s.FullName()))
@@ -277,6 +280,30 @@ func (a *App) startKafka(ctx context.Context) error {
 		cancel()
 		if err != nil {
 			return fmt.Errorf("%w (clusters: %s)", err, cc.Name)
+		}
+	}
+	return nil
+}
+
+// startHealthChecks probes every cluster, and reports the server
+// NOT_SERVING while any of them is unreachable.
+func (a *App) startHealthChecks() error {
+	var mu sync.Mutex
+	update := func(bool) {
+		// Probes of several clusters report concurrently: each applies
+		// the state of all of them, under mu, so the last one applied is
+		// current.
+		mu.Lock()
+		defer mu.Unlock()
+		up := true
+		for _, cl := range a.clusters {
+			up = up && cl.Up()
+		}
+		a.server.SetServing(up)
+	}
+	for _, cl := range a.clusters {
+		if err := cl.StartHealthCheck(update); err != nil {
+			return err
 		}
 	}
 	return nil
