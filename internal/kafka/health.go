@@ -18,16 +18,20 @@ import (
 //   - up is the state with hysteresis (unhealthy_after failed probes in a
 //     row turn it down, healthy_after answered ones up again), for health
 //     reporting, which must not flap;
-//   - failed is the latest observation, a probe's or a caller's, for
-//     callers deciding whether to dial at all: during an outage they fail
-//     at once, and the probe alone dials, once per interval.
+//   - failed is the latest failure, a probe's (until a probe is answered)
+//     or a caller's (for a second), for callers deciding whether to dial
+//     at all: during an outage they fail at once, and the probe alone
+//     dials, once per interval.
 type health struct {
 	mu       sync.Mutex
 	up       bool
 	fails    int // failed probes in a row
 	oks      int // answered probes in a row
 	failed   error
-	onChange func(up bool)
+	// failedUntil is when a failure a caller noted stops counting; zero
+	// for a probe's, which counts until a probe is answered.
+	failedUntil time.Time
+	onChange    func(up bool)
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -82,13 +86,13 @@ func (c *Cluster) noteProbe(err error) {
 	was := h.up
 	if err != nil {
 		h.fails, h.oks = h.fails+1, 0
-		h.failed = err
+		h.failed, h.failedUntil = err, time.Time{}
 		if h.fails >= hc.UnhealthyAfter {
 			h.up = false
 		}
 	} else {
 		h.fails, h.oks = 0, h.oks+1
-		h.failed = nil
+		h.failed, h.failedUntil = nil, time.Time{}
 		if h.oks >= hc.HealthyAfter {
 			h.up = true
 		}
@@ -116,18 +120,25 @@ func (c *Cluster) Up() bool {
 	return c.health.up
 }
 
-// Reachable returns an error when the latest probe, or a request a caller
-// reported with NoteUnreachable since, failed to reach the cluster: a new
-// caller should then fail at once rather than dial a broker every other
-// caller failed to reach. The next answered probe clears it.
+// Reachable returns an error when the latest probe failed to reach the
+// cluster, or a caller reported such a request with NoteUnreachable in the
+// last callerFailureFor: a new caller should then fail at once rather than
+// dial a broker that others just failed to reach. An answered probe clears
+// it.
 func (c *Cluster) Reachable() error {
-	c.health.mu.Lock()
-	defer c.health.mu.Unlock()
-	if c.health.failed != nil {
-		return fmt.Errorf("cluster %q is unreachable: %w", c.name, c.health.failed)
+	h := &c.health
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.failed == nil || !h.failedUntil.IsZero() && time.Now().After(h.failedUntil) {
+		return nil
 	}
-	return nil
+	return fmt.Errorf("cluster %q is unreachable: %w", c.name, h.failed)
 }
+
+// callerFailureFor is how long a failure a caller noted keeps others from
+// dialing, at most: long enough that an outage costs a dial a second, not
+// one per caller, and short enough that a false alarm passes quickly.
+const callerFailureFor = time.Second
 
 // NoteUnreachable records that a request failed with err, if err says the
 // cluster could not be reached (see Unreachable), so that Reachable fails
@@ -136,11 +147,13 @@ func (c *Cluster) NoteUnreachable(err error) {
 	if !Unreachable(err) {
 		return
 	}
-	c.health.mu.Lock()
-	defer c.health.mu.Unlock()
-	if c.health.done != nil { // only while probes run, which clear it
-		c.health.failed = err
+	h := &c.health
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.failed != nil && h.failedUntil.IsZero() {
+		return // a probe's failure counts already, until a probe is answered
 	}
+	h.failed, h.failedUntil = err, time.Now().Add(min(callerFailureFor, c.cfg.HealthCheck.Interval))
 }
 
 // Unreachable reports whether err is a failure to reach a broker (a failed

@@ -4,14 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/ferryproxy/ferry/internal/config"
 )
 
 // TestFetchErrorAttrs: a client's own error (a failed group session, a
@@ -88,4 +92,48 @@ func TestEmbeddedSurvivesEMFILE(t *testing.T) {
 // withListen replaces net.Listen, for tests that inject accept failures.
 func withListen(fn func(network, address string) (net.Listener, error)) EmbeddedOption {
 	return func(o *embeddedOptions) { o.listen = fn }
+}
+
+// TestHealthHysteresis: the cluster turns down after unhealthy_after failed
+// probes in a row and up after healthy_after answered ones, reporting each
+// change once; Reachable fails from the first failed probe to the next
+// answered one, and for a moment after a caller's failure to reach it.
+func TestHealthHysteresis(t *testing.T) {
+	cfg := config.Cluster{Name: "c", HealthCheck: config.HealthCheck{Interval: time.Hour, UnhealthyAfter: 3, HealthyAfter: 2}}
+	c := NewCluster(cfg, nil, slog.New(slog.DiscardHandler))
+	var changes []bool
+	c.health.onChange = func(up bool) { changes = append(changes, up) }
+	refused := &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
+	steps := []struct {
+		probe         error
+		up, reachable bool
+	}{
+		{refused, true, false},
+		{nil, true, true},
+		{refused, true, false},
+		{refused, true, false},
+		{refused, false, false},
+		{refused, false, false},
+		{nil, false, true},
+		{refused, false, false},
+		{nil, false, true},
+		{nil, true, true},
+	}
+	for i, s := range steps {
+		c.noteProbe(s.probe)
+		if c.Up() != s.up || (c.Reachable() == nil) != s.reachable {
+			t.Errorf("after probe %d (%v): up %v, reachable %v; want %v, %v", i, s.probe, c.Up(), c.Reachable(), s.up, s.reachable)
+		}
+	}
+	if fmt.Sprint(changes) != "[false true]" {
+		t.Errorf("changes reported: %v, want [false true]", changes)
+	}
+	c.NoteUnreachable(errors.New("UNKNOWN_TOPIC_OR_PARTITION")) // an answer, not an outage
+	if err := c.Reachable(); err != nil {
+		t.Errorf("after an answer: %v", err)
+	}
+	c.NoteUnreachable(fmt.Errorf("listing offsets: %w", refused))
+	if err := c.Reachable(); err == nil || !strings.Contains(err.Error(), `cluster "c" is unreachable`) {
+		t.Errorf("after a caller's failed dial: %v", err)
+	}
 }
