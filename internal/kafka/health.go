@@ -23,11 +23,11 @@ import (
 //     at all: during an outage they fail at once, and the probe alone
 //     dials, once per interval.
 type health struct {
-	mu       sync.Mutex
-	up       bool
-	fails    int // failed probes in a row
-	oks      int // answered probes in a row
-	failed   error
+	mu     sync.Mutex
+	up     bool
+	fails  int // failed probes in a row
+	oks    int // answered probes in a row
+	failed error
 	// failedUntil is when a failure a caller noted stops counting; zero
 	// for a probe's, which counts until a probe is answered.
 	failedUntil time.Time
