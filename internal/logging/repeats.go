@@ -13,7 +13,8 @@ import (
 )
 
 // detailKeys are attributes that vary between repeats of one event (the
-// error text, a duration) and so do not tell two events apart.
+// error text) and so do not tell two events apart; so do durations and
+// times (a backoff, an age).
 var detailKeys = map[string]bool{"err": true, "error": true}
 
 // maxKinds bounds the kinds of message tracked at once. Past it, records
@@ -24,7 +25,7 @@ const maxKinds = 4096
 // Repeats is a slog.Handler that writes the first record of each kind in a
 // window and counts the rest. A kind is the level, the message, the
 // logger's own attributes and groups, and the record's attributes except
-// err and error. When a window in which repeats were counted ends, one
+// err, error, durations and times. When a window in which repeats were counted ends, one
 // summary record is written: the last repeat, with repeated=N (how many
 // were not written) and in_last=the window. Records below info are never
 // held back: debug logging is asked for to see everything.
@@ -214,7 +215,10 @@ func writeAttr(b *strings.Builder, group string, a slog.Attr) {
 		return
 	}
 	v := a.Value.Resolve()
-	if v.Kind() == slog.KindGroup {
+	switch v.Kind() {
+	case slog.KindDuration, slog.KindTime:
+		return
+	case slog.KindGroup:
 		for _, ga := range v.Group() {
 			writeAttr(b, group+a.Key+".", ga)
 		}

@@ -42,7 +42,7 @@ func TestRepeatsFlood(t *testing.T) {
 	kafka := logger.With("component", "kafka")
 	for i := range 7000 {
 		kafka.Warn("unable to open connection to broker", "addr", "127.0.0.1:9092", "broker", "seed_0",
-			"err", errors.New("dial tcp 127.0.0.1:9092: connect: connection refused #"+string(rune('a'+i%26))))
+			"retry_in", time.Duration(i)*time.Millisecond, "err", errors.New("dial tcp 127.0.0.1:9092: connect: connection refused #"+string(rune('a'+i%26))))
 	}
 	kafka.Warn("unable to open connection to broker", "addr", "127.0.0.1:9093", "broker", "seed_1", "err", "refused")
 	logger.Warn("unable to open connection to broker", "addr", "127.0.0.1:9092", "broker", "seed_0", "err", "refused")
