@@ -172,6 +172,12 @@ func (hs *Hubs) acquire(ctx context.Context, k hubKey) (*Hub, func(), error) {
 	defer hs.mu.Unlock()
 	ref := hs.hubs[k]
 	if ref == nil {
+		// Starting a hub lists offsets: during an outage, fail at once
+		// rather than dial. A running hub serves callers at the tail
+		// without Kafka, and reads on once Kafka is back.
+		if err := hs.reachable(k.cluster); err != nil {
+			return nil, nil, err
+		}
 		admin, err := hs.adminLocked(k.cluster)
 		if err != nil {
 			return nil, nil, err
@@ -369,11 +375,11 @@ func (r *Route) Serve(ss grpc.ServerStream, m *protoreg.Method, md metadata.MD) 
 	if err != nil {
 		return err
 	}
-	if err := r.hubs.reachable(r.cfg.Cluster); err != nil {
-		return err
-	}
 	k := hubKey{cluster: r.cfg.Cluster, topic: r.cfg.Topic, prefix: r.cfg.MetaPrefix, field: protowire.Number(r.cfg.MessageIDField)}
 	hub, release, err := r.hubs.acquire(ctx, k)
+	if status.Code(err) == codes.Unavailable {
+		return err
+	}
 	if err != nil {
 		return r.hubs.unavailable(ctx, r.cfg.Cluster, fmt.Errorf("reading topic %q: %w", r.cfg.Topic, err))
 	}
@@ -428,6 +434,9 @@ func (r *Route) startPosition(ctx context.Context, resume Position) (Position, e
 	defer cancel()
 	if resume == nil && r.cfg.Start == "latest" {
 		return nil, nil
+	}
+	if err := r.hubs.reachable(r.cfg.Cluster); err != nil {
+		return nil, err
 	}
 	starts, err := listOffsets(lctx, admin, r.cfg.Topic, -2)
 	if err != nil {
