@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/mem"
 
 	"github.com/ferryproxy/ferry/internal/config"
+	"github.com/ferryproxy/ferry/internal/kafka"
 )
 
 // Options configure a Backend.
@@ -187,7 +188,7 @@ func (b *Backend) poll() {
 			return
 		}
 		fs.EachError(func(t string, p int32, err error) {
-			b.logger.Warn("reading requests", "topic", t, "partition", p, "err", err)
+			b.logger.Warn("reading requests", append(kafka.FetchErrorAttrs(t, p), "err", err)...)
 		})
 		fs.EachRecord(b.dispatch)
 		if !b.waitForRoom() {

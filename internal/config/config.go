@@ -28,6 +28,8 @@ type Config struct {
 	Backends []Backend `yaml:"backends"`
 	// Replies configures the shared readers of reply topics.
 	Replies Replies `yaml:"replies"`
+	// Fetch limits the resources of fetch routes.
+	Fetch Fetch `yaml:"fetch"`
 	// KafkaAPI is the generic Kafka API: Ferry's own and Kafka-Pixy's.
 	KafkaAPI KafkaAPI `yaml:"kafka_api"`
 	// Log configures Ferry's own logging.
@@ -57,6 +59,33 @@ type Cluster struct {
 	DialTimeout time.Duration `yaml:"dial_timeout"`
 	// Producer tunes the producer Ferry writes requests with.
 	Producer Producer `yaml:"producer"`
+	// HealthCheck is how Ferry finds out that the cluster is unreachable
+	// and back.
+	HealthCheck HealthCheck `yaml:"health_check"`
+}
+
+// HealthCheck probes a cluster with a metadata request. The cluster counts
+// as unreachable after UnhealthyAfter probes in a row failed, and as
+// reachable again after HealthyAfter probes in a row answered.
+type HealthCheck struct {
+	// Interval is the pause between two probes.
+	Interval time.Duration `yaml:"interval"`
+	// UnhealthyAfter is how many failed probes in a row make the cluster
+	// unreachable.
+	UnhealthyAfter int `yaml:"unhealthy_after"`
+	// HealthyAfter is how many answered probes in a row make it reachable
+	// again.
+	HealthyAfter int `yaml:"healthy_after"`
+}
+
+// Fetch limits the resources of fetch routes in one Ferry instance.
+type Fetch struct {
+	// MaxCatchUpReaders bounds the callers reading on Kafka readers of
+	// their own (catch-up readers) at once, over every fetch route.
+	MaxCatchUpReaders int `yaml:"max_catch_up_readers"`
+	// CatchUpWait is how long a caller waits for a catch-up reader when
+	// all are taken, before it gets RESOURCE_EXHAUSTED.
+	CatchUpWait time.Duration `yaml:"catch_up_wait"`
 }
 
 // Producer tunes how records are batched and written.
@@ -419,6 +448,7 @@ func Default() Config {
 			},
 		},
 		Replies: Replies{Lookback: 5 * time.Minute, MaxCachedBytes: 64 << 20, MaxBufferedPerCall: 1024},
+		Fetch:   Fetch{MaxCatchUpReaders: 64, CatchUpWait: 30 * time.Second},
 		Log:     Log{Level: "info", Format: "text"},
 	}
 }
@@ -473,6 +503,15 @@ func (c *Config) applyDefaults() {
 		}
 		// Validation bounds the message size well below int32's range.
 		cl.Producer.BatchMaxBytes = int32(min(c.Listeners.GRPC.MaxRecvMessageSize, MaxMessageSizeLimit) + RecordOverhead)
+		if cl.HealthCheck.Interval == 0 {
+			cl.HealthCheck.Interval = 5 * time.Second
+		}
+		if cl.HealthCheck.UnhealthyAfter == 0 {
+			cl.HealthCheck.UnhealthyAfter = 3
+		}
+		if cl.HealthCheck.HealthyAfter == 0 {
+			cl.HealthCheck.HealthyAfter = 2
+		}
 	}
 	for i := range c.Routes {
 		r := &c.Routes[i]

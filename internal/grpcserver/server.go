@@ -53,6 +53,8 @@ type Server struct {
 	opts   Options
 	srv    *grpc.Server
 	health *health.Server
+	// healthNames are the services health reports on besides "".
+	healthNames []string
 }
 
 // New builds the server; nothing listens until Serve.
@@ -77,9 +79,12 @@ func New(opts Options) *Server {
 		s.health = health.NewServer()
 		healthpb.RegisterHealthServer(s.srv, s.health)
 		for _, sd := range opts.Registry.Services() {
-			s.health.SetServingStatus(string(sd.FullName()), healthpb.HealthCheckResponse_SERVING)
+			s.healthNames = append(s.healthNames, string(sd.FullName()))
 		}
 		for name := range own {
+			s.healthNames = append(s.healthNames, name)
+		}
+		for _, name := range s.healthNames {
 			s.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
 		}
 	}

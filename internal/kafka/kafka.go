@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
@@ -39,12 +40,14 @@ type Cluster struct {
 	mu        sync.Mutex
 	producers map[producerKey]*kgo.Client
 	closed    bool
+
+	health health
 }
 
 // NewCluster prepares a cluster; it connects on first use. seeds replaces
 // the configured brokers when the cluster is served by the embedded broker.
 func NewCluster(cfg config.Cluster, seeds []string, logger *slog.Logger) *Cluster {
-	return &Cluster{name: cfg.Name, cfg: cfg, seeds: seeds, logger: logger, producers: map[producerKey]*kgo.Client{}}
+	return &Cluster{name: cfg.Name, cfg: cfg, seeds: seeds, logger: logger, producers: map[producerKey]*kgo.Client{}, health: health{up: true}}
 }
 
 // Name returns the cluster's configured name.
@@ -201,8 +204,10 @@ func (c *Cluster) Ping(ctx context.Context) error {
 }
 
 // Close flushes nothing: callers wait for their own records first. It
-// closes every producer and is safe to call more than once.
+// stops the health check, closes every producer and is safe to call more
+// than once.
 func (c *Cluster) Close() {
+	c.stopHealthCheck()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.closed = true
@@ -233,15 +238,43 @@ type Embedded struct {
 	c *kfake.Cluster
 }
 
+// EmbeddedOption configures the embedded broker.
+type EmbeddedOption func(*embeddedOptions)
+
+type embeddedOptions struct {
+	logger *slog.Logger
+	listen func(network, address string) (net.Listener, error)
+}
+
+// EmbeddedLogger sets the logger of the broker's own problems, such as
+// failing to accept a connection.
+func EmbeddedLogger(l *slog.Logger) EmbeddedOption {
+	return func(o *embeddedOptions) { o.logger = l }
+}
+
 // StartEmbedded starts the in-memory broker on 127.0.0.1:port (0 picks a
 // free port). Topics are created on first use with the given partitions.
-func StartEmbedded(port, partitions int) (*Embedded, error) {
+func StartEmbedded(port, partitions int, opts ...EmbeddedOption) (*Embedded, error) {
+	o := embeddedOptions{logger: slog.New(slog.DiscardHandler), listen: net.Listen}
+	for _, opt := range opts {
+		opt(&o)
+	}
 	c, err := kfake.NewCluster(
 		kfake.NumBrokers(1),
 		kfake.Ports(port),
 		kfake.AllowAutoTopicCreation(),
 		kfake.DefaultNumPartitions(partitions),
 		kfake.ClusterID("ferry-embedded"),
+		// kfake stops accepting at the first Accept error; the listener
+		// retries instead, so the broker survives running out of file
+		// descriptors for a moment.
+		kfake.ListenFn(func(network, address string) (net.Listener, error) {
+			l, err := o.listen(network, address)
+			if err != nil {
+				return nil, err
+			}
+			return newRetryListener(l, o.logger), nil
+		}),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("starting embedded broker on 127.0.0.1:%d: %w", port, err)
@@ -330,5 +363,23 @@ func (t *explicitTopicPartitioner) Partition(r *kgo.Record, n int) int {
 func (t *explicitTopicPartitioner) OnNewBatch() {
 	if o, ok := t.TopicPartitioner.(kgo.TopicPartitionerOnNewBatch); ok {
 		o.OnNewBatch()
+	}
+}
+
+// FetchErrorAttrs returns the log attributes that place an error of a poll
+// (kgo.Fetches.EachError): the topic and partition for a partition's
+// error, the topic alone for a whole topic's (partition -1), and nothing
+// for the client's own errors, such as a failed group session or a closed
+// client, which franz-go reports under topic "" and partition 0 or -1.
+// Every poll loop logs its errors with it, so that a connection error is
+// not logged as if partition 0 of topic "" had failed.
+func FetchErrorAttrs(topic string, partition int32) []any {
+	switch {
+	case topic == "":
+		return nil
+	case partition < 0:
+		return []any{"topic", topic}
+	default:
+		return []any{"topic", topic, "partition", partition}
 	}
 }

@@ -821,7 +821,7 @@ func (m *member) pollLoop() {
 			if errors.Is(err, context.Canceled) {
 				return
 			}
-			m.s.logger.Warn("reading failed", "cluster", m.key.cluster, "group", m.key.group, "topic", topic, "partition", p, "error", err)
+			m.s.logger.Warn("reading failed", append([]any{"cluster", m.key.cluster, "group", m.key.group}, append(kafka.FetchErrorAttrs(topic, p), "error", err)...)...)
 			if errors.Is(err, kerr.GroupAuthorizationFailed) || errors.Is(err, kerr.TopicAuthorizationFailed) {
 				m.mu.Lock()
 				m.fatal = status.Errorf(codes.PermissionDenied, "consuming topic %q in group %q: %v", m.key.topic, m.key.group, err)

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/ferryproxy/ferry/internal/config"
+	"github.com/ferryproxy/ferry/internal/kafka"
 	"github.com/ferryproxy/ferry/internal/meta"
 )
 
@@ -217,7 +218,7 @@ func (r *Reader) run(ctx context.Context) {
 			return
 		}
 		fetches.EachError(func(topic string, p int32, err error) {
-			r.logger.Warn("reading reply topic", "partition", p, "err", err)
+			r.logger.Warn("reading reply topic", append(kafka.FetchErrorAttrs(topic, p), "err", err)...)
 		})
 		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
 			for _, rec := range p.Records {
