@@ -45,13 +45,25 @@ func TestPartitionCommitOrder(t *testing.T) {
 	}
 }
 
-func TestRecentIDs(t *testing.T) {
-	r := newRecentIDs(2)
-	r.add("a")
-	r.add("b")
-	r.add("a")
-	r.add("c") // evicts a, the oldest
-	if r.has("a") || !r.has("b") || !r.has("c") {
-		t.Errorf("recent ids = %v", r.set)
+// TestIDSet: the set forgets its oldest ids past its bound, and a removed
+// id neither counts nor is forgotten twice.
+func TestIDSet(t *testing.T) {
+	s := newIDSet(2)
+	s.add("a")
+	s.add("b")
+	s.add("a")
+	s.add("c") // evicts a, the oldest
+	if s.has("a") || !s.has("b") || !s.has("c") {
+		t.Errorf("ids = %v, want b and c", s.at)
+	}
+	s.remove("b")
+	s.remove("x")
+	if s.has("b") {
+		t.Error("a removed id is still in the set")
+	}
+	s.add("d") // takes b's old slot
+	s.add("e") // evicts c
+	if s.has("c") || !s.has("d") || !s.has("e") || len(s.at) != 2 {
+		t.Errorf("ids = %v, want d and e", s.at)
 	}
 }

@@ -260,7 +260,9 @@ func (c *call) send(ctx context.Context, s grpc.ClientStream) {
 func (c *call) finish(hdrs []kgo.RecordHeader, code codes.Code, msg string) {
 	c.mu.Lock()
 	offsets := append([]int64(nil), c.offsets...)
-	// Records still arriving for this id are late: the call is over.
+	// Records of this id read from now until the call is gone are
+	// finished at once: late records of its stream, or a retry's, which
+	// the reply written here answers.
 	c.closed = true
 	c.mu.Unlock()
 	if c.replyTo == "" {
