@@ -234,7 +234,7 @@ func TestBackendPoison(t *testing.T) {
 	cc := dial(t, a)
 	ctx := testkit.Context(t, 30*time.Second)
 	res := call(ctx, cc, "UnaryEcho", nil, "poison")
-	if st := status.Convert(res.err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "cannot digest poison (after 3 attempts)") {
+	if st := status.Convert(res.err); st.Code() != codes.Unavailable || !strings.HasPrefix(st.Message(), "cannot digest poison (after 3 attempts in ") {
 		t.Errorf("poison call: %v %q, want Unavailable after 3 attempts", st.Code(), st.Message())
 	}
 	res = call(ctx, cc, "UnaryEcho", nil, "fine")

@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"strconv"
@@ -139,25 +140,39 @@ func (c *call) run() {
 }
 
 // attempts makes the call, retrying while the server is UNAVAILABLE and
-// no response was written, with exponential backoff and full jitter.
+// no response was written, with exponential backoff and full jitter, until
+// retry.max_attempts attempts were made or retry.max_elapsed has passed
+// since the first began (or the deadline came). No attempt starts past
+// max_elapsed.
 func (c *call) attempts() ([]kgo.RecordHeader, codes.Code, string) {
 	cfg := c.b.cfg.Retry
+	start := time.Now()
+	end := start.Add(cfg.MaxElapsed)
 	for attempt := 1; ; attempt++ {
-		hdrs, wrote, st := c.attempt()
-		if st.Code() != codes.Unavailable || wrote || attempt >= cfg.MaxAttempts || c.ctx.Err() != nil {
-			if st.Code() == codes.Unavailable && attempt > 1 {
-				return hdrs, st.Code(), st.Message() + " (after " + strconv.Itoa(attempt) + " attempts)"
+		hdrs, wrote, st := c.attempt(end)
+		retry := st.Code() == codes.Unavailable && !wrote && attempt < cfg.MaxAttempts && c.ctx.Err() == nil
+		var wait time.Duration
+		if retry {
+			ceil := cfg.InitialBackoff << (attempt - 1)
+			if ceil > cfg.MaxBackoff || ceil <= 0 {
+				ceil = cfg.MaxBackoff
 			}
-			if c.ctx.Err() == context.DeadlineExceeded && st.Code() == codes.Canceled {
-				return hdrs, codes.DeadlineExceeded, "call deadline (" + c.b.cfg.Deadline.String() + ") exceeded"
+			wait = time.Duration(rand.Int64N(int64(ceil) + 1))
+			deadline, _ := c.ctx.Deadline()
+			retry = time.Until(end) > wait && time.Until(deadline) > wait
+		}
+		if !retry {
+			switch {
+			case st.Code() == codes.Unavailable && !wrote && c.ctx.Err() != context.Canceled:
+				// The retry budget is spent: say how, so that the caller
+				// can tell a server that stayed down from one that failed
+				// once.
+				return hdrs, st.Code(), fmt.Sprintf("%s (after %s in %s)", st.Message(), plural(attempt, "attempt"), time.Since(start).Round(time.Millisecond))
+			case c.ctx.Err() == context.DeadlineExceeded && (st.Code() == codes.Canceled || st.Code() == codes.DeadlineExceeded):
+				return hdrs, codes.DeadlineExceeded, fmt.Sprintf("call deadline (%s) exceeded after %s", c.b.cfg.Deadline, plural(attempt, "attempt"))
 			}
 			return hdrs, st.Code(), st.Message()
 		}
-		ceil := cfg.InitialBackoff << (attempt - 1)
-		if ceil > cfg.MaxBackoff || ceil <= 0 {
-			ceil = cfg.MaxBackoff
-		}
-		wait := time.Duration(rand.Int64N(int64(ceil) + 1))
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
@@ -167,16 +182,42 @@ func (c *call) attempts() ([]kgo.RecordHeader, codes.Code, string) {
 	}
 }
 
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return strconv.Itoa(n) + " " + what + "s"
+}
+
 // attempt makes the call once: it sends the request messages (the ones
 // already read, then each as it arrives), writes every response message as
 // a reply record, and returns the reply headers, whether any response was
-// written, and the final status.
-func (c *call) attempt() (hdrs []kgo.RecordHeader, wrote bool, st *status.Status) {
+// written, and the final status. It waits for a connection to the server
+// until the retry budget ends at end: a server that is down or restarting
+// is waited for, where failing at once would spend the attempts in a
+// moment. Once the call is under way, only its deadline bounds it.
+func (c *call) attempt(end time.Time) (hdrs []kgo.RecordHeader, wrote bool, st *status.Status) {
 	ctx, cancel := context.WithCancel(metadata.NewOutgoingContext(c.ctx, c.md))
 	defer cancel()
-	s, err := c.b.conn.NewStream(ctx, streamDesc, c.path)
+	budget := time.AfterFunc(time.Until(end), cancel)
+	s, err := c.b.conn.NewStream(ctx, streamDesc, c.path, grpc.WaitForReady(true))
+	if !budget.Stop() {
+		// The budget ended while waiting for a connection; a stream opened
+		// just then is cancelled already.
+		msg := "no connection to the server within retry.max_elapsed (" + c.b.cfg.Retry.MaxElapsed.String() + ")"
+		if err != nil {
+			msg += ": " + status.Convert(err).Message()
+		}
+		return nil, false, status.New(codes.Unavailable, msg)
+	}
 	if err != nil {
-		return nil, false, status.Convert(err)
+		st := status.Convert(err)
+		if c.ctx.Err() == context.DeadlineExceeded {
+			// The deadline came while waiting for a connection: the
+			// server never saw the call.
+			return nil, false, status.New(codes.Unavailable, "no connection to the server before the call deadline ("+c.b.cfg.Deadline.String()+"): "+st.Message())
+		}
+		return nil, false, st
 	}
 	var wg sync.WaitGroup
 	wg.Add(1)

@@ -293,10 +293,16 @@ type BackendCondition struct {
 	Headers map[string]string `yaml:"headers"`
 }
 
-// Retry is an exponential backoff with full jitter.
+// Retry is an exponential backoff with full jitter, bounded by attempts and
+// by time.
 type Retry struct {
 	// MaxAttempts bounds the attempts of one call, the first included.
 	MaxAttempts int `yaml:"max_attempts"`
+	// MaxElapsed bounds the time a call spends on attempts and the waits
+	// between them, counted from its first attempt; the call's deadline
+	// bounds it too. An attempt waits up to this long for a connection to
+	// the server, so a restarting server costs one attempt.
+	MaxElapsed time.Duration `yaml:"max_elapsed"`
 	// InitialBackoff is the largest wait before the second attempt; each
 	// later wait may be twice as long, up to MaxBackoff.
 	InitialBackoff time.Duration `yaml:"initial_backoff"`
@@ -524,6 +530,9 @@ func (c *Config) applyBackendDefaults() {
 		}
 		if b.Retry.MaxBackoff == 0 {
 			b.Retry.MaxBackoff = 5 * time.Second
+		}
+		if b.Retry.MaxElapsed == 0 {
+			b.Retry.MaxElapsed = time.Minute
 		}
 		if b.SessionTimeout == 0 {
 			b.SessionTimeout = 45 * time.Second

@@ -422,12 +422,15 @@ func (v *validator) backends() {
 			key string
 			val time.Duration
 		}{
-			{"deadline", b.Deadline}, {"retry.initial_backoff", b.Retry.InitialBackoff}, {"retry.max_backoff", b.Retry.MaxBackoff},
+			{"deadline", b.Deadline}, {"retry.initial_backoff", b.Retry.InitialBackoff}, {"retry.max_backoff", b.Retry.MaxBackoff}, {"retry.max_elapsed", b.Retry.MaxElapsed},
 			{"session_timeout", b.SessionTimeout}, {"commit_interval", b.CommitInterval}, {"drain_timeout", b.DrainTimeout},
 		} {
 			if d.val <= 0 {
 				v.errf(p+"."+d.key, "must be positive")
 			}
+		}
+		if b.Retry.MaxElapsed > 24*time.Hour {
+			v.errf(p+".retry.max_elapsed", "%s is more than 24h: the call's deadline ends retries sooner anyway", b.Retry.MaxElapsed)
 		}
 		if b.Retry.MaxBackoff < b.Retry.InitialBackoff {
 			v.errf(p+".retry.max_backoff", "is shorter than initial_backoff (%s)", b.Retry.InitialBackoff)
