@@ -189,3 +189,89 @@ backends:
 		}
 	}
 }
+
+// TestBackendStaticRestart: a back end with a group_instance_id that is
+// killed (SIGKILL) and restarted with the same id takes its partitions back
+// as soon as it rejoins, instead of waiting for the group session (45 s
+// here, the default) to end its dead predecessor's session. The call made
+// after the restart has a deadline well under the session timeout. The
+// test logs how long the restarted instance took to answer.
+func TestBackendStaticRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds ferry")
+	}
+	kit.CheckLeaks(t)
+	bin := buildFerry(t)
+	srv := startEchoServer(t, "echo")
+	req, rep := kit.Topic(t, 2, nil), kit.Topic(t, 2, nil)
+	group := "g-" + req
+	backendYAML := fmt.Sprintf(`
+backends:
+  - name: echo
+    topic: %s
+    target: %s
+    group_id: %s
+    group_instance_id: ferry-test-1
+    session_timeout: 45s
+    commit_interval: 100ms
+`, req, srv.addr, group)
+	front := startFerry(t, fmt.Sprintf(`
+  - when: [{method: grpc.examples.echo.Echo/*}]
+    produce: {topic: %s, reply_to: %s, timeout: 60s}
+`, req, rep))
+	cc := dial(t, front)
+	victim := startFerryProcess(t, bin, "first", backendYAML)
+	waitGroupMembers(t, group, 1)
+	if res := call(testkit.Context(t, 30*time.Second), cc, "UnaryEcho", nil, "before"); res.err != nil {
+		t.Fatalf("call before the crash: %v", res.err)
+	}
+
+	victim.kill(t)
+	killed := time.Now()
+	startFerryProcess(t, bin, "restarted", backendYAML)
+	restarted := time.Now()
+	res := call(testkit.Context(t, 20*time.Second), cc, "UnaryEcho", nil, "after")
+	if res.err != nil || len(res.msgs) != 1 || res.msgs[0] != "after" {
+		t.Fatalf("call after the restart = %q, %v; want it answered before the dead session (45 s) times out", res.msgs, res.err)
+	}
+	t.Logf("the restarted instance answered %s after its restart (%s after the kill); session timeout 45s",
+		time.Since(restarted).Round(time.Millisecond), time.Since(killed).Round(time.Millisecond))
+}
+
+// TestBackendStaticGracefulLeave: a static member that shuts down in an
+// orderly way leaves its group, which franz-go does not do for a static
+// member, so the other instance takes its partitions at once rather than
+// after the session timeout.
+func TestBackendStaticGracefulLeave(t *testing.T) {
+	kit.CheckLeaks(t)
+	srv := startEchoServer(t, "echo")
+	req, rep := kit.Topic(t, 4, nil), kit.Topic(t, 4, nil)
+	group := "g-" + req
+	backendOnly := func(id string) string {
+		return fmt.Sprintf(`  []
+backends:
+  - name: echo
+    topic: %s
+    target: %s
+    group_id: %s
+    group_instance_id: %s
+    session_timeout: 45s
+    commit_interval: 100ms
+`, req, srv.addr, group, id)
+	}
+	front := startFerry(t, fmt.Sprintf(`
+  - when: [{method: grpc.examples.echo.Echo/*}]
+    produce: {topic: %s, reply_to: %s, timeout: 60s}
+`, req, rep))
+	leaving := startFerry(t, backendOnly("ferry-test-leaving"))
+	startFerry(t, backendOnly("ferry-test-staying"))
+	waitGroupMembers(t, group, 2)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	leaving.Close(ctx)
+	cancel()
+	// Within waitGroupMembers' 30 s, well before the 45 s session timeout.
+	waitGroupMembers(t, group, 1)
+	wait := unaryMany(t, testkit.Context(t, 30*time.Second), dial(t, front), 20)
+	wait()
+}

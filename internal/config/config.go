@@ -256,6 +256,11 @@ type Backend struct {
 	Target string `yaml:"target"`
 	// GroupID is the Kafka consumer group. Default: "ferry-backend-<name>".
 	GroupID string `yaml:"group_id"`
+	// GroupInstanceID makes this instance a static member of the group
+	// (Kafka's group.instance.id), so that it takes its partitions back at
+	// once when restarted after a crash. Each instance needs its own, e.g.
+	// ${HOSTNAME}. Empty: a dynamic member.
+	GroupInstanceID string `yaml:"group_instance_id"`
 	// Start is where a group without committed offsets starts: earliest or
 	// latest.
 	Start string `yaml:"start"`
@@ -376,6 +381,10 @@ type APIConsume struct {
 	CommitInterval time.Duration `yaml:"commit_interval"`
 	// SessionTimeout is the consumer group session timeout.
 	SessionTimeout time.Duration `yaml:"session_timeout"`
+	// GroupInstanceID makes this instance's group members static, with
+	// the id "<GroupInstanceID>.<topic>" in each group. Empty: dynamic
+	// members.
+	GroupInstanceID string `yaml:"group_instance_id"`
 	// MaxWaitingPolls bounds the polls waiting at once for one group and
 	// topic; more get RESOURCE_EXHAUSTED.
 	MaxWaitingPolls int `yaml:"max_waiting_polls"`
