@@ -148,8 +148,19 @@ func (c *call) attempts() ([]kgo.RecordHeader, codes.Code, string) {
 	cfg := c.b.cfg.Retry
 	start := time.Now()
 	end := start.Add(cfg.MaxElapsed)
+	var last *status.Status
+	var lastHdrs []kgo.RecordHeader
 	for attempt := 1; ; attempt++ {
-		hdrs, wrote, st := c.attempt(end)
+		hdrs, wrote, st, cut := c.attempt(end)
+		if cut && last != nil {
+			// This attempt never reached the server: the budget or the
+			// deadline ended while it waited for a connection, perhaps
+			// only for the stream to open. The last attempt that did
+			// reach it tells what went wrong.
+			attempt--
+			hdrs, st = lastHdrs, last
+		}
+		last, lastHdrs = st, hdrs
 		retry := st.Code() == codes.Unavailable && !wrote && attempt < cfg.MaxAttempts && c.ctx.Err() == nil
 		var wait time.Duration
 		if retry {
@@ -195,8 +206,9 @@ func plural(n int, what string) string {
 // written, and the final status. It waits for a connection to the server
 // until the retry budget ends at end: a server that is down or restarting
 // is waited for, where failing at once would spend the attempts in a
-// moment. Once the call is under way, only its deadline bounds it.
-func (c *call) attempt(end time.Time) (hdrs []kgo.RecordHeader, wrote bool, st *status.Status) {
+// moment. Once the call is under way, only its deadline bounds it. cut
+// reports that the budget or the deadline ended before the stream opened.
+func (c *call) attempt(end time.Time) (hdrs []kgo.RecordHeader, wrote bool, st *status.Status, cut bool) {
 	ctx, cancel := context.WithCancel(metadata.NewOutgoingContext(c.ctx, c.md))
 	defer cancel()
 	budget := time.AfterFunc(time.Until(end), cancel)
@@ -208,16 +220,16 @@ func (c *call) attempt(end time.Time) (hdrs []kgo.RecordHeader, wrote bool, st *
 		if err != nil {
 			msg += ": " + status.Convert(err).Message()
 		}
-		return nil, false, status.New(codes.Unavailable, msg)
+		return nil, false, status.New(codes.Unavailable, msg), true
 	}
 	if err != nil {
 		st := status.Convert(err)
 		if c.ctx.Err() == context.DeadlineExceeded {
 			// The deadline came while waiting for a connection: the
 			// server never saw the call.
-			return nil, false, status.New(codes.Unavailable, "no connection to the server before the call deadline ("+c.b.cfg.Deadline.String()+"): "+st.Message())
+			return nil, false, status.New(codes.Unavailable, "no connection to the server before the call deadline ("+c.b.cfg.Deadline.String()+"): "+st.Message()), true
 		}
-		return nil, false, st
+		return nil, false, st, false
 	}
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -241,11 +253,11 @@ func (c *call) attempt(end time.Time) (hdrs []kgo.RecordHeader, wrote bool, st *
 		}
 		if errors.Is(err, io.EOF) {
 			hdrs = meta.AppendHeaders(hdrs, s.Trailer(), c.b.names.MetaPrefix, nil)
-			return hdrs, wrote, status.New(codes.OK, "")
+			return hdrs, wrote, status.New(codes.OK, ""), false
 		}
 		if err != nil {
 			hdrs = meta.AppendHeaders(hdrs, s.Trailer(), c.b.names.MetaPrefix, nil)
-			return hdrs, wrote, status.Convert(err)
+			return hdrs, wrote, status.Convert(err), false
 		}
 		if c.replyTo == "" {
 			continue
