@@ -251,10 +251,14 @@ func (b *Backend) dispatch(r *kgo.Record) {
 		return
 	}
 	b.mu.Lock()
-	// An open call of an earlier assignment of the partition was abandoned
-	// when the partition was taken away: its records, read again now, make
-	// a new call.
-	if c := b.open[h.id]; c != nil && c.part == p {
+	c := b.open[h.id]
+	if c != nil && c.part != p && c.part.id == p.id {
+		// The call belongs to an earlier assignment of the partition and
+		// was abandoned when the partition was taken away: its records,
+		// read again now, make a new call.
+		c = nil
+	}
+	if c != nil {
 		b.mu.Unlock()
 		if !c.add(r) {
 			p.finish(r.Offset)
