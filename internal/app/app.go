@@ -361,7 +361,7 @@ func (a *App) startBackends() error {
 			return err
 		}
 		a.backends = append(a.backends, b)
-		cons, err := cl.NewGroupConsumer(bc.Topic, bc.GroupID, bc.Start, bc.SessionTimeout, b.ConsumerOpts()...)
+		cons, err := cl.NewGroupConsumer(bc.Topic, bc.GroupID, bc.GroupInstanceID, bc.Start, bc.SessionTimeout, b.ConsumerOpts()...)
 		if err != nil {
 			return err
 		}

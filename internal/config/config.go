@@ -294,6 +294,11 @@ type Backend struct {
 	Target string `yaml:"target"`
 	// GroupID is the Kafka consumer group. Default: "ferry-backend-<name>".
 	GroupID string `yaml:"group_id"`
+	// GroupInstanceID makes this instance a static member of the group
+	// (Kafka's group.instance.id), so that it takes its partitions back at
+	// once when restarted after a crash. Each instance needs its own, e.g.
+	// ${HOSTNAME}. Empty: a dynamic member.
+	GroupInstanceID string `yaml:"group_instance_id"`
 	// Start is where a group without committed offsets starts: earliest or
 	// latest.
 	Start string `yaml:"start"`
@@ -331,10 +336,16 @@ type BackendCondition struct {
 	Headers map[string]string `yaml:"headers"`
 }
 
-// Retry is an exponential backoff with full jitter.
+// Retry is an exponential backoff with full jitter, bounded by attempts and
+// by time.
 type Retry struct {
 	// MaxAttempts bounds the attempts of one call, the first included.
 	MaxAttempts int `yaml:"max_attempts"`
+	// MaxElapsed bounds the time a call spends on attempts and the waits
+	// between them, counted from its first attempt; the call's deadline
+	// bounds it too. An attempt waits up to this long for a connection to
+	// the server, so a restarting server costs one attempt.
+	MaxElapsed time.Duration `yaml:"max_elapsed"`
 	// InitialBackoff is the largest wait before the second attempt; each
 	// later wait may be twice as long, up to MaxBackoff.
 	InitialBackoff time.Duration `yaml:"initial_backoff"`
@@ -408,6 +419,10 @@ type APIConsume struct {
 	CommitInterval time.Duration `yaml:"commit_interval"`
 	// SessionTimeout is the consumer group session timeout.
 	SessionTimeout time.Duration `yaml:"session_timeout"`
+	// GroupInstanceID makes this instance's group members static, with
+	// the id "<GroupInstanceID>.<topic>" in each group. Empty: dynamic
+	// members.
+	GroupInstanceID string `yaml:"group_instance_id"`
 	// MaxWaitingPolls bounds the polls waiting at once for one group and
 	// topic; more get RESOURCE_EXHAUSTED.
 	MaxWaitingPolls int `yaml:"max_waiting_polls"`
@@ -577,6 +592,9 @@ func (c *Config) applyBackendDefaults() {
 		}
 		if b.Retry.MaxBackoff == 0 {
 			b.Retry.MaxBackoff = 5 * time.Second
+		}
+		if b.Retry.MaxElapsed == 0 {
+			b.Retry.MaxElapsed = time.Minute
 		}
 		if b.SessionTimeout == 0 {
 			b.SessionTimeout = 45 * time.Second

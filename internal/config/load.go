@@ -176,7 +176,7 @@ func expandEnv(file string, n *yaml.Node) Errors {
 		if !strings.Contains(n.Value, "$") {
 			return nil
 		}
-		v, err := expand(n.Value, os.LookupEnv)
+		v, err := expand(n.Value, lookupEnv)
 		if err != nil {
 			return Errors{{File: file, Line: n.Line, Msg: err.Error()}}
 		}
@@ -192,6 +192,19 @@ func expandEnv(file string, n *yaml.Node) Errors {
 		}
 	}
 	return errs
+}
+
+// lookupEnv looks up an environment variable. HOSTNAME, which shells set
+// without exporting it, falls back to the host's name, so that
+// ${HOSTNAME} names an instance wherever Ferry runs.
+func lookupEnv(name string) (string, bool) {
+	v, ok := os.LookupEnv(name)
+	if !ok && name == "HOSTNAME" {
+		if h, err := os.Hostname(); err == nil && h != "" {
+			return h, true
+		}
+	}
+	return v, ok
 }
 
 // expand replaces ${NAME}, ${NAME:-default} and $$ in s.

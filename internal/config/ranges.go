@@ -50,6 +50,7 @@ var ranges = map[string]bounds{
 	"backends[].max_pending_calls":                 counts(1, 1_000_000),
 	"backends[].deadline":                          durations(time.Millisecond, 24*time.Hour),
 	"backends[].retry.max_attempts":                counts(1, 1000),
+	"backends[].retry.max_elapsed":                 durations(time.Millisecond, 24*time.Hour),
 	"backends[].retry.initial_backoff":             durations(time.Millisecond, time.Hour),
 	"backends[].retry.max_backoff":                 durations(time.Millisecond, time.Hour),
 	"backends[].session_timeout":                   durations(time.Second, time.Hour),

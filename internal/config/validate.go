@@ -120,6 +120,12 @@ func (v *validator) kafkaAPI() {
 	case c.MaxDeliveries == 0 && c.DeadLetterTopic != "":
 		v.errf("kafka_api.consume.dead_letter_topic", "is never used: set kafka_api.consume.max_deliveries too")
 	}
+	if c.GroupInstanceID != "" {
+		// The topic is appended to it: leave room for a topic's hash.
+		if err := CheckGroupInstanceID(c.GroupInstanceID, 200); err != nil {
+			v.errf("kafka_api.consume.group_instance_id", "%v", err)
+		}
+	}
 	if t := strings.NewReplacer("{topic}", "t", "{group}", "g").Replace(c.DeadLetterTopic); t != "" && !validTopic(t) {
 		v.errf("kafka_api.consume.dead_letter_topic", "%q is not a Kafka topic name: use letters, digits, '.', '_' and '-', with {topic} and {group} for the message's topic and group", c.DeadLetterTopic)
 	}
@@ -300,6 +306,8 @@ func (v *validator) fetch(p string, f *FetchRoute) {
 
 func (v *validator) backends() {
 	names := map[string]bool{}
+	// members maps a group and an instance id to the back end using them.
+	members := map[[2]string]string{}
 	for i, b := range v.cfg.Backends {
 		p := fmt.Sprintf("backends[%d]", i)
 		if names[b.Name] {
@@ -328,6 +336,16 @@ func (v *validator) backends() {
 		if b.Target == "" {
 			v.errf(p+".target", "is required: the gRPC server's address, e.g. 127.0.0.1:50051")
 		}
+		if b.GroupInstanceID != "" {
+			if err := CheckGroupInstanceID(b.GroupInstanceID, 249); err != nil {
+				v.errf(p+".group_instance_id", "%v", err)
+			}
+			key := [2]string{b.GroupID, b.GroupInstanceID}
+			if other, dup := members[key]; dup {
+				v.errf(p+".group_instance_id", "%q is also the instance id of %s in group %q: two members with one id fence each other, give each its own", b.GroupInstanceID, other, b.GroupID)
+			}
+			members[key] = p
+		}
 		switch b.Start {
 		case "earliest", "latest":
 		default:
@@ -355,6 +373,23 @@ func CheckMethodPattern(m string) error {
 		return fmt.Errorf("%q: * stands only for the whole method name", m)
 	case strings.Contains(svc, "*"):
 		return fmt.Errorf("%q: the service name must be written out", m)
+	}
+	return nil
+}
+
+// CheckGroupInstanceID checks a consumer group instance id by Kafka's rule
+// for it (that of topic names), at most max characters long.
+func CheckGroupInstanceID(id string, max int) error {
+	switch {
+	case id == "." || id == "..":
+		return fmt.Errorf("%q is not a valid group instance id", id)
+	case len(id) > max:
+		return fmt.Errorf("group instance id is %d characters long: at most %d are allowed here", len(id), max)
+	}
+	for _, r := range id {
+		if !(r == '.' || r == '_' || r == '-' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9')) {
+			return fmt.Errorf("group instance id %q has %q: Kafka allows only letters, digits, '.', '_' and '-'", id, r)
+		}
 	}
 	return nil
 }

@@ -430,8 +430,7 @@ func (s *Service) newMember(c *kafka.Cluster, key memberKey, topicID [16]byte) (
 	if cc.Start == "latest" {
 		reset = kgo.NewOffset().AtEnd()
 	}
-	cl, err := c.NewClient(
-		kgo.ConsumerGroup(key.group),
+	cl, err := c.NewGroupClient(key.group, kafka.MemberInstanceID(cc.GroupInstanceID, key.topic),
 		kgo.ConsumeTopics(key.topic),
 		kgo.ConsumeResetOffset(reset),
 		kgo.SessionTimeout(cc.SessionTimeout),
