@@ -15,7 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc"
 
 	kafkav1 "github.com/ferryproxy/ferry/api/ferry/kafka/v1"
@@ -28,15 +27,23 @@ import (
 	"github.com/ferryproxy/ferry/internal/kafkaapi"
 	"github.com/ferryproxy/ferry/internal/kafkaapi/ferryapi"
 	"github.com/ferryproxy/ferry/internal/kafkaapi/pixy"
+	"github.com/ferryproxy/ferry/internal/logging"
 	"github.com/ferryproxy/ferry/internal/produce"
 	"github.com/ferryproxy/ferry/internal/protoreg"
 	"github.com/ferryproxy/ferry/internal/routing"
 )
 
+// logRepeatWindow is how long the log holds back repeats of a record
+// before it summarizes them.
+const logRepeatWindow = 10 * time.Second
+
 // App is one running Ferry.
 type App struct {
 	cfg    *config.Config
 	logger *slog.Logger
+	// repeats holds back repeated log records; every logger of this App
+	// writes through it.
+	repeats *logging.Repeats
 
 	embedded *kafka.Embedded
 	clusters map[string]*kafka.Cluster
@@ -105,7 +112,12 @@ func routesFor(cfg *config.Config, build func(rc config.Route) routing.Route) ma
 // Start builds and starts Ferry. On error, whatever had started is stopped
 // again.
 func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *App, err error) {
-	a := &App{cfg: cfg, logger: logger, clusters: map[string]*kafka.Cluster{}, serveErr: make(chan error, 1)}
+	// During an outage every client retrying the broker logs the same
+	// warning, hundreds a second: one line per kind and window keeps the
+	// log readable.
+	repeats := logging.NewRepeats(logger.Handler(), logRepeatWindow)
+	logger = slog.New(repeats)
+	a := &App{cfg: cfg, logger: logger, repeats: repeats, clusters: map[string]*kafka.Cluster{}, serveErr: make(chan error, 1)}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
@@ -121,9 +133,13 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *App
 		return nil, err
 	}
 	a.runtime = produce.NewRuntime(a.ctx, logger)
-	a.hubs = fetch.NewHubs(func(cluster string) func(...kgo.Opt) (*kgo.Client, error) {
-		return a.clusters[cluster].NewClient
-	}, 4096, logger)
+	a.hubs = fetch.NewHubs(fetch.Options{
+		Clusters:    func(name string) fetch.Cluster { return a.clusters[name] },
+		RingSize:    4096,
+		MaxCatchUps: cfg.Fetch.MaxCatchUpReaders,
+		CatchUpWait: cfg.Fetch.CatchUpWait,
+		Logger:      logger,
+	})
 	routes, err := a.buildRoutes()
 	if err != nil {
 		return nil, err
@@ -172,6 +188,9 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *App
 		return nil, fmt.Errorf("listening for gRPC on %s (listeners.grpc.address): %w", g.Address, err)
 	}
 	go func() { a.serveErr <- a.server.Serve(a.lis) }()
+	if err := a.startHealthChecks(); err != nil {
+		return nil, err
+	}
 	services := make([]string, 0, len(reg.Services()))
 	for _, s := range reg.Services() {
 		services = append(services, string(s.FullName()))
@@ -244,7 +263,7 @@ func (a *App) startKafka(ctx context.Context) error {
 		seeds := cc.Brokers
 		if len(seeds) == 0 {
 			if a.embedded == nil {
-				e, err := kafka.StartEmbedded(a.cfg.Embedded.Port, a.cfg.Embedded.Partitions)
+				e, err := kafka.StartEmbedded(a.cfg.Embedded.Port, a.cfg.Embedded.Partitions, kafka.EmbeddedLogger(a.logger))
 				if err != nil {
 					return fmt.Errorf("embedded.port: %w", err)
 				}
@@ -261,6 +280,30 @@ func (a *App) startKafka(ctx context.Context) error {
 		cancel()
 		if err != nil {
 			return fmt.Errorf("%w (clusters: %s)", err, cc.Name)
+		}
+	}
+	return nil
+}
+
+// startHealthChecks probes every cluster, and reports the server
+// NOT_SERVING while any of them is unreachable.
+func (a *App) startHealthChecks() error {
+	var mu sync.Mutex
+	update := func(bool) {
+		// Probes of several clusters report concurrently: each applies
+		// the state of all of them, under mu, so the last one applied is
+		// current.
+		mu.Lock()
+		defer mu.Unlock()
+		up := true
+		for _, cl := range a.clusters {
+			up = up && cl.Up()
+		}
+		a.server.SetServing(up)
+	}
+	for _, cl := range a.clusters {
+		if err := cl.StartHealthCheck(update); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -318,7 +361,7 @@ func (a *App) startBackends() error {
 			return err
 		}
 		a.backends = append(a.backends, b)
-		cons, err := cl.NewGroupConsumer(bc.Topic, bc.GroupID, bc.Start, bc.SessionTimeout, b.ConsumerOpts()...)
+		cons, err := cl.NewGroupConsumer(bc.Topic, bc.GroupID, bc.GroupInstanceID, bc.Start, bc.SessionTimeout, b.ConsumerOpts()...)
 		if err != nil {
 			return err
 		}
@@ -386,6 +429,7 @@ func (a *App) Close(ctx context.Context) {
 		if a.embedded != nil {
 			a.embedded.Close()
 		}
+		a.repeats.Close()
 	})
 }
 
@@ -425,6 +469,16 @@ func (a *App) PendingReplies() int {
 	n := 0
 	for _, rd := range a.readers {
 		n += rd.Waiting()
+	}
+	return n
+}
+
+// CachedReplyBytes returns what the kept replies of every reply reader
+// count against replies.max_cached_bytes.
+func (a *App) CachedReplyBytes() int64 {
+	var n int64
+	for _, rd := range a.readers {
+		n += rd.CachedBytes()
 	}
 	return n
 }

@@ -31,6 +31,9 @@ type echoServer struct {
 	seen  map[string]int // correlation id → times called
 	fail  func(msg string) error
 	delay time.Duration
+	// block, if set, runs before fail with the call's context; an error
+	// it returns is the call's.
+	block func(ctx context.Context, msg string) error
 }
 
 func startEchoServer(t testing.TB, name string) *echoServer {
@@ -83,13 +86,18 @@ func (s *echoServer) calls() (calls, twice int) {
 
 func (s *echoServer) UnaryEcho(ctx context.Context, req *echopb.EchoRequest) (*echopb.EchoResponse, error) {
 	s.mu.Lock()
-	fail, delay := s.fail, s.delay
+	fail, delay, block := s.fail, s.delay, s.block
 	s.mu.Unlock()
 	if delay > 0 {
 		select {
 		case <-time.After(delay):
 		case <-ctx.Done():
 			return nil, ctx.Err()
+		}
+	}
+	if block != nil {
+		if err := block(ctx, req.GetMessage()); err != nil {
+			return nil, err
 		}
 	}
 	if fail != nil {
@@ -226,7 +234,7 @@ func TestBackendPoison(t *testing.T) {
 	cc := dial(t, a)
 	ctx := testkit.Context(t, 30*time.Second)
 	res := call(ctx, cc, "UnaryEcho", nil, "poison")
-	if st := status.Convert(res.err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "cannot digest poison (after 3 attempts)") {
+	if st := status.Convert(res.err); st.Code() != codes.Unavailable || !strings.HasPrefix(st.Message(), "cannot digest poison (after 3 attempts in ") {
 		t.Errorf("poison call: %v %q, want Unavailable after 3 attempts", st.Code(), st.Message())
 	}
 	res = call(ctx, cc, "UnaryEcho", nil, "fine")

@@ -255,6 +255,10 @@ type reply struct {
 	meta    map[string]string
 	code    int
 	message string
+	// gap is a pause before each message; noEnd leaves out the terminal
+	// record, as a back end that lost it would.
+	gap   time.Duration
+	noEnd bool
 }
 
 func startBackend(t testing.TB, requestTopic string, fn func(reqs []string, md map[string]string) reply) *backend {
@@ -297,7 +301,13 @@ func startBackend(t testing.TB, requestTopic string, fn func(reqs []string, md m
 					hs = append(hs, kgo.RecordHeader{Key: "meta:" + k, Value: []byte(v)})
 				}
 				for _, m := range rep.msgs {
+					if rep.gap > 0 {
+						time.Sleep(rep.gap)
+					}
 					prod.Produce(ctx, &kgo.Record{Topic: replyTo, Key: []byte(id), Value: echo(m), Headers: hs}, nil)
+				}
+				if rep.noEnd {
+					continue
 				}
 				end := append(hs[:len(hs):len(hs)], kgo.RecordHeader{Key: "zilla:status", Value: []byte(fmt.Sprint(rep.code))})
 				if rep.message != "" {

@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/mem"
 
 	"github.com/ferryproxy/ferry/internal/config"
+	"github.com/ferryproxy/ferry/internal/kafka"
 )
 
 // Options configure a Backend.
@@ -57,11 +58,18 @@ type Backend struct {
 	pollCtx  context.Context
 
 	// mu guards the maps below and paused.
-	mu       sync.Mutex
-	parts    map[int32]*partition
-	open     map[string]*call // by correlation id
-	finished *recentIDs       // ids of calls that ended, to skip their late records
-	waiting  int              // calls read but waiting for a slot
+	mu    sync.Mutex
+	parts map[int32]*partition
+	open  map[string]*call // by correlation id
+	// endedEarly holds the ids of calls that ended before their request
+	// stream did (a client stream the server answered early, a call past
+	// its deadline, a request rejected): the stream's later records are
+	// skipped, and its null record removes the id. Nothing else is kept
+	// about calls that ended, so a request written again with the same
+	// correlation id (a retry) is executed again, and so are the records
+	// of an abandoned call read again after its partition came back.
+	endedEarly *idSet
+	waiting    int // calls read but waiting for a slot
 	// incomplete counts open calls whose request stream has not ended.
 	incomplete int
 	stats      Stats
@@ -122,16 +130,16 @@ func New(opts Options) (*Backend, error) {
 		return nil, fmt.Errorf("backends %s: creating gRPC client for %q: %w", cfg.Name, cfg.Target, err)
 	}
 	b := &Backend{
-		cfg:      cfg,
-		names:    cfg.HeaderNames,
-		prod:     opts.Producer,
-		conn:     conn,
-		logger:   opts.Logger.With("backend", cfg.Name),
-		slots:    make(chan struct{}, cfg.Concurrency),
-		room:     make(chan struct{}, 1),
-		parts:    map[int32]*partition{},
-		open:     map[string]*call{},
-		finished: newRecentIDs(100_000),
+		cfg:        cfg,
+		names:      cfg.HeaderNames,
+		prod:       opts.Producer,
+		conn:       conn,
+		logger:     opts.Logger.With("backend", cfg.Name),
+		slots:      make(chan struct{}, cfg.Concurrency),
+		room:       make(chan struct{}, 1),
+		parts:      map[int32]*partition{},
+		open:       map[string]*call{},
+		endedEarly: newIDSet(100_000),
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.pollCtx, b.stopPoll = context.WithCancel(b.ctx)
@@ -187,7 +195,7 @@ func (b *Backend) poll() {
 			return
 		}
 		fs.EachError(func(t string, p int32, err error) {
-			b.logger.Warn("reading requests", "topic", t, "partition", p, "err", err)
+			b.logger.Warn("reading requests", append(kafka.FetchErrorAttrs(t, p), "err", err)...)
 		})
 		fs.EachRecord(b.dispatch)
 		if !b.waitForRoom() {
@@ -244,19 +252,32 @@ func (b *Backend) dispatch(r *kgo.Record) {
 		return
 	}
 	b.mu.Lock()
-	if c := b.open[h.id]; c != nil {
+	c := b.open[h.id]
+	if c != nil && c.part != p && c.part.id == p.id {
+		// The call belongs to an earlier assignment of the partition and
+		// was abandoned when the partition was taken away: its records,
+		// read again now, make a new call.
+		c = nil
+	}
+	if c != nil {
 		b.mu.Unlock()
 		if !c.add(r) {
 			p.finish(r.Offset)
 		}
 		return
 	}
-	late := b.finished.has(h.id)
+	late := b.endedEarly.has(h.id)
+	if late && r.Value == nil {
+		// The stream of a call that ended early is complete: a record of
+		// this id after it starts a new call.
+		b.endedEarly.remove(h.id)
+	}
 	b.mu.Unlock()
 	switch {
 	case late, r.Value == nil:
-		// A late record of a call that already ended, or the end of a
-		// request stream whose call is unknown here: nothing to do.
+		// A late record of a call that ended before its request stream,
+		// or the end of a request stream whose call is unknown here:
+		// nothing to do.
 		p.finish(r.Offset)
 	case h.service == "" || h.method == "":
 		b.reject(p, r, h)
@@ -334,8 +355,10 @@ func headersMatch(want map[string]string, hs []kgo.RecordHeader) bool {
 // reject answers a request that names no service or method with status 13,
 // as Zilla does, and finishes it once the answer is written.
 func (b *Backend) reject(p *partition, r *kgo.Record, h recordHeaders) {
+	// The rest of the request stream, if any, belongs to this answered
+	// request.
 	b.mu.Lock()
-	b.finished.add(h.id)
+	b.endedEarly.add(h.id)
 	b.mu.Unlock()
 	if h.replyTo == "" {
 		b.logger.Warn("skipping a request without service, method or reply topic", "partition", r.Partition, "offset", r.Offset)
@@ -398,18 +421,26 @@ func (b *Backend) requestEnded() {
 	b.incomplete--
 }
 
-// ended removes a finished or abandoned call.
+// ended removes a finished or abandoned call. A call that finished before
+// its request stream ended has its id kept, so the stream's later records
+// are skipped; an abandoned call leaves nothing behind, so its records are
+// executed again when they are read again.
 func (b *Backend) ended(c *call) {
 	c.mu.Lock()
 	gotEnd := c.gotEnd
 	c.gotEnd = true // no requestEnded after this
+	abandoned := c.abandoned
 	c.mu.Unlock()
 	b.mu.Lock()
 	if !gotEnd {
 		b.incomplete--
+		if !abandoned {
+			b.endedEarly.add(c.id)
+		}
 	}
-	delete(b.open, c.id)
-	b.finished.add(c.id)
+	if b.open[c.id] == c {
+		delete(b.open, c.id)
+	}
 	b.mu.Unlock()
 	c.part.addActive(-1)
 }
@@ -568,31 +599,44 @@ func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 
 func (rawCodec) Name() string { return proto.Name }
 
-// recentIDs remembers the last n ids added, for skipping late records of
-// calls that already ended.
-type recentIDs struct {
-	set  map[string]struct{}
-	ring []string
-	at   int
+// idSet is a set of ids bounded to a number of entries: past it, adding an
+// id forgets the oldest one.
+type idSet struct {
+	at   map[string]int // id → its slot in ring
+	ring []string       // ids in the order added; "" is a removed id
+	next int            // the slot the next id takes once ring is full
+	max  int
 }
 
-func newRecentIDs(n int) *recentIDs {
-	return &recentIDs{set: make(map[string]struct{}, n), ring: make([]string, n)}
+func newIDSet(max int) *idSet {
+	return &idSet{at: map[string]int{}, max: max}
 }
 
-func (r *recentIDs) add(id string) {
-	if _, ok := r.set[id]; ok {
+func (s *idSet) add(id string) {
+	if _, ok := s.at[id]; ok {
 		return
 	}
-	if old := r.ring[r.at]; old != "" {
-		delete(r.set, old)
+	if len(s.ring) < s.max {
+		s.at[id] = len(s.ring)
+		s.ring = append(s.ring, id)
+		return
 	}
-	r.ring[r.at] = id
-	r.at = (r.at + 1) % len(r.ring)
-	r.set[id] = struct{}{}
+	if old := s.ring[s.next]; old != "" {
+		delete(s.at, old)
+	}
+	s.ring[s.next] = id
+	s.at[id] = s.next
+	s.next = (s.next + 1) % s.max
 }
 
-func (r *recentIDs) has(id string) bool {
-	_, ok := r.set[id]
+func (s *idSet) remove(id string) {
+	if i, ok := s.at[id]; ok {
+		s.ring[i] = ""
+		delete(s.at, id)
+	}
+}
+
+func (s *idSet) has(id string) bool {
+	_, ok := s.at[id]
 	return ok
 }

@@ -1,7 +1,15 @@
 package backend
 
 import (
+	"context"
+	"io"
+	"log/slog"
 	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/ferryproxy/ferry/internal/config"
 )
 
 // TestPartitionCommitOrder: the commit point is the first unfinished
@@ -45,13 +53,127 @@ func TestPartitionCommitOrder(t *testing.T) {
 	}
 }
 
-func TestRecentIDs(t *testing.T) {
-	r := newRecentIDs(2)
-	r.add("a")
-	r.add("b")
-	r.add("a")
-	r.add("c") // evicts a, the oldest
-	if r.has("a") || !r.has("b") || !r.has("c") {
-		t.Errorf("recent ids = %v", r.set)
+// TestIDSet: the set forgets its oldest ids past its bound, and a removed
+// id neither counts nor is forgotten twice.
+func TestIDSet(t *testing.T) {
+	s := newIDSet(2)
+	s.add("a")
+	s.add("b")
+	s.add("a")
+	s.add("c") // evicts a, the oldest
+	if s.has("a") || !s.has("b") || !s.has("c") {
+		t.Errorf("ids = %v, want b and c", s.at)
+	}
+	s.remove("b")
+	s.remove("x")
+	if s.has("b") {
+		t.Error("a removed id is still in the set")
+	}
+	s.add("d") // takes b's old slot
+	s.add("e") // evicts c
+	if s.has("c") || !s.has("d") || !s.has("e") || len(s.at) != 2 {
+		t.Errorf("ids = %v, want d and e", s.at)
+	}
+}
+
+// testBackend is a back end without Kafka or a server: its calls wait for
+// a slot that never frees until the back end is closed, and have no reply
+// topic, so they finish without writing anything.
+func testBackend(t *testing.T) *Backend {
+	b := &Backend{
+		cfg:        config.Backend{Topic: "t", Deadline: time.Minute},
+		names:      config.DefaultHeaderNames(),
+		logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+		slots:      make(chan struct{}),
+		room:       make(chan struct{}, 1),
+		parts:      map[int32]*partition{},
+		open:       map[string]*call{},
+		endedEarly: newIDSet(100),
+	}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+	t.Cleanup(func() {
+		b.cancel()
+		b.calls.Wait()
+	})
+	return b
+}
+
+func request(id string, offset int64, value []byte) *kgo.Record {
+	return &kgo.Record{Topic: "t", Offset: offset, Value: value, Headers: []kgo.RecordHeader{
+		{Key: "zilla:service", Value: []byte("pkg.Svc")},
+		{Key: "zilla:method", Value: []byte("M")},
+		{Key: "zilla:correlation-id", Value: []byte(id)},
+	}}
+}
+
+func (b *Backend) openCallOf(id string) *call {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.open[id]
+}
+
+// TestDispatchAfterAbandon: a call abandoned when its partition was taken
+// away leaves nothing behind. Its records, read again once the partition
+// is assigned to the same instance again, open a new call even while the
+// abandoned call has not yet ended.
+func TestDispatchAfterAbandon(t *testing.T) {
+	b := testBackend(t)
+	b.assigned(map[string][]int32{"t": {0}})
+	old := newCall(b, b.parts[0], request("a", 0, []byte("x")), b.headers(request("a", 0, nil)))
+	b.open["a"] = old
+	b.revoked(context.Background(), map[string][]int32{"t": {0}}, false)
+	if !old.isAbandoned() {
+		t.Fatal("the call of the lost partition was not abandoned")
+	}
+	b.assigned(map[string][]int32{"t": {0}})
+	b.dispatch(request("a", 0, []byte("x")))
+	b.dispatch(request("a", 1, nil))
+	c := b.openCallOf("a")
+	if c == nil || c == old || c.part != b.parts[0] {
+		t.Fatalf("open call for a = %p (abandoned one %p): want a new call of the new assignment", c, old)
+	}
+	b.ended(old) // the abandoned call's goroutine ends late
+	if b.openCallOf("a") != c {
+		t.Error("the abandoned call's end removed the new call")
+	}
+	if b.endedEarly.has("a") {
+		t.Error("an abandoned call was recorded as ended")
+	}
+}
+
+// TestDispatchEndedEarly: only the rest of the request stream of a call
+// that ended before its stream did is skipped; its null record ends that,
+// and a request of the same id after it is executed again.
+func TestDispatchEndedEarly(t *testing.T) {
+	b := testBackend(t)
+	b.assigned(map[string][]int32{"t": {0}})
+	p := b.parts[0]
+	// A client stream the server answered before its end: the call
+	// finishes with only its first record read.
+	first := request("s", 0, []byte("x"))
+	p.track(0)
+	c := newCall(b, p, first, b.headers(first))
+	b.open["s"] = c
+	b.incomplete++
+	p.addActive(1)
+	c.finish(nil, 0, "")
+	b.ended(c)
+	if !b.endedEarly.has("s") {
+		t.Fatal("a call that ended before its request stream was not recorded")
+	}
+	b.dispatch(request("s", 1, []byte("late")))
+	if b.openCallOf("s") != nil {
+		t.Error("a late record of the stream opened a call")
+	}
+	b.dispatch(request("s", 2, nil)) // the stream's end
+	if b.endedEarly.has("s") {
+		t.Error("the stream's null record did not end skipping")
+	}
+	if at, _ := p.commitPoint(); at != 3 {
+		t.Errorf("commit point = %d, want 3: every record of the call is finished", at)
+	}
+	b.dispatch(request("s", 3, []byte("retry")))
+	if b.openCallOf("s") == nil {
+		t.Error("a request after the stream's end, with the same id, was not executed again")
 	}
 }

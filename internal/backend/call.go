@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"strconv"
@@ -139,25 +140,50 @@ func (c *call) run() {
 }
 
 // attempts makes the call, retrying while the server is UNAVAILABLE and
-// no response was written, with exponential backoff and full jitter.
+// no response was written, with exponential backoff and full jitter, until
+// retry.max_attempts attempts were made or retry.max_elapsed has passed
+// since the first began (or the deadline came). No attempt starts past
+// max_elapsed.
 func (c *call) attempts() ([]kgo.RecordHeader, codes.Code, string) {
 	cfg := c.b.cfg.Retry
+	start := time.Now()
+	end := start.Add(cfg.MaxElapsed)
+	var last *status.Status
+	var lastHdrs []kgo.RecordHeader
 	for attempt := 1; ; attempt++ {
-		hdrs, wrote, st := c.attempt()
-		if st.Code() != codes.Unavailable || wrote || attempt >= cfg.MaxAttempts || c.ctx.Err() != nil {
-			if st.Code() == codes.Unavailable && attempt > 1 {
-				return hdrs, st.Code(), st.Message() + " (after " + strconv.Itoa(attempt) + " attempts)"
+		hdrs, wrote, st, cut := c.attempt(end)
+		if cut && last != nil {
+			// This attempt never reached the server: the budget or the
+			// deadline ended while it waited for a connection, perhaps
+			// only for the stream to open. The last attempt that did
+			// reach it tells what went wrong.
+			attempt--
+			hdrs, st = lastHdrs, last
+		}
+		last, lastHdrs = st, hdrs
+		retry := st.Code() == codes.Unavailable && !wrote && attempt < cfg.MaxAttempts && c.ctx.Err() == nil
+		var wait time.Duration
+		if retry {
+			ceil := cfg.InitialBackoff << (attempt - 1)
+			if ceil > cfg.MaxBackoff || ceil <= 0 {
+				ceil = cfg.MaxBackoff
 			}
-			if c.ctx.Err() == context.DeadlineExceeded && st.Code() == codes.Canceled {
-				return hdrs, codes.DeadlineExceeded, "call deadline (" + c.b.cfg.Deadline.String() + ") exceeded"
+			wait = time.Duration(rand.Int64N(int64(ceil) + 1))
+			deadline, _ := c.ctx.Deadline()
+			retry = time.Until(end) > wait && time.Until(deadline) > wait
+		}
+		if !retry {
+			switch {
+			case st.Code() == codes.Unavailable && !wrote && c.ctx.Err() != context.Canceled:
+				// The retry budget is spent: say how, so that the caller
+				// can tell a server that stayed down from one that failed
+				// once.
+				return hdrs, st.Code(), fmt.Sprintf("%s (after %s in %s)", st.Message(), plural(attempt, "attempt"), time.Since(start).Round(time.Millisecond))
+			case c.ctx.Err() == context.DeadlineExceeded && (st.Code() == codes.Canceled || st.Code() == codes.DeadlineExceeded):
+				return hdrs, codes.DeadlineExceeded, fmt.Sprintf("call deadline (%s) exceeded after %s", c.b.cfg.Deadline, plural(attempt, "attempt"))
 			}
 			return hdrs, st.Code(), st.Message()
 		}
-		ceil := cfg.InitialBackoff << (attempt - 1)
-		if ceil > cfg.MaxBackoff || ceil <= 0 {
-			ceil = cfg.MaxBackoff
-		}
-		wait := time.Duration(rand.Int64N(int64(ceil) + 1))
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
@@ -167,16 +193,43 @@ func (c *call) attempts() ([]kgo.RecordHeader, codes.Code, string) {
 	}
 }
 
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return strconv.Itoa(n) + " " + what + "s"
+}
+
 // attempt makes the call once: it sends the request messages (the ones
 // already read, then each as it arrives), writes every response message as
 // a reply record, and returns the reply headers, whether any response was
-// written, and the final status.
-func (c *call) attempt() (hdrs []kgo.RecordHeader, wrote bool, st *status.Status) {
+// written, and the final status. It waits for a connection to the server
+// until the retry budget ends at end: a server that is down or restarting
+// is waited for, where failing at once would spend the attempts in a
+// moment. Once the call is under way, only its deadline bounds it. cut
+// reports that the budget or the deadline ended before the stream opened.
+func (c *call) attempt(end time.Time) (hdrs []kgo.RecordHeader, wrote bool, st *status.Status, cut bool) {
 	ctx, cancel := context.WithCancel(metadata.NewOutgoingContext(c.ctx, c.md))
 	defer cancel()
-	s, err := c.b.conn.NewStream(ctx, streamDesc, c.path)
+	budget := time.AfterFunc(time.Until(end), cancel)
+	s, err := c.b.conn.NewStream(ctx, streamDesc, c.path, grpc.WaitForReady(true))
+	if !budget.Stop() {
+		// The budget ended while waiting for a connection; a stream opened
+		// just then is cancelled already.
+		msg := "no connection to the server within retry.max_elapsed (" + c.b.cfg.Retry.MaxElapsed.String() + ")"
+		if err != nil {
+			msg += ": " + status.Convert(err).Message()
+		}
+		return nil, false, status.New(codes.Unavailable, msg), true
+	}
 	if err != nil {
-		return nil, false, status.Convert(err)
+		st := status.Convert(err)
+		if c.ctx.Err() == context.DeadlineExceeded {
+			// The deadline came while waiting for a connection: the
+			// server never saw the call.
+			return nil, false, status.New(codes.Unavailable, "no connection to the server before the call deadline ("+c.b.cfg.Deadline.String()+"): "+st.Message()), true
+		}
+		return nil, false, st, false
 	}
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -200,11 +253,11 @@ func (c *call) attempt() (hdrs []kgo.RecordHeader, wrote bool, st *status.Status
 		}
 		if errors.Is(err, io.EOF) {
 			hdrs = meta.AppendHeaders(hdrs, s.Trailer(), c.b.names.MetaPrefix, nil)
-			return hdrs, wrote, status.New(codes.OK, "")
+			return hdrs, wrote, status.New(codes.OK, ""), false
 		}
 		if err != nil {
 			hdrs = meta.AppendHeaders(hdrs, s.Trailer(), c.b.names.MetaPrefix, nil)
-			return hdrs, wrote, status.Convert(err)
+			return hdrs, wrote, status.Convert(err), false
 		}
 		if c.replyTo == "" {
 			continue
@@ -260,7 +313,9 @@ func (c *call) send(ctx context.Context, s grpc.ClientStream) {
 func (c *call) finish(hdrs []kgo.RecordHeader, code codes.Code, msg string) {
 	c.mu.Lock()
 	offsets := append([]int64(nil), c.offsets...)
-	// Records still arriving for this id are late: the call is over.
+	// Records of this id read from now until the call is gone are
+	// finished at once: late records of its stream, or a retry's, which
+	// the reply written here answers.
 	c.closed = true
 	c.mu.Unlock()
 	if c.replyTo == "" {

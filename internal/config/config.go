@@ -28,6 +28,8 @@ type Config struct {
 	Backends []Backend `yaml:"backends"`
 	// Replies configures the shared readers of reply topics.
 	Replies Replies `yaml:"replies"`
+	// Fetch limits the resources of fetch routes.
+	Fetch Fetch `yaml:"fetch"`
 	// KafkaAPI is the generic Kafka API: Ferry's own and Kafka-Pixy's.
 	KafkaAPI KafkaAPI `yaml:"kafka_api"`
 	// Log configures Ferry's own logging.
@@ -57,6 +59,33 @@ type Cluster struct {
 	DialTimeout time.Duration `yaml:"dial_timeout"`
 	// Producer tunes the producer Ferry writes requests with.
 	Producer Producer `yaml:"producer"`
+	// HealthCheck is how Ferry finds out that the cluster is unreachable
+	// and back.
+	HealthCheck HealthCheck `yaml:"health_check"`
+}
+
+// HealthCheck probes a cluster with a metadata request. The cluster counts
+// as unreachable after UnhealthyAfter probes in a row failed, and as
+// reachable again after HealthyAfter probes in a row answered.
+type HealthCheck struct {
+	// Interval is the pause between two probes.
+	Interval time.Duration `yaml:"interval"`
+	// UnhealthyAfter is how many failed probes in a row make the cluster
+	// unreachable.
+	UnhealthyAfter int `yaml:"unhealthy_after"`
+	// HealthyAfter is how many answered probes in a row make it reachable
+	// again.
+	HealthyAfter int `yaml:"healthy_after"`
+}
+
+// Fetch limits the resources of fetch routes in one Ferry instance.
+type Fetch struct {
+	// MaxCatchUpReaders bounds the callers reading on Kafka readers of
+	// their own (catch-up readers) at once, over every fetch route.
+	MaxCatchUpReaders int `yaml:"max_catch_up_readers"`
+	// CatchUpWait is how long a caller waits for a catch-up reader when
+	// all are taken, before it gets RESOURCE_EXHAUSTED.
+	CatchUpWait time.Duration `yaml:"catch_up_wait"`
 }
 
 // Producer tunes how records are batched and written.
@@ -73,6 +102,11 @@ type Producer struct {
 	// DeliveryTimeout bounds how long one record may take to be
 	// acknowledged, retries included, before the call that wrote it fails.
 	DeliveryTimeout time.Duration `yaml:"delivery_timeout"`
+	// BatchMaxBytes is the largest record batch the producer writes. It is
+	// not a key of its own: it follows listeners.grpc.max_recv_message_size
+	// (plus RecordOverhead), so that every request message the gRPC
+	// listener accepts fits one batch.
+	BatchMaxBytes int32 `yaml:"-"`
 }
 
 // Embedded configures the in-process broker.
@@ -107,7 +141,9 @@ type GRPCListener struct {
 	Reflection bool `yaml:"reflection"`
 	// Health enables the grpc.health.v1 service.
 	Health bool `yaml:"health"`
-	// MaxRecvMessageSize bounds one request message, in bytes.
+	// MaxRecvMessageSize bounds one request message, in bytes. A request
+	// message becomes a Kafka record value, so it is Kafka's limit too: the
+	// producers' batch limit follows it (see Producer.BatchMaxBytes).
 	MaxRecvMessageSize int `yaml:"max_recv_message_size"`
 	// MaxConcurrentStreams bounds the calls one client connection may have
 	// open at once, and is advertised to clients (grpc-go clients assume 100
@@ -209,8 +245,10 @@ type ProduceRoute struct {
 	Acks string `yaml:"acks"`
 	// Overrides are headers written first on every record, in order.
 	Overrides Headers `yaml:"overrides"`
-	// Timeout bounds the wait for the terminal reply; the call then ends
-	// with DEADLINE_EXCEEDED. Zero waits as long as the client does.
+	// Timeout bounds the time a call with a reply topic goes without
+	// progress — no reply read and no request message written; the call
+	// then ends with DEADLINE_EXCEEDED. It is always finite, so a call
+	// whose client set no deadline still ends when its answer never comes.
 	Timeout time.Duration `yaml:"timeout"`
 	// ForwardAuthorization copies the authorization metadata entry into a
 	// meta: header. Off by default so credentials do not land in Kafka.
@@ -256,6 +294,11 @@ type Backend struct {
 	Target string `yaml:"target"`
 	// GroupID is the Kafka consumer group. Default: "ferry-backend-<name>".
 	GroupID string `yaml:"group_id"`
+	// GroupInstanceID makes this instance a static member of the group
+	// (Kafka's group.instance.id), so that it takes its partitions back at
+	// once when restarted after a crash. Each instance needs its own, e.g.
+	// ${HOSTNAME}. Empty: a dynamic member.
+	GroupInstanceID string `yaml:"group_instance_id"`
 	// Start is where a group without committed offsets starts: earliest or
 	// latest.
 	Start string `yaml:"start"`
@@ -293,10 +336,16 @@ type BackendCondition struct {
 	Headers map[string]string `yaml:"headers"`
 }
 
-// Retry is an exponential backoff with full jitter.
+// Retry is an exponential backoff with full jitter, bounded by attempts and
+// by time.
 type Retry struct {
 	// MaxAttempts bounds the attempts of one call, the first included.
 	MaxAttempts int `yaml:"max_attempts"`
+	// MaxElapsed bounds the time a call spends on attempts and the waits
+	// between them, counted from its first attempt; the call's deadline
+	// bounds it too. An attempt waits up to this long for a connection to
+	// the server, so a restarting server costs one attempt.
+	MaxElapsed time.Duration `yaml:"max_elapsed"`
 	// InitialBackoff is the largest wait before the second attempt; each
 	// later wait may be twice as long, up to MaxBackoff.
 	InitialBackoff time.Duration `yaml:"initial_backoff"`
@@ -370,6 +419,10 @@ type APIConsume struct {
 	CommitInterval time.Duration `yaml:"commit_interval"`
 	// SessionTimeout is the consumer group session timeout.
 	SessionTimeout time.Duration `yaml:"session_timeout"`
+	// GroupInstanceID makes this instance's group members static, with
+	// the id "<GroupInstanceID>.<topic>" in each group. Empty: dynamic
+	// members.
+	GroupInstanceID string `yaml:"group_instance_id"`
 	// MaxWaitingPolls bounds the polls waiting at once for one group and
 	// topic; more get RESOURCE_EXHAUSTED.
 	MaxWaitingPolls int `yaml:"max_waiting_polls"`
@@ -396,7 +449,7 @@ func Default() Config {
 			Address:              "127.0.0.1:7151",
 			Reflection:           true,
 			Health:               true,
-			MaxRecvMessageSize:   4 << 20,
+			MaxRecvMessageSize:   DefaultMaxRecvMessageSize,
 			MaxConcurrentStreams: 1000,
 			ShutdownTimeout:      10 * time.Second,
 		}, HTTP: HTTPListener{Address: "127.0.0.1:7152", MaxRequestBodySize: 1 << 20}},
@@ -416,6 +469,7 @@ func Default() Config {
 			},
 		},
 		Replies: Replies{Lookback: 5 * time.Minute, MaxCachedBytes: 64 << 20, MaxBufferedPerCall: 1024},
+		Fetch:   Fetch{MaxCatchUpReaders: 64, CatchUpWait: 30 * time.Second},
 		Log:     Log{Level: "info", Format: "text"},
 	}
 }
@@ -468,6 +522,17 @@ func (c *Config) applyDefaults() {
 		if cl.Producer.DeliveryTimeout == 0 {
 			cl.Producer.DeliveryTimeout = 30 * time.Second
 		}
+		// Validation bounds the message size well below int32's range.
+		cl.Producer.BatchMaxBytes = int32(min(c.Listeners.GRPC.MaxRecvMessageSize, MaxMessageSizeLimit) + RecordOverhead)
+		if cl.HealthCheck.Interval == 0 {
+			cl.HealthCheck.Interval = 5 * time.Second
+		}
+		if cl.HealthCheck.UnhealthyAfter == 0 {
+			cl.HealthCheck.UnhealthyAfter = 3
+		}
+		if cl.HealthCheck.HealthyAfter == 0 {
+			cl.HealthCheck.HealthyAfter = 2
+		}
 	}
 	for i := range c.Routes {
 		r := &c.Routes[i]
@@ -492,6 +557,9 @@ func (c *Config) applyDefaults() {
 			}
 			if p.Acks == "" {
 				p.Acks = "in_sync_replicas"
+			}
+			if p.Timeout == 0 {
+				p.Timeout = 60 * time.Second
 			}
 			if p.OneWayAck == nil {
 				t := true
@@ -530,6 +598,9 @@ func (c *Config) applyBackendDefaults() {
 		}
 		if b.Retry.MaxBackoff == 0 {
 			b.Retry.MaxBackoff = 5 * time.Second
+		}
+		if b.Retry.MaxElapsed == 0 {
+			b.Retry.MaxElapsed = time.Minute
 		}
 		if b.SessionTimeout == 0 {
 			b.SessionTimeout = 45 * time.Second

@@ -23,13 +23,30 @@ func TestBadConfigs(t *testing.T) {
 			`kafka-api-dlq.bad.yaml:5: kafka_api.consume.start: "oldest" is not a position: use earliest or latest`,
 		},
 		"kafka-api-members.bad.yaml": {
-			`kafka-api-members.bad.yaml:4: kafka_api.consume.max_group_members: 0 is out of range: from 1 to 10000`,
+			`kafka-api-members.bad.yaml:4: kafka_api.consume.max_group_members: 0 is out of range: use 1 to 10000`,
 		},
 		"kafka-api-dlq-name.bad.yaml": {
 			`kafka-api-dlq-name.bad.yaml:5: kafka_api.consume.dead_letter_topic: "dead letters/{topic}" is not a Kafka topic name`,
 		},
-		"no-routes.bad.yaml":              {`no-routes.bad.yaml: routes: no routes, no backends and no kafka_api`},
-		"bad-duration.bad.yaml":           {`bad-duration.bad.yaml:8: cannot unmarshal !!str `},
+		"no-routes.bad.yaml":    {`no-routes.bad.yaml: routes: no routes, no backends and no kafka_api`},
+		"bad-duration.bad.yaml": {`bad-duration.bad.yaml:8: routes[0].produce.timeout: cannot unmarshal !!str ` + "`soon`" + ` into time.Duration`},
+		"ranges.bad.yaml": {
+			`ranges.bad.yaml:3: clusters[0].dial_timeout: -1s is out of range: use 1ms to 5m`,
+			`ranges.bad.yaml:5: clusters[0].producer.max_buffered_records: 20000000 is out of range: use 1 to 10000000`,
+			`ranges.bad.yaml:7: embedded.partitions: 2000000000 is out of range: use 1 to 1000`,
+			`ranges.bad.yaml:10: listeners.grpc.max_concurrent_streams: 4294967297 is out of range: use 1 to 1000000`,
+			`ranges.bad.yaml:11: listeners.grpc.max_recv_message_size: 268435456 is out of range: use 1 to 134217728`,
+			`ranges.bad.yaml:19: routes[0].fetch.message_id_field: 19500 is reserved by protobuf: use a field number outside 19000 to 19999`,
+			`ranges.bad.yaml:20: routes[0].fetch.max_buffered_per_subscriber: -5 is out of range: use 1 to 1000000`,
+			`ranges.bad.yaml:24: backends[0].session_timeout: 2h is out of range: use 1s to 1h`,
+			`ranges.bad.yaml:26: backends[0].retry.max_attempts: 100000 is out of range: use 1 to 1000`,
+			`ranges.bad.yaml:28: replies.lookback: 720h is out of range: use 1s to 168h`,
+			`ranges.bad.yaml:31: kafka_api.consume.max_deliveries: -1 is out of range: use 0 to 1000`,
+		},
+		// Numbers too large for the field's Go type fail decoding, named by
+		// their key rather than wrapped around into range.
+		"overflow.bad.yaml":               {"overflow.bad.yaml:3: listeners.grpc.max_concurrent_streams: cannot unmarshal !!float `9999999...` into int"},
+		"duration-overflow.bad.yaml":      {"duration-overflow.bad.yaml:8: routes[0].produce.timeout: cannot unmarshal !!str `9999999...` into time.Duration"},
 		"missing-env.bad.yaml":            {`missing-env.bad.yaml:3: environment variable FERRY_TEST_UNSET_VARIABLE is not set`},
 		"no-capability.bad.yaml":          {`no-capability.bad.yaml:4: routes[0]: has no capability: add produce or fetch`},
 		"dup-cluster.bad.yaml":            {`dup-cluster.bad.yaml:3: clusters[1].name: cluster "a" is defined twice`},
@@ -89,6 +106,11 @@ func TestGoodConfig(t *testing.T) {
 	if p.Timeout != 5*time.Second || *p.OneWayAck || p.HeaderNames.MetaPrefix != "m:" || p.Acks != "leader_only" {
 		t.Errorf("produce route decoded wrong: %+v", p)
 	}
+	for _, cl := range cfg.Clusters {
+		if cl.Producer.BatchMaxBytes != 1048576+65536 {
+			t.Errorf("cluster %s: batch limit %d for messages of 1048576, want 1114112", cl.Name, cl.Producer.BatchMaxBytes)
+		}
+	}
 	if cfg.Replies.MaxBufferedPerCall != 16 || cfg.Embedded.Partitions != 3 || cfg.Log.Format != "json" {
 		t.Errorf("decoded wrong: %+v", cfg)
 	}
@@ -106,8 +128,44 @@ func TestDefaults(t *testing.T) {
 	if p.Cluster != "default" || p.Acks != "in_sync_replicas" || !*p.OneWayAck || p.HeaderNames != DefaultHeaderNames() {
 		t.Errorf("produce defaults = %+v", p)
 	}
+	// The producers' batch limit follows the request size limit, with
+	// room for key and headers: 1 MiB, Kafka's default message.max.bytes
+	// less its 12-byte log overhead.
+	if got := cfg.Clusters[0].Producer.BatchMaxBytes; got != 1<<20 || cfg.Listeners.GRPC.MaxRecvMessageSize != 1<<20-64<<10 {
+		t.Errorf("batch limit %d for messages of %d; want 1048576 for 983040", got, cfg.Listeners.GRPC.MaxRecvMessageSize)
+	}
 	if cfg.Routes[0].Name != "route-0" {
 		t.Errorf("route name = %q", cfg.Routes[0].Name)
+	}
+}
+
+// TestRangeEdges checks that each end of a range is accepted and the
+// number beyond it refused, and that a 64-bit value that would wrap to a
+// small 32-bit one (4294967297 is 1 as a uint32) is refused rather than
+// passed on.
+func TestRangeEdges(t *testing.T) {
+	base := "protos: [{files: [a.proto]}]\nroutes: [{when: [{method: a.B/*}], produce: {topic: t}}]\n"
+	for _, c := range []struct {
+		yaml string
+		want string // empty: valid
+	}{
+		{"embedded: {partitions: 1}", ""},
+		{"embedded: {partitions: 1000}", ""},
+		{"embedded: {partitions: 1001}", "embedded.partitions: 1001 is out of range: use 1 to 1000"},
+		{"listeners: {grpc: {max_concurrent_streams: 1000000}}", ""},
+		{"listeners: {grpc: {max_concurrent_streams: 4294967297}}", "listeners.grpc.max_concurrent_streams: 4294967297 is out of range: use 1 to 1000000"},
+		{"listeners: {grpc: {max_concurrent_streams: 0}}", "listeners.grpc.max_concurrent_streams: 0 is out of range: use 1 to 1000000"},
+		{"listeners: {grpc: {shutdown_timeout: 0s}}", ""},
+		{"listeners: {grpc: {shutdown_timeout: 1h0m0.000000001s}}", "listeners.grpc.shutdown_timeout: 1h0m0.000000001s is out of range: use 0s to 1h"},
+		{"replies: {max_cached_bytes: 1099511627777}", "replies.max_cached_bytes: 1099511627777 is out of range: use 1 to 1099511627776"},
+	} {
+		_, err := Parse("mem.yaml", []byte(c.yaml+"\n"+base))
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%s: %v", c.yaml, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%s: error %v, want %q", c.yaml, err, c.want)
+		}
 	}
 }
 

@@ -191,3 +191,83 @@ func TestDocExample(t *testing.T) {
 		t.Errorf("the complete example in %s does not set:\n  %s", configDoc, strings.Join(unset, "\n  "))
 	}
 }
+
+// numericKeyPaths returns the key path of every number in Config, in the
+// reference's notation, with its type.
+func numericKeyPaths() map[string]reflect.Type {
+	out := map[string]reflect.Type{}
+	var walk func(typ reflect.Type, prefix string)
+	walk = func(typ reflect.Type, prefix string) {
+		for typ.Kind() == reflect.Pointer {
+			typ = typ.Elem()
+		}
+		switch {
+		case reflect.PointerTo(typ).Implements(unmarshalerType):
+		case typ.Kind() == reflect.Slice:
+			walk(typ.Elem(), prefix+"[]")
+		case typ.Kind() == reflect.Struct:
+			for i := 0; i < typ.NumField(); i++ {
+				f := typ.Field(i)
+				name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+				if name == "" || name == "-" || !f.IsExported() {
+					continue
+				}
+				walk(f.Type, join(prefix, name))
+			}
+		case isNumber(typ):
+			out[prefix] = typ
+		}
+	}
+	walk(reflect.TypeOf(Config{}), "")
+	return out
+}
+
+// TestRangesDocumented checks that every numeric key has a range, that
+// every range belongs to a key, and that the key's row in CONFIG.md states
+// the range exactly as validation errors do ("Range: 1 to 1000.").
+func TestRangesDocumented(t *testing.T) {
+	nums := numericKeyPaths()
+	if len(nums) < 30 {
+		t.Fatalf("found only %d numeric keys: the walk is broken", len(nums))
+	}
+	b, err := os.ReadFile(configDoc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "| `"); ok {
+			if key, _, ok := strings.Cut(rest, "`"); ok {
+				rows[key] = line
+			}
+		}
+	}
+	for key, typ := range nums {
+		r, ok := ranges[key]
+		if !ok {
+			t.Errorf("%s has no range: add it to ranges in ranges.go and to its row in %s", key, configDoc)
+			continue
+		}
+		want := "Range: " + rangeText(r, typ == durationType) + "."
+		if !strings.Contains(rows[key], want) {
+			t.Errorf("%s: the row of %s does not say %q", configDoc, key, want)
+		}
+	}
+	for key := range ranges {
+		if _, ok := nums[key]; !ok {
+			t.Errorf("ranges has %s, which is not a numeric key", key)
+		}
+	}
+}
+
+// TestRangeKinds checks that every numeric key is a signed integer or a
+// duration, the kinds inRange compares.
+func TestRangeKinds(t *testing.T) {
+	for key, typ := range numericKeyPaths() {
+		switch typ.Kind() {
+		case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		default:
+			t.Errorf("%s is a %s: give inRange a case for it", key, typ)
+		}
+	}
+}

@@ -96,7 +96,9 @@ func Parse(file string, data []byte) (*Config, error) {
 		return nil, errs.sorted()
 	}
 	if err := root.Decode(&cfg); err != nil {
-		return nil, Errors{yamlError(file, err)}
+		e := yamlError(file, err)
+		e.Path = cfg.pathAt(e.Line)
+		return nil, Errors{e}
 	}
 	cfg.applyDefaults()
 	if errs := cfg.Validate(); len(errs) > 0 {
@@ -126,6 +128,46 @@ func yamlError(file string, err error) *Error {
 	return e
 }
 
+// pathAt returns the YAML path of the value written on line, so that a
+// decoding error (a number too large for its key, a duration that does not
+// parse) names the key. When several keys share the line, as in a flow
+// mapping {topic: t, timeout: soon}, it returns the mapping they share.
+func (c *Config) pathAt(line int) string {
+	var onLine, leaves []string
+	for p, l := range c.lines {
+		if l == line {
+			onLine = append(onLine, p)
+		}
+	}
+	for _, p := range onLine {
+		leaf := true
+		for _, q := range onLine {
+			if strings.HasPrefix(q, p+".") || strings.HasPrefix(q, p+"[") {
+				leaf = false
+				break
+			}
+		}
+		if leaf {
+			leaves = append(leaves, p)
+		}
+	}
+	if len(leaves) == 0 {
+		return ""
+	}
+	common := leaves[0]
+	for _, p := range leaves[1:] {
+		for common != "" && p != common && !strings.HasPrefix(p, common+".") && !strings.HasPrefix(p, common+"[") {
+			i := strings.LastIndexAny(common, ".[")
+			if i < 0 {
+				common = ""
+				break
+			}
+			common = common[:i]
+		}
+	}
+	return common
+}
+
 // expandEnv replaces environment references in every scalar value below n.
 func expandEnv(file string, n *yaml.Node) Errors {
 	var errs Errors
@@ -134,7 +176,7 @@ func expandEnv(file string, n *yaml.Node) Errors {
 		if !strings.Contains(n.Value, "$") {
 			return nil
 		}
-		v, err := expand(n.Value, os.LookupEnv)
+		v, err := expand(n.Value, lookupEnv)
 		if err != nil {
 			return Errors{{File: file, Line: n.Line, Msg: err.Error()}}
 		}
@@ -150,6 +192,19 @@ func expandEnv(file string, n *yaml.Node) Errors {
 		}
 	}
 	return errs
+}
+
+// lookupEnv looks up an environment variable. HOSTNAME, which shells set
+// without exporting it, falls back to the host's name, so that
+// ${HOSTNAME} names an instance wherever Ferry runs.
+func lookupEnv(name string) (string, bool) {
+	v, ok := os.LookupEnv(name)
+	if !ok && name == "HOSTNAME" {
+		if h, err := os.Hostname(); err == nil && h != "" {
+			return h, true
+		}
+	}
+	return v, ok
 }
 
 // expand replaces ${NAME}, ${NAME:-default} and $$ in s.

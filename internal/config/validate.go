@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -13,21 +14,12 @@ import (
 func (c *Config) Validate() Errors {
 	v := &validator{cfg: c}
 	v.clusters()
-	v.embedded()
 	v.listeners()
 	v.protos()
 	v.routes()
 	v.backends()
 	v.kafkaAPI()
-	if c.Replies.Lookback <= 0 {
-		v.errf("replies.lookback", "must be positive, e.g. 5m")
-	}
-	if c.Replies.MaxCachedBytes <= 0 {
-		v.errf("replies.max_cached_bytes", "must be positive, e.g. 67108864 (64 MiB)")
-	}
-	if c.Replies.MaxBufferedPerCall <= 0 {
-		v.errf("replies.max_buffered_per_call", "must be positive, e.g. 1024")
-	}
+	v.numbers(reflect.ValueOf(c).Elem(), "", "")
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -88,18 +80,6 @@ func (v *validator) clusters() {
 				v.errf(fmt.Sprintf("%s.brokers[%d]", p, j), "%v", err)
 			}
 		}
-		if cl.DialTimeout < 0 {
-			v.errf(p+".dial_timeout", "must not be negative")
-		}
-		if cl.Producer.Linger < 0 {
-			v.errf(p+".producer.linger", "must not be negative")
-		}
-		if cl.Producer.MaxBufferedRecords < 0 {
-			v.errf(p+".producer.max_buffered_records", "must not be negative")
-		}
-		if cl.Producer.DeliveryTimeout < 0 {
-			v.errf(p+".producer.delivery_timeout", "must not be negative")
-		}
 		switch cl.Producer.Compression {
 		case "none", "gzip", "snappy", "lz4", "zstd":
 		default:
@@ -108,38 +88,16 @@ func (v *validator) clusters() {
 	}
 }
 
-func (v *validator) embedded() {
-	e := v.cfg.Embedded
-	if e.Port < 0 || e.Port > 65535 {
-		v.errf("embedded.port", "%d is not a port: use 0 (any free port) to 65535", e.Port)
-	}
-	if e.Partitions < 1 {
-		v.errf("embedded.partitions", "must be at least 1")
-	}
-}
-
 func (v *validator) listeners() {
 	g := v.cfg.Listeners.GRPC
 	if err := checkHostPort(g.Address); err != nil {
 		v.errf("listeners.grpc.address", "%v", err)
-	}
-	if g.MaxRecvMessageSize <= 0 {
-		v.errf("listeners.grpc.max_recv_message_size", "must be positive (bytes)")
-	}
-	if g.MaxConcurrentStreams < 1 {
-		v.errf("listeners.grpc.max_concurrent_streams", "must be at least 1")
-	}
-	if g.ShutdownTimeout < 0 {
-		v.errf("listeners.grpc.shutdown_timeout", "must not be negative")
 	}
 	h := v.cfg.Listeners.HTTP
 	if h.Address != "" {
 		if err := checkHostPort(h.Address); err != nil {
 			v.errf("listeners.http.address", "%v", err)
 		}
-	}
-	if h.MaxRequestBodySize <= 0 {
-		v.errf("listeners.http.max_request_body_size", "must be positive (bytes)")
 	}
 }
 
@@ -150,61 +108,28 @@ func (v *validator) kafkaAPI() {
 	default:
 		v.errf("kafka_api.produce.acks", "%q is not an acks mode: use none, leader_only or in_sync_replicas", k.Produce.Acks)
 	}
-	if k.Produce.MaxInFlightPerStream < 1 {
-		v.errf("kafka_api.produce.max_in_flight_per_stream", "must be at least 1")
-	}
 	c := k.Consume
 	switch c.Start {
 	case "earliest", "latest":
 	default:
 		v.errf("kafka_api.consume.start", "%q is not a position: use earliest or latest", c.Start)
 	}
-	for _, d := range []struct {
-		key string
-		val time.Duration
-	}{
-		{"long_poll_timeout", c.LongPollTimeout},
-		{"subscription_timeout", c.SubscriptionTimeout},
-		{"ack_timeout", c.AckTimeout},
-		{"commit_interval", c.CommitInterval},
-		{"session_timeout", c.SessionTimeout},
-	} {
-		if d.val <= 0 {
-			v.errf("kafka_api.consume."+d.key, "must be positive")
-		}
-	}
-	for _, n := range []struct {
-		key string
-		val int
-	}{
-		{"max_unacked_per_partition", c.MaxUnackedPerPartition},
-		{"max_buffered_per_partition", c.MaxBufferedPerPartition},
-		{"max_waiting_polls", c.MaxWaitingPolls},
-	} {
-		if n.val < 1 {
-			v.errf("kafka_api.consume."+n.key, "must be at least 1")
-		}
-	}
-	if c.MaxGroupMembers < 1 || c.MaxGroupMembers > maxGroupMembers {
-		v.errf("kafka_api.consume.max_group_members", "%d is out of range: from 1 to %d", c.MaxGroupMembers, maxGroupMembers)
-	}
 	switch {
-	case c.MaxDeliveries < 0:
-		v.errf("kafka_api.consume.max_deliveries", "must not be negative (0 delivers until acknowledged)")
 	case c.MaxDeliveries > 0 && c.DeadLetterTopic == "":
 		v.errf("kafka_api.consume.max_deliveries", "needs kafka_api.consume.dead_letter_topic, where messages go after %d deliveries", c.MaxDeliveries)
 	case c.MaxDeliveries == 0 && c.DeadLetterTopic != "":
 		v.errf("kafka_api.consume.dead_letter_topic", "is never used: set kafka_api.consume.max_deliveries too")
 	}
+	if c.GroupInstanceID != "" {
+		// The topic is appended to it: leave room for a topic's hash.
+		if err := CheckGroupInstanceID(c.GroupInstanceID, 200); err != nil {
+			v.errf("kafka_api.consume.group_instance_id", "%v", err)
+		}
+	}
 	if t := strings.NewReplacer("{topic}", "t", "{group}", "g").Replace(c.DeadLetterTopic); t != "" && !validTopic(t) {
 		v.errf("kafka_api.consume.dead_letter_topic", "%q is not a Kafka topic name: use letters, digits, '.', '_' and '-', with {topic} and {group} for the message's topic and group", c.DeadLetterTopic)
 	}
 }
-
-// maxGroupMembers is the most kafka_api.consume.max_group_members allows:
-// every member holds a few connections, so far more would run out of file
-// descriptors anyway.
-const maxGroupMembers = 10000
 
 // validTopic reports whether name is a legal Kafka topic name.
 func validTopic(name string) bool {
@@ -309,9 +234,6 @@ func (v *validator) produce(p string, r *ProduceRoute, replyHeaders map[[2]strin
 	default:
 		v.errf(p+".acks", "%q is not an acks mode: use none, leader_only or in_sync_replicas", r.Acks)
 	}
-	if r.Timeout < 0 {
-		v.errf(p+".timeout", "must not be negative: use 0 to wait as long as the client does")
-	}
 	v.headerNames(p+".header_names", r.HeaderNames)
 	for i, o := range r.Overrides {
 		if o.Name == "" {
@@ -355,11 +277,10 @@ func (v *validator) fetch(p string, f *FetchRoute) {
 			v.errf(p+".start", "%q is not earliest, latest or an RFC 3339 timestamp such as 2026-01-02T15:04:05Z", f.Start)
 		}
 	}
-	if f.MessageIDField < 1 || f.MessageIDField > 536870911 || (f.MessageIDField >= 19000 && f.MessageIDField <= 19999) {
-		v.errf(p+".message_id_field", "%d is not a usable protobuf field number (1 to 536870911, not 19000 to 19999)", f.MessageIDField)
-	}
-	if f.MaxBufferedPerSubscriber < 1 {
-		v.errf(p+".max_buffered_per_subscriber", "must be at least 1")
+	// The range check covers 1 to 536870911; protobuf reserves a block
+	// inside it for its own implementation.
+	if f.MessageIDField >= 19000 && f.MessageIDField <= 19999 {
+		v.errf(p+".message_id_field", "%d is reserved by protobuf: use a field number outside 19000 to 19999", f.MessageIDField)
 	}
 	if f.LastMessageIDMetadata != strings.ToLower(f.LastMessageIDMetadata) || strings.HasSuffix(f.LastMessageIDMetadata, "-bin") {
 		v.errf(p+".last_message_id_metadata", "must be a lower-case metadata key without -bin (the -bin form is accepted as well)")
@@ -385,6 +306,8 @@ func (v *validator) fetch(p string, f *FetchRoute) {
 
 func (v *validator) backends() {
 	names := map[string]bool{}
+	// members maps a group and an instance id to the back end using them.
+	members := map[[2]string]string{}
 	for i, b := range v.cfg.Backends {
 		p := fmt.Sprintf("backends[%d]", i)
 		if names[b.Name] {
@@ -413,29 +336,20 @@ func (v *validator) backends() {
 		if b.Target == "" {
 			v.errf(p+".target", "is required: the gRPC server's address, e.g. 127.0.0.1:50051")
 		}
+		if b.GroupInstanceID != "" {
+			if err := CheckGroupInstanceID(b.GroupInstanceID, 249); err != nil {
+				v.errf(p+".group_instance_id", "%v", err)
+			}
+			key := [2]string{b.GroupID, b.GroupInstanceID}
+			if other, dup := members[key]; dup {
+				v.errf(p+".group_instance_id", "%q is also the instance id of %s in group %q: two members with one id fence each other, give each its own", b.GroupInstanceID, other, b.GroupID)
+			}
+			members[key] = p
+		}
 		switch b.Start {
 		case "earliest", "latest":
 		default:
 			v.errf(p+".start", "%q is not a start position: use earliest or latest", b.Start)
-		}
-		for _, n := range []struct {
-			key string
-			val int
-		}{{"concurrency", b.Concurrency}, {"max_pending_calls", b.MaxPendingCalls}, {"retry.max_attempts", b.Retry.MaxAttempts}} {
-			if n.val < 1 {
-				v.errf(p+"."+n.key, "must be at least 1")
-			}
-		}
-		for _, d := range []struct {
-			key string
-			val time.Duration
-		}{
-			{"deadline", b.Deadline}, {"retry.initial_backoff", b.Retry.InitialBackoff}, {"retry.max_backoff", b.Retry.MaxBackoff},
-			{"session_timeout", b.SessionTimeout}, {"commit_interval", b.CommitInterval}, {"drain_timeout", b.DrainTimeout},
-		} {
-			if d.val <= 0 {
-				v.errf(p+"."+d.key, "must be positive")
-			}
 		}
 		if b.Retry.MaxBackoff < b.Retry.InitialBackoff {
 			v.errf(p+".retry.max_backoff", "is shorter than initial_backoff (%s)", b.Retry.InitialBackoff)
@@ -459,6 +373,23 @@ func CheckMethodPattern(m string) error {
 		return fmt.Errorf("%q: * stands only for the whole method name", m)
 	case strings.Contains(svc, "*"):
 		return fmt.Errorf("%q: the service name must be written out", m)
+	}
+	return nil
+}
+
+// CheckGroupInstanceID checks a consumer group instance id by Kafka's rule
+// for it (that of topic names), at most max characters long.
+func CheckGroupInstanceID(id string, max int) error {
+	switch {
+	case id == "." || id == "..":
+		return fmt.Errorf("%q is not a valid group instance id", id)
+	case len(id) > max:
+		return fmt.Errorf("group instance id is %d characters long: at most %d are allowed here", len(id), max)
+	}
+	for _, r := range id {
+		if !(r == '.' || r == '_' || r == '-' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9')) {
+			return fmt.Errorf("group instance id %q has %q: Kafka allows only letters, digits, '.', '_' and '-'", id, r)
+		}
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/ferryproxy/ferry/internal/kafka"
 	"github.com/ferryproxy/ferry/internal/meta"
 )
 
@@ -119,8 +120,8 @@ func (h *Hub) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		fs.EachError(func(_ string, p int32, err error) {
-			h.logger.Warn("reading topic for subscribers", "topic", h.topic, "partition", p, "err", err)
+		fs.EachError(func(t string, p int32, err error) {
+			h.logger.Warn("reading topic for subscribers", append(kafka.FetchErrorAttrs(t, p), "err", err)...)
 		})
 		fs.EachRecord(h.add)
 	}

@@ -26,16 +26,44 @@ import (
 	"github.com/ferryproxy/ferry/internal/protoreg"
 )
 
-// ClientFactory creates Kafka clients of a named cluster.
-type ClientFactory func(cluster string) func(...kgo.Opt) (*kgo.Client, error)
+// Cluster is what fetch routes need of a Kafka cluster (a *kafka.Cluster).
+type Cluster interface {
+	// NewClient returns a client of the cluster with opts added.
+	NewClient(opts ...kgo.Opt) (*kgo.Client, error)
+	// Reachable returns an error while the cluster is known to be
+	// unreachable, so that callers fail at once instead of dialing it.
+	Reachable() error
+	// NoteUnreachable records a request that failed to reach the cluster.
+	NoteUnreachable(err error)
+}
+
+// Options configure Hubs.
+type Options struct {
+	// Clusters returns the named cluster.
+	Clusters func(name string) Cluster
+	// RingSize is how many recent records each hub keeps for subscribers
+	// joining from behind.
+	RingSize int
+	// MaxCatchUps bounds the catch-up readers running at once; CatchUpWait
+	// is how long a caller waits for one before RESOURCE_EXHAUSTED.
+	MaxCatchUps int
+	CatchUpWait time.Duration
+	Logger      *slog.Logger
+}
 
 // Hubs owns the hubs of this Ferry instance, one per (cluster, topic,
 // message id field, meta prefix), started by their first subscriber and
 // stopped when their last subscriber leaves.
 type Hubs struct {
-	clients  ClientFactory
-	ringSize int
-	logger   *slog.Logger
+	clusters    func(name string) Cluster
+	ringSize    int
+	catchUpWait time.Duration
+	logger      *slog.Logger
+	// catchUpSlots holds a token per running catch-up reader: each is a
+	// Kafka client with connections of its own, and a burst of callers
+	// from behind must not run the process out of file descriptors.
+	// Callers waiting for a slot are served in order by the channel.
+	catchUpSlots chan struct{}
 
 	mu   sync.Mutex
 	hubs map[hubKey]*hubRef
@@ -57,10 +85,54 @@ type hubRef struct {
 	refs int
 }
 
-// NewHubs returns an empty set of hubs. ringSize is how many recent records
-// each hub keeps for subscribers joining from behind.
-func NewHubs(clients ClientFactory, ringSize int, logger *slog.Logger) *Hubs {
-	return &Hubs{clients: clients, ringSize: ringSize, logger: logger, hubs: map[hubKey]*hubRef{}, admins: map[string]*kgo.Client{}}
+// NewHubs returns an empty set of hubs.
+func NewHubs(o Options) *Hubs {
+	return &Hubs{clusters: o.Clusters, ringSize: o.RingSize, catchUpWait: o.CatchUpWait, logger: o.Logger,
+		catchUpSlots: make(chan struct{}, max(o.MaxCatchUps, 1)),
+		hubs:         map[hubKey]*hubRef{}, admins: map[string]*kgo.Client{}}
+}
+
+// takeCatchUp waits, at most catchUpWait, for a catch-up reader to be free
+// and returns the function that frees it again.
+func (hs *Hubs) takeCatchUp(ctx context.Context) (func(), error) {
+	release := func() { <-hs.catchUpSlots }
+	select {
+	case hs.catchUpSlots <- struct{}{}:
+		return release, nil
+	default:
+	}
+	if hs.catchUpWait > 0 {
+		t := time.NewTimer(hs.catchUpWait)
+		defer t.Stop()
+		select {
+		case hs.catchUpSlots <- struct{}{}:
+			return release, nil
+		case <-t.C:
+		case <-ctx.Done():
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+	}
+	return nil, status.Errorf(codes.ResourceExhausted,
+		"all %d catch-up readers of this Ferry instance are busy with callers starting behind the topic's end (fetch.max_catch_up_readers): retry later, with your last message id if you have one",
+		cap(hs.catchUpSlots))
+}
+
+// reachable fails with UNAVAILABLE while cluster is known to be
+// unreachable, so that callers during an outage do not each dial it.
+func (hs *Hubs) reachable(cluster string) error {
+	if err := hs.clusters(cluster).Reachable(); err != nil {
+		return status.Errorf(codes.Unavailable, "%v: retry later", err)
+	}
+	return nil
+}
+
+// unavailable turns a failed Kafka request into UNAVAILABLE, and tells the
+// cluster when the request did not reach it (not when the caller left).
+func (hs *Hubs) unavailable(ctx context.Context, cluster string, err error) error {
+	if ctx.Err() == nil {
+		hs.clusters(cluster).NoteUnreachable(err)
+	}
+	return status.Errorf(codes.Unavailable, "%v", err)
 }
 
 // admin returns the cluster's shared admin client.
@@ -74,7 +146,7 @@ func (hs *Hubs) adminLocked(cluster string) (*kgo.Client, error) {
 	if cl := hs.admins[cluster]; cl != nil {
 		return cl, nil
 	}
-	cl, err := hs.clients(cluster)()
+	cl, err := hs.clusters(cluster).NewClient()
 	if err != nil {
 		return nil, err
 	}
@@ -100,11 +172,17 @@ func (hs *Hubs) acquire(ctx context.Context, k hubKey) (*Hub, func(), error) {
 	defer hs.mu.Unlock()
 	ref := hs.hubs[k]
 	if ref == nil {
+		// Starting a hub lists offsets: during an outage, fail at once
+		// rather than dial. A running hub serves callers at the tail
+		// without Kafka, and reads on once Kafka is back.
+		if err := hs.reachable(k.cluster); err != nil {
+			return nil, nil, err
+		}
 		admin, err := hs.adminLocked(k.cluster)
 		if err != nil {
 			return nil, nil, err
 		}
-		h, err := startHub(ctx, hs.clients(k.cluster), admin, k.topic, k.field, k.prefix, hs.ringSize, hs.logger)
+		h, err := startHub(ctx, hs.clusters(k.cluster).NewClient, admin, k.topic, k.field, k.prefix, hs.ringSize, hs.logger)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -299,8 +377,11 @@ func (r *Route) Serve(ss grpc.ServerStream, m *protoreg.Method, md metadata.MD) 
 	}
 	k := hubKey{cluster: r.cfg.Cluster, topic: r.cfg.Topic, prefix: r.cfg.MetaPrefix, field: protowire.Number(r.cfg.MessageIDField)}
 	hub, release, err := r.hubs.acquire(ctx, k)
+	if status.Code(err) == codes.Unavailable {
+		return err
+	}
 	if err != nil {
-		return status.Errorf(codes.Unavailable, "reading topic %q: %v", r.cfg.Topic, err)
+		return r.hubs.unavailable(ctx, r.cfg.Cluster, fmt.Errorf("reading topic %q: %w", r.cfg.Topic, err))
 	}
 	defer release()
 
@@ -347,21 +428,24 @@ func (r *Route) Serve(ss grpc.ServerStream, m *protoreg.Method, md metadata.MD) 
 func (r *Route) startPosition(ctx context.Context, resume Position) (Position, error) {
 	admin, err := r.hubs.admin(r.cfg.Cluster)
 	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "%v", err)
+		return nil, r.hubs.unavailable(ctx, r.cfg.Cluster, err)
 	}
 	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if resume == nil && r.cfg.Start == "latest" {
 		return nil, nil
 	}
+	if err := r.hubs.reachable(r.cfg.Cluster); err != nil {
+		return nil, err
+	}
 	starts, err := listOffsets(lctx, admin, r.cfg.Topic, -2)
 	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "%v", err)
+		return nil, r.hubs.unavailable(ctx, r.cfg.Cluster, err)
 	}
 	if resume != nil {
 		ends, err := listOffsets(lctx, admin, r.cfg.Topic, -1)
 		if err != nil {
-			return nil, status.Errorf(codes.Unavailable, "%v", err)
+			return nil, r.hubs.unavailable(ctx, r.cfg.Cluster, err)
 		}
 		for p, off := range resume {
 			if _, ok := starts[p]; !ok {
@@ -379,11 +463,11 @@ func (r *Route) startPosition(ctx context.Context, resume Position) (Position, e
 	at, _ := time.Parse(time.RFC3339, r.cfg.Start)
 	after, err := listOffsets(lctx, admin, r.cfg.Topic, at.UnixMilli())
 	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "%v", err)
+		return nil, r.hubs.unavailable(ctx, r.cfg.Cluster, err)
 	}
 	ends, err := listOffsets(lctx, admin, r.cfg.Topic, -1)
 	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "%v", err)
+		return nil, r.hubs.unavailable(ctx, r.cfg.Cluster, err)
 	}
 	for p, off := range after {
 		if off < 0 {
@@ -399,11 +483,16 @@ func (r *Route) catchUp(ctx context.Context, hub *Hub, s *subscriber, pos Positi
 	if joined, _ := hub.join(s, pos); joined {
 		return nil
 	}
+	free, err := r.hubs.takeCatchUp(ctx)
+	if err != nil {
+		return err
+	}
+	defer free()
 	parts := map[int32]kgo.Offset{}
 	for p, o := range pos {
 		parts[p] = kgo.NewOffset().At(o)
 	}
-	cl, err := r.hubs.clients(r.cfg.Cluster)(
+	cl, err := r.hubs.clusters(r.cfg.Cluster).NewClient(
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{r.cfg.Topic: parts}),
 		kgo.FetchMaxWait(100*time.Millisecond))
 	if err != nil {

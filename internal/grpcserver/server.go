@@ -25,8 +25,13 @@ import (
 
 // Options configure a Server.
 type Options struct {
-	Reflection         bool
-	Health             bool
+	Reflection bool
+	Health     bool
+	// MaxRecvMessageSize bounds one request message, in bytes. grpc-go
+	// refuses a larger message from its length prefix, before reading it,
+	// so nothing of it reaches a route or Kafka; it answers
+	// RESOURCE_EXHAUSTED "grpc: received message larger than max (N vs.
+	// limit)" itself, from inside RecvMsg, so the text cannot be Ferry's.
 	MaxRecvMessageSize int
 	// MaxConcurrentStreams bounds the calls per connection; zero means
 	// unlimited, which grpc-go clients then read as 100.
@@ -48,6 +53,8 @@ type Server struct {
 	opts   Options
 	srv    *grpc.Server
 	health *health.Server
+	// healthNames are the services health reports on besides "".
+	healthNames []string
 }
 
 // New builds the server; nothing listens until Serve.
@@ -72,9 +79,12 @@ func New(opts Options) *Server {
 		s.health = health.NewServer()
 		healthpb.RegisterHealthServer(s.srv, s.health)
 		for _, sd := range opts.Registry.Services() {
-			s.health.SetServingStatus(string(sd.FullName()), healthpb.HealthCheckResponse_SERVING)
+			s.healthNames = append(s.healthNames, string(sd.FullName()))
 		}
 		for name := range own {
+			s.healthNames = append(s.healthNames, name)
+		}
+		for _, name := range s.healthNames {
 			s.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
 		}
 	}

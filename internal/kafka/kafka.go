@@ -5,11 +5,17 @@ package kafka
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/plugin/kslog"
@@ -39,12 +45,14 @@ type Cluster struct {
 	mu        sync.Mutex
 	producers map[producerKey]*kgo.Client
 	closed    bool
+
+	health health
 }
 
 // NewCluster prepares a cluster; it connects on first use. seeds replaces
 // the configured brokers when the cluster is served by the embedded broker.
 func NewCluster(cfg config.Cluster, seeds []string, logger *slog.Logger) *Cluster {
-	return &Cluster{name: cfg.Name, cfg: cfg, seeds: seeds, logger: logger, producers: map[producerKey]*kgo.Client{}}
+	return &Cluster{name: cfg.Name, cfg: cfg, seeds: seeds, logger: logger, producers: map[producerKey]*kgo.Client{}, health: health{up: true}}
 }
 
 // Name returns the cluster's configured name.
@@ -115,6 +123,11 @@ func (c *Cluster) producer(key producerKey) (*kgo.Client, error) {
 		kgo.RecordPartitioner(explicitPartitioner{kgo.StickyKeyPartitioner(nil)}),
 		kgo.AllowAutoTopicCreation(),
 	)
+	if p.BatchMaxBytes > 0 {
+		// The batch limit follows the gRPC listener's message limit, so a
+		// request the listener accepted is not refused here as too large.
+		opts = append(opts, kgo.ProducerBatchMaxBytes(p.BatchMaxBytes))
+	}
 	switch acks {
 	case AcksNone:
 		opts = append(opts, kgo.RequiredAcks(kgo.NoAck()), kgo.DisableIdempotentWrite())
@@ -156,15 +169,15 @@ func (c *Cluster) NewReader(topic string, start time.Time) (*kgo.Client, error) 
 }
 
 // NewGroupConsumer returns a client that consumes topic in consumer group
-// group. A group without committed offsets starts at the earliest or the
-// latest record, as start says. extra carries the caller's group hooks.
-func (c *Cluster) NewGroupConsumer(topic, group, start string, session time.Duration, extra ...kgo.Opt) (*kgo.Client, error) {
+// group, as a static member when instanceID is set (see NewGroupClient). A
+// group without committed offsets starts at the earliest or the latest
+// record, as start says. extra carries the caller's group hooks.
+func (c *Cluster) NewGroupConsumer(topic, group, instanceID, start string, session time.Duration, extra ...kgo.Opt) (*kgo.Client, error) {
 	reset := kgo.NewOffset().AtStart()
 	if start == "latest" {
 		reset = kgo.NewOffset().AtEnd()
 	}
-	opts := append(c.baseOpts(),
-		kgo.ConsumerGroup(group),
+	opts := []kgo.Opt{
 		kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(reset),
 		kgo.SessionTimeout(session),
@@ -172,14 +185,105 @@ func (c *Cluster) NewGroupConsumer(topic, group, start string, session time.Dura
 		// owner, so the calls of every other partition keep running.
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
 		kgo.AllowAutoTopicCreation(),
-		kgo.FetchMaxWait(500*time.Millisecond),
-	)
-	opts = append(opts, extra...)
-	cl, err := kgo.NewClient(opts...)
+		kgo.FetchMaxWait(500 * time.Millisecond),
+	}
+	cl, err := c.NewGroupClient(group, instanceID, append(opts, extra...)...)
 	if err != nil {
-		return nil, fmt.Errorf("creating consumer of %q in group %q on cluster %q: %w", topic, group, c.name, err)
+		return nil, fmt.Errorf("creating consumer of %q: %w", topic, err)
 	}
 	return cl, nil
+}
+
+// NewGroupClient returns a client of the cluster that is a member of
+// consumer group group, with opts added to the cluster's own options.
+//
+// With instanceID set, the member is static (Kafka's group.instance.id,
+// KIP-345): an instance restarted with the same id after a crash takes its
+// old partitions back as soon as it rejoins, instead of waiting for the
+// session timeout to end its dead predecessor's session. franz-go does not
+// leave the group when a static member closes, so that a restart finds its
+// place kept; the client sends the LeaveGroup itself once closed, so that
+// an orderly shutdown still hands the partitions over at once. Only a
+// crashed static member keeps its partitions, until it comes back or its
+// session times out. Two live members with one id fence each other; that is
+// logged as an error.
+func (c *Cluster) NewGroupClient(group, instanceID string, opts ...kgo.Opt) (*kgo.Client, error) {
+	all := append(c.baseOpts(), kgo.ConsumerGroup(group))
+	if instanceID != "" {
+		all = append(all, kgo.InstanceID(instanceID), kgo.WithHooks(&staticMember{c: c, group: group, id: instanceID}))
+	}
+	cl, err := kgo.NewClient(append(all, opts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("creating member of group %q on cluster %q: %w", group, c.name, err)
+	}
+	return cl, nil
+}
+
+// MemberInstanceID is the group instance id of a member that consumes
+// topic, made from an instance's configured id: an instance may have a
+// member for each topic in one group, and each member needs an id of its
+// own. An empty id stays empty (a dynamic member). The result keeps to
+// Kafka's 249 characters: a topic too long for it is replaced by a hash.
+func MemberInstanceID(id, topic string) string {
+	if id == "" {
+		return ""
+	}
+	if s := id + "." + topic; len(s) <= 249 {
+		return s
+	}
+	sum := sha256.Sum256([]byte(topic))
+	return id + "." + hex.EncodeToString(sum[:8])
+}
+
+// staticMember sends a static member's LeaveGroup once its client closed,
+// and explains a fenced member.
+type staticMember struct {
+	c     *Cluster
+	group string
+	id    string
+}
+
+var (
+	_ kgo.HookClientClosed     = (*staticMember)(nil)
+	_ kgo.HookGroupManageError = (*staticMember)(nil)
+)
+
+// leaveTimeout bounds a static member's LeaveGroup at shutdown.
+const leaveTimeout = 10 * time.Second
+
+// OnClientClosed leaves the group by instance id. The closed client has
+// already run its revoke hook (committing what it finished); a client of
+// its own sends the request, since the closed one no longer can.
+func (s *staticMember) OnClientClosed(*kgo.Client) {
+	ctx, cancel := context.WithTimeout(context.Background(), leaveTimeout)
+	defer cancel()
+	cl, err := kgo.NewClient(s.c.baseOpts()...)
+	if err == nil {
+		defer cl.Close()
+		var resps kadm.LeaveGroupResponses
+		resps, err = kadm.NewClient(cl).LeaveGroup(ctx, kadm.LeaveGroup(s.group).InstanceIDs(s.id).Reason("ferry is shutting down"))
+		if err == nil {
+			err = resps.Error()
+		}
+	}
+	switch {
+	case errors.Is(err, kerr.UnknownMemberID):
+		// Not in the group: it never joined, or franz-go left already.
+	case err != nil:
+		s.c.logger.Warn("leaving the consumer group; the partitions of this static member wait for its session to time out",
+			"group", s.group, "group_instance_id", s.id, "err", err)
+	default:
+		s.c.logger.Debug("left the consumer group", "group", s.group, "group_instance_id", s.id)
+	}
+}
+
+// OnGroupManageError explains FENCED_INSTANCE_ID, which franz-go retries
+// like any other group error.
+func (s *staticMember) OnGroupManageError(err error) {
+	if errors.Is(err, kerr.FencedInstanceID) {
+		s.c.logger.Error("another member of the consumer group has the same group instance id: give each instance its own group_instance_id",
+			"group", s.group, "group_instance_id", s.id, "err", err)
+	}
 }
 
 // Ping checks that the cluster answers a metadata request.
@@ -196,8 +300,10 @@ func (c *Cluster) Ping(ctx context.Context) error {
 }
 
 // Close flushes nothing: callers wait for their own records first. It
-// closes every producer and is safe to call more than once.
+// stops the health check, closes every producer and is safe to call more
+// than once.
 func (c *Cluster) Close() {
+	c.stopHealthCheck()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.closed = true
@@ -228,15 +334,43 @@ type Embedded struct {
 	c *kfake.Cluster
 }
 
+// EmbeddedOption configures the embedded broker.
+type EmbeddedOption func(*embeddedOptions)
+
+type embeddedOptions struct {
+	logger *slog.Logger
+	listen func(network, address string) (net.Listener, error)
+}
+
+// EmbeddedLogger sets the logger of the broker's own problems, such as
+// failing to accept a connection.
+func EmbeddedLogger(l *slog.Logger) EmbeddedOption {
+	return func(o *embeddedOptions) { o.logger = l }
+}
+
 // StartEmbedded starts the in-memory broker on 127.0.0.1:port (0 picks a
 // free port). Topics are created on first use with the given partitions.
-func StartEmbedded(port, partitions int) (*Embedded, error) {
+func StartEmbedded(port, partitions int, opts ...EmbeddedOption) (*Embedded, error) {
+	o := embeddedOptions{logger: slog.New(slog.DiscardHandler), listen: net.Listen}
+	for _, opt := range opts {
+		opt(&o)
+	}
 	c, err := kfake.NewCluster(
 		kfake.NumBrokers(1),
 		kfake.Ports(port),
 		kfake.AllowAutoTopicCreation(),
 		kfake.DefaultNumPartitions(partitions),
 		kfake.ClusterID("ferry-embedded"),
+		// kfake stops accepting at the first Accept error; the listener
+		// retries instead, so the broker survives running out of file
+		// descriptors for a moment.
+		kfake.ListenFn(func(network, address string) (net.Listener, error) {
+			l, err := o.listen(network, address)
+			if err != nil {
+				return nil, err
+			}
+			return newRetryListener(l, o.logger), nil
+		}),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("starting embedded broker on 127.0.0.1:%d: %w", port, err)
@@ -325,5 +459,23 @@ func (t *explicitTopicPartitioner) Partition(r *kgo.Record, n int) int {
 func (t *explicitTopicPartitioner) OnNewBatch() {
 	if o, ok := t.TopicPartitioner.(kgo.TopicPartitionerOnNewBatch); ok {
 		o.OnNewBatch()
+	}
+}
+
+// FetchErrorAttrs returns the log attributes that place an error of a poll
+// (kgo.Fetches.EachError): the topic and partition for a partition's
+// error, the topic alone for a whole topic's (partition -1), and nothing
+// for the client's own errors, such as a failed group session or a closed
+// client, which franz-go reports under topic "" and partition 0 or -1.
+// Every poll loop logs its errors with it, so that a connection error is
+// not logged as if partition 0 of topic "" had failed.
+func FetchErrorAttrs(topic string, partition int32) []any {
+	switch {
+	case topic == "":
+		return nil
+	case partition < 0:
+		return []any{"topic", topic}
+	default:
+		return []any{"topic", topic, "partition", partition}
 	}
 }

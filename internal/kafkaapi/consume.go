@@ -483,8 +483,7 @@ func (s *Service) newMember(c *kafka.Cluster, key memberKey, topicID [16]byte) (
 	if cc.Start == "latest" {
 		reset = kgo.NewOffset().AtEnd()
 	}
-	cl, err := c.NewClient(append([]kgo.Opt{
-		kgo.ConsumerGroup(key.group),
+	cl, err := c.NewGroupClient(key.group, kafka.MemberInstanceID(cc.GroupInstanceID, key.topic), append([]kgo.Opt{
 		kgo.ConsumeTopics(key.topic),
 		kgo.ConsumeResetOffset(reset),
 		kgo.SessionTimeout(cc.SessionTimeout),
@@ -882,7 +881,7 @@ func (m *member) pollLoop() {
 			if errors.Is(err, context.Canceled) {
 				return
 			}
-			m.s.logger.Warn("reading failed", "cluster", m.key.cluster, "group", m.key.group, "topic", topic, "partition", p, "error", err)
+			m.s.logger.Warn("reading failed", append([]any{"cluster", m.key.cluster, "group", m.key.group}, append(kafka.FetchErrorAttrs(topic, p), "error", err)...)...)
 			if errors.Is(err, kerr.GroupAuthorizationFailed) || errors.Is(err, kerr.TopicAuthorizationFailed) {
 				m.mu.Lock()
 				m.fatal = status.Errorf(codes.PermissionDenied, "consuming topic %q in group %q: %v", m.key.topic, m.key.group, err)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -70,6 +71,10 @@ type call struct {
 	idempotent bool
 	key        []byte
 	headers    []kgo.RecordHeader
+
+	// progress is when the call last moved (a request message written or a
+	// reply read), in Unix nanoseconds, for the route's timeout.
+	progress atomic.Int64
 
 	// mu orders the call's records: no record follows the null record, and
 	// the null record is written once.
@@ -135,6 +140,12 @@ func forwardMetadata(k string, authorization bool) bool {
 	return k != "authorization" || authorization
 }
 
+// touch notes that the call moved.
+func (c *call) touch() { c.progress.Store(time.Now().UnixNano()) }
+
+// lastProgress is when the call last moved.
+func (c *call) lastProgress() time.Time { return time.Unix(0, c.progress.Load()) }
+
 var errEnded = errors.New("the call's request stream already ended")
 
 // produce writes one request record; a nil value is the null record that
@@ -150,6 +161,9 @@ func (c *call) produce(value []byte) error {
 		c.ended = true
 	}
 	c.produced++
+	if value != nil && c.m.ClientStreaming && c.r.cfg.Timeout > 0 {
+		c.touch()
+	}
 	c.acks.Add(1)
 	rec := &kgo.Record{Topic: c.r.cfg.Topic, Key: c.key, Value: value, Headers: c.headers}
 	c.r.producer.Produce(c.h.ctx, rec, c.acked)
@@ -377,8 +391,10 @@ func (c *call) serveRequestReply() error {
 			return status.FromContextError(ctx.Err()).Err()
 		}
 	}
-	// Subscribe before producing, so no reply can slip past.
-	w, found, _ := rd.Subscribe(c.corrID, c.idempotent, c.r.replyLimit)
+	// Subscribe before producing, so no reply can slip past. Kept replies
+	// that stopped coming for longer than the route's timeout belong to a
+	// call that ended without an answer: they are not replayed.
+	w, found := rd.Subscribe(c.corrID, c.idempotent, c.r.replyLimit, c.r.timeout())
 	defer w.Close()
 	// A call retried with the same idempotency-key is answered from the
 	// replies already read (or still arriving) instead of being written to
@@ -389,11 +405,21 @@ func (c *call) serveRequestReply() error {
 		return recvStatus(err)
 	}
 
-	var timeout <-chan time.Time
-	if d := c.r.timeout(); d > 0 {
-		t := time.NewTimer(d)
-		defer t.Stop()
-		timeout = t.C
+	// The route's timeout bounds the time without progress — no reply read
+	// and no request message written — not the whole call: a stream whose
+	// replies keep flowing runs as long as they do. The timer is not reset
+	// on every message; when it fires, the call ends only if nothing moved
+	// for a whole timeout, else it waits out the rest.
+	var (
+		idle    *time.Timer
+		timeout <-chan time.Time
+	)
+	d := c.r.timeout()
+	if d > 0 {
+		c.touch()
+		idle = time.NewTimer(d)
+		defer idle.Stop()
+		timeout = idle.C
 	}
 	var (
 		batch     []*Reply
@@ -407,8 +433,12 @@ func (c *call) serveRequestReply() error {
 			c.abandon()
 			return status.FromContextError(ctx.Err()).Err()
 		case <-timeout:
+			if rest := d - time.Since(c.lastProgress()); rest > 0 {
+				idle.Reset(rest)
+				continue
+			}
 			c.abandon()
-			return status.Errorf(codes.DeadlineExceeded, "no reply on topic %q within %s (route %s)", c.r.cfg.ReplyTo, c.r.timeout(), c.r.Name)
+			return status.Errorf(codes.DeadlineExceeded, "no reply on topic %q for %s (route %s timeout)", c.r.cfg.ReplyTo, d, c.r.Name)
 		case err := <-recvDone:
 			recvDone = nil
 			if err != nil {
@@ -421,6 +451,9 @@ func (c *call) serveRequestReply() error {
 		case <-w.Notify():
 			var overflow bool
 			batch, overflow = w.Take(batch)
+			if d > 0 {
+				c.touch()
+			}
 			for _, rep := range batch {
 				if !gotHeader {
 					gotHeader = true
@@ -432,7 +465,10 @@ func (c *call) serveRequestReply() error {
 					}
 				}
 				if rep.End {
-					c.stop()
+					// The answer can come before the client ended its
+					// request stream: end it on Kafka too, so the back end
+					// knows no more records of this call will come.
+					c.abandon()
 					if dropped > 0 {
 						c.h.logger.Warn("dropped extra replies for a method with one response message",
 							"route", c.r.Name, "method", c.m.Path, "correlation_id", c.corrID, "dropped", dropped)

@@ -1,10 +1,12 @@
 package produce
 
 import (
+	"bytes"
 	"container/list"
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +18,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/ferryproxy/ferry/internal/config"
+	"github.com/ferryproxy/ferry/internal/kafka"
 	"github.com/ferryproxy/ferry/internal/meta"
 )
 
@@ -33,15 +36,62 @@ type Reply struct {
 	Message string
 }
 
-// size approximates the memory a kept reply holds.
+// Approximate heap costs of what a kept reply allocates beside its bytes,
+// measured on amd64 (see TestReplySizeAccounting): the Reply itself, a
+// metadata map with one bucket, each metadata entry's value slice, and the
+// per-correlation-id bookkeeping (keptReplies, its list element and map
+// entry).
+const (
+	replyOverhead     = 112
+	metaMapOverhead   = 272
+	metaEntryCost     = 48
+	keptEntryOverhead = 224
+)
+
+// size approximates the heap a kept reply holds. The value is Ferry's own
+// copy (see decode), so its capacity is all it pins.
 func (r *Reply) size() int64 {
-	n := int64(len(r.Value)+len(r.Message)) + 64
+	n := int64(cap(r.Value)+len(r.Message)) + replyOverhead
+	if r.Meta != nil {
+		n += metaMapOverhead
+	}
 	for k, vs := range r.Meta {
+		n += int64(len(k)) + metaEntryCost
 		for _, v := range vs {
-			n += int64(len(k) + len(v))
+			n += int64(len(v)) + 16
 		}
 	}
 	return n
+}
+
+// heapFactor is the heap a long-lived byte costs, per byte: the byte
+// itself and the headroom Go's garbage collector lets the heap grow by
+// before it collects, GOGC percent of what is live (100 unless the GOGC
+// environment variable says otherwise). Kept replies live for minutes, so
+// replies.max_cached_bytes, which bounds the memory they cost, allows them
+// max_cached_bytes / heapFactor bytes. With GOGC=off the heap is bounded by
+// GOMEMLIMIT alone, and a byte costs a byte.
+func heapFactor(gogc string) float64 {
+	if gogc == "off" {
+		return 1
+	}
+	p, err := strconv.Atoi(gogc)
+	if err != nil || p < 0 {
+		p = 100
+	}
+	return 1 + float64(p)/100
+}
+
+// transient reports whether a terminal status says the call may succeed if
+// made again, so it must not be replayed to a retry: the server or Kafka
+// was unavailable, or time or resources ran out, rather than the request
+// being answered.
+func transient(c codes.Code) bool {
+	switch c {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Aborted, codes.ResourceExhausted:
+		return true
+	}
+	return false
 }
 
 // ReaderOptions configure a reply reader.
@@ -73,7 +123,10 @@ type Reader struct {
 
 	// mu guards everything below. It is held only for map and list updates,
 	// never while a call sends to its client.
-	mu      sync.Mutex
+	mu sync.Mutex
+	// budget is what the kept replies may count: replies.max_cached_bytes
+	// less the garbage collector's headroom (see heapFactor).
+	budget  int64
 	waiters map[string][]*Waiter
 	kept    map[string]*keptReplies
 	order   *list.List // of *keptReplies, oldest first
@@ -88,8 +141,12 @@ type keptReplies struct {
 	id      string
 	replies []*Reply
 	bytes   int64
-	at      time.Time
-	elem    *list.Element
+	// at is when the first reply arrived (eviction by age), last when the
+	// latest did (a stream that stopped without its terminal record).
+	at, last time.Time
+	// end is the terminal reply, once read.
+	end  *Reply
+	elem *list.Element
 }
 
 // StartReader starts reading opts.Topic with the client cl, which must
@@ -104,6 +161,7 @@ func StartReader(ctx context.Context, cl *kgo.Client, start time.Time, opts Read
 		caughtUp: make(chan struct{}),
 		done:     make(chan struct{}),
 		cancel:   cancel,
+		budget:   int64(float64(opts.Replies.MaxCachedBytes) / heapFactor(os.Getenv("GOGC"))),
 		waiters:  map[string][]*Waiter{},
 		kept:     map[string]*keptReplies{},
 		order:    list.New(),
@@ -160,7 +218,7 @@ func (r *Reader) run(ctx context.Context) {
 			return
 		}
 		fetches.EachError(func(topic string, p int32, err error) {
-			r.logger.Warn("reading reply topic", "partition", p, "err", err)
+			r.logger.Warn("reading reply topic", append(kafka.FetchErrorAttrs(topic, p), "err", err)...)
 		})
 		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
 			for _, rec := range p.Records {
@@ -201,15 +259,27 @@ func (r *Reader) handle(rec *kgo.Record) {
 	}
 	k := r.kept[id]
 	if k == nil {
-		k = &keptReplies{id: id, at: now}
+		k = &keptReplies{id: id, at: now, bytes: keptEntryOverhead + int64(len(id))}
 		k.elem = r.order.PushBack(k)
 		r.kept[id] = k
+		r.bytes += k.bytes
 	}
 	k.replies = append(k.replies, reply)
+	k.last = now
+	if reply.End {
+		k.end = reply
+	}
 	sz := reply.size()
 	k.bytes += sz
 	r.bytes += sz
 	r.evict(now)
+}
+
+// drop forgets the kept replies of one correlation id. Call with mu held.
+func (r *Reader) drop(k *keptReplies) {
+	r.order.Remove(k.elem)
+	delete(r.kept, k.id)
+	r.bytes -= k.bytes
 }
 
 // evict drops the oldest kept replies while they are older than the lookback
@@ -218,12 +288,10 @@ func (r *Reader) evict(now time.Time) {
 	cutoff := now.Add(-r.opts.Replies.Lookback)
 	for e := r.order.Front(); e != nil; e = r.order.Front() {
 		k := e.Value.(*keptReplies)
-		if r.bytes <= r.opts.Replies.MaxCachedBytes && !k.at.Before(cutoff) {
+		if r.bytes <= r.budget && !k.at.Before(cutoff) {
 			return
 		}
-		r.order.Remove(e)
-		delete(r.kept, k.id)
-		r.bytes -= k.bytes
+		r.drop(k)
 	}
 }
 
@@ -233,7 +301,10 @@ func (r *Reader) decode(rec *kgo.Record) (string, *Reply, bool) {
 	n := r.opts.Names
 	var id, code, msg string
 	var hasCode bool
-	reply := &Reply{Value: rec.Value, End: rec.Value == nil}
+	// The value is copied: rec.Value points into the fetch's decompressed
+	// batch, and a kept reply holding it would pin the whole batch, so that
+	// max_cached_bytes would bound a fraction of the memory it keeps.
+	reply := &Reply{Value: bytes.Clone(rec.Value), End: rec.Value == nil}
 	for _, h := range rec.Headers {
 		switch {
 		case h.Key == n.CorrelationID:
@@ -286,25 +357,38 @@ func parseStatus(code string, has bool, msg string) (codes.Code, string) {
 }
 
 // Subscribe registers a waiter for the replies of correlation id id. With
-// replay, replies already kept for id are queued first; found tells whether
-// there were any and complete whether they include the terminal record.
+// replay, replies already kept for id are queued first, and found tells
+// whether there were any: the call is then answered from them and its
+// request is not written again. Only an answer is replayed, so kept replies
+// are dropped instead, and found is false, when
+//   - they end with a transient status (see transient): the retry is made
+//     again, which is what a client retrying UNAVAILABLE expects;
+//   - they have no terminal record and the last one arrived longer than
+//     stale ago (stale > 0): the call stopped without an answer — its final
+//     reply was lost, or its back end gave up — and waiting for it again
+//     would never end.
+//
 // Registration and replay happen under one lock, so no reply is missed or
 // seen twice.
-func (r *Reader) Subscribe(id string, replay bool, limit int) (w *Waiter, found, complete bool) {
+func (r *Reader) Subscribe(id string, replay bool, limit int, stale time.Duration) (w *Waiter, found bool) {
 	w = &Waiter{r: r, id: id, limit: limit, notify: make(chan struct{}, 1)}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if replay {
-		if k := r.kept[id]; k != nil {
+	if k := r.kept[id]; replay && k != nil {
+		switch {
+		case k.end != nil && transient(k.end.Code):
+			r.drop(k)
+		case k.end == nil && stale > 0 && time.Since(k.last) > stale:
+			r.drop(k)
+		default:
 			found = true
 			for _, rep := range k.replies {
 				w.push(rep)
-				complete = complete || rep.End
 			}
 		}
 	}
 	r.waiters[id] = append(r.waiters[id], w)
-	return w, found, complete
+	return w, found
 }
 
 // unsubscribe removes w; its queue is dropped.
@@ -334,6 +418,14 @@ func (r *Reader) Waiting() int {
 		n += len(ws)
 	}
 	return n
+}
+
+// CachedBytes returns what the kept replies count against
+// replies.max_cached_bytes, for tests and metrics.
+func (r *Reader) CachedBytes() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.bytes
 }
 
 // Close stops the reader and waits for it. Waiters still registered get no

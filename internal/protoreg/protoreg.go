@@ -137,20 +137,51 @@ func compile(ctx context.Context, baseDir string, s Source) ([]protoreflect.File
 	for i, p := range imports {
 		paths[i] = abs(baseDir, p)
 	}
+	files, paths := importNames(s.Files, paths)
 	c := protocompile.Compiler{
 		Resolver: protocompile.WithStandardImports(&protocompile.SourceResolver{ImportPaths: paths}),
 		// Comments are kept so reflection clients can show them.
 		SourceInfoMode: protocompile.SourceInfoStandard,
 	}
-	files, err := c.Compile(ctx, s.Files...)
+	compiled, err := c.Compile(ctx, files...)
 	if err != nil {
 		return nil, fmt.Errorf("compiling %s (import paths %s): %w", strings.Join(s.Files, ", "), strings.Join(paths, ", "), err)
 	}
-	out := make([]protoreflect.FileDescriptor, len(files))
-	for i, f := range files {
+	out := make([]protoreflect.FileDescriptor, len(compiled))
+	for i, f := range compiled {
 		out[i] = f
 	}
 	return out, nil
+}
+
+// importNames returns the names files are compiled under, and the import
+// paths to compile them with. A relative file is named as written, relative
+// to an import path. The compiler joins every name to each import path, so
+// an absolute file would be looked for below them (/tmp/x/tmp/x/a.proto):
+// it is named relative to the first import path that holds it instead, or,
+// when none does, by its base name in its own directory, which is added to
+// the import paths (so that files beside it can be imported too).
+func importNames(files, paths []string) ([]string, []string) {
+	names := make([]string, len(files))
+	for i, f := range files {
+		if !filepath.IsAbs(f) {
+			names[i] = f
+			continue
+		}
+		f = filepath.Clean(f)
+		names[i] = ""
+		for _, p := range paths {
+			if rel, err := filepath.Rel(p, f); err == nil && filepath.IsLocal(rel) {
+				names[i] = filepath.ToSlash(rel)
+				break
+			}
+		}
+		if names[i] == "" {
+			paths = append(paths, filepath.Dir(f))
+			names[i] = filepath.Base(f)
+		}
+	}
+	return names, paths
 }
 
 func readDescriptorSet(path string) ([]protoreflect.FileDescriptor, error) {

@@ -130,3 +130,62 @@ func TestLoadErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadAbsolutePaths loads files, import paths and descriptor sets named
+// by absolute paths, from a base directory that holds none of them.
+func TestLoadAbsolutePaths(t *testing.T) {
+	testdata, err := filepath.Abs("testdata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	shop := filepath.Join(testdata, "shop.proto")
+	include := filepath.Join(testdata, "include")
+	elsewhere := t.TempDir()
+	for _, tc := range []struct {
+		name string
+		base string
+		src  Source
+	}{
+		// The default import path, the base directory, is relative too.
+		{"absolute file inside a relative import path", testdata, Source{Files: []string{shop}, ImportPaths: []string{".", "include"}}},
+		{"absolute file inside an import path", elsewhere, Source{Files: []string{shop}, ImportPaths: []string{testdata, include}}},
+		{"absolute file outside every import path", elsewhere, Source{Files: []string{shop}, ImportPaths: []string{include}}},
+		{"relative file in an absolute import path", elsewhere, Source{Files: []string{"shop.proto"}, ImportPaths: []string{testdata, include}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := Load(context.Background(), tc.base, []Source{tc.src})
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkShop(t, r)
+			if _, err := r.Files().FindFileByPath("shop.proto"); err != nil {
+				t.Errorf("shop.proto is not registered under its import name: %v", err)
+			}
+		})
+	}
+
+	// A descriptor set named by an absolute path.
+	r, err := Load(context.Background(), testdata, []Source{{Files: []string{"shop.proto"}, ImportPaths: []string{".", "include"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var set descriptorpb.FileDescriptorSet
+	r.Files().RangeFiles(func(fd protoreflect.FileDescriptor) bool {
+		set.File = append(set.File, protodesc.ToFileDescriptorProto(fd))
+		return true
+	})
+	sortDeps(set.File)
+	b, err := proto.Marshal(&set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pb := filepath.Join(t.TempDir(), "shop.pb")
+	if err := os.WriteFile(pb, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r2, err := Load(context.Background(), elsewhere, []Source{{DescriptorSet: pb}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkShop(t, r2)
+}
