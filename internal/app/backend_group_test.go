@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -228,6 +229,11 @@ backends:
 
 	victim.kill(t)
 	killed := time.Now()
+	// FERRY_TEST_RESTART_DELAY (e.g. 5s) leaves the instance down for a
+	// while, as a process supervisor would, for measuring.
+	if d, err := time.ParseDuration(os.Getenv("FERRY_TEST_RESTART_DELAY")); err == nil {
+		time.Sleep(d)
+	}
 	startFerryProcess(t, bin, "restarted", backendYAML)
 	restarted := time.Now()
 	res := call(testkit.Context(t, 20*time.Second), cc, "UnaryEcho", nil, "after")
