@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -88,5 +90,76 @@ func TestMemberInstanceID(t *testing.T) {
 	a, b := MemberInstanceID("host-1", long), MemberInstanceID("host-1", long[1:]+"u")
 	if len(a) > 249 || !strings.HasPrefix(a, "host-1.") || a == b {
 		t.Errorf("ids for long topics = %q, %q; want distinct ids of at most 249 characters", a, b)
+	}
+}
+
+// TestStaticLeaveSparesReplacement: a static member that closes after a
+// newer member with its instance id replaced it (a restart, a Kafka API
+// member opened again while the old one closed) must not remove the
+// replacement from the group on its way out.
+//
+// It needs a real broker (FERRY_TEST_BROKERS): Kafka refuses a leave whose
+// member id is not the instance's current one (FENCED_INSTANCE_ID), which
+// is what protects the replacement; the embedded broker resolves a leave by
+// instance id alone.
+func TestStaticLeaveSparesReplacement(t *testing.T) {
+	seeds := os.Getenv("FERRY_TEST_BROKERS")
+	if seeds == "" {
+		t.Skip("needs a real broker in FERRY_TEST_BROKERS: the embedded one does not fence leaves by member id")
+	}
+	c := NewCluster(config.Cluster{Name: "test", ClientID: "ferry-test", DialTimeout: 5 * time.Second}, strings.Split(seeds, ","), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	defer c.Close()
+	admCl, err := c.NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admCl.Close()
+	adm := kadm.NewClient(admCl)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	suffix := strconv.FormatInt(time.Now().UnixNano(), 36)
+	group, id, topic := "ferry-test-replaced-"+suffix, "instance-1", "ferry-test-replaced-"+suffix
+	if _, err := adm.CreateTopic(ctx, 2, 1, nil, topic); err != nil {
+		t.Fatal(err)
+	}
+	defer adm.DeleteTopics(context.Background(), topic)
+	// join starts a polling member and waits until the group lists it.
+	join := func() (cl *kgo.Client, stop func()) {
+		cl, err := c.NewGroupClient(group, id, kgo.ConsumeTopics(topic))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pctx, pcancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for pctx.Err() == nil {
+				cl.PollFetches(pctx)
+			}
+		}()
+		for {
+			if m, _ := cl.GroupMetadata(); m != "" {
+				gs, err := adm.DescribeGroups(ctx, group)
+				if err == nil && len(gs[group].Members) == 1 && gs[group].Members[0].MemberID == m {
+					return cl, func() { pcancel(); <-done }
+				}
+			}
+			if ctx.Err() != nil {
+				t.Fatal("member never joined")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	old, stopOld := join()
+	stopOld() // the old member stops polling; the new one replaces it
+	replacement, stopNew := join()
+	defer func() { stopNew(); replacement.Close() }()
+	want, _ := replacement.GroupMetadata()
+	old.Close()
+
+	gs, err := adm.DescribeGroups(ctx, group)
+	if err != nil || len(gs[group].Members) != 1 || gs[group].Members[0].MemberID != want {
+		t.Errorf("after the replaced member closed: group %+v, %v; want only the replacement %s", gs[group].Members, err, want)
 	}
 }

@@ -14,10 +14,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/plugin/kslog"
 
 	"github.com/ferryproxy/ferry/internal/config"
@@ -253,22 +253,42 @@ const leaveTimeout = 10 * time.Second
 
 // OnClientClosed leaves the group by instance id. The closed client has
 // already run its revoke hook (committing what it finished); a client of
-// its own sends the request, since the closed one no longer can.
-func (s *staticMember) OnClientClosed(*kgo.Client) {
+// its own sends the request, since the closed one no longer can. The
+// request names the member id too: Kafka then removes this member only,
+// and answers FENCED_INSTANCE_ID when a newer member with the same
+// instance id (a restart, a Kafka API member opened again while this one
+// closed) has replaced it — leaving by instance id alone would remove the
+// replacement.
+func (s *staticMember) OnClientClosed(closed *kgo.Client) {
+	memberID, _ := closed.GroupMetadata()
+	if memberID == "" {
+		return // never joined
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), leaveTimeout)
 	defer cancel()
 	cl, err := kgo.NewClient(s.c.baseOpts()...)
 	if err == nil {
 		defer cl.Close()
-		var resps kadm.LeaveGroupResponses
-		resps, err = kadm.NewClient(cl).LeaveGroup(ctx, kadm.LeaveGroup(s.group).InstanceIDs(s.id).Reason("ferry is shutting down"))
-		if err == nil {
-			err = resps.Error()
+		req := kmsg.NewPtrLeaveGroupRequest()
+		req.Group = s.group
+		m := kmsg.NewLeaveGroupRequestMember()
+		m.MemberID, m.InstanceID = memberID, kmsg.StringPtr(s.id)
+		m.Reason = kmsg.StringPtr("ferry is shutting down")
+		req.Members = append(req.Members, m)
+		var resp *kmsg.LeaveGroupResponse
+		if resp, err = req.RequestWith(ctx, cl); err == nil {
+			err = kerr.ErrorForCode(resp.ErrorCode)
+			for _, mr := range resp.Members {
+				if err == nil {
+					err = kerr.ErrorForCode(mr.ErrorCode)
+				}
+			}
 		}
 	}
 	switch {
-	case errors.Is(err, kerr.UnknownMemberID):
-		// Not in the group: it never joined, or franz-go left already.
+	case errors.Is(err, kerr.UnknownMemberID), errors.Is(err, kerr.FencedInstanceID):
+		// Not in the group any more (franz-go left already), or replaced
+		// by a newer member with this instance id, which stays.
 	case err != nil:
 		s.c.logger.Warn("leaving the consumer group; the partitions of this static member wait for its session to time out",
 			"group", s.group, "group_instance_id", s.id, "err", err)
