@@ -356,7 +356,7 @@ func (a *App) startBackends() error {
 		if err != nil {
 			return err
 		}
-		b, err := backend.New(backend.Options{Config: bc, Producer: prod, Logger: a.logger})
+		b, err := backend.New(backend.Options{Config: bc, Producer: prod, Logger: a.logger, MaxMessageBytes: a.cfg.Listeners.GRPC.MaxRecvMessageSize})
 		if err != nil {
 			return err
 		}

@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -48,5 +49,43 @@ func TestRequestSizeLimit(t *testing.T) {
 	res := call(ctx, cc, "UnaryEcho", nil, want)
 	if res.err != nil || len(res.msgs) != 1 || res.msgs[0] != want {
 		t.Fatalf("a request of exactly the limit (%d bytes): %d responses, %v; want it echoed", limit, len(res.msgs), res.err)
+	}
+}
+
+// TestBackendResponseOverLimit: a server response larger than the size
+// limit fails the call with RESOURCE_EXHAUSTED, which the caller sees; it
+// had been refused by the reply producer, logged, and the call answered as
+// if complete.
+func TestBackendResponseOverLimit(t *testing.T) {
+	kit.CheckLeaks(t)
+	srv := startEchoServer(t, "echo")
+	req, rep := kit.Topic(t, 1, nil), kit.Topic(t, 1, nil)
+	front := startFerry(t, fmt.Sprintf(`
+  - when: [{method: grpc.examples.echo.Echo/*}]
+    produce: {topic: %s, reply_to: %s}
+`, req, rep))
+	// The back end runs with a smaller limit than the front end, so a
+	// request the front end takes comes back as a response over it.
+	cfg, err := config.Parse(filepath.Join(t.TempDir(), "backend.yaml"), []byte(fmt.Sprintf(`
+clusters: [{name: default, brokers: [%q]}]
+listeners: {grpc: {address: "127.0.0.1:0", max_recv_message_size: 4096}}
+log: {level: warn}
+backends:
+  - name: echo
+    topic: %s
+    target: %s
+`, strings.Join(kit.Seeds(t), ","), req, srv.addr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	startConfig(t, cfg)
+	cc := dial(t, front)
+	ctx := testkit.Context(t, 60*time.Second)
+	res := call(ctx, cc, "UnaryEcho", nil, strings.Repeat("z", 8000))
+	if st := status.Convert(res.err); st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "larger than max") {
+		t.Errorf("a response over the back end's limit: %d messages, %v; want RESOURCE_EXHAUSTED naming the sizes", len(res.msgs), res.err)
+	}
+	if res := call(ctx, cc, "UnaryEcho", nil, "small"); res.err != nil || len(res.msgs) != 1 {
+		t.Errorf("a small call after it: %q, %v; want it answered", res.msgs, res.err)
 	}
 }

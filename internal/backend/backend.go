@@ -35,6 +35,11 @@ type Options struct {
 	// Producer writes replies; it must use acks from all in-sync replicas.
 	Producer *kgo.Client
 	Logger   *slog.Logger
+	// MaxMessageBytes bounds a response message from the server (Ferry's
+	// one message size limit, listeners.grpc.max_recv_message_size): each
+	// becomes a reply record, which the producer would refuse past it.
+	// Zero leaves grpc-go's default.
+	MaxMessageBytes int
 }
 
 // Backend serves one configured back end: New, then a consumer created with
@@ -116,9 +121,16 @@ func (b *Backend) ConsumerOpts() []kgo.Opt {
 // lazily) and nothing else.
 func New(opts Options) (*Backend, error) {
 	cfg := opts.Config
+	callOpts := []grpc.CallOption{grpc.ForceCodecV2(rawCodec{})}
+	if opts.MaxMessageBytes > 0 {
+		// A larger response fails the call with RESOURCE_EXHAUSTED, which
+		// the caller sees, instead of a reply record the producer refuses
+		// while the call ends OK.
+		callOpts = append(callOpts, grpc.MaxCallRecvMsgSize(opts.MaxMessageBytes))
+	}
 	conn, err := grpc.NewClient(cfg.Target,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawCodec{})),
+		grpc.WithDefaultCallOptions(callOpts...),
 		// Reconnect soon after a server comes back: calls are retried
 		// with their own backoff, bounded by the call deadline.
 		grpc.WithConnectParams(grpc.ConnectParams{

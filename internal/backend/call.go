@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -50,6 +51,10 @@ type call struct {
 	gotEnd    bool     // the null record arrived (or the call ended): counted once
 	abandoned bool
 	notify    chan struct{}
+
+	// replyErr is the first failure to write a response record, set by
+	// the producer's callback.
+	replyErr atomic.Pointer[error]
 }
 
 func newCall(b *Backend, p *partition, r *kgo.Record, h recordHeaders) *call {
@@ -272,6 +277,7 @@ func (c *call) attempt(end time.Time) (hdrs []kgo.RecordHeader, wrote bool, st *
 
 func (c *call) replyWritten(_ *kgo.Record, err error) {
 	if err != nil {
+		c.replyErr.CompareAndSwap(nil, &err)
 		c.b.logger.Error("writing a reply record", "correlation_id", c.id, "topic", c.replyTo, "err", err)
 	}
 }
@@ -321,6 +327,12 @@ func (c *call) finish(hdrs []kgo.RecordHeader, code codes.Code, msg string) {
 	if c.replyTo == "" {
 		c.part.finish(offsets...)
 		return
+	}
+	if errp := c.replyErr.Load(); errp != nil && code == codes.OK {
+		// A response record is known to be lost: the caller must not see
+		// a complete answer. UNAVAILABLE is not replayed to a retry, which
+		// executes the call again.
+		code, msg = codes.Unavailable, "writing a response record to Kafka failed: "+(*errp).Error()
 	}
 	rec := c.b.terminal(c.replyTo, c.id, hdrs, int(code), msg)
 	// Until Kafka acknowledged the reply, it counts as an active call of
