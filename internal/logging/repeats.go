@@ -13,9 +13,10 @@ import (
 )
 
 // detailKeys are attributes that vary between repeats of one event (the
-// error text) and so do not tell two events apart; so do durations and
-// times (a backoff, an age).
-var detailKeys = map[string]bool{"err": true, "error": true}
+// error text, the call or record it happened to) and so do not tell two
+// events apart; so do durations and times (a backoff, an age). The first
+// record of a window shows them; the summary counts the rest.
+var detailKeys = map[string]bool{"err": true, "error": true, "correlation_id": true, "offset": true}
 
 // maxKinds bounds the kinds of message tracked at once. Past it, records
 // that start a new kind are written without tracking, so memory stays
@@ -45,6 +46,10 @@ type repeatState struct {
 	mu     sync.Mutex
 	kinds  map[string]*kind
 	closed bool
+	// swept is when kinds was last swept: at most once a second, so a
+	// flood of records that each start a kind does not scan every kind
+	// on every line.
+	swept time.Time
 	// writing counts summaries being written by timers.
 	writing sync.WaitGroup
 }
@@ -121,8 +126,9 @@ func (h *Repeats) Handle(ctx context.Context, r slog.Record) error {
 		due, dueInner = summary(k, st.window), k.inner
 	}
 	delete(st.kinds, key)
-	if len(st.kinds) >= maxKinds {
+	if len(st.kinds) >= maxKinds && now.Sub(st.swept) >= time.Second {
 		st.sweepLocked(now)
+		st.swept = now
 	}
 	if len(st.kinds) < maxKinds {
 		st.kinds[key] = &kind{start: now}

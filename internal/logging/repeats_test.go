@@ -3,6 +3,7 @@ package logging
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -117,5 +118,21 @@ func TestRepeatsTimer(t *testing.T) {
 	}
 	if l := out.lines()[1]; !strings.Contains(l, "repeated=4") {
 		t.Errorf("summary = %q, want repeated=4", l)
+	}
+}
+
+// TestRepeatsPerCallErrors: an outage that fails every call logs one line
+// per call, each with its own correlation id and offset; they are one kind,
+// summarized, not thousands of lines.
+func TestRepeatsPerCallErrors(t *testing.T) {
+	logger, h, out := newTestLogger(time.Hour)
+	for i := range 5000 {
+		logger.Error("writing the final reply record; the caller will time out", "correlation_id", fmt.Sprintf("id-%d", i),
+			"offset", i, "topic", "echo-responses", "err", "NOT_ENOUGH_REPLICAS")
+	}
+	h.Close()
+	lines := out.lines()
+	if len(lines) != 2 || !strings.Contains(lines[1], "repeated=4999") {
+		t.Fatalf("%d lines, want the first and one summary of 4999 repeats:\n%s", len(lines), strings.Join(lines[:min(len(lines), 5)], "\n"))
 	}
 }
