@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/ferryproxy/ferry/internal/config"
 	"github.com/ferryproxy/ferry/internal/kafka"
 	"github.com/ferryproxy/ferry/internal/sparseacks"
 )
@@ -110,11 +111,8 @@ func (s *Service) maxMembers() int {
 	if n := s.cfg.Consume.MaxGroupMembers; n > 0 {
 		return n
 	}
-	return defaultMaxGroupMembers
+	return config.Default().KafkaAPI.Consume.MaxGroupMembers
 }
-
-// defaultMaxGroupMembers is config.Default's max_group_members.
-const defaultMaxGroupMembers = 100
 
 // checkDeadLetterTopic refuses a group whose name makes the dead-letter
 // topic (kafka_api.consume.dead_letter_topic with {group} replaced) a name

@@ -161,7 +161,7 @@ func (c *call) produce(value []byte) error {
 		c.ended = true
 	}
 	c.produced++
-	if value != nil && c.m.ClientStreaming && c.r.cfg.Timeout > 0 {
+	if value != nil && c.m.ClientStreaming && c.r.timeout() > 0 {
 		c.touch()
 	}
 	c.acks.Add(1)

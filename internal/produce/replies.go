@@ -141,8 +141,8 @@ type keptReplies struct {
 	id      string
 	replies []*Reply
 	bytes   int64
-	// at is when the first reply arrived (eviction by age), last when the
-	// latest did (a stream that stopped without its terminal record).
+	// at is when the first reply was written (eviction by age), last when
+	// the latest was (a stream that stopped without its terminal record).
 	at, last time.Time
 	// end is the terminal reply, once read.
 	end  *Reply
@@ -252,6 +252,14 @@ func (r *Reader) handle(rec *kgo.Record) {
 		return
 	}
 	now := time.Now()
+	// A reply's age is its record's: a reader that starts reads the last
+	// lookback of replies in a moment, and those are as old as they were
+	// written, for eviction and for telling a stopped call from a running
+	// one. A timestamp from the future (a skewed clock) counts as now.
+	at := rec.Timestamp
+	if at.IsZero() || at.After(now) {
+		at = now
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, w := range r.waiters[id] {
@@ -259,13 +267,13 @@ func (r *Reader) handle(rec *kgo.Record) {
 	}
 	k := r.kept[id]
 	if k == nil {
-		k = &keptReplies{id: id, at: now, bytes: keptEntryOverhead + int64(len(id))}
+		k = &keptReplies{id: id, at: at, bytes: keptEntryOverhead + int64(len(id))}
 		k.elem = r.order.PushBack(k)
 		r.kept[id] = k
 		r.bytes += k.bytes
 	}
 	k.replies = append(k.replies, reply)
-	k.last = now
+	k.last = at
 	if reply.End {
 		k.end = reply
 	}

@@ -108,6 +108,9 @@ func TestReplayOnlyAnswers(t *testing.T) {
 		{"resource exhausted", []*kgo.Record{end("a", codes.ResourceExhausted)}, 0, false},
 		{"running", []*kgo.Record{msg("a")}, time.Hour, true},
 		{"stopped", []*kgo.Record{msg("a")}, time.Nanosecond, false},
+		// Read just now, by a reader that started, but written an hour ago.
+		{"stopped long ago", []*kgo.Record{{Key: []byte("a"), Value: []byte("m"), Timestamp: time.Now().Add(-time.Hour)}}, time.Minute, false},
+		{"written from the future", []*kgo.Record{{Key: []byte("a"), Value: []byte("m"), Timestamp: time.Now().Add(time.Hour)}}, time.Minute, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := testReader(1 << 30)
