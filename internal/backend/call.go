@@ -339,15 +339,55 @@ func (c *call) finish(hdrs []kgo.RecordHeader, code codes.Code, msg string) {
 	// the partition, so that a revoke's drain waits for it and commits the
 	// call's requests rather than leaving them to be redone.
 	counted := c.part.addActive(1)
+	c.b.calls.Add(1) // the writes below, until the last callback
+	c.writeFinal(rec, offsets, counted, 0)
+}
+
+// writeFinal writes a call's final reply record and, once Kafka took it,
+// finishes the call's request records. A request is committed only when
+// its final reply is known to be on Kafka: when the producer gives up (an
+// outage longer than its delivery timeout), the record is written again
+// after a pause, for as long as the partition is this instance's and the
+// back end runs; the partition's commits wait meanwhile. Once the partition
+// is gone the request stays uncommitted, and its next owner executes it
+// again. (Finishing it anyway lost the answer of every call whose final
+// reply fell into a broker outage.)
+func (c *call) writeFinal(rec *kgo.Record, offsets []int64, counted bool, tries int) {
 	c.b.prod.Produce(c.b.ctx, rec, func(_ *kgo.Record, err error) {
-		if err != nil {
-			// The reply is lost, which the caller sees as its own timeout;
-			// keeping the request uncommitted would stall its partition.
-			c.b.logger.Error("writing the final reply record; the caller will time out", "correlation_id", c.id, "topic", c.replyTo, "err", err)
+		switch {
+		case err == nil:
+			c.part.finish(offsets...)
+		case c.b.ctx.Err() == nil && !c.part.isRetired():
+			c.b.logger.Warn("writing the final reply record; trying again", "correlation_id", c.id, "topic", c.replyTo, "err", err)
+			go func() {
+				t := time.NewTimer(min(time.Second<<min(tries, 5), 30*time.Second))
+				select {
+				case <-t.C:
+					c.writeFinal(rec, offsets, counted, tries+1)
+				case <-c.b.ctx.Done():
+					t.Stop()
+					c.finalNotWritten(counted, err)
+				}
+			}()
+			return
+		default:
+			c.finalNotWritten(counted, err)
+			return
 		}
-		c.part.finish(offsets...)
 		if counted {
 			c.part.addActive(-1)
 		}
+		c.b.calls.Done()
 	})
+}
+
+// finalNotWritten gives up writing a call's final reply: the partition is
+// gone or the back end closes, so its request stays uncommitted.
+func (c *call) finalNotWritten(counted bool, err error) {
+	c.b.logger.Warn("final reply not written; the request stays uncommitted and is executed again by the partition's next owner",
+		"correlation_id", c.id, "topic", c.replyTo, "err", err)
+	if counted {
+		c.part.addActive(-1)
+	}
+	c.b.calls.Done()
 }

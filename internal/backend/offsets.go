@@ -124,6 +124,13 @@ func (p *partition) activeCalls() int {
 	return p.active
 }
 
+// isRetired reports whether the partition's assignment ended.
+func (p *partition) isRetired() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.retired
+}
+
 // retire ends the partition's assignment: nothing it tracks changes after.
 func (p *partition) retire() {
 	p.mu.Lock()
