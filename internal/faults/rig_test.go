@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -68,6 +69,7 @@ type rig struct {
 	dir   string
 	adm   *kadm.Client
 	group string
+	reply string // the reply topic
 
 	echo     *proc
 	echoLog  string
@@ -91,7 +93,7 @@ func newRig(t *testing.T, backends int) *rig {
 	}
 	r := &rig{t: t, m: currentMode(), dir: t.TempDir(), adm: kadm.NewClient(kit.Client(t))}
 	req, rep := kit.Topic(t, 4, nil), kit.Topic(t, 1, nil)
-	r.group = "g-" + req
+	r.group, r.reply = "g-"+req, rep
 
 	r.echoLog = filepath.Join(r.dir, "executions.log")
 	self, err := os.Executable()
@@ -351,20 +353,22 @@ type report struct {
 	answered      int
 	failedVisibly int // calls told a non-OK status at least once
 	gaveUp        int // of those, calls never answered OK within the bound
-	lost          int // never answered (lostWaiting) or answered OK without an execution or with another message (lostAnswer)
+	lostCalls     int // never answered (lostWaiting) or answered OK without an execution or with another message (lostAnswer)
 	lostWaiting   int
 	lostAnswer    int
-	twice         int // keys the server started executing more than once
+	twice         int           // keys the server started executing more than once
+	slowest       time.Duration // the longest an answered call took, retries included
 	atFault       string
 	codes         map[codes.Code]int
 	lostKeys      []string
+	lost          map[string]bool
 	gaveUpKeys    []string
 }
 
 // count turns the outcomes and the server's record into the report.
 func (r *rig) count(scenario string, outs []outcome, atFault string) report {
 	started, _ := r.executions()
-	rep := report{scenario: scenario, sent: len(outs), atFault: atFault, codes: map[codes.Code]int{}}
+	rep := report{scenario: scenario, sent: len(outs), atFault: atFault, codes: map[codes.Code]int{}, lost: map[string]bool{}}
 	for _, o := range outs {
 		if o.told > 0 {
 			rep.failedVisibly++
@@ -375,11 +379,14 @@ func (r *rig) count(scenario string, outs []outcome, atFault string) report {
 		switch {
 		case o.answered && o.reply == o.msg && started[o.key] > 0:
 			rep.answered++
+			rep.slowest = max(rep.slowest, o.took)
 		case o.answered:
 			rep.lostAnswer++
+			rep.lost[o.key] = true
 			rep.lostKeys = append(rep.lostKeys, o.key+" (answered OK, never executed or wrong message)")
 		case o.waiting:
 			rep.lostWaiting++
+			rep.lost[o.key] = true
 			rep.lostKeys = append(rep.lostKeys, fmt.Sprintf("%s (no answer within %s; executed %d times)", o.key, r.m.bound, started[o.key]))
 		default:
 			rep.gaveUp++
@@ -390,17 +397,17 @@ func (r *rig) count(scenario string, outs []outcome, atFault string) report {
 			rep.twice++
 		}
 	}
-	rep.lost = rep.lostWaiting + rep.lostAnswer
+	rep.lostCalls = rep.lostWaiting + rep.lostAnswer
 	return rep
 }
 
 func (rep report) header() string {
-	return fmt.Sprintf("%-22s %6s %8s %9s %7s %5s %12s %6s  %s", "scenario", "sent", "answered", "failed-vis", "gave-up", "lost", "(wait/answer)", "twice", "in flight at fault")
+	return fmt.Sprintf("%-30s %5s %8s %10s %7s %5s %13s %5s %8s  %s", "scenario", "sent", "answered", "failed-vis", "gave-up", "lost", "(wait/answer)", "twice", "slowest", "in flight at fault")
 }
 
 func (rep report) String() string {
-	return fmt.Sprintf("%-22s %6d %8d %9d %7d %5d %12s %6d  %s", rep.scenario, rep.sent, rep.answered, rep.failedVisibly, rep.gaveUp, rep.lost,
-		fmt.Sprintf("(%d/%d)", rep.lostWaiting, rep.lostAnswer), rep.twice, rep.atFault)
+	return fmt.Sprintf("%-30s %5d %8d %10d %7d %5d %13s %5d %8s  %s", rep.scenario, rep.sent, rep.answered, rep.failedVisibly, rep.gaveUp, rep.lostCalls,
+		fmt.Sprintf("(%d/%d)", rep.lostWaiting, rep.lostAnswer), rep.twice, rep.slowest.Round(100*time.Millisecond), rep.atFault)
 }
 
 func (rep report) codeList() string {
@@ -444,9 +451,10 @@ func (r *rig) runScenario(fault func()) {
 	if len(rep.gaveUpKeys) > 0 {
 		t.Logf("calls that failed visibly until the bound, e.g.:\n  %s", strings.Join(firstN(rep.gaveUpKeys, 10), "\n  "))
 	}
-	if rep.lost > 0 {
+	if rep.lostCalls > 0 {
 		shown := firstN(rep.lostKeys, 10)
-		t.Errorf("%d of %d calls lost (want 0), e.g.:\n  %s", rep.lost, rep.sent, strings.Join(shown, "\n  "))
+		t.Errorf("%d of %d calls lost (want 0), e.g.:\n  %s", rep.lostCalls, rep.sent, strings.Join(shown, "\n  "))
+		t.Logf("final replies on the reply topic for the lost calls: %s", r.finalReplies(rep.lost))
 	}
 	if rep.answered == 0 {
 		t.Errorf("no call was answered")
@@ -473,4 +481,49 @@ func firstN(s []string, n int) []string {
 		return s[:n]
 	}
 	return s
+}
+
+// finalReplies tells, for the lost calls, how many have a final reply
+// record (a null value) on the reply topic: whether the back end never
+// wrote one or the front end never delivered it.
+func (r *rig) finalReplies(lost map[string]bool) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ends, err := r.adm.ListEndOffsets(ctx, r.reply)
+	if err != nil {
+		return "unknown: " + err.Error()
+	}
+	want := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) { want[o.Partition] = o.Offset })
+	cl := kit.Client(r.t, kgo.ConsumeTopics(r.reply), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	finals := map[string]int{}
+	done := func() bool {
+		for p, end := range want {
+			if end > 0 {
+				return false
+			}
+			delete(want, p)
+		}
+		return true
+	}
+	for !done() {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return "unknown: reading the reply topic timed out"
+		}
+		fs.EachRecord(func(rec *kgo.Record) {
+			if rec.Offset+1 >= want[rec.Partition] {
+				want[rec.Partition] = 0
+			}
+			if rec.Value != nil {
+				return
+			}
+			// The record key is the correlation id, KEY-SUFFIX.
+			k := string(rec.Key)
+			if i := strings.LastIndexByte(k, '-'); i > 0 && lost[k[:i]] {
+				finals[k[:i]]++
+			}
+		})
+	}
+	return fmt.Sprintf("%d of %d lost calls have one (so the front end did not deliver it); the others have none (so the back end never wrote one)", len(finals), len(lost))
 }
