@@ -105,7 +105,7 @@ func newRig(t *testing.T, backends int) *rig {
 	var echoAddr string
 	r.echo, echoAddr = startProc(t, r.dir, "echo", echoReady,
 		[]string{roleEnv + "=echo", echoAddrEnv + "=127.0.0.1:0", echoLogEnv + "=" + r.echoLog}, self)
-	r.echo.env = append(r.echo.env, echoAddrEnv+"="+echoAddr)
+	r.echo.env = []string{roleEnv + "=echo", echoAddrEnv + "=" + echoAddr, echoLogEnv + "=" + r.echoLog}
 
 	cluster := fmt.Sprintf("clusters: [{name: default, brokers: [%q]}]\nlisteners: {grpc: {address: \"127.0.0.1:0\", shutdown_timeout: 5s}}\nlog: {level: info}\n", suite.brokers)
 	backYAML := cluster + fmt.Sprintf(`backends:
@@ -257,8 +257,10 @@ type load struct {
 	run      string
 	seq      atomic.Int64
 	inflight atomic.Int64
-	skipped  atomic.Int64 // calls not started because maxInflight ran
+	skipped  atomic.Int64    // calls not started because maxInflight ran
+	ctx      context.Context // ends every call when the test ends early
 	stop     chan struct{}
+	stopOnce sync.Once
 	wg       sync.WaitGroup
 
 	mu       sync.Mutex
@@ -266,7 +268,14 @@ type load struct {
 }
 
 func (r *rig) startLoad() *load {
-	l := &load{r: r, run: fmt.Sprintf("%08x", rand.Uint32()), stop: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &load{r: r, ctx: ctx, run: fmt.Sprintf("%08x", rand.Uint32()), stop: make(chan struct{})}
+	// A test that fails half-way leaves no calls behind it.
+	r.t.Cleanup(func() {
+		cancel()
+		l.stopOnce.Do(func() { close(l.stop) })
+		l.wg.Wait()
+	})
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
@@ -300,8 +309,10 @@ func (r *rig) startLoad() *load {
 // finish stops sending new calls and waits for the running ones, each of
 // which ends within the mode's bound.
 func (l *load) finish() []outcome {
-	close(l.stop)
+	l.stopOnce.Do(func() { close(l.stop) })
 	l.wg.Wait()
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	return l.outcomes
 }
 
@@ -317,7 +328,7 @@ func (l *load) call(i int64) (o outcome) {
 	}
 	key := fmt.Sprintf("k-%s-%06d", l.run, i)
 	o = outcome{key: key, msg: fmt.Sprintf("%s sleep=%s", key, sleep.Round(time.Millisecond))}
-	ctx, cancel := context.WithTimeout(context.Background(), m.bound)
+	ctx, cancel := context.WithTimeout(l.ctx, m.bound)
 	defer cancel()
 	ctx = metadata.AppendToOutgoingContext(ctx, "idempotency-key", key)
 	deadline, _ := ctx.Deadline()
