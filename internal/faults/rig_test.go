@@ -45,7 +45,7 @@ type mode struct {
 func currentMode() mode {
 	if os.Getenv(longEnv) == "1" {
 		return mode{
-			rate: 20, maxInflight: 1000, warm: 30, shortSleeps: [2]time.Duration{100 * time.Millisecond, 3 * time.Second}, longSleep: 20 * time.Second,
+			rate: 15, maxInflight: 2000, warm: 30, shortSleeps: [2]time.Duration{100 * time.Millisecond, 3 * time.Second}, longSleep: 20 * time.Second,
 			brokerDown: 30 * time.Second, serverDown: 15 * time.Second, backendDown: 10 * time.Second,
 			after: 15 * time.Second, cycles: 3, bound: 5 * time.Minute,
 		}
@@ -114,6 +114,7 @@ func newRig(t *testing.T, backends int) *rig {
     target: %s
     group_id: %s
     session_timeout: %s
+    concurrency: 256
     commit_interval: 200ms
     drain_timeout: 2s
     deadline: %s
