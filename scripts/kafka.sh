@@ -2,17 +2,28 @@
 # Run a real single-node Apache Kafka 4.x (KRaft, broker+controller in one JVM)
 # for Ferry's integration tests.
 #
-#   scripts/kafka.sh start   # prints "127.0.0.1:<port>" on stdout once ready
-#   scripts/kafka.sh stop    # idempotent
-#   scripts/kafka.sh status  # exit 0 iff the broker is running
+#   scripts/kafka.sh start    # prints "127.0.0.1:<port>" on stdout once ready
+#   scripts/kafka.sh stop     # SIGTERM (clean shutdown); keeps the data
+#   scripts/kafka.sh kill     # SIGKILL (a crash); keeps the data
+#   scripts/kafka.sh restart  # stop, then start again on the same data
+#   scripts/kafka.sh status   # exit 0 iff the broker is running
+#
+# All commands are idempotent: start prints the address of a broker that is
+# already running, stop and kill do nothing when none is. The broker listens
+# on 127.0.0.1 only.
 #
 # Why this shape:
 #   * No Docker and no tarball downloads are available; Maven Central is. The
 #     broker is just a set of jars, so we let `mvn` resolve them from the tiny
 #     pom in scripts/kafka/pom.xml (cached in ~/.m2) and run kafka.Kafka with
 #     plain `java -cp`.
-#   * Every start formats a brand-new log dir: tests want an empty cluster, and
-#     it avoids cluster-id mismatches after a crash.
+#   * By default every start formats a brand-new log dir: tests want an empty
+#     cluster, and it avoids cluster-id mismatches after a crash. Fault tests
+#     instead stop or kill the broker and start the same one again with its
+#     topics, records and committed offsets: `restart`, or `start` with
+#     FERRY_KAFKA_KEEP=1, reuses the formatted log dir (and formats one only
+#     if there is none). The config is regenerated from the same environment,
+#     so the broker comes back on the same ports.
 #   * Only the address goes to stdout, so callers can do
 #     `addr=$(scripts/kafka.sh start)`; all diagnostics go to stderr.
 #
@@ -23,6 +34,7 @@
 #   FERRY_KAFKA_START_TIMEOUT    seconds to wait for readiness               [90]
 #   FERRY_KAFKA_JAVA             java binary (Kafka 4.x brokers need >= 17)  [java]
 #   FERRY_KAFKA_HEAP             -Xmx for the broker JVM                     [1g]
+#   FERRY_KAFKA_KEEP             1: start reuses the existing log dir        [0]
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -34,6 +46,7 @@ CONTROLLER_PORT="${FERRY_KAFKA_CONTROLLER_PORT:-19093}"
 START_TIMEOUT="${FERRY_KAFKA_START_TIMEOUT:-90}"
 JAVA="${FERRY_KAFKA_JAVA:-java}"
 HEAP="${FERRY_KAFKA_HEAP:-1g}"
+KEEP="${FERRY_KAFKA_KEEP:-0}"
 HOST=127.0.0.1
 
 LIB_DIR="$STATE_DIR/libs"
@@ -52,6 +65,16 @@ die() { log "$*"; exit 1; }
 
 # --- process helpers ----------------------------------------------------------
 
+# True if process $1 exists and is not a zombie. A broker killed with SIGKILL
+# stays a zombie until its parent reaps it, and an init that never reaps
+# (some containers) would make `kill -0` report it alive for ever.
+pid_alive() {
+  kill -0 "$1" 2>/dev/null || return 1
+  local state
+  state="$(sed -E 's/^.*\) ([A-Za-z]).*$/\1/' "/proc/$1/stat" 2>/dev/null || true)"
+  [[ "$state" != "Z" ]]
+}
+
 # Prints the broker pid if the pid file names a live kafka.Kafka process.
 # Checking the command line (not just `kill -0`) guards against a stale pid
 # file whose pid was reused by an unrelated process after a reboot/crash.
@@ -60,7 +83,7 @@ running_pid() {
   local pid
   pid="$(cat "$PID_FILE" 2>/dev/null || true)"
   [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  kill -0 "$pid" 2>/dev/null || return 1
+  pid_alive "$pid" || return 1
   if [[ -r "/proc/$pid/cmdline" ]]; then
     tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q 'kafka\.Kafka' || return 1
   fi
@@ -97,13 +120,19 @@ stop_pid() {
   local pid="$1" i
   kill -TERM "$pid" 2>/dev/null || true
   for ((i = 0; i < 300; i++)); do
-    kill -0 "$pid" 2>/dev/null || return 0
+    pid_alive "$pid" || return 0
     sleep 0.1
   done
   log "broker (pid $pid) did not exit within 30s after SIGTERM; sending SIGKILL"
+  kill_pid "$pid"
+}
+
+# SIGKILL, and wait until the process is gone so its ports are free.
+kill_pid() {
+  local pid="$1" i
   kill -KILL "$pid" 2>/dev/null || true
   for ((i = 0; i < 50; i++)); do
-    kill -0 "$pid" 2>/dev/null || return 0
+    pid_alive "$pid" || return 0
     sleep 0.1
   done
   die "broker (pid $pid) survived SIGKILL"
@@ -201,8 +230,15 @@ JAVA_ARGS=(
 
 java_cmd() { "$JAVA" "${JAVA_ARGS[@]}" "$@"; }
 
+# Formats a fresh, empty log dir, or with keep=1 reuses the one a previous
+# start formatted (see header).
 format_storage() {
-  # A fresh, empty log dir on every start (see header).
+  local keep="$1"
+  if [[ "$keep" == 1 && -f "$DATA_DIR/meta.properties" ]]; then
+    log "reusing the formatted log dir $DATA_DIR"
+    return 0
+  fi
+  [[ "$keep" == 1 ]] && log "no formatted log dir in $DATA_DIR; formatting a new one"
   rm -rf "$DATA_DIR"
   # Cluster id: what `StorageTool random-uuid` prints (16 random bytes as
   # unpadded URL-safe base64), generated here to save a ~1 s JVM start. Kafka
@@ -229,7 +265,8 @@ print_failure_logs() {
 # --- commands -----------------------------------------------------------------
 
 cmd_start() {
-  local pid
+  local keep="${1:-$KEEP}" pid
+  [[ "$keep" == 0 || "$keep" == 1 ]] || die "FERRY_KAFKA_KEEP must be 0 or 1, not \"$keep\""
   if pid="$(running_pid)"; then
     echo "$HOST:$PORT"
     return 0
@@ -246,8 +283,13 @@ cmd_start() {
   mkdir -p "$STATE_DIR"
   fetch_jars
   write_config
-  rm -f "$SERVER_LOG" "$OUT_FILE"
-  format_storage
+  # The previous run's logs are kept one generation back (a crash before a
+  # restart is worth reading); readiness is judged on the new log only.
+  local f
+  for f in "$SERVER_LOG" "$OUT_FILE"; do
+    if [[ -f "$f" ]]; then mv -f "$f" "$f.1"; fi
+  done
+  format_storage "$keep"
 
   # nohup + all three std fds redirected: the broker must not hold the
   # caller's stdout/stderr pipes open, or `addr=$(kafka.sh start)` and Go's
@@ -265,7 +307,7 @@ cmd_start() {
 
   local deadline=$((SECONDS + START_TIMEOUT))
   while ((SECONDS < deadline)); do
-    if ! kill -0 "$pid" 2>/dev/null; then
+    if ! pid_alive "$pid"; then
       print_failure_logs
       rm -f "$PID_FILE"
       die "broker process exited during startup"
@@ -294,6 +336,20 @@ cmd_stop() {
   rm -f "$PID_FILE"
 }
 
+cmd_kill() {
+  local pid
+  if pid="$(running_pid)"; then
+    kill_pid "$pid"
+    log "broker (pid $pid) killed"
+  fi
+  rm -f "$PID_FILE"
+}
+
+cmd_restart() {
+  cmd_stop
+  cmd_start 1
+}
+
 cmd_status() {
   local pid
   if pid="$(running_pid)"; then
@@ -307,9 +363,9 @@ cmd_status() {
 main() {
   local cmd="${1:-}"
   case "$cmd" in
-    start | stop | status) ;;
+    start | stop | kill | restart | status) ;;
     *)
-      echo "usage: $0 start|stop|status" >&2
+      echo "usage: $0 start|stop|kill|restart|status" >&2
       exit 2
       ;;
   esac
