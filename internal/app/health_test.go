@@ -68,18 +68,18 @@ func (o *embeddedOutage) start(t testing.TB) {
 }
 
 // scriptOutage is the real broker of FERRY_TEST_BROKERS, stopped and
-// started with scripts/kafka.sh (and the FERRY_KAFKA_* variables it was
-// started with). Only for a broker of your own: it starts empty.
+// started again on its data with scripts/kafka.sh (and the FERRY_KAFKA_*
+// variables it was started with). Only for a broker of your own.
 type scriptOutage struct{ root string }
 
-func (o scriptOutage) seeds() []string   { return strings.Split(os.Getenv("FERRY_TEST_BROKERS"), ",") }
-func (o scriptOutage) stop(t testing.TB) { o.run(t, "stop") }
-func (o scriptOutage) start(t testing.TB) {
-	o.run(t, "start")
-}
+func (o scriptOutage) seeds() []string    { return strings.Split(os.Getenv("FERRY_TEST_BROKERS"), ",") }
+func (o scriptOutage) stop(t testing.TB)  { o.run(t, "stop") }
+func (o scriptOutage) start(t testing.TB) { o.run(t, "start") }
 func (o scriptOutage) run(t testing.TB, cmd string) {
 	t.Helper()
-	out, err := exec.Command("bash", filepath.Join(o.root, "scripts", "kafka.sh"), cmd).CombinedOutput()
+	c := exec.Command("bash", filepath.Join(o.root, "scripts", "kafka.sh"), cmd)
+	c.Env = append(os.Environ(), "FERRY_KAFKA_KEEP=1")
+	out, err := c.CombinedOutput()
 	if err != nil {
 		t.Fatalf("kafka.sh %s: %v\n%s", cmd, err, out)
 	}
@@ -87,7 +87,7 @@ func (o scriptOutage) run(t testing.TB, cmd string) {
 
 // newOutage returns the broker a test may stop: an embedded one of its
 // own, or with FERRY_TEST_RESTART_BROKER=1 the real broker of
-// FERRY_TEST_BROKERS (your own broker only: it restarts empty).
+// FERRY_TEST_BROKERS (your own broker only: it is stopped and restarted).
 func newOutage(t testing.TB) outage {
 	if os.Getenv("FERRY_TEST_RESTART_BROKER") != "" {
 		return scriptOutage{root: root(t)}
