@@ -126,16 +126,17 @@ func newRig(t *testing.T, backends int) *rig {
 		r.backends = append(r.backends, p)
 	}
 
-	// The route has no timeout: a call waits for its reply as long as the
-	// client does, so a request nobody answers shows as a call that never
-	// ends, not as a DEADLINE_EXCEEDED from Ferry.
+	// The route's timeout is the longest allowed, beyond any call's bound:
+	// a call waits for its reply as long as the client does, so a request
+	// the back end drops shows as a call that never ends (lost), not as a
+	// DEADLINE_EXCEEDED from Ferry that the client's retry then repairs.
 	frontYAML := cluster + fmt.Sprintf(`protos:
   - files: [echo.proto]
     import_paths: [%q]
 routes:
   - name: echo
     when: [{method: grpc.examples.echo.Echo/*}]
-    produce: {topic: %s, reply_to: %s}
+    produce: {topic: %s, reply_to: %s, timeout: 24h}
 `, filepath.Join(suite.root, "examples", "echo"), req, rep)
 	frontFile := filepath.Join(r.dir, "front.yaml")
 	writeFile(t, frontFile, frontYAML)
