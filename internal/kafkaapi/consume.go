@@ -1013,7 +1013,11 @@ func (m *member) tickLoop() {
 	}
 }
 
-// retire removes an idle member and closes it.
+// retire removes an idle member and closes it. It runs on the member's
+// tick loop, which close waits for, so the close gets a goroutine of its
+// own, owned by the service: Close waits for it, and so for the member's
+// last commit and its leaving the group. (The tick loop's own goroutine
+// still counts in s.wg here, so the Add cannot race Close's Wait.)
 func (s *Service) retire(m *member) {
 	s.mu.Lock()
 	if s.members[m.key] == m {
@@ -1021,7 +1025,11 @@ func (s *Service) retire(m *member) {
 	}
 	s.mu.Unlock()
 	s.logger.Info("consumer group member idle: leaving", "cluster", m.key.cluster, "group", m.key.group, "topic", m.key.topic)
-	go m.close()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		m.close()
+	}()
 }
 
 // commit writes, for the given partitions (all when nil), the first
