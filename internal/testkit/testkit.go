@@ -98,7 +98,10 @@ func (b *Broker) Client(t testing.TB, opts ...kgo.Opt) *kgo.Client {
 }
 
 // CreateTopic creates topic with partitions, replication factor 1 and
-// configs (nil: the broker's defaults), failing t if it cannot.
+// configs (nil: the broker's defaults), failing t if it cannot. It returns
+// once every partition's offsets can be listed: a real broker answers
+// UNKNOWN_TOPIC_OR_PARTITION for a moment after it created a topic, until
+// its metadata caught up.
 func (b *Broker) CreateTopic(t testing.TB, topic string, partitions int32, configs map[string]*string) {
 	t.Helper()
 	err := b.admin(t, func(ctx context.Context, adm *kadm.Client) error {
@@ -106,7 +109,23 @@ func (b *Broker) CreateTopic(t testing.TB, topic string, partitions int32, confi
 		if err == nil {
 			err = resp.Err
 		}
-		return err
+		if err != nil {
+			return err
+		}
+		for {
+			ends, err := adm.ListEndOffsets(ctx, topic)
+			if err == nil {
+				err = ends.Error()
+			}
+			if err == nil && len(ends[topic]) > 0 && (partitions <= 0 || len(ends[topic]) == int(partitions)) {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("topic created, but its offsets cannot be listed: %v", err)
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
 	})
 	if err != nil {
 		t.Fatalf("creating topic %s: %v", topic, err)
