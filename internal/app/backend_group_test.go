@@ -16,18 +16,6 @@ import (
 	"github.com/ferryproxy/ferry/internal/testkit"
 )
 
-// buildFerry builds the ferry command into a temporary folder.
-func buildFerry(t testing.TB) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "ferry")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/ferry")
-	build.Dir = root(t)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building ferry: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // ferryProcess is Ferry run as a process of its own, so that a test can
 // stop, continue or kill it as an operating system would.
 type ferryProcess struct {

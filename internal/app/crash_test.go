@@ -23,12 +23,7 @@ func TestBackendCrash(t *testing.T) {
 		t.Skip("builds ferry and waits for a group session to time out")
 	}
 	kit.CheckLeaks(t)
-	bin := filepath.Join(t.TempDir(), "ferry")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/ferry")
-	build.Dir = root(t)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building ferry: %v\n%s", err, out)
-	}
+	bin := buildFerry(t)
 
 	srv := startEchoServer(t, "echo")
 	srv.delay = 200 * time.Millisecond

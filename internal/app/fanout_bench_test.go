@@ -280,12 +280,7 @@ func (fl *floor) broadcast(m []byte) {
 // Run: go test ./internal/app -run '^$' -bench FanoutIdleMemory -benchtime 1x
 func BenchmarkFanoutIdleMemory(b *testing.B) {
 	const subs = 10000
-	bin := filepath.Join(b.TempDir(), "ferry")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/ferry")
-	build.Dir = root(b)
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("building ferry: %v\n%s", err, out)
-	}
+	bin := buildFerry(b)
 	topic := kit.Topic(b, 1, nil)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

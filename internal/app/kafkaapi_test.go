@@ -168,12 +168,7 @@ func TestKafkaAPIConsumerKilled(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds ferry and waits for a group session to time out")
 	}
-	bin := filepath.Join(t.TempDir(), "ferry")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/ferry")
-	build.Dir = root(t)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building ferry: %v\n%s", err, out)
-	}
+	bin := buildFerry(t)
 	topic := kit.Topic(t, 2, nil)
 	group := "g-" + topic
 

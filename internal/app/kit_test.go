@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -429,4 +430,22 @@ func loadExample(t testing.TB, name string) *config.Config {
 	cfg.Embedded.Port = 0
 	cfg.Listeners.GRPC.Address = "127.0.0.1:0"
 	return cfg
+}
+
+// buildBinary builds a main package of the repository into dir.
+func buildBinary(t testing.TB, dir, name, pkg string) string {
+	t.Helper()
+	bin := filepath.Join(dir, name)
+	build := exec.Command("go", "build", "-o", bin, pkg)
+	build.Dir = root(t)
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building %s: %v\n%s", pkg, err, out)
+	}
+	return bin
+}
+
+// buildFerry builds the ferry command into a temporary folder.
+func buildFerry(t testing.TB) string {
+	t.Helper()
+	return buildBinary(t, t.TempDir(), "ferry", "./cmd/ferry")
 }

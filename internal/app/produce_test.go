@@ -279,12 +279,7 @@ func TestOneWay(t *testing.T) {
 func TestIdempotentReplay(t *testing.T) {
 	kit.CheckLeaks(t)
 	req, rep := kit.Topic(t, 1, nil), kit.Topic(t, 1, nil)
-	var mu sync.Mutex
-	n := 0
-	b := startBackend(t, req, func(reqs []string, _ map[string]string) reply {
-		mu.Lock()
-		defer mu.Unlock()
-		n++
+	b := countingBackend(t, req, func(n int, reqs []string) reply {
 		return reply{msgs: []string{fmt.Sprintf("%s#%d", reqs[0], n)}}
 	})
 	a := startFerry(t, fmt.Sprintf(`

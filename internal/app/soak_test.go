@@ -256,18 +256,6 @@ func envInt(t *testing.T, name string, def int) int {
 	return n
 }
 
-// buildBinary builds a main package of the repository into dir.
-func buildBinary(t *testing.T, dir, name, pkg string) string {
-	t.Helper()
-	bin := filepath.Join(dir, name)
-	build := exec.Command("go", "build", "-o", bin, pkg)
-	build.Dir = root(t)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building %s: %v\n%s", pkg, err, out)
-	}
-	return bin
-}
-
 // startProcess runs a command until the test ends, and shows its output if
 // the test failed.
 func startProcess(t *testing.T, what, bin string, args ...string) {
