@@ -23,6 +23,8 @@ func (m *member) newOfferLocked() *offer {
 	return o
 }
 
+// next waits until a message can be delivered on ss, as an offer, or ctx
+// ends.
 func (m *member) next(ctx context.Context, ss *Session) (*Message, error) {
 	m.mu.Lock()
 	if m.waiting >= m.cfg.maxWaiting {
@@ -81,12 +83,14 @@ func (m *member) takeLocked(ss *Session, now time.Time, budget int) (Message, bo
 	return Message{}, false
 }
 
+// ack settles a delivered message, whoever it was delivered to.
 func (m *member) ack(partition int32, offset int64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.ackLocked(partition, offset)
 }
 
+// ackLocked is ack with m.mu held.
 func (m *member) ackLocked(partition int32, offset int64) error {
 	m.used = true
 	ps, err := m.partLocked(partition, offset)
@@ -100,6 +104,8 @@ func (m *member) ackLocked(partition int32, offset int64) error {
 	return nil
 }
 
+// nack ends the offer of a delivered message: it is delivered again, or
+// moved to the dead-letter topic.
 func (m *member) nack(partition int32, offset int64) error {
 	defer m.flushDead()
 	m.mu.Lock()

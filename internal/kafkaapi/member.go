@@ -115,6 +115,8 @@ func (s *Service) maxMembers() int {
 	return config.Default().KafkaAPI.Consume.MaxGroupMembers
 }
 
+// newMember creates the member for key, with its Kafka client, and starts
+// its poll and tick goroutines; join calls it with s.mu held.
 func (s *Service) newMember(c *kafka.Cluster, key memberKey, topicID [16]byte) (*member, error) {
 	cc := s.cfg.Consume
 	m := &member{
@@ -280,6 +282,8 @@ func (m *member) tickLoop() {
 	}
 }
 
+// broadcastLocked wakes every Next call waiting: something may be
+// deliverable, or the member is closing.
 func (m *member) broadcastLocked() {
 	close(m.wake)
 	m.wake = make(chan struct{})
@@ -384,6 +388,7 @@ func (m *member) fetchCommitted(ctx context.Context, parts []int32) (out map[int
 	}
 }
 
+// derefString is *s, or empty for nil.
 func derefString(s *string) string {
 	if s == nil {
 		return ""
@@ -442,6 +447,8 @@ func (m *member) forget(parts []int32, keep bool) {
 	m.roomLocked() // a full partition may have gone
 }
 
+// syncOrderLocked rebuilds the round-robin order from the assigned
+// partitions.
 func (m *member) syncOrderLocked() {
 	m.order = m.order[:0]
 	for p := range m.parts {

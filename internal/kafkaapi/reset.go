@@ -16,6 +16,8 @@ import (
 	"github.com/ferryproxy/ferry/internal/kafka"
 )
 
+// resetRequest is a SetOffsets for the member's poll goroutine to apply
+// between two polls; done gets its outcome.
 type resetRequest struct {
 	targets []OffsetTarget
 	done    chan error

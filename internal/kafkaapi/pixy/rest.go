@@ -161,8 +161,8 @@ func badRequest(w http.ResponseWriter, err error) {
 //     other NOT_FOUND stays 404);
 //   - FAILED_PRECONDITION is 409 Conflict, not 400: the request was fine
 //     but the state moved, as when acknowledging a message of a partition
-//     another instance owns now, and Kafka-Pixy's clients take 409 as
-//     "drop this one and go on" rather than as a bug of theirs.
+//     another instance owns now, which a client cannot fix by changing its
+//     request (409, like ABORTED's, says so; 400 would blame the request).
 func httpStatus(err error) int {
 	if err == errLongPollTimeout {
 		return http.StatusRequestTimeout
