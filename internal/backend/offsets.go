@@ -1,8 +1,9 @@
 package backend
 
 import (
-	"sort"
 	"sync"
+
+	"github.com/ferryproxy/ferry/internal/offsets"
 )
 
 // partition tracks, for one assigned partition, which records are finished
@@ -18,14 +19,14 @@ type partition struct {
 	id    int32
 
 	mu sync.Mutex
-	// offsets are the tracked record offsets in order; done[i] tells
-	// whether offsets[i] is finished. Finished records at the front are
-	// dropped as the commit point moves past them.
-	offsets []int64
-	done    []bool
-	// next is the offset after the last record dropped from the front: the
-	// commit point when nothing is tracked.
-	next      int64
+	// pending holds the tracked records not yet finished.
+	pending offsets.Pending
+	// first is the first offset tracked, -1 before it: the partition has
+	// nothing to commit until a record finished from there on.
+	first int64
+	// high is the highest offset ever tracked, -1 before the first: a
+	// record at or below it is one read again after a reset.
+	high      int64
 	committed int64 // the last committed offset, -1 before the first commit
 	retired   bool
 	// active counts the calls of this partition that have not finished,
@@ -34,7 +35,7 @@ type partition struct {
 }
 
 func newPartition(topic string, id int32) *partition {
-	return &partition{topic: topic, id: id, next: -1, committed: -1}
+	return &partition{topic: topic, id: id, first: -1, high: -1, committed: -1}
 }
 
 // track adds a record read from Kafka. It returns false when the partition
@@ -45,19 +46,19 @@ func (p *partition) track(offset int64) bool {
 	if p.retired {
 		return false
 	}
-	if len(p.offsets) > 0 && offset <= p.offsets[len(p.offsets)-1] {
+	if offset <= p.high {
 		// Already tracked: a re-fetch after a reset. Keep the first.
 		return false
 	}
-	if len(p.offsets) == 0 && p.next >= 0 && offset < p.next {
-		return false
+	if p.first < 0 {
+		p.first = offset
 	}
-	p.offsets = append(p.offsets, offset)
-	p.done = append(p.done, false)
+	p.high = offset
+	p.pending.Add(offset)
 	return true
 }
 
-// finish marks offsets finished and moves the commit point over the
+// finish marks offsets finished, which moves the commit point over the
 // finished prefix.
 func (p *partition) finish(offsets ...int64) {
 	p.mu.Lock()
@@ -66,19 +67,7 @@ func (p *partition) finish(offsets ...int64) {
 		return
 	}
 	for _, o := range offsets {
-		i := sort.Search(len(p.offsets), func(i int) bool { return p.offsets[i] >= o })
-		if i < len(p.offsets) && p.offsets[i] == o {
-			p.done[i] = true
-		}
-	}
-	n := 0
-	for n < len(p.done) && p.done[n] {
-		n++
-	}
-	if n > 0 {
-		p.next = p.offsets[n-1] + 1
-		p.offsets = append(p.offsets[:0], p.offsets[n:]...)
-		p.done = append(p.done[:0], p.done[n:]...)
+		p.pending.Finish(o)
 	}
 }
 
@@ -87,12 +76,12 @@ func (p *partition) finish(offsets ...int64) {
 func (p *partition) commitPoint() (int64, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.retired || p.next < 0 {
+	if p.retired || p.high < 0 {
 		return 0, false
 	}
-	at := p.next
-	if len(p.offsets) > 0 {
-		at = p.offsets[0]
+	at := p.pending.CommitPoint(p.high + 1)
+	if at == p.first {
+		return 0, false // nothing finished yet
 	}
 	return at, at > p.committed
 }

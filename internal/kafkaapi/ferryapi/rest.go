@@ -26,6 +26,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 
 	kafkav1 "github.com/ferryproxy/ferry/api/ferry/kafka/v1"
+	"github.com/ferryproxy/ferry/internal/httpcode"
 	"github.com/ferryproxy/ferry/internal/kafkaapi/reqbody"
 )
 
@@ -225,7 +226,7 @@ func notFound(w http.ResponseWriter, r *http.Request) {
 // writeStatus writes st as the whole JSON response. Its shape and the
 // HTTP status are vanguard's, so both paths of the handler answer alike.
 func writeStatus(w http.ResponseWriter, st *status.Status) {
-	writeStatusCode(w, httpStatus(st.Code()), st)
+	writeStatusCode(w, httpcode.FromCode(st.Code()), st)
 }
 
 // writeStatusCode writes st as the JSON response with HTTP status code.
@@ -237,36 +238,6 @@ func writeStatusCode(w http.ResponseWriter, code int, st *status.Status) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_, _ = w.Write(body)
-}
-
-// httpStatus is the HTTP status of a gRPC code, as vanguard maps it.
-func httpStatus(c codes.Code) int {
-	switch c {
-	case codes.OK:
-		return http.StatusOK
-	case codes.Canceled:
-		return 499
-	case codes.InvalidArgument, codes.FailedPrecondition, codes.OutOfRange:
-		return http.StatusBadRequest
-	case codes.DeadlineExceeded:
-		return http.StatusGatewayTimeout
-	case codes.NotFound:
-		return http.StatusNotFound
-	case codes.AlreadyExists, codes.Aborted:
-		return http.StatusConflict
-	case codes.PermissionDenied:
-		return http.StatusForbidden
-	case codes.ResourceExhausted:
-		return http.StatusTooManyRequests
-	case codes.Unimplemented:
-		return http.StatusNotImplemented
-	case codes.Unavailable:
-		return http.StatusServiceUnavailable
-	case codes.Unauthenticated:
-		return http.StatusUnauthorized
-	default:
-		return http.StatusInternalServerError
-	}
 }
 
 // streamBridge serves a GET binding of a server-streaming method that

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ferryproxy/ferry/api/kafkapixy"
+	"github.com/ferryproxy/ferry/internal/httpcode"
 	"github.com/ferryproxy/ferry/internal/kafkaapi/reqbody"
 )
 
@@ -151,36 +152,26 @@ func badRequest(w http.ResponseWriter, err error) {
 	writeJSON(w, http.StatusBadRequest, errorRs{err.Error()})
 }
 
-// httpStatus is the one place gRPC codes become HTTP statuses.
-// FAILED_PRECONDITION (acknowledging a partition another instance now owns)
-// and ABORTED are 409 Conflict: the request was fine, the state moved.
+// httpStatus is the one place the Kafka-Pixy face turns an error into an
+// HTTP status: Ferry's table (httpcode.FromCode, vanguard's mapping, which
+// Ferry's own REST API answers too), except where Kafka-Pixy's REST API
+// answered otherwise and its clients rely on it:
+//   - the empty long poll is 408 Request Timeout, Kafka-Pixy's answer to a
+//     consume request that found no message in time (only that error: any
+//     other NOT_FOUND stays 404);
+//   - FAILED_PRECONDITION is 409 Conflict, not 400: the request was fine
+//     but the state moved, as when acknowledging a message of a partition
+//     another instance owns now, which a client cannot fix by changing its
+//     request (409, like ABORTED's, says so; 400 would blame the request).
 func httpStatus(err error) int {
 	if err == errLongPollTimeout {
-		// Kafka-Pixy's REST answer to an empty long poll.
 		return http.StatusRequestTimeout
 	}
-	switch status.Code(err) {
-	case codes.InvalidArgument, codes.OutOfRange:
-		return http.StatusBadRequest
-	case codes.NotFound:
-		return http.StatusNotFound
-	case codes.AlreadyExists, codes.FailedPrecondition, codes.Aborted:
+	c := status.Code(err)
+	if c == codes.FailedPrecondition {
 		return http.StatusConflict
-	case codes.ResourceExhausted:
-		return http.StatusTooManyRequests
-	case codes.Unavailable:
-		return http.StatusServiceUnavailable
-	case codes.DeadlineExceeded:
-		return http.StatusGatewayTimeout
-	case codes.PermissionDenied:
-		return http.StatusForbidden
-	case codes.Unauthenticated:
-		return http.StatusUnauthorized
-	case codes.Unimplemented:
-		return http.StatusNotImplemented
-	default:
-		return http.StatusInternalServerError
 	}
+	return httpcode.FromCode(c)
 }
 
 // flag reports whether a parameter is set. As in Kafka-Pixy, presence is

@@ -528,6 +528,10 @@ func TestHTTPStatus(t *testing.T) {
 		{status.Error(codes.FailedPrecondition, ""), http.StatusConflict},
 		{status.Error(codes.PermissionDenied, ""), http.StatusForbidden},
 		{status.Error(codes.Internal, ""), http.StatusInternalServerError},
+		{status.Error(codes.Aborted, ""), http.StatusConflict},
+		{status.Error(codes.OutOfRange, ""), http.StatusBadRequest},
+		{status.Error(codes.Unauthenticated, ""), http.StatusUnauthorized},
+		{status.Error(codes.Canceled, ""), 499}, // the client gave up: vanguard's and nginx's 499
 		{errors.New("plain"), http.StatusInternalServerError},
 	} {
 		if got := httpStatus(tc.err); got != tc.want {
