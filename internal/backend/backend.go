@@ -27,6 +27,7 @@ import (
 
 	"github.com/ferryproxy/ferry/internal/config"
 	"github.com/ferryproxy/ferry/internal/kafka"
+	"github.com/ferryproxy/ferry/internal/layout"
 )
 
 // Options configure a Backend.
@@ -46,7 +47,7 @@ type Options struct {
 // ConsumerOpts, then Start; Close stops it.
 type Backend struct {
 	cfg    config.Backend
-	names  config.HeaderNames
+	layout layout.Layout
 	cons   *kgo.Client
 	prod   *kgo.Client
 	conn   *grpc.ClientConn
@@ -143,7 +144,7 @@ func New(opts Options) (*Backend, error) {
 	}
 	b := &Backend{
 		cfg:        cfg,
-		names:      cfg.HeaderNames,
+		layout:     layout.New(cfg.HeaderNames),
 		prod:       opts.Producer,
 		conn:       conn,
 		logger:     opts.Logger.With("backend", cfg.Name),
@@ -257,14 +258,14 @@ func (b *Backend) dispatch(r *kgo.Record) {
 	if p == nil || !p.track(r.Offset) {
 		return // the partition was revoked, or the record is already tracked
 	}
-	h := b.headers(r)
-	if h.id == "" {
+	req := b.request(r)
+	if req.CorrelationID == "" {
 		// Not a request of the layout: nothing to answer.
 		p.finish(r.Offset)
 		return
 	}
 	b.mu.Lock()
-	c := b.open[h.id]
+	c := b.open[req.CorrelationID]
 	if c != nil && c.part != p && c.part.id == p.id {
 		// The call belongs to an earlier assignment of the partition and
 		// was abandoned when the partition was taken away: its records,
@@ -278,11 +279,11 @@ func (b *Backend) dispatch(r *kgo.Record) {
 		}
 		return
 	}
-	late := b.endedEarly.has(h.id)
+	late := b.endedEarly.has(req.CorrelationID)
 	if late && r.Value == nil {
 		// The stream of a call that ended early is complete: a record of
 		// this id after it starts a new call.
-		b.endedEarly.remove(h.id)
+		b.endedEarly.remove(req.CorrelationID)
 	}
 	b.mu.Unlock()
 	switch {
@@ -291,49 +292,34 @@ func (b *Backend) dispatch(r *kgo.Record) {
 		// or the end of a request stream whose call is unknown here:
 		// nothing to do.
 		p.finish(r.Offset)
-	case h.service == "" || h.method == "":
-		b.reject(p, r, h)
-	case !b.serves(r, h):
+	case req.Service == "" || req.Method == "":
+		b.reject(p, r, req)
+	case !b.serves(r, req):
 		p.finish(r.Offset)
 	default:
-		b.openCall(p, r, h)
+		b.openCall(p, r, req)
 	}
 }
 
-// recordHeaders are the layout headers of a request record.
-type recordHeaders struct {
-	id, service, method, replyTo string
-}
-
-func (b *Backend) headers(r *kgo.Record) recordHeaders {
-	var h recordHeaders
-	for _, kv := range r.Headers {
-		switch kv.Key {
-		case b.names.CorrelationID:
-			h.id = string(kv.Value)
-		case b.names.Service:
-			h.service = string(kv.Value)
-		case b.names.Method:
-			h.method = string(kv.Value)
-		case b.names.ReplyTo:
-			h.replyTo = string(kv.Value)
-		}
+// request reads the layout headers of a request record; one that names no
+// reply topic is answered on the back end's reply_to.
+func (b *Backend) request(r *kgo.Record) layout.Request {
+	req := b.layout.ParseRequest(r.Headers)
+	if req.ReplyTo == "" {
+		req.ReplyTo = b.cfg.ReplyTo
 	}
-	if h.replyTo == "" {
-		h.replyTo = b.cfg.ReplyTo
-	}
-	return h
+	return req
 }
 
 // serves reports whether the back end's conditions select the request.
-func (b *Backend) serves(r *kgo.Record, h recordHeaders) bool {
+func (b *Backend) serves(r *kgo.Record, req layout.Request) bool {
 	if len(b.cfg.When) == 0 {
 		return true
 	}
 	for _, w := range b.cfg.When {
 		if w.Method != "" {
 			svc, m, _ := strings.Cut(w.Method, "/")
-			if svc != h.service || (m != "*" && m != h.method) {
+			if svc != req.Service || (m != "*" && m != req.Method) {
 				continue
 			}
 		}
@@ -364,20 +350,21 @@ func headersMatch(want map[string]string, hs []kgo.RecordHeader) bool {
 	return true
 }
 
-// reject answers a request that names no service or method with status 13,
-// as Zilla does, and finishes it once the answer is written.
-func (b *Backend) reject(p *partition, r *kgo.Record, h recordHeaders) {
+// reject answers a request that names no service or method with
+// layout.StatusNoMethod, as Zilla does, and finishes it once the answer is
+// written.
+func (b *Backend) reject(p *partition, r *kgo.Record, req layout.Request) {
 	// The rest of the request stream, if any, belongs to this answered
 	// request.
 	b.mu.Lock()
-	b.endedEarly.add(h.id)
+	b.endedEarly.add(req.CorrelationID)
 	b.mu.Unlock()
-	if h.replyTo == "" {
+	if req.ReplyTo == "" {
 		b.logger.Warn("skipping a request without service, method or reply topic", "partition", r.Partition, "offset", r.Offset)
 		p.finish(r.Offset)
 		return
 	}
-	rec := b.terminal(h.replyTo, h.id, nil, 13, "request names no service or method")
+	rec := b.layout.NoMethodRecord(req.ReplyTo, req.CorrelationID)
 	b.prod.Produce(b.ctx, rec, func(_ *kgo.Record, err error) {
 		if err != nil {
 			b.logger.Warn("writing the reply to a request without service or method", "err", err)
@@ -390,13 +377,13 @@ func (b *Backend) reject(p *partition, r *kgo.Record, h recordHeaders) {
 
 // openCall starts a call for its first record; the call waits for a slot
 // in its own goroutine, so the poll loop keeps feeding open calls.
-func (b *Backend) openCall(p *partition, r *kgo.Record, h recordHeaders) {
+func (b *Backend) openCall(p *partition, r *kgo.Record, req layout.Request) {
 	if !p.addActive(1) {
 		return
 	}
-	c := newCall(b, p, r, h)
+	c := newCall(b, p, r, req)
 	b.mu.Lock()
-	b.open[h.id] = c
+	b.open[req.CorrelationID] = c
 	b.waiting++
 	b.incomplete++
 	b.stats.PeakWaiting = max(b.stats.PeakWaiting, b.waiting)
@@ -579,19 +566,6 @@ func (b *Backend) commit(ctx context.Context, ps []*partition) {
 			p.committedAt(o.Offset)
 		}
 	}
-}
-
-// terminal is the final reply record of a call: a null value carrying the
-// status and, on error, the message.
-func (b *Backend) terminal(topic, id string, meta []kgo.RecordHeader, code int, msg string) *kgo.Record {
-	hs := make([]kgo.RecordHeader, 0, len(meta)+3)
-	hs = append(hs, kgo.RecordHeader{Key: b.names.CorrelationID, Value: []byte(id)})
-	hs = append(hs, meta...)
-	hs = append(hs, kgo.RecordHeader{Key: b.names.Status, Value: []byte(fmt.Sprint(code))})
-	if code != 0 && msg != "" {
-		hs = append(hs, kgo.RecordHeader{Key: b.names.Message, Value: []byte(msg)})
-	}
-	return &kgo.Record{Topic: topic, Key: []byte(id), Headers: hs}
 }
 
 // rawCodec sends and receives *[]byte as they are: payloads pass through

@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/ferryproxy/ferry/internal/config"
+	"github.com/ferryproxy/ferry/internal/layout"
 )
 
 // TestPartitionCommitOrder: the commit point is the first unfinished
@@ -82,7 +83,7 @@ func TestIDSet(t *testing.T) {
 func testBackend(t *testing.T) *Backend {
 	b := &Backend{
 		cfg:        config.Backend{Topic: "t", Deadline: time.Minute},
-		names:      config.DefaultHeaderNames(),
+		layout:     layout.New(config.DefaultHeaderNames()),
 		logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
 		slots:      make(chan struct{}),
 		room:       make(chan struct{}, 1),
@@ -119,7 +120,7 @@ func (b *Backend) openCallOf(id string) *call {
 func TestDispatchAfterAbandon(t *testing.T) {
 	b := testBackend(t)
 	b.assigned(map[string][]int32{"t": {0}})
-	old := newCall(b, b.parts[0], request("a", 0, []byte("x")), b.headers(request("a", 0, nil)))
+	old := newCall(b, b.parts[0], request("a", 0, []byte("x")), b.request(request("a", 0, nil)))
 	b.open["a"] = old
 	b.revoked(context.Background(), map[string][]int32{"t": {0}}, false)
 	if !old.isAbandoned() {
@@ -152,11 +153,11 @@ func TestDispatchEndedEarly(t *testing.T) {
 	// finishes with only its first record read.
 	first := request("s", 0, []byte("x"))
 	p.track(0)
-	c := newCall(b, p, first, b.headers(first))
+	c := newCall(b, p, first, b.request(first))
 	b.open["s"] = c
 	b.incomplete++
 	p.addActive(1)
-	c.finish(nil, 0, "")
+	c.finish(layout.ResponseMetadata{}, 0, "")
 	b.ended(c)
 	if !b.endedEarly.has("s") {
 		t.Fatal("a call that ended before its request stream was not recorded")

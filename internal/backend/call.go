@@ -17,17 +17,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/ferryproxy/ferry/internal/meta"
-)
-
-// Metadata entries a back end adds to every call, so the gRPC server can
-// recognize a request redone after a crash or rebalance.
-const (
-	// CorrelationIDMetadata carries the call's correlation id.
-	CorrelationIDMetadata = "ferry-correlation-id"
-	// IdempotencyKeyMetadata carries the client's idempotency-key, or the
-	// correlation id when the client sent none.
-	IdempotencyKeyMetadata = "idempotency-key"
+	"github.com/ferryproxy/ferry/internal/layout"
 )
 
 var streamDesc = &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}
@@ -57,19 +47,15 @@ type call struct {
 	replyErr atomic.Pointer[error]
 }
 
-func newCall(b *Backend, p *partition, r *kgo.Record, h recordHeaders) *call {
+func newCall(b *Backend, p *partition, r *kgo.Record, req layout.Request) *call {
 	c := &call{
 		b:       b,
 		part:    p,
-		id:      h.id,
-		path:    "/" + h.service + "/" + h.method,
-		replyTo: h.replyTo,
-		md:      meta.FromHeaders(r.Headers, b.names.MetaPrefix),
+		id:      req.CorrelationID,
+		path:    req.Path(),
+		replyTo: req.ReplyTo,
+		md:      b.layout.ServerMetadata(r.Headers, req.CorrelationID),
 		notify:  make(chan struct{}, 1),
-	}
-	c.md.Set(CorrelationIDMetadata, h.id)
-	if len(c.md.Get(IdempotencyKeyMetadata)) == 0 {
-		c.md.Set(IdempotencyKeyMetadata, h.id)
 	}
 	c.ctx, c.cancel = context.WithTimeout(b.ctx, b.cfg.Deadline)
 	c.add(r)
@@ -133,7 +119,7 @@ func (c *call) run() {
 	case <-c.ctx.Done():
 		c.b.leftQueue()
 		if !c.isAbandoned() {
-			c.finish(nil, codes.DeadlineExceeded, "no free call slot before the deadline ("+c.b.cfg.Deadline.String()+")")
+			c.finish(layout.ResponseMetadata{}, codes.DeadlineExceeded, "no free call slot before the deadline ("+c.b.cfg.Deadline.String()+")")
 		}
 		return
 	}
@@ -149,12 +135,12 @@ func (c *call) run() {
 // retry.max_attempts attempts were made or retry.max_elapsed has passed
 // since the first began (or the deadline came). No attempt starts past
 // max_elapsed.
-func (c *call) attempts() ([]kgo.RecordHeader, codes.Code, string) {
+func (c *call) attempts() (layout.ResponseMetadata, codes.Code, string) {
 	cfg := c.b.cfg.Retry
 	start := time.Now()
 	end := start.Add(cfg.MaxElapsed)
 	var last *status.Status
-	var lastHdrs []kgo.RecordHeader
+	var lastHdrs layout.ResponseMetadata
 	for attempt := 1; ; attempt++ {
 		hdrs, wrote, st, cut := c.attempt(end)
 		if cut && last != nil {
@@ -207,13 +193,13 @@ func plural(n int, what string) string {
 
 // attempt makes the call once: it sends the request messages (the ones
 // already read, then each as it arrives), writes every response message as
-// a reply record, and returns the reply headers, whether any response was
-// written, and the final status. It waits for a connection to the server
+// a reply record, and returns the response metadata, whether any response
+// was written, and the final status. It waits for a connection to the server
 // until the retry budget ends at end: a server that is down or restarting
 // is waited for, where failing at once would spend the attempts in a
 // moment. Once the call is under way, only its deadline bounds it. cut
 // reports that the budget or the deadline ended before the stream opened.
-func (c *call) attempt(end time.Time) (hdrs []kgo.RecordHeader, wrote bool, st *status.Status, cut bool) {
+func (c *call) attempt(end time.Time) (hdrs layout.ResponseMetadata, wrote bool, st *status.Status, cut bool) {
 	ctx, cancel := context.WithCancel(metadata.NewOutgoingContext(c.ctx, c.md))
 	defer cancel()
 	budget := time.AfterFunc(time.Until(end), cancel)
@@ -225,16 +211,16 @@ func (c *call) attempt(end time.Time) (hdrs []kgo.RecordHeader, wrote bool, st *
 		if err != nil {
 			msg += ": " + status.Convert(err).Message()
 		}
-		return nil, false, status.New(codes.Unavailable, msg), true
+		return layout.ResponseMetadata{}, false, status.New(codes.Unavailable, msg), true
 	}
 	if err != nil {
 		st := status.Convert(err)
 		if c.ctx.Err() == context.DeadlineExceeded {
 			// The deadline came while waiting for a connection: the
 			// server never saw the call.
-			return nil, false, status.New(codes.Unavailable, "no connection to the server before the call deadline ("+c.b.cfg.Deadline.String()+"): "+st.Message()), true
+			return layout.ResponseMetadata{}, false, status.New(codes.Unavailable, "no connection to the server before the call deadline ("+c.b.cfg.Deadline.String()+"): "+st.Message()), true
 		}
-		return nil, false, st, false
+		return layout.ResponseMetadata{}, false, st, false
 	}
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -253,25 +239,22 @@ func (c *call) attempt(end time.Time) (hdrs []kgo.RecordHeader, wrote bool, st *
 		if !gotHeader {
 			gotHeader = true
 			if h, herr := s.Header(); herr == nil {
-				hdrs = meta.AppendHeaders(nil, h, c.b.names.MetaPrefix, nil)
+				hdrs.Header = c.b.layout.MetadataHeaders(h)
 			}
 		}
 		if errors.Is(err, io.EOF) {
-			hdrs = meta.AppendHeaders(hdrs, s.Trailer(), c.b.names.MetaPrefix, nil)
+			hdrs.Trailer = c.b.layout.MetadataHeaders(s.Trailer())
 			return hdrs, wrote, status.New(codes.OK, ""), false
 		}
 		if err != nil {
-			hdrs = meta.AppendHeaders(hdrs, s.Trailer(), c.b.names.MetaPrefix, nil)
+			hdrs.Trailer = c.b.layout.MetadataHeaders(s.Trailer())
 			return hdrs, wrote, status.Convert(err), false
 		}
 		if c.replyTo == "" {
 			continue
 		}
 		wrote = true
-		hs := make([]kgo.RecordHeader, 0, len(hdrs)+1)
-		hs = append(hs, kgo.RecordHeader{Key: c.b.names.CorrelationID, Value: []byte(c.id)})
-		hs = append(hs, hdrs...)
-		c.b.prod.Produce(c.b.ctx, &kgo.Record{Topic: c.replyTo, Key: []byte(c.id), Value: b, Headers: hs}, c.replyWritten)
+		c.b.prod.Produce(c.b.ctx, c.b.layout.ReplyRecord(c.replyTo, c.id, hdrs, b), c.replyWritten)
 	}
 }
 
@@ -316,7 +299,7 @@ func (c *call) send(ctx context.Context, s grpc.ClientStream) {
 
 // finish writes the call's final reply record and, once Kafka acknowledged
 // it, finishes the call's request records so they can be committed.
-func (c *call) finish(hdrs []kgo.RecordHeader, code codes.Code, msg string) {
+func (c *call) finish(hdrs layout.ResponseMetadata, code codes.Code, msg string) {
 	c.mu.Lock()
 	offsets := append([]int64(nil), c.offsets...)
 	// Records of this id read from now until the call is gone are
@@ -334,7 +317,7 @@ func (c *call) finish(hdrs []kgo.RecordHeader, code codes.Code, msg string) {
 		// executes the call again.
 		code, msg = codes.Unavailable, "writing a response record to Kafka failed: "+(*errp).Error()
 	}
-	rec := c.b.terminal(c.replyTo, c.id, hdrs, int(code), msg)
+	rec := c.b.layout.FinalRecord(c.replyTo, c.id, hdrs, code, msg)
 	// Until Kafka acknowledged the reply, it counts as an active call of
 	// the partition, so that a revoke's drain waits for it and commits the
 	// call's requests rather than leaving them to be redone.

@@ -543,7 +543,7 @@ func (c *Config) applyDefaults() {
 			setDefault(&f.Cluster, c.Clusters[0].Name)
 			setDefault(&f.Start, "earliest")
 			setDefault(&f.LastMessageIDMetadata, "last-message-id")
-			setDefault(&f.MetaPrefix, "meta:")
+			setDefault(&f.MetaPrefix, DefaultHeaderNames().MetaPrefix)
 			if f.MessageIDField == 0 {
 				f.MessageIDField = 32767
 			}

@@ -13,7 +13,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/ferryproxy/ferry/internal/kafka"
-	"github.com/ferryproxy/ferry/internal/meta"
+	"github.com/ferryproxy/ferry/internal/layout"
 )
 
 // entry is one record read by a hub, decoded and framed once for every
@@ -215,7 +215,7 @@ func (h *Hub) close() {
 // metaOf turns a record's meta: headers into response metadata, nil when
 // there are none.
 func metaOf(hs []kgo.RecordHeader, prefix string) metadata.MD {
-	if md := meta.FromHeaders(hs, prefix); len(md) > 0 {
+	if md := layout.MetadataFromHeaders(hs, prefix); len(md) > 0 {
 		return md
 	}
 	return nil

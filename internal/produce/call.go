@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc"
@@ -19,13 +18,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ferryproxy/ferry/internal/grpcserver"
-	"github.com/ferryproxy/ferry/internal/meta"
+	"github.com/ferryproxy/ferry/internal/layout"
 	"github.com/ferryproxy/ferry/internal/protoreg"
 )
-
-// IdempotencyKey is the request metadata entry whose value becomes the
-// correlation id's prefix, so a retried call finds its earlier replies.
-const IdempotencyKey = "idempotency-key"
 
 // Runtime is what every produce route's calls share: the lifetime records
 // are written in, the request readers to wait for, the logger.
@@ -93,51 +88,18 @@ type call struct {
 
 func newCall(r *Route, m *protoreg.Method, ss grpc.ServerStream, md metadata.MD) *call {
 	c := &call{h: r.rt, r: r, m: m, ss: ss, failed: make(chan struct{})}
-	prefix := ""
-	if v := md.Get(IdempotencyKey); len(v) > 0 && v[0] != "" {
-		prefix, c.idempotent = v[0], true
-	} else {
-		prefix = uuid.NewString()
+	var prefix string
+	prefix, c.idempotent = layout.CorrelationPrefix(md)
+	c.corrID = layout.CorrelationID(prefix, r.suffixes[m.Path])
+	c.key = layout.RequestKey(r.cfg.Key, c.corrID)
+	req := layout.Request{Service: m.Service, Method: m.Name, CorrelationID: c.corrID}
+	if r.reader != nil {
+		// Only request-reply routes write the layout's headers; a
+		// one-way route's records carry overrides and metadata alone.
+		req.ReplyTo = r.cfg.ReplyTo
 	}
-	c.corrID = prefix + "-" + r.suffixes[m.Path]
-	if r.cfg.Key != "" {
-		c.key = []byte(r.cfg.Key)
-	} else {
-		c.key = []byte(c.corrID)
-	}
-	c.headers = c.buildHeaders(md)
+	c.headers = r.layout.RequestHeaders(r.overrides, req, md, r.cfg.ForwardAuthorization)
 	return c
-}
-
-// buildHeaders lays out the headers every record of the call carries:
-// overrides, then (with a reply topic) service, method, reply-to and
-// correlation id, then the request metadata as meta: headers, sorted by name
-// so the layout is deterministic.
-func (c *call) buildHeaders(md metadata.MD) []kgo.RecordHeader {
-	n := c.r.cfg.HeaderNames
-	hs := make([]kgo.RecordHeader, 0, len(c.r.overrides)+4+len(md))
-	hs = append(hs, c.r.overrides...)
-	if c.r.reader != nil {
-		hs = append(hs,
-			kgo.RecordHeader{Key: n.Service, Value: []byte(c.m.Service)},
-			kgo.RecordHeader{Key: n.Method, Value: []byte(c.m.Name)},
-			kgo.RecordHeader{Key: n.ReplyTo, Value: []byte(c.r.cfg.ReplyTo)},
-			kgo.RecordHeader{Key: n.CorrelationID, Value: []byte(c.corrID)},
-		)
-	}
-	return meta.AppendHeaders(hs, md, n.MetaPrefix, func(k string) bool {
-		return forwardMetadata(k, c.r.cfg.ForwardAuthorization)
-	})
-}
-
-// forwardMetadata reports whether a request metadata entry travels as a
-// meta: header. Transport entries never do; authorization only when the
-// route allows it, so credentials do not land in Kafka by default.
-func forwardMetadata(k string, authorization bool) bool {
-	if meta.Reserved(k) {
-		return false
-	}
-	return k != "authorization" || authorization
 }
 
 // touch notes that the call moved.

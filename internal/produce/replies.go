@@ -4,37 +4,25 @@ import (
 	"bytes"
 	"container/list"
 	"context"
-	"fmt"
 	"log/slog"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 
 	"github.com/ferryproxy/ferry/internal/config"
 	"github.com/ferryproxy/ferry/internal/kafka"
-	"github.com/ferryproxy/ferry/internal/meta"
+	"github.com/ferryproxy/ferry/internal/layout"
 )
 
 // Reply is one record read from a reply topic, decoded once and shared by
-// every call waiting for its correlation id.
-type Reply struct {
-	// Meta is the record's meta: headers as gRPC response metadata.
-	Meta metadata.MD
-	// Value is a response message; nil on the terminal record.
-	Value []byte
-	// End marks the terminal (null-value) record.
-	End bool
-	// Code and Message are the terminal record's status.
-	Code    codes.Code
-	Message string
-}
+// every call waiting for its correlation id. Its value is Ferry's own copy
+// (see decode).
+type Reply = layout.Reply
 
 // Approximate heap costs of what a kept reply allocates beside its bytes,
 // measured on amd64 (see TestReplySizeAccounting): the Reply itself, a
@@ -48,9 +36,9 @@ const (
 	keptEntryOverhead = 224
 )
 
-// size approximates the heap a kept reply holds. The value is Ferry's own
-// copy (see decode), so its capacity is all it pins.
-func (r *Reply) size() int64 {
+// replySize approximates the heap a kept reply holds. The value is Ferry's
+// own copy (see decode), so its capacity is all it pins.
+func replySize(r *Reply) int64 {
 	n := int64(cap(r.Value)+len(r.Message)) + replyOverhead
 	if r.Meta != nil {
 		n += metaMapOverhead
@@ -114,6 +102,7 @@ type ReaderOptions struct {
 // created is read no matter when its fetch position is resolved.
 type Reader struct {
 	opts   ReaderOptions
+	layout layout.Layout
 	cl     *kgo.Client
 	logger *slog.Logger
 
@@ -156,6 +145,7 @@ func StartReader(ctx context.Context, cl *kgo.Client, start time.Time, opts Read
 	ctx, cancel := context.WithCancel(ctx)
 	r := &Reader{
 		opts:     opts,
+		layout:   layout.New(opts.Names),
 		cl:       cl,
 		logger:   opts.Logger.With("reply_topic", opts.Topic),
 		caughtUp: make(chan struct{}),
@@ -277,7 +267,7 @@ func (r *Reader) handle(rec *kgo.Record) {
 	if reply.End {
 		k.end = reply
 	}
-	sz := reply.size()
+	sz := replySize(reply)
 	k.bytes += sz
 	r.bytes += sz
 	r.evict(now)
@@ -306,62 +296,17 @@ func (r *Reader) evict(now time.Time) {
 // decode reads a reply record. A record without a correlation id is not a
 // reply and is skipped.
 func (r *Reader) decode(rec *kgo.Record) (string, *Reply, bool) {
-	n := r.opts.Names
-	var id, code, msg string
-	var hasCode bool
+	id, reply, ok := r.layout.ParseReply(rec, func(header string, err error) {
+		r.logger.Debug("skipping reply header", "header", header, "err", err)
+	})
+	if !ok {
+		return "", nil, false
+	}
 	// The value is copied: rec.Value points into the fetch's decompressed
 	// batch, and a kept reply holding it would pin the whole batch, so that
 	// max_cached_bytes would bound a fraction of the memory it keeps.
-	reply := &Reply{Value: bytes.Clone(rec.Value), End: rec.Value == nil}
-	for _, h := range rec.Headers {
-		switch {
-		case h.Key == n.CorrelationID:
-			id = string(h.Value)
-		case h.Key == n.Status:
-			code, hasCode = string(h.Value), true
-		case h.Key == n.Message:
-			msg = string(h.Value)
-		case strings.HasPrefix(h.Key, n.MetaPrefix):
-			k, v, err := meta.FromHeader(strings.TrimPrefix(h.Key, n.MetaPrefix), h.Value)
-			if err != nil {
-				r.logger.Debug("skipping reply header", "header", h.Key, "err", err)
-				continue
-			}
-			if reply.Meta == nil {
-				reply.Meta = metadata.MD{}
-			}
-			reply.Meta[k] = append(reply.Meta[k], v)
-		}
-	}
-	if id == "" {
-		// Zilla keys replies by correlation id too; take the key when the
-		// header is missing.
-		id = string(rec.Key)
-	}
-	if id == "" {
-		return "", nil, false
-	}
-	if reply.End {
-		reply.Code, reply.Message = parseStatus(code, hasCode, msg)
-	}
+	reply.Value = bytes.Clone(reply.Value)
 	return id, reply, true
-}
-
-// parseStatus turns the terminal record's status headers into a gRPC
-// status. No status header means OK, as on a request stream's own null
-// record (the echo layout, where requests are their own replies).
-func parseStatus(code string, has bool, msg string) (codes.Code, string) {
-	if !has {
-		return codes.OK, ""
-	}
-	n, err := strconv.ParseUint(strings.TrimSpace(code), 10, 32)
-	if err != nil {
-		return codes.Internal, fmt.Sprintf("backend replied with status %q, which is not a gRPC status code (message %q)", code, msg)
-	}
-	if n > uint64(codes.Unauthenticated) {
-		return codes.Unknown, msg
-	}
-	return codes.Code(n), msg
 }
 
 // Subscribe registers a waiter for the replies of correlation id id. With

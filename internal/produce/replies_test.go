@@ -13,11 +13,13 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/ferryproxy/ferry/internal/config"
+	"github.com/ferryproxy/ferry/internal/layout"
 )
 
 func testReader(maxBytes int64) *Reader {
 	names := config.DefaultHeaderNames()
 	return &Reader{
+		layout: layout.New(names),
 		opts: ReaderOptions{
 			Names:   names,
 			Replies: config.Replies{Lookback: time.Hour, MaxCachedBytes: maxBytes, MaxBufferedPerCall: 16},

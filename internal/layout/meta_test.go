@@ -1,0 +1,123 @@
+package layout
+
+import (
+	"reflect"
+	"testing"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/grpc/metadata"
+)
+
+func TestMetadataFromHeader(t *testing.T) {
+	for _, tc := range []struct {
+		name, value string
+		wantK       string
+		wantV       string
+		wantErr     bool
+	}{
+		{"X-Trace", "abc", "x-trace", "abc", false},
+		{"raw-bin", "AAEC/g", "raw-bin", "\x00\x01\x02\xfe", false},
+		{"raw-bin", "AAEC/g==", "raw-bin", "\x00\x01\x02\xfe", false},
+		{"raw-bin", "***", "", "", true},
+		{"grpc-status", "0", "", "", true},
+		{":path", "/x", "", "", true},
+		{"bad key", "v", "", "", true},
+		{"", "v", "", "", true},
+	} {
+		k, v, err := metadataFromHeader(tc.name, []byte(tc.value))
+		if (err != nil) != tc.wantErr || k != tc.wantK || v != tc.wantV {
+			t.Errorf("metadataFromHeader(%q, %q) = %q %q %v", tc.name, tc.value, k, v, err)
+		}
+	}
+}
+
+func TestMetadataBothWays(t *testing.T) {
+	hs := []kgo.RecordHeader{
+		{Key: "zilla:service", Value: []byte("s")},
+		{Key: "meta:x-trace", Value: []byte("t1")},
+		{Key: "meta:X-Case", Value: []byte("c")},
+		{Key: "meta:raw-bin", Value: []byte("AAEC/g")},
+		{Key: "meta:padded-bin", Value: []byte("AAEC/g==")},
+		{Key: "meta:grpc-timeout", Value: []byte("1S")},
+		{Key: "meta:bad-bin", Value: []byte("***")},
+	}
+	md := MetadataFromHeaders(hs, "meta:")
+	want := metadata.MD{"x-trace": {"t1"}, "x-case": {"c"}, "raw-bin": {"\x00\x01\x02\xfe"}, "padded-bin": {"\x00\x01\x02\xfe"}}
+	if !reflect.DeepEqual(md, want) {
+		t.Errorf("MetadataFromHeaders = %v, want %v", md, want)
+	}
+	if md := MetadataFromHeaders(nil, "meta:"); md == nil {
+		t.Error("MetadataFromHeaders returned nil")
+	}
+	got := appendMetadata(nil, metadata.MD{"b": {"2"}, "a": {"1", "1b"}, "raw-bin": {"\x00\x01"}, "content-type": {"application/grpc"}}, "meta:", nil)
+	wantHs := []kgo.RecordHeader{
+		{Key: "meta:a", Value: []byte("1")}, {Key: "meta:a", Value: []byte("1b")},
+		{Key: "meta:b", Value: []byte("2")}, {Key: "meta:raw-bin", Value: []byte("AAE")},
+	}
+	if !reflect.DeepEqual(got, wantHs) {
+		t.Errorf("appendMetadata = %v, want %v", got, wantHs)
+	}
+	// keep filters, and what goes out comes back.
+	out := appendMetadata(nil, metadata.MD{"keep": {"k"}, "drop": {"d"}, "x-bin": {"\xff\x00"}}, "m:", func(k string) bool { return k != "drop" })
+	if back := MetadataFromHeaders(out, "m:"); !reflect.DeepEqual(back, metadata.MD{"keep": {"k"}, "x-bin": {"\xff\x00"}}) {
+		t.Errorf("round trip = %v", back)
+	}
+}
+
+func TestForwarded(t *testing.T) {
+	for k, want := range map[string]bool{
+		"x-trace": true, "idempotency-key": true, ":authority": false, "grpc-timeout": false,
+		"grpc-accept-encoding": false, "te": false, "content-type": false, "user-agent": false,
+		"authorization": false,
+	} {
+		if got := forwarded(k, false); got != want {
+			t.Errorf("forwarded(%q) = %v, want %v", k, got, want)
+		}
+	}
+	if !forwarded("authorization", true) {
+		t.Error("authorization is not forwarded when the route allows it")
+	}
+}
+
+// FuzzMetadataFromHeader: a meta: header from Kafka never panics, and what
+// it accepts is a valid metadata key whose value written again reads the
+// same.
+func FuzzMetadataFromHeader(f *testing.F) {
+	f.Add("x-trace", []byte("v"))
+	f.Add("raw-bin", []byte("AAEC/g=="))
+	f.Add("Bad Key", []byte{0xff})
+	f.Add("X-BIN", []byte("AA"))
+	f.Fuzz(func(t *testing.T, name string, value []byte) {
+		k, v, err := metadataFromHeader(name, value)
+		if err != nil {
+			return
+		}
+		if checkKey(k) != nil {
+			t.Fatalf("accepted invalid key %q", k)
+		}
+		hs := appendMetadata(nil, metadata.MD{k: {v}}, "meta:", nil)
+		back := MetadataFromHeaders(hs, "meta:")
+		if got := back[k]; len(got) != 1 || got[0] != v {
+			t.Fatalf("%q %q read as %q %q, written again as %v and read as %q", name, value, k, v, hs, got)
+		}
+	})
+}
+
+// FuzzMetadataFromHeaders: any headers read as metadata that is written
+// back as headers reading the same.
+func FuzzMetadataFromHeaders(f *testing.F) {
+	f.Add("meta:a", []byte("1"), "meta:A", []byte("2"), "meta:x-bin", []byte("AAE="))
+	f.Add("meta:", []byte(""), "zilla:status", []byte("0"), "meta:grpc-x", []byte("y"))
+	f.Fuzz(func(t *testing.T, k1 string, v1 []byte, k2 string, v2 []byte, k3 string, v3 []byte) {
+		hs := []kgo.RecordHeader{{Key: k1, Value: v1}, {Key: k2, Value: v2}, {Key: k3, Value: v3}}
+		md := MetadataFromHeaders(hs, "meta:")
+		for k := range md {
+			if checkKey(k) != nil {
+				t.Fatalf("accepted invalid key %q", k)
+			}
+		}
+		if back := MetadataFromHeaders(appendMetadata(nil, md, "meta:", nil), "meta:"); !reflect.DeepEqual(back, md) {
+			t.Fatalf("%v read as %v, then as %v", hs, md, back)
+		}
+	})
+}
