@@ -1,7 +1,10 @@
 // Package app wires Ferry together from a configuration and owns its
-// lifecycle: start in order (embedded broker, Kafka clusters, protos,
-// routes and their reply readers, the gRPC server), stop in reverse, and
-// undo a partial start when a step fails.
+// lifecycle: an ordered list of components (embedded broker, Kafka
+// clusters, reply readers, back ends, the calls' runtime, the gRPC and
+// HTTP servers, the Kafka API), started in order and stopped in reverse,
+// also to undo a partial start when a step fails. Every call of every
+// face passes one edge chain (internal/edge), and every route kind is
+// registered in one place (routeKinds).
 package app
 
 import (

@@ -1,7 +1,6 @@
 package app_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -27,25 +26,15 @@ import (
 	"github.com/ferryproxy/ferry/internal/testkit"
 )
 
-// accessLines are the access log's records, decoded from JSON.
-type accessLines struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *accessLines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
+// accessLines is the log, JSON records, of which the tests read the
+// access log's.
+type accessLines struct{ syncBuffer }
 
 // calls returns every "call" record.
 func (l *accessLines) calls(t testing.TB) []map[string]any {
 	t.Helper()
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	var out []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(l.buf.String()), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(l.String()), "\n") {
 		var rec map[string]any
 		if err := json.Unmarshal([]byte(line), &rec); err != nil {
 			t.Fatalf("log line %q: %v", line, err)
