@@ -1,7 +1,10 @@
 // Package app wires Ferry together from a configuration and owns its
-// lifecycle: start in order (embedded broker, Kafka clusters, protos,
-// routes and their reply readers, the gRPC server), stop in reverse, and
-// undo a partial start when a step fails.
+// lifecycle: an ordered list of components (embedded broker, Kafka
+// clusters, reply readers, back ends, the calls' runtime, the gRPC and
+// HTTP servers, the Kafka API), started in order and stopped in reverse,
+// also to undo a partial start when a step fails. Every call of every
+// face passes one edge chain (internal/edge), and every route kind is
+// registered in one place (routeKinds).
 package app
 
 import (
@@ -15,12 +18,11 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/grpc"
-
 	kafkav1 "github.com/ferryproxy/ferry/api/ferry/kafka/v1"
 	"github.com/ferryproxy/ferry/api/kafkapixy"
 	"github.com/ferryproxy/ferry/internal/backend"
 	"github.com/ferryproxy/ferry/internal/config"
+	"github.com/ferryproxy/ferry/internal/edge"
 	"github.com/ferryproxy/ferry/internal/fetch"
 	"github.com/ferryproxy/ferry/internal/grpcserver"
 	"github.com/ferryproxy/ferry/internal/kafka"
@@ -42,28 +44,42 @@ type App struct {
 	cfg    *config.Config
 	logger *slog.Logger
 	// repeats holds back repeated log records; every logger of this App
-	// writes through it.
+	// but the access log writes through it.
 	repeats *logging.Repeats
+	// edge is the chain every call passes, whatever its face.
+	edge *edge.Chain
 
 	embedded *kafka.Embedded
 	clusters map[string]*kafka.Cluster
 	readers  []*produce.Reader
-	backends []*backend.Backend
-	runtime  *produce.Runtime
-	hubs     *fetch.Hubs
-	server   *grpcserver.Server
-	lis      net.Listener
-	kafkaAPI *kafkaapi.Service // nil unless kafka_api.enabled or kafka_api.pixy
-	httpSrv  *http.Server      // nil unless the Kafka API is served over HTTP
-	httpLis  net.Listener
+	// readerOf is the reader of each cluster and reply topic, and
+	// replyStart where they all start reading, while routes are built.
+	readerOf   map[[2]string]*produce.Reader
+	replyStart time.Time
+	backends   []*backend.Backend
+	runtime    *produce.Runtime
+	hubs       *fetch.Hubs
+	kafkaAPI   *kafkaapi.Service // nil unless kafka_api.enabled or kafka_api.pixy
+	pixy       *pixy.Server      // nil unless kafka_api.pixy
+	server     *grpcserver.Server
+	lis        net.Listener
+	httpSrv    *http.Server // nil unless a face is served over HTTP
+	httpLis    net.Listener
 
 	// ctx bounds record writing and reply reading; cancel ends them after
 	// the server stopped.
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	serveErr  chan error
-	closeOnce sync.Once
+	serveErr chan error
+	// serving counts the servers' Serve goroutines; their component
+	// waits for them as it stops.
+	serving sync.WaitGroup
+
+	// components are what Start started, in order; Close stops them in
+	// reverse.
+	components []component
+	closeOnce  sync.Once
 }
 
 // LoadProtos loads the configuration's proto sources; relative paths are
@@ -88,59 +104,80 @@ func Validate(ctx context.Context, cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
-	_, err = routing.NewTable(cfg, reg, routesFor(cfg, nil))
+	routes, err := routeKinds(nil).Check(cfg)
+	if err != nil {
+		return err
+	}
+	_, err = routing.NewTable(cfg, reg, routes)
 	return err
 }
 
-// routesFor builds the routes of cfg with build, or unconnected ones (for
-// validation) when build is nil.
-func routesFor(cfg *config.Config, build func(rc config.Route) routing.Route) map[string]routing.Route {
-	m := make(map[string]routing.Route, len(cfg.Routes))
-	for _, rc := range cfg.Routes {
-		switch {
-		case build != nil:
-			m[rc.Name] = build(rc)
-		case rc.Fetch != nil:
-			m[rc.Name] = fetch.NewRoute(rc.Name, rc.Fetch, nil)
-		default:
-			m[rc.Name] = produce.NewRoute(nil, rc.Name, rc.Produce, nil, nil, cfg.Replies.MaxBufferedPerCall)
-		}
-	}
-	return m
-}
-
-// Start builds and starts Ferry. On error, whatever had started is stopped
-// again.
+// Start builds and starts Ferry: each part is a component, started in
+// order and stopped by Close in reverse. On error, whatever had started
+// is stopped again.
 func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *App, err error) {
 	// During an outage every client retrying the broker logs the same
 	// warning, hundreds a second: one line per kind and window keeps the
-	// log readable.
+	// log readable. Access log lines are never repeats.
 	repeats := logging.NewRepeats(logger.Handler(), logRepeatWindow)
-	logger = slog.New(repeats)
-	a := &App{cfg: cfg, logger: logger, repeats: repeats, clusters: map[string]*kafka.Cluster{}, serveErr: make(chan error, 1)}
-	a.ctx, a.cancel = context.WithCancel(context.Background())
+	a := &App{cfg: cfg, logger: slog.New(repeats), repeats: repeats, clusters: map[string]*kafka.Cluster{}, serveErr: make(chan error, 1)}
+	var interceptors []edge.Interceptor
+	if cfg.Log.Access {
+		interceptors = append(interceptors, edge.AccessLog(logger))
+	}
+	a.edge = edge.New(edge.Options{Interceptors: interceptors})
 	defer func() {
 		if err != nil {
 			a.Close(context.Background())
 		}
 	}()
 
-	if err := a.startKafka(ctx); err != nil {
+	// The stop order, the reverse of this, is why the components come in
+	// this order: the Kafka API first (its consuming calls end with
+	// UNAVAILABLE, so the servers stop without waiting for them); then the
+	// servers, both within one shutdown timeout; the calls' request
+	// readers and fetch hubs once no call runs; the back ends; the reply
+	// readers; the clusters' producers after they wrote what they hold;
+	// the record-writing context; the embedded broker last.
+	if err := a.add(ctx, component{name: "the embedded Kafka broker", start: a.startEmbedded, stop: a.stopEmbedded}); err != nil {
+		return nil, err
+	}
+	a.ctx, a.cancel = context.WithCancel(context.Background())
+	if err := a.add(ctx, component{name: "record writing", stop: func(context.Context) error { a.cancel(); return nil }}); err != nil {
+		return nil, err
+	}
+	if err := a.add(ctx, component{name: "Kafka clusters", start: a.startClusters, stop: a.stopClusters}); err != nil {
 		return nil, err
 	}
 	reg, err := LoadProtos(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
-	a.runtime = produce.NewRuntime(a.ctx, logger)
+	// The runtime and the hubs start nothing until calls come: they are
+	// stopped after the servers, below.
+	a.runtime = produce.NewRuntime(a.ctx, a.logger)
 	a.hubs = fetch.NewHubs(fetch.Options{
 		Clusters:    func(name string) fetch.Cluster { return a.clusters[name] },
 		RingSize:    4096,
 		MaxCatchUps: cfg.Fetch.MaxCatchUpReaders,
 		CatchUpWait: cfg.Fetch.CatchUpWait,
-		Logger:      logger,
+		Logger:      a.logger,
 	})
-	routes, err := a.buildRoutes()
+	var routes map[string]routing.Route
+	err = a.add(ctx, component{
+		name: "reply readers",
+		start: func(context.Context) (err error) {
+			a.readerOf, a.replyStart = map[[2]string]*produce.Reader{}, time.Now().Add(-cfg.Replies.Lookback)
+			routes, err = routeKinds(a).Build(cfg)
+			return err
+		},
+		stop: func(context.Context) error {
+			for _, rd := range a.readers {
+				rd.Close()
+			}
+			return nil
+		},
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -148,29 +185,10 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *App
 	if err != nil {
 		return nil, err
 	}
-	if err := a.startBackends(); err != nil {
+	if err := a.add(ctx, component{name: "back ends", start: a.startBackends, stop: a.stopBackends}); err != nil {
 		return nil, err
 	}
-
-	var pixySrv *pixy.Server
-	register := func(srv *grpc.Server) {
-		if !cfg.KafkaAPI.Enabled && !cfg.KafkaAPI.Pixy {
-			return
-		}
-		names := make([]string, len(cfg.Clusters))
-		for i, c := range cfg.Clusters {
-			names[i] = c.Name
-		}
-		a.kafkaAPI = kafkaapi.New(cfg.KafkaAPI, a.clusters, names, logger)
-		if cfg.KafkaAPI.Enabled {
-			kafkav1.RegisterKafkaServer(srv, ferryapi.NewServer(a.kafkaAPI, cfg.KafkaAPI, logger))
-		}
-		if cfg.KafkaAPI.Pixy {
-			pixySrv = pixy.NewServer(a.kafkaAPI, cfg.KafkaAPI, logger)
-			kafkapixy.RegisterKafkaPixyServer(srv, pixySrv)
-		}
-	}
-
+	services := a.newKafkaAPI()
 	g := cfg.Listeners.GRPC
 	a.server = grpcserver.New(grpcserver.Options{
 		Reflection:           g.Reflection,
@@ -180,65 +198,58 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *App
 		ShutdownTimeout:      g.ShutdownTimeout,
 		Registry:             reg,
 		Handler:              table.Handle,
-		Register:             register,
-		Logger:               logger,
+		Services:             services,
+		ServerOptions:        a.edge.ServerOptions(),
+		Logger:               a.logger,
 	})
-	a.lis, err = net.Listen("tcp", g.Address)
+	err = a.add(ctx, component{name: "calls", stop: func(context.Context) error {
+		a.runtime.Wait()
+		a.hubs.Close()
+		return nil
+	}})
 	if err != nil {
-		return nil, fmt.Errorf("listening for gRPC on %s (listeners.grpc.address): %w", g.Address, err)
-	}
-	go func() { a.serveErr <- a.server.Serve(a.lis) }()
-	if err := a.startHealthChecks(); err != nil {
 		return nil, err
 	}
-	services := make([]string, 0, len(reg.Services()))
-	for _, s := range reg.Services() {
-		services = append(services, string(s.FullName()))
+	if err := a.startServers(ctx, reg); err != nil {
+		return nil, err
 	}
-	logger.Info("serving gRPC", "address", a.lis.Addr().String(), "services", services, "routes", len(cfg.Routes),
-		"kafka_api", cfg.KafkaAPI.Enabled, "kafka_pixy", cfg.KafkaAPI.Pixy)
-	if err := a.startHTTP(pixySrv); err != nil {
+	if a.kafkaAPI != nil {
+		// Added right after the servers, which serve its calls from now
+		// on, so that it stops before them.
+		err := a.add(ctx, component{name: "the Kafka API", stop: func(context.Context) error { a.kafkaAPI.Close(); return nil }})
+		if err != nil {
+			return nil, err
+		}
+	}
+	// The clusters stop their health checks as they close.
+	if err := a.startHealthChecks(); err != nil {
 		return nil, err
 	}
 	return a, nil
 }
 
-// startHTTP serves the REST faces of the Kafka API: Ferry's under /v1/
-// (transcoded to its gRPC service) and Kafka-Pixy's paths.
-func (a *App) startHTTP(pixySrv *pixy.Server) error {
-	h := a.cfg.Listeners.HTTP
+// newKafkaAPI builds the Kafka API service when either of its faces is
+// enabled, and returns its gRPC services. Nothing of it runs until its
+// first call.
+func (a *App) newKafkaAPI() []grpcserver.Service {
 	k := a.cfg.KafkaAPI
-	if h.Address == "" || (!k.Enabled && !k.Pixy) {
+	if !k.Enabled && !k.Pixy {
 		return nil
 	}
-	mux := http.NewServeMux()
+	names := make([]string, len(a.cfg.Clusters))
+	for i, c := range a.cfg.Clusters {
+		names[i] = c.Name
+	}
+	a.kafkaAPI = kafkaapi.New(k, a.clusters, names, a.logger)
+	var services []grpcserver.Service
 	if k.Enabled {
-		rest, err := ferryapi.NewRESTHandler(a.server.GRPC(), h.MaxRequestBodySize)
-		if err != nil {
-			return fmt.Errorf("serving Ferry's Kafka API over REST: %w", err)
-		}
-		mux.Handle("/v1/", rest)
+		services = append(services, grpcserver.Service{Desc: &kafkav1.Kafka_ServiceDesc, Impl: ferryapi.NewServer(a.kafkaAPI, k, a.logger)})
 	}
 	if k.Pixy {
-		mux.Handle("/", pixy.NewHandler(pixySrv, h.MaxRequestBodySize))
+		a.pixy = pixy.NewServer(a.kafkaAPI, k, a.logger)
+		services = append(services, grpcserver.Service{Desc: &kafkapixy.KafkaPixy_ServiceDesc, Impl: a.pixy})
 	}
-	lis, err := net.Listen("tcp", h.Address)
-	if err != nil {
-		return fmt.Errorf("listening for HTTP on %s (listeners.http.address): %w", h.Address, err)
-	}
-	a.httpLis = lis
-	a.httpSrv = &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
-	}
-	go func() {
-		if err := a.httpSrv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			a.logger.Error("HTTP server failed", "error", err)
-		}
-	}()
-	a.logger.Info("serving HTTP", "address", lis.Addr().String(), "kafka_api", k.Enabled, "kafka_pixy", k.Pixy)
-	return nil
+	return services
 }
 
 // HTTPAddr returns the address the HTTP server listens on, or "" when it
@@ -250,9 +261,35 @@ func (a *App) HTTPAddr() string {
 	return a.httpLis.Addr().String()
 }
 
-// startKafka starts the embedded broker when a cluster has no brokers, and
-// checks that every cluster answers.
-func (a *App) startKafka(ctx context.Context) error {
+// startEmbedded starts the embedded broker when a cluster has no
+// brokers.
+func (a *App) startEmbedded(context.Context) error {
+	for _, cc := range a.cfg.Clusters {
+		if len(cc.Brokers) > 0 {
+			continue
+		}
+		e, err := kafka.StartEmbedded(a.cfg.Embedded.Port, a.cfg.Embedded.Partitions, kafka.EmbeddedLogger(a.logger))
+		if err != nil {
+			return fmt.Errorf("embedded.port: %w", err)
+		}
+		a.embedded = e
+		a.logger.Warn("no brokers configured: started the embedded Kafka broker, which keeps data in memory only",
+			"address", e.Addrs()[0], "cluster", cc.Name)
+		return nil
+	}
+	return nil
+}
+
+func (a *App) stopEmbedded(context.Context) error {
+	if a.embedded != nil {
+		a.embedded.Close()
+	}
+	return nil
+}
+
+// startClusters connects every cluster, a cluster without brokers to the
+// embedded broker, and checks that each answers.
+func (a *App) startClusters(ctx context.Context) error {
 	kafkaLogger := a.logger.With("component", "kafka")
 	if a.cfg.Log.Level != "debug" {
 		// franz-go logs every connection at info; keep Ferry's normal
@@ -262,15 +299,6 @@ func (a *App) startKafka(ctx context.Context) error {
 	for _, cc := range a.cfg.Clusters {
 		seeds := cc.Brokers
 		if len(seeds) == 0 {
-			if a.embedded == nil {
-				e, err := kafka.StartEmbedded(a.cfg.Embedded.Port, a.cfg.Embedded.Partitions, kafka.EmbeddedLogger(a.logger))
-				if err != nil {
-					return fmt.Errorf("embedded.port: %w", err)
-				}
-				a.embedded = e
-				a.logger.Warn("no brokers configured: started the embedded Kafka broker, which keeps data in memory only",
-					"address", e.Addrs()[0], "cluster", cc.Name)
-			}
 			seeds = a.embedded.Addrs()
 		}
 		cl := kafka.NewCluster(cc, seeds, kafkaLogger)
@@ -283,6 +311,19 @@ func (a *App) startKafka(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// stopClusters writes what the producers hold, within ctx, and closes
+// every cluster.
+func (a *App) stopClusters(ctx context.Context) error {
+	var errs []error
+	for name, cl := range a.clusters {
+		if err := cl.Flush(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("records not written before shutdown (clusters: %s): %w", name, err))
+		}
+		cl.Close()
+	}
+	return errors.Join(errs...)
 }
 
 // startHealthChecks probes every cluster, and reports the server
@@ -309,54 +350,22 @@ func (a *App) startHealthChecks() error {
 	return nil
 }
 
-// buildRoutes creates each route's producer and starts one reader per
-// reply topic and cluster, shared by every route that reads it.
-func (a *App) buildRoutes() (map[string]routing.Route, error) {
-	start := time.Now().Add(-a.cfg.Replies.Lookback)
-	readers := map[[2]string]*produce.Reader{}
-	var errs []error
-	routes := routesFor(a.cfg, func(rc config.Route) routing.Route {
-		if rc.Fetch != nil {
-			return fetch.NewRoute(rc.Name, rc.Fetch, a.hubs)
-		}
-		p := rc.Produce
-		cl := a.clusters[p.Cluster]
-		producer, err := cl.Producer(kafka.Acks(p.Acks))
-		if err != nil {
-			errs = append(errs, err)
-			return nil
-		}
-		var rd *produce.Reader
-		if p.ReplyTo != "" {
-			key := [2]string{p.Cluster, p.ReplyTo}
-			if rd = readers[key]; rd == nil {
-				kc, err := cl.NewReader(p.ReplyTo, start)
-				if err != nil {
-					errs = append(errs, err)
-					return nil
-				}
-				rd = produce.StartReader(a.ctx, kc, start, produce.ReaderOptions{
-					Topic: p.ReplyTo, Names: p.HeaderNames, Replies: a.cfg.Replies, Logger: a.logger,
-				})
-				readers[key] = rd
-				a.readers = append(a.readers, rd)
-			}
-		}
-		return produce.NewRoute(a.runtime, rc.Name, p, producer, rd, a.cfg.Replies.MaxBufferedPerCall)
-	})
-	return routes, errors.Join(errs...)
-}
-
 // startBackends starts every back end: a group consumer of its request
 // topic, the reply producer, and the gRPC client of its server.
-func (a *App) startBackends() error {
+func (a *App) startBackends(context.Context) error {
 	for _, bc := range a.cfg.Backends {
 		cl := a.clusters[bc.Cluster]
 		prod, err := cl.Producer(kafka.AcksInSyncReplicas)
 		if err != nil {
 			return err
 		}
-		b, err := backend.New(backend.Options{Config: bc, Producer: prod, Logger: a.logger, MaxMessageBytes: a.cfg.Listeners.GRPC.MaxRecvMessageSize})
+		b, err := backend.New(backend.Options{
+			Config:          bc,
+			Producer:        prod,
+			Logger:          a.logger,
+			MaxMessageBytes: a.cfg.Listeners.GRPC.MaxRecvMessageSize,
+			DialOptions:     a.edge.DialOptions(bc.Target),
+		})
 		if err != nil {
 			return err
 		}
@@ -371,6 +380,15 @@ func (a *App) startBackends() error {
 	return nil
 }
 
+// stopBackends stops every back end: each lets its running calls finish,
+// commits what finished and leaves its group.
+func (a *App) stopBackends(context.Context) error {
+	for _, b := range a.backends {
+		b.Close()
+	}
+	return nil
+}
+
 // GRPCAddr returns the address the gRPC server listens on.
 func (a *App) GRPCAddr() string { return a.lis.Addr().String() }
 
@@ -380,54 +398,16 @@ func (a *App) KafkaAddrs(cluster string) []string { return a.clusters[cluster].S
 // Wait returns when the gRPC server stops serving on its own, with why.
 func (a *App) Wait() <-chan error { return a.serveErr }
 
-// Close stops Ferry in reverse order of start: the gRPC server (graceful,
-// bounded by the shutdown timeout and ctx), the calls' request readers, the
-// reply readers, then the producers after they wrote what they hold, and
-// the embedded broker last. It is idempotent and safe after a partial start.
+// Close stops Ferry in reverse order of start (see Start): the Kafka API,
+// both servers (graceful, bounded by the shutdown timeout and ctx), the
+// calls' request readers and fetch hubs, the back ends, the reply readers,
+// the producers after they wrote what they hold (within ctx), and the
+// embedded broker last. What fails to stop is logged. It is idempotent
+// and safe after a partial start.
 func (a *App) Close(ctx context.Context) {
 	a.closeOnce.Do(func() {
-		if a.kafkaAPI != nil {
-			// Commits what was acknowledged and leaves the groups; calls
-			// consuming end with UNAVAILABLE, so the servers below stop
-			// without waiting for them.
-			a.kafkaAPI.Close()
-		}
-		// Both servers stop together, within one shutdown timeout.
-		var stopping sync.WaitGroup
-		if a.httpSrv != nil {
-			stopping.Go(func() {
-				sctx, cancel := context.WithTimeout(ctx, a.cfg.Listeners.GRPC.ShutdownTimeout)
-				defer cancel()
-				if err := a.httpSrv.Shutdown(sctx); err != nil {
-					a.httpSrv.Close()
-				}
-			})
-		}
-		if a.server != nil {
-			stopping.Go(func() { a.server.Stop(ctx) })
-		}
-		stopping.Wait()
-		if a.runtime != nil {
-			a.runtime.Wait()
-		}
-		if a.hubs != nil {
-			a.hubs.Close()
-		}
-		for _, b := range a.backends {
-			b.Close()
-		}
-		for _, rd := range a.readers {
-			rd.Close()
-		}
-		for name, cl := range a.clusters {
-			if err := cl.Flush(ctx); err != nil {
-				a.logger.Warn("records not written before shutdown", "cluster", name, "err", err)
-			}
-			cl.Close()
-		}
-		a.cancel()
-		if a.embedded != nil {
-			a.embedded.Close()
+		if err := a.unwind(ctx); err != nil {
+			a.logger.Warn("stopping Ferry", "err", err)
 		}
 		a.repeats.Close()
 	})

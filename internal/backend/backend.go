@@ -41,6 +41,9 @@ type Options struct {
 	// becomes a reply record, which the producer would refuse past it.
 	// Zero leaves grpc-go's default.
 	MaxMessageBytes int
+	// DialOptions are added to the gRPC client's own, after them: the
+	// edge chain's client interceptors.
+	DialOptions []grpc.DialOption
 }
 
 // Backend serves one configured back end: New, then a consumer created with
@@ -129,7 +132,7 @@ func New(opts Options) (*Backend, error) {
 		// while the call ends OK.
 		callOpts = append(callOpts, grpc.MaxCallRecvMsgSize(opts.MaxMessageBytes))
 	}
-	conn, err := grpc.NewClient(cfg.Target,
+	dialOpts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(callOpts...),
 		// Reconnect soon after a server comes back: calls are retried
@@ -138,7 +141,8 @@ func New(opts Options) (*Backend, error) {
 			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: cfg.Retry.MaxBackoff},
 			MinConnectTimeout: 5 * time.Second,
 		}),
-	)
+	}, opts.DialOptions...)
+	conn, err := grpc.NewClient(cfg.Target, dialOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("backends %s: creating gRPC client for %q: %w", cfg.Name, cfg.Target, err)
 	}

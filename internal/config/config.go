@@ -439,6 +439,9 @@ type Log struct {
 	Level string `yaml:"level"`
 	// Format is text or json.
 	Format string `yaml:"format"`
+	// Access logs one line at info level for every call of every face as
+	// it ends.
+	Access bool `yaml:"access"`
 }
 
 // Default returns the configuration every file is decoded onto.

@@ -58,6 +58,10 @@ func (c *Config) lineOf(path string) int {
 type validator struct {
 	cfg  *Config
 	errs Errors
+	// replyHeaders remembers, per cluster and reply topic, the header
+	// names the first produce route reads replies with: one shared reader
+	// serves them all.
+	replyHeaders map[[2]string]replyReader
 }
 
 func (v *validator) errf(path, format string, args ...any) {
@@ -166,9 +170,7 @@ func (v *validator) routes() {
 		v.errf("routes", "no routes, no backends and no kafka_api: add at least one so Ferry has something to do")
 	}
 	names := map[string]bool{}
-	// replyHeaders remembers, per cluster and reply topic, the header names
-	// the first route reads replies with: one shared reader serves them all.
-	replyHeaders := map[[2]string]replyReader{}
+	v.replyHeaders = map[[2]string]replyReader{}
 	for i, r := range v.cfg.Routes {
 		p := fmt.Sprintf("routes[%d]", i)
 		if names[r.Name] {
@@ -189,15 +191,22 @@ func (v *validator) routes() {
 				}
 			}
 		}
-		switch {
-		case r.Produce == nil && r.Fetch == nil:
-			v.errf(p, "has no capability: add produce or fetch")
-		case r.Produce != nil && r.Fetch != nil:
-			v.errf(p, "has both produce and fetch: a route has one capability, split it in two routes")
-		case r.Produce != nil:
-			v.produce(p+".produce", r.Produce, replyHeaders)
+		var kinds []string
+		for _, k := range routeKinds {
+			if k.set(&r) {
+				kinds = append(kinds, k.key)
+			}
+		}
+		switch len(kinds) {
+		case 0:
+			v.errf(p, "has no capability: add %s", orList(routeKindKeys()))
+		case 1:
+			k := routeKindOf(&r)
+			k.validate(v, p+"."+k.key, &r)
+		case 2:
+			v.errf(p, "has both %s and %s: a route has one capability, split it in two routes", kinds[0], kinds[1])
 		default:
-			v.fetch(p+".fetch", r.Fetch)
+			v.errf(p, "has %s: a route has one capability, split it in one route each", strings.Join(kinds, ", "))
 		}
 	}
 }
@@ -208,7 +217,7 @@ type replyReader struct {
 	names HeaderNames
 }
 
-func (v *validator) produce(p string, r *ProduceRoute, replyHeaders map[[2]string]replyReader) {
+func (v *validator) produce(p string, r *ProduceRoute) {
 	if _, ok := v.cfg.Cluster(r.Cluster); !ok {
 		v.errf(p+".cluster", "no cluster is named %q: define it under clusters", r.Cluster)
 	}
@@ -220,13 +229,13 @@ func (v *validator) produce(p string, r *ProduceRoute, replyHeaders map[[2]strin
 			v.errf(p+".reply_to", "%v", err)
 		}
 		key := [2]string{r.Cluster, r.ReplyTo}
-		prev, ok := replyHeaders[key]
+		prev, ok := v.replyHeaders[key]
 		hn := r.HeaderNames
 		if ok && (prev.names.CorrelationID != hn.CorrelationID || prev.names.Status != hn.Status ||
 			prev.names.Message != hn.Message || prev.names.MetaPrefix != hn.MetaPrefix) {
 			v.errf(p+".header_names", "reply topic %q is also read by %s with other reply header names: one reader serves a reply topic, so use the same correlation_id, status, message and meta_prefix names", r.ReplyTo, prev.path)
 		} else if !ok {
-			replyHeaders[key] = replyReader{p, hn}
+			v.replyHeaders[key] = replyReader{p, hn}
 		}
 	}
 	switch r.Acks {

@@ -42,10 +42,24 @@ type Options struct {
 	// Handler serves every method that is not health or reflection. It
 	// exchanges *Frame messages with the stream.
 	Handler grpc.StreamHandler
-	// Register registers Ferry's own services (the Kafka APIs) on the
-	// server; they take precedence over Handler for their methods.
+	// Services are Ferry's own services (the Kafka APIs), registered on
+	// the server; they take precedence over Handler for their methods and
+	// health reports on them.
+	Services []Service
+	// Register, when set, registers more services the same way, after
+	// Services: for servers built by hand around a service under test.
 	Register func(*grpc.Server)
-	Logger   *slog.Logger
+	// ServerOptions are added to the server's own, after them: the edge
+	// chain's interceptors and stats handlers.
+	ServerOptions []grpc.ServerOption
+	Logger        *slog.Logger
+}
+
+// Service is a gRPC service to register: its description, as
+// protoc-gen-go-grpc generates it, and its implementation.
+type Service struct {
+	Desc *grpc.ServiceDesc
+	Impl any
 }
 
 // Server is the gRPC server.
@@ -70,7 +84,10 @@ func New(opts Options) *Server {
 	if opts.MaxConcurrentStreams > 0 {
 		sopts = append(sopts, grpc.MaxConcurrentStreams(uint32(opts.MaxConcurrentStreams)))
 	}
-	s.srv = grpc.NewServer(sopts...)
+	s.srv = grpc.NewServer(append(sopts, opts.ServerOptions...)...)
+	for _, svc := range opts.Services {
+		s.srv.RegisterService(svc.Desc, svc.Impl)
+	}
 	if opts.Register != nil {
 		opts.Register(s.srv)
 	}

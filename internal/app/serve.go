@@ -1,0 +1,111 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/ferryproxy/ferry/internal/edge"
+	"github.com/ferryproxy/ferry/internal/kafkaapi/ferryapi"
+	"github.com/ferryproxy/ferry/internal/kafkaapi/pixy"
+	"github.com/ferryproxy/ferry/internal/protoreg"
+)
+
+// startServers listens on the gRPC and the HTTP addresses and serves
+// both, as one component: they stop together, within one shutdown
+// timeout.
+func (a *App) startServers(ctx context.Context, reg *protoreg.Registry) error {
+	mux, err := a.httpFaces()
+	if err != nil {
+		return err
+	}
+	g := a.cfg.Listeners.GRPC
+	a.lis, err = net.Listen("tcp", g.Address)
+	if err != nil {
+		return fmt.Errorf("listening for gRPC on %s (listeners.grpc.address): %w", g.Address, err)
+	}
+	h := a.cfg.Listeners.HTTP
+	if mux.Len() > 0 {
+		a.httpLis, err = net.Listen("tcp", h.Address)
+		if err != nil {
+			a.lis.Close()
+			return fmt.Errorf("listening for HTTP on %s (listeners.http.address): %w", h.Address, err)
+		}
+		a.httpSrv = &http.Server{
+			Handler:           mux,
+			ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
+		}
+	}
+	return a.add(ctx, component{name: "the servers", start: func(context.Context) error { a.serve(reg); return nil }, stop: a.stopServers})
+}
+
+// httpFaces returns the handler of the HTTP listener with every face it
+// serves: Ferry's Kafka API under /v1/ (transcoded to its gRPC service)
+// and Kafka-Pixy's paths. It serves none when listeners.http.address is
+// empty. Without a face, Ferry does not listen for HTTP at all: a port
+// answering only 404 would be held for nothing.
+func (a *App) httpFaces() (*edge.Mux, error) {
+	mux := a.edge.NewMux()
+	h := a.cfg.Listeners.HTTP
+	k := a.cfg.KafkaAPI
+	if h.Address == "" {
+		return mux, nil
+	}
+	if k.Enabled {
+		rest, err := ferryapi.NewRESTHandler(a.server.GRPC(), h.MaxRequestBodySize)
+		if err != nil {
+			return nil, fmt.Errorf("serving Ferry's Kafka API over REST: %w", err)
+		}
+		mux.Handle("/v1/", edge.REST, rest)
+	}
+	if k.Pixy {
+		mux.Handle("/", edge.PixyREST, pixy.NewHandler(a.pixy, h.MaxRequestBodySize))
+	}
+	return mux, nil
+}
+
+// serve starts the servers' Serve goroutines; stopServers waits for them.
+func (a *App) serve(reg *protoreg.Registry) {
+	a.serving.Go(func() { a.serveErr <- a.server.Serve(a.lis) })
+	services := make([]string, 0, len(reg.Services()))
+	for _, s := range reg.Services() {
+		services = append(services, string(s.FullName()))
+	}
+	k := a.cfg.KafkaAPI
+	a.logger.Info("serving gRPC", "address", a.lis.Addr().String(), "services", services, "routes", len(a.cfg.Routes),
+		"kafka_api", k.Enabled, "kafka_pixy", k.Pixy)
+	if a.httpSrv == nil {
+		return
+	}
+	a.serving.Go(func() {
+		if err := a.httpSrv.Serve(a.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.logger.Error("HTTP server failed", "error", err)
+		}
+	})
+	a.logger.Info("serving HTTP", "address", a.httpLis.Addr().String(), "kafka_api", k.Enabled, "kafka_pixy", k.Pixy)
+}
+
+// stopServers stops both servers together, within one shutdown timeout,
+// and waits for their Serve goroutines.
+func (a *App) stopServers(ctx context.Context) error {
+	var stopping sync.WaitGroup
+	if a.httpSrv != nil {
+		stopping.Go(func() {
+			sctx, cancel := context.WithTimeout(ctx, a.cfg.Listeners.GRPC.ShutdownTimeout)
+			defer cancel()
+			if err := a.httpSrv.Shutdown(sctx); err != nil {
+				a.httpSrv.Close()
+			}
+		})
+	}
+	stopping.Go(func() { a.server.Stop(ctx) })
+	stopping.Wait()
+	a.serving.Wait()
+	return nil
+}
