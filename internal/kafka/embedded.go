@@ -64,4 +64,3 @@ func (e *Embedded) Addrs() []string { return e.c.ListenAddrs() }
 
 // Close stops the broker; its records are gone.
 func (e *Embedded) Close() { e.c.Close() }
-

@@ -150,4 +150,3 @@ func (s *staticMember) OnGroupManageError(err error) {
 			"group", s.group, "group_instance_id", s.id, "err", err)
 	}
 }
-

@@ -56,4 +56,3 @@ func (t *explicitTopicPartitioner) OnNewBatch() {
 		o.OnNewBatch()
 	}
 }
-
