@@ -82,7 +82,8 @@ func (c *Cluster) baseOpts() []kgo.Opt {
 }
 
 // Producer returns the cluster's producer for acks, creating it on first
-// use.
+// use. Once the producer exists, Producer takes no lock, so callers may
+// look it up for every record rather than keep it.
 func (c *Cluster) Producer(acks Acks) (*kgo.Client, error) {
 	return c.producer(producerKey{acks: acks})
 }
