@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -56,17 +55,14 @@ type Hub struct {
 	subs  map[*subscriber]struct{}
 }
 
-// startHub starts reading topic at its current end on every partition.
-func startHub(ctx context.Context, newClient func(...kgo.Opt) (*kgo.Client, error), admin *kgo.Client, topic string, field protowire.Number, prefix string, ringSize int, logger *slog.Logger) (*Hub, error) {
-	ends, err := listOffsets(ctx, admin, topic, -1)
+// startHub starts reading topic on cluster at its current end on every
+// partition.
+func startHub(ctx context.Context, cluster Cluster, topic string, field protowire.Number, prefix string, ringSize int, logger *slog.Logger) (*Hub, error) {
+	ends, err := listOffsets(ctx, cluster, topic, kafka.AtEnd())
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("listing offsets of topic %q: %w", topic, err)
 	}
-	parts := map[int32]kgo.Offset{}
-	for p, o := range ends {
-		parts[p] = kgo.NewOffset().At(o)
-	}
-	cl, err := newClient(kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: parts}), kgo.FetchMaxWait(500*time.Millisecond))
+	cl, err := cluster.NewPartitionReader(topic, ends, 500*time.Millisecond)
 	if err != nil {
 		return nil, err
 	}
@@ -82,31 +78,14 @@ func startHub(ctx context.Context, newClient func(...kgo.Opt) (*kgo.Client, erro
 	return h, nil
 }
 
-// listOffsets returns every partition's start (at == -2) or end (at == -1)
-// offset, or the first offset at or after a millisecond timestamp (at >= 0),
-// asked through the cluster's shared admin client.
-func listOffsets(ctx context.Context, admin *kgo.Client, topic string, at int64) (Position, error) {
-	adm := kadm.NewClient(admin)
-	var (
-		listed kadm.ListedOffsets
-		err    error
-	)
-	switch at {
-	case -2:
-		listed, err = adm.ListStartOffsets(ctx, topic)
-	case -1:
-		listed, err = adm.ListEndOffsets(ctx, topic)
-	default:
-		listed, err = adm.ListOffsetsAfterMilli(ctx, at, topic)
-	}
-	if err == nil {
-		err = listed.Error()
-	}
+// listOffsets returns every partition's offset at position at, through the
+// cluster's shared admin client; a topic without partitions is an error.
+// The caller says what it was listing.
+func listOffsets(ctx context.Context, cluster Cluster, topic string, at kafka.Position) (Position, error) {
+	p, err := cluster.ListOffsets(ctx, topic, at)
 	if err != nil {
-		return nil, fmt.Errorf("listing offsets of topic %q: %w", topic, err)
+		return nil, err
 	}
-	p := Position{}
-	listed.Each(func(o kadm.ListedOffset) { p[o.Partition] = o.Offset })
 	if len(p) == 0 {
 		return nil, fmt.Errorf("topic %q has no partitions", topic)
 	}

@@ -23,13 +23,19 @@ import (
 
 	"github.com/ferryproxy/ferry/internal/config"
 	"github.com/ferryproxy/ferry/internal/grpcserver"
+	"github.com/ferryproxy/ferry/internal/kafka"
 	"github.com/ferryproxy/ferry/internal/protoreg"
 )
 
 // Cluster is what fetch routes need of a Kafka cluster (a *kafka.Cluster).
 type Cluster interface {
-	// NewClient returns a client of the cluster with opts added.
-	NewClient(opts ...kgo.Opt) (*kgo.Client, error)
+	// ListOffsets lists every partition's offset at a position, through
+	// the cluster's shared admin client: a burst of thousands of callers
+	// must not become thousands of Kafka connections.
+	ListOffsets(ctx context.Context, topic string, at kafka.Position) (map[int32]int64, error)
+	// NewPartitionReader returns a client reading topic's partitions from
+	// the given offsets.
+	NewPartitionReader(topic string, from map[int32]int64, maxWait time.Duration) (*kgo.Client, error)
 	// Reachable returns an error while the cluster is known to be
 	// unreachable, so that callers fail at once instead of dialing it.
 	Reachable() error
@@ -67,10 +73,6 @@ type Hubs struct {
 
 	mu   sync.Mutex
 	hubs map[hubKey]*hubRef
-	// admins are one client per cluster for listing offsets, shared by
-	// every subscriber: a burst of thousands of callers must not become
-	// thousands of Kafka connections.
-	admins map[string]*kgo.Client
 
 	catchUps atomic.Int64
 }
@@ -89,7 +91,7 @@ type hubRef struct {
 func NewHubs(o Options) *Hubs {
 	return &Hubs{clusters: o.Clusters, ringSize: o.RingSize, catchUpWait: o.CatchUpWait, logger: o.Logger,
 		catchUpSlots: make(chan struct{}, max(o.MaxCatchUps, 1)),
-		hubs:         map[hubKey]*hubRef{}, admins: map[string]*kgo.Client{}}
+		hubs:         map[hubKey]*hubRef{}}
 }
 
 // takeCatchUp waits, at most catchUpWait, for a catch-up reader to be free
@@ -126,32 +128,14 @@ func (hs *Hubs) reachable(cluster string) error {
 	return nil
 }
 
-// unavailable turns a failed Kafka request into UNAVAILABLE, and tells the
-// cluster when the request did not reach it (not when the caller left).
-func (hs *Hubs) unavailable(ctx context.Context, cluster string, err error) error {
+// kafkaError is a failed Kafka request as the caller gets it, "op: err"
+// with the code kafka.Code gives err, and tells the cluster when the
+// request did not reach it (not when the caller left).
+func (hs *Hubs) kafkaError(ctx context.Context, cluster, op string, err error) error {
 	if ctx.Err() == nil {
 		hs.clusters(cluster).NoteUnreachable(err)
 	}
-	return status.Errorf(codes.Unavailable, "%v", err)
-}
-
-// admin returns the cluster's shared admin client.
-func (hs *Hubs) admin(cluster string) (*kgo.Client, error) {
-	hs.mu.Lock()
-	defer hs.mu.Unlock()
-	return hs.adminLocked(cluster)
-}
-
-func (hs *Hubs) adminLocked(cluster string) (*kgo.Client, error) {
-	if cl := hs.admins[cluster]; cl != nil {
-		return cl, nil
-	}
-	cl, err := hs.clusters(cluster).NewClient()
-	if err != nil {
-		return nil, err
-	}
-	hs.admins[cluster] = cl
-	return cl, nil
+	return kafka.Wrap(op, err)
 }
 
 // Stats counts the Kafka readers of fetch routes: one hub per topic in use,
@@ -178,11 +162,7 @@ func (hs *Hubs) acquire(ctx context.Context, k hubKey) (*Hub, func(), error) {
 		if err := hs.reachable(k.cluster); err != nil {
 			return nil, nil, err
 		}
-		admin, err := hs.adminLocked(k.cluster)
-		if err != nil {
-			return nil, nil, err
-		}
-		h, err := startHub(ctx, hs.clusters(k.cluster).NewClient, admin, k.topic, k.field, k.prefix, hs.ringSize, hs.logger)
+		h, err := startHub(ctx, hs.clusters(k.cluster), k.topic, k.field, k.prefix, hs.ringSize, hs.logger)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -211,10 +191,6 @@ func (hs *Hubs) Close() {
 	for k, ref := range hs.hubs {
 		ref.hub.close()
 		delete(hs.hubs, k)
-	}
-	for c, cl := range hs.admins {
-		cl.Close()
-		delete(hs.admins, c)
 	}
 }
 
@@ -381,7 +357,7 @@ func (r *Route) Serve(ss grpc.ServerStream, m *protoreg.Method, md metadata.MD) 
 		return err
 	}
 	if err != nil {
-		return r.hubs.unavailable(ctx, r.cfg.Cluster, fmt.Errorf("reading topic %q: %w", r.cfg.Topic, err))
+		return r.hubs.kafkaError(ctx, r.cfg.Cluster, fmt.Sprintf("reading topic %q", r.cfg.Topic), err)
 	}
 	defer release()
 
@@ -426,26 +402,31 @@ func (r *Route) Serve(ss grpc.ServerStream, m *protoreg.Method, md metadata.MD) 
 
 // startPosition is where the caller starts: nil means the tail (latest).
 func (r *Route) startPosition(ctx context.Context, resume Position) (Position, error) {
-	admin, err := r.hubs.admin(r.cfg.Cluster)
-	if err != nil {
-		return nil, r.hubs.unavailable(ctx, r.cfg.Cluster, err)
-	}
-	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
 	if resume == nil && r.cfg.Start == "latest" {
 		return nil, nil
 	}
 	if err := r.hubs.reachable(r.cfg.Cluster); err != nil {
 		return nil, err
 	}
-	starts, err := listOffsets(lctx, admin, r.cfg.Topic, -2)
-	if err != nil {
-		return nil, r.hubs.unavailable(ctx, r.cfg.Cluster, err)
-	}
-	if resume != nil {
-		ends, err := listOffsets(lctx, admin, r.cfg.Topic, -1)
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cluster := r.hubs.clusters(r.cfg.Cluster)
+	list := func(at kafka.Position) (Position, error) {
+		p, err := listOffsets(lctx, cluster, r.cfg.Topic, at)
 		if err != nil {
-			return nil, r.hubs.unavailable(ctx, r.cfg.Cluster, err)
+			return nil, r.hubs.kafkaError(ctx, r.cfg.Cluster, fmt.Sprintf("listing offsets of topic %q", r.cfg.Topic), err)
+		}
+		return p, nil
+	}
+	switch {
+	case resume != nil:
+		starts, err := list(kafka.AtStart())
+		if err != nil {
+			return nil, err
+		}
+		ends, err := list(kafka.AtEnd())
+		if err != nil {
+			return nil, err
 		}
 		for p, off := range resume {
 			if _, ok := starts[p]; !ok {
@@ -456,25 +437,13 @@ func (r *Route) startPosition(ctx context.Context, resume Position) (Position, e
 			starts[p] = min(max(off, starts[p]), ends[p])
 		}
 		return starts, nil
+	case r.cfg.Start == "earliest":
+		return list(kafka.AtStart())
+	default:
+		// A time after a partition's last record lists its end.
+		at, _ := time.Parse(time.RFC3339, r.cfg.Start)
+		return list(kafka.AtOrAfter(at))
 	}
-	if r.cfg.Start == "earliest" {
-		return starts, nil
-	}
-	at, _ := time.Parse(time.RFC3339, r.cfg.Start)
-	after, err := listOffsets(lctx, admin, r.cfg.Topic, at.UnixMilli())
-	if err != nil {
-		return nil, r.hubs.unavailable(ctx, r.cfg.Cluster, err)
-	}
-	ends, err := listOffsets(lctx, admin, r.cfg.Topic, -1)
-	if err != nil {
-		return nil, r.hubs.unavailable(ctx, r.cfg.Cluster, err)
-	}
-	for p, off := range after {
-		if off < 0 {
-			after[p] = ends[p]
-		}
-	}
-	return after, nil
 }
 
 // catchUp reads from pos on a reader of the subscriber's own until it can
@@ -488,15 +457,9 @@ func (r *Route) catchUp(ctx context.Context, hub *Hub, s *subscriber, pos Positi
 		return err
 	}
 	defer free()
-	parts := map[int32]kgo.Offset{}
-	for p, o := range pos {
-		parts[p] = kgo.NewOffset().At(o)
-	}
-	cl, err := r.hubs.clusters(r.cfg.Cluster).NewClient(
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{r.cfg.Topic: parts}),
-		kgo.FetchMaxWait(100*time.Millisecond))
+	cl, err := r.hubs.clusters(r.cfg.Cluster).NewPartitionReader(r.cfg.Topic, pos, 100*time.Millisecond)
 	if err != nil {
-		return status.Errorf(codes.Unavailable, "reading topic %q: %v", r.cfg.Topic, err)
+		return kafka.Wrap(fmt.Sprintf("reading topic %q", r.cfg.Topic), err)
 	}
 	r.hubs.catchUps.Add(1)
 	defer r.hubs.catchUps.Add(-1)

@@ -220,19 +220,9 @@ func (s *Service) GetOffsets(ctx context.Context, cluster, group, topic string) 
 		return nil, err
 	}
 	on := fmt.Sprintf("of topic %q on cluster %q", topic, c.Name())
-	starts, err := adm.ListStartOffsets(ctx, topic)
-	if err == nil {
-		err = starts.Error()
-	}
+	marks, err := c.Watermarks(ctx, topic)
 	if err != nil {
-		return nil, kafkaErr("listing the start offsets "+on, err)
-	}
-	ends, err := adm.ListEndOffsets(ctx, topic)
-	if err == nil {
-		err = ends.Error()
-	}
-	if err != nil {
-		return nil, kafkaErr("listing the end offsets "+on, err)
+		return nil, kafkaErr("listing the offsets "+on, err)
 	}
 	commits, err := adm.FetchOffsets(ctx, group)
 	if errors.Is(err, kerr.GroupIDNotFound) {
@@ -246,14 +236,13 @@ func (s *Service) GetOffsets(ctx context.Context, cluster, group, topic string) 
 
 	offsets := make([]PartitionOffsets, 0, len(td.Partitions))
 	for _, p := range td.Partitions.Numbers() {
-		start, ok1 := starts.Lookup(topic, p)
-		end, ok2 := ends.Lookup(topic, p)
-		if !ok1 || !ok2 {
+		mark, ok := marks[p]
+		if !ok {
 			// The listings read metadata of their own, which may have
 			// changed under a topic being recreated.
 			return nil, status.Errorf(codes.Unavailable, "listing the offsets %s: partition %d missing from the answer", on, p)
 		}
-		po := PartitionOffsets{Partition: p, Begin: start.Offset, End: end.Offset, Committed: -1}
+		po := PartitionOffsets{Partition: p, Begin: mark.Start, End: mark.End, Committed: -1}
 		if cm, ok := commits.Lookup(topic, p); ok {
 			if cm.Err != nil {
 				return nil, kafkaErr(fmt.Sprintf("fetching the offset of group %q for partition %d %s", group, p, on), cm.Err)

@@ -96,20 +96,17 @@ func isKafkaErr(err error) bool {
 		errors.Is(err, kgo.ErrMaxBuffered) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
-// producer returns the cluster and its producer for the API's acks,
-// cached after the first call so the per-record path takes no lock.
+// producer returns the cluster and its producer for the API's acks. The
+// cluster's producer lookup takes no lock once the producer exists, so it
+// is called for every record.
 func (s *Service) producer(cluster string) (*kafka.Cluster, *kgo.Client, error) {
 	c, err := s.cluster(cluster)
 	if err != nil {
 		return nil, nil, err
 	}
-	if p, ok := s.producers.Load(c.Name()); ok {
-		return c, p.(*kgo.Client), nil
-	}
 	p, err := c.Producer(kafka.Acks(s.cfg.Produce.Acks))
 	if err != nil {
 		return nil, nil, status.Error(codes.Unavailable, err.Error())
 	}
-	s.producers.Store(c.Name(), p)
 	return c, p, nil
 }

@@ -7,13 +7,11 @@ package kafkaapi
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"sort"
 	"sync"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -31,11 +29,9 @@ type Service struct {
 
 	ctx context.Context // cancelled by Close; parent of every member
 
-	producers sync.Map // cluster name → *kgo.Client, the cluster's producer for cfg.Produce.Acks
-	cancel    context.CancelFunc
+	cancel context.CancelFunc
 
 	mu      sync.Mutex
-	admins  map[string]*kgo.Client // one shared client per cluster for admin requests
 	members map[memberKey]*member
 	// live counts the members started and not yet ended, those leaving
 	// included: each holds a Kafka client and its connections until it
@@ -58,7 +54,6 @@ func New(cfg config.KafkaAPI, clusters map[string]*kafka.Cluster, names []string
 		clusters: clusters,
 		names:    names,
 		logger:   logger.With("component", "kafka-api"),
-		admins:   map[string]*kgo.Client{},
 		members:  map[memberKey]*member{},
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -82,29 +77,27 @@ func (s *Service) cluster(name string) (*kafka.Cluster, error) {
 	return c, nil
 }
 
-// admin returns the cluster's shared admin client.
+// admin returns the cluster's shared admin client (see kafka.Cluster.Admin).
 func (s *Service) admin(name string) (*kadm.Client, *kafka.Cluster, error) {
 	c, err := s.cluster(name)
 	if err != nil {
 		return nil, nil, err
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
 		return nil, nil, status.Error(codes.Unavailable, "Ferry is shutting down")
 	}
-	cl := s.admins[c.Name()]
-	if cl == nil {
-		if cl, err = c.NewClient(); err != nil {
-			return nil, nil, status.Error(codes.Unavailable, err.Error())
-		}
-		s.admins[c.Name()] = cl
+	adm, err := c.Admin()
+	if err != nil {
+		return nil, nil, status.Error(codes.Unavailable, err.Error())
 	}
-	return kadm.NewClient(cl), c, nil
+	return adm, c, nil
 }
 
-// Close leaves every consumer group after committing what was acknowledged,
-// and closes the admin clients. Messages delivered but not acknowledged are
+// Close leaves every consumer group after committing what was acknowledged.
+// The clusters' clients are theirs to close (kafka.Cluster.Close). Messages delivered but not acknowledged are
 // redelivered by the groups' next members.
 func (s *Service) Close() {
 	s.mu.Lock()
@@ -126,38 +119,9 @@ func (s *Service) Close() {
 	wg.Wait()
 	s.cancel()
 	s.wg.Wait()
-	s.mu.Lock()
-	for name, cl := range s.admins {
-		cl.Close()
-		delete(s.admins, name)
-	}
-	s.mu.Unlock()
 }
 
-// kafkaErr turns an error from franz-go into a gRPC status, keeping one
-// that already is.
-func kafkaErr(what string, err error) error {
-	if err == nil {
-		return nil
-	}
-	if _, ok := status.FromError(err); ok {
-		return err
-	}
-	code := codes.Unavailable
-	switch {
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, kgo.ErrRecordTimeout):
-		code = codes.DeadlineExceeded
-	case errors.Is(err, context.Canceled):
-		code = codes.Canceled
-	case errors.Is(err, kerr.UnknownTopicOrPartition):
-		code = codes.NotFound
-	case errors.Is(err, kerr.MessageTooLarge), errors.Is(err, kerr.RecordListTooLarge),
-		errors.Is(err, kerr.InvalidRecord), errors.Is(err, kerr.InvalidTopicException),
-		errors.Is(err, kerr.InvalidTimestamp), errors.Is(err, kerr.CorruptMessage):
-		code = codes.InvalidArgument
-	case errors.Is(err, kerr.TopicAuthorizationFailed), errors.Is(err, kerr.GroupAuthorizationFailed),
-		errors.Is(err, kerr.ClusterAuthorizationFailed):
-		code = codes.PermissionDenied
-	}
-	return status.Errorf(code, "%s: %v", what, err)
-}
+// kafkaErr is an error from franz-go as the caller gets it: "what: err"
+// with the gRPC code kafka.Code gives err. One that is a gRPC status
+// already is kept.
+func kafkaErr(what string, err error) error { return kafka.Wrap(what, err) }

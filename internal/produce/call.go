@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -18,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ferryproxy/ferry/internal/grpcserver"
+	"github.com/ferryproxy/ferry/internal/kafka"
 	"github.com/ferryproxy/ferry/internal/layout"
 	"github.com/ferryproxy/ferry/internal/protoreg"
 )
@@ -471,12 +471,5 @@ func recvStatus(err error) error {
 // produceStatus is the status a call ends with when Kafka did not take one
 // of its records.
 func produceStatus(topic string, err error) error {
-	code := codes.Unavailable
-	if errors.Is(err, kgo.ErrRecordTimeout) || errors.Is(err, context.DeadlineExceeded) {
-		code = codes.DeadlineExceeded
-	}
-	if errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kgo.ErrMaxBuffered) {
-		code = codes.ResourceExhausted
-	}
-	return status.Error(code, fmt.Sprintf("producing to topic %q: %v", topic, err))
+	return kafka.Wrap(fmt.Sprintf("producing to topic %q", topic), err)
 }

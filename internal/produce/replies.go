@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc/codes"
 
@@ -168,29 +167,21 @@ func StartReader(ctx context.Context, cl *kgo.Client, start time.Time, opts Read
 func (r *Reader) measureBacklog(ctx context.Context, start time.Time) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	adm := kadm.NewClient(r.cl)
-	ends, err := adm.ListEndOffsets(ctx, r.opts.Topic)
+	ends, err := kafka.ListOffsetsWith(ctx, r.cl, r.opts.Topic, kafka.AtEnd())
+	var starts map[int32]int64
 	if err == nil {
-		err = ends.Error()
-	}
-	var starts kadm.ListedOffsets
-	if err == nil {
-		starts, err = adm.ListOffsetsAfterMilli(ctx, start.UnixMilli(), r.opts.Topic)
-		if err == nil {
-			err = starts.Error()
-		}
+		starts, err = kafka.ListOffsetsWith(ctx, r.cl, r.opts.Topic, kafka.AtOrAfter(start))
 	}
 	if err != nil {
 		r.logger.Warn("reply topic not listed; replies written before this start cannot be replayed", "err", err)
 		close(r.caughtUp)
 		return
 	}
-	ends.Each(func(e kadm.ListedOffset) {
-		s, ok := starts.Lookup(e.Topic, e.Partition)
-		if ok && s.Offset >= 0 && s.Offset < e.Offset {
-			r.behind[e.Partition] = e.Offset
+	for p, end := range ends {
+		if s, ok := starts[p]; ok && s >= 0 && s < end {
+			r.behind[p] = end
 		}
-	})
+	}
 	if len(r.behind) == 0 {
 		close(r.caughtUp)
 	}
