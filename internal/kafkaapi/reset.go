@@ -54,7 +54,7 @@ func (s *Service) SetOffsets(ctx context.Context, cluster, group, topic string, 
 		}
 		seen[t.Partition] = true
 	}
-	if err := checkInRange(ctx, adm, c, topic, targets); err != nil {
+	if err := checkInRange(ctx, c, topic, targets); err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
@@ -88,31 +88,20 @@ func (s *Service) SetOffsets(ctx context.Context, cluster, group, topic string, 
 // partition would deliver nothing, new records included, until it caught
 // up; before the start, the records are gone. Refusing, rather than
 // clamping, keeps a client from believing it moved where it did not.
-func checkInRange(ctx context.Context, adm *kadm.Client, c *kafka.Cluster, topic string, targets []OffsetTarget) error {
+func checkInRange(ctx context.Context, c *kafka.Cluster, topic string, targets []OffsetTarget) error {
 	on := fmt.Sprintf("of topic %q on cluster %q", topic, c.Name())
-	starts, err := adm.ListStartOffsets(ctx, topic)
-	if err == nil {
-		err = starts.Error()
-	}
+	marks, err := c.Watermarks(ctx, topic)
 	if err != nil {
-		return kafkaErr("listing the start offsets "+on, err)
-	}
-	ends, err := adm.ListEndOffsets(ctx, topic)
-	if err == nil {
-		err = ends.Error()
-	}
-	if err != nil {
-		return kafkaErr("listing the end offsets "+on, err)
+		return kafkaErr("listing the offsets "+on, err)
 	}
 	var bad []string
 	for _, t := range targets {
-		start, ok1 := starts.Lookup(topic, t.Partition)
-		end, ok2 := ends.Lookup(topic, t.Partition)
-		if !ok1 || !ok2 {
+		mark, ok := marks[t.Partition]
+		if !ok {
 			return errorf(codes.Unavailable, "listing the offsets %s: partition %d missing from the answer", on, t.Partition)
 		}
-		if t.Offset < start.Offset || t.Offset > end.Offset {
-			bad = append(bad, fmt.Sprintf("offset %d of partition %d is outside %d to %d", t.Offset, t.Partition, start.Offset, end.Offset))
+		if t.Offset < mark.Start || t.Offset > mark.End {
+			bad = append(bad, fmt.Sprintf("offset %d of partition %d is outside %d to %d", t.Offset, t.Partition, mark.Start, mark.End))
 		}
 	}
 	if len(bad) > 0 {
@@ -248,47 +237,31 @@ func (s *Service) ResetOffsets(ctx context.Context, cluster, group, topic string
 	if err := checkTopicGroup(topic, group); err != nil {
 		return nil, err
 	}
-	adm, c, err := s.admin(cluster)
+	_, c, err := s.admin(cluster) // refuses while Ferry is shutting down
 	if err != nil {
 		return nil, err
 	}
-	var listed kadm.ListedOffsets
-	what := fmt.Sprintf("listing offsets of topic %q on cluster %q", topic, c.Name())
+	var pos kafka.Position
 	switch {
 	case !at.IsZero():
-		listed, err = adm.ListOffsetsAfterMilli(ctx, at.UnixMilli(), topic)
+		pos = kafka.AtOrAfter(at)
 	case position == "earliest":
-		listed, err = adm.ListStartOffsets(ctx, topic)
+		pos = kafka.AtStart()
 	case position == "latest":
-		listed, err = adm.ListEndOffsets(ctx, topic)
+		pos = kafka.AtEnd()
 	default:
 		return nil, errorf(codes.InvalidArgument, "position %q: use earliest or latest", position)
 	}
+	offs, err := c.ListOffsets(ctx, topic, pos)
+	if errors.Is(err, kerr.UnknownTopicOrPartition) {
+		return nil, topicNotFound(topic, c)
+	}
 	if err != nil {
-		return nil, kafkaErr(what, err)
+		return nil, kafkaErr(fmt.Sprintf("listing offsets of topic %q on cluster %q", topic, c.Name()), err)
 	}
-	var ends kadm.ListedOffsets
-	if !at.IsZero() {
-		// A time after the last record lists no offset: go to the end.
-		if ends, err = adm.ListEndOffsets(ctx, topic); err != nil {
-			return nil, kafkaErr(what, err)
-		}
-	}
-	var targets []OffsetTarget
-	for _, lo := range listed[topic] {
-		if lo.Err != nil {
-			if errors.Is(lo.Err, kerr.UnknownTopicOrPartition) {
-				return nil, topicNotFound(topic, c)
-			}
-			return nil, kafkaErr(what, lo.Err)
-		}
-		off := lo.Offset
-		if off < 0 && ends != nil {
-			if e, ok := ends.Lookup(topic, lo.Partition); ok {
-				off = e.Offset
-			}
-		}
-		targets = append(targets, OffsetTarget{Partition: lo.Partition, Offset: off})
+	targets := make([]OffsetTarget, 0, len(offs))
+	for p, off := range offs {
+		targets = append(targets, OffsetTarget{Partition: p, Offset: off})
 	}
 	if len(targets) == 0 {
 		return nil, topicNotFound(topic, c)

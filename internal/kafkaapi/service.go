@@ -2,19 +2,20 @@
 // consuming in consumer groups with acknowledgements (at least once, with
 // Kafka-Pixy's sparse-ack commit metadata), offsets and admin. The gRPC and
 // REST faces (Ferry's own and Kafka-Pixy's) translate their requests into
-// calls on a Service; every error it returns is a gRPC status.
+// calls on a Service; every error it returns carries a gRPC status
+// (GRPCStatus), and its cause where it has one.
 package kafkaapi
 
 import (
 	"context"
 	"log/slog"
 	"sort"
+	"strconv"
 	"sync"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/ferryproxy/ferry/internal/config"
 	"github.com/ferryproxy/ferry/internal/kafka"
@@ -72,7 +73,7 @@ func (s *Service) cluster(name string) (*kafka.Cluster, error) {
 	if !ok {
 		known := append([]string(nil), s.names...)
 		sort.Strings(known)
-		return nil, status.Errorf(codes.InvalidArgument, "unknown cluster %q: configured clusters are %q", name, known)
+		return nil, errorf(codes.InvalidArgument, "unknown cluster %q: configured clusters are %q", name, known)
 	}
 	return c, nil
 }
@@ -87,11 +88,11 @@ func (s *Service) admin(name string) (*kadm.Client, *kafka.Cluster, error) {
 	closed := s.closed
 	s.mu.Unlock()
 	if closed {
-		return nil, nil, status.Error(codes.Unavailable, "Ferry is shutting down")
+		return nil, nil, closing("Ferry is shutting down")
 	}
 	adm, err := c.Admin()
 	if err != nil {
-		return nil, nil, status.Error(codes.Unavailable, err.Error())
+		return nil, nil, kafkaErr("reaching cluster "+strconv.Quote(c.Name()), err)
 	}
 	return adm, c, nil
 }
