@@ -208,14 +208,7 @@ func mayConsume(g kadm.ListedGroup) bool {
 
 // GetOffsets reports every partition of topic for group.
 func (s *Service) GetOffsets(ctx context.Context, cluster, group, topic string) ([]PartitionOffsets, error) {
-	if err := checkTopicGroup(topic, group); err != nil {
-		return nil, err
-	}
-	adm, c, err := s.admin(cluster)
-	if err != nil {
-		return nil, err
-	}
-	td, err := lookupTopic(ctx, adm, c, topic)
+	adm, c, td, err := s.groupTopic(ctx, cluster, group, topic)
 	if err != nil {
 		return nil, err
 	}
@@ -267,6 +260,21 @@ func (s *Service) GetOffsets(ctx context.Context, cluster, group, topic string) 
 		offsets = append(offsets, po)
 	}
 	return offsets, nil
+}
+
+// groupTopic checks the names of a group and a topic, and returns the
+// cluster, its admin client and the topic's metadata; an unknown topic is
+// NOT_FOUND.
+func (s *Service) groupTopic(ctx context.Context, cluster, group, topic string) (*kadm.Client, *kafka.Cluster, kadm.TopicDetail, error) {
+	if err := checkTopicGroup(topic, group); err != nil {
+		return nil, nil, kadm.TopicDetail{}, err
+	}
+	adm, c, err := s.admin(cluster)
+	if err != nil {
+		return nil, nil, kadm.TopicDetail{}, err
+	}
+	td, err := lookupTopic(ctx, adm, c, topic)
+	return adm, c, td, err
 }
 
 // lookupTopic returns topic's metadata; an unknown topic is NOT_FOUND.

@@ -27,17 +27,13 @@ type resetRequest struct {
 // instance is a member of, it takes effect at once: the member drops what
 // it had read of those partitions and reads on from the new offsets.
 func (s *Service) SetOffsets(ctx context.Context, cluster, group, topic string, targets []OffsetTarget) ([]OffsetTarget, error) {
-	if err := checkTopicGroup(topic, group); err != nil {
-		return nil, err
-	}
 	if len(targets) == 0 {
+		if err := checkTopicGroup(topic, group); err != nil {
+			return nil, err
+		}
 		return nil, errorf(codes.InvalidArgument, "no offsets given")
 	}
-	adm, c, err := s.admin(cluster)
-	if err != nil {
-		return nil, err
-	}
-	td, err := lookupTopic(ctx, adm, c, topic)
+	adm, c, td, err := s.groupTopic(ctx, cluster, group, topic)
 	if err != nil {
 		return nil, err
 	}
