@@ -18,7 +18,9 @@ import (
 	"crypto/rand"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/stats"
@@ -70,6 +72,8 @@ type Call struct {
 	RequestID string
 	// Start is when the call reached the chain.
 	Start time.Time
+
+	began int // how many interceptors began; only the chain's goroutine of the moment touches it
 
 	mu     sync.Mutex
 	rpc    string // the gRPC method a REST call was transcoded to
@@ -155,24 +159,36 @@ func newContext(ctx context.Context, c *Call) context.Context {
 	return context.WithValue(ctx, callKey{}, c)
 }
 
-// Interceptor is one concern applied to every call. It may read c and the
-// context, must call next at most once to run the call, and returns what
-// next returned, or an error of its own (a gRPC status) to refuse the call
-// without running it. For REST calls next returns nil: how the call was
-// answered is c.Status() once next returned.
-type Interceptor func(ctx context.Context, c *Call, next func(context.Context) error) error
+// Interceptor is one concern applied to every call, in two halves:
+// Begin as the call reaches the chain (for an outbound call, before it is
+// sent), End once as it ends. Either may be nil.
+//
+// Begin may return a context for the rest of the call (nil keeps ctx), and
+// an error, a gRPC status, to refuse the call: Ferry then does not serve
+// it, the interceptors after it neither begin nor end, and those before it
+// end with the refusal. End gets the call's error — nil, or its gRPC
+// status; for a REST call nil, with the HTTP status in c.Status().
+//
+// Two halves rather than one function around the call: an outbound
+// stream ends in a later RecvMsg, not when the function that opened it
+// returns, and the halves need no goroutine to wait for that.
+type Interceptor struct {
+	Begin func(ctx context.Context, c *Call) (context.Context, error)
+	End   func(ctx context.Context, c *Call, err error)
+}
 
 // Options configure a Chain.
 type Options struct {
-	// Interceptors run in order, the first outermost, around every call.
+	// Interceptors begin in order and end in reverse order: the first is
+	// outermost, and sees the refusals of the others.
 	Interceptors []Interceptor
 	// StatsHandlers observe the gRPC faces at the transport level (bytes,
 	// headers, connection events), beside the interceptors.
 	StatsHandlers []stats.Handler
 }
 
-// Chain runs the interceptors around a call of any face. Its methods adapt
-// it to each face.
+// Chain runs the interceptors on a call of any face. Its methods adapt it
+// to each face.
 type Chain struct {
 	interceptors  []Interceptor
 	statsHandlers []stats.Handler
@@ -183,16 +199,47 @@ func New(opts Options) *Chain {
 	return &Chain{interceptors: opts.Interceptors, statsHandlers: opts.StatsHandlers}
 }
 
-// run carries c through the interceptors into final, with c in the
-// context.
-func (ch *Chain) run(ctx context.Context, c *Call, final func(context.Context) error) error {
+// begin puts c in the context and begins the interceptors in order. It
+// stops at a refusal and returns it: the call must not run. Either way the
+// face calls end once the call is over (refused, with the refusal), which
+// ends the interceptors that began.
+func (ch *Chain) begin(ctx context.Context, c *Call) (context.Context, error) {
 	ctx = newContext(ctx, c)
-	next := final
-	for i := len(ch.interceptors) - 1; i >= 0; i-- {
-		in, inner := ch.interceptors[i], next
-		next = func(ctx context.Context) error { return in(ctx, c, inner) }
+	for _, in := range ch.interceptors {
+		if in.Begin != nil {
+			next, err := in.Begin(ctx, c)
+			if err != nil {
+				return ctx, err
+			}
+			if next != nil {
+				ctx = next
+			}
+		}
+		c.began++
 	}
-	return next(ctx)
+	return ctx, nil
+}
+
+// end ends the interceptors that began, the last first.
+func (ch *Chain) end(ctx context.Context, c *Call, err error) {
+	for i := c.began - 1; i >= 0; i-- {
+		if end := ch.interceptors[i].End; end != nil {
+			end(ctx, c, err)
+		}
+	}
+}
+
+// idPrefix makes the request ids of this process unlike any other's:
+// 50 random bits, then a counter. Request ids name calls in logs; they are
+// not secrets, and a counter costs nothing on every call.
+var (
+	idPrefix = rand.Text()[:10] + "-"
+	idSeq    atomic.Uint64
+)
+
+// NewRequestID returns a request id no other call of any Ferry has.
+func NewRequestID() string {
+	return idPrefix + strconv.FormatUint(idSeq.Add(1), 36)
 }
 
 // requestID returns the caller's id when it is sane, else a new one.
@@ -200,7 +247,7 @@ func requestID(given string) string {
 	if SaneRequestID(given) {
 		return given
 	}
-	return rand.Text()
+	return NewRequestID()
 }
 
 // SaneRequestID reports whether id may be taken from a caller: 1 to 128
@@ -219,13 +266,12 @@ func SaneRequestID(id string) bool {
 
 // AccessLog logs one line, message "call" at level info, as each call
 // ends: its face, method, route (REST), gRPC code or HTTP status,
-// duration, request id and peer.
+// duration, request id and peer. Put first in the chain, it also logs the
+// calls the interceptors after it refuse.
 func AccessLog(logger *slog.Logger) Interceptor {
-	return func(ctx context.Context, c *Call, next func(context.Context) error) error {
-		err := next(ctx)
+	return Interceptor{End: func(ctx context.Context, c *Call, err error) {
 		logger.LogAttrs(ctx, slog.LevelInfo, "call", c.attrs(err)...)
-		return err
-	}
+	}}
 }
 
 // httpHeader is RequestIDKey as net/http spells it.

@@ -3,6 +3,7 @@ package edge
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -54,24 +55,45 @@ func FuzzRequestID(f *testing.F) {
 	})
 }
 
-// TestChainOrder: interceptors run first outermost, each seeing the call.
-func TestChainOrder(t *testing.T) {
-	var got []string
-	mark := func(name string) Interceptor {
-		return func(ctx context.Context, c *Call, next func(context.Context) error) error {
+// mark is an interceptor that notes its halves in got.
+func mark(t *testing.T, got *[]string, name string, refuse error) Interceptor {
+	return Interceptor{
+		Begin: func(ctx context.Context, c *Call) (context.Context, error) {
 			if FromContext(ctx) != c {
 				t.Errorf("%s: the context does not carry the call", name)
 			}
-			got = append(got, name+">")
-			err := next(ctx)
-			got = append(got, "<"+name)
-			return err
-		}
+			*got = append(*got, name+">")
+			return nil, refuse
+		},
+		End: func(_ context.Context, _ *Call, err error) {
+			*got = append(*got, fmt.Sprintf("<%s(%v)", name, status.Code(err)))
+		},
 	}
-	ch := New(Options{Interceptors: []Interceptor{mark("a"), mark("b")}})
-	err := ch.run(context.Background(), &Call{}, func(context.Context) error { got = append(got, "call"); return nil })
-	if err != nil || strings.Join(got, " ") != "a> b> call <b <a" {
-		t.Errorf("order = %q, %v", got, err)
+}
+
+// TestChainOrder: interceptors begin first outermost and end in reverse;
+// a refusal ends only those that began before it.
+func TestChainOrder(t *testing.T) {
+	var got []string
+	no := status.Error(codes.PermissionDenied, "no")
+	for _, tc := range []struct {
+		chain []Interceptor
+		want  string
+	}{
+		{[]Interceptor{mark(t, &got, "a", nil), {}, mark(t, &got, "b", nil)}, "a> b> call <b(OK) <a(OK)"},
+		{[]Interceptor{mark(t, &got, "a", nil), mark(t, &got, "b", no), mark(t, &got, "c", nil)}, "a> b> <a(PermissionDenied)"},
+	} {
+		got = nil
+		ch := New(Options{Interceptors: tc.chain})
+		c := &Call{}
+		ctx, err := ch.begin(context.Background(), c)
+		if err == nil {
+			got = append(got, "call")
+		}
+		ch.end(ctx, c, err)
+		if strings.Join(got, " ") != tc.want {
+			t.Errorf("halves = %q, want %q", strings.Join(got, " "), tc.want)
+		}
 	}
 }
 
@@ -111,17 +133,22 @@ func TestMuxOnce(t *testing.T) {
 }
 
 // TestMuxRefused: an interceptor that refuses a call keeps it from the
-// handler.
+// handler; the answer is the HTTP status of its code, and the interceptors
+// before it log the refusal.
 func TestMuxRefused(t *testing.T) {
-	refuse := func(context.Context, *Call, func(context.Context) error) error {
-		return status.Error(codes.PermissionDenied, "no")
-	}
-	mux := New(Options{Interceptors: []Interceptor{refuse}}).NewMux()
+	var log bytes.Buffer
+	refuse := Interceptor{Begin: func(context.Context, *Call) (context.Context, error) {
+		return nil, status.Error(codes.Unauthenticated, "no token")
+	}}
+	mux := New(Options{Interceptors: []Interceptor{AccessLog(slog.New(slog.NewTextHandler(&log, nil))), refuse}}).NewMux()
 	mux.Handle("/", PixyREST, http.HandlerFunc(func(http.ResponseWriter, *http.Request) { t.Error("the handler ran") }))
 	w := httptest.NewRecorder()
 	mux.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/x", nil))
-	if w.Code != http.StatusForbidden {
-		t.Errorf("status = %d, want 403", w.Code)
+	if w.Code != http.StatusUnauthorized || !strings.Contains(w.Body.String(), `"error":"no token"`) {
+		t.Errorf("answer = %d %s, want 401 with the reason", w.Code, w.Body)
+	}
+	if !strings.Contains(log.String(), "status=401") {
+		t.Errorf("access log = %q, want the refusal's status", log.String())
 	}
 }
 
@@ -129,7 +156,7 @@ func TestMuxRefused(t *testing.T) {
 // (a REST call transcoded in process) does not pass the chain again.
 func TestServerNestedOnce(t *testing.T) {
 	runs := 0
-	count := func(ctx context.Context, c *Call, next func(context.Context) error) error { runs++; return next(ctx) }
+	count := Interceptor{Begin: func(context.Context, *Call) (context.Context, error) { runs++; return nil, nil }}
 	ch := New(Options{Interceptors: []Interceptor{count}})
 	outer := &Call{Face: REST}
 	ctx := newContext(context.Background(), outer)
@@ -144,7 +171,7 @@ func TestServerNestedOnce(t *testing.T) {
 	}
 }
 
-// fakeStream is a client stream that ends with err on its first RecvMsg.
+// fakeStream is a client stream whose RecvMsg answers err.
 type fakeStream struct {
 	grpc.ClientStream
 	err error
@@ -152,9 +179,11 @@ type fakeStream struct {
 
 func (s fakeStream) RecvMsg(any) error { return s.err }
 
-// TestOutboundStream: an outbound stream passes the chain until its last
-// RecvMsg, with the request id of its metadata, of the call it is made
-// for, or a new one, in its outgoing metadata.
+// TestOutboundStream: an outbound stream's call ends at its last RecvMsg —
+// an error, io.EOF, or the one response of a method that does not stream
+// responses — or when its context ends without one, with the request id of
+// its metadata, of the call it is made for, or a new one in its outgoing
+// metadata.
 func TestOutboundStream(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	type result struct {
@@ -162,23 +191,26 @@ func TestOutboundStream(t *testing.T) {
 		id  string
 	}
 	results := make(chan result, 1)
-	rec := func(ctx context.Context, c *Call, next func(context.Context) error) error {
-		err := next(ctx)
-		results <- result{err, c.RequestID}
-		return err
-	}
+	rec := Interceptor{End: func(_ context.Context, c *Call, err error) { results <- result{err, c.RequestID} }}
 	out := outbound{ch: New(Options{Interceptors: []Interceptor{rec}}), target: "t:1"}
 	parent := newContext(context.Background(), &Call{RequestID: "parent"})
 	down := status.Error(codes.Unavailable, "down")
+	cancelled, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	for _, tc := range []struct {
+		name    string
 		ctx     context.Context
-		end     error
+		desc    grpc.StreamDesc
+		end     error // what RecvMsg answers
+		recv    bool  // call RecvMsg; else cancel the context
 		wantErr error
 		wantID  string
 	}{
-		{metadata.AppendToOutgoingContext(context.Background(), RequestIDKey, "given"), down, down, "given"},
-		{parent, io.EOF, nil, "parent"},
-		{context.Background(), io.EOF, nil, ""},
+		{"error", metadata.AppendToOutgoingContext(context.Background(), RequestIDKey, "given"), grpc.StreamDesc{ServerStreams: true}, down, true, down, "given"},
+		{"eof", parent, grpc.StreamDesc{ServerStreams: true}, io.EOF, true, nil, "parent"},
+		{"single response", context.Background(), grpc.StreamDesc{}, nil, true, nil, ""},
+		{"given by the back end", WithRequestID(context.Background(), "set"), grpc.StreamDesc{ServerStreams: true}, io.EOF, true, nil, "set"},
+		{"cancelled", cancelled, grpc.StreamDesc{ServerStreams: true}, nil, false, status.Error(codes.Canceled, context.Canceled.Error()), ""},
 	} {
 		var sent string
 		streamer := func(ctx context.Context, _ *grpc.StreamDesc, _ *grpc.ClientConn, _ string, _ ...grpc.CallOption) (grpc.ClientStream, error) {
@@ -186,25 +218,52 @@ func TestOutboundStream(t *testing.T) {
 			sent = strings.Join(md.Get(RequestIDKey), ",")
 			return fakeStream{err: tc.end}, nil
 		}
-		cs, err := out.stream(tc.ctx, &grpc.StreamDesc{}, nil, "/s.S/M", streamer)
+		cs, err := out.stream(tc.ctx, &tc.desc, nil, "/s.S/M", streamer)
 		if err != nil {
 			t.Fatal(err)
 		}
 		select {
 		case r := <-results:
-			t.Fatalf("the call ended before its last RecvMsg: %v", r)
+			t.Fatalf("%s: the call ended before its last RecvMsg: %v", tc.name, r)
 		default:
 		}
-		_ = cs.RecvMsg(nil)
+		if tc.recv {
+			_ = cs.RecvMsg(nil)
+		} else {
+			cancel()
+		}
 		r := <-results
-		if r.err != tc.wantErr {
-			t.Errorf("the call ended with %v, want %v", r.err, tc.wantErr)
+		if status.Code(r.err) != status.Code(tc.wantErr) {
+			t.Errorf("%s: the call ended with %v, want %v", tc.name, r.err, tc.wantErr)
 		}
-		if tc.wantID != "" && (sent != tc.wantID || r.id != tc.wantID) {
-			t.Errorf("request id sent %q, logged %q; want %q", sent, r.id, tc.wantID)
+		switch {
+		case tc.name == "given by the back end":
+			if r.id != tc.wantID {
+				t.Errorf("%s: request id logged %q; want %q", tc.name, r.id, tc.wantID)
+			}
+		case tc.wantID != "" && (sent != tc.wantID || r.id != tc.wantID):
+			t.Errorf("%s: request id sent %q, logged %q; want %q", tc.name, sent, r.id, tc.wantID)
+		case tc.wantID == "" && (!SaneRequestID(sent) || sent != r.id):
+			t.Errorf("%s: request id sent %q, logged %q; want a new one", tc.name, sent, r.id)
 		}
-		if tc.wantID == "" && (!SaneRequestID(sent) || sent != r.id) {
-			t.Errorf("request id sent %q, logged %q; want a new one", sent, r.id)
+		if tc.recv {
+			_ = cs.RecvMsg(nil) // a second end changes nothing
+			select {
+			case r := <-results:
+				t.Errorf("%s: the call ended twice: %v", tc.name, r)
+			default:
+			}
 		}
+	}
+}
+
+func TestNewRequestIDUnique(t *testing.T) {
+	seen := map[string]bool{}
+	for range 1000 {
+		id := NewRequestID()
+		if seen[id] || !SaneRequestID(id) {
+			t.Fatalf("request id %q repeated or not sane", id)
+		}
+		seen[id] = true
 	}
 }

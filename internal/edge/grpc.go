@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -70,12 +70,13 @@ func (ch *Chain) unaryServer(ctx context.Context, req any, info *grpc.UnaryServe
 	// Set before the handler runs, the header goes out with the
 	// handler's own, whenever it sends them.
 	_ = grpc.SetHeader(ctx, metadata.Pairs(RequestIDKey, c.RequestID))
-	var resp any
-	err := ch.run(ctx, c, func(ctx context.Context) error {
-		var err error
-		resp, err = handler(ctx, req)
-		return err
-	})
+	ctx, err := ch.begin(ctx, c)
+	if err != nil {
+		ch.end(ctx, c, err)
+		return nil, err
+	}
+	resp, err := handler(ctx, req)
+	ch.end(ctx, c, err)
 	return resp, err
 }
 
@@ -85,9 +86,14 @@ func (ch *Chain) streamServer(srv any, ss grpc.ServerStream, info *grpc.StreamSe
 		return handler(srv, ss)
 	}
 	_ = ss.SetHeader(metadata.Pairs(RequestIDKey, c.RequestID))
-	return ch.run(ss.Context(), c, func(ctx context.Context) error {
-		return handler(srv, &serverStream{ServerStream: ss, ctx: ctx})
-	})
+	ctx, err := ch.begin(ss.Context(), c)
+	if err != nil {
+		ch.end(ctx, c, err)
+		return err
+	}
+	err = handler(srv, &serverStream{ServerStream: ss, ctx: ctx})
+	ch.end(ctx, c, err)
+	return err
 }
 
 // serverStream is a stream whose context carries its Call.
@@ -104,11 +110,26 @@ type outbound struct {
 	target string
 }
 
+type outboundIDKey struct{}
+
+// WithRequestID returns ctx for an outbound call whose outgoing metadata
+// already carries id as x-request-id, so the chain takes it without
+// reading the metadata again. A back end, which builds each call's
+// metadata itself, sets it.
+func WithRequestID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, outboundIDKey{}, id)
+}
+
 // call returns the Call of an outbound call and its context, which
-// carries the request id out: the one the call's metadata has when sane,
-// else the one of the call it is made for, else a new one.
+// carries the request id out: the one WithRequestID gave or the call's
+// metadata has when sane, else the one of the call it is made for, else a
+// new one.
 func (o outbound) call(ctx context.Context, method string) (*Call, context.Context) {
 	c := &Call{Face: BackendOut, Method: method, Peer: o.target, Start: time.Now(), rpc: method}
+	if id, ok := ctx.Value(outboundIDKey{}).(string); ok {
+		c.RequestID = id
+		return c, ctx
+	}
 	md, _ := metadata.FromOutgoingContext(ctx)
 	ids := md.Get(RequestIDKey)
 	switch {
@@ -118,7 +139,7 @@ func (o outbound) call(ctx context.Context, method string) (*Call, context.Conte
 	case FromContext(ctx) != nil:
 		c.RequestID = FromContext(ctx).RequestID
 	default:
-		c.RequestID = requestID("")
+		c.RequestID = NewRequestID()
 	}
 	md = md.Copy()
 	md.Set(RequestIDKey, c.RequestID)
@@ -127,64 +148,64 @@ func (o outbound) call(ctx context.Context, method string) (*Call, context.Conte
 
 func (o outbound) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 	c, ctx := o.call(ctx, method)
-	return o.ch.run(ctx, c, func(ctx context.Context) error {
-		return invoker(ctx, method, req, reply, cc, opts...)
-	})
+	ctx, err := o.ch.begin(ctx, c)
+	if err != nil {
+		o.ch.end(ctx, c, err)
+		return err
+	}
+	err = invoker(ctx, method, req, reply, cc, opts...)
+	o.ch.end(ctx, c, err)
+	return err
 }
 
-// stream runs the chain from the stream's opening to the end of its last
-// response (RecvMsg's error, io.EOF for OK), on a goroutine the chain
-// owns until then: an interceptor's "after" runs when the call ends, not
-// when NewStream returns.
+// stream opens an outbound stream, which ends at the RecvMsg that returns
+// its last response (an error, io.EOF for OK, or the single response of a
+// method that does not stream responses), or when its context ends first
+// (grpc-go's contract: a caller reads until then, or cancels).
 func (o outbound) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 	c, ctx := o.call(ctx, method)
-	type opened struct {
-		cs  grpc.ClientStream
-		err error
+	ctx, err := o.ch.begin(ctx, c)
+	if err != nil {
+		o.ch.end(ctx, c, err)
+		return nil, err
 	}
-	ready := make(chan opened, 1)
-	ended := make(chan error, 1)
-	go func() {
-		sent := false
-		err := o.ch.run(ctx, c, func(ctx context.Context) error {
-			cs, err := streamer(ctx, desc, cc, method, opts...)
-			sent = true
-			if err != nil {
-				ready <- opened{err: err}
-				return err
-			}
-			ready <- opened{cs: &clientStream{ClientStream: cs, ended: ended}}
-			// grpc-go's contract: a caller reads until an error or
-			// cancels the context; either ends the call.
-			select {
-			case err := <-ended:
-				return err
-			case <-ctx.Done():
-				return status.FromContextError(ctx.Err()).Err()
-			}
-		})
-		if !sent {
-			ready <- opened{err: err} // an interceptor refused the call
-		}
-	}()
-	r := <-ready
-	return r.cs, r.err
+	cs, err := streamer(ctx, desc, cc, method, opts...)
+	if err != nil {
+		o.ch.end(ctx, c, err)
+		return nil, err
+	}
+	s := &clientStream{ClientStream: cs, ch: o.ch, c: c, ctx: ctx, single: !desc.ServerStreams}
+	// AfterFunc starts no goroutine until ctx ends; the stream's end
+	// stops it.
+	s.stop = context.AfterFunc(ctx, func() { s.finish(status.FromContextError(ctx.Err()).Err()) })
+	return s, nil
 }
 
-// clientStream reports the end of an outbound stream once: the first
-// error RecvMsg returns.
+// clientStream ends its call once, at its last RecvMsg or its context's
+// end, whichever comes first.
 type clientStream struct {
 	grpc.ClientStream
-	once  sync.Once
-	ended chan<- error
+	ch     *Chain
+	c      *Call
+	ctx    context.Context
+	single bool // one response ends the call
+	stop   func() bool
+	ended  atomic.Bool
 }
 
 func (s *clientStream) RecvMsg(m any) error {
 	err := s.ClientStream.RecvMsg(m)
-	if err != nil {
-		s.once.Do(func() { s.ended <- statusOf(err) })
+	if err != nil || s.single {
+		s.stop()
+		s.finish(statusOf(err))
 	}
 	return err
+}
+
+func (s *clientStream) finish(err error) {
+	if s.ended.CompareAndSwap(false, true) {
+		s.ch.end(s.ctx, s.c, err)
+	}
 }
 
 // statusOf is the error a stream ended with: nil for io.EOF, the end of a

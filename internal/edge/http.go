@@ -1,11 +1,13 @@
 package edge
 
 import (
-	"context"
+	"encoding/json"
 	"net/http"
 	"time"
 
 	"google.golang.org/grpc/status"
+
+	"github.com/ferryproxy/ferry/internal/httpcode"
 )
 
 // Mux is the HTTP listener's handler: an http.ServeMux whose handlers
@@ -49,23 +51,25 @@ func (m *Mux) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Start:     time.Now(),
 	}
 	w.Header().Set(httpHeader, c.RequestID)
-	rw := &statusWriter{ResponseWriter: w}
-	served := false
-	err := m.ch.run(r.Context(), c, func(ctx context.Context) error {
-		served = true
-		// net/http muxes note the pattern on the request they are given:
-		// the innermost one's is the route.
-		r = r.WithContext(ctx)
-		m.mux.ServeHTTP(rw, r)
-		c.endHTTP(r.Pattern, rw.code())
-		return nil
-	})
-	if !served && err != nil {
-		// An interceptor refused the call. Ferry's faces answer errors in
-		// shapes of their own; until an interceptor refuses calls, a plain
-		// answer does.
-		http.Error(rw, status.Convert(err).Message(), http.StatusForbidden)
+	ctx, err := m.ch.begin(r.Context(), c)
+	if err != nil {
+		// An interceptor refused the call: answered with the HTTP status
+		// of its gRPC code (401, 403, 429…) and its message as JSON.
+		code := httpcode.FromCode(status.Code(err))
+		c.endHTTP("", code)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		_ = json.NewEncoder(w).Encode(map[string]string{"error": status.Convert(err).Message()})
+		m.ch.end(ctx, c, err)
+		return
 	}
+	rw := &statusWriter{ResponseWriter: w}
+	// net/http muxes note the pattern on the request they are given: the
+	// innermost one's is the route.
+	r = r.WithContext(ctx)
+	m.mux.ServeHTTP(rw, r)
+	c.endHTTP(r.Pattern, rw.code())
+	m.ch.end(ctx, c, nil)
 }
 
 // statusWriter remembers the status a handler answered with.
