@@ -21,11 +21,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/encoding"
-	"google.golang.org/grpc/encoding/proto"
-	"google.golang.org/grpc/mem"
 
 	"github.com/ferryproxy/ferry/internal/config"
+	"github.com/ferryproxy/ferry/internal/frame"
 	"github.com/ferryproxy/ferry/internal/kafka"
 	"github.com/ferryproxy/ferry/internal/layout"
 )
@@ -125,7 +123,7 @@ func (b *Backend) ConsumerOpts() []kgo.Opt {
 // lazily) and nothing else.
 func New(opts Options) (*Backend, error) {
 	cfg := opts.Config
-	callOpts := []grpc.CallOption{grpc.ForceCodecV2(rawCodec{})}
+	callOpts := []grpc.CallOption{grpc.ForceCodecV2(frame.Codec{})}
 	if opts.MaxMessageBytes > 0 {
 		// A larger response fails the call with RESOURCE_EXHAUSTED, which
 		// the caller sees, instead of a reply record the producer refuses
@@ -571,23 +569,6 @@ func (b *Backend) commit(ctx context.Context, ps []*partition) {
 		}
 	}
 }
-
-// rawCodec sends and receives *[]byte as they are: payloads pass through
-// Ferry undecoded.
-type rawCodec struct{}
-
-var _ encoding.CodecV2 = rawCodec{}
-
-func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
-	return mem.BufferSlice{mem.SliceBuffer(*v.(*[]byte))}, nil
-}
-
-func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	*v.(*[]byte) = data.Materialize()
-	return nil
-}
-
-func (rawCodec) Name() string { return proto.Name }
 
 // idSet is a set of ids bounded to a number of entries: past it, adding an
 // id forgets the oldest one.

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 
+	"github.com/ferryproxy/ferry/internal/frame"
 	"github.com/ferryproxy/ferry/internal/protoreg"
 )
 
@@ -40,15 +41,12 @@ type Options struct {
 	ShutdownTimeout time.Duration
 	Registry        *protoreg.Registry
 	// Handler serves every method that is not health or reflection. It
-	// exchanges *Frame messages with the stream.
+	// exchanges *frame.Frame messages with the stream.
 	Handler grpc.StreamHandler
 	// Services are Ferry's own services (the Kafka APIs), registered on
 	// the server; they take precedence over Handler for their methods and
 	// health reports on them.
 	Services []Service
-	// Register, when set, registers more services the same way, after
-	// Services: for servers built by hand around a service under test.
-	Register func(*grpc.Server)
 	// ServerOptions are added to the server's own, after them: the edge
 	// chain's interceptors and stats handlers.
 	ServerOptions []grpc.ServerOption
@@ -75,9 +73,9 @@ type Server struct {
 func New(opts Options) *Server {
 	s := &Server{opts: opts}
 	sopts := []grpc.ServerOption{
-		grpc.ForceServerCodecV2(newCodec()),
+		grpc.ForceServerCodecV2(frame.Codec{}),
 		// Request frames are read into buffers that the read fills.
-		experimental.BufferPool(pool),
+		experimental.BufferPool(frame.Pool()),
 		grpc.UnknownServiceHandler(opts.Handler),
 		grpc.MaxRecvMsgSize(opts.MaxRecvMessageSize),
 	}
@@ -87,9 +85,6 @@ func New(opts Options) *Server {
 	s.srv = grpc.NewServer(append(sopts, opts.ServerOptions...)...)
 	for _, svc := range opts.Services {
 		s.srv.RegisterService(svc.Desc, svc.Impl)
-	}
-	if opts.Register != nil {
-		opts.Register(s.srv)
 	}
 	if opts.Health {
 		own := s.srv.GetServiceInfo()

@@ -16,7 +16,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/ferryproxy/ferry/internal/grpcserver"
+	"github.com/ferryproxy/ferry/internal/frame"
 	"github.com/ferryproxy/ferry/internal/kafka"
 	"github.com/ferryproxy/ferry/internal/layout"
 	"github.com/ferryproxy/ferry/internal/protoreg"
@@ -177,7 +177,7 @@ func (c *call) stop() {
 func (c *call) receive(write bool, held []byte) error {
 	hold := !c.m.ClientStreaming
 	for {
-		var f grpcserver.Frame
+		var f frame.Frame
 		err := c.ss.RecvMsg(&f)
 		if err == io.EOF {
 			if !write {
@@ -225,7 +225,7 @@ func (c *call) receive(write bool, held []byte) error {
 // instead (a stream to a unary method), it returns that message, and the
 // rest of the stream is left to receive in a goroutine of its own.
 func (c *call) receiveUnary(write bool) (more []byte, err error) {
-	var first grpcserver.Frame
+	var first frame.Frame
 	switch err := c.ss.RecvMsg(&first); {
 	case err == io.EOF:
 		return nil, c.receive(write, nil) // reads EOF again and ends the stream
@@ -235,7 +235,7 @@ func (c *call) receiveUnary(write bool) (more []byte, err error) {
 	if first.Bytes == nil {
 		first.Bytes = []byte{}
 	}
-	var next grpcserver.Frame
+	var next frame.Frame
 	switch err := c.ss.RecvMsg(&next); {
 	case err == io.EOF:
 		if !write {
@@ -333,7 +333,7 @@ func (c *call) serveOneWay() error {
 		default:
 		}
 	}
-	if err := c.ss.SendMsg(&grpcserver.Frame{}); err != nil {
+	if err := c.ss.SendMsg(&frame.Frame{}); err != nil {
 		return err
 	}
 	return nil
@@ -444,7 +444,7 @@ func (c *call) serveRequestReply() error {
 					dropped++
 					continue
 				}
-				if err := c.ss.SendMsg(&grpcserver.Frame{Bytes: rep.Value}); err != nil {
+				if err := c.ss.SendMsg(&frame.Frame{Bytes: rep.Value}); err != nil {
 					c.abandon()
 					return err
 				}
