@@ -226,7 +226,7 @@ func grpcFloor(b *testing.B) *grpc.ClientConn {
 	})
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Serve(lis) }()
-	b.Cleanup(func() { srv.Stop(context.Background()); <-done })
+	b.Cleanup(func() { _ = srv.Close(context.Background()); <-done })
 	cc, err := grpc.NewClient(lis.Addr().String(),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawCodec{})))

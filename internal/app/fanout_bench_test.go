@@ -248,7 +248,7 @@ func startFloor(b *testing.B, want int) *floor {
 	})
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Serve(lis) }()
-	b.Cleanup(func() { srv.Stop(context.Background()); <-done })
+	b.Cleanup(func() { _ = srv.Close(context.Background()); <-done })
 	return fl
 }
 

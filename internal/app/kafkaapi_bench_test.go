@@ -259,7 +259,7 @@ func floorAddr(b *testing.B) string {
 	})
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Serve(lis) }()
-	b.Cleanup(func() { srv.Stop(context.Background()); <-done })
+	b.Cleanup(func() { _ = srv.Close(context.Background()); <-done })
 	return lis.Addr().String()
 }
 

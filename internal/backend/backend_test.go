@@ -92,6 +92,7 @@ func testBackend(t *testing.T) *Backend {
 		endedEarly: newIDSet(100),
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
+	b.givenUp, b.giveUp = context.WithCancel(context.Background())
 	t.Cleanup(func() {
 		b.cancel()
 		b.calls.Wait()

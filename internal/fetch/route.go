@@ -184,14 +184,16 @@ func (hs *Hubs) acquire(ctx context.Context, k hubKey) (*Hub, func(), error) {
 }
 
 // Close stops every hub still running. Call it after the gRPC server
-// stopped.
-func (hs *Hubs) Close() {
+// stopped. A hub stops as soon as its poll sees the cancellation, so ctx
+// is not used. It is safe to call more than once.
+func (hs *Hubs) Close(context.Context) error {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
 	for k, ref := range hs.hubs {
 		ref.hub.close()
 		delete(hs.hubs, k)
 	}
+	return nil
 }
 
 // Route is one configured fetch route.

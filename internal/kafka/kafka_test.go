@@ -67,7 +67,7 @@ func TestEmbeddedSurvivesEMFILE(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer e.Close()
+	defer e.Close(context.Background())
 	ping := func(what string) {
 		t.Helper()
 		cl, err := kgo.NewClient(kgo.SeedBrokers(e.Addrs()...))

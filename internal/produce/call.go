@@ -31,9 +31,12 @@ type Runtime struct {
 	// call's: a record handed to the producer is written even if its caller
 	// goes away, so a call is never half written without its null record.
 	ctx context.Context
-	// wg counts request readers, which can outlive their call by the time
-	// grpc-go takes to cancel the stream once the handler returned.
-	wg sync.WaitGroup
+	// wg counts the goroutines of calls (request readers, acknowledgement
+	// waiters), which can outlive their call by the time grpc-go takes to
+	// cancel the stream once the handler returned; running counts them too,
+	// for Close to say how many it abandoned.
+	wg      sync.WaitGroup
+	running atomic.Int64
 }
 
 // NewRuntime returns the shared state of produce calls. ctx bounds the
@@ -42,9 +45,35 @@ func NewRuntime(ctx context.Context, logger *slog.Logger) *Runtime {
 	return &Runtime{ctx: ctx, logger: logger}
 }
 
-// Wait waits for every request reader to end. Call it after the gRPC server
-// stopped.
-func (rt *Runtime) Wait() { rt.wg.Wait() }
+// Close waits for the goroutines of every call to end. Call it after the
+// gRPC server stopped, which ends the calls. When ctx ends first, Close
+// stops waiting and says how many it left running: their calls are over,
+// but a request reader among them may not have handed its call's last
+// records to the producer. It is safe to call more than once.
+func (rt *Runtime) Close(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		rt.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("abandoning %d goroutines of calls still running, whose request records may be cut short: %w", rt.running.Load(), ctx.Err())
+	}
+}
+
+// goCall runs f in a goroutine of a call, which Close waits for.
+func (rt *Runtime) goCall(f func()) {
+	rt.wg.Add(1)
+	rt.running.Add(1)
+	go func() {
+		defer rt.wg.Done()
+		defer rt.running.Add(-1)
+		f()
+	}()
+}
 
 // Serve carries one call of method m over Kafka.
 func (r *Route) Serve(ss grpc.ServerStream, m *protoreg.Method, md metadata.MD) error {
@@ -290,11 +319,7 @@ func (c *call) readRequests(write bool) (<-chan error, error) {
 // startReceive runs receive in a goroutine owned by the handler.
 func (c *call) startReceive(write bool, held []byte) <-chan error {
 	done := make(chan error, 1)
-	c.h.wg.Add(1)
-	go func() {
-		defer c.h.wg.Done()
-		done <- c.receive(write, held)
-	}()
+	c.h.goCall(func() { done <- c.receive(write, held) })
 	return done
 }
 
@@ -316,12 +341,10 @@ func (c *call) serveOneWay() error {
 		acked := make(chan struct{})
 		// The waiter ends once every record is acknowledged or failed,
 		// which the producer's delivery timeout bounds.
-		c.h.wg.Add(1)
-		go func() {
-			defer c.h.wg.Done()
+		c.h.goCall(func() {
 			c.acks.Wait()
 			close(acked)
-		}()
+		})
 		select {
 		case <-acked:
 		case <-ctx.Done():

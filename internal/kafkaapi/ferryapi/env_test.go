@@ -123,8 +123,8 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		<-served
 		rest.Close()
 		conn.Close()
-		svc.Close()
-		cluster.Close()
+		svc.Close(context.Background())
+		cluster.Close(context.Background())
 		if t.Failed() {
 			t.Logf("logs:\n%s", logs.String())
 		}
