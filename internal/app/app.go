@@ -192,8 +192,8 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *App
 		ServerOptions:        a.edge.ServerOptions(),
 		Logger:               a.logger,
 	})
-	// The calls' request readers stop before the hubs, as they did when
-	// both were one component.
+	// Both stop once no call runs, after the servers: the calls' request
+	// readers, then the hubs.
 	a.own("the fetch hubs", a.hubs)
 	a.own("the calls' request readers", a.runtime)
 	if err := a.startServers(ctx, reg); err != nil {

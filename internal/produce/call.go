@@ -60,7 +60,10 @@ func (rt *Runtime) Close(ctx context.Context) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("abandoning %d goroutines of calls still running, whose request records may be cut short: %w", rt.running.Load(), ctx.Err())
+		if n := rt.running.Load(); n > 0 {
+			return fmt.Errorf("abandoning %d goroutines of calls still running, whose request records may be cut short: %w", n, ctx.Err())
+		}
+		return nil
 	}
 }
 
