@@ -9,7 +9,6 @@ package app
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -77,7 +76,7 @@ type App struct {
 	serving sync.WaitGroup
 
 	// components are what Start started, in order; Close stops them in
-	// reverse.
+	// reverse (see add).
 	components []component
 	closeOnce  sync.Once
 }
@@ -139,14 +138,16 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *App
 	// readers and fetch hubs once no call runs; the back ends; the reply
 	// readers; the clusters' producers after they wrote what they hold;
 	// the record-writing context; the embedded broker last.
-	if err := a.add(ctx, component{name: "the embedded Kafka broker", start: a.startEmbedded, stop: a.stopEmbedded}); err != nil {
+	if err := a.startEmbedded(); err != nil {
 		return nil, err
 	}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
-	if err := a.add(ctx, component{name: "record writing", stop: func(context.Context) error { a.cancel(); return nil }}); err != nil {
-		return nil, err
-	}
-	if err := a.add(ctx, component{name: "Kafka clusters", start: a.startClusters, stop: a.stopClusters}); err != nil {
+	// Records are handed to the producers with App's own context, not a
+	// caller's: a record whose context ended is failed, not written. It
+	// ends only after the clusters, which write what they hold as they
+	// close.
+	a.own("record writing", closeFunc(func(context.Context) error { a.cancel(); return nil }))
+	if err := a.startClusters(ctx); err != nil {
 		return nil, err
 	}
 	reg, err := LoadProtos(ctx, cfg)
@@ -163,21 +164,10 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *App
 		CatchUpWait: cfg.Fetch.CatchUpWait,
 		Logger:      a.logger,
 	})
-	var routes map[string]routing.Route
-	err = a.add(ctx, component{
-		name: "reply readers",
-		start: func(context.Context) (err error) {
-			a.readerOf, a.replyStart = map[[2]string]*produce.Reader{}, time.Now().Add(-cfg.Replies.Lookback)
-			routes, err = routeKinds(a).Build(cfg)
-			return err
-		},
-		stop: func(context.Context) error {
-			for _, rd := range a.readers {
-				rd.Close()
-			}
-			return nil
-		},
-	})
+	// Building the routes starts the reply readers, each put on the list
+	// as it starts (see produceRoute).
+	a.readerOf, a.replyStart = map[[2]string]*produce.Reader{}, time.Now().Add(-cfg.Replies.Lookback)
+	routes, err := routeKinds(a).Build(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -185,7 +175,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *App
 	if err != nil {
 		return nil, err
 	}
-	if err := a.add(ctx, component{name: "back ends", start: a.startBackends, stop: a.stopBackends}); err != nil {
+	if err := a.startBackends(ctx); err != nil {
 		return nil, err
 	}
 	services := a.newKafkaAPI()
@@ -202,24 +192,17 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *App
 		ServerOptions:        a.edge.ServerOptions(),
 		Logger:               a.logger,
 	})
-	err = a.add(ctx, component{name: "calls", stop: func(context.Context) error {
-		a.runtime.Wait()
-		a.hubs.Close()
-		return nil
-	}})
-	if err != nil {
-		return nil, err
-	}
+	// Both stop once no call runs, after the servers: the calls' request
+	// readers, then the hubs.
+	a.own("the fetch hubs", a.hubs)
+	a.own("the calls' request readers", a.runtime)
 	if err := a.startServers(ctx, reg); err != nil {
 		return nil, err
 	}
 	if a.kafkaAPI != nil {
-		// Added right after the servers, which serve its calls from now
-		// on, so that it stops before them.
-		err := a.add(ctx, component{name: "the Kafka API", stop: func(context.Context) error { a.kafkaAPI.Close(); return nil }})
-		if err != nil {
-			return nil, err
-		}
+		// Put on the list right after the servers, which serve its calls
+		// from now on, so that it stops before them.
+		a.own("the Kafka API", a.kafkaAPI)
 	}
 	// The clusters stop their health checks as they close.
 	if err := a.startHealthChecks(); err != nil {
@@ -263,7 +246,7 @@ func (a *App) HTTPAddr() string {
 
 // startEmbedded starts the embedded broker when a cluster has no
 // brokers.
-func (a *App) startEmbedded(context.Context) error {
+func (a *App) startEmbedded() error {
 	for _, cc := range a.cfg.Clusters {
 		if len(cc.Brokers) > 0 {
 			continue
@@ -273,6 +256,7 @@ func (a *App) startEmbedded(context.Context) error {
 			return fmt.Errorf("embedded.port: %w", err)
 		}
 		a.embedded = e
+		a.own("the embedded Kafka broker", e)
 		a.logger.Warn("no brokers configured: started the embedded Kafka broker, which keeps data in memory only",
 			"address", e.Addrs()[0], "cluster", cc.Name)
 		return nil
@@ -280,15 +264,9 @@ func (a *App) startEmbedded(context.Context) error {
 	return nil
 }
 
-func (a *App) stopEmbedded(context.Context) error {
-	if a.embedded != nil {
-		a.embedded.Close()
-	}
-	return nil
-}
-
-// startClusters connects every cluster, a cluster without brokers to the
-// embedded broker, and checks that each answers.
+// startClusters starts every cluster, a cluster without brokers on the
+// embedded broker: each checks that it answers. A cluster writes what its
+// producers hold as it closes.
 func (a *App) startClusters(ctx context.Context) error {
 	kafkaLogger := a.logger.With("component", "kafka")
 	if a.cfg.Log.Level != "debug" {
@@ -303,27 +281,11 @@ func (a *App) startClusters(ctx context.Context) error {
 		}
 		cl := kafka.NewCluster(cc, seeds, kafkaLogger)
 		a.clusters[cc.Name] = cl
-		pctx, cancel := context.WithTimeout(ctx, cc.DialTimeout)
-		err := cl.Ping(pctx)
-		cancel()
-		if err != nil {
+		if err := a.add(ctx, fmt.Sprintf("Kafka cluster %q", cc.Name), cl); err != nil {
 			return fmt.Errorf("%w (clusters: %s)", err, cc.Name)
 		}
 	}
 	return nil
-}
-
-// stopClusters writes what the producers hold, within ctx, and closes
-// every cluster.
-func (a *App) stopClusters(ctx context.Context) error {
-	var errs []error
-	for name, cl := range a.clusters {
-		if err := cl.Flush(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("records not written before shutdown (clusters: %s): %w", name, err))
-		}
-		cl.Close()
-	}
-	return errors.Join(errs...)
 }
 
 // startHealthChecks probes every cluster, and reports the server
@@ -351,17 +313,14 @@ func (a *App) startHealthChecks() error {
 }
 
 // startBackends starts every back end: a group consumer of its request
-// topic, the reply producer, and the gRPC client of its server.
-func (a *App) startBackends(context.Context) error {
+// topic, the reply producer, and the gRPC client of its server. A back end
+// lets its running calls finish, commits what finished and leaves its
+// group as it closes.
+func (a *App) startBackends(ctx context.Context) error {
 	for _, bc := range a.cfg.Backends {
-		cl := a.clusters[bc.Cluster]
-		prod, err := cl.Producer(kafka.AcksInSyncReplicas)
-		if err != nil {
-			return err
-		}
 		b, err := backend.New(backend.Options{
 			Config:          bc,
-			Producer:        prod,
+			Cluster:         a.clusters[bc.Cluster],
 			Logger:          a.logger,
 			MaxMessageBytes: a.cfg.Listeners.GRPC.MaxRecvMessageSize,
 			DialOptions:     a.edge.DialOptions(bc.Target),
@@ -370,21 +329,9 @@ func (a *App) startBackends(context.Context) error {
 			return err
 		}
 		a.backends = append(a.backends, b)
-		cons, err := cl.NewGroupConsumer(bc.Topic, bc.GroupID, bc.GroupInstanceID, bc.Start, bc.SessionTimeout, b.ConsumerOpts()...)
-		if err != nil {
+		if err := a.add(ctx, fmt.Sprintf("back end %q", bc.Name), b); err != nil {
 			return err
 		}
-		b.Start(cons)
-		a.logger.Info("serving back end", "backend", bc.Name, "topic", bc.Topic, "group", bc.GroupID, "target", bc.Target)
-	}
-	return nil
-}
-
-// stopBackends stops every back end: each lets its running calls finish,
-// commits what finished and leaves its group.
-func (a *App) stopBackends(context.Context) error {
-	for _, b := range a.backends {
-		b.Close()
 	}
 	return nil
 }

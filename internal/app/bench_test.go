@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/ferryproxy/ferry/internal/frame"
 	"github.com/ferryproxy/ferry/internal/grpcserver"
 )
 
@@ -210,7 +211,7 @@ func grpcFloor(b *testing.B) *grpc.ClientConn {
 		Logger:             testLogger(b),
 		Handler: func(_ any, ss grpc.ServerStream) error {
 			for {
-				var f grpcserver.Frame
+				var f frame.Frame
 				if err := ss.RecvMsg(&f); err != nil {
 					if err == io.EOF {
 						return nil
@@ -225,7 +226,7 @@ func grpcFloor(b *testing.B) *grpc.ClientConn {
 	})
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Serve(lis) }()
-	b.Cleanup(func() { srv.Stop(context.Background()); <-done })
+	b.Cleanup(func() { _ = srv.Close(context.Background()); <-done })
 	cc, err := grpc.NewClient(lis.Addr().String(),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawCodec{})))

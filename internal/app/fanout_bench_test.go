@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/ferryproxy/ferry/internal/frame"
 	"github.com/ferryproxy/ferry/internal/grpcserver"
 )
 
@@ -220,7 +221,7 @@ func startFloor(b *testing.B, want int) *floor {
 	srv := grpcserver.New(grpcserver.Options{
 		MaxRecvMessageSize: 4 << 20, MaxConcurrentStreams: 1000, ShutdownTimeout: time.Second, Logger: testLogger(b),
 		Handler: func(_ any, ss grpc.ServerStream) error {
-			var req grpcserver.Frame
+			var req frame.Frame
 			if err := ss.RecvMsg(&req); err != nil {
 				return err
 			}
@@ -236,7 +237,7 @@ func startFloor(b *testing.B, want int) *floor {
 			for {
 				select {
 				case m := <-ch:
-					if err := ss.SendMsg(&grpcserver.Frame{Bytes: m}); err != nil {
+					if err := ss.SendMsg(&frame.Frame{Bytes: m}); err != nil {
 						return err
 					}
 				case <-ss.Context().Done():
@@ -247,7 +248,7 @@ func startFloor(b *testing.B, want int) *floor {
 	})
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Serve(lis) }()
-	b.Cleanup(func() { srv.Stop(context.Background()); <-done })
+	b.Cleanup(func() { _ = srv.Close(context.Background()); <-done })
 	return fl
 }
 

@@ -51,14 +51,14 @@ func newEmbeddedOutage(t testing.TB) *embeddedOutage {
 	o := &embeddedOutage{e: e, port: port}
 	t.Cleanup(func() {
 		if o.e != nil {
-			o.e.Close()
+			o.e.Close(context.Background())
 		}
 	})
 	return o
 }
 
 func (o *embeddedOutage) seeds() []string { return []string{fmt.Sprintf("127.0.0.1:%d", o.port)} }
-func (o *embeddedOutage) stop(testing.TB) { o.e.Close(); o.e = nil }
+func (o *embeddedOutage) stop(testing.TB) { o.e.Close(context.Background()); o.e = nil }
 func (o *embeddedOutage) start(t testing.TB) {
 	e, err := kafka.StartEmbedded(o.port, 1)
 	if err != nil {

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -256,11 +255,11 @@ func floorAddr(b *testing.B) string {
 		MaxRecvMessageSize: 4 << 20,
 		ShutdownTimeout:    time.Second,
 		Logger:             testLogger(b),
-		Register:           func(gs *grpc.Server) { kafkav1.RegisterKafkaServer(gs, floorServer{}) },
+		Services:           []grpcserver.Service{{Desc: &kafkav1.Kafka_ServiceDesc, Impl: floorServer{}}},
 	})
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Serve(lis) }()
-	b.Cleanup(func() { srv.Stop(context.Background()); <-done })
+	b.Cleanup(func() { _ = srv.Close(context.Background()); <-done })
 	return lis.Addr().String()
 }
 

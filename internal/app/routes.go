@@ -1,6 +1,8 @@
 package app
 
 import (
+	"fmt"
+
 	"github.com/ferryproxy/ferry/internal/config"
 	"github.com/ferryproxy/ferry/internal/fetch"
 	"github.com/ferryproxy/ferry/internal/kafka"
@@ -52,6 +54,7 @@ func (a *App) produceRoute(rc config.Route) (routing.Route, error) {
 			})
 			a.readerOf[key] = rd
 			a.readers = append(a.readers, rd)
+			a.own(fmt.Sprintf("the reader of reply topic %q (clusters: %s)", p.ReplyTo, p.Cluster), rd)
 		}
 	}
 	return produce.NewRoute(a.runtime, rc.Name, p, producer, rd, a.cfg.Replies.MaxBufferedPerCall), nil

@@ -42,7 +42,7 @@ func (a *App) startServers(ctx context.Context, reg *protoreg.Registry) error {
 			ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
 		}
 	}
-	return a.add(ctx, component{name: "the servers", start: func(context.Context) error { a.serve(reg); return nil }, stop: a.stopServers})
+	return a.add(ctx, "the servers", servers{a, reg})
 }
 
 // httpFaces returns the handler of the HTTP listener with every face it
@@ -70,18 +70,27 @@ func (a *App) httpFaces() (*edge.Mux, error) {
 	return mux, nil
 }
 
-// serve starts the servers' Serve goroutines; stopServers waits for them.
-func (a *App) serve(reg *protoreg.Registry) {
+// servers are the gRPC and the HTTP server as one component of App: they
+// stop together, within one shutdown timeout, and their Serve goroutines
+// are App's, which reports why the gRPC server stopped (Wait).
+type servers struct {
+	a   *App
+	reg *protoreg.Registry
+}
+
+// Start starts the servers' Serve goroutines; Close waits for them.
+func (s servers) Start(context.Context) error {
+	a := s.a
 	a.serving.Go(func() { a.serveErr <- a.server.Serve(a.lis) })
-	services := make([]string, 0, len(reg.Services()))
-	for _, s := range reg.Services() {
-		services = append(services, string(s.FullName()))
+	services := make([]string, 0, len(s.reg.Services()))
+	for _, sd := range s.reg.Services() {
+		services = append(services, string(sd.FullName()))
 	}
 	k := a.cfg.KafkaAPI
 	a.logger.Info("serving gRPC", "address", a.lis.Addr().String(), "services", services, "routes", len(a.cfg.Routes),
 		"kafka_api", k.Enabled, "kafka_pixy", k.Pixy)
 	if a.httpSrv == nil {
-		return
+		return nil
 	}
 	a.serving.Go(func() {
 		if err := a.httpSrv.Serve(a.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -89,23 +98,30 @@ func (a *App) serve(reg *protoreg.Registry) {
 		}
 	})
 	a.logger.Info("serving HTTP", "address", a.httpLis.Addr().String(), "kafka_api", k.Enabled, "kafka_pixy", k.Pixy)
+	return nil
 }
 
-// stopServers stops both servers together, within one shutdown timeout,
-// and waits for their Serve goroutines.
-func (a *App) stopServers(ctx context.Context) error {
+// Close stops both servers together, within one shutdown timeout, and
+// waits for their Serve goroutines. When ctx ends first, it cancels the
+// calls and closes the connections still open, and says so.
+func (s servers) Close(ctx context.Context) error {
+	a := s.a
 	var stopping sync.WaitGroup
+	var grpcErr, httpErr error
 	if a.httpSrv != nil {
 		stopping.Go(func() {
 			sctx, cancel := context.WithTimeout(ctx, a.cfg.Listeners.GRPC.ShutdownTimeout)
 			defer cancel()
 			if err := a.httpSrv.Shutdown(sctx); err != nil {
 				a.httpSrv.Close()
+				if ctx.Err() != nil {
+					httpErr = fmt.Errorf("closing the HTTP connections still open: %w", ctx.Err())
+				}
 			}
 		})
 	}
-	stopping.Go(func() { a.server.Stop(ctx) })
+	stopping.Go(func() { grpcErr = a.server.Close(ctx) })
 	stopping.Wait()
 	a.serving.Wait()
-	return nil
+	return errors.Join(grpcErr, httpErr)
 }

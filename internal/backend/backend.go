@@ -21,11 +21,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/encoding"
-	"google.golang.org/grpc/encoding/proto"
-	"google.golang.org/grpc/mem"
 
 	"github.com/ferryproxy/ferry/internal/config"
+	"github.com/ferryproxy/ferry/internal/frame"
 	"github.com/ferryproxy/ferry/internal/kafka"
 	"github.com/ferryproxy/ferry/internal/layout"
 )
@@ -33,9 +31,11 @@ import (
 // Options configure a Backend.
 type Options struct {
 	Config config.Backend
-	// Producer writes replies; it must use acks from all in-sync replicas.
-	Producer *kgo.Client
-	Logger   *slog.Logger
+	// Cluster is the back end's cluster: Start takes from it the producer
+	// of replies (acks from all in-sync replicas) and creates the group
+	// consumer of requests.
+	Cluster *kafka.Cluster
+	Logger  *slog.Logger
 	// MaxMessageBytes bounds a response message from the server (Ferry's
 	// one message size limit, listeners.grpc.max_recv_message_size): each
 	// becomes a reply record, which the producer would refuse past it.
@@ -46,16 +46,16 @@ type Options struct {
 	DialOptions []grpc.DialOption
 }
 
-// Backend serves one configured back end: New, then a consumer created with
-// ConsumerOpts, then Start; Close stops it.
+// Backend serves one configured back end: New, then Start; Close stops it.
 type Backend struct {
-	cfg    config.Backend
-	layout layout.Layout
-	cons   *kgo.Client
-	prod   *kgo.Client
-	conn   *grpc.ClientConn
-	logger *slog.Logger
-	slots  chan struct{}
+	cfg     config.Backend
+	layout  layout.Layout
+	cluster *kafka.Cluster
+	cons    *kgo.Client
+	prod    *kgo.Client
+	conn    *grpc.ClientConn
+	logger  *slog.Logger
+	slots   chan struct{}
 
 	// ctx ends every call; cancel is called by Close after draining.
 	ctx    context.Context
@@ -65,6 +65,13 @@ type Backend struct {
 	// stopPoll ends the poll loop without ending calls.
 	stopPoll context.CancelFunc
 	pollCtx  context.Context
+	// givenUp ends when Close stops waiting: the revoke hook then stops
+	// draining calls and cancels its commit.
+	givenUp context.Context
+	giveUp  context.CancelFunc
+
+	closeOnce sync.Once
+	closeErr  error
 
 	// mu guards the maps below and paused.
 	mu    sync.Mutex
@@ -102,11 +109,11 @@ func (b *Backend) Stats() Stats {
 	return b.stats
 }
 
-// ConsumerOpts are the kgo options the back end's consumer must be created
+// consumerOpts are the kgo options the back end's consumer is created
 // with: manual commits, and the group hooks through which the back end
-// learns of its partitions. They refer to b, so the consumer is created
-// after New and before Start; assignments can arrive as soon as it exists.
-func (b *Backend) ConsumerOpts() []kgo.Opt {
+// learns of its partitions. Assignments can arrive as soon as the consumer
+// exists.
+func (b *Backend) consumerOpts() []kgo.Opt {
 	return []kgo.Opt{
 		kgo.DisableAutoCommit(),
 		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
@@ -125,7 +132,7 @@ func (b *Backend) ConsumerOpts() []kgo.Opt {
 // lazily) and nothing else.
 func New(opts Options) (*Backend, error) {
 	cfg := opts.Config
-	callOpts := []grpc.CallOption{grpc.ForceCodecV2(rawCodec{})}
+	callOpts := []grpc.CallOption{grpc.ForceCodecV2(frame.Codec{})}
 	if opts.MaxMessageBytes > 0 {
 		// A larger response fails the call with RESOURCE_EXHAUSTED, which
 		// the caller sees, instead of a reply record the producer refuses
@@ -149,7 +156,7 @@ func New(opts Options) (*Backend, error) {
 	b := &Backend{
 		cfg:        cfg,
 		layout:     layout.New(cfg.HeaderNames),
-		prod:       opts.Producer,
+		cluster:    opts.Cluster,
 		conn:       conn,
 		logger:     opts.Logger.With("backend", cfg.Name),
 		slots:      make(chan struct{}, cfg.Concurrency),
@@ -160,13 +167,23 @@ func New(opts Options) (*Backend, error) {
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.pollCtx, b.stopPoll = context.WithCancel(b.ctx)
+	b.givenUp, b.giveUp = context.WithCancel(context.Background())
 	return b, nil
 }
 
-// Start begins reading requests with cons, a group consumer of the request
-// topic created with ConsumerOpts, and committing finished ones.
-func (b *Backend) Start(cons *kgo.Client) {
-	b.cons = cons
+// Start takes the reply producer, creates the group consumer of the
+// request topic and begins reading requests and committing finished ones.
+func (b *Backend) Start(context.Context) error {
+	cfg := b.cfg
+	prod, err := b.cluster.Producer(kafka.AcksInSyncReplicas)
+	if err != nil {
+		return err
+	}
+	b.prod = prod
+	b.cons, err = b.cluster.NewGroupConsumer(cfg.Topic, cfg.GroupID, cfg.GroupInstanceID, cfg.Start, cfg.SessionTimeout, b.consumerOpts()...)
+	if err != nil {
+		return err
+	}
 	b.loops.Add(2)
 	go func() {
 		defer b.loops.Done()
@@ -176,18 +193,44 @@ func (b *Backend) Start(cons *kgo.Client) {
 		defer b.loops.Done()
 		b.commitLoop()
 	}()
+	b.logger.Info("serving back end", "topic", cfg.Topic, "group", cfg.GroupID, "target", cfg.Target)
+	return nil
 }
 
 // Close stops reading, lets running calls finish for up to the drain
 // timeout, commits what finished, abandons the rest uncommitted, leaves the
-// group and closes the gRPC client. It is safe to call more than once.
-func (b *Backend) Close() {
+// group and closes the gRPC client. When ctx ends first, it stops waiting
+// for calls and for the last commit, and the error counts the calls it
+// abandoned: Kafka delivers every request not committed again, to the
+// partitions' next owner. Close is safe to call more than once, and after
+// a Start that failed or never ran.
+func (b *Backend) Close(ctx context.Context) error {
+	b.closeOnce.Do(func() { b.closeErr = b.close(ctx) })
+	return b.closeErr
+}
+
+func (b *Backend) close(ctx context.Context) error {
 	b.stopPoll()
 	b.loops.Wait()
 	// Closing the consumer leaves the group, which revokes every partition:
 	// the revoke hook drains the calls and commits what finished.
-	if b.cons != nil {
-		b.cons.Close()
+	left := make(chan struct{})
+	go func() {
+		defer close(left)
+		if b.cons != nil {
+			b.cons.Close()
+		}
+	}()
+	var err error
+	select {
+	case <-left:
+	case <-ctx.Done():
+		b.mu.Lock()
+		running := len(b.open)
+		b.mu.Unlock()
+		err = fmt.Errorf("abandoning %d running calls, whose requests the partitions' next owner runs again unless committed: %w", running, ctx.Err())
+		b.giveUp()
+		<-left
 	}
 	// Calls the revoke hook did not reach (a partition lost, a consumer
 	// that never joined) are abandoned too: uncommitted, they are redone
@@ -200,6 +243,8 @@ func (b *Backend) Close() {
 	b.cancel()
 	b.calls.Wait()
 	b.conn.Close()
+	b.giveUp()
+	return err
 }
 
 // poll reads request records and hands each to its call.
@@ -478,11 +523,13 @@ func (b *Backend) revoked(ctx context.Context, m map[string][]int32, commit bool
 	if commit {
 		// The group waits for this hook; the client may be closing, so
 		// the wait and the commit have their own bound.
+		// A Close that stopped waiting ends both.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.cfg.DrainTimeout+10*time.Second)
 		defer cancel()
+		defer context.AfterFunc(b.givenUp, cancel)()
 		deadline := time.Now().Add(b.cfg.DrainTimeout)
 		for _, p := range ps {
-			for p.activeCalls() > 0 && time.Now().Before(deadline) {
+			for p.activeCalls() > 0 && time.Now().Before(deadline) && ctx.Err() == nil {
 				time.Sleep(5 * time.Millisecond)
 			}
 		}
@@ -571,23 +618,6 @@ func (b *Backend) commit(ctx context.Context, ps []*partition) {
 		}
 	}
 }
-
-// rawCodec sends and receives *[]byte as they are: payloads pass through
-// Ferry undecoded.
-type rawCodec struct{}
-
-var _ encoding.CodecV2 = rawCodec{}
-
-func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
-	return mem.BufferSlice{mem.SliceBuffer(*v.(*[]byte))}, nil
-}
-
-func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	*v.(*[]byte) = data.Materialize()
-	return nil
-}
-
-func (rawCodec) Name() string { return proto.Name }
 
 // idSet is a set of ids bounded to a number of entries: past it, adding an
 // id forgets the oldest one.

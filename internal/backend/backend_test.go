@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/ferryproxy/ferry/internal/config"
+	"github.com/ferryproxy/ferry/internal/kafka"
 	"github.com/ferryproxy/ferry/internal/layout"
 )
 
@@ -92,6 +93,7 @@ func testBackend(t *testing.T) *Backend {
 		endedEarly: newIDSet(100),
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
+	b.givenUp, b.giveUp = context.WithCancel(context.Background())
 	t.Cleanup(func() {
 		b.cancel()
 		b.calls.Wait()
@@ -176,5 +178,32 @@ func TestDispatchEndedEarly(t *testing.T) {
 	b.dispatch(request("s", 3, []byte("retry")))
 	if b.openCallOf("s") == nil {
 		t.Error("a request after the stream's end, with the same id, was not executed again")
+	}
+}
+
+// TestCloseAfterPartialStart: a back end whose Start failed (its cluster
+// closed, so no producer) or never ran closes cleanly, more than once.
+func TestCloseAfterPartialStart(t *testing.T) {
+	cfg := config.Backend{Name: "b", Target: "127.0.0.1:1", Topic: "t", Concurrency: 1}
+	logger := slog.New(slog.DiscardHandler)
+	cl := kafka.NewCluster(config.Cluster{Name: "c"}, []string{"127.0.0.1:1"}, logger)
+	if err := cl.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, start := range []bool{false, true} {
+		b, err := New(Options{Config: cfg, Cluster: cl, Logger: logger})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if start {
+			if err := b.Start(context.Background()); err == nil {
+				t.Fatal("Start on a closed cluster: no error")
+			}
+		}
+		for range 2 {
+			if err := b.Close(context.Background()); err != nil {
+				t.Errorf("Close (started %v): %v", start, err)
+			}
+		}
 	}
 }

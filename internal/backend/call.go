@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/ferryproxy/ferry/internal/frame"
 	"github.com/ferryproxy/ferry/internal/layout"
 )
 
@@ -234,8 +235,8 @@ func (c *call) attempt(end time.Time) (hdrs layout.ResponseMetadata, wrote bool,
 
 	gotHeader := false
 	for {
-		var b []byte
-		err := s.RecvMsg(&b)
+		var f frame.Frame
+		err := s.RecvMsg(&f)
 		if !gotHeader {
 			gotHeader = true
 			if h, herr := s.Header(); herr == nil {
@@ -254,7 +255,7 @@ func (c *call) attempt(end time.Time) (hdrs layout.ResponseMetadata, wrote bool,
 			continue
 		}
 		wrote = true
-		c.b.prod.Produce(c.b.ctx, c.b.layout.ReplyRecord(c.replyTo, c.id, hdrs, b), c.replyWritten)
+		c.b.prod.Produce(c.b.ctx, c.b.layout.ReplyRecord(c.replyTo, c.id, hdrs, f.Bytes), c.replyWritten)
 	}
 }
 
@@ -271,10 +272,10 @@ func (c *call) send(ctx context.Context, s grpc.ClientStream) {
 	next := 0
 	for {
 		c.mu.Lock()
-		var msg []byte
+		var msg frame.Frame
 		have := next < len(c.msgs)
 		if have {
-			msg = c.msgs[next]
+			msg.Bytes = c.msgs[next]
 			next++
 		}
 		closed := c.closed

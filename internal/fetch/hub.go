@@ -115,7 +115,7 @@ func (h *Hub) add(r *kgo.Record) {
 	}
 	h.next[r.Partition] = r.Offset + 1
 	e := &entry{part: r.Partition, off: r.Offset, vlen: len(r.Value), key: r.Key, hdrs: r.Headers,
-		frame: frame(r.Value, h.field, h.next), meta: metaOf(r.Headers, h.prefix)}
+		frame: withID(r.Value, h.field, h.next), meta: metaOf(r.Headers, h.prefix)}
 	if len(h.ring) < cap(h.ring) {
 		h.ring = append(h.ring, e)
 	} else {
@@ -160,7 +160,7 @@ func (h *Hub) join(s *subscriber, pos Position) (joined, ahead bool) {
 		}
 		pos[e.part] = e.off + 1
 		if !s.offer(&entry{part: e.part, off: e.off, vlen: e.vlen, key: e.key, hdrs: e.hdrs, meta: e.meta,
-			frame: frame(e.frame[:e.vlen], h.field, pos)}) {
+			frame: withID(e.frame[:e.vlen], h.field, pos)}) {
 			return true, false // cut off already; nothing more to do
 		}
 	}

@@ -43,9 +43,9 @@ func appendID(b []byte, p Position) []byte {
 	return b
 }
 
-// frame is a record value with the message id appended as an unknown
+// withID is a record value with the message id appended as an unknown
 // length-delimited field, which protobuf parsers keep and ignore.
-func frame(value []byte, field protowire.Number, p Position) []byte {
+func withID(value []byte, field protowire.Number, p Position) []byte {
 	id := appendID(make([]byte, 0, 2+4*len(p)), p)
 	b := make([]byte, 0, len(value)+len(id)+8)
 	b = append(b, value...)

@@ -20,12 +20,12 @@ func TestMessageIDVectors(t *testing.T) {
 			t.Errorf("id(%v) = %s, want %s", tc.pos, got, tc.want)
 		}
 	}
-	framed := frame(nil, 32767, Position{0: 2, 1: 1})
+	framed := withID(nil, 32767, Position{0: 2, 1: 1})
 	if got, want := hex.EncodeToString(framed), "faff0f06010400040202"; got != want {
 		t.Errorf("framed id = %s, want %s", got, want)
 	}
 	// The id is appended to the value, and found again.
-	msg := frame([]byte{0x0a, 0x02, 'h', 'i'}, 32767, Position{0: 1})
+	msg := withID([]byte{0x0a, 0x02, 'h', 'i'}, 32767, Position{0: 1})
 	id, ok := IDFromMessage(msg, 32767)
 	if !ok || hex.EncodeToString(id) != "01020002" || !bytes.HasPrefix(msg, []byte{0x0a, 0x02, 'h', 'i'}) {
 		t.Errorf("IDFromMessage(%x) = %x, %v", msg, id, ok)

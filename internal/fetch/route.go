@@ -22,7 +22,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/ferryproxy/ferry/internal/config"
-	"github.com/ferryproxy/ferry/internal/grpcserver"
+	"github.com/ferryproxy/ferry/internal/frame"
 	"github.com/ferryproxy/ferry/internal/kafka"
 	"github.com/ferryproxy/ferry/internal/protoreg"
 )
@@ -184,14 +184,16 @@ func (hs *Hubs) acquire(ctx context.Context, k hubKey) (*Hub, func(), error) {
 }
 
 // Close stops every hub still running. Call it after the gRPC server
-// stopped.
-func (hs *Hubs) Close() {
+// stopped. A hub stops as soon as its poll sees the cancellation, so ctx
+// is not used. It is safe to call more than once.
+func (hs *Hubs) Close(context.Context) error {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
 	for k, ref := range hs.hubs {
 		ref.hub.close()
 		delete(hs.hubs, k)
 	}
+	return nil
 }
 
 // Route is one configured fetch route.
@@ -336,7 +338,7 @@ func (r *Route) resumeID(md metadata.MD) (Position, error) {
 // Serve streams the route's topic to one caller.
 func (r *Route) Serve(ss grpc.ServerStream, m *protoreg.Method, md metadata.MD) error {
 	ctx := ss.Context()
-	var req grpcserver.Frame
+	var req frame.Frame
 	if err := ss.RecvMsg(&req); err != nil {
 		return err
 	}
@@ -493,7 +495,7 @@ func (r *Route) catchUp(ctx context.Context, hub *Hub, s *subscriber, pos Positi
 			if !s.selects(rec.Key, rec.Headers) {
 				return
 			}
-			err = out.send(&entry{frame: frame(rec.Value, field, pos), meta: metaOf(rec.Headers, r.cfg.MetaPrefix)})
+			err = out.send(&entry{frame: withID(rec.Value, field, pos), meta: metaOf(rec.Headers, r.cfg.MetaPrefix)})
 		})
 		if err != nil {
 			return err
@@ -517,5 +519,5 @@ func (o *sender) send(e *entry) error {
 			}
 		}
 	}
-	return o.ss.SendMsg(&grpcserver.Frame{Bytes: e.frame})
+	return o.ss.SendMsg(&frame.Frame{Bytes: e.frame})
 }

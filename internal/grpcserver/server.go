@@ -6,8 +6,10 @@ package grpcserver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -20,6 +22,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 
+	"github.com/ferryproxy/ferry/internal/frame"
 	"github.com/ferryproxy/ferry/internal/protoreg"
 )
 
@@ -40,15 +43,12 @@ type Options struct {
 	ShutdownTimeout time.Duration
 	Registry        *protoreg.Registry
 	// Handler serves every method that is not health or reflection. It
-	// exchanges *Frame messages with the stream.
+	// exchanges *frame.Frame messages with the stream.
 	Handler grpc.StreamHandler
 	// Services are Ferry's own services (the Kafka APIs), registered on
 	// the server; they take precedence over Handler for their methods and
 	// health reports on them.
 	Services []Service
-	// Register, when set, registers more services the same way, after
-	// Services: for servers built by hand around a service under test.
-	Register func(*grpc.Server)
 	// ServerOptions are added to the server's own, after them: the edge
 	// chain's interceptors and stats handlers.
 	ServerOptions []grpc.ServerOption
@@ -69,15 +69,16 @@ type Server struct {
 	health *health.Server
 	// healthNames are the services health reports on besides "".
 	healthNames []string
+	closeOnce   sync.Once
 }
 
-// New builds the server; nothing listens until Serve.
+// New builds the server; nothing listens until Serve. Close stops it.
 func New(opts Options) *Server {
 	s := &Server{opts: opts}
 	sopts := []grpc.ServerOption{
-		grpc.ForceServerCodecV2(newCodec()),
+		grpc.ForceServerCodecV2(frame.Codec{}),
 		// Request frames are read into buffers that the read fills.
-		experimental.BufferPool(pool),
+		experimental.BufferPool(frame.Pool()),
 		grpc.UnknownServiceHandler(opts.Handler),
 		grpc.MaxRecvMsgSize(opts.MaxRecvMessageSize),
 	}
@@ -87,9 +88,6 @@ func New(opts Options) *Server {
 	s.srv = grpc.NewServer(append(sopts, opts.ServerOptions...)...)
 	for _, svc := range opts.Services {
 		s.srv.RegisterService(svc.Desc, svc.Impl)
-	}
-	if opts.Register != nil {
-		opts.Register(s.srv)
 	}
 	if opts.Health {
 		own := s.srv.GetServiceInfo()
@@ -120,7 +118,9 @@ func New(opts Options) *Server {
 // Ferry's own services.
 func (s *Server) GRPC() *grpc.Server { return s.srv }
 
-// Serve accepts connections on lis until Stop. It returns nil after Stop.
+// Serve accepts connections on lis until Close. It returns nil after
+// Close. Like grpc.Server's, it blocks: the caller owns the goroutine, and
+// chooses the listener (tests serve on their own).
 func (s *Server) Serve(lis net.Listener) error {
 	err := s.srv.Serve(lis)
 	if errors.Is(err, grpc.ErrServerStopped) {
@@ -129,9 +129,17 @@ func (s *Server) Serve(lis net.Listener) error {
 	return err
 }
 
-// Stop marks every service NOT_SERVING, lets running calls finish for up to
-// the shutdown timeout or until ctx ends, then cancels what is left.
-func (s *Server) Stop(ctx context.Context) {
+// Close marks every service NOT_SERVING and lets running calls finish for
+// up to the shutdown timeout, then cancels what is left. When ctx ends
+// first, it cancels them at once and says so. Serve returns once Close
+// began. Close is safe to call more than once, and when Serve never ran.
+func (s *Server) Close(ctx context.Context) error {
+	var err error
+	s.closeOnce.Do(func() { err = s.close(ctx) })
+	return err
+}
+
+func (s *Server) close(ctx context.Context) error {
 	if s.health != nil {
 		s.health.Shutdown()
 	}
@@ -142,15 +150,18 @@ func (s *Server) Stop(ctx context.Context) {
 	}()
 	t := time.NewTimer(s.opts.ShutdownTimeout)
 	defer t.Stop()
+	var err error
 	select {
 	case <-done:
-		return
+		return nil
 	case <-t.C:
+		s.opts.Logger.Warn("graceful stop timed out: cancelling the calls still running", "timeout", s.opts.ShutdownTimeout)
 	case <-ctx.Done():
+		err = fmt.Errorf("cancelling the gRPC calls still running: %w", ctx.Err())
 	}
-	s.opts.Logger.Warn("graceful stop timed out: cancelling the calls still running", "timeout", s.opts.ShutdownTimeout)
 	s.srv.Stop()
 	<-done
+	return err
 }
 
 // services lists, for reflection, the served proto services beside the

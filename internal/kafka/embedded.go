@@ -1,9 +1,11 @@
 package kafka
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 )
@@ -11,7 +13,8 @@ import (
 // Embedded is the in-process broker that serves clusters with no brokers
 // configured. It keeps every record in memory only.
 type Embedded struct {
-	c *kfake.Cluster
+	c    *kfake.Cluster
+	once sync.Once
 }
 
 // EmbeddedOption configures the embedded broker.
@@ -62,5 +65,9 @@ func StartEmbedded(port, partitions int, opts ...EmbeddedOption) (*Embedded, err
 // outside client such as kcat.
 func (e *Embedded) Addrs() []string { return e.c.ListenAddrs() }
 
-// Close stops the broker; its records are gone.
-func (e *Embedded) Close() { e.c.Close() }
+// Close stops the broker; its records are gone. Nothing of it is left to
+// wait for, so ctx is not used. It is safe to call more than once.
+func (e *Embedded) Close(context.Context) error {
+	e.once.Do(e.c.Close)
+	return nil
+}

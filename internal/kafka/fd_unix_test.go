@@ -62,7 +62,7 @@ func TestEmbeddedOutOfFDs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer e.Close()
+	defer e.Close(context.Background())
 
 	// Take every free descriptor, give one back, and connect with it: the
 	// broker then has none for accepting the connection.

@@ -25,9 +25,9 @@ func TestStaticMemberLeavesOnClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer e.Close()
+	defer e.Close(context.Background())
 	c := NewCluster(config.Cluster{Name: "test", ClientID: "ferry-test", DialTimeout: 5 * time.Second}, e.Addrs(), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	defer c.Close()
+	defer c.Close(context.Background())
 	admCl, err := c.NewClient()
 	if err != nil {
 		t.Fatal(err)
@@ -108,7 +108,7 @@ func TestStaticLeaveSparesReplacement(t *testing.T) {
 		t.Skip("needs a real broker in FERRY_TEST_BROKERS: the embedded one does not fence leaves by member id")
 	}
 	c := NewCluster(config.Cluster{Name: "test", ClientID: "ferry-test", DialTimeout: 5 * time.Second}, strings.Split(seeds, ","), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	defer c.Close()
+	defer c.Close(context.Background())
 	admCl, err := c.NewClient()
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ package kafka
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -214,8 +215,12 @@ func (c *Cluster) NewPartitionReader(topic string, from map[int32]int64, maxWait
 	return cl, nil
 }
 
-// Ping checks that the cluster answers a metadata request.
-func (c *Cluster) Ping(ctx context.Context) error {
+// Start checks that the cluster answers a metadata request within its
+// dial timeout, so that Ferry fails at start rather than on its first
+// call. Clients connect on first use; Start leaves none behind.
+func (c *Cluster) Start(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
+	defer cancel()
 	cl, err := kgo.NewClient(c.baseOpts()...)
 	if err != nil {
 		return fmt.Errorf("creating client for cluster %q: %w", c.name, err)
@@ -227,10 +232,14 @@ func (c *Cluster) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close flushes nothing: callers wait for their own records first. It
-// stops the health check, closes every producer and the admin client, and
-// is safe to call more than once.
-func (c *Cluster) Close() {
+// Close writes what the producers hold, within ctx, then stops the health
+// check and closes every producer and the admin client. Callers stop
+// handing records to the producers first. When ctx ends before every
+// record was written, the records left are failed, and the error counts
+// them. Close is safe to call more than once, and after a Start that
+// failed.
+func (c *Cluster) Close(ctx context.Context) error {
+	err := c.flush(ctx)
 	c.stopHealthCheck()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -244,6 +253,27 @@ func (c *Cluster) Close() {
 		c.admin.Close()
 		c.admin = nil
 	}
+	return err
+}
+
+// flush waits until every producer wrote the records it holds, or ctx
+// ends; then it says how many records are left unwritten.
+func (c *Cluster) flush(ctx context.Context) error {
+	var errs []error
+	ps := c.loadProducers()
+	for _, p := range ps {
+		if err := p.Flush(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	var left int64
+	for _, p := range ps {
+		left += p.BufferedProduceRecords()
+	}
+	return fmt.Errorf("flushing the producers of cluster %q: %d records abandoned unwritten: %w", c.name, left, errors.Join(errs...))
 }
 
 func codec(name string) kgo.CompressionCodec {
@@ -259,16 +289,6 @@ func codec(name string) kgo.CompressionCodec {
 	default:
 		return kgo.NoCompression()
 	}
-}
-
-// Flush waits until every producer wrote the records it holds, or ctx ends.
-func (c *Cluster) Flush(ctx context.Context) error {
-	for _, p := range c.loadProducers() {
-		if err := p.Flush(ctx); err != nil {
-			return fmt.Errorf("flushing producer of cluster %q: %w", c.name, err)
-		}
-	}
-	return nil
 }
 
 // Admin returns the cluster's admin client, shared by everything in Ferry

@@ -67,7 +67,7 @@ func TestEmbeddedSurvivesEMFILE(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer e.Close()
+	defer e.Close(context.Background())
 	ping := func(what string) {
 		t.Helper()
 		cl, err := kgo.NewClient(kgo.SeedBrokers(e.Addrs()...))
@@ -135,5 +135,31 @@ func TestHealthHysteresis(t *testing.T) {
 	c.NoteUnreachable(fmt.Errorf("listing offsets: %w", refused))
 	if err := c.Reachable(); err == nil || !strings.Contains(err.Error(), `cluster "c" is unreachable`) {
 		t.Errorf("after a caller's failed dial: %v", err)
+	}
+}
+
+// TestCloseAbandonsUnwritten: a cluster closed while its producer still
+// holds records for a broker that never answers stops waiting when ctx
+// ends and counts the records it abandoned; closing again does nothing.
+func TestCloseAbandonsUnwritten(t *testing.T) {
+	cfg := config.Cluster{Name: "gone", Producer: config.Producer{MaxBufferedRecords: 10, Compression: "none", DeliveryTimeout: time.Minute}}
+	c := NewCluster(cfg, []string{"127.0.0.1:1"}, slog.New(slog.DiscardHandler))
+	p, err := c.Producer(AcksLeaderOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := make(chan error, 1)
+	p.Produce(context.Background(), &kgo.Record{Topic: "t", Value: []byte("v")}, func(_ *kgo.Record, err error) { failed <- err })
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	err = c.Close(ctx)
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "1 records abandoned unwritten") {
+		t.Errorf("Close: %v, want the abandoned record counted and the deadline", err)
+	}
+	if err := <-failed; !errors.Is(err, kgo.ErrClientClosed) {
+		t.Errorf("the abandoned record failed with %v, want ErrClientClosed", err)
+	}
+	if err := c.Close(context.Background()); err != nil {
+		t.Errorf("second Close: %v", err)
 	}
 }

@@ -25,7 +25,7 @@ func newCluster(t *testing.T) *kafka.Cluster {
 	c := kafka.NewCluster(config.Cluster{Name: "test", ClientID: "ferry-test", DialTimeout: 10 * time.Second,
 		Producer: config.Producer{MaxBufferedRecords: 1000, Compression: "none", DeliveryTimeout: 30 * time.Second}},
 		kit.Seeds(t), slog.New(slog.DiscardHandler))
-	t.Cleanup(c.Close)
+	t.Cleanup(func() { _ = c.Close(context.Background()) })
 	return c
 }
 
@@ -106,7 +106,7 @@ func TestListOffsets(t *testing.T) {
 	if _, err := a1.ListTopics(ctx, topic); err != nil {
 		t.Fatal(err)
 	}
-	c.Close()
+	c.Close(context.Background())
 	if _, err := c.Admin(); err == nil {
 		t.Error("Admin after Close: no error")
 	}
@@ -165,10 +165,9 @@ func TestProducerShared(t *testing.T) {
 	if err := other.ProduceSync(ctx, &kgo.Record{Topic: topic, Value: []byte("v")}).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Flush(ctx); err != nil {
+	if err := c.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	c.Close()
 	if _, err := c.Producer(kafka.AcksLeaderOnly); err == nil {
 		t.Error("Producer after Close: no error")
 	}
@@ -182,7 +181,7 @@ func TestProducerShared(t *testing.T) {
 //	go test -run '^$' -bench BenchmarkProducer ./internal/kafka
 func BenchmarkProducer(b *testing.B) {
 	c := kafka.NewCluster(config.Cluster{Name: "bench", DialTimeout: time.Second}, []string{"127.0.0.1:1"}, slog.New(slog.DiscardHandler))
-	defer c.Close()
+	defer c.Close(context.Background())
 	if _, err := c.Producer(kafka.AcksLeaderOnly); err != nil {
 		b.Fatal(err)
 	}

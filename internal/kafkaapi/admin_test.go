@@ -59,7 +59,7 @@ func newTestService(t testing.TB, cfg *config.KafkaAPI) *Service {
 	}
 	c := kafka.NewCluster(cc, kit.Seeds(t), logger)
 	s := New(*cfg, map[string]*kafka.Cluster{testClusterName: c}, []string{testClusterName}, logger)
-	t.Cleanup(func() { s.Close(); c.Close() })
+	t.Cleanup(func() { s.Close(context.Background()); c.Close(context.Background()) })
 	return s
 }
 
@@ -252,7 +252,7 @@ func TestAdminErrors(t *testing.T) {
 		t.Errorf("TopicConsumers of an unknown group = %v, %v; want none", consumers, err)
 	}
 
-	s.Close()
+	s.Close(context.Background())
 	_, err = s.ListTopics(ctx, "", false)
 	wantCode(t, "ListTopics after Close", err, codes.Unavailable)
 }
@@ -269,11 +269,11 @@ func TestAdminUnreachableBroker(t *testing.T) {
 		t.Fatal(err)
 	}
 	addrs := e.Addrs()
-	e.Close()
+	e.Close(context.Background())
 	cc := config.Cluster{Name: testClusterName, ClientID: "ferry", DialTimeout: time.Second}
 	c := kafka.NewCluster(cc, addrs, logger)
 	s := New(config.Default().KafkaAPI, map[string]*kafka.Cluster{testClusterName: c}, []string{testClusterName}, logger)
-	t.Cleanup(func() { s.Close(); c.Close() })
+	t.Cleanup(func() { s.Close(context.Background()); c.Close(context.Background()) })
 
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
 	defer cancel()

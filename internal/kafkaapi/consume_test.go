@@ -331,7 +331,7 @@ func TestEngineRestartKeepsSparseAcks(t *testing.T) {
 		}
 	}
 	ss.Close(false)
-	first.Close() // commits and leaves the group
+	first.Close(context.Background()) // commits and leaves the group
 
 	second := startEngine(t, engineConfig())
 	ss, err = second.Open(context.Background(), "", group, topic)
@@ -495,7 +495,7 @@ func TestEnginePausedPartitionComesBack(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	sb.Close(true)
-	b.Close()
+	b.Close(context.Background())
 	for a.ownedPartitions(group, topic) != "[0 1]" {
 		if time.Now().After(deadline) {
 			t.Fatalf("partitions owned after the second left: %s", a.ownedPartitions(group, topic))
@@ -528,7 +528,7 @@ func TestEngineTwoClusters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(other.Close)
+	t.Cleanup(func() { _ = other.Close(context.Background()) })
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	cc := func(name string) config.Cluster {
 		return config.Cluster{Name: name, ClientID: "ferry-test", DialTimeout: 10 * time.Second,
@@ -539,7 +539,11 @@ func TestEngineTwoClusters(t *testing.T) {
 		"other": kafka.NewCluster(cc("other"), other.Addrs(), logger),
 	}
 	s := New(engineConfig(), clusters, []string{"main", "other"}, logger)
-	t.Cleanup(func() { s.Close(); clusters["main"].Close(); clusters["other"].Close() })
+	t.Cleanup(func() {
+		s.Close(context.Background())
+		clusters["main"].Close(context.Background())
+		clusters["other"].Close(context.Background())
+	})
 	if got := fmt.Sprint(s.Clusters()); got != "[main other]" {
 		t.Fatalf("clusters: %s", got)
 	}

@@ -129,7 +129,7 @@ func TestEngineAcksSurvivePartitionLoss(t *testing.T) {
 	}
 	noMore(t, ss, time.Second)
 	ss.Close(true)
-	s.Close() // commits on leaving
+	s.Close(context.Background()) // commits on leaving
 	waitCommitted(t, group, topic, 0, 10, "")
 }
 
@@ -318,7 +318,7 @@ func TestEngineAcksSurviveFailedRevokeCommit(t *testing.T) {
 		cfg.Consume.CommitInterval = time.Hour
 		c := kafka.NewCluster(cc, fake.ListenAddrs(), logger)
 		s := New(cfg, map[string]*kafka.Cluster{testClusterName: c}, []string{testClusterName}, logger)
-		t.Cleanup(func() { s.Close(); c.Close() })
+		t.Cleanup(func() { s.Close(context.Background()); c.Close(context.Background()) })
 		return s
 	}
 	a := newService()
@@ -352,7 +352,7 @@ func TestEngineAcksSurviveFailedRevokeCommit(t *testing.T) {
 	}
 	waitOwnedCount(t, a, group, topic, 1)
 	sb.Close(true)
-	b.Close()
+	b.Close(context.Background())
 	failCommits.Store(false)
 	waitOwned(t, a, group, topic, "[0 1]", 60*time.Second)
 

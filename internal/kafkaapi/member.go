@@ -403,6 +403,11 @@ func (m *member) onRevoked(ctx context.Context, cl *kgo.Client, revoked map[stri
 	if len(parts) == 0 {
 		return
 	}
+	// Leaving the group revokes every partition: a Close that stopped
+	// waiting cancels this last commit.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(m.s.givenUp, cancel)()
 	if err := m.commit(ctx, parts); err != nil {
 		m.s.logger.Warn("committing revoked partitions failed; their acknowledgements are kept in case they come back, else their next owner delivers those messages again",
 			"group", m.key.group, "topic", m.key.topic, "partitions", parts, "error", err)

@@ -8,10 +8,12 @@ package kafkaapi
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -31,6 +33,10 @@ type Service struct {
 	ctx context.Context // cancelled by Close; parent of every member
 
 	cancel context.CancelFunc
+	// givenUp ends when Close stops waiting for members to commit: their
+	// last commits are cancelled, so they leave at once.
+	givenUp context.Context
+	giveUp  context.CancelFunc
 
 	mu      sync.Mutex
 	members map[memberKey]*member
@@ -39,6 +45,9 @@ type Service struct {
 	// ended, so this is what kafka_api.consume.max_group_members bounds.
 	live   int
 	closed bool
+
+	closeOnce sync.Once
+	closeErr  error
 
 	wg sync.WaitGroup // every member's goroutines
 
@@ -58,6 +67,7 @@ func New(cfg config.KafkaAPI, clusters map[string]*kafka.Cluster, names []string
 		members:  map[memberKey]*member{},
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.givenUp, s.giveUp = context.WithCancel(context.Background())
 	return s
 }
 
@@ -97,15 +107,20 @@ func (s *Service) admin(name string) (*kadm.Client, *kafka.Cluster, error) {
 	return adm, c, nil
 }
 
-// Close leaves every consumer group after committing what was acknowledged.
-// The clusters' clients are theirs to close (kafka.Cluster.Close). Messages delivered but not acknowledged are
-// redelivered by the groups' next members.
-func (s *Service) Close() {
+// Close leaves every consumer group after committing what was
+// acknowledged; messages delivered but not acknowledged are redelivered by
+// the groups' next members. The clusters' clients are theirs to close
+// (kafka.Cluster.Close). When ctx ends first, the members still leaving
+// stop committing and leave at once: what they had acknowledged and not
+// committed is delivered again too, and the error counts them. Close is
+// safe to call more than once.
+func (s *Service) Close(ctx context.Context) error {
+	s.closeOnce.Do(func() { s.closeErr = s.close(ctx) })
+	return s.closeErr
+}
+
+func (s *Service) close(ctx context.Context) error {
 	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return
-	}
 	s.closed = true
 	members := make([]*member, 0, len(s.members))
 	for _, m := range s.members {
@@ -113,13 +128,31 @@ func (s *Service) Close() {
 	}
 	s.mu.Unlock()
 	var wg sync.WaitGroup
+	var leaving atomic.Int64
+	leaving.Store(int64(len(members)))
 	for _, m := range members {
-		wg.Add(1)
-		go func() { defer wg.Done(); m.close() }()
+		wg.Go(func() {
+			defer leaving.Add(-1)
+			m.close()
+		})
 	}
-	wg.Wait()
-	s.cancel()
-	s.wg.Wait()
+	left := make(chan struct{})
+	go func() {
+		wg.Wait()
+		s.cancel()
+		s.wg.Wait() // members retired while idle, too
+		close(left)
+	}()
+	var err error
+	select {
+	case <-left:
+	case <-ctx.Done():
+		err = fmt.Errorf("%d consumer group members left without committing what was acknowledged, which their groups deliver again: %w", leaving.Load(), ctx.Err())
+		s.giveUp()
+		<-left
+	}
+	s.giveUp()
+	return err
 }
 
 // kafkaErr is an error from franz-go as the caller gets it: "what: err"

@@ -16,7 +16,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/ferryproxy/ferry/internal/grpcserver"
+	"github.com/ferryproxy/ferry/internal/frame"
 	"github.com/ferryproxy/ferry/internal/kafka"
 	"github.com/ferryproxy/ferry/internal/layout"
 	"github.com/ferryproxy/ferry/internal/protoreg"
@@ -31,9 +31,12 @@ type Runtime struct {
 	// call's: a record handed to the producer is written even if its caller
 	// goes away, so a call is never half written without its null record.
 	ctx context.Context
-	// wg counts request readers, which can outlive their call by the time
-	// grpc-go takes to cancel the stream once the handler returned.
-	wg sync.WaitGroup
+	// wg counts the goroutines of calls (request readers, acknowledgement
+	// waiters), which can outlive their call by the time grpc-go takes to
+	// cancel the stream once the handler returned; running counts them too,
+	// for Close to say how many it abandoned.
+	wg      sync.WaitGroup
+	running atomic.Int64
 }
 
 // NewRuntime returns the shared state of produce calls. ctx bounds the
@@ -42,9 +45,38 @@ func NewRuntime(ctx context.Context, logger *slog.Logger) *Runtime {
 	return &Runtime{ctx: ctx, logger: logger}
 }
 
-// Wait waits for every request reader to end. Call it after the gRPC server
-// stopped.
-func (rt *Runtime) Wait() { rt.wg.Wait() }
+// Close waits for the goroutines of every call to end. Call it after the
+// gRPC server stopped, which ends the calls. When ctx ends first, Close
+// stops waiting and says how many it left running: their calls are over,
+// but a request reader among them may not have handed its call's last
+// records to the producer. It is safe to call more than once.
+func (rt *Runtime) Close(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		rt.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		if n := rt.running.Load(); n > 0 {
+			return fmt.Errorf("abandoning %d goroutines of calls still running, whose request records may be cut short: %w", n, ctx.Err())
+		}
+		return nil
+	}
+}
+
+// goCall runs f in a goroutine of a call, which Close waits for.
+func (rt *Runtime) goCall(f func()) {
+	rt.wg.Add(1)
+	rt.running.Add(1)
+	go func() {
+		defer rt.wg.Done()
+		defer rt.running.Add(-1)
+		f()
+	}()
+}
 
 // Serve carries one call of method m over Kafka.
 func (r *Route) Serve(ss grpc.ServerStream, m *protoreg.Method, md metadata.MD) error {
@@ -177,7 +209,7 @@ func (c *call) stop() {
 func (c *call) receive(write bool, held []byte) error {
 	hold := !c.m.ClientStreaming
 	for {
-		var f grpcserver.Frame
+		var f frame.Frame
 		err := c.ss.RecvMsg(&f)
 		if err == io.EOF {
 			if !write {
@@ -225,7 +257,7 @@ func (c *call) receive(write bool, held []byte) error {
 // instead (a stream to a unary method), it returns that message, and the
 // rest of the stream is left to receive in a goroutine of its own.
 func (c *call) receiveUnary(write bool) (more []byte, err error) {
-	var first grpcserver.Frame
+	var first frame.Frame
 	switch err := c.ss.RecvMsg(&first); {
 	case err == io.EOF:
 		return nil, c.receive(write, nil) // reads EOF again and ends the stream
@@ -235,7 +267,7 @@ func (c *call) receiveUnary(write bool) (more []byte, err error) {
 	if first.Bytes == nil {
 		first.Bytes = []byte{}
 	}
-	var next grpcserver.Frame
+	var next frame.Frame
 	switch err := c.ss.RecvMsg(&next); {
 	case err == io.EOF:
 		if !write {
@@ -290,11 +322,7 @@ func (c *call) readRequests(write bool) (<-chan error, error) {
 // startReceive runs receive in a goroutine owned by the handler.
 func (c *call) startReceive(write bool, held []byte) <-chan error {
 	done := make(chan error, 1)
-	c.h.wg.Add(1)
-	go func() {
-		defer c.h.wg.Done()
-		done <- c.receive(write, held)
-	}()
+	c.h.goCall(func() { done <- c.receive(write, held) })
 	return done
 }
 
@@ -316,12 +344,10 @@ func (c *call) serveOneWay() error {
 		acked := make(chan struct{})
 		// The waiter ends once every record is acknowledged or failed,
 		// which the producer's delivery timeout bounds.
-		c.h.wg.Add(1)
-		go func() {
-			defer c.h.wg.Done()
+		c.h.goCall(func() {
 			c.acks.Wait()
 			close(acked)
-		}()
+		})
 		select {
 		case <-acked:
 		case <-ctx.Done():
@@ -333,7 +359,7 @@ func (c *call) serveOneWay() error {
 		default:
 		}
 	}
-	if err := c.ss.SendMsg(&grpcserver.Frame{}); err != nil {
+	if err := c.ss.SendMsg(&frame.Frame{}); err != nil {
 		return err
 	}
 	return nil
@@ -444,7 +470,7 @@ func (c *call) serveRequestReply() error {
 					dropped++
 					continue
 				}
-				if err := c.ss.SendMsg(&grpcserver.Frame{Bytes: rep.Value}); err != nil {
+				if err := c.ss.SendMsg(&frame.Frame{Bytes: rep.Value}); err != nil {
 					c.abandon()
 					return err
 				}

@@ -108,6 +108,8 @@ type Reader struct {
 	caughtUp chan struct{} // closed once everything older than the start was read
 	done     chan struct{} // closed when run returns
 	cancel   context.CancelFunc
+	// closeOnce makes Close idempotent: the client is closed once.
+	closeOnce sync.Once
 
 	// mu guards everything below. It is held only for map and list updates,
 	// never while a call sends to its client.
@@ -372,12 +374,17 @@ func (r *Reader) CachedBytes() int64 {
 	return r.bytes
 }
 
-// Close stops the reader and waits for it. Waiters still registered get no
-// more replies; their calls end by their own deadlines or cancellation.
-func (r *Reader) Close() {
-	r.cancel()
-	<-r.done
-	r.cl.Close()
+// Close stops the reader and waits for it, which takes no longer than its
+// poll takes to see the cancellation, so ctx is not used. Waiters still
+// registered get no more replies; their calls end by their own deadlines
+// or cancellation. Close is safe to call more than once.
+func (r *Reader) Close(context.Context) error {
+	r.closeOnce.Do(func() {
+		r.cancel()
+		<-r.done
+		r.cl.Close()
+	})
+	return nil
 }
 
 // Waiter receives the replies of one call, in topic order.

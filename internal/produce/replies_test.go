@@ -2,10 +2,13 @@ package produce
 
 import (
 	"container/list"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -146,5 +149,22 @@ func TestHeapFactor(t *testing.T) {
 		if got := heapFactor(in); got != want {
 			t.Errorf("heapFactor(%q) = %v, want %v", in, got, want)
 		}
+	}
+}
+
+// TestRuntimeCloseGivesUp: Close waits for the goroutines of calls, and
+// when ctx ends first says how many it left running.
+func TestRuntimeCloseGivesUp(t *testing.T) {
+	rt := NewRuntime(context.Background(), slog.New(slog.DiscardHandler))
+	release := make(chan struct{})
+	rt.goCall(func() { <-release })
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := rt.Close(ctx); !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "abandoning 1 goroutines") {
+		t.Errorf("Close with its context ended: %v", err)
+	}
+	close(release)
+	if err := rt.Close(context.Background()); err != nil {
+		t.Errorf("Close: %v", err)
 	}
 }

@@ -21,7 +21,7 @@ type Route interface {
 	// Bind prepares the route for a method one of its conditions names,
 	// once, when the table is built; an error rejects the configuration.
 	Bind(m *protoreg.Method) error
-	// Serve carries one call. The stream exchanges *grpcserver.Frame.
+	// Serve carries one call. The stream exchanges *frame.Frame.
 	Serve(ss grpc.ServerStream, m *protoreg.Method, md metadata.MD) error
 }
 

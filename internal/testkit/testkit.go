@@ -81,7 +81,7 @@ func (b *Broker) Seeds(t testing.TB) []string {
 // checks for leaks after the tests.
 func (b *Broker) Close() {
 	if b.embedded != nil {
-		b.embedded.Close()
+		b.embedded.Close(context.Background())
 	}
 }
 

@@ -46,9 +46,9 @@ func testConfig() config.KafkaAPI {
 
 // ferryGRPC returns Ferry's own gRPC server (its forced codec passes its
 // frames through and hands every other message to grpc-go's proto codec)
-// with register's services on it.
-func ferryGRPC(register func(*grpc.Server)) *grpc.Server {
-	return grpcserver.New(grpcserver.Options{MaxRecvMessageSize: 4 << 20, Register: register, Logger: slog.New(slog.DiscardHandler)}).GRPC()
+// with services on it.
+func ferryGRPC(services ...grpcserver.Service) *grpc.Server {
+	return grpcserver.New(grpcserver.Options{MaxRecvMessageSize: 4 << 20, Services: services, Logger: slog.New(slog.DiscardHandler)}).GRPC()
 }
 
 // env is a Server on a Service over the test brokers, served by Ferry's
@@ -94,13 +94,13 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	cluster := kafka.NewCluster(cc, kit.Seeds(t), logger.With("kafka", "franz-go"))
 	svc := kafkaapi.New(cfg, map[string]*kafka.Cluster{"default": cluster}, []string{"default"}, logger)
 
-	register := func(gs *grpc.Server) { kafkav1.RegisterKafkaServer(gs, NewServer(svc, cfg, logger)) }
+	api := grpcserver.Service{Desc: &kafkav1.Kafka_ServiceDesc, Impl: NewServer(svc, cfg, logger)}
 	var gs *grpc.Server
 	if o.plain {
 		gs = grpc.NewServer()
-		register(gs)
+		gs.RegisterService(api.Desc, api.Impl)
 	} else {
-		gs = ferryGRPC(register)
+		gs = ferryGRPC(api)
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -123,8 +123,8 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		<-served
 		rest.Close()
 		conn.Close()
-		svc.Close()
-		cluster.Close()
+		svc.Close(context.Background())
+		cluster.Close(context.Background())
 		if t.Failed() {
 			t.Logf("logs:\n%s", logs.String())
 		}

@@ -395,7 +395,7 @@ func TestRESTSubscribeEndsWithError(t *testing.T) {
 			}
 			// Closing the service ends every group member: the stream fails
 			// with UNAVAILABLE.
-			e.svc.Close()
+			e.svc.Close(context.Background())
 			if l := s.next(10 * time.Second); !strings.HasPrefix(l, tc.prefix) {
 				t.Fatalf("got %q, want %s", l, tc.prefix)
 			}

@@ -116,8 +116,8 @@ func newFixture(t *testing.T, mutate ...func(*config.KafkaAPI)) *fixture {
 		_ = conn.Close()
 		gs.Stop()
 		<-served
-		svc.Close()
-		cluster.Close()
+		svc.Close(context.Background())
+		cluster.Close(context.Background())
 	})
 	return &fixture{svc: svc, srv: srv, client: kafkapixy.NewKafkaPixyClient(conn), url: hs.URL}
 }

@@ -1,4 +1,4 @@
-package grpcserver
+package frame
 
 import (
 	"bytes"
@@ -36,7 +36,7 @@ func TestBufferPoolClasses(t *testing.T) {
 // reuses (uncleared) pooled buffers, and checks that what comes back is
 // what went in.
 func TestCodecRoundTrip(t *testing.T) {
-	c := newCodec()
+	c := Codec{}
 	for range 2 {
 		for _, n := range []int{10, 5000, 40 << 10, 3 << 20} {
 			in := wrapperspb.Bytes(bytes.Repeat([]byte{byte(n)}, n))

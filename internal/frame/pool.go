@@ -1,4 +1,4 @@
-package grpcserver
+package frame
 
 import (
 	"math/bits"
@@ -8,8 +8,8 @@ import (
 )
 
 // bufferPool is a mem.BufferPool of power-of-two size classes from 1 KiB
-// to 16 MiB that hands buffers out as they were left. The server's codec
-// marshals into and reads requests through it: every byte of such a
+// to 16 MiB that hands buffers out as they were left. Codec marshals into
+// it and the gRPC server reads requests through it: every byte of such a
 // buffer is written before it is read, so clearing it, as grpc-go's default
 // pool does, only costs — and its classes jump from 32 KiB to 1 MiB, so a
 // 40 KiB message cleared a whole MiB on every use.
@@ -20,6 +20,10 @@ type bufferPool struct {
 const minClass, maxClass = 10, 24
 
 var pool = new(bufferPool)
+
+// Pool returns the buffer pool Codec marshals into, for the gRPC server to
+// read requests through (grpc-go's experimental.BufferPool).
+func Pool() mem.BufferPool { return pool }
 
 var _ mem.BufferPool = (*bufferPool)(nil)
 

@@ -1,4 +1,9 @@
-package grpcserver
+// Package frame carries gRPC messages through Ferry as raw protobuf
+// bytes: Frame, the codec that passes Frames through undecoded, and the
+// buffer pool the codec marshals into and the gRPC server reads requests
+// into. The gRPC server and the back ends' gRPC client both use it, so a
+// payload crosses Ferry without being decoded, whichever side it enters.
+package frame
 
 import (
 	"fmt"
@@ -8,23 +13,24 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// Frame is one gRPC message as raw protobuf bytes. Ferry's catch-all handler
-// sends and receives Frames, so payloads are never decoded on the hot path.
+// Frame is one gRPC message as raw protobuf bytes. Ferry's catch-all
+// handler and the back ends' gRPC client send and receive Frames, so
+// payloads are never decoded on the hot path.
 type Frame struct {
 	Bytes []byte
 }
 
-// codec is the server's "proto" codec: it passes Frames through untouched
-// and marshals every other message (the Kafka API's, health, reflection)
-// as grpc-go's own proto codec does, but with buffers from pool, which
-// skips clearing them.
-type codec struct{}
+// Codec is Ferry's "proto" codec, on the server and on the back ends'
+// client: it passes Frames through untouched and marshals every other
+// message (the Kafka API's, health, reflection) as grpc-go's own proto
+// codec does, but with buffers from Pool, which skips clearing them.
+type Codec struct{}
 
-var _ encoding.CodecV2 = codec{}
+var _ encoding.CodecV2 = Codec{}
 
-func newCodec() codec { return codec{} }
-
-func (codec) Marshal(v any) (mem.BufferSlice, error) {
+// Marshal returns a Frame's bytes as they are, without a copy, and
+// marshals any other protobuf message.
+func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 	if f, ok := v.(*Frame); ok {
 		return mem.BufferSlice{mem.SliceBuffer(f.Bytes)}, nil
 	}
@@ -51,7 +57,9 @@ func (codec) Marshal(v any) (mem.BufferSlice, error) {
 	return mem.BufferSlice{mem.NewBuffer(buf, pool)}, nil
 }
 
-func (codec) Unmarshal(data mem.BufferSlice, v any) error {
+// Unmarshal copies a message into a Frame, or decodes it into any other
+// protobuf message.
+func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 	if f, ok := v.(*Frame); ok {
 		// Materialize copies: the buffers are pooled and reused once this
 		// returns, while the bytes live on in a Kafka record.
@@ -68,4 +76,5 @@ func (codec) Unmarshal(data mem.BufferSlice, v any) error {
 	return proto.Unmarshal(buf.ReadOnlyData(), m)
 }
 
-func (codec) Name() string { return "proto" }
+// Name is "proto": Ferry's frames are protobuf messages on the wire.
+func (Codec) Name() string { return "proto" }
