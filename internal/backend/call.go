@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/ferryproxy/ferry/internal/edge"
 	"github.com/ferryproxy/ferry/internal/frame"
 	"github.com/ferryproxy/ferry/internal/layout"
 )
@@ -38,6 +39,7 @@ type call struct {
 	mu        sync.Mutex
 	offsets   []int64  // the call's records, finished together at its end
 	msgs      [][]byte // request messages, kept for retries
+	requestID string   // x-request-id of every attempt
 	closed    bool     // the call takes no more records
 	gotEnd    bool     // the null record arrived (or the call ended): counted once
 	abandoned bool
@@ -57,6 +59,14 @@ func newCall(b *Backend, p *partition, r *kgo.Record, req layout.Request) *call 
 		replyTo: req.ReplyTo,
 		md:      b.layout.ServerMetadata(r.Headers, req.CorrelationID),
 		notify:  make(chan struct{}, 1),
+	}
+	// The caller's request id came along as a meta: header; a call
+	// without a sane one gets its own, the same for every attempt.
+	if ids := c.md.Get(edge.RequestIDKey); len(ids) > 0 && edge.SaneRequestID(ids[0]) {
+		c.requestID = ids[0]
+	} else {
+		c.requestID = edge.NewRequestID()
+		c.md.Set(edge.RequestIDKey, c.requestID)
 	}
 	c.ctx, c.cancel = context.WithTimeout(b.ctx, b.cfg.Deadline)
 	c.add(r)
@@ -201,7 +211,7 @@ func plural(n int, what string) string {
 // moment. Once the call is under way, only its deadline bounds it. cut
 // reports that the budget or the deadline ended before the stream opened.
 func (c *call) attempt(end time.Time) (hdrs layout.ResponseMetadata, wrote bool, st *status.Status, cut bool) {
-	ctx, cancel := context.WithCancel(metadata.NewOutgoingContext(c.ctx, c.md))
+	ctx, cancel := context.WithCancel(edge.WithRequestID(metadata.NewOutgoingContext(c.ctx, c.md), c.requestID))
 	defer cancel()
 	budget := time.AfterFunc(time.Until(end), cancel)
 	s, err := c.b.conn.NewStream(ctx, streamDesc, c.path, grpc.WaitForReady(true))
