@@ -180,7 +180,9 @@ func TestProducerShared(t *testing.T) {
 //
 //	go test -run '^$' -bench BenchmarkProducer ./internal/kafka
 func BenchmarkProducer(b *testing.B) {
-	c := kafka.NewCluster(config.Cluster{Name: "bench", DialTimeout: time.Second}, []string{"127.0.0.1:1"}, slog.New(slog.DiscardHandler))
+	c := kafka.NewCluster(config.Cluster{Name: "bench", DialTimeout: time.Second,
+		Producer: config.Producer{MaxBufferedRecords: 1000, Compression: "none", DeliveryTimeout: time.Second}},
+		[]string{"127.0.0.1:1"}, slog.New(slog.DiscardHandler))
 	defer c.Close(context.Background())
 	if _, err := c.Producer(kafka.AcksLeaderOnly); err != nil {
 		b.Fatal(err)
