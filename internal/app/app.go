@@ -124,7 +124,8 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *App
 	if cfg.Log.Access {
 		interceptors = append(interceptors, edge.AccessLog(logger))
 	}
-	a.edge = edge.New(edge.Options{Interceptors: interceptors})
+	// Request ids serve the access log: without it, Ferry adds no header.
+	a.edge = edge.New(edge.Options{Interceptors: interceptors, RequestIDs: cfg.Log.Access})
 	defer func() {
 		if err != nil {
 			a.Close(context.Background())

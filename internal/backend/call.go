@@ -39,7 +39,7 @@ type call struct {
 	mu        sync.Mutex
 	offsets   []int64  // the call's records, finished together at its end
 	msgs      [][]byte // request messages, kept for retries
-	requestID string   // x-request-id of every attempt
+	requestID string   // the caller's x-request-id, if any
 	closed    bool     // the call takes no more records
 	gotEnd    bool     // the null record arrived (or the call ended): counted once
 	abandoned bool
@@ -60,13 +60,10 @@ func newCall(b *Backend, p *partition, r *kgo.Record, req layout.Request) *call 
 		md:      b.layout.ServerMetadata(r.Headers, req.CorrelationID),
 		notify:  make(chan struct{}, 1),
 	}
-	// The caller's request id came along as a meta: header; a call
-	// without a sane one gets its own, the same for every attempt.
-	if ids := c.md.Get(edge.RequestIDKey); len(ids) > 0 && edge.SaneRequestID(ids[0]) {
+	// The caller's request id came along as a meta: header. A call
+	// without one gets its own from the edge, when Ferry gives calls ids.
+	if ids := c.md.Get(edge.RequestIDKey); len(ids) > 0 {
 		c.requestID = ids[0]
-	} else {
-		c.requestID = edge.NewRequestID()
-		c.md.Set(edge.RequestIDKey, c.requestID)
 	}
 	c.ctx, c.cancel = context.WithTimeout(b.ctx, b.cfg.Deadline)
 	c.add(r)

@@ -185,6 +185,13 @@ type Options struct {
 	// StatsHandlers observe the gRPC faces at the transport level (bytes,
 	// headers, connection events), beside the interceptors.
 	StatsHandlers []stats.Handler
+	// RequestIDs gives every call a request id — the caller's, else a new
+	// one — returns it to the caller as x-request-id and passes it on to
+	// back-end servers. Without it a call's RequestID is the caller's sane
+	// x-request-id or empty, and Ferry adds no header: an extra header
+	// with a fresh value on every call and answer costs the gRPC faces 8 %
+	// of a unary call's throughput, for ids only a log reads.
+	RequestIDs bool
 }
 
 // Chain runs the interceptors on a call of any face. Its methods adapt it
@@ -192,11 +199,12 @@ type Options struct {
 type Chain struct {
 	interceptors  []Interceptor
 	statsHandlers []stats.Handler
+	requestIDs    bool
 }
 
 // New returns the chain of opts.
 func New(opts Options) *Chain {
-	return &Chain{interceptors: opts.Interceptors, statsHandlers: opts.StatsHandlers}
+	return &Chain{interceptors: opts.Interceptors, statsHandlers: opts.StatsHandlers, requestIDs: opts.RequestIDs}
 }
 
 // begin puts c in the context and begins the interceptors in order. It
@@ -242,12 +250,17 @@ func NewRequestID() string {
 	return idPrefix + strconv.FormatUint(idSeq.Add(1), 36)
 }
 
-// requestID returns the caller's id when it is sane, else a new one.
-func requestID(given string) string {
-	if SaneRequestID(given) {
+// requestID returns the caller's id when it is sane, else a new one when
+// the chain gives calls ids, else "".
+func (ch *Chain) requestID(given string) string {
+	switch {
+	case SaneRequestID(given):
 		return given
+	case ch.requestIDs:
+		return NewRequestID()
+	default:
+		return ""
 	}
-	return NewRequestID()
 }
 
 // SaneRequestID reports whether id may be taken from a caller: 1 to 128

@@ -36,7 +36,8 @@ func TestSaneRequestID(t *testing.T) {
 			t.Errorf("SaneRequestID(%q) = %v, want %v", tc.id, got, tc.sane)
 		}
 	}
-	if id := requestID("a b"); !SaneRequestID(id) || id == "a b" {
+	ids := New(Options{RequestIDs: true})
+	if id := ids.requestID("a b"); !SaneRequestID(id) || id == "a b" {
 		t.Errorf("requestID(%q) = %q, want a new sane id", "a b", id)
 	}
 }
@@ -44,8 +45,9 @@ func TestSaneRequestID(t *testing.T) {
 func FuzzRequestID(f *testing.F) {
 	f.Add("abc")
 	f.Add("a\x00b")
+	ch := New(Options{RequestIDs: true})
 	f.Fuzz(func(t *testing.T, given string) {
-		id := requestID(given)
+		id := ch.requestID(given)
 		if !SaneRequestID(id) {
 			t.Fatalf("requestID(%q) = %q, not sane", given, id)
 		}
@@ -101,7 +103,7 @@ func TestChainOrder(t *testing.T) {
 // route and status, and answered with its request id.
 func TestMuxOnce(t *testing.T) {
 	var log bytes.Buffer
-	ch := New(Options{Interceptors: []Interceptor{AccessLog(slog.New(slog.NewTextHandler(&log, nil)))}})
+	ch := New(Options{Interceptors: []Interceptor{AccessLog(slog.New(slog.NewTextHandler(&log, nil)))}, RequestIDs: true})
 	mux := ch.NewMux()
 	inner := http.NewServeMux()
 	inner.HandleFunc("GET /v1/things/{id}", func(w http.ResponseWriter, r *http.Request) {
@@ -192,7 +194,7 @@ func TestOutboundStream(t *testing.T) {
 	}
 	results := make(chan result, 1)
 	rec := Interceptor{End: func(_ context.Context, c *Call, err error) { results <- result{err, c.RequestID} }}
-	out := outbound{ch: New(Options{Interceptors: []Interceptor{rec}}), target: "t:1"}
+	out := outbound{ch: New(Options{Interceptors: []Interceptor{rec}, RequestIDs: true}), target: "t:1"}
 	parent := newContext(context.Background(), &Call{RequestID: "parent"})
 	down := status.Error(codes.Unavailable, "down")
 	cancelled, cancel := context.WithCancel(context.Background())
@@ -265,5 +267,39 @@ func TestNewRequestIDUnique(t *testing.T) {
 			t.Fatalf("request id %q repeated or not sane", id)
 		}
 		seen[id] = true
+	}
+}
+
+// TestNoRequestIDs: without RequestIDs, Ferry makes no id and adds no
+// header; a caller's sane id still names the call.
+func TestNoRequestIDs(t *testing.T) {
+	var got []string
+	rec := Interceptor{End: func(_ context.Context, c *Call, _ error) { got = append(got, c.RequestID) }}
+	ch := New(Options{Interceptors: []Interceptor{rec}})
+	mux := ch.NewMux()
+	mux.Handle("/", PixyREST, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	for _, id := range []string{"", "given"} {
+		r := httptest.NewRequest(http.MethodGet, "/x", nil)
+		r.Header.Set("X-Request-Id", id)
+		w := httptest.NewRecorder()
+		mux.ServeHTTP(w, r)
+		if h := w.Header().Get("X-Request-Id"); h != "" {
+			t.Errorf("answered X-Request-Id %q", h)
+		}
+	}
+	out := outbound{ch: ch, target: "t:1"}
+	streamer := func(ctx context.Context, _ *grpc.StreamDesc, _ *grpc.ClientConn, _ string, _ ...grpc.CallOption) (grpc.ClientStream, error) {
+		if md, _ := metadata.FromOutgoingContext(ctx); len(md.Get(RequestIDKey)) > 0 {
+			t.Errorf("outbound metadata has x-request-id %q", md.Get(RequestIDKey))
+		}
+		return fakeStream{err: io.EOF}, nil
+	}
+	cs, err := out.stream(WithRequestID(context.Background(), ""), &grpc.StreamDesc{ServerStreams: true}, nil, "/s.S/M", streamer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = cs.RecvMsg(nil)
+	if strings.Join(got, ",") != ",given," {
+		t.Errorf("request ids = %q, want none, the caller's, none", got)
 	}
 }

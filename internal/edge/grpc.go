@@ -43,7 +43,7 @@ func (ch *Chain) DialOptions(target string) []grpc.DialOption {
 
 // serverCall returns the call a gRPC server call belongs to: the REST
 // call it was transcoded from, or a new one (fresh reports which).
-func serverCall(ctx context.Context, method string) (c *Call, fresh bool) {
+func (ch *Chain) serverCall(ctx context.Context, method string) (c *Call, fresh bool) {
 	if c := FromContext(ctx); c != nil {
 		// A REST call transcoded in process: the chain ran already.
 		c.setRPC(method)
@@ -56,7 +56,7 @@ func serverCall(ctx context.Context, method string) (c *Call, fresh bool) {
 	if ids := metadata.ValueFromIncomingContext(ctx, RequestIDKey); len(ids) > 0 {
 		given = ids[0]
 	}
-	c.RequestID = requestID(given)
+	c.RequestID = ch.requestID(given)
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		c.Peer = p.Addr.String()
 	}
@@ -64,13 +64,15 @@ func serverCall(ctx context.Context, method string) (c *Call, fresh bool) {
 }
 
 func (ch *Chain) unaryServer(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	c, fresh := serverCall(ctx, info.FullMethod)
+	c, fresh := ch.serverCall(ctx, info.FullMethod)
 	if !fresh {
 		return handler(ctx, req)
 	}
-	// Set before the handler runs, the header goes out with the
-	// handler's own, whenever it sends them.
-	_ = grpc.SetHeader(ctx, metadata.Pairs(RequestIDKey, c.RequestID))
+	if ch.requestIDs {
+		// Set before the handler runs, the header goes out with the
+		// handler's own, whenever it sends them.
+		_ = grpc.SetHeader(ctx, metadata.Pairs(RequestIDKey, c.RequestID))
+	}
 	ctx, err := ch.begin(ctx, c)
 	if err != nil {
 		ch.end(ctx, c, err)
@@ -82,11 +84,13 @@ func (ch *Chain) unaryServer(ctx context.Context, req any, info *grpc.UnaryServe
 }
 
 func (ch *Chain) streamServer(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	c, fresh := serverCall(ss.Context(), info.FullMethod)
+	c, fresh := ch.serverCall(ss.Context(), info.FullMethod)
 	if !fresh {
 		return handler(srv, ss)
 	}
-	_ = ss.SetHeader(metadata.Pairs(RequestIDKey, c.RequestID))
+	if ch.requestIDs {
+		_ = ss.SetHeader(metadata.Pairs(RequestIDKey, c.RequestID))
+	}
 	ctx, err := ch.begin(ss.Context(), c)
 	if err != nil {
 		ch.end(ctx, c, err)
@@ -114,34 +118,39 @@ type outbound struct {
 type outboundIDKey struct{}
 
 // WithRequestID returns ctx for an outbound call whose outgoing metadata
-// already carries id as x-request-id, so the chain takes it without
-// reading the metadata again. A back end, which builds each call's
+// carries id as x-request-id, or no request id when id is "", so the chain
+// need not read the metadata. A back end, which builds each call's
 // metadata itself, sets it.
 func WithRequestID(ctx context.Context, id string) context.Context {
 	return context.WithValue(ctx, outboundIDKey{}, id)
 }
 
 // call returns the Call of an outbound call and its context, which
-// carries the request id out: the one WithRequestID gave or the call's
-// metadata has when sane, else the one of the call it is made for, else a
-// new one.
+// carries the request id out: the one the call's metadata has when sane
+// (WithRequestID tells it without reading the metadata), else, when the
+// chain gives calls ids, the one of the call it is made for or a new one.
 func (o outbound) call(ctx context.Context, method string) (*Call, context.Context) {
 	c := &Call{Face: BackendOut, Method: method, Peer: o.target, Start: time.Now(), rpc: method}
-	if id, ok := ctx.Value(outboundIDKey{}).(string); ok {
-		c.RequestID = id
-		return c, ctx
+	given, told := ctx.Value(outboundIDKey{}).(string)
+	if !told {
+		md, _ := metadata.FromOutgoingContext(ctx)
+		if ids := md.Get(RequestIDKey); len(ids) > 0 {
+			given = ids[0]
+		}
 	}
-	md, _ := metadata.FromOutgoingContext(ctx)
-	ids := md.Get(RequestIDKey)
 	switch {
-	case len(ids) > 0 && SaneRequestID(ids[0]):
-		c.RequestID = ids[0]
+	case SaneRequestID(given):
+		c.RequestID = given
 		return c, ctx
-	case FromContext(ctx) != nil:
+	case !o.ch.requestIDs:
+		return c, ctx
+	case FromContext(ctx) != nil && FromContext(ctx).RequestID != "":
 		c.RequestID = FromContext(ctx).RequestID
 	default:
 		c.RequestID = NewRequestID()
 	}
+	// A metadata value that is not a sane id is replaced.
+	md, _ := metadata.FromOutgoingContext(ctx)
 	md = md.Copy()
 	md.Set(RequestIDKey, c.RequestID)
 	return c, metadata.NewOutgoingContext(ctx, md)

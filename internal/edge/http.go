@@ -47,10 +47,12 @@ func (m *Mux) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Method:    r.Method,
 		Path:      r.URL.Path,
 		Peer:      r.RemoteAddr,
-		RequestID: requestID(r.Header.Get(httpHeader)),
+		RequestID: m.ch.requestID(r.Header.Get(httpHeader)),
 		Start:     time.Now(),
 	}
-	w.Header().Set(httpHeader, c.RequestID)
+	if m.ch.requestIDs {
+		w.Header().Set(httpHeader, c.RequestID)
+	}
 	ctx, err := m.ch.begin(r.Context(), c)
 	if err != nil {
 		// An interceptor refused the call: answered with the HTTP status
