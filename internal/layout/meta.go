@@ -3,7 +3,7 @@ package layout
 import (
 	"encoding/base64"
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -42,17 +42,16 @@ func checkKey(k string) error {
 	return nil
 }
 
-// sortedKeys returns the keys of md that are written (see writtenKey) and
-// that keep accepts (keep may be nil), sorted so the layout is
-// deterministic. Zilla keeps the order the entries arrived in.
-func sortedKeys(md metadata.MD, keep func(string) bool) []string {
-	keys := make([]string, 0, len(md))
+// sortedKeys appends to keys those of md that are written (see
+// writtenKey) and that keep accepts (keep may be nil), sorted so the
+// layout is deterministic. Zilla keeps the order the entries arrived in.
+func sortedKeys(keys []string, md metadata.MD, keep func(string) bool) []string {
 	for k := range md {
 		if writtenKey(k) && (keep == nil || keep(k)) {
 			keys = append(keys, k)
 		}
 	}
-	sort.Strings(keys)
+	slices.Sort(keys)
 	return keys
 }
 
@@ -75,7 +74,8 @@ func appendValues(hs []kgo.RecordHeader, name, k string, vs []string) []kgo.Reco
 // appendMetadata appends md's entries to hs as prefix+key headers, skipping
 // the keys that are not written and those keep rejects (keep may be nil).
 func appendMetadata(hs []kgo.RecordHeader, md metadata.MD, prefix string, keep func(string) bool) []kgo.RecordHeader {
-	for _, k := range sortedKeys(md, keep) {
+	var buf [16]string // most calls' metadata: no allocation per record
+	for _, k := range sortedKeys(buf[:0], md, keep) {
 		hs = appendValues(hs, prefix+k, k, md[k])
 	}
 	return hs
