@@ -303,3 +303,20 @@ func TestNoRequestIDs(t *testing.T) {
 		t.Errorf("request ids = %q, want none, the caller's, none", got)
 	}
 }
+
+// TestIdleChain: a chain with no interceptor and no request ids puts no
+// interceptor on the gRPC faces; one with either does.
+func TestIdleChain(t *testing.T) {
+	if n := len(New(Options{}).ServerOptions()); n != 0 {
+		t.Errorf("idle chain: %d server options, want 0", n)
+	}
+	if n := len(New(Options{}).DialOptions("t:1")); n != 0 {
+		t.Errorf("idle chain: %d dial options, want 0", n)
+	}
+	if n := len(New(Options{RequestIDs: true}).ServerOptions()); n != 2 {
+		t.Errorf("chain with request ids: %d server options, want 2", n)
+	}
+	if n := len(New(Options{Interceptors: []Interceptor{{}}}).DialOptions("t:1")); n != 2 {
+		t.Errorf("chain with an interceptor: %d dial options, want 2", n)
+	}
+}

@@ -14,12 +14,14 @@ import (
 )
 
 // ServerOptions put the chain in front of every method of a gRPC server,
-// the catch-all handler included: one unary and one stream interceptor,
-// and the stats handlers.
+// the catch-all handler included: one unary and one stream interceptor
+// (none while the chain is idle), and the stats handlers.
 func (ch *Chain) ServerOptions() []grpc.ServerOption {
-	opts := []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(ch.unaryServer),
-		grpc.ChainStreamInterceptor(ch.streamServer),
+	var opts []grpc.ServerOption
+	if !ch.idle() {
+		opts = append(opts,
+			grpc.ChainUnaryInterceptor(ch.unaryServer),
+			grpc.ChainStreamInterceptor(ch.streamServer))
 	}
 	for _, h := range ch.statsHandlers {
 		opts = append(opts, grpc.StatsHandler(h))
@@ -28,12 +30,15 @@ func (ch *Chain) ServerOptions() []grpc.ServerOption {
 }
 
 // DialOptions put the chain around every call made on a client
-// connection, as face BackendOut with target as the peer.
+// connection, as face BackendOut with target as the peer (not while the
+// chain is idle), with the stats handlers.
 func (ch *Chain) DialOptions(target string) []grpc.DialOption {
 	out := outbound{ch: ch, target: target}
-	opts := []grpc.DialOption{
-		grpc.WithChainUnaryInterceptor(out.unary),
-		grpc.WithChainStreamInterceptor(out.stream),
+	var opts []grpc.DialOption
+	if !ch.idle() {
+		opts = append(opts,
+			grpc.WithChainUnaryInterceptor(out.unary),
+			grpc.WithChainStreamInterceptor(out.stream))
 	}
 	for _, h := range ch.statsHandlers {
 		opts = append(opts, grpc.WithStatsHandler(h))
