@@ -45,6 +45,18 @@ func (s *Service) ProduceAsync(cluster, topic string, r Record, done func(Result
 	return s.produceAsync(cluster, topic, r, done, false)
 }
 
+// ProduceDetached starts writing r for a caller that does not wait for
+// the answer (Ferry's and Kafka-Pixy's async produce): a record Kafka
+// refuses is logged, as nobody else learns of it. Otherwise it is
+// ProduceAsync.
+func (s *Service) ProduceDetached(cluster, topic string, r Record) error {
+	return s.ProduceAsync(cluster, topic, r, func(_ Result, err error) {
+		if err != nil {
+			s.logger.Warn("a record produced without waiting for its answer failed", "cluster", cluster, "topic", topic, "err", err)
+		}
+	})
+}
+
 // produceAsync is ProduceAsync; with try, a full producer buffer fails the
 // record at once (kgo.ErrMaxBuffered) instead of blocking.
 func (s *Service) produceAsync(cluster, topic string, r Record, done func(Result, error), try bool) error {

@@ -81,13 +81,7 @@ func (s *Server) Produce(ctx context.Context, req *kafkav1.ProduceRequest) (*kaf
 		return nil, err
 	}
 	if req.GetAsync() {
-		cluster, topic := req.GetCluster(), req.GetTopic()
-		err := s.svc.ProduceAsync(cluster, topic, rec, func(_ kafkaapi.Result, err error) {
-			if err != nil {
-				s.logger.Warn("asynchronous produce failed", "cluster", cluster, "topic", topic, "err", err)
-			}
-		})
-		if err != nil {
+		if err := s.svc.ProduceDetached(req.GetCluster(), req.GetTopic(), rec); err != nil {
 			return nil, err
 		}
 		return &kafkav1.ProduceResponse{Partition: -1, Offset: -1}, nil

@@ -118,13 +118,7 @@ func (s *Server) produce(ctx context.Context, rq *kafkapixy.ProdRq) (*kafkapixy.
 		}
 		return &kafkapixy.ProdRs{Partition: res.Partition, Offset: res.Offset}, nil
 	}
-	cluster, topic := rq.GetCluster(), rq.GetTopic()
-	err := s.svc.ProduceAsync(cluster, topic, rec, func(_ kafkaapi.Result, err error) {
-		if err != nil {
-			s.logger.Warn("producing asynchronously", "cluster", cluster, "topic", topic, "error", err)
-		}
-	})
-	if err != nil {
+	if err := s.svc.ProduceDetached(rq.GetCluster(), rq.GetTopic(), rec); err != nil {
 		return nil, err
 	}
 	return &kafkapixy.ProdRs{Partition: -1, Offset: -1}, nil
