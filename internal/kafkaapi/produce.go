@@ -52,7 +52,7 @@ func (s *Service) ProduceAsync(cluster, topic string, r Record, done func(Result
 func (s *Service) ProduceDetached(cluster, topic string, r Record) error {
 	return s.ProduceAsync(cluster, topic, r, func(_ Result, err error) {
 		if err != nil {
-			s.logger.Warn("a record produced without waiting for its answer failed", "cluster", cluster, "topic", topic, "err", err)
+			s.logger.Warn("asynchronous produce failed", "cluster", cluster, "topic", topic, "err", err)
 		}
 	})
 }
