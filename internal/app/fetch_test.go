@@ -399,6 +399,9 @@ func TestFetchReaders(t *testing.T) {
 		early := subscribe(t, cc, metadata.Pairs("x-from", "start"))
 		early.take(t, 3+round) // the old records, then this round's live one
 		subs = append(subs, early)
+		// A caller at the tail gets what is written once the hub serves
+		// it; nothing tells the caller when that is.
+		waitFor(t, func() bool { return a.FetchStats().Subscribers == len(subs) }, "every subscriber to be served by the hub")
 		produceMsgs(t, prod, topic, "", nil, fmt.Sprintf("live-%d", round))
 		for _, s := range subs[len(subs)-11 : len(subs)-1] {
 			s.take(t, 1)

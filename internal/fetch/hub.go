@@ -178,6 +178,13 @@ func (h *Hub) subscribeAtTail(s *subscriber) Position {
 	return h.next.clone()
 }
 
+// subscribers counts the subscribers the hub serves.
+func (h *Hub) subscribers() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.subs)
+}
+
 func (h *Hub) unsubscribe(s *subscriber) {
 	h.mu.Lock()
 	defer h.mu.Unlock()

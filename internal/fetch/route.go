@@ -138,17 +138,26 @@ func (hs *Hubs) kafkaError(ctx context.Context, cluster, op string, err error) e
 	return kafka.Wrap(op, err)
 }
 
-// Stats counts the Kafka readers of fetch routes: one hub per topic in use,
-// and one catch-up reader per subscriber still reading from behind.
+// Stats counts the Kafka readers of fetch routes — one hub per topic in
+// use, and one catch-up reader per subscriber still reading from behind —
+// and the subscribers the hubs serve.
 type Stats struct {
 	Hubs, CatchUps int
+	// Subscribers are the callers a hub serves: those that started at
+	// the tail, and those that caught up and joined it.
+	Subscribers int
 }
 
-// Stats returns how many Kafka readers are running.
+// Stats returns how many Kafka readers are running and how many callers
+// the hubs serve.
 func (hs *Hubs) Stats() Stats {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
-	return Stats{Hubs: len(hs.hubs), CatchUps: int(hs.catchUps.Load())}
+	st := Stats{Hubs: len(hs.hubs), CatchUps: int(hs.catchUps.Load())}
+	for _, ref := range hs.hubs {
+		st.Subscribers += ref.hub.subscribers()
+	}
+	return st
 }
 
 func (hs *Hubs) acquire(ctx context.Context, k hubKey) (*Hub, func(), error) {
