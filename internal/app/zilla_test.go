@@ -2,12 +2,20 @@ package app_test
 
 import (
 	"context"
+	"fmt"
 	"reflect"
 	"sort"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/ferryproxy/ferry/internal/testkit"
 )
 
 // produceTo writes one record per message to the given partition of topic.
@@ -69,4 +77,112 @@ func TestFetchResumeZillaID(t *testing.T) {
 			t.Errorf("then %q, want p2-b", got[0])
 		}
 	})
+}
+
+// TestAcceptEncodingRecorded: grpc-go hands a client's
+// grpc-accept-encoding to Ferry in the incoming metadata, and Ferry writes
+// it as meta:grpc-accept-encoding, as Zilla does; Ferry's back end does not
+// pass it on to its server (a reserved key never becomes metadata again).
+func TestAcceptEncodingRecorded(t *testing.T) {
+	kit.CheckLeaks(t)
+	srv := startEchoServer(t, "echo-1")
+	seen := make(chan metadata.MD, 1)
+	srv.block = func(ctx context.Context, _ string) error {
+		md, _ := metadata.FromIncomingContext(ctx)
+		seen <- md
+		return nil
+	}
+	req, rep := kit.Topic(t, 1, nil), kit.Topic(t, 1, nil)
+	cc := dial(t, startFerry(t, proxyConfig(t, req, rep, srv.addr, "")))
+	md := metadata.Pairs("grpc-accept-encoding", "gzip", "x-trace", "t1")
+	res := call(testkit.Context(t, 30*time.Second), cc, "UnaryEcho", md, "hi")
+	if res.err != nil || len(res.msgs) != 1 {
+		t.Fatalf("call = %q, %v", res.msgs, res.err)
+	}
+	for i, r := range readTopic(t, req, 2) {
+		if v, ok := header(r, "meta:grpc-accept-encoding"); !ok || v != "gzip" {
+			t.Errorf("request record %d: meta:grpc-accept-encoding = %q, %v; want gzip%s", i, v, ok, fmtHeaders(r.Headers))
+		}
+	}
+	got := <-seen
+	if v := got.Get("grpc-accept-encoding"); len(v) != 0 || len(got.Get("x-trace")) != 1 {
+		t.Errorf("the server got grpc-accept-encoding %q (want none) and x-trace %q", v, got.Get("x-trace"))
+	}
+}
+
+// TestProxyFinalRecordAsZilla: Ferry's back end writes the final record of
+// a call that wrote a response message as Zilla does (correlation id and
+// status only), and repeats the response headers there only when no
+// response message carried them; the front end delivers the headers in
+// both cases.
+func TestProxyFinalRecordAsZilla(t *testing.T) {
+	kit.CheckLeaks(t)
+	srv := startEchoServer(t, "echo-1")
+	srv.block = func(ctx context.Context, msg string) error {
+		if msg != "deny" {
+			return nil
+		}
+		if err := grpc.SetHeader(ctx, metadata.Pairs("x-why", "policy")); err != nil {
+			return err
+		}
+		return status.Error(codes.PermissionDenied, "denied")
+	}
+	req, rep := kit.Topic(t, 1, nil), kit.Topic(t, 1, nil)
+	cc := dial(t, startFerry(t, proxyConfig(t, req, rep, srv.addr, "")))
+	ctx := testkit.Context(t, 30*time.Second)
+
+	res := call(ctx, cc, "UnaryEcho", nil, "hi")
+	if res.err != nil || !reflect.DeepEqual(res.msgs, []string{"hi"}) {
+		t.Fatalf("UnaryEcho(hi) = %q, %v", res.msgs, res.err)
+	}
+	if got := res.header.Get("x-echo-server"); !reflect.DeepEqual(got, []string{"echo-1"}) {
+		t.Errorf("response header x-echo-server = %q, want [echo-1]", got)
+	}
+	res = call(ctx, cc, "UnaryEcho", nil, "deny")
+	if st := status.Convert(res.err); st.Code() != codes.PermissionDenied || st.Message() != "denied" {
+		t.Errorf("UnaryEcho(deny) = %v", res.err)
+	}
+	if got := res.header.Get("x-why"); !reflect.DeepEqual(got, []string{"policy"}) {
+		t.Errorf("error's response header x-why = %q, want [policy]", got)
+	}
+
+	recs := readTopic(t, rep, 3)
+	keys := func(r *kgo.Record) []string {
+		var ks []string
+		for _, h := range r.Headers {
+			ks = append(ks, h.Key)
+		}
+		return ks
+	}
+	if got, want := keys(recs[0]), []string{"zilla:correlation-id", "meta:x-echo-server"}; recs[0].Value == nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("reply record headers %q, want %q", got, want)
+	}
+	if got, want := keys(recs[1]), []string{"zilla:correlation-id", "zilla:status"}; recs[1].Value != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("final record after a reply: headers %q, want Zilla's %q", got, want)
+	}
+	if got, want := keys(recs[2]), []string{"zilla:correlation-id", "meta:x-why", "zilla:status", "zilla:message"}; recs[2].Value != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("final record without a reply: headers %q, want %q", got, want)
+	}
+}
+
+// TestReplyTimeoutSaysWhy: a call that got no reply record at all within
+// the route's timeout says that a back end failing without answering looks
+// like this, and which setting to lower.
+func TestReplyTimeoutSaysWhy(t *testing.T) {
+	kit.CheckLeaks(t)
+	req, rep := kit.Topic(t, 1, nil), kit.Topic(t, 1, nil)
+	a := startFerry(t, fmt.Sprintf(`
+  - when: [{method: grpc.examples.echo.Echo/*}]
+    produce: {topic: %s, reply_to: %s, timeout: 300ms}
+`, req, rep))
+	res := call(testkit.Context(t, 20*time.Second), dial(t, a), "UnaryEcho", nil, "anyone?")
+	st := status.Convert(res.err)
+	if st.Code() != codes.DeadlineExceeded {
+		t.Fatalf("status = %v %q, want DeadlineExceeded", st.Code(), st.Message())
+	}
+	for _, want := range []string{rep, "300ms", "no reply record came within the route's timeout", "fails without answering", "Zilla's kafka-grpc", "lower routes[].produce.timeout"} {
+		if !strings.Contains(st.Message(), want) {
+			t.Errorf("message %q does not say %q", st.Message(), want)
+		}
+	}
 }
