@@ -261,7 +261,7 @@ func (c *call) attempt(end time.Time) (hdrs layout.ResponseMetadata, wrote bool,
 		if c.replyTo == "" {
 			continue
 		}
-		wrote = true
+		wrote, hdrs.HeaderWritten = true, true
 		c.b.prod.Produce(c.b.ctx, c.b.layout.ReplyRecord(c.replyTo, c.id, hdrs, f.Bytes), c.replyWritten)
 	}
 }
@@ -319,11 +319,15 @@ func (c *call) finish(hdrs layout.ResponseMetadata, code codes.Code, msg string)
 		c.part.finish(offsets...)
 		return
 	}
-	if errp := c.replyErr.Load(); errp != nil && code == codes.OK {
-		// A response record is known to be lost: the caller must not see
-		// a complete answer. UNAVAILABLE is not replayed to a retry, which
-		// executes the call again.
-		code, msg = codes.Unavailable, "writing a response record to Kafka failed: "+(*errp).Error()
+	if errp := c.replyErr.Load(); errp != nil {
+		// A response record is known to be lost, perhaps every one that
+		// carried the response headers: the final record carries them.
+		hdrs.HeaderWritten = false
+		if code == codes.OK {
+			// The caller must not see a complete answer. UNAVAILABLE is
+			// not replayed to a retry, which executes the call again.
+			code, msg = codes.Unavailable, "writing a response record to Kafka failed: "+(*errp).Error()
+		}
 	}
 	rec := c.b.layout.FinalRecord(c.replyTo, c.id, hdrs, code, msg)
 	// Until Kafka acknowledged the reply, it counts as an active call of

@@ -16,6 +16,16 @@ import (
 // varint. The id alone is enough to resume on any Ferry instance.
 const idVersion = 1
 
+// Offsets that stand for a position rather than name one, as Kafka's
+// ListOffsets does. Zilla writes offsetEarliest for a partition that has
+// delivered nothing yet; Ferry writes real offsets only, but reads both.
+const (
+	// offsetEarliest resumes a partition from its log start.
+	offsetEarliest = -2
+	// offsetLatest resumes a partition from its end at resume time.
+	offsetLatest = -1
+)
+
 // Position is the next offset to read, per partition.
 type Position map[int32]int64
 
@@ -53,7 +63,8 @@ func withID(value []byte, field protowire.Number, p Position) []byte {
 	return protowire.AppendBytes(b, id)
 }
 
-// parseID decodes a version-1 message id.
+// parseID decodes a version-1 message id. An offset may be
+// offsetEarliest or offsetLatest; no other negative offset is accepted.
 func parseID(b []byte) (Position, error) {
 	if len(b) == 0 {
 		return nil, errors.New("empty message id")
@@ -87,8 +98,11 @@ func parseID(b []byte) (Position, error) {
 		if err != nil {
 			return nil, err
 		}
-		if id < 0 || id > 1<<31-1 || off < 0 {
-			return nil, fmt.Errorf("message id has partition %d at offset %d", id, off)
+		if id < 0 || id > 1<<31-1 {
+			return nil, fmt.Errorf("message id names partition %d, which no topic can have", id)
+		}
+		if off < 0 && off != offsetEarliest && off != offsetLatest {
+			return nil, fmt.Errorf("message id has partition %d at offset %d: a negative offset must be -2 (earliest) or -1 (latest)", id, off)
 		}
 		if _, dup := p[int32(id)]; dup {
 			return nil, fmt.Errorf("message id names partition %d twice", id)

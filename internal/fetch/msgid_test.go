@@ -44,7 +44,8 @@ func TestParseID(t *testing.T) {
 		"version":     {2, 2, 0, 2},
 		"truncated":   {1, 4, 0, 2},
 		"trailing":    {1, 2, 0, 2, 9},
-		"negative":    {1, 2, 0, 1},
+		"negative":    {1, 2, 0, 5}, // -3: neither earliest nor latest
+		"minus 4":     {1, 2, 0, 7},
 		"duplicate":   {1, 4, 0, 2, 0, 2},
 		"huge count":  {1, 0xfe, 0xff, 0xff, 0x0f},
 		"bad varint":  {1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
@@ -53,6 +54,31 @@ func TestParseID(t *testing.T) {
 		if _, err := parseID(b); err == nil {
 			t.Errorf("%s: parseID(%x) accepted", name, b)
 		}
+	}
+}
+
+// TestParseIDEarliestLatest: Zilla writes offset -2 (Kafka's "earliest")
+// for a partition that has delivered nothing yet, and -1 is Kafka's
+// "latest"; both are positions a resume id may hold.
+func TestParseIDEarliestLatest(t *testing.T) {
+	// Zilla's id after the first record of partition 0 of three.
+	raw, err := decodeIDText("AQYAAgIDBAM")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := parseID(raw); err != nil || !reflect.DeepEqual(got, Position{0: 1, 1: offsetEarliest, 2: offsetEarliest}) {
+		t.Errorf("parseID(%x) = %v, %v", raw, got, err)
+	}
+	if got, err := parseID([]byte{1, 4, 0, 1, 2, 3}); err != nil || !reflect.DeepEqual(got, Position{0: offsetLatest, 1: offsetEarliest}) {
+		t.Errorf("parseID(latest, earliest) = %v, %v", got, err)
+	}
+	// Written again, they keep their bytes.
+	if got := hex.EncodeToString(appendID(nil, Position{0: 1, 1: -2, 2: -2})); got != "0106000202030403" {
+		t.Errorf("appendID = %s, want 0106000202030403", got)
+	}
+	_, err = parseID([]byte{1, 2, 2, 5})
+	if err == nil || err.Error() != "message id has partition 1 at offset -3: a negative offset must be -2 (earliest) or -1 (latest)" {
+		t.Errorf("offset -3: %v", err)
 	}
 }
 

@@ -412,6 +412,8 @@ func (r *Route) Serve(ss grpc.ServerStream, m *protoreg.Method, md metadata.MD) 
 }
 
 // startPosition is where the caller starts: nil means the tail (latest).
+// A resume id's offsetEarliest and offsetLatest become the partition's log
+// start and its end now.
 func (r *Route) startPosition(ctx context.Context, resume Position) (Position, error) {
 	if resume == nil && r.cfg.Start == "latest" {
 		return nil, nil
@@ -443,9 +445,17 @@ func (r *Route) startPosition(ctx context.Context, resume Position) (Position, e
 			if _, ok := starts[p]; !ok {
 				return nil, status.Errorf(codes.InvalidArgument, "the message id names partition %d, which topic %q does not have", p, r.cfg.Topic)
 			}
-			// Records before the log start are gone (retention); an
-			// offset past the end cannot have been delivered.
-			starts[p] = min(max(off, starts[p]), ends[p])
+			switch off {
+			case offsetEarliest:
+				// Nothing of this partition was delivered (Zilla's ids say
+				// so): all of it is new, from the log start.
+			case offsetLatest:
+				starts[p] = ends[p]
+			default:
+				// Records before the log start are gone (retention); an
+				// offset past the end cannot have been delivered.
+				starts[p] = min(max(off, starts[p]), ends[p])
+			}
 		}
 		return starts, nil
 	case r.cfg.Start == "earliest":

@@ -1,6 +1,7 @@
 package layout
 
 import (
+	"flag"
 	"fmt"
 	"os"
 	"sort"
@@ -14,10 +15,10 @@ import (
 	"github.com/ferryproxy/ferry/internal/config"
 )
 
-// The golden files hold records and parsed calls as Ferry wrote and read
-// them before the layout had a package of its own: every record built
-// here must be byte for byte what the front end and the back end wrote
-// then, and every record must read the same.
+// The golden files hold records and parsed calls as the front end and the
+// back end write and read them: every record built here must be byte for
+// byte the one in the file, and every record must read the same. A change
+// of the layout shows as a change of these files (go test -update).
 
 func dumpRecord(b *strings.Builder, name string, rec *kgo.Record, withTopic bool) {
 	fmt.Fprintf(b, "== %s\n", name)
@@ -78,8 +79,18 @@ func customNames() config.HeaderNames {
 	return config.HeaderNames{Service: "x:svc", Method: "x:m", ReplyTo: "x:rt", CorrelationID: "x:id", Status: "x:st", Message: "x:msg", MetaPrefix: "md-"}
 }
 
+// update rewrites the golden files with what the tests produce: go test
+// ./internal/layout -update, then review the diff.
+var update = flag.Bool("update", false, "rewrite the golden files")
+
 func checkGolden(t *testing.T, file, got string) {
 	t.Helper()
+	if *update {
+		if err := os.WriteFile(file, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
 	want, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
@@ -182,6 +193,9 @@ func TestGoldenBackEnd(t *testing.T) {
 			{"final internal no message", l.FinalRecord("replies", "id-2", ResponseMetadata{}, codes.Internal, "")},
 			{"reject", l.NoMethodRecord("replies", "id-2")},
 			{"final unavailable trailer only", l.FinalRecord("replies", "id-2", ResponseMetadata{Trailer: rm.Trailer}, codes.Unavailable, "down")},
+			{"final ok after replies", l.FinalRecord("replies", "id-2", ResponseMetadata{Header: rm.Header, Trailer: rm.Trailer, HeaderWritten: true}, codes.OK, "")},
+			{"final ok after replies no trailer", l.FinalRecord("replies", "id-2", ResponseMetadata{Header: rm.Header, HeaderWritten: true}, codes.OK, "")},
+			{"final not found after replies no trailer", l.FinalRecord("replies", "id-2", ResponseMetadata{Header: rm.Header, HeaderWritten: true}, codes.NotFound, "gone")},
 		} {
 			dumpRecord(&b, n.CorrelationID+" "+tc.name, tc.rec, true)
 		}

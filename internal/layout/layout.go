@@ -7,11 +7,11 @@
 // rule of the layout is written once.
 //
 // Where Ferry's records still differ from Zilla's, each difference is one
-// function here: writtenKey (grpc-* keys such as grpc-accept-encoding are
-// not written), sortedKeys (meta: headers are sorted by key),
+// function here: writtenKey (grpc-* keys other than grpc-accept-encoding
+// are not written), sortedKeys (meta: headers are sorted by key),
 // appendValues (a repeated key gives one header per value) and
-// finalMetadata (the final reply record repeats the response header
-// metadata).
+// finalMetadata (the final reply record carries the trailers, and the
+// response header metadata when no reply record did).
 package layout
 
 import (

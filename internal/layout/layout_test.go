@@ -194,6 +194,33 @@ func TestParseReplySkipped(t *testing.T) {
 	}
 }
 
+// TestFinalRecordAsZilla: once a reply record carried the response
+// headers, the final record of a call without trailers is Zilla's:
+// correlation id and status (and message on error) only. Without a reply
+// record, it carries the headers, which the front end needs then; trailers
+// are always written.
+func TestFinalRecordAsZilla(t *testing.T) {
+	l := New(config.DefaultHeaderNames())
+	h := l.MetadataHeaders(metadata.MD{"x-h": {"a"}})
+	tr := l.MetadataHeaders(metadata.MD{"x-t": {"b"}})
+	id := []kgo.RecordHeader{{Key: "zilla:correlation-id", Value: []byte("id")}}
+	ok := kgo.RecordHeader{Key: "zilla:status", Value: []byte("0")}
+	for _, tc := range []struct {
+		name string
+		m    ResponseMetadata
+		want []kgo.RecordHeader
+	}{
+		{"after replies", ResponseMetadata{Header: h, HeaderWritten: true}, append(id, ok)},
+		{"after replies with trailers", ResponseMetadata{Header: h, Trailer: tr, HeaderWritten: true}, append(append(id, tr...), ok)},
+		{"no reply", ResponseMetadata{Header: h}, append(append(id, h...), ok)},
+		{"no reply with trailers", ResponseMetadata{Header: h, Trailer: tr}, append(append(append(id, h...), tr...), ok)},
+	} {
+		if got := l.FinalRecord("r", "id", tc.m, codes.OK, "").Headers; !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
 // TestFinalMetadataDoesNotAlias: building the final record never changes
 // the header metadata reply records share.
 func TestFinalMetadataDoesNotAlias(t *testing.T) {

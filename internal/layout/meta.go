@@ -23,10 +23,12 @@ func reserved(k string) bool {
 		k == "content-type" || k == "te" || k == "user-agent"
 }
 
-// writtenKey reports whether metadata key k is written as a meta: header.
-// Transport keys are not: Zilla writes meta:grpc-accept-encoding, Ferry
-// drops it with every other grpc-* key.
-func writtenKey(k string) bool { return !reserved(k) }
+// writtenKey reports whether metadata key k is written as a meta: header:
+// every key but the transport's, and of those grpc-accept-encoding, which
+// Zilla writes too. Reading never turns it back into metadata (it is
+// reserved, see checkKey). The other grpc-* keys (grpc-timeout,
+// grpc-encoding, ...) are not written: they describe one hop.
+func writtenKey(k string) bool { return !reserved(k) || k == "grpc-accept-encoding" }
 
 // checkKey returns why k cannot be a gRPC metadata key Ferry passes on, or
 // nil.

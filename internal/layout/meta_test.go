@@ -2,10 +2,13 @@ package layout
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc/metadata"
+
+	"github.com/ferryproxy/ferry/internal/config"
 )
 
 func TestMetadataFromHeader(t *testing.T) {
@@ -67,7 +70,7 @@ func TestMetadataBothWays(t *testing.T) {
 func TestForwarded(t *testing.T) {
 	for k, want := range map[string]bool{
 		"x-trace": true, "idempotency-key": true, ":authority": false, "grpc-timeout": false,
-		"grpc-accept-encoding": false, "te": false, "content-type": false, "user-agent": false,
+		"grpc-accept-encoding": true, "te": false, "content-type": false, "user-agent": false,
 		"authorization": false,
 	} {
 		if got := forwarded(k, false); got != want {
@@ -120,4 +123,58 @@ func FuzzMetadataFromHeaders(f *testing.F) {
 			t.Fatalf("%v read as %v, then as %v", hs, md, back)
 		}
 	})
+}
+
+// TestZillaJoinedValues: Zilla joins the values of a repeated metadata key
+// into one header ("v1, v2"); Ferry writes one header per value. Each
+// reads the other's: Ferry reads Zilla's header as the single value
+// "v1, v2".
+func TestZillaJoinedValues(t *testing.T) {
+	l := New(config.DefaultHeaderNames())
+	hs := []kgo.RecordHeader{
+		{Key: "zilla:correlation-id", Value: []byte("id")},
+		{Key: "meta:x-multi", Value: []byte("v1, v2")},
+	}
+	want := []string{"v1, v2"}
+	if got := MetadataFromHeaders(hs, "meta:")["x-multi"]; !reflect.DeepEqual(got, want) {
+		t.Errorf("request metadata x-multi = %q, want %q", got, want)
+	}
+	if got := l.ServerMetadata(hs, "id")["x-multi"]; !reflect.DeepEqual(got, want) {
+		t.Errorf("server metadata x-multi = %q, want %q", got, want)
+	}
+	_, rep, _ := l.ParseReply(&kgo.Record{Value: []byte{}, Headers: hs}, nil)
+	if got := rep.Meta["x-multi"]; !reflect.DeepEqual(got, want) {
+		t.Errorf("response metadata x-multi = %q, want %q", got, want)
+	}
+	// Ferry's own: one header per value, read back as two values.
+	out := appendMetadata(nil, metadata.MD{"x-multi": {"v1", "v2"}}, "meta:", nil)
+	if got := MetadataFromHeaders(out, "meta:")["x-multi"]; !reflect.DeepEqual(got, []string{"v1", "v2"}) {
+		t.Errorf("Ferry's headers %v read as %q", out, got)
+	}
+}
+
+// TestAcceptEncodingWrittenNotRead: grpc-accept-encoding is written as a
+// meta: header, as Zilla does, but a reserved key never becomes metadata
+// again: a back end does not pass it to its server, a front end not to its
+// client.
+func TestAcceptEncodingWrittenNotRead(t *testing.T) {
+	l := New(config.DefaultHeaderNames())
+	hs := l.RequestHeaders(nil, Request{Service: "s", Method: "m", ReplyTo: "r", CorrelationID: "id"},
+		metadata.MD{"grpc-accept-encoding": {"gzip"}, "grpc-timeout": {"1S"}, "x": {"1"}}, false)
+	var got []string
+	for _, h := range hs {
+		if strings.HasPrefix(h.Key, "meta:") {
+			got = append(got, h.Key+"="+string(h.Value))
+		}
+	}
+	if want := []string{"meta:grpc-accept-encoding=gzip", "meta:x=1"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("meta: headers %q, want %q", got, want)
+	}
+	if md := l.ServerMetadata(hs, "id"); md["grpc-accept-encoding"] != nil || md["x"] == nil {
+		t.Errorf("server metadata %v: grpc-accept-encoding must not be read back", md)
+	}
+	_, rep, _ := l.ParseReply(&kgo.Record{Key: []byte("id"), Value: []byte{}, Headers: hs}, nil)
+	if rep.Meta["grpc-accept-encoding"] != nil {
+		t.Errorf("response metadata %v: grpc-accept-encoding must not be read back", rep.Meta)
+	}
 }

@@ -18,12 +18,19 @@ type ResponseMetadata struct {
 	Header []kgo.RecordHeader
 	// Trailer is the trailer metadata, written on the final reply record.
 	Trailer []kgo.RecordHeader
+	// HeaderWritten reports that a reply record of the call carried
+	// Header already, so the final record need not (see finalMetadata).
+	HeaderWritten bool
 }
 
-// finalMetadata is the metadata of the final reply record: the response
-// header metadata again, then the trailers. Zilla writes neither.
+// finalMetadata is the metadata of the final reply record: the trailers,
+// after the response header metadata when no reply record carried it (a
+// call answered with no response message, such as an error with response
+// headers), since a front end takes the response headers from the first
+// record of a call. Zilla writes neither: with no trailers, the final record
+// of a call that wrote a response message is the same as Zilla's.
 func finalMetadata(m ResponseMetadata) []kgo.RecordHeader {
-	if len(m.Header) == 0 {
+	if len(m.Header) == 0 || m.HeaderWritten {
 		return m.Trailer
 	}
 	return append(m.Header[:len(m.Header):len(m.Header)], m.Trailer...)

@@ -426,7 +426,7 @@ func (c *call) serveRequestReply() error {
 				continue
 			}
 			c.abandon()
-			return status.Errorf(codes.DeadlineExceeded, "no reply on topic %q for %s (route %s timeout)", c.r.cfg.ReplyTo, d, c.r.Name)
+			return c.timeoutStatus(d, gotHeader)
 		case err := <-recvDone:
 			recvDone = nil
 			if err != nil {
@@ -482,6 +482,21 @@ func (c *call) serveRequestReply() error {
 			}
 		}
 	}
+}
+
+// timeoutStatus is the status a call ends with when nothing moved for the
+// route's timeout d; replied tells whether any reply record came.
+func (c *call) timeoutStatus(d time.Duration, replied bool) error {
+	if replied {
+		return status.Errorf(codes.DeadlineExceeded, "no reply on topic %q for %s (route %s timeout)", c.r.cfg.ReplyTo, d, c.r.Name)
+	}
+	// No record at all: a back end that fails without answering looks
+	// like this, and waiting longer would not change it.
+	return status.Errorf(codes.DeadlineExceeded,
+		"no reply on topic %q for %s (route %s timeout): no reply record came within the route's timeout. "+
+			"A back end that fails without answering looks like this (Zilla's kafka-grpc does when its server answers an error); "+
+			"for routes served by such back ends, lower routes[].produce.timeout",
+		c.r.cfg.ReplyTo, d, c.r.Name)
 }
 
 // recvStatus is the status a call ends with when reading its request
