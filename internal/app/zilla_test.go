@@ -31,10 +31,11 @@ func produceTo(t testing.TB, cl *kgo.Client, topic string, partition int32, ms .
 }
 
 // TestFetchResumeZillaID: a client holding a message id as Zilla writes it
-// — offset -2 ("earliest") for each partition that had delivered nothing
-// yet — resumes on Ferry with exactly the records it had not seen, those
-// partitions from their log start; -1 ("latest") resumes a partition at
-// its end when the caller resumes.
+// — offset -2 ("earliest"), or -1 ("latest") when its subscriber started
+// at the tail, for each partition that had delivered nothing yet —
+// resumes on Ferry with exactly the records it had not seen, those
+// partitions from their log start: nothing written after the id is
+// missed.
 func TestFetchResumeZillaID(t *testing.T) {
 	kit.CheckLeaks(t)
 	topic := kit.Topic(t, 3, nil)
@@ -61,17 +62,17 @@ func TestFetchResumeZillaID(t *testing.T) {
 	})
 
 	t.Run("latest", func(t *testing.T) {
-		// {0: 2, 1: -2, 2: -1}: partition 2 resumes at its end, past p2-a.
+		// {0: 2, 1: -2, 2: -1}: partition 2, like 1, resumes from its log
+		// start: p2-a was written after the subscriber started, for all
+		// the id can tell.
 		id := "AQYABAIDBAE"
 		sub := subscribe(t, cc, metadata.Pairs("last-message-id", id))
 		defer sub.cancel()
-		got := msgs(sub.take(t, 3))
+		got := msgs(sub.take(t, 4))
 		sort.Strings(got)
-		if want := []string{"p1-a", "p1-b", "p1-c"}; !reflect.DeepEqual(got, want) {
+		if want := []string{"p1-a", "p1-b", "p1-c", "p2-a"}; !reflect.DeepEqual(got, want) {
 			t.Fatalf("resumed with %s: %q, want %q", id, got, want)
 		}
-		// The end was listed before the first message came, so a record
-		// written now is after it.
 		produceTo(t, prod, topic, 2, "p2-b")
 		if got := msgs(sub.take(t, 1)); got[0] != "p2-b" {
 			t.Errorf("then %q, want p2-b", got[0])

@@ -17,13 +17,14 @@ import (
 const idVersion = 1
 
 // Offsets that stand for a position rather than name one, as Kafka's
-// ListOffsets does. Zilla writes offsetEarliest for a partition that has
-// delivered nothing yet; Ferry writes real offsets only, but reads both.
+// ListOffsets does. Zilla writes one of them for a partition that has
+// delivered nothing yet: offsetEarliest (-2), or offsetLatest (-1) when
+// its subscriber started at the tail. Ferry writes real offsets only, and
+// resumes such a partition from its log start either way (see
+// Route.startPosition).
 const (
-	// offsetEarliest resumes a partition from its log start.
 	offsetEarliest = -2
-	// offsetLatest resumes a partition from its end at resume time.
-	offsetLatest = -1
+	offsetLatest   = -1
 )
 
 // Position is the next offset to read, per partition.

@@ -412,8 +412,8 @@ func (r *Route) Serve(ss grpc.ServerStream, m *protoreg.Method, md metadata.MD) 
 }
 
 // startPosition is where the caller starts: nil means the tail (latest).
-// A resume id's offsetEarliest and offsetLatest become the partition's log
-// start and its end now.
+// A resume id's offsetEarliest and offsetLatest both become the
+// partition's log start.
 func (r *Route) startPosition(ctx context.Context, resume Position) (Position, error) {
 	if resume == nil && r.cfg.Start == "latest" {
 		return nil, nil
@@ -446,11 +446,13 @@ func (r *Route) startPosition(ctx context.Context, resume Position) (Position, e
 				return nil, status.Errorf(codes.InvalidArgument, "the message id names partition %d, which topic %q does not have", p, r.cfg.Topic)
 			}
 			switch off {
-			case offsetEarliest:
+			case offsetEarliest, offsetLatest:
 				// Nothing of this partition was delivered (Zilla's ids say
-				// so): all of it is new, from the log start.
-			case offsetLatest:
-				starts[p] = ends[p]
+				// so), and where its subscriber began is not in the id:
+				// -1 was "the end" when it started, not now. Everything
+				// still in the log is read, so nothing written since is
+				// missed; the price is the partition's older records,
+				// which the client never got either.
 			default:
 				// Records before the log start are gone (retention); an
 				// offset past the end cannot have been delivered.
