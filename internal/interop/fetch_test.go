@@ -307,9 +307,8 @@ func testFetch(t *testing.T, s *suite, sel, topic string, partitions int32) {
 	// Zilla's id after its first message lists the partitions that
 	// delivered nothing yet at a negative offset (on three partitions:
 	// -1 here, -2 when the subscriber came after the records). Ferry
-	// must resume such a partition from its earliest offset: until it
-	// accepts these ids, the ThreePartitions case of this subtest fails
-	// with INVALID_ARGUMENT.
+	// resumes such a partition from its earliest offset, so the records
+	// written since are all there.
 	t.Run("ZillaIDOnFerry/First", func(t *testing.T) { resume(t, "Ferry", s.ferryCC, zgot[0].id) })
 	t.Run("ZillaIDOnFerry/Middle", func(t *testing.T) { resume(t, "Ferry", s.ferryCC, zgot[4].id) })
 	t.Run("ZillaIDOnFerry/Last", func(t *testing.T) { resume(t, "Ferry", s.ferryCC, zgot[len(zgot)-1].id) })

@@ -89,10 +89,9 @@ var knownDifferences = []struct {
 // each side's correlation id against the layout's algorithm and then
 // reads past them. Every other difference is in knownDifferences.
 //
-// Two of Ferry's layout changes must be merged for it to pass: Ferry
-// writes meta:grpc-accept-encoding as Zilla does, and writes the response
+// Ferry writes meta:grpc-accept-encoding as Zilla does, and the response
 // header metadata on the final reply record only when no reply record
-// carried it.
+// carried it, so those are no differences.
 func TestRecords(t *testing.T) {
 	s := need(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
