@@ -5,7 +5,6 @@ import (
 	"crypto/md5"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -19,9 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/ferryproxy/ferry/internal/app"
 	"github.com/ferryproxy/ferry/internal/config"
@@ -133,19 +130,8 @@ func (w tWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// rawCodec lets the test client send and receive protobuf bytes as they are.
-type rawCodec struct{}
-
-func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
-	return mem.BufferSlice{mem.SliceBuffer(*v.(*[]byte))}, nil
-}
-
-func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	*v.(*[]byte) = data.Materialize()
-	return nil
-}
-
-func (rawCodec) Name() string { return "proto" }
+// rawCodec sends and receives *[]byte as they are.
+type rawCodec = testkit.RawCodec
 
 func dial(t testing.TB, a *app.App) *grpc.ClientConn {
 	t.Helper()
@@ -159,6 +145,9 @@ func dial(t testing.TB, a *app.App) *grpc.ClientConn {
 	return cc
 }
 
+// echoSvc is the path prefix of the echo example's methods.
+const echoSvc = testkit.EchoService
+
 // result is what a call returned.
 type result struct {
 	header metadata.MD
@@ -166,72 +155,18 @@ type result struct {
 	err    error
 }
 
-const echoSvc = "/grpc.examples.echo.Echo/"
-
 // call makes a call of any kind: it sends every request, half-closes and
 // reads every response, decoding Echo messages.
 func call(ctx context.Context, cc *grpc.ClientConn, method string, md metadata.MD, reqs ...string) result {
-	if md != nil {
-		ctx = metadata.NewOutgoingContext(ctx, md)
-	}
-	s, err := cc.NewStream(ctx, &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}, echoSvc+method)
-	if err != nil {
-		return result{err: err}
-	}
-	for _, r := range reqs {
-		b := echo(r)
-		if err := s.SendMsg(&b); err != nil {
-			break // the status comes from RecvMsg
-		}
-	}
-	if err := s.CloseSend(); err != nil {
-		return result{err: err}
-	}
-	var res result
-	for {
-		var b []byte
-		err := s.RecvMsg(&b)
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			res.err = err
-			break
-		}
-		res.msgs = append(res.msgs, unecho(b))
-	}
-	res.header, _ = s.Header()
-	return res
+	r := testkit.EchoCall(ctx, cc, method, md, reqs...)
+	return result{header: r.Header, msgs: r.Msgs, err: r.Err}
 }
 
 // echo encodes an EchoRequest/EchoResponse{message: s}.
-func echo(s string) []byte {
-	b := protowire.AppendTag(nil, 1, protowire.BytesType)
-	return protowire.AppendString(b, s)
-}
+func echo(s string) []byte { return testkit.Echo(s) }
 
-func unecho(b []byte) string {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return fmt.Sprintf("<bad message %x>", b)
-		}
-		b = b[n:]
-		if num == 1 && typ == protowire.BytesType {
-			v, n := protowire.ConsumeString(b)
-			if n < 0 {
-				return fmt.Sprintf("<bad message %x>", b)
-			}
-			return v
-		}
-		n = protowire.ConsumeFieldValue(num, typ, b)
-		if n < 0 {
-			return fmt.Sprintf("<bad message %x>", b)
-		}
-		b = b[n:]
-	}
-	return ""
-}
+// unecho decodes field 1 of an Echo or Fanout message.
+func unecho(b []byte) string { return testkit.Unecho(b) }
 
 func header(r *kgo.Record, k string) (string, bool) {
 	for _, h := range r.Headers {

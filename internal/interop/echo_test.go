@@ -2,8 +2,6 @@ package interop_test
 
 import (
 	"context"
-	"fmt"
-	"io"
 	"net"
 	"strings"
 	"sync"
@@ -13,12 +11,11 @@ import (
 	// Registered, gzip makes the test clients send grpc-accept-encoding,
 	// which both front ends write as meta:grpc-accept-encoding.
 	_ "google.golang.org/grpc/encoding/gzip"
-	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protowire"
 
 	echopb "github.com/ferryproxy/ferry/examples/proxy/echo"
+	"github.com/ferryproxy/ferry/internal/testkit"
 )
 
 // serverName is the echo server's x-echo-server response header.
@@ -112,20 +109,8 @@ func (s *echoServer) BidirectionalStreamingEcho(ss grpc.BidiStreamingServer[echo
 	return s.Server.BidirectionalStreamingEcho(ss)
 }
 
-// rawCodec lets the test clients send and receive protobuf bytes as they
-// are.
-type rawCodec struct{}
-
-func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
-	return mem.BufferSlice{mem.SliceBuffer(*v.(*[]byte))}, nil
-}
-
-func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	*v.(*[]byte) = data.Materialize()
-	return nil
-}
-
-func (rawCodec) Name() string { return "proto" }
+// rawCodec sends and receives *[]byte as they are.
+type rawCodec = testkit.RawCodec
 
 // result is what a call returned.
 type result struct {
@@ -134,71 +119,15 @@ type result struct {
 	err             error
 }
 
-const echoSvc = "/grpc.examples.echo.Echo/"
-
 // call makes a call of any kind: it sends every request, half-closes and
 // reads every response, decoding Echo messages.
 func call(ctx context.Context, cc *grpc.ClientConn, method string, md metadata.MD, reqs ...string) result {
-	if md != nil {
-		ctx = metadata.NewOutgoingContext(ctx, md)
-	}
-	s, err := cc.NewStream(ctx, &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}, echoSvc+method)
-	if err != nil {
-		return result{err: err}
-	}
-	for _, r := range reqs {
-		b := echo(r)
-		if err := s.SendMsg(&b); err != nil {
-			break // the status comes from RecvMsg
-		}
-	}
-	if err := s.CloseSend(); err != nil {
-		return result{err: err}
-	}
-	var res result
-	for {
-		var b []byte
-		err := s.RecvMsg(&b)
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			res.err = err
-			break
-		}
-		res.msgs = append(res.msgs, unecho(b))
-	}
-	res.header, _ = s.Header()
-	res.trailer = s.Trailer()
-	return res
+	r := testkit.EchoCall(ctx, cc, method, md, reqs...)
+	return result{header: r.Header, trailer: r.Trailer, msgs: r.Msgs, err: r.Err}
 }
 
 // echo encodes an EchoRequest/EchoResponse{message: s}.
-func echo(s string) []byte {
-	b := protowire.AppendTag(nil, 1, protowire.BytesType)
-	return protowire.AppendString(b, s)
-}
+func echo(s string) []byte { return testkit.Echo(s) }
 
 // unecho decodes field 1 of an Echo or Fanout message.
-func unecho(b []byte) string {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return fmt.Sprintf("<bad message %x>", b)
-		}
-		b = b[n:]
-		if num == 1 && typ == protowire.BytesType {
-			v, n := protowire.ConsumeString(b)
-			if n < 0 {
-				return fmt.Sprintf("<bad message %x>", b)
-			}
-			return v
-		}
-		n = protowire.ConsumeFieldValue(num, typ, b)
-		if n < 0 {
-			return fmt.Sprintf("<bad message %x>", b)
-		}
-		b = b[n:]
-	}
-	return ""
-}
+func unecho(b []byte) string { return testkit.Unecho(b) }
