@@ -1,13 +1,13 @@
 package kafka
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"strings"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -62,44 +62,47 @@ func (c *Cluster) startError(err error) error {
 // securityHint names the likely cause of a failed connection when it is
 // the cluster's TLS or SASL settings, or returns "".
 func (c *Cluster) securityHint(err error) string {
+	const wrongPassword = "SASL authentication failed (wrong username or password? clusters[].sasl)"
 	var (
-		unknownCA  x509.UnknownAuthorityError
-		hostname   x509.HostnameError
-		invalid    x509.CertificateInvalidError
-		recordErr  tls.RecordHeaderError
-		alert      tls.AlertError
-		kafkaError *kerr.Error
+		unknownCA x509.UnknownAuthorityError
+		hostname  x509.HostnameError
+		invalid   x509.CertificateInvalidError
+		notTLS    tls.RecordHeaderError
+		op        *net.OpError
+		firstEOF  *kgo.ErrFirstReadEOF
 	)
+	tlsOn, saslOn := c.cfg.TLS.Enabled, c.cfg.SASL.Mechanism != ""
 	switch {
 	case errors.Is(err, kerr.SaslAuthenticationFailed):
-		return "SASL authentication failed (wrong username or password? check clusters[].sasl)"
+		return wrongPassword
 	case errors.Is(err, kerr.UnsupportedSaslMechanism):
-		return fmt.Sprintf("the brokers do not support SASL mechanism %s (clusters[].sasl.mechanism?)", c.cfg.SASL.Mechanism)
-	case errors.Is(err, kerr.IllegalSaslState):
-		return "the brokers do not expect SASL here (clusters[].sasl?)"
+		return fmt.Sprintf("the brokers do not offer SASL mechanism %s (clusters[].sasl.mechanism?)", c.cfg.SASL.Mechanism)
 	case errors.As(err, &unknownCA):
 		return "TLS handshake failed: certificate signed by unknown authority (clusters[].tls.ca_file?)"
 	case errors.As(err, &hostname):
-		return "TLS handshake failed: the broker's certificate is not for this host (clusters[].tls.server_name?)"
+		return "TLS handshake failed: the broker's certificate is not for this address (clusters[].tls.server_name?)"
 	case errors.As(err, &invalid):
-		return "TLS handshake failed: the broker's certificate is not valid (expired, or not for a server?)"
-	case errors.As(err, &recordErr):
+		return "TLS handshake failed: the broker's certificate is not valid (expired, or not a server certificate?)"
+	case errors.As(err, &notTLS):
 		return "TLS handshake failed: the broker does not speak TLS (clusters[].tls.enabled?)"
-	case errors.As(err, &alert):
-		return "TLS handshake refused by the broker (a client certificate it trusts? clusters[].tls.cert_file)"
-	case errors.As(err, &kafkaError):
-		return ""
-	}
-	if c.cfg.TLS.Enabled && (errors.Is(err, io.EOF) || isConnReset(err)) {
-		return "TLS handshake failed: the broker closed the connection (does it speak TLS? does it require a client certificate? clusters[].tls)"
-	}
-	if !c.cfg.TLS.Enabled && (errors.Is(err, io.EOF) || isConnReset(err) || strings.Contains(err.Error(), "large")) {
-		return "the broker answered in a way Kafka does not: does it speak TLS? (clusters[].tls.enabled?)"
+	case errors.As(err, &op) && op.Op == "remote error":
+		return "the broker refused the TLS handshake (does it require a client certificate? clusters[].tls.cert_file and key_file)"
+	case errors.As(err, &firstEOF):
+		switch {
+		case tlsOn:
+			return "the broker closed the connection at the TLS handshake: does it speak TLS? (clusters[].tls.enabled?)"
+		case saslOn:
+			return "the broker closed the connection: does it require TLS? (clusters[].tls.enabled?)"
+		}
+		return "the broker closed the connection: does it require TLS or SASL? (clusters[].tls.enabled? clusters[].sasl?)"
+	case saslOn && errors.Is(err, io.EOF):
+		// Some brokers close the connection on a failed authentication
+		// rather than answer it.
+		return wrongPassword
+	case tlsOn && errors.Is(err, context.DeadlineExceeded):
+		// A broker that does not speak TLS takes the client's hello for
+		// the start of a large request, and waits for the rest of it.
+		return fmt.Sprintf("no TLS answer within dial_timeout (%v): does the broker speak TLS? (clusters[].tls.enabled?)", c.cfg.DialTimeout)
 	}
 	return ""
-}
-
-func isConnReset(err error) bool {
-	var op *net.OpError
-	return errors.As(err, &op) && strings.Contains(op.Err.Error(), "reset")
 }
