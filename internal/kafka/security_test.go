@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"log/slog"
 	"math/big"
 	"net"
@@ -19,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -245,4 +247,19 @@ func TestSASLOverTLSWithPasswordFile(t *testing.T) {
 	}
 	var logs bytes.Buffer
 	roundTrip(t, securedCluster("sasl-ssl", seeds, config.ClusterTLS{Enabled: true, CAFile: pki.caFile}, config.ClusterSASL{Mechanism: config.SASLScramSHA512, Username: "ferry", PasswordFile: file}, &logs))
+}
+
+// TestSecurityHintKafkaErrors covers the answers of a real broker, which
+// the embedded broker gives differently (it closes the connection).
+func TestSecurityHintKafkaErrors(t *testing.T) {
+	c := NewCluster(config.Cluster{Name: "x", SASL: config.ClusterSASL{Mechanism: config.SASLScramSHA512}}, nil, slog.New(slog.DiscardHandler))
+	for err, want := range map[error]string{
+		kerr.SaslAuthenticationFailed: "wrong username or password?",
+		kerr.UnsupportedSaslMechanism: "SASL mechanism SCRAM-SHA-512",
+		kerr.TopicAuthorizationFailed: "",
+	} {
+		if got := c.securityHint(fmt.Errorf("dial: %w", err)); want == "" && got != "" || !strings.Contains(got, want) {
+			t.Errorf("hint for %v = %q, want it to say %q", err, got, want)
+		}
+	}
 }
