@@ -263,3 +263,13 @@ func TestSecurityHintKafkaErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestInsecureSkipVerifyWarns(t *testing.T) {
+	pki := newTestPKI(t)
+	seeds := startBroker(t, kfake.TLS(pki.serverTLS(false)))
+	var logs bytes.Buffer
+	roundTrip(t, securedCluster("skip", seeds, config.ClusterTLS{Enabled: true, InsecureSkipVerify: true}, config.ClusterSASL{}, &logs))
+	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "insecure_skip_verify") {
+		t.Errorf("no warning logged:\n%s", logs.String())
+	}
+}
