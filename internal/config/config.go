@@ -77,11 +77,11 @@ type ClusterTLS struct {
 	// CAFile is a PEM file of the certificate authorities that sign the
 	// brokers' certificates. Empty: the system's pool.
 	CAFile string `yaml:"ca_file"`
-	// CertFile and KeyFile are Ferry's client certificate and its key, in
-	// PEM, for brokers that require client certificates (mTLS). Both or
-	// neither.
+	// CertFile is Ferry's client certificate, in PEM, for brokers that
+	// require client certificates (mTLS). Set with KeyFile, or neither.
 	CertFile string `yaml:"cert_file"`
-	KeyFile  string `yaml:"key_file"`
+	// KeyFile is the private key of CertFile, in PEM.
+	KeyFile string `yaml:"key_file"`
 	// ServerName is the name the brokers' certificates are checked
 	// against. Empty: the host of each broker's address.
 	ServerName string `yaml:"server_name"`
@@ -95,10 +95,11 @@ type ClusterSASL struct {
 	Mechanism string `yaml:"mechanism"`
 	// Username is the SASL user.
 	Username string `yaml:"username"`
-	// Password is the user's password; PasswordFile names a file holding
-	// it instead (read at start, a trailing newline dropped). Exactly one
-	// of them is set.
-	Password     string `yaml:"password"`
+	// Password is the user's password. Exactly one of Password and
+	// PasswordFile is set.
+	Password string `yaml:"password"`
+	// PasswordFile names a file holding the password, read at start; a
+	// trailing newline is dropped.
 	PasswordFile string `yaml:"password_file"`
 }
 
