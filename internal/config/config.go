@@ -4,6 +4,7 @@
 package config
 
 import (
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -62,6 +63,44 @@ type Cluster struct {
 	// HealthCheck is how Ferry finds out that the cluster is unreachable
 	// and back.
 	HealthCheck HealthCheck `yaml:"health_check"`
+	// TLS encrypts the connections to the brokers.
+	TLS ClusterTLS `yaml:"tls"`
+	// SASL authenticates Ferry to the brokers.
+	SASL ClusterSASL `yaml:"sasl"`
+}
+
+// ClusterTLS is how Ferry speaks TLS to a cluster's brokers. Relative
+// file names are taken from the config file's directory.
+type ClusterTLS struct {
+	// Enabled turns TLS on; the other keys need it.
+	Enabled bool `yaml:"enabled"`
+	// CAFile is a PEM file of the certificate authorities that sign the
+	// brokers' certificates. Empty: the system's pool.
+	CAFile string `yaml:"ca_file"`
+	// CertFile is Ferry's client certificate, in PEM, for brokers that
+	// require client certificates (mTLS). Set with KeyFile, or neither.
+	CertFile string `yaml:"cert_file"`
+	// KeyFile is the private key of CertFile, in PEM.
+	KeyFile string `yaml:"key_file"`
+	// ServerName is the name the brokers' certificates are checked
+	// against. Empty: the host of each broker's address.
+	ServerName string `yaml:"server_name"`
+	// InsecureSkipVerify accepts any broker certificate. For tests only.
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+}
+
+// ClusterSASL is how Ferry authenticates to a cluster's brokers.
+type ClusterSASL struct {
+	// Mechanism is PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512. Empty: no SASL.
+	Mechanism string `yaml:"mechanism"`
+	// Username is the SASL user.
+	Username string `yaml:"username"`
+	// Password is the user's password. Exactly one of Password and
+	// PasswordFile is set.
+	Password string `yaml:"password"`
+	// PasswordFile names a file holding the password, read at start; a
+	// trailing newline is dropped.
+	PasswordFile string `yaml:"password_file"`
 }
 
 // HealthCheck probes a cluster with a metadata request. The cluster counts
@@ -510,6 +549,8 @@ func (c *Config) applyDefaults() {
 			}
 		}
 		cl.Brokers = brokers
+		cl.TLS.resolve(filepath.Dir(c.file))
+		cl.SASL.PasswordFile = resolvePath(filepath.Dir(c.file), cl.SASL.PasswordFile)
 		if cl.ClientID == "" {
 			cl.ClientID = "ferry"
 		}

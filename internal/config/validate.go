@@ -89,6 +89,7 @@ func (v *validator) clusters() {
 		default:
 			v.errf(p+".producer.compression", "%q is not a codec: use none, gzip, snappy, lz4 or zstd", cl.Producer.Compression)
 		}
+		v.clusterSecurity(p, cl)
 	}
 }
 

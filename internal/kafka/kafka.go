@@ -55,12 +55,20 @@ type Cluster struct {
 	closed bool
 
 	health health
+
+	// security are the TLS and SASL options of every client, built by
+	// NewCluster; securityErr is why they could not be, which Start
+	// reports.
+	security    []kgo.Opt
+	securityErr error
 }
 
 // NewCluster prepares a cluster; it connects on first use. seeds replaces
 // the configured brokers when the cluster is served by the embedded broker.
 func NewCluster(cfg config.Cluster, seeds []string, logger *slog.Logger) *Cluster {
-	return &Cluster{name: cfg.Name, cfg: cfg, seeds: seeds, logger: logger, health: health{up: true}}
+	c := &Cluster{name: cfg.Name, cfg: cfg, seeds: seeds, logger: logger, health: health{up: true}}
+	c.security, c.securityErr = securityOpts(cfg)
+	return c
 }
 
 // Name returns the cluster's configured name.
@@ -71,15 +79,15 @@ func (c *Cluster) Seeds() []string { return c.seeds }
 
 // baseOpts are the options every client of this cluster shares: every
 // client Ferry makes of a cluster starts from them, so they are the one
-// place where the cluster's connection settings (TLS and SASL, when Ferry
-// supports them) become franz-go options.
+// place where the cluster's connection settings, TLS and SASL among them,
+// become franz-go options.
 func (c *Cluster) baseOpts() []kgo.Opt {
-	return []kgo.Opt{
+	return append([]kgo.Opt{
 		kgo.SeedBrokers(c.seeds...),
 		kgo.ClientID(c.cfg.ClientID),
 		kgo.DialTimeout(c.cfg.DialTimeout),
 		kgo.WithLogger(kslog.New(c.logger)),
-	}
+	}, c.security...)
 }
 
 // Producer returns the cluster's producer for acks, creating it on first
@@ -219,6 +227,12 @@ func (c *Cluster) NewPartitionReader(topic string, from map[int32]int64, maxWait
 // dial timeout, so that Ferry fails at start rather than on its first
 // call. Clients connect on first use; Start leaves none behind.
 func (c *Cluster) Start(ctx context.Context) error {
+	if c.securityErr != nil {
+		return fmt.Errorf("cluster %q: %w", c.name, c.securityErr)
+	}
+	if c.cfg.TLS.Enabled && c.cfg.TLS.InsecureSkipVerify {
+		c.logger.Warn("TLS without checking the brokers' certificates (clusters[].tls.insecure_skip_verify): anyone between Ferry and Kafka can read and change the traffic", "cluster", c.name)
+	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
 	defer cancel()
 	cl, err := kgo.NewClient(c.baseOpts()...)
@@ -227,7 +241,7 @@ func (c *Cluster) Start(ctx context.Context) error {
 	}
 	defer cl.Close()
 	if err := cl.Ping(ctx); err != nil {
-		return fmt.Errorf("reaching cluster %q at %v: %w", c.name, c.seeds, err)
+		return c.startError(err)
 	}
 	return nil
 }
