@@ -26,6 +26,19 @@
 #     so the broker comes back on the same ports.
 #   * Only the address goes to stdout, so callers can do
 #     `addr=$(scripts/kafka.sh start)`; all diagnostics go to stderr.
+#   * FERRY_KAFKA_SECURE=1 adds a SASL_SSL listener on FERRY_KAFKA_SECURE_PORT
+#     beside the PLAINTEXT one (which tests and inter-broker traffic keep
+#     using), for tests of Ferry's TLS and SASL against a real broker. It
+#     offers PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512, each for the user
+#     "ferry" with password "ferry-secret" (the SCRAM credentials are written
+#     when the log dir is formatted, so restarts keep them). Its certificate
+#     comes from a throwaway CA that openssl makes in the state dir on the
+#     first secure start and every start reuses. stdout stays the PLAINTEXT
+#     address; start writes the secure listener's files instead:
+#       $FERRY_KAFKA_DIR/secure.addr  "127.0.0.1:<secure port>" (removed by a
+#                                     start without FERRY_KAFKA_SECURE=1)
+#       $FERRY_KAFKA_DIR/ca.pem       the CA that signed the broker's
+#                                     certificate (for 127.0.0.1)
 #
 # Environment (all optional):
 #   FERRY_KAFKA_DIR              state dir (jars, config, data, logs, pid)   [/tmp/ferry-kafka]
@@ -35,6 +48,8 @@
 #   FERRY_KAFKA_JAVA             java binary (Kafka 4.x brokers need >= 17)  [java]
 #   FERRY_KAFKA_HEAP             -Xmx for the broker JVM                     [1g]
 #   FERRY_KAFKA_KEEP             1: start reuses the existing log dir        [0]
+#   FERRY_KAFKA_SECURE           1: also a SASL_SSL listener (see above)     [0]
+#   FERRY_KAFKA_SECURE_PORT      its port on 127.0.0.1                       [19094]
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -47,6 +62,8 @@ START_TIMEOUT="${FERRY_KAFKA_START_TIMEOUT:-90}"
 JAVA="${FERRY_KAFKA_JAVA:-java}"
 HEAP="${FERRY_KAFKA_HEAP:-1g}"
 KEEP="${FERRY_KAFKA_KEEP:-0}"
+SECURE="${FERRY_KAFKA_SECURE:-0}"
+SECURE_PORT="${FERRY_KAFKA_SECURE_PORT:-19094}"
 HOST=127.0.0.1
 
 LIB_DIR="$STATE_DIR/libs"
@@ -59,6 +76,16 @@ PID_FILE="$STATE_DIR/kafka.pid"
 OUT_FILE="$LOG_DIR/kafka.out"
 # Where log4j writes the broker's log (what we grep for readiness).
 SERVER_LOG="$LOG_DIR/server.log"
+# The secure listener's files (FERRY_KAFKA_SECURE=1, see header).
+SECURE_ADDR_FILE="$STATE_DIR/secure.addr"
+CA_FILE="$STATE_DIR/ca.pem"
+CA_KEY="$STATE_DIR/ca-key.pem"
+# The broker's encrypted private key followed by its certificate and the CA:
+# what Kafka's PEM key store wants. Kafka requires a key password for it.
+SERVER_PEM="$STATE_DIR/server.pem"
+SERVER_KEY_PASSWORD=ferry-key-pass
+SASL_USER=ferry
+SASL_PASSWORD=ferry-secret
 
 log() { echo "kafka.sh: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -193,6 +220,24 @@ group.initial.rebalance.delay.ms=0
 num.partitions=1
 auto.create.topics.enable=true
 EOF
+  if [[ "$SECURE" == 1 ]]; then
+    # The listener name sasl_ssl is lower case in listener.name.* keys.
+    # Each mechanism needs a server JAAS entry; PLAIN's lists its users.
+    # Later keys override the earlier ones above.
+    cat >>"$CONFIG" <<EOF
+# FERRY_KAFKA_SECURE=1: a SASL_SSL listener for Ferry's TLS and SASL tests.
+listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT,SASL_SSL://$HOST:$SECURE_PORT
+advertised.listeners=PLAINTEXT://$HOST:$PORT,SASL_SSL://$HOST:$SECURE_PORT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL
+listener.name.sasl_ssl.sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location=$SERVER_PEM
+listener.name.sasl_ssl.ssl.key.password=$SERVER_KEY_PASSWORD
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$SASL_USER="$SASL_PASSWORD";
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+EOF
+  fi
 
   # log4j2 (Kafka 4.x dropped log4j 1). Everything goes to a file in the state
   # dir, never the console. Root at WARN keeps the file small; the
@@ -248,11 +293,44 @@ format_storage() {
   while [[ "$cluster_id" == -* ]]; do
     cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
   done
-  if ! java_cmd kafka.tools.StorageTool format -t "$cluster_id" -c "$CONFIG" \
+  # The SCRAM users live in the cluster metadata, so they are written here,
+  # once, and a restart on the same log dir keeps them.
+  local scram=()
+  if [[ "$SECURE" == 1 ]]; then
+    scram=(--add-scram "SCRAM-SHA-256=[name=$SASL_USER,password=$SASL_PASSWORD]"
+      --add-scram "SCRAM-SHA-512=[name=$SASL_USER,password=$SASL_PASSWORD]")
+  fi
+  if ! java_cmd kafka.tools.StorageTool format -t "$cluster_id" -c "$CONFIG" "${scram[@]}" \
       </dev/null >>"$OUT_FILE" 2>&1; then
     tail -n 50 "$OUT_FILE" >&2 || true
     die "StorageTool format failed"
   fi
+}
+
+# Makes the throwaway CA and the broker's certificate for 127.0.0.1 unless a
+# previous secure start made them: restarts keep the CA clients trust.
+make_certs() {
+  [[ -f "$CA_FILE" && -f "$SERVER_PEM" ]] && return 0
+  command -v openssl >/dev/null || die "openssl not found (needed by FERRY_KAFKA_SECURE=1)"
+  log "making a throwaway CA and broker certificate in $STATE_DIR"
+  local tmp
+  tmp="$(mktemp -d "$STATE_DIR/certs.XXXXXX")"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=Ferry test CA" \
+    -keyout "$tmp/ca-key.pem" -out "$tmp/ca.pem" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=$HOST" \
+    -keyout "$tmp/key.pem" -out "$tmp/server.csr" 2>/dev/null
+  printf 'subjectAltName=IP:%s\nextendedKeyUsage=serverAuth\n' "$HOST" >"$tmp/ext"
+  openssl x509 -req -in "$tmp/server.csr" -CA "$tmp/ca.pem" -CAkey "$tmp/ca-key.pem" \
+    -CAcreateserial -days 3650 -extfile "$tmp/ext" -out "$tmp/server-cert.pem" 2>/dev/null
+  # Encrypted PKCS#8 with a PKCS#12 PBE scheme: Kafka's PEM key store asks
+  # the JDK for a SecretKeyFactory by the scheme's name, and there is none
+  # named PBES2 (what `-v2` would write).
+  openssl pkcs8 -topk8 -v1 PBE-SHA1-3DES -in "$tmp/key.pem" \
+    -passout "pass:$SERVER_KEY_PASSWORD" -out "$tmp/key-enc.pem"
+  cat "$tmp/key-enc.pem" "$tmp/server-cert.pem" "$tmp/ca.pem" >"$SERVER_PEM"
+  mv -f "$tmp/ca-key.pem" "$CA_KEY"
+  mv -f "$tmp/ca.pem" "$CA_FILE"
+  rm -rf "$tmp"
 }
 
 print_failure_logs() {
@@ -278,10 +356,16 @@ cmd_start() {
   if port_open "$PORT" || port_open "$CONTROLLER_PORT"; then
     die "port $PORT or $CONTROLLER_PORT on $HOST is already in use by another process"
   fi
+  [[ "$SECURE" == 0 || "$SECURE" == 1 ]] || die "FERRY_KAFKA_SECURE must be 0 or 1, not \"$SECURE\""
+  if [[ "$SECURE" == 1 ]] && port_open "$SECURE_PORT"; then
+    die "port $SECURE_PORT on $HOST is already in use by another process"
+  fi
 
   command -v "$JAVA" >/dev/null || die "java not found (set FERRY_KAFKA_JAVA)"
   mkdir -p "$STATE_DIR"
   fetch_jars
+  rm -f "$SECURE_ADDR_FILE"
+  if [[ "$SECURE" == 1 ]]; then make_certs; fi
   write_config
   # The previous run's logs are kept one generation back (a crash before a
   # restart is worth reading); readiness is judged on the new log only.
@@ -313,8 +397,13 @@ cmd_start() {
       die "broker process exited during startup"
     fi
     if grep -q 'Kafka Server started' "$SERVER_LOG" 2>/dev/null \
-        && port_open "$PORT" && api_versions_ok; then
+        && port_open "$PORT" && api_versions_ok \
+        && { [[ "$SECURE" == 0 ]] || port_open "$SECURE_PORT"; }; then
       log "broker ready on $HOST:$PORT (pid $pid) after $((SECONDS - start_ts))s"
+      if [[ "$SECURE" == 1 ]]; then
+        echo "$HOST:$SECURE_PORT" >"$SECURE_ADDR_FILE"
+        log "SASL_SSL listener on $HOST:$SECURE_PORT (CA $CA_FILE)"
+      fi
       echo "$HOST:$PORT"
       return 0
     fi

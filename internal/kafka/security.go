@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -85,6 +86,10 @@ func (c *Cluster) securityHint(err error) string {
 		return "TLS handshake failed: the broker's certificate is not valid (expired, or not a server certificate?)"
 	case errors.As(err, &notTLS):
 		return "TLS handshake failed: the broker does not speak TLS (clusters[].tls.enabled?)"
+	case !tlsOn && strings.Contains(err.Error(), "appear to be a tls alert record"):
+		// A TLS broker answers a plaintext request with a TLS alert, which
+		// franz-go reports only in its error's text.
+		return "the broker answered with a TLS alert: it speaks TLS (clusters[].tls.enabled?)"
 	case errors.As(err, &op) && op.Op == "remote error":
 		return "the broker refused the TLS handshake (does it require a client certificate? clusters[].tls.cert_file and key_file)"
 	case errors.As(err, &firstEOF):
