@@ -113,3 +113,15 @@ func TestListenerTLSConfig(t *testing.T) {
 		t.Errorf("plaintext ServerConfig() = %v, %v; want nil", tc, err)
 	}
 }
+
+func TestListenerTLSVersionUnquoted(t *testing.T) {
+	cert, key := selfSigned(t)
+	cfg, err := loadCluster(t, map[string]string{"c.pem": cert, "k.pem": key},
+		"listeners:\n  http:\n    tls:\n      cert_file: c.pem\n      key_file: k.pem\n      min_version: 1.3\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := cfg.Listeners.HTTP.TLS.MinVersion; v != "1.3" {
+		t.Errorf("min_version = %q, want 1.3 read as written", v)
+	}
+}
