@@ -116,17 +116,19 @@ func (s servers) Start(context.Context) error {
 	if a.httpSrv == nil {
 		return nil
 	}
+	// Serve sets up HTTP/2 and may fill TLSConfig in: decide before.
+	tlsOn := a.httpSrv.TLSConfig != nil
+	serve := a.httpSrv.Serve
+	if tlsOn {
+		// The certificate comes from TLSConfig.GetCertificate.
+		serve = func(l net.Listener) error { return a.httpSrv.ServeTLS(l, "", "") }
+	}
 	a.serving.Go(func() {
-		serve := a.httpSrv.Serve
-		if a.httpSrv.TLSConfig != nil {
-			// The certificate comes from TLSConfig.GetCertificate.
-			serve = func(l net.Listener) error { return a.httpSrv.ServeTLS(l, "", "") }
-		}
 		if err := serve(a.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			a.logger.Error("HTTP server failed", "error", err)
 		}
 	})
-	a.logger.Info("serving HTTP", "address", a.httpLis.Addr().String(), "tls", a.httpSrv.TLSConfig != nil, "kafka_api", k.Enabled, "kafka_pixy", k.Pixy)
+	a.logger.Info("serving HTTP", "address", a.httpLis.Addr().String(), "tls", tlsOn, "kafka_api", k.Enabled, "kafka_pixy", k.Pixy)
 	return nil
 }
 
