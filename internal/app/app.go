@@ -181,6 +181,10 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *App
 	}
 	services := a.newKafkaAPI()
 	g := cfg.Listeners.GRPC
+	sopts, err := a.grpcServerOptions()
+	if err != nil {
+		return nil, err
+	}
 	a.server = grpcserver.New(grpcserver.Options{
 		Reflection:           g.Reflection,
 		Health:               g.Health,
@@ -190,7 +194,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *App
 		Registry:             reg,
 		Handler:              table.Handle,
 		Services:             services,
-		ServerOptions:        a.edge.ServerOptions(),
+		ServerOptions:        sopts,
 		Logger:               a.logger,
 	})
 	// Both stop once no call runs, after the servers: the calls' request

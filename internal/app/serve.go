@@ -10,6 +10,9 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
 	"github.com/ferryproxy/ferry/internal/edge"
 	"github.com/ferryproxy/ferry/internal/kafkaapi/ferryapi"
 	"github.com/ferryproxy/ferry/internal/kafkaapi/pixy"
@@ -36,13 +39,34 @@ func (a *App) startServers(ctx context.Context, reg *protoreg.Registry) error {
 			a.lis.Close()
 			return fmt.Errorf("listening for HTTP on %s (listeners.http.address): %w", h.Address, err)
 		}
+		tlsCfg, err := h.TLS.ServerConfig(a.logger)
+		if err != nil {
+			a.lis.Close()
+			a.httpLis.Close()
+			return fmt.Errorf("serving HTTPS (listeners.http.tls): %w", err)
+		}
 		a.httpSrv = &http.Server{
 			Handler:           mux,
+			TLSConfig:         tlsCfg,
 			ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
 		}
 	}
 	return a.add(ctx, "the servers", servers{a, reg})
+}
+
+// grpcServerOptions are the gRPC server's options from the edge chain and,
+// when listeners.grpc.tls is set, its TLS credentials.
+func (a *App) grpcServerOptions() ([]grpc.ServerOption, error) {
+	opts := a.edge.ServerOptions()
+	c, err := a.cfg.Listeners.GRPC.TLS.ServerConfig(a.logger)
+	if err != nil {
+		return nil, fmt.Errorf("serving gRPC over TLS (listeners.grpc.tls): %w", err)
+	}
+	if c != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(c)))
+	}
+	return opts, nil
 }
 
 // httpFaces returns the handler of the HTTP listener with every face it
@@ -87,17 +111,24 @@ func (s servers) Start(context.Context) error {
 		services = append(services, string(sd.FullName()))
 	}
 	k := a.cfg.KafkaAPI
-	a.logger.Info("serving gRPC", "address", a.lis.Addr().String(), "services", services, "routes", len(a.cfg.Routes),
+	a.logger.Info("serving gRPC", "address", a.lis.Addr().String(), "tls", a.cfg.Listeners.GRPC.TLS.Enabled(), "services", services, "routes", len(a.cfg.Routes),
 		"kafka_api", k.Enabled, "kafka_pixy", k.Pixy)
 	if a.httpSrv == nil {
 		return nil
 	}
+	// Serve sets up HTTP/2 and may fill TLSConfig in: decide before.
+	tlsOn := a.httpSrv.TLSConfig != nil
+	serve := a.httpSrv.Serve
+	if tlsOn {
+		// The certificate comes from TLSConfig.GetCertificate.
+		serve = func(l net.Listener) error { return a.httpSrv.ServeTLS(l, "", "") }
+	}
 	a.serving.Go(func() {
-		if err := a.httpSrv.Serve(a.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := serve(a.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			a.logger.Error("HTTP server failed", "error", err)
 		}
 	})
-	a.logger.Info("serving HTTP", "address", a.httpLis.Addr().String(), "kafka_api", k.Enabled, "kafka_pixy", k.Pixy)
+	a.logger.Info("serving HTTP", "address", a.httpLis.Addr().String(), "tls", tlsOn, "kafka_api", k.Enabled, "kafka_pixy", k.Pixy)
 	return nil
 }
 

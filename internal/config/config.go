@@ -170,7 +170,32 @@ type HTTPListener struct {
 	Address string `yaml:"address"`
 	// MaxRequestBodySize bounds one request body, in bytes.
 	MaxRequestBodySize int64 `yaml:"max_request_body_size"`
+	// TLS serves HTTPS instead of plaintext HTTP.
+	TLS ListenerTLS `yaml:"tls"`
 }
+
+// ListenerTLS is how a listener of Ferry speaks TLS to its clients. TLS is
+// on when CertFile and KeyFile are set; plaintext otherwise. Relative file
+// names are taken from the config file's directory.
+type ListenerTLS struct {
+	// CertFile is the server certificate chain, in PEM. It is read again
+	// when it changes on disk, so a rotated certificate needs no restart.
+	CertFile string `yaml:"cert_file"`
+	// KeyFile is the private key of CertFile, in PEM.
+	KeyFile string `yaml:"key_file"`
+	// MinVersion is the lowest TLS version accepted: "1.2" or "1.3".
+	// Default: "1.2".
+	MinVersion string `yaml:"min_version"`
+	// ClientAuth is what Ferry asks of a client's certificate: none,
+	// request (checked when sent) or require (mTLS). Default: none.
+	ClientAuth string `yaml:"client_auth"`
+	// ClientCAFile is a PEM file of the certificate authorities that sign
+	// client certificates; required with request and require.
+	ClientCAFile string `yaml:"client_ca_file"`
+}
+
+// Enabled reports whether the listener speaks TLS.
+func (t ListenerTLS) Enabled() bool { return t.CertFile != "" || t.KeyFile != "" }
 
 // GRPCListener is the gRPC server.
 type GRPCListener struct {
@@ -191,6 +216,8 @@ type GRPCListener struct {
 	// ShutdownTimeout bounds the graceful stop; calls still running after
 	// it are cancelled.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// TLS serves gRPC over TLS instead of plaintext.
+	TLS ListenerTLS `yaml:"tls"`
 }
 
 // ProtoSource is one source of service definitions: .proto files compiled
@@ -494,7 +521,8 @@ func Default() Config {
 			MaxRecvMessageSize:   DefaultMaxRecvMessageSize,
 			MaxConcurrentStreams: 1000,
 			ShutdownTimeout:      10 * time.Second,
-		}, HTTP: HTTPListener{Address: "127.0.0.1:7152", MaxRequestBodySize: 1 << 20}},
+			TLS:                  defaultListenerTLS,
+		}, HTTP: HTTPListener{Address: "127.0.0.1:7152", MaxRequestBodySize: 1 << 20, TLS: defaultListenerTLS}},
 		KafkaAPI: KafkaAPI{
 			Produce: APIProduce{Acks: "in_sync_replicas", MaxInFlightPerStream: 4096},
 			Consume: APIConsume{
@@ -535,6 +563,8 @@ func (c *Config) applyDefaults() {
 	if len(c.Clusters) == 0 {
 		c.Clusters = []Cluster{{Name: "default"}}
 	}
+	c.Listeners.GRPC.TLS.resolve(filepath.Dir(c.file))
+	c.Listeners.HTTP.TLS.resolve(filepath.Dir(c.file))
 	for i := range c.Clusters {
 		cl := &c.Clusters[i]
 		// An entry may list several brokers separated by commas, and an

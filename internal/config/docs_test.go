@@ -185,6 +185,12 @@ func TestDocExample(t *testing.T) {
 		commented["clusters[]."+k] = "# " + strings.Repeat("  ", strings.Count(k, ".")) + k[strings.LastIndex(k, ".")+1:] + ":"
 	}
 	commented["clusters[].sasl.password_file"] = "# or password_file:"
+	// The listeners' TLS needs certificate files.
+	for _, l := range []string{"listeners.grpc.", "listeners.http."} {
+		for _, k := range []string{"tls", "tls.cert_file", "tls.key_file", "tls.min_version", "tls.client_auth", "tls.client_ca_file"} {
+			commented[l+k] = "# " + strings.Repeat("  ", strings.Count(k, ".")) + k[strings.LastIndex(k, ".")+1:] + ":"
+		}
+	}
 	var unset []string
 	for _, p := range docKeyPaths(t) {
 		if c, ok := commented[p]; ok && strings.Contains(example, c) {

@@ -51,13 +51,9 @@ func (t ClusterTLS) config() (*tls.Config, string, error) {
 		InsecureSkipVerify: t.InsecureSkipVerify, // documented as for tests only, and logged
 	}
 	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
+		pool, err := readCertPool(t.CAFile, "CA file")
 		if err != nil {
-			return nil, "ca_file", fmt.Errorf("reading the CA file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, "ca_file", fmt.Errorf("the CA file %s holds no PEM certificate", t.CAFile)
+			return nil, "ca_file", err
 		}
 		c.RootCAs = pool
 	}
@@ -74,6 +70,20 @@ func (t ClusterTLS) config() (*tls.Config, string, error) {
 		return nil, "cert_file", errors.New("key_file needs cert_file, the client certificate")
 	}
 	return c, "", nil
+}
+
+// readCertPool reads a PEM file of certificate authorities; what names
+// the file in errors.
+func readCertPool(name, what string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(name)
+	if err != nil {
+		return nil, fmt.Errorf("reading the %s: %w", what, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("the %s %s holds no PEM certificate", what, name)
+	}
+	return pool, nil
 }
 
 // Secret returns the SASL password: Password, or the contents of

@@ -104,6 +104,8 @@ func (v *validator) listeners() {
 			v.errf("listeners.http.address", "%v", err)
 		}
 	}
+	v.listenerTLS("listeners.grpc.tls", g.TLS)
+	v.listenerTLS("listeners.http.tls", h.TLS)
 }
 
 func (v *validator) kafkaAPI() {
