@@ -2,21 +2,13 @@ package app_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,71 +18,18 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/ferryproxy/ferry/internal/config"
+	"github.com/ferryproxy/ferry/internal/testkit/testca"
 )
 
 // testCA is a throwaway certificate authority.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-	pem  []byte
-}
+type testCA struct{ *testca.CA }
 
-var serial atomic.Int64
-
-func newTestCA(t testing.TB) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(serial.Add(1)),
-		Subject:               pkix.Name{CommonName: "Ferry test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &testCA{cert, key, pool, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
+func newTestCA(t testing.TB) *testCA { return &testCA{testca.New(t)} }
 
 // issue returns a certificate for 127.0.0.1 signed by the CA, in PEM, its
 // key and its serial number.
 func (ca *testCA) issue(t testing.TB, usage x509.ExtKeyUsage) (certPEM, keyPEM []byte, sn int64) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sn = serial.Add(1)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(sn),
-		Subject:      pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), sn
+	return ca.Issue(t, usage)
 }
 
 // clientCert is a client certificate signed by the CA.
@@ -114,7 +53,7 @@ func startTLSFerry(t *testing.T, ca *testCA, dir, tlsLines string) (a interface 
 	c, k, sn := ca.issue(t, x509.ExtKeyUsageServerAuth)
 	writeFile(t, filepath.Join(dir, "server.pem"), string(c))
 	writeFile(t, filepath.Join(dir, "server-key.pem"), string(k))
-	writeFile(t, filepath.Join(dir, "ca.pem"), string(ca.pem))
+	writeFile(t, filepath.Join(dir, "ca.pem"), string(ca.PEM))
 	section := "    tls:\n      cert_file: server.pem\n      key_file: server-key.pem\n" + tlsLines
 	y := fmt.Sprintf(`
 clusters:
@@ -177,13 +116,13 @@ func ping(t testing.TB, addr string, cfg *tls.Config) (int64, error) {
 func TestListenersTLS(t *testing.T) {
 	ca := newTestCA(t)
 	a, _ := startTLSFerry(t, ca, t.TempDir(), "")
-	if err := healthCheck(t, a.GRPCAddr(), credentials.NewTLS(&tls.Config{RootCAs: ca.pool})); err != nil {
+	if err := healthCheck(t, a.GRPCAddr(), credentials.NewTLS(&tls.Config{RootCAs: ca.Pool})); err != nil {
 		t.Fatalf("health check over TLS: %v", err)
 	}
 	if err := healthCheck(t, a.GRPCAddr(), insecure.NewCredentials()); err == nil {
 		t.Fatal("a plaintext health check on the TLS listener answered")
 	}
-	if _, err := ping(t, a.HTTPAddr(), &tls.Config{RootCAs: ca.pool}); err != nil {
+	if _, err := ping(t, a.HTTPAddr(), &tls.Config{RootCAs: ca.Pool}); err != nil {
 		t.Fatalf("GET /_ping over TLS: %v", err)
 	}
 	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + a.HTTPAddr() + "/_ping")
@@ -198,24 +137,24 @@ func TestListenersTLS(t *testing.T) {
 func TestListenersMutualTLS(t *testing.T) {
 	ca := newTestCA(t)
 	a, _ := startTLSFerry(t, ca, t.TempDir(), "      client_auth: require\n      client_ca_file: ca.pem\n      min_version: \"1.3\"\n")
-	if err := healthCheck(t, a.GRPCAddr(), credentials.NewTLS(&tls.Config{RootCAs: ca.pool})); err == nil {
+	if err := healthCheck(t, a.GRPCAddr(), credentials.NewTLS(&tls.Config{RootCAs: ca.Pool})); err == nil {
 		t.Fatal("a client without a certificate passed client_auth: require")
 	}
 	other := newTestCA(t)
-	if err := healthCheck(t, a.GRPCAddr(), credentials.NewTLS(&tls.Config{RootCAs: ca.pool, Certificates: []tls.Certificate{other.clientCert(t)}})); err == nil {
+	if err := healthCheck(t, a.GRPCAddr(), credentials.NewTLS(&tls.Config{RootCAs: ca.Pool, Certificates: []tls.Certificate{other.clientCert(t)}})); err == nil {
 		t.Fatal("a client certificate from another CA was accepted")
 	}
-	withCert := &tls.Config{RootCAs: ca.pool, Certificates: []tls.Certificate{ca.clientCert(t)}}
+	withCert := &tls.Config{RootCAs: ca.Pool, Certificates: []tls.Certificate{ca.clientCert(t)}}
 	if err := healthCheck(t, a.GRPCAddr(), credentials.NewTLS(withCert)); err != nil {
 		t.Fatalf("health check with a client certificate: %v", err)
 	}
-	if _, err := ping(t, a.HTTPAddr(), &tls.Config{RootCAs: ca.pool}); err == nil {
+	if _, err := ping(t, a.HTTPAddr(), &tls.Config{RootCAs: ca.Pool}); err == nil {
 		t.Fatal("an HTTP client without a certificate passed client_auth: require")
 	}
 	if _, err := ping(t, a.HTTPAddr(), withCert); err != nil {
 		t.Fatalf("GET /_ping with a client certificate: %v", err)
 	}
-	if _, err := ping(t, a.HTTPAddr(), &tls.Config{RootCAs: ca.pool, MaxVersion: tls.VersionTLS12, Certificates: withCert.Certificates}); err == nil {
+	if _, err := ping(t, a.HTTPAddr(), &tls.Config{RootCAs: ca.Pool, MaxVersion: tls.VersionTLS12, Certificates: withCert.Certificates}); err == nil {
 		t.Fatal("TLS 1.2 was accepted with min_version 1.3")
 	}
 }
@@ -224,7 +163,7 @@ func TestListenersCertificateRotation(t *testing.T) {
 	ca := newTestCA(t)
 	dir := t.TempDir()
 	a, first := startTLSFerry(t, ca, dir, "")
-	client := &tls.Config{RootCAs: ca.pool}
+	client := &tls.Config{RootCAs: ca.Pool}
 	if sn, err := ping(t, a.HTTPAddr(), client); err != nil || sn != first {
 		t.Fatalf("GET /_ping: serial %d, %v; want serial %d", sn, err, first)
 	}
@@ -256,7 +195,7 @@ func TestListenersCertificateRotation(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	var got int64
-	creds := credentials.NewTLS(&tls.Config{RootCAs: ca.pool, VerifyConnection: func(cs tls.ConnectionState) error {
+	creds := credentials.NewTLS(&tls.Config{RootCAs: ca.Pool, VerifyConnection: func(cs tls.ConnectionState) error {
 		got = cs.PeerCertificates[0].SerialNumber.Int64()
 		return nil
 	}})

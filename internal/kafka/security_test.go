@@ -3,18 +3,11 @@ package kafka
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/ferryproxy/ferry/internal/config"
+	"github.com/ferryproxy/ferry/internal/testkit/testca"
 )
 
 // testPKI is a throwaway certificate authority with a server certificate
@@ -40,38 +34,10 @@ type testPKI struct {
 func newTestPKI(t *testing.T) *testPKI {
 	t.Helper()
 	dir := t.TempDir()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "ferry test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		KeyUsage:              x509.KeyUsageCertSign,
-		BasicConstraintsValid: true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	leaf := func(serial int64, usage x509.ExtKeyUsage, name string) (certPEM, keyPEM []byte) {
-		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial),
-			Subject:      pkix.Name{CommonName: name},
-			NotBefore:    time.Now().Add(-time.Hour),
-			NotAfter:     time.Now().Add(time.Hour),
-			KeyUsage:     x509.KeyUsageDigitalSignature,
-			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-			IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		kb, _ := x509.MarshalECPrivateKey(key)
-		return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})
+	ca := testca.New(t)
+	leaf := func(usage x509.ExtKeyUsage) (certPEM, keyPEM []byte) {
+		c, k, _ := ca.Issue(t, usage)
+		return c, k
 	}
 	p := &testPKI{dir: dir, caFile: filepath.Join(dir, "ca.pem"), certFile: filepath.Join(dir, "client.pem"), keyFile: filepath.Join(dir, "client-key.pem")}
 	write := func(path string, b []byte) {
@@ -79,16 +45,16 @@ func newTestPKI(t *testing.T) *testPKI {
 			t.Fatal(err)
 		}
 	}
-	write(p.caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}))
-	cert, key := leaf(3, x509.ExtKeyUsageClientAuth, "ferry")
+	write(p.caFile, ca.PEM)
+	cert, key := leaf(x509.ExtKeyUsageClientAuth)
 	write(p.certFile, cert)
 	write(p.keyFile, key)
-	scert, skey := leaf(2, x509.ExtKeyUsageServerAuth, "broker")
+	scert, skey := leaf(x509.ExtKeyUsageServerAuth)
+	var err error
 	if p.server, err = tls.X509KeyPair(scert, skey); err != nil {
 		t.Fatal(err)
 	}
-	p.pool = x509.NewCertPool()
-	p.pool.AddCert(ca)
+	p.pool = ca.Pool
 	return p
 }
 
