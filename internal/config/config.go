@@ -64,14 +64,15 @@ type Cluster struct {
 	// and back.
 	HealthCheck HealthCheck `yaml:"health_check"`
 	// TLS encrypts the connections to the brokers.
-	TLS ClusterTLS `yaml:"tls"`
+	TLS ClientTLS `yaml:"tls"`
 	// SASL authenticates Ferry to the brokers.
 	SASL ClusterSASL `yaml:"sasl"`
 }
 
-// ClusterTLS is how Ferry speaks TLS to a cluster's brokers. Relative
+// ClientTLS is how Ferry speaks TLS as a client: to a cluster's brokers, or
+// to a back end's server. Relative
 // file names are taken from the config file's directory.
-type ClusterTLS struct {
+type ClientTLS struct {
 	// Enabled turns TLS on; the other keys need it.
 	Enabled bool `yaml:"enabled"`
 	// CAFile is a PEM file of the certificate authorities that sign the

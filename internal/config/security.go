@@ -19,7 +19,7 @@ const (
 
 // resolve makes the TLS files' relative names absolute from dir, the
 // config file's directory.
-func (t *ClusterTLS) resolve(dir string) {
+func (t *ClientTLS) resolve(dir string) {
 	t.CAFile = resolvePath(dir, t.CAFile)
 	t.CertFile = resolvePath(dir, t.CertFile)
 	t.KeyFile = resolvePath(dir, t.KeyFile)
@@ -35,13 +35,13 @@ func resolvePath(dir, name string) string {
 // Config returns the TLS configuration for the brokers, reading the CA
 // file and the client certificate; nil when TLS is off. Errors name the
 // file and what is wrong with it, never its contents.
-func (t ClusterTLS) Config() (*tls.Config, error) {
+func (t ClientTLS) Config() (*tls.Config, error) {
 	c, _, err := t.config()
 	return c, err
 }
 
 // config is Config, and also says which key an error is about.
-func (t ClusterTLS) config() (*tls.Config, string, error) {
+func (t ClientTLS) config() (*tls.Config, string, error) {
 	if !t.Enabled {
 		return nil, "", nil
 	}

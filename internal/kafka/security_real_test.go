@@ -77,7 +77,7 @@ func TestRealBrokerSASLSSL(t *testing.T) {
 	for _, mech := range []string{config.SASLPlain, config.SASLScramSHA256, config.SASLScramSHA512} {
 		t.Run(mech, func(t *testing.T) {
 			var logs bytes.Buffer
-			realRoundTrip(t, securedCluster("real", seeds, config.ClusterTLS{Enabled: true, CAFile: ca},
+			realRoundTrip(t, securedCluster("real", seeds, config.ClientTLS{Enabled: true, CAFile: ca},
 				config.ClusterSASL{Mechanism: mech, Username: realSASLUser, Password: realSASLPassword}, &logs))
 		})
 	}
@@ -90,7 +90,7 @@ func TestRealBrokerWrongPassword(t *testing.T) {
 	for _, mech := range []string{config.SASLPlain, config.SASLScramSHA256, config.SASLScramSHA512} {
 		t.Run(mech, func(t *testing.T) {
 			var logs bytes.Buffer
-			msg := startFails(t, securedCluster("real", seeds, config.ClusterTLS{Enabled: true, CAFile: ca},
+			msg := startFails(t, securedCluster("real", seeds, config.ClientTLS{Enabled: true, CAFile: ca},
 				config.ClusterSASL{Mechanism: mech, Username: realSASLUser, Password: "wrong-pass"}, &logs))
 			if !strings.Contains(msg, `cluster "real"`) || !strings.Contains(msg, "SASL authentication failed (wrong username or password? clusters[].sasl)") {
 				t.Errorf("the error does not say the password is wrong: %s", msg)
@@ -107,7 +107,7 @@ func TestRealBrokerWrongPassword(t *testing.T) {
 func TestRealBrokerUntrustedCA(t *testing.T) {
 	seeds, _ := realSecureBroker(t)
 	var logs bytes.Buffer
-	msg := startFails(t, securedCluster("real", seeds, config.ClusterTLS{Enabled: true},
+	msg := startFails(t, securedCluster("real", seeds, config.ClientTLS{Enabled: true},
 		config.ClusterSASL{Mechanism: config.SASLScramSHA512, Username: realSASLUser, Password: realSASLPassword}, &logs))
 	if !strings.Contains(msg, "unknown authority (clusters[].tls.ca_file?)") {
 		t.Errorf("the error does not point at the CA: %s", msg)
@@ -125,7 +125,7 @@ func TestRealBrokerPlaintextAgainstSASLSSL(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			var logs bytes.Buffer
-			msg := startFails(t, securedCluster("real", seeds, config.ClusterTLS{}, sasl, &logs))
+			msg := startFails(t, securedCluster("real", seeds, config.ClientTLS{}, sasl, &logs))
 			if !strings.Contains(msg, "it speaks TLS (clusters[].tls.enabled?)") {
 				t.Errorf("the error does not point at tls.enabled: %s", msg)
 			}

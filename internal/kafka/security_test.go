@@ -82,7 +82,7 @@ func startBroker(t *testing.T, opts ...kfake.Opt) []string {
 
 // securedCluster is a Cluster configured with tls and sasl, whose log
 // goes to logs.
-func securedCluster(name string, seeds []string, tlsCfg config.ClusterTLS, sasl config.ClusterSASL, logs *bytes.Buffer) *Cluster {
+func securedCluster(name string, seeds []string, tlsCfg config.ClientTLS, sasl config.ClusterSASL, logs *bytes.Buffer) *Cluster {
 	cfg := config.Cluster{
 		Name: name, ClientID: "ferry", DialTimeout: 3 * time.Second, TLS: tlsCfg, SASL: sasl,
 		Producer: config.Producer{MaxBufferedRecords: 1000, Compression: "none", DeliveryTimeout: 10 * time.Second},
@@ -140,16 +140,16 @@ func TestTLSWithCAFile(t *testing.T) {
 	pki := newTestPKI(t)
 	seeds := startBroker(t, kfake.TLS(pki.serverTLS(false)))
 	var logs bytes.Buffer
-	roundTrip(t, securedCluster("tls", seeds, config.ClusterTLS{Enabled: true, CAFile: pki.caFile}, config.ClusterSASL{}, &logs))
+	roundTrip(t, securedCluster("tls", seeds, config.ClientTLS{Enabled: true, CAFile: pki.caFile}, config.ClusterSASL{}, &logs))
 }
 
 func TestMTLS(t *testing.T) {
 	pki := newTestPKI(t)
 	seeds := startBroker(t, kfake.TLS(pki.serverTLS(true)))
 	var logs bytes.Buffer
-	roundTrip(t, securedCluster("mtls", seeds, config.ClusterTLS{Enabled: true, CAFile: pki.caFile, CertFile: pki.certFile, KeyFile: pki.keyFile}, config.ClusterSASL{}, &logs))
+	roundTrip(t, securedCluster("mtls", seeds, config.ClientTLS{Enabled: true, CAFile: pki.caFile, CertFile: pki.certFile, KeyFile: pki.keyFile}, config.ClusterSASL{}, &logs))
 
-	msg := startFails(t, securedCluster("mtls", seeds, config.ClusterTLS{Enabled: true, CAFile: pki.caFile}, config.ClusterSASL{}, &logs))
+	msg := startFails(t, securedCluster("mtls", seeds, config.ClientTLS{Enabled: true, CAFile: pki.caFile}, config.ClusterSASL{}, &logs))
 	if !strings.Contains(msg, `cluster "mtls"`) || !strings.Contains(msg, "clusters[].tls.cert_file") {
 		t.Errorf("the error does not point at the client certificate: %s", msg)
 	}
@@ -159,7 +159,7 @@ func TestUntrustedCA(t *testing.T) {
 	pki, other := newTestPKI(t), newTestPKI(t)
 	seeds := startBroker(t, kfake.TLS(pki.serverTLS(false)))
 	var logs bytes.Buffer
-	msg := startFails(t, securedCluster("x", seeds, config.ClusterTLS{Enabled: true, CAFile: other.caFile}, config.ClusterSASL{}, &logs))
+	msg := startFails(t, securedCluster("x", seeds, config.ClientTLS{Enabled: true, CAFile: other.caFile}, config.ClusterSASL{}, &logs))
 	if !strings.Contains(msg, `cluster "x"`) || !strings.Contains(msg, "unknown authority (clusters[].tls.ca_file?)") {
 		t.Errorf("the error does not point at the CA: %s", msg)
 	}
@@ -169,7 +169,7 @@ func TestTLSAgainstPlaintext(t *testing.T) {
 	pki := newTestPKI(t)
 	seeds := startBroker(t)
 	var logs bytes.Buffer
-	msg := startFails(t, securedCluster("x", seeds, config.ClusterTLS{Enabled: true, CAFile: pki.caFile}, config.ClusterSASL{}, &logs))
+	msg := startFails(t, securedCluster("x", seeds, config.ClientTLS{Enabled: true, CAFile: pki.caFile}, config.ClusterSASL{}, &logs))
 	if !strings.Contains(msg, "clusters[].tls") {
 		t.Errorf("the error does not point at tls: %s", msg)
 	}
@@ -179,7 +179,7 @@ func TestPlaintextAgainstTLS(t *testing.T) {
 	pki := newTestPKI(t)
 	seeds := startBroker(t, kfake.TLS(pki.serverTLS(false)))
 	var logs bytes.Buffer
-	msg := startFails(t, securedCluster("x", seeds, config.ClusterTLS{}, config.ClusterSASL{}, &logs))
+	msg := startFails(t, securedCluster("x", seeds, config.ClientTLS{}, config.ClusterSASL{}, &logs))
 	if !strings.Contains(msg, "clusters[].tls.enabled") {
 		t.Errorf("the error does not point at tls.enabled: %s", msg)
 	}
@@ -190,9 +190,9 @@ func TestSASL(t *testing.T) {
 		t.Run(mech, func(t *testing.T) {
 			seeds := startBroker(t, kfake.EnableSASL(), kfake.Superuser(mech, "ferry", "s3cret-pass"))
 			var logs bytes.Buffer
-			roundTrip(t, securedCluster("sasl", seeds, config.ClusterTLS{}, config.ClusterSASL{Mechanism: mech, Username: "ferry", Password: "s3cret-pass"}, &logs))
+			roundTrip(t, securedCluster("sasl", seeds, config.ClientTLS{}, config.ClusterSASL{Mechanism: mech, Username: "ferry", Password: "s3cret-pass"}, &logs))
 
-			msg := startFails(t, securedCluster("sasl", seeds, config.ClusterTLS{}, config.ClusterSASL{Mechanism: mech, Username: "ferry", Password: "wrong-pass"}, &logs))
+			msg := startFails(t, securedCluster("sasl", seeds, config.ClientTLS{}, config.ClusterSASL{Mechanism: mech, Username: "ferry", Password: "wrong-pass"}, &logs))
 			if !strings.Contains(msg, `cluster "sasl"`) || !strings.Contains(msg, "SASL authentication failed (wrong username or password?") {
 				t.Errorf("the error does not say the password is wrong: %s", msg)
 			}
@@ -213,7 +213,7 @@ func TestSASLOverTLSWithPasswordFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logs bytes.Buffer
-	roundTrip(t, securedCluster("sasl-ssl", seeds, config.ClusterTLS{Enabled: true, CAFile: pki.caFile}, config.ClusterSASL{Mechanism: config.SASLScramSHA512, Username: "ferry", PasswordFile: file}, &logs))
+	roundTrip(t, securedCluster("sasl-ssl", seeds, config.ClientTLS{Enabled: true, CAFile: pki.caFile}, config.ClusterSASL{Mechanism: config.SASLScramSHA512, Username: "ferry", PasswordFile: file}, &logs))
 }
 
 // TestSecurityHintKafkaErrors covers the answers of a real broker, which
@@ -238,7 +238,7 @@ func TestInsecureSkipVerifyWarns(t *testing.T) {
 	pki := newTestPKI(t)
 	seeds := startBroker(t, kfake.TLS(pki.serverTLS(false)))
 	var logs bytes.Buffer
-	roundTrip(t, securedCluster("skip", seeds, config.ClusterTLS{Enabled: true, InsecureSkipVerify: true}, config.ClusterSASL{}, &logs))
+	roundTrip(t, securedCluster("skip", seeds, config.ClientTLS{Enabled: true, InsecureSkipVerify: true}, config.ClusterSASL{}, &logs))
 	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "insecure_skip_verify") {
 		t.Errorf("no warning logged:\n%s", logs.String())
 	}
