@@ -19,6 +19,7 @@ import (
 
 	kafkav1 "github.com/ferryproxy/ferry/api/ferry/kafka/v1"
 	"github.com/ferryproxy/ferry/api/kafkapixy"
+	"github.com/ferryproxy/ferry/internal/auth"
 	"github.com/ferryproxy/ferry/internal/backend"
 	"github.com/ferryproxy/ferry/internal/config"
 	"github.com/ferryproxy/ferry/internal/edge"
@@ -120,17 +121,24 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *App
 	// log readable. Access log lines are never repeats.
 	repeats := logging.NewRepeats(logger.Handler(), logRepeatWindow)
 	a := &App{cfg: cfg, logger: slog.New(repeats), repeats: repeats, clusters: map[string]*kafka.Cluster{}, serveErr: make(chan error, 1)}
-	var interceptors []edge.Interceptor
-	if cfg.Log.Access {
-		interceptors = append(interceptors, edge.AccessLog(logger))
-	}
-	// Request ids serve the access log: without it, Ferry adds no header.
-	a.edge = edge.New(edge.Options{Interceptors: interceptors, RequestIDs: cfg.Log.Access})
 	defer func() {
 		if err != nil {
 			a.Close(context.Background())
 		}
 	}()
+	// The access log comes first, so that it logs the calls the
+	// authenticator refuses too.
+	var interceptors []edge.Interceptor
+	if cfg.Log.Access {
+		interceptors = append(interceptors, edge.AccessLog(logger))
+	}
+	if in, ok, err := a.authInterceptor(ctx); err != nil {
+		return nil, err
+	} else if ok {
+		interceptors = append(interceptors, in)
+	}
+	// Request ids serve the access log: without it, Ferry adds no header.
+	a.edge = edge.New(edge.Options{Interceptors: interceptors, RequestIDs: cfg.Log.Access})
 
 	// The stop order, the reverse of this, is why the components come in
 	// this order: the Kafka API first (its consuming calls end with
@@ -229,6 +237,9 @@ func (a *App) newKafkaAPI() []grpcserver.Service {
 		names[i] = c.Name
 	}
 	a.kafkaAPI = kafkaapi.New(k, a.clusters, names, a.logger)
+	if p := auth.NewAPIPolicy(k.Allow); p != nil {
+		a.kafkaAPI.SetPolicy(p)
+	}
 	var services []grpcserver.Service
 	if k.Enabled {
 		services = append(services, grpcserver.Service{Desc: &kafkav1.Kafka_ServiceDesc, Impl: ferryapi.NewServer(a.kafkaAPI, k, a.logger)})

@@ -18,16 +18,6 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// Identity is who a call comes from, once authenticated.
-type Identity struct {
-	// Name is the identity: a JWT's identity claim, or a client certificate's name.
-	Name string
-	// Roles are the roles the caller holds: a JWT's roles claim; none for a certificate.
-	Roles []string
-	// Source says how the caller was authenticated: "jwt" or "certificate".
-	Source string
-}
-
 // The reasons Verify gives for refusing a token. Each is short and safe to show the caller: none
 // carries the token, a claim value or key material.
 var (

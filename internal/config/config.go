@@ -35,6 +35,9 @@ type Config struct {
 	KafkaAPI KafkaAPI `yaml:"kafka_api"`
 	// Log configures Ferry's own logging.
 	Log Log `yaml:"log"`
+	// Auth authenticates callers (JWT bearer tokens, client certificates)
+	// and makes their identity available to authorization rules.
+	Auth Auth `yaml:"auth"`
 
 	// file is the path the config was loaded from, used in error messages.
 	file string
@@ -246,6 +249,9 @@ type Route struct {
 	// Fetch streams a topic's records to every caller of a server-streaming
 	// method whose request is google.protobuf.Empty.
 	Fetch *FetchRoute `yaml:"fetch"`
+	// Allow lists who may call the route: a caller matching any rule may.
+	// None: every caller Ferry lets in (see auth).
+	Allow []AllowRule `yaml:"allow"`
 }
 
 // FetchRoute is the Kafka topic → gRPC server stream capability.
@@ -287,6 +293,12 @@ type FetchFilter struct {
 	// HeadersFromMetadata maps a header name to the request metadata entry
 	// whose value the header must have.
 	HeadersFromMetadata map[string]string `yaml:"headers_from_metadata"`
+	// KeyFromIdentity makes the record key equal the caller's identity
+	// (see auth), so each caller gets only its own records.
+	KeyFromIdentity bool `yaml:"key_from_identity"`
+	// HeadersFromIdentity lists headers whose value must equal the
+	// caller's identity.
+	HeadersFromIdentity []string `yaml:"headers_from_identity"`
 }
 
 // Condition matches a call by method and metadata.
@@ -308,6 +320,13 @@ type ProduceRoute struct {
 	ReplyTo string `yaml:"reply_to"`
 	// Key is the record key. Default: the call's correlation id.
 	Key string `yaml:"key"`
+	// KeyFromIdentity makes the record key the caller's identity (see
+	// auth) instead of Key.
+	KeyFromIdentity bool `yaml:"key_from_identity"`
+	// IdentityHeader names a header that carries the caller's identity on
+	// every record. A request metadata entry that would be written under
+	// the same name is dropped, so callers cannot forge it.
+	IdentityHeader string `yaml:"identity_header"`
 	// Acks is none, leader_only or in_sync_replicas.
 	Acks string `yaml:"acks"`
 	// Overrides are headers written first on every record, in order.
@@ -446,6 +465,10 @@ type KafkaAPI struct {
 	Produce APIProduce `yaml:"produce"`
 	// Consume tunes consuming in consumer groups.
 	Consume APIConsume `yaml:"consume"`
+	// Allow lists which callers may produce to, consume from and
+	// administer which topics and groups. None: every caller Ferry lets
+	// in may do everything.
+	Allow []APIAllowRule `yaml:"allow"`
 }
 
 // APIProduce tunes the Kafka API's producing.
@@ -644,6 +667,7 @@ func (c *Config) applyDefaults() {
 		}
 	}
 	c.applyBackendDefaults()
+	c.applyAuthDefaults()
 }
 
 // applyBackendDefaults fills each back end's unset keys.

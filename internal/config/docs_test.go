@@ -191,6 +191,11 @@ func TestDocExample(t *testing.T) {
 			commented[l+k] = "# " + strings.Repeat("  ", strings.Count(k, ".")) + k[strings.LastIndex(k, ".")+1:] + ":"
 		}
 	}
+	// A JWT key set goes by URL or file; client certificates need a
+	// listener with TLS.
+	commented["auth.jwt.jwks_file"] = "# or jwks_file:"
+	commented["auth.client_certificates"] = "# client_certificates:"
+	commented["auth.client_certificates.identity"] = "#   identity:"
 	var unset []string
 	for _, p := range docKeyPaths(t) {
 		if c, ok := commented[p]; ok && strings.Contains(example, c) {

@@ -58,6 +58,8 @@ var ranges = map[string]bounds{
 	"backends[].drain_timeout":                     durations(time.Millisecond, time.Hour),
 	"replies.lookback":                             durations(time.Second, 7*24*time.Hour),
 	"replies.max_cached_bytes":                     counts(1, 1<<40),
+	"auth.jwt.jwks_refresh":                        durations(time.Second, 24*time.Hour),
+	"auth.jwt.leeway":                              durations(0, 10*time.Minute),
 	"replies.max_buffered_per_call":                counts(1, 1_000_000),
 	"kafka_api.produce.max_in_flight_per_stream":   counts(1, 1_000_000),
 	"kafka_api.consume.long_poll_timeout":          durations(time.Millisecond, time.Hour),

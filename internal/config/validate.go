@@ -19,6 +19,7 @@ func (c *Config) Validate() Errors {
 	v.routes()
 	v.backends()
 	v.kafkaAPI()
+	v.auth()
 	v.numbers(reflect.ValueOf(c).Elem(), "", "")
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
@@ -302,8 +303,8 @@ func (v *validator) fetch(p string, f *FetchRoute) {
 		if fl.Key != "" && fl.KeyFromMetadata != "" {
 			v.errf(fp, "give key or key_from_metadata, not both")
 		}
-		if fl.Key == "" && fl.KeyFromMetadata == "" && len(fl.Headers) == 0 && len(fl.HeadersFromMetadata) == 0 {
-			v.errf(fp, "is empty and would match every record: give key, key_from_metadata, headers or headers_from_metadata")
+		if fl.Key == "" && fl.KeyFromMetadata == "" && !fl.KeyFromIdentity && len(fl.Headers) == 0 && len(fl.HeadersFromMetadata) == 0 && len(fl.HeadersFromIdentity) == 0 {
+			v.errf(fp, "is empty and would match every record: give key, key_from_metadata, key_from_identity, headers, headers_from_metadata or headers_from_identity")
 		}
 		for h, md := range fl.HeadersFromMetadata {
 			if md != strings.ToLower(md) {

@@ -16,6 +16,7 @@ package edge
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -72,13 +73,22 @@ type Call struct {
 	RequestID string
 	// Start is when the call reached the chain.
 	Start time.Time
+	// TLS is the state of the caller's TLS connection, nil for plaintext
+	// and for outbound calls. Its VerifiedChains hold a client
+	// certificate the listener verified.
+	TLS *tls.ConnectionState
+
+	// header returns the first value of a request metadata entry or HTTP
+	// header, nil for outbound calls.
+	header func(key string) string
 
 	began int // how many interceptors began; only the chain's goroutine of the moment touches it
 
-	mu     sync.Mutex
-	rpc    string // the gRPC method a REST call was transcoded to
-	route  string // the HTTP pattern that served a REST call
-	status int    // the HTTP status of a REST call
+	mu       sync.Mutex
+	rpc      string // the gRPC method a REST call was transcoded to
+	identity string // who the call comes from, once authenticated
+	route    string // the HTTP pattern that served a REST call
+	status   int    // the HTTP status of a REST call
 }
 
 // RPC returns the gRPC method a call runs: Method for gRPC faces, the
@@ -106,6 +116,28 @@ func (c *Call) Status() int {
 	return c.status
 }
 
+// NewCall returns a call of face and method, as the faces make them, whose
+// Header reads header (nil: no metadata): for tests of interceptors.
+func NewCall(face Face, method string, header func(key string) string) *Call {
+	return &Call{Face: face, Method: method, Start: time.Now(), header: header}
+}
+
+// Header returns the first value of the caller's metadata entry key (an
+// HTTP header for REST faces), "" when absent or for an outbound call.
+func (c *Call) Header(key string) string {
+	if c.header == nil {
+		return ""
+	}
+	return c.header(key)
+}
+
+// SetIdentity notes who the call comes from, for the access log.
+func (c *Call) SetIdentity(name string) {
+	c.mu.Lock()
+	c.identity = name
+	c.mu.Unlock()
+}
+
 // setRPC notes the gRPC method a call runs.
 func (c *Call) setRPC(m string) {
 	c.mu.Lock()
@@ -125,7 +157,7 @@ func (c *Call) endHTTP(route string, status int) {
 func (c *Call) attrs(err error) []slog.Attr {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	as := make([]slog.Attr, 0, 9)
+	as := make([]slog.Attr, 0, 10)
 	as = append(as, slog.String("face", string(c.Face)), slog.String("method", c.Method))
 	if c.Path != "" {
 		route := c.route
@@ -139,6 +171,9 @@ func (c *Call) attrs(err error) []slog.Attr {
 		as = append(as, slog.Int("status", c.status))
 	} else {
 		as = append(as, slog.String("code", status.Code(err).String()))
+	}
+	if c.identity != "" {
+		as = append(as, slog.String("identity", c.identity))
 	}
 	return append(as,
 		slog.Duration("duration", time.Since(c.Start)),

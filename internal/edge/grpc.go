@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
@@ -62,8 +63,19 @@ func (ch *Chain) serverCall(ctx context.Context, method string) (c *Call, fresh 
 		given = ids[0]
 	}
 	c.RequestID = ch.requestID(given)
-	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
-		c.Peer = p.Addr.String()
+	if p, ok := peer.FromContext(ctx); ok {
+		if p.Addr != nil {
+			c.Peer = p.Addr.String()
+		}
+		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok {
+			c.TLS = &ti.State
+		}
+	}
+	c.header = func(key string) string {
+		if vs := metadata.ValueFromIncomingContext(ctx, key); len(vs) > 0 {
+			return vs[0]
+		}
+		return ""
 	}
 	return c, true
 }

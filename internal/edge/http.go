@@ -49,6 +49,8 @@ func (m *Mux) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Peer:      r.RemoteAddr,
 		RequestID: m.ch.requestID(r.Header.Get(httpHeader)),
 		Start:     time.Now(),
+		TLS:       r.TLS,
+		header:    r.Header.Get,
 	}
 	if m.ch.requestIDs {
 		w.Header().Set(httpHeader, c.RequestID)

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/ferryproxy/ferry/internal/auth"
 	"github.com/ferryproxy/ferry/internal/config"
 	"github.com/ferryproxy/ferry/internal/frame"
 	"github.com/ferryproxy/ferry/internal/kafka"
@@ -285,8 +286,9 @@ outer:
 	return false
 }
 
-// compileFilters fills the route's filters with the caller's metadata.
-func compileFilters(cfg []config.FetchFilter, md metadata.MD) ([]filter, error) {
+// compileFilters fills the route's filters with the caller's metadata and
+// identity (nil for an anonymous caller).
+func compileFilters(cfg []config.FetchFilter, md metadata.MD, id *auth.Identity) ([]filter, error) {
 	out := make([]filter, 0, len(cfg))
 	value := func(name string) (string, error) {
 		vs := md.Get(name)
@@ -294,6 +296,12 @@ func compileFilters(cfg []config.FetchFilter, md metadata.MD) ([]filter, error) 
 			return "", status.Errorf(codes.InvalidArgument, "this method filters by the request metadata entry %q: send it", name)
 		}
 		return vs[0], nil
+	}
+	identity := func() ([]byte, error) {
+		if id == nil {
+			return nil, status.Error(codes.Unauthenticated, "this method streams each caller its own records: call with credentials")
+		}
+		return []byte(id.Name), nil
 	}
 	for _, c := range cfg {
 		f := filter{headers: map[string][]byte{}}
@@ -306,6 +314,12 @@ func compileFilters(cfg []config.FetchFilter, md metadata.MD) ([]filter, error) 
 				return nil, err
 			}
 			f.key, f.hasKey = []byte(v), true
+		case c.KeyFromIdentity:
+			v, err := identity()
+			if err != nil {
+				return nil, err
+			}
+			f.key, f.hasKey = v, true
 		}
 		for h, v := range c.Headers {
 			f.headers[h] = []byte(v)
@@ -316,6 +330,13 @@ func compileFilters(cfg []config.FetchFilter, md metadata.MD) ([]filter, error) 
 				return nil, err
 			}
 			f.headers[h] = []byte(v)
+		}
+		for _, h := range c.HeadersFromIdentity {
+			v, err := identity()
+			if err != nil {
+				return nil, err
+			}
+			f.headers[h] = v
 		}
 		out = append(out, f)
 	}
@@ -354,7 +375,7 @@ func (r *Route) Serve(ss grpc.ServerStream, m *protoreg.Method, md metadata.MD) 
 	if len(req.Bytes) != 0 {
 		return status.Errorf(codes.InvalidArgument, "%s takes google.protobuf.Empty, but the request has %d bytes of fields", m.Path, len(req.Bytes))
 	}
-	filters, err := compileFilters(r.cfg.Filters, md)
+	filters, err := compileFilters(r.cfg.Filters, md, auth.FromContext(ctx))
 	if err != nil {
 		return err
 	}

@@ -36,13 +36,16 @@ func (s *Service) ListTopics(ctx context.Context, cluster string, internal bool)
 	if err != nil {
 		return nil, kafkaErr(fmt.Sprintf("listing topics of cluster %q", c.Name()), err)
 	}
-	return tds.Names(), nil
+	return s.visible(ctx, tds.Names()), nil
 }
 
 // DescribeTopic reports a topic's partitions and, with configs set, its
 // configuration. An unknown topic is NOT_FOUND.
 func (s *Service) DescribeTopic(ctx context.Context, cluster, topic string, configs bool) (TopicInfo, error) {
 	if err := CheckTopic(topic); err != nil {
+		return TopicInfo{}, err
+	}
+	if err := s.allowDescribe(ctx, topic); err != nil {
 		return TopicInfo{}, err
 	}
 	adm, c, err := s.admin(cluster)
@@ -112,13 +115,16 @@ func (s *Service) ListGroups(ctx context.Context, cluster string) ([]string, err
 			groups = append(groups, g.Group)
 		}
 	}
-	return groups, nil
+	return s.visible(ctx, groups), nil
 }
 
 // DescribeGroup reports a group's state and members with their assigned
 // partitions. An unknown group is NOT_FOUND.
 func (s *Service) DescribeGroup(ctx context.Context, cluster, group string) (GroupInfo, error) {
 	if err := CheckGroup(group); err != nil {
+		return GroupInfo{}, err
+	}
+	if err := s.allowDescribe(ctx, group); err != nil {
 		return GroupInfo{}, err
 	}
 	adm, c, err := s.admin(cluster)
@@ -143,12 +149,20 @@ func (s *Service) TopicConsumers(ctx context.Context, cluster, topic, group stri
 	if err := CheckTopic(topic); err != nil {
 		return nil, err
 	}
+	if err := s.allowDescribe(ctx, topic); err != nil {
+		return nil, err
+	}
 	adm, c, err := s.admin(cluster)
 	if err != nil {
 		return nil, err
 	}
 	if _, err := lookupTopic(ctx, adm, c, topic); err != nil {
 		return nil, err
+	}
+	if group != "" {
+		if err := s.allowDescribe(ctx, group); err != nil {
+			return nil, err
+		}
 	}
 	groups := []string{group}
 	if group == "" {
@@ -162,6 +176,7 @@ func (s *Service) TopicConsumers(ctx context.Context, cluster, topic, group stri
 				groups = append(groups, g.Group)
 			}
 		}
+		groups = s.visible(ctx, groups)
 		if len(groups) == 0 {
 			return map[string]map[string][]int32{}, nil
 		}
@@ -267,6 +282,9 @@ func (s *Service) GetOffsets(ctx context.Context, cluster, group, topic string) 
 // NOT_FOUND.
 func (s *Service) groupTopic(ctx context.Context, cluster, group, topic string) (*kadm.Client, *kafka.Cluster, kadm.TopicDetail, error) {
 	if err := checkTopicGroup(topic, group); err != nil {
+		return nil, nil, kadm.TopicDetail{}, err
+	}
+	if err := s.allowOffsets(ctx, group, topic); err != nil {
 		return nil, nil, kadm.TopicDetail{}, err
 	}
 	adm, c, err := s.admin(cluster)

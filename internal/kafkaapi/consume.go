@@ -15,6 +15,9 @@ func (s *Service) Open(ctx context.Context, cluster, group, topic string) (*Sess
 	if err := checkTopicGroup(topic, group); err != nil {
 		return nil, err
 	}
+	if err := s.allowConsume(ctx, group, topic); err != nil {
+		return nil, err
+	}
 	if err := s.checkDeadLetterTopic(group, topic); err != nil {
 		return nil, err
 	}
@@ -50,6 +53,9 @@ func (s *Service) Open(ctx context.Context, cluster, group, topic string) (*Sess
 
 // Ack acknowledges a delivered message without a session (Ack calls).
 func (s *Service) Ack(ctx context.Context, cluster, group, topic string, partition int32, offset int64) error {
+	if err := s.allowConsume(ctx, group, topic); err != nil {
+		return err
+	}
 	m, err := s.local(cluster, group, topic)
 	if err != nil {
 		return err

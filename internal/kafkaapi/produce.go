@@ -16,12 +16,15 @@ import (
 
 // Produce writes r to topic and returns once Kafka acknowledged it.
 func (s *Service) Produce(ctx context.Context, cluster, topic string, r Record) (Result, error) {
+	if err := s.allowProduce(ctx, topic); err != nil {
+		return Result{}, err
+	}
 	type answer struct {
 		res Result
 		err error
 	}
 	ch := make(chan answer, 1)
-	if err := s.ProduceAsync(cluster, topic, r, func(res Result, err error) { ch <- answer{res, err} }); err != nil {
+	if err := s.produceAsync(cluster, topic, r, func(res Result, err error) { ch <- answer{res, err} }, false); err != nil {
 		return Result{}, err
 	}
 	// The record is not withdrawn when ctx ends: franz-go may have sent it
@@ -41,16 +44,27 @@ func (s *Service) Produce(ctx context.Context, cluster, topic string, r Record) 
 // once handed over it is written and answered even if the caller is gone.
 // While the producer's buffer is full (clusters[].producer
 // .max_buffered_records), ProduceAsync waits: backpressure.
-func (s *Service) ProduceAsync(cluster, topic string, r Record, done func(Result, error)) error {
+func (s *Service) ProduceAsync(ctx context.Context, cluster, topic string, r Record, done func(Result, error)) error {
+	if err := s.allowProduce(ctx, topic); err != nil {
+		return err
+	}
 	return s.produceAsync(cluster, topic, r, done, false)
+}
+
+// allowProduce checks the policy for producing to topic.
+func (s *Service) allowProduce(ctx context.Context, topic string) error {
+	if s.policy == nil {
+		return nil
+	}
+	return s.policy.Produce(ctx, topic)
 }
 
 // ProduceDetached starts writing r for a caller that does not wait for
 // the answer (Ferry's and Kafka-Pixy's async produce): a record Kafka
 // refuses is logged, as nobody else learns of it. Otherwise it is
 // ProduceAsync.
-func (s *Service) ProduceDetached(cluster, topic string, r Record) error {
-	return s.ProduceAsync(cluster, topic, r, func(_ Result, err error) {
+func (s *Service) ProduceDetached(ctx context.Context, cluster, topic string, r Record) error {
+	return s.ProduceAsync(ctx, cluster, topic, r, func(_ Result, err error) {
 		if err != nil {
 			s.logger.Warn("asynchronous produce failed", "cluster", cluster, "topic", topic, "err", err)
 		}

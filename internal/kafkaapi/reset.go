@@ -233,6 +233,9 @@ func (s *Service) ResetOffsets(ctx context.Context, cluster, group, topic string
 	if err := checkTopicGroup(topic, group); err != nil {
 		return nil, err
 	}
+	if err := s.allowOffsets(ctx, group, topic); err != nil {
+		return nil, err
+	}
 	_, c, err := s.admin(cluster) // refuses while Ferry is shutting down
 	if err != nil {
 		return nil, err

@@ -51,6 +51,9 @@ type Service struct {
 
 	wg sync.WaitGroup // every member's goroutines
 
+	// policy decides what callers may do; nil allows everything.
+	policy Policy
+
 	// memberOpts are added to every member's client options: a seam for
 	// tests, which cut a member off its brokers with a dialer of theirs.
 	memberOpts []kgo.Opt
@@ -70,6 +73,26 @@ func New(cfg config.KafkaAPI, clusters map[string]*kafka.Cluster, names []string
 	s.givenUp, s.giveUp = context.WithCancel(context.Background())
 	return s
 }
+
+// Policy decides which callers may use which topics and groups. Its
+// errors carry the PERMISSION_DENIED status the faces answer with. The
+// caller is known from the call's context (auth.FromContext).
+type Policy interface {
+	// Produce allows producing to topic.
+	Produce(ctx context.Context, topic string) error
+	// Consume allows consuming topic in group and acknowledging.
+	Consume(ctx context.Context, group, topic string) error
+	// Offsets allows reading and setting group's offsets on topic.
+	Offsets(ctx context.Context, group, topic string) error
+	// Describe allows describing a topic or group.
+	Describe(ctx context.Context, name string) error
+	// Visible reports whether a topic or group may be listed.
+	Visible(ctx context.Context, name string) bool
+}
+
+// SetPolicy makes the service check every operation against p; before
+// the service serves calls. Without it every caller may do everything.
+func (s *Service) SetPolicy(p Policy) { s.policy = p }
 
 // Clusters returns the configured cluster names, the default first.
 func (s *Service) Clusters() []string { return append([]string(nil), s.names...) }

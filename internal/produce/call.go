@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/ferryproxy/ferry/internal/auth"
 	"github.com/ferryproxy/ferry/internal/frame"
 	"github.com/ferryproxy/ferry/internal/kafka"
 	"github.com/ferryproxy/ferry/internal/layout"
@@ -80,7 +82,13 @@ func (rt *Runtime) goCall(f func()) {
 
 // Serve carries one call of method m over Kafka.
 func (r *Route) Serve(ss grpc.ServerStream, m *protoreg.Method, md metadata.MD) error {
-	c := newCall(r, m, ss, md)
+	var id *auth.Identity
+	if r.cfg.KeyFromIdentity || r.cfg.IdentityHeader != "" {
+		if id = auth.FromContext(ss.Context()); id == nil {
+			return status.Errorf(codes.Unauthenticated, "%s writes the caller's identity to Kafka: call with credentials", m.Path)
+		}
+	}
+	c := newCall(r, m, ss, md, id)
 	if r.reader == nil {
 		return c.serveOneWay()
 	}
@@ -118,12 +126,17 @@ type call struct {
 	err      error
 }
 
-func newCall(r *Route, m *protoreg.Method, ss grpc.ServerStream, md metadata.MD) *call {
+// newCall prepares a call; id is the caller's identity when the route
+// writes it.
+func newCall(r *Route, m *protoreg.Method, ss grpc.ServerStream, md metadata.MD, id *auth.Identity) *call {
 	c := &call{h: r.rt, r: r, m: m, ss: ss, failed: make(chan struct{})}
 	var prefix string
 	prefix, c.idempotent = layout.CorrelationPrefix(md)
 	c.corrID = layout.CorrelationID(prefix, r.suffixes[m.Path])
 	c.key = layout.RequestKey(r.cfg.Key, c.corrID)
+	if r.cfg.KeyFromIdentity {
+		c.key = []byte(id.Name)
+	}
 	req := layout.Request{Service: m.Service, Method: m.Name, CorrelationID: c.corrID}
 	if r.reader != nil {
 		// Only request-reply routes write the layout's headers; a
@@ -131,6 +144,12 @@ func newCall(r *Route, m *protoreg.Method, ss grpc.ServerStream, md metadata.MD)
 		req.ReplyTo = r.cfg.ReplyTo
 	}
 	c.headers = r.layout.RequestHeaders(r.overrides, req, md, r.cfg.ForwardAuthorization)
+	if h := r.cfg.IdentityHeader; h != "" {
+		// Written last, and alone under its name: a metadata entry the
+		// caller sent could otherwise pass for it.
+		c.headers = slices.DeleteFunc(c.headers, func(rh kgo.RecordHeader) bool { return rh.Key == h })
+		c.headers = append(c.headers, kgo.RecordHeader{Key: h, Value: []byte(id.Name)})
+	}
 	return c
 }
 

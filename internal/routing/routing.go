@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/ferryproxy/ferry/internal/auth"
 	"github.com/ferryproxy/ferry/internal/config"
 	"github.com/ferryproxy/ferry/internal/protoreg"
 )
@@ -36,6 +37,7 @@ type Table struct {
 type candidate struct {
 	route    Route
 	metadata map[string]string
+	allow    auth.Allow
 }
 
 // NewTable builds the table for cfg's routes, given by name. Every
@@ -46,6 +48,7 @@ func NewTable(cfg *config.Config, reg *protoreg.Registry, routes map[string]Rout
 	var errs config.Errors
 	for i, rc := range cfg.Routes {
 		r := routes[rc.Name]
+		allow := auth.NewAllow(rc.Name, rc.Allow)
 		bound := map[string]bool{}
 		for j, w := range rc.When {
 			path := fmt.Sprintf("routes[%d].when[%d].method", i, j)
@@ -62,7 +65,7 @@ func NewTable(cfg *config.Config, reg *protoreg.Registry, routes map[string]Rout
 						continue
 					}
 				}
-				t.byMethod[m.Path] = append(t.byMethod[m.Path], candidate{route: r, metadata: w.Metadata})
+				t.byMethod[m.Path] = append(t.byMethod[m.Path], candidate{route: r, metadata: w.Metadata, allow: allow})
 			}
 		}
 	}
@@ -72,12 +75,12 @@ func NewTable(cfg *config.Config, reg *protoreg.Registry, routes map[string]Rout
 	return t, nil
 }
 
-// Match returns the route for a call of method path with metadata md.
+// match returns the route for a call of method path with metadata md.
 // Every metadata entry a condition lists must be present with that value.
-func (t *Table) Match(path string, md metadata.MD) Route {
-	for _, c := range t.byMethod[path] {
-		if matchMetadata(c.metadata, md) {
-			return c.route
+func (t *Table) match(path string, md metadata.MD) *candidate {
+	for i := range t.byMethod[path] {
+		if c := &t.byMethod[path][i]; matchMetadata(c.metadata, md) {
+			return c
 		}
 	}
 	return nil
@@ -107,12 +110,17 @@ func (t *Table) Handle(_ any, ss grpc.ServerStream) error {
 		return status.Errorf(codes.Unimplemented, "unknown method %s: no proto Ferry loaded defines it", path)
 	}
 	md, _ := metadata.FromIncomingContext(ss.Context())
-	r := t.Match(path, md)
-	if r == nil {
+	c := t.match(path, md)
+	if c == nil {
 		if len(t.byMethod[path]) > 0 {
 			return status.Errorf(codes.Unimplemented, "method %s: no route matches this call's metadata", path)
 		}
 		return status.Errorf(codes.Unimplemented, "method %s is not routed: no route names it", path)
 	}
-	return r.Serve(ss, m, md)
+	// The route's rules, not the method's: routes of one method may serve
+	// different callers, told apart by their metadata.
+	if err := c.allow.Check(ss.Context(), m.Path); err != nil {
+		return err
+	}
+	return c.route.Serve(ss, m, md)
 }

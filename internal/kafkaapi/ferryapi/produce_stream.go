@@ -85,7 +85,7 @@ func (s *Server) produceRecords(ctx context.Context, stream grpc.BidiStreamingSe
 				err = invalid("async", "is not supported on ProduceStream, which answers every record on its own")
 			}
 			if err == nil {
-				err = s.svc.ProduceAsync(r.GetCluster(), r.GetTopic(), rec, func(res kafkaapi.Result, err error) {
+				err = s.svc.ProduceAsync(ctx, r.GetCluster(), r.GetTopic(), rec, func(res kafkaapi.Result, err error) {
 					q.complete(seq, res, err)
 				})
 			}

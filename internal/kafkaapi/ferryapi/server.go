@@ -81,7 +81,7 @@ func (s *Server) Produce(ctx context.Context, req *kafkav1.ProduceRequest) (*kaf
 		return nil, err
 	}
 	if req.GetAsync() {
-		if err := s.svc.ProduceDetached(req.GetCluster(), req.GetTopic(), rec); err != nil {
+		if err := s.svc.ProduceDetached(ctx, req.GetCluster(), req.GetTopic(), rec); err != nil {
 			return nil, err
 		}
 		return &kafkav1.ProduceResponse{Partition: -1, Offset: -1}, nil

@@ -118,7 +118,7 @@ func (s *Server) produce(ctx context.Context, rq *kafkapixy.ProdRq) (*kafkapixy.
 		}
 		return &kafkapixy.ProdRs{Partition: res.Partition, Offset: res.Offset}, nil
 	}
-	if err := s.svc.ProduceDetached(rq.GetCluster(), rq.GetTopic(), rec); err != nil {
+	if err := s.svc.ProduceDetached(ctx, rq.GetCluster(), rq.GetTopic(), rec); err != nil {
 		return nil, err
 	}
 	return &kafkapixy.ProdRs{Partition: -1, Offset: -1}, nil
