@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -17,7 +19,9 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -294,5 +298,77 @@ func TestAuthKafkaAPI(t *testing.T) {
 				t.Errorf("%s %s: %d with body %q; want a JSON error", tc.face, tc.path, code, body)
 			}
 		}
+	}
+}
+
+// TestAuthClientCertificates checks identities taken from client
+// certificates the gRPC listener verified (client_auth: request).
+func TestAuthClientCertificates(t *testing.T) {
+	ca := newTestCA(t)
+	dir := t.TempDir()
+	c, k, _ := ca.issue(t, x509.ExtKeyUsageServerAuth)
+	writeFile(t, filepath.Join(dir, "server.pem"), string(c))
+	writeFile(t, filepath.Join(dir, "server-key.pem"), string(k))
+	writeFile(t, filepath.Join(dir, "ca.pem"), string(ca.PEM))
+	topic := kit.Topic(t, 1, nil)
+	y := fmt.Sprintf(`
+clusters:
+  - name: default
+    brokers: [%q]
+listeners:
+  grpc:
+    address: 127.0.0.1:0
+    shutdown_timeout: 2s
+    tls: {cert_file: server.pem, key_file: server-key.pem, client_auth: request, client_ca_file: ca.pem}
+protos:
+  - files: [echo.proto]
+    import_paths: [%q]
+log:
+  level: ${FERRY_TEST_LOG:-warn}
+auth:
+  client_certificates: {identity: common_name}
+routes:
+  - name: echo
+    when: [{method: grpc.examples.echo.Echo/*}]
+    allow: [{identities: [alice]}]
+    produce: {topic: %s, key_from_identity: true}
+`, strings.Join(kit.Seeds(t), ","), filepath.Join(root(t), "examples", "echo"), topic)
+	path := filepath.Join(dir, "ferry.yaml")
+	writeFile(t, path, y)
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := startConfig(t, cfg)
+	ctx := testkit.Context(t, 30*time.Second)
+	callAs := func(certs ...tls.Certificate) error {
+		cc, err := grpc.NewClient(a.GRPCAddr(),
+			grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: ca.Pool, Certificates: certs})),
+			grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawCodec{})))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		return call(ctx, cc, "UnaryEcho", nil, "hi").err
+	}
+	named := func(cn string) tls.Certificate {
+		c, k, _ := ca.IssueNamed(t, x509.ExtKeyUsageClientAuth, cn)
+		cert, err := tls.X509KeyPair(c, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cert
+	}
+	if err := callAs(named("alice")); err != nil {
+		t.Fatalf("alice's certificate: %v", err)
+	}
+	if err := callAs(named("bob")); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), `identity "bob"`) {
+		t.Errorf("bob's certificate: %v; want PERMISSION_DENIED naming bob", err)
+	}
+	if err := callAs(); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("no certificate: %v; want UNAUTHENTICATED", err)
+	}
+	if r := readTopic(t, topic, 1); string(r[0].Key) != "alice" || endOffset(t, topic) != 1 {
+		t.Errorf("record key %q, %d records; want one keyed alice", r[0].Key, endOffset(t, topic))
 	}
 }

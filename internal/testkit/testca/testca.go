@@ -63,6 +63,13 @@ func New(t testing.TB) *CA {
 // number.
 func (ca *CA) Issue(t testing.TB, usage x509.ExtKeyUsage) (certPEM, keyPEM []byte, serial int64) {
 	t.Helper()
+	return ca.IssueNamed(t, usage, "127.0.0.1")
+}
+
+// IssueNamed is Issue with commonName as the subject's common name, as a
+// client certificate that names its holder has.
+func (ca *CA) IssueNamed(t testing.TB, usage x509.ExtKeyUsage, commonName string) (certPEM, keyPEM []byte, serial int64) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -70,7 +77,7 @@ func (ca *CA) Issue(t testing.TB, usage x509.ExtKeyUsage) (certPEM, keyPEM []byt
 	serial = serials.Add(1)
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(serial),
-		Subject:      pkix.Name{CommonName: "127.0.0.1"},
+		Subject:      pkix.Name{CommonName: commonName},
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
