@@ -60,6 +60,11 @@ func newCall(b *Backend, p *partition, r *kgo.Record, req layout.Request) *call 
 		md:      b.layout.ServerMetadata(r.Headers, req.CorrelationID),
 		notify:  make(chan struct{}, 1),
 	}
+	// The back end's static metadata replaces the request's entries of
+	// the same keys. Validation keeps it off the keys Ferry sets above.
+	for k, v := range b.metadata {
+		c.md[k] = []string{v}
+	}
 	// The caller's request id came along as a meta: header. A call
 	// without one gets its own from the edge, when Ferry gives calls ids.
 	if ids := c.md.Get(edge.RequestIDKey); len(ids) > 0 {
