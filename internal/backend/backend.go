@@ -55,8 +55,11 @@ type Backend struct {
 	conn    *grpc.ClientConn
 	// metadata is the static metadata of every call, by key.
 	metadata map[string]string
-	logger   *slog.Logger
-	slots    chan struct{}
+	// tlsLog knows why the last TLS connection to the server failed; nil
+	// without TLS.
+	tlsLog *connLog
+	logger *slog.Logger
+	slots  chan struct{}
 
 	// ctx ends every call; cancel is called by Close after draining.
 	ctx    context.Context
@@ -141,7 +144,7 @@ func New(opts Options) (*Backend, error) {
 		callOpts = append(callOpts, grpc.MaxCallRecvMsgSize(opts.MaxMessageBytes))
 	}
 	logger := opts.Logger.With("backend", cfg.Name)
-	creds, err := transportCredentials(cfg, logger)
+	creds, tlsLog, err := transportCredentials(cfg, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -169,6 +172,7 @@ func New(opts Options) (*Backend, error) {
 		cluster:    opts.Cluster,
 		conn:       conn,
 		metadata:   md,
+		tlsLog:     tlsLog,
 		logger:     logger,
 		slots:      make(chan struct{}, cfg.Concurrency),
 		room:       make(chan struct{}, 1),

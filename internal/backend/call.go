@@ -224,14 +224,14 @@ func (c *call) attempt(end time.Time) (hdrs layout.ResponseMetadata, wrote bool,
 		if err != nil {
 			msg += ": " + status.Convert(err).Message()
 		}
-		return layout.ResponseMetadata{}, false, status.New(codes.Unavailable, msg), true
+		return layout.ResponseMetadata{}, false, status.New(codes.Unavailable, c.b.withTLSCause(msg)), true
 	}
 	if err != nil {
 		st := status.Convert(err)
 		if c.ctx.Err() == context.DeadlineExceeded {
 			// The deadline came while waiting for a connection: the
 			// server never saw the call.
-			return layout.ResponseMetadata{}, false, status.New(codes.Unavailable, "no connection to the server before the call deadline ("+c.b.cfg.Deadline.String()+"): "+st.Message()), true
+			return layout.ResponseMetadata{}, false, status.New(codes.Unavailable, c.b.withTLSCause("no connection to the server before the call deadline ("+c.b.cfg.Deadline.String()+"): "+st.Message())), true
 		}
 		return layout.ResponseMetadata{}, false, st, false
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
+	"strings"
 	"sync"
 
 	"google.golang.org/grpc/credentials"
@@ -16,19 +18,38 @@ import (
 
 // transportCredentials returns the credentials of the back end's
 // connection to its server: plaintext, or TLS as cfg.TLS says, which logs
-// why the server could not be reached over TLS.
-func transportCredentials(cfg config.Backend, logger *slog.Logger) (credentials.TransportCredentials, error) {
+// why the server could not be reached over TLS to the connLog it returns
+// too.
+func transportCredentials(cfg config.Backend, logger *slog.Logger) (credentials.TransportCredentials, *connLog, error) {
 	if !cfg.TLS.Enabled {
-		return insecure.NewCredentials(), nil
+		return insecure.NewCredentials(), nil, nil
 	}
 	tc, err := cfg.TLS.Config()
 	if err != nil {
-		return nil, fmt.Errorf("backends %s: tls: %w", cfg.Name, err)
+		return nil, nil, fmt.Errorf("backends %s: tls: %w", cfg.Name, err)
 	}
 	if cfg.TLS.InsecureSkipVerify {
 		logger.Warn("TLS without checking the server's certificate (backends[].tls.insecure_skip_verify): anyone between Ferry and the server can read and change the calls", "target", cfg.Target)
 	}
-	return &loggedTLS{TransportCredentials: credentials.NewTLS(tc), log: &connLog{logger: logger, target: cfg.Target}}, nil
+	l := &connLog{logger: logger, target: cfg.Target}
+	return &loggedTLS{TransportCredentials: credentials.NewTLS(tc), log: l}, l, nil
+}
+
+// withTLSCause adds to msg, the message of a call that got no connection
+// to the server, why the last TLS connection failed, unless msg tells it
+// already. grpc-go's error often does not: when the server refuses
+// Ferry's client certificate (or its lack of one) after the handshake,
+// it may report the broken write instead.
+func (b *Backend) withTLSCause(msg string) string {
+	if b.tlsLog == nil {
+		return msg
+	}
+	what, err := b.tlsLog.cause()
+	// grpc-go quotes the error it names, as desc = "...".
+	if q := strconv.Quote(err); err == "" || strings.Contains(msg, err) || strings.Contains(msg, q[1:len(q)-1]) {
+		return msg
+	}
+	return msg + "; the last TLS connection failed: " + what + ": " + err
 }
 
 // loggedTLS is TLS that logs why a connection to the server failed in its
@@ -94,25 +115,34 @@ type connLog struct {
 	logger *slog.Logger
 	target string
 
-	mu   sync.Mutex
-	last string // the cause logged last; "" while connections succeed
+	// mu guards the cause logged last, what failed and the error; both
+	// are "" while connections succeed.
+	mu         sync.Mutex
+	what, last string
 }
 
 func (l *connLog) failed(what string, err error) {
-	cause := what + ": " + err.Error()
 	l.mu.Lock()
-	repeated := cause == l.last
-	l.last = cause
+	repeated := what == l.what && err.Error() == l.last
+	l.what, l.last = what, err.Error()
 	l.mu.Unlock()
 	if !repeated {
 		l.logger.Warn(what+"; calls wait for a connection, retrying with backoff", "target", l.target, "err", err)
 	}
 }
 
+// cause returns what failed last and its error; "" when the last
+// connection succeeded.
+func (l *connLog) cause() (what, err string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.what, l.last
+}
+
 func (l *connLog) connected() {
 	l.mu.Lock()
 	failing := l.last != ""
-	l.last = ""
+	l.what, l.last = "", ""
 	l.mu.Unlock()
 	if failing {
 		l.logger.Info("connected to the gRPC server over TLS", "target", l.target)
