@@ -1,7 +1,6 @@
 package app_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -43,15 +42,10 @@ func startTLSEcho(t *testing.T, ca *testCA, clientCAs *x509.CertPool) *echoServe
 	return serveEcho(t, "echo-tls", tls.NewListener(lis, cfg))
 }
 
-// logBuffer collects Ferry's log, at debug level, and shows it when the
-// test fails.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func newLogBuffer(t *testing.T) (*logBuffer, *slog.Logger) {
-	l := &logBuffer{}
+// newLogBuffer returns a logger at debug level into a buffer, shown when
+// the test fails.
+func newLogBuffer(t *testing.T) (*syncBuffer, *slog.Logger) {
+	l := &syncBuffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("Ferry's log:\n%s", l.String())
@@ -60,22 +54,10 @@ func newLogBuffer(t *testing.T) (*logBuffer, *slog.Logger) {
 	return l, slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // startTLSBackend starts Ferry with a produce route and a back end calling
 // srv with the given lines under the back end's tls section, logging to
 // the returned buffer.
-func startTLSBackend(t *testing.T, srv *echoServer, tlsLines, extra string) (*app.App, *logBuffer) {
+func startTLSBackend(t *testing.T, srv *echoServer, tlsLines, extra string) (*app.App, *syncBuffer) {
 	t.Helper()
 	req, rep := kit.Topic(t, 1, nil), kit.Topic(t, 1, nil)
 	logs, logger := newLogBuffer(t)
@@ -119,7 +101,7 @@ func TestBackendTLS(t *testing.T) {
 // failsReadably checks that a call through a back end whose server cannot
 // be reached over TLS ends UNAVAILABLE with the TLS cause in its message,
 // and that Ferry's log names the cause once.
-func failsReadably(t *testing.T, a *app.App, logs *logBuffer, cause string) {
+func failsReadably(t *testing.T, a *app.App, logs *syncBuffer, cause string) {
 	t.Helper()
 	ctx := testkit.Context(t, 30*time.Second)
 	res := call(ctx, dial(t, a), "UnaryEcho", nil, "refused")

@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/ferryproxy/ferry/internal/config"
@@ -25,28 +24,10 @@ func TestStaticMetadataKeepsFerrysKeys(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestConnLogOnce: each cause is logged once until a connection succeeds;
 // a new cause is logged at once.
 func TestConnLogOnce(t *testing.T) {
-	var buf syncBuffer
+	var buf bytes.Buffer
 	l := &connLog{logger: slog.New(slog.NewTextHandler(&buf, nil)), target: "127.0.0.1:1"}
 	untrusted := errors.New("tls: failed to verify certificate: x509: certificate signed by unknown authority")
 	for range 5 {
