@@ -129,3 +129,37 @@ func TestBackendSecurityFiles(t *testing.T) {
 		}
 	}
 }
+
+// FuzzMetadataEntry: any key and value is accepted or refused without a
+// panic, an error about the value is one of its fixed messages (so it
+// never holds the value), and an accepted text value is sent as written.
+func FuzzMetadataEntry(f *testing.F) {
+	for _, s := range [][2]string{{"x-api-key", "k-1"}, {"x-token-bin", "AAEC/w=="}, {"X-Up", "v"}, {"grpc-x", "v"}, {"x-request-id", "r"}, {"x-bin", "AAEC_w"}, {"x-k", "a\tb"}, {"", ""}} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, key, val string) {
+		got, err := metadataEntry(key, val)
+		if err == nil {
+			if !strings.HasSuffix(key, "-bin") && got != val {
+				t.Errorf("metadataEntry(%q, %q) = %q, want the value as written", key, val, got)
+			}
+			return
+		}
+		if checkMetadataKey(key) != nil {
+			return // about the key, which is no secret
+		}
+		// The same error for a value of the same fault that is no secret.
+		canon := ""
+		switch {
+		case val == "":
+		case strings.HasSuffix(key, "-bin"):
+			canon = "!"
+		default:
+			i := strings.IndexFunc(val, func(r rune) bool { return r < 0x20 || r > 0x7e })
+			canon = strings.Repeat("a", i) + "\x00"
+		}
+		if _, want := metadataEntry(key, canon); want == nil || err.Error() != want.Error() {
+			t.Errorf("metadataEntry(%q, %q): error %q, want %v", key, val, err, want)
+		}
+	})
+}
