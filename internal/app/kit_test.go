@@ -79,6 +79,12 @@ func root(t testing.TB) string {
 // the test brokers'.
 func startFerry(t testing.TB, routes string) *app.App {
 	t.Helper()
+	return startConfig(t, ferryConfig(t, routes))
+}
+
+// ferryConfig is the configuration startFerry starts.
+func ferryConfig(t testing.TB, routes string) *config.Config {
+	t.Helper()
 	y := fmt.Sprintf(`
 clusters:
   - name: default
@@ -100,14 +106,20 @@ routes:
 	if err != nil {
 		t.Fatalf("config:\n%s\n%v", y, err)
 	}
-	return startConfig(t, cfg)
+	return cfg
 }
 
 func startConfig(t testing.TB, cfg *config.Config) *app.App {
 	t.Helper()
+	return startLogged(t, cfg, testLogger(t))
+}
+
+// startLogged starts Ferry with cfg, logging to logger.
+func startLogged(t testing.TB, cfg *config.Config, logger *slog.Logger) *app.App {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	a, err := app.Start(ctx, cfg, testLogger(t))
+	a, err := app.Start(ctx, cfg, logger)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,7 +20,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/ferryproxy/ferry/internal/config"
 	"github.com/ferryproxy/ferry/internal/frame"
@@ -54,8 +53,13 @@ type Backend struct {
 	cons    *kgo.Client
 	prod    *kgo.Client
 	conn    *grpc.ClientConn
-	logger  *slog.Logger
-	slots   chan struct{}
+	// metadata is the static metadata of every call, by key.
+	metadata map[string]string
+	// tlsLog knows why the last TLS connection to the server failed; nil
+	// without TLS.
+	tlsLog *connLog
+	logger *slog.Logger
+	slots  chan struct{}
 
 	// ctx ends every call; cancel is called by Close after draining.
 	ctx    context.Context
@@ -139,8 +143,17 @@ func New(opts Options) (*Backend, error) {
 		// while the call ends OK.
 		callOpts = append(callOpts, grpc.MaxCallRecvMsgSize(opts.MaxMessageBytes))
 	}
+	logger := opts.Logger.With("backend", cfg.Name)
+	creds, tlsLog, err := transportCredentials(cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	md, err := cfg.MetadataValues()
+	if err != nil {
+		return nil, fmt.Errorf("backends %s: %w", cfg.Name, err)
+	}
 	dialOpts := append([]grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(callOpts...),
 		// Reconnect soon after a server comes back: calls are retried
 		// with their own backoff, bounded by the call deadline.
@@ -158,7 +171,9 @@ func New(opts Options) (*Backend, error) {
 		layout:     layout.New(cfg.HeaderNames),
 		cluster:    opts.Cluster,
 		conn:       conn,
-		logger:     opts.Logger.With("backend", cfg.Name),
+		metadata:   md,
+		tlsLog:     tlsLog,
+		logger:     logger,
 		slots:      make(chan struct{}, cfg.Concurrency),
 		room:       make(chan struct{}, 1),
 		parts:      map[int32]*partition{},

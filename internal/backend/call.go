@@ -60,6 +60,11 @@ func newCall(b *Backend, p *partition, r *kgo.Record, req layout.Request) *call 
 		md:      b.layout.ServerMetadata(r.Headers, req.CorrelationID),
 		notify:  make(chan struct{}, 1),
 	}
+	// The back end's static metadata replaces the request's entries of
+	// the same keys. Validation keeps it off the keys Ferry sets above.
+	for k, v := range b.metadata {
+		c.md[k] = []string{v}
+	}
 	// The caller's request id came along as a meta: header. A call
 	// without one gets its own from the edge, when Ferry gives calls ids.
 	if ids := c.md.Get(edge.RequestIDKey); len(ids) > 0 {
@@ -219,14 +224,14 @@ func (c *call) attempt(end time.Time) (hdrs layout.ResponseMetadata, wrote bool,
 		if err != nil {
 			msg += ": " + status.Convert(err).Message()
 		}
-		return layout.ResponseMetadata{}, false, status.New(codes.Unavailable, msg), true
+		return layout.ResponseMetadata{}, false, status.New(codes.Unavailable, c.b.withTLSCause(msg)), true
 	}
 	if err != nil {
 		st := status.Convert(err)
 		if c.ctx.Err() == context.DeadlineExceeded {
 			// The deadline came while waiting for a connection: the
 			// server never saw the call.
-			return layout.ResponseMetadata{}, false, status.New(codes.Unavailable, "no connection to the server before the call deadline ("+c.b.cfg.Deadline.String()+"): "+st.Message()), true
+			return layout.ResponseMetadata{}, false, status.New(codes.Unavailable, c.b.withTLSCause("no connection to the server before the call deadline ("+c.b.cfg.Deadline.String()+"): "+st.Message())), true
 		}
 		return layout.ResponseMetadata{}, false, st, false
 	}

@@ -72,24 +72,24 @@ type Cluster struct {
 	SASL ClusterSASL `yaml:"sasl"`
 }
 
-// ClientTLS is how Ferry speaks TLS as a client: to a cluster's brokers, or
-// to a back end's server. Relative
-// file names are taken from the config file's directory.
+// ClientTLS is how Ferry speaks TLS as a client, to any server it connects
+// to: a cluster's brokers, or a back end's gRPC server. Relative file names
+// are taken from the config file's directory.
 type ClientTLS struct {
 	// Enabled turns TLS on; the other keys need it.
 	Enabled bool `yaml:"enabled"`
 	// CAFile is a PEM file of the certificate authorities that sign the
-	// brokers' certificates. Empty: the system's pool.
+	// servers' certificates. Empty: the system's pool.
 	CAFile string `yaml:"ca_file"`
-	// CertFile is Ferry's client certificate, in PEM, for brokers that
+	// CertFile is Ferry's client certificate, in PEM, for servers that
 	// require client certificates (mTLS). Set with KeyFile, or neither.
 	CertFile string `yaml:"cert_file"`
 	// KeyFile is the private key of CertFile, in PEM.
 	KeyFile string `yaml:"key_file"`
-	// ServerName is the name the brokers' certificates are checked
-	// against. Empty: the host of each broker's address.
+	// ServerName is the name the servers' certificates are checked
+	// against. Empty: the host of the address Ferry connects to.
 	ServerName string `yaml:"server_name"`
-	// InsecureSkipVerify accepts any broker certificate. For tests only.
+	// InsecureSkipVerify accepts any server certificate. For tests only.
 	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
 }
 
@@ -378,6 +378,14 @@ type Backend struct {
 	// Target is the gRPC server's address, in grpc-go's target syntax
 	// (host:port, dns:///host:port, unix:///path).
 	Target string `yaml:"target"`
+	// TLS secures the connection to the server: TLS, or mutual TLS with a
+	// client certificate. Off: plaintext.
+	TLS ClientTLS `yaml:"tls"`
+	// Metadata is static gRPC metadata added to every call, such as an API
+	// key from the environment. It replaces the request's entries of the
+	// same keys; keys Ferry sets itself are refused. The values of keys
+	// ending in -bin are written in base64. Values are never logged.
+	Metadata map[string]string `yaml:"metadata"`
 	// GroupID is the Kafka consumer group. Default: "ferry-backend-<name>".
 	GroupID string `yaml:"group_id"`
 	// GroupInstanceID makes this instance a static member of the group
@@ -711,6 +719,7 @@ func (c *Config) applyBackendDefaults() {
 			b.DrainTimeout = 10 * time.Second
 		}
 		b.HeaderNames.fill()
+		b.TLS.resolve(filepath.Dir(c.file))
 	}
 }
 

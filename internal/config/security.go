@@ -32,8 +32,8 @@ func resolvePath(dir, name string) string {
 	return filepath.Join(dir, name)
 }
 
-// Config returns the TLS configuration for the brokers, reading the CA
-// file and the client certificate; nil when TLS is off. Errors name the
+// Config returns the TLS configuration for the servers Ferry connects to,
+// reading the CA file and the client certificate; nil when TLS is off. Errors name the
 // file and what is wrong with it, never its contents.
 func (t ClientTLS) Config() (*tls.Config, error) {
 	c, _, err := t.config()

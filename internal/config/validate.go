@@ -368,6 +368,7 @@ func (v *validator) backends() {
 			v.errf(p+".retry.max_backoff", "is shorter than initial_backoff (%s)", b.Retry.InitialBackoff)
 		}
 		v.headerNames(p+".header_names", b.HeaderNames)
+		v.backendSecurity(p, b)
 	}
 }
 
