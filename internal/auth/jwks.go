@@ -167,7 +167,7 @@ func (v *JWT) refreshURL(ctx context.Context) {
 	keys, err := loadJWKSURL(ctx, v.url, v.client)
 	if err != nil {
 		if ctx.Err() != nil {
-			return // Closing, or the caller gave up: nothing went wrong with the key set.
+			return // Closing: nothing went wrong with the key set.
 		}
 		v.logger.Warn("jwt: keeping the last good key set", "error", err)
 		return
@@ -188,9 +188,9 @@ func (v *JWT) refreshForUnknownKID(used *keySet) bool {
 		// fetch the rate limit allows.
 		v.refreshURL(v.ctx)
 	default:
-		// Wait for a reload under way, if any.
+		// An empty critical section: it waits for a reload under way, if any.
 		v.reloadMu.Lock()
-		v.reloadMu.Unlock() //nolint:staticcheck // An empty critical section: waiting is the point.
+		v.reloadMu.Unlock()
 	}
 	return v.keys.Load() != used
 }
