@@ -120,7 +120,6 @@ type JWT struct {
 	logger        *slog.Logger
 	parser        *jwt.Parser
 	audience      string
-	issuer        string
 
 	// keys is the key set in use; it is never nil after NewJWT returns.
 	keys atomic.Pointer[keySet]
@@ -160,7 +159,6 @@ func NewJWT(ctx context.Context, opts JWTOptions) (*JWT, error) {
 		rolesClaim:    opts.RolesClaim,
 		logger:        opts.Logger,
 		audience:      opts.Audience,
-		issuer:        opts.Issuer,
 		unknownKID:    rate.NewLimiter(rate.Every(unknownKIDInterval), 1),
 		done:          make(chan struct{}),
 	}
