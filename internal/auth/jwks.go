@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"time"
@@ -54,7 +55,7 @@ func (v *JWT) load(ctx context.Context) (*keySet, error) {
 	if v.file != "" {
 		return loadJWKSFile(v.file)
 	}
-	return loadJWKSURL(ctx, v.url, v)
+	return loadJWKSURL(ctx, v.url, v.client)
 }
 
 // loadJWKSFile reads and parses a JWKS file.
@@ -87,13 +88,13 @@ func loadJWKSFile(path string) (*keySet, error) {
 
 // loadJWKSURL fetches and parses the JWKS at u once. jwkset's storage does the fetch; its own
 // refresh goroutine is not used, because Close could not wait for it to end.
-func loadJWKSURL(ctx context.Context, u string, v *JWT) (*keySet, error) {
+func loadJWKSURL(ctx context.Context, u string, client *http.Client) (*keySet, error) {
 	redacted := u
 	if pu, err := url.Parse(u); err == nil {
 		redacted = pu.Redacted()
 	}
 	storage, err := jwkset.NewStorageFromHTTP(u, jwkset.HTTPClientStorageOptions{
-		Client:      v.client,
+		Client:      client,
 		Ctx:         ctx,
 		HTTPTimeout: defaultJWKSTimeout,
 	})
@@ -163,10 +164,10 @@ func (v *JWT) checkFile(force bool) {
 func (v *JWT) refreshURL(ctx context.Context) {
 	v.reloadMu.Lock()
 	defer v.reloadMu.Unlock()
-	keys, err := loadJWKSURL(ctx, v.url, v)
+	keys, err := loadJWKSURL(ctx, v.url, v.client)
 	if err != nil {
 		if ctx.Err() != nil {
-			return // Closing, or the caller gave up: nothing went wrong with the key set.
+			return // Closing: nothing went wrong with the key set.
 		}
 		v.logger.Warn("jwt: keeping the last good key set", "error", err)
 		return
@@ -178,22 +179,25 @@ func (v *JWT) refreshURL(ctx context.Context) {
 // and reports whether the key set changed since. A caller that may not fetch (the rate limit)
 // still waits for a reload under way, so tokens arriving together with a rotated key all see
 // it.
-func (v *JWT) refreshForUnknownKID(ctx context.Context, used *keySet) bool {
+func (v *JWT) refreshForUnknownKID(used *keySet) bool {
 	switch {
 	case v.file != "":
 		v.checkFile(true)
 	case v.unknownKID.Allow():
-		v.refreshURL(ctx)
+		// The fetch is Ferry's, not the caller's: a caller that gives up does not waste the
+		// fetch the rate limit allows.
+		v.refreshURL(v.ctx)
 	default:
-		// Wait for a reload under way, if any.
+		// An empty critical section: it waits for a reload under way, if any.
 		v.reloadMu.Lock()
-		v.reloadMu.Unlock() //nolint:staticcheck // An empty critical section: waiting is the point.
+		v.reloadMu.Unlock()
 	}
 	return v.keys.Load() != used
 }
 
-// refreshLoop fetches the JWKS URL every interval until ctx ends; it closes v.done on return.
-func (v *JWT) refreshLoop(ctx context.Context, interval time.Duration) {
+// refreshLoop fetches the JWKS URL every interval until Close; it closes v.done on return.
+func (v *JWT) refreshLoop(interval time.Duration) {
+	ctx := v.ctx
 	defer close(v.done)
 	t := time.NewTicker(interval)
 	defer t.Stop()

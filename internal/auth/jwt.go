@@ -110,7 +110,6 @@ type JWT struct {
 	logger        *slog.Logger
 	parser        *jwt.Parser
 	audience      string
-	issuer        string
 
 	// keys is the key set in use; it is never nil after NewJWT returns.
 	keys atomic.Pointer[keySet]
@@ -124,6 +123,8 @@ type JWT struct {
 	// unknownKID limits the URL fetches that unknown key ids cause.
 	unknownKID *rate.Limiter
 
+	// ctx lives until Close; URL fetches use it.
+	ctx       context.Context
 	cancel    context.CancelFunc
 	done      chan struct{}
 	closeOnce sync.Once
@@ -148,10 +149,10 @@ func NewJWT(ctx context.Context, opts JWTOptions) (*JWT, error) {
 		rolesClaim:    opts.RolesClaim,
 		logger:        opts.Logger,
 		audience:      opts.Audience,
-		issuer:        opts.Issuer,
 		unknownKID:    rate.NewLimiter(rate.Every(unknownKIDInterval), 1),
 		done:          make(chan struct{}),
 	}
+	v.ctx, v.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	parserOpts := []jwt.ParserOption{jwt.WithLeeway(opts.Leeway), jwt.WithIssuedAt()}
 	if opts.Issuer != "" {
 		parserOpts = append(parserOpts, jwt.WithIssuer(opts.Issuer))
@@ -163,6 +164,7 @@ func NewJWT(ctx context.Context, opts JWTOptions) (*JWT, error) {
 
 	keys, err := v.load(ctx)
 	if err != nil {
+		v.cancel()
 		if v.ownClient {
 			v.client.CloseIdleConnections()
 		}
@@ -172,13 +174,10 @@ func NewJWT(ctx context.Context, opts JWTOptions) (*JWT, error) {
 	v.nextFileCheck.Store(time.Now().Add(fileCheckInterval).UnixNano())
 
 	if v.url == "" {
-		v.cancel = func() {}
 		close(v.done)
 		return v, nil
 	}
-	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	v.cancel = cancel
-	go v.refreshLoop(rctx, opts.Refresh)
+	go v.refreshLoop(opts.Refresh)
 	return v, nil
 }
 
@@ -260,10 +259,10 @@ func (v *JWT) Verify(ctx context.Context, token string) (*Identity, error) {
 	}
 	keys := v.keys.Load()
 	claims := jwt.MapClaims{}
-	t, err := v.parser.ParseWithClaims(token, claims, keys.keyfunc(ctx))
-	if errors.Is(err, jwkset.ErrKeyNotFound) && v.refreshForUnknownKID(ctx, keys) {
+	t, err := v.parser.ParseWithClaims(token, claims, keys.lookup(ctx))
+	if errors.Is(err, jwkset.ErrKeyNotFound) && v.refreshForUnknownKID(keys) {
 		claims = jwt.MapClaims{}
-		t, err = v.parser.ParseWithClaims(token, claims, v.keys.Load().keyfunc(ctx))
+		t, err = v.parser.ParseWithClaims(token, claims, v.keys.Load().lookup(ctx))
 	}
 	if err != nil {
 		return nil, v.reason(t, claims, err)
@@ -300,10 +299,10 @@ var (
 	errKeyID     = errors.New("kid is not a string")
 )
 
-// keyfunc returns the key lookup for one parse: the algorithm is checked before any key is
+// lookup returns the key lookup for one parse: the algorithm is checked before any key is
 // looked up, then keyfunc finds the key by kid (or offers every key when the token has none).
-func (s *keySet) keyfunc(ctx context.Context) jwt.Keyfunc {
-	lookup := s.keys.KeyfuncCtx(ctx)
+func (s *keySet) lookup(ctx context.Context) jwt.Keyfunc {
+	byKID := s.keys.KeyfuncCtx(ctx)
 	return func(t *jwt.Token) (any, error) {
 		if alg, _ := t.Header["alg"].(string); !allowedAlgorithms[alg] || t.Method.Alg() != alg {
 			return nil, errAlgorithm
@@ -313,7 +312,7 @@ func (s *keySet) keyfunc(ctx context.Context) jwt.Keyfunc {
 				return nil, errKeyID
 			}
 		}
-		return lookup(t)
+		return byKID(t)
 	}
 }
 
