@@ -17,7 +17,8 @@ import (
 	"github.com/ferryproxy/ferry/internal/edge"
 )
 
-// Identity is who a call comes from, once authenticated.
+// Identity is who a call comes from, once authenticated. Identities are
+// shared between calls (a verified token's is cached): never change one.
 type Identity struct {
 	// Name is the identity: a JWT's identity claim, or a client certificate's name.
 	Name string

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -110,6 +111,8 @@ type JWT struct {
 	logger        *slog.Logger
 	parser        *jwt.Parser
 	audience      string
+	leeway        time.Duration
+	verified      tokenCache
 
 	// keys is the key set in use; it is never nil after NewJWT returns.
 	keys atomic.Pointer[keySet]
@@ -149,6 +152,7 @@ func NewJWT(ctx context.Context, opts JWTOptions) (*JWT, error) {
 		rolesClaim:    opts.RolesClaim,
 		logger:        opts.Logger,
 		audience:      opts.Audience,
+		leeway:        opts.Leeway,
 		unknownKID:    rate.NewLimiter(rate.Every(unknownKIDInterval), 1),
 		done:          make(chan struct{}),
 	}
@@ -258,11 +262,16 @@ func (v *JWT) Verify(ctx context.Context, token string) (*Identity, error) {
 		v.checkFile(false)
 	}
 	keys := v.keys.Load()
+	sum, now := sha256.Sum256([]byte(token)), time.Now()
+	if id := v.verified.get(sum, keys, now); id != nil {
+		return id, nil
+	}
 	claims := jwt.MapClaims{}
 	t, err := v.parser.ParseWithClaims(token, claims, keys.lookup(ctx))
 	if errors.Is(err, jwkset.ErrKeyNotFound) && v.refreshForUnknownKID(keys) {
+		keys = v.keys.Load()
 		claims = jwt.MapClaims{}
-		t, err = v.parser.ParseWithClaims(token, claims, v.keys.Load().lookup(ctx))
+		t, err = v.parser.ParseWithClaims(token, claims, keys.lookup(ctx))
 	}
 	if err != nil {
 		return nil, v.reason(t, claims, err)
@@ -276,6 +285,7 @@ func (v *JWT) Verify(ctx context.Context, token string) (*Identity, error) {
 	if roles, ok := lookupClaim(claims, v.rolesClaim); ok {
 		id.Roles = rolesOf(roles)
 	}
+	v.verified.put(sum, keys, id, claims, v.leeway, now)
 	return id, nil
 }
 

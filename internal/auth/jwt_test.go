@@ -479,3 +479,64 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+// TestJWTVerifiedCache checks that a token verified once is answered from
+// the cache, and never past its expiry or a change of the key set.
+func TestJWTVerifiedCache(t *testing.T) {
+	k, other := newRSAKey(t, "k"), newECKey(t, "other")
+	path := filepath.Join(t.TempDir(), "jwks.json")
+	writeJWKS(t, path, k)
+	v := newTestJWT(t, JWTOptions{JWKSFile: path, Leeway: time.Nanosecond})
+	ctx := context.Background()
+	tok := sign(t, k, claims(), nil)
+	first, err := v.Verify(ctx, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := v.Verify(ctx, tok); err != nil || again != first {
+		t.Fatalf("second check: %v %v; want the cached identity", again, err)
+	}
+
+	// A token expiring in a second is cached no longer than that.
+	short := sign(t, k, claims("exp", time.Now().Add(time.Second).Unix()), nil)
+	if _, err := v.Verify(ctx, short); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	if _, err := v.Verify(ctx, short); err != ErrTokenExpired {
+		t.Fatalf("a cached token past its exp: %v; want %v", err, ErrTokenExpired)
+	}
+
+	// The key leaving the set stops the cached token at once.
+	writeJWKS(t, path, other)
+	bump(t, path, time.Second)
+	v.nextFileCheck.Store(0)
+	if _, err := v.Verify(ctx, tok); err != ErrUnknownKeyID {
+		t.Fatalf("a cached token whose key left the set: %v; want %v", err, ErrUnknownKeyID)
+	}
+}
+
+func BenchmarkJWTVerify(b *testing.B) {
+	k := newRSAKey(b, "k")
+	path := filepath.Join(b.TempDir(), "jwks.json")
+	writeJWKS(b, path, k)
+	v := newTestJWT(b, JWTOptions{JWKSFile: path})
+	ctx := context.Background()
+	b.Run("cached", func(b *testing.B) {
+		tok := sign(b, k, claims(), nil)
+		for b.Loop() {
+			if _, err := v.Verify(ctx, tok); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("uncached", func(b *testing.B) {
+		tok := sign(b, k, claims(), nil)
+		for b.Loop() {
+			v.verified = tokenCache{}
+			if _, err := v.Verify(ctx, tok); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
