@@ -92,9 +92,10 @@ type ClientTLS struct {
 
 // ClusterSASL is how Ferry authenticates to a cluster's brokers.
 type ClusterSASL struct {
-	// Mechanism is PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512. Empty: no SASL.
+	// Mechanism is PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER or
+	// AWS_MSK_IAM. Empty: no SASL.
 	Mechanism string `yaml:"mechanism"`
-	// Username is the SASL user.
+	// Username is the SASL user of PLAIN and SCRAM.
 	Username string `yaml:"username"`
 	// Password is the user's password. Exactly one of Password and
 	// PasswordFile is set.
@@ -102,6 +103,29 @@ type ClusterSASL struct {
 	// PasswordFile names a file holding the password, read at start; a
 	// trailing newline is dropped.
 	PasswordFile string `yaml:"password_file"`
+	// Token is the bearer token of OAUTHBEARER. Exactly one of Token and
+	// TokenFile is set.
+	Token string `yaml:"token"`
+	// TokenFile names a file holding the OAUTHBEARER token, read again at
+	// every authentication so that another process can renew it.
+	TokenFile string `yaml:"token_file"`
+	// Extensions are OAUTHBEARER's SASL extensions (RFC 7628), such as
+	// Confluent Cloud's logicalCluster and identityPoolId.
+	Extensions map[string]string `yaml:"extensions"`
+	// AWS holds the credentials of AWS_MSK_IAM. Empty: the AWS SDK's
+	// default credential chain.
+	AWS AWSCredentials `yaml:"aws"`
+}
+
+// AWSCredentials are static AWS credentials. Set AccessKeyID and
+// SecretAccessKey together, or neither.
+type AWSCredentials struct {
+	// AccessKeyID is the access key's id, such as AKIA….
+	AccessKeyID string `yaml:"access_key_id"`
+	// SecretAccessKey is the access key's secret.
+	SecretAccessKey string `yaml:"secret_access_key"`
+	// SessionToken is the token of temporary credentials.
+	SessionToken string `yaml:"session_token"`
 }
 
 // HealthCheck probes a cluster with a metadata request. The cluster counts
@@ -581,7 +605,7 @@ func (c *Config) applyDefaults() {
 		}
 		cl.Brokers = brokers
 		cl.TLS.resolve(filepath.Dir(c.file))
-		cl.SASL.PasswordFile = resolvePath(filepath.Dir(c.file), cl.SASL.PasswordFile)
+		cl.SASL.resolve(filepath.Dir(c.file))
 		if cl.ClientID == "" {
 			cl.ClientID = "ferry"
 		}

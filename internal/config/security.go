@@ -5,8 +5,10 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -15,7 +17,12 @@ const (
 	SASLPlain       = "PLAIN"
 	SASLScramSHA256 = "SCRAM-SHA-256"
 	SASLScramSHA512 = "SCRAM-SHA-512"
+	SASLOAuthBearer = "OAUTHBEARER"
+	SASLAWSMSKIAM   = "AWS_MSK_IAM"
 )
+
+// saslMechanisms lists the mechanisms for error messages.
+const saslMechanisms = "PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER or AWS_MSK_IAM"
 
 // resolve makes the TLS files' relative names absolute from dir, the
 // config file's directory.
@@ -23,6 +30,13 @@ func (t *ClientTLS) resolve(dir string) {
 	t.CAFile = resolvePath(dir, t.CAFile)
 	t.CertFile = resolvePath(dir, t.CertFile)
 	t.KeyFile = resolvePath(dir, t.KeyFile)
+}
+
+// resolve makes the SASL files' relative names absolute from dir, the
+// config file's directory.
+func (s *ClusterSASL) resolve(dir string) {
+	s.PasswordFile = resolvePath(dir, s.PasswordFile)
+	s.TokenFile = resolvePath(dir, s.TokenFile)
 }
 
 func resolvePath(dir, name string) string {
@@ -120,30 +134,131 @@ func (v *validator) clusterSecurity(p string, cl Cluster) {
 			v.errf(p+".tls."+key, "%v", err)
 		}
 	}
-	s := cl.SASL
+	v.clusterSASL(p+".sasl", cl.SASL)
+}
+
+// clusterSASL checks a cluster's sasl section, at path p: the keys its
+// mechanism needs are set, and no other.
+func (v *validator) clusterSASL(p string, s ClusterSASL) {
+	// set lists the keys given, in the order of the reference.
+	var set []string
+	for _, kv := range []struct {
+		key string
+		on  bool
+	}{
+		{"username", s.Username != ""}, {"password", s.Password != ""}, {"password_file", s.PasswordFile != ""},
+		{"token", s.Token != ""}, {"token_file", s.TokenFile != ""}, {"extensions", len(s.Extensions) > 0},
+		{"aws", s.AWS != AWSCredentials{}},
+	} {
+		if kv.on {
+			set = append(set, kv.key)
+		}
+	}
+	// only reports the keys set that mechanism does not use.
+	only := func(keys ...string) {
+		for _, k := range set {
+			if !slices.Contains(keys, k) {
+				v.errf(p+"."+k, "is not used by sasl.mechanism %s", s.Mechanism)
+			}
+		}
+	}
 	switch s.Mechanism {
 	case "":
-		if s.Username != "" || s.Password != "" || s.PasswordFile != "" {
-			v.errf(p+".sasl.mechanism", "is required with a username or password: use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
+		switch {
+		case s.Username != "" || s.Password != "" || s.PasswordFile != "":
+			v.errf(p+".mechanism", "is required with a username or password: use %s", saslMechanisms)
+		case len(set) > 0:
+			v.errf(p+".mechanism", "is required with sasl.%s: use %s", set[0], saslMechanisms)
 		}
-		return
 	case SASLPlain, SASLScramSHA256, SASLScramSHA512:
+		only("username", "password", "password_file")
+		v.saslPassword(p, s)
+	case SASLOAuthBearer:
+		only("token", "token_file", "extensions")
+		v.saslToken(p, s)
+	case SASLAWSMSKIAM:
+		only("aws")
+		switch a := s.AWS; {
+		case a.AccessKeyID != "" && a.SecretAccessKey == "":
+			v.errf(p+".aws.secret_access_key", "is required with aws.access_key_id")
+		case a.AccessKeyID == "" && a.SecretAccessKey != "":
+			v.errf(p+".aws.access_key_id", "is required with aws.secret_access_key")
+		case a.AccessKeyID == "" && a.SessionToken != "":
+			v.errf(p+".aws.session_token", "needs aws.access_key_id and aws.secret_access_key")
+		}
 	default:
-		v.errf(p+".sasl.mechanism", "%q is not a SASL mechanism: use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", s.Mechanism)
+		v.errf(p+".mechanism", "%q is not a SASL mechanism: use %s", s.Mechanism, saslMechanisms)
 	}
+}
+
+// saslPassword checks the user and password of PLAIN and SCRAM.
+func (v *validator) saslPassword(p string, s ClusterSASL) {
 	if s.Username == "" {
-		v.errf(p+".sasl.username", "is required with sasl.mechanism")
+		v.errf(p+".username", "is required with sasl.mechanism %s", s.Mechanism)
 	}
 	switch {
 	case s.Password != "" && s.PasswordFile != "":
-		v.errf(p+".sasl.password_file", "cannot go with sasl.password: set one of them")
+		v.errf(p+".password_file", "cannot go with sasl.password: set one of them")
 	case s.Password == "" && s.PasswordFile == "":
-		v.errf(p+".sasl.password", "is required with sasl.mechanism (or sasl.password_file)")
+		v.errf(p+".password", "is required with sasl.mechanism %s (or sasl.password_file)", s.Mechanism)
 	case s.PasswordFile != "":
 		if secret, err := s.Secret(); err != nil {
-			v.errf(p+".sasl.password_file", "%v", err)
+			v.errf(p+".password_file", "%v", err)
 		} else if secret == "" {
-			v.errf(p+".sasl.password_file", "%s is empty", s.PasswordFile)
+			v.errf(p+".password_file", "%s is empty", s.PasswordFile)
 		}
 	}
+}
+
+// saslToken checks the token and extensions of OAUTHBEARER.
+func (v *validator) saslToken(p string, s ClusterSASL) {
+	switch {
+	case s.Token != "" && s.TokenFile != "":
+		v.errf(p+".token_file", "cannot go with sasl.token: set one of them")
+	case s.Token == "" && s.TokenFile == "":
+		v.errf(p+".token", "is required with sasl.mechanism OAUTHBEARER (or sasl.token_file)")
+	case s.TokenFile != "":
+		if _, err := ReadToken(s.TokenFile); err != nil {
+			v.errf(p+".token_file", "%v", err)
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(s.Extensions)) {
+		switch {
+		case k == "auth":
+			v.errf(p+".extensions."+k, "is reserved for the token")
+		case !saslExtensionKey(k):
+			v.errf(p+".extensions", "key %q: use letters only (RFC 7628)", k)
+		case strings.ContainsRune(s.Extensions[k], '\x01'):
+			v.errf(p+".extensions."+k, "holds the control character 0x01, which ends a SASL extension")
+		}
+	}
+}
+
+// saslExtensionKey reports whether k is an OAUTHBEARER extension key: one
+// or more ASCII letters.
+func saslExtensionKey(k string) bool {
+	if k == "" {
+		return false
+	}
+	for _, r := range k {
+		if (r < 'a' || r > 'z') && (r < 'A' || r > 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+// ReadToken reads an OAUTHBEARER token file: its contents without
+// surrounding white space. An empty file is an error. Errors never hold
+// the token.
+func ReadToken(name string) (string, error) {
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return "", fmt.Errorf("reading the token file: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("the token file %s is empty", name)
+	}
+	return tok, nil
 }
