@@ -85,6 +85,8 @@ func (c *Cluster) securityHint(err error) string {
 		// A TLS broker answers a plaintext request with a TLS alert, which
 		// franz-go reports only in its error's text.
 		return "the broker answered with a TLS alert: it speaks TLS (clusters[].tls.enabled?)"
+	case errors.As(err, &op) && op.Op == "remote error" && c.cfg.TLS.CertFile != "":
+		return "the broker refused the TLS handshake: it does not accept Ferry's client certificate (is it signed by a CA the broker trusts? clusters[].tls.cert_file and key_file)"
 	case errors.As(err, &op) && op.Op == "remote error":
 		return "the broker refused the TLS handshake (does it require a client certificate? clusters[].tls.cert_file and key_file)"
 	case errors.As(err, &firstEOF):
