@@ -108,3 +108,11 @@ func (c *Cluster) securityHint(err error) string {
 	}
 	return ""
 }
+
+// SecurityOpts returns the franz-go options of a cluster's tls and sasl
+// sections (a TLS dialer, a SASL mechanism), for a client made outside a
+// Cluster, such as a test's own producer.
+func SecurityOpts(cfg config.Cluster) ([]kgo.Opt, error) {
+	opts, _, err := securityOpts(cfg, slog.New(slog.DiscardHandler))
+	return opts, err
+}
