@@ -181,6 +181,30 @@ type Embedded struct {
 	// Partitions is the partition count of topics the embedded broker
 	// creates on first use.
 	Partitions int `yaml:"partitions"`
+	// TLS makes the embedded broker speak TLS only.
+	TLS EmbeddedTLS `yaml:"tls"`
+	// SASL makes the embedded broker require SASL authentication.
+	SASL EmbeddedSASL `yaml:"sasl"`
+}
+
+// EmbeddedTLS is the embedded broker's certificate. TLS is on when both
+// files are set. Relative file names are taken from the config file's
+// directory.
+type EmbeddedTLS struct {
+	// CertFile is the broker's certificate chain (PEM), leaf first.
+	CertFile string `yaml:"cert_file"`
+	// KeyFile is the private key of CertFile (PEM).
+	KeyFile string `yaml:"key_file"`
+}
+
+// EmbeddedSASL is the one user the embedded broker lets in.
+type EmbeddedSASL struct {
+	// Mechanism is PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512. Empty: no SASL.
+	Mechanism string `yaml:"mechanism"`
+	// Username is the user's name.
+	Username string `yaml:"username"`
+	// Password is the user's password.
+	Password string `yaml:"password"`
 }
 
 // Listeners groups the network faces Ferry serves.
@@ -590,6 +614,7 @@ func (c *Config) applyDefaults() {
 	}
 	c.Listeners.GRPC.TLS.resolve(filepath.Dir(c.file))
 	c.Listeners.HTTP.TLS.resolve(filepath.Dir(c.file))
+	c.Embedded.TLS.resolve(filepath.Dir(c.file))
 	for i := range c.Clusters {
 		cl := &c.Clusters[i]
 		// An entry may list several brokers separated by commas, and an

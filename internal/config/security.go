@@ -126,7 +126,7 @@ func (v *validator) clusterSecurity(p string, cl Cluster) {
 	}
 	if t.Enabled || cl.SASL.Mechanism != "" {
 		if len(cl.Brokers) == 0 {
-			v.errf(p+".brokers", "are needed for tls and sasl: the embedded broker speaks plaintext without SASL")
+			v.errf(p+".brokers", "are needed for tls and sasl: a cluster served by the embedded broker reaches it with embedded.tls and embedded.sasl")
 		}
 	}
 	if t.Enabled {
@@ -261,4 +261,55 @@ func ReadToken(name string) (string, error) {
 		return "", fmt.Errorf("the token file %s is empty", name)
 	}
 	return tok, nil
+}
+
+// resolve makes the embedded broker's file names absolute from dir, the
+// config file's directory.
+func (t *EmbeddedTLS) resolve(dir string) {
+	t.CertFile = resolvePath(dir, t.CertFile)
+	t.KeyFile = resolvePath(dir, t.KeyFile)
+}
+
+// Certificate loads the embedded broker's certificate; ok is false when TLS
+// is off.
+func (t EmbeddedTLS) Certificate() (cert tls.Certificate, ok bool, err error) {
+	if t.CertFile == "" && t.KeyFile == "" {
+		return tls.Certificate{}, false, nil
+	}
+	cert, err = tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+	if err != nil {
+		return tls.Certificate{}, false, fmt.Errorf("loading the certificate %s with key %s: %w", t.CertFile, t.KeyFile, err)
+	}
+	return cert, true, nil
+}
+
+// embeddedSecurity checks the embedded broker's tls and sasl sections.
+func (v *validator) embeddedSecurity() {
+	t, s := v.cfg.Embedded.TLS, v.cfg.Embedded.SASL
+	switch {
+	case t.CertFile != "" && t.KeyFile == "":
+		v.errf("embedded.tls.key_file", "is required with embedded.tls.cert_file")
+	case t.CertFile == "" && t.KeyFile != "":
+		v.errf("embedded.tls.cert_file", "is required with embedded.tls.key_file")
+	default:
+		if _, _, err := t.Certificate(); err != nil {
+			v.errf("embedded.tls.cert_file", "%v", err)
+		}
+	}
+	switch s.Mechanism {
+	case "":
+		if s.Username != "" || s.Password != "" {
+			v.errf("embedded.sasl.mechanism", "is required with a username or password: use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
+		}
+		return
+	case SASLPlain, SASLScramSHA256, SASLScramSHA512:
+	default:
+		v.errf("embedded.sasl.mechanism", "%q is not a mechanism of the embedded broker: use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", s.Mechanism)
+	}
+	if s.Username == "" {
+		v.errf("embedded.sasl.username", "is required with embedded.sasl.mechanism")
+	}
+	if s.Password == "" {
+		v.errf("embedded.sasl.password", "is required with embedded.sasl.mechanism")
+	}
 }

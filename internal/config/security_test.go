@@ -149,3 +149,26 @@ func TestClusterSASLTokenAndAWS(t *testing.T) {
 		}
 	}
 }
+
+func TestEmbeddedSecurity(t *testing.T) {
+	const routes = "protos:\n  - files: [echo.proto]\nroutes:\n  - when:\n      - method: a.B/C\n    produce:\n      topic: t\n"
+	for embedded, want := range map[string]string{
+		"embedded:\n  tls:\n    cert_file: c.pem\n":                                                `f.yaml:2: embedded.tls.key_file: is required with embedded.tls.cert_file`,
+		"embedded:\n  tls:\n    cert_file: c.pem\n    key_file: k.pem\n":                           `f.yaml:3: embedded.tls.cert_file: loading the certificate `,
+		"embedded:\n  sasl:\n    mechanism: OAUTHBEARER\n    username: u\n    password: hunter2\n": `f.yaml:3: embedded.sasl.mechanism: "OAUTHBEARER" is not a mechanism of the embedded broker`,
+		"embedded:\n  sasl:\n    mechanism: PLAIN\n    username: u\n":                              `f.yaml:2: embedded.sasl.password: is required with embedded.sasl.mechanism`,
+		"embedded:\n  sasl:\n    password: hunter2\n":                                              `f.yaml:2: embedded.sasl.mechanism: is required with a username or password`,
+	} {
+		_, err := Parse("f.yaml", []byte(embedded+routes))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: err = %v, want %s", embedded, err, want)
+		}
+		if err != nil && strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("the password is in the error: %v", err)
+		}
+	}
+	cfg, err := Parse(filepath.Join(t.TempDir(), "f.yaml"), []byte("embedded:\n  sasl: {mechanism: SCRAM-SHA-256, username: u, password: p}\n"+routes))
+	if err != nil || cfg.Embedded.SASL.Username != "u" {
+		t.Errorf("Parse = %+v, %v; want the embedded broker's user", cfg, err)
+	}
+}

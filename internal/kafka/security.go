@@ -91,6 +91,10 @@ func (c *Cluster) securityHint(err error) string {
 		return "the broker refused the TLS handshake (does it require a client certificate? clusters[].tls.cert_file and key_file)"
 	case errors.As(err, &firstEOF):
 		switch {
+		case tlsOn && !saslOn && strings.Contains(firstEOF.Error(), "SASL is required"):
+			// franz-go tells a close after the handshake's first request
+			// from one during it.
+			return "the broker closed the connection after the TLS handshake: does it require SASL? (clusters[].sasl?)"
 		case tlsOn:
 			return "the broker closed the connection at the TLS handshake: does it speak TLS? (clusters[].tls.enabled?)"
 		case saslOn:
