@@ -39,6 +39,12 @@
 #                                     start without FERRY_KAFKA_SECURE=1)
 #       $FERRY_KAFKA_DIR/ca.pem       the CA that signed the broker's
 #                                     certificate (for 127.0.0.1)
+#     It also adds an SSL listener on FERRY_KAFKA_MTLS_PORT that requires a
+#     client certificate signed by the same CA (mTLS, no SASL), and writes:
+#       $FERRY_KAFKA_DIR/mtls.addr        "127.0.0.1:<mtls port>"
+#       $FERRY_KAFKA_DIR/client.pem       a client certificate the CA signed
+#       $FERRY_KAFKA_DIR/client-key.pem   its key (unencrypted PKCS#8)
+#     The CA and the certificates are kept across starts and restarts.
 #
 # Environment (all optional):
 #   FERRY_KAFKA_DIR              state dir (jars, config, data, logs, pid)   [/tmp/ferry-kafka]
@@ -50,6 +56,7 @@
 #   FERRY_KAFKA_KEEP             1: start reuses the existing log dir        [0]
 #   FERRY_KAFKA_SECURE           1: also a SASL_SSL listener (see above)     [0]
 #   FERRY_KAFKA_SECURE_PORT      its port on 127.0.0.1                       [19094]
+#   FERRY_KAFKA_MTLS_PORT        the mTLS (SSL) listener's port              [19095]
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -64,6 +71,7 @@ HEAP="${FERRY_KAFKA_HEAP:-1g}"
 KEEP="${FERRY_KAFKA_KEEP:-0}"
 SECURE="${FERRY_KAFKA_SECURE:-0}"
 SECURE_PORT="${FERRY_KAFKA_SECURE_PORT:-19094}"
+MTLS_PORT="${FERRY_KAFKA_MTLS_PORT:-19095}"
 HOST=127.0.0.1
 
 LIB_DIR="$STATE_DIR/libs"
@@ -80,6 +88,9 @@ SERVER_LOG="$LOG_DIR/server.log"
 SECURE_ADDR_FILE="$STATE_DIR/secure.addr"
 CA_FILE="$STATE_DIR/ca.pem"
 CA_KEY="$STATE_DIR/ca-key.pem"
+MTLS_ADDR_FILE="$STATE_DIR/mtls.addr"
+CLIENT_CERT="$STATE_DIR/client.pem"
+CLIENT_KEY="$STATE_DIR/client-key.pem"
 # The broker's encrypted private key followed by its certificate and the CA:
 # what Kafka's PEM key store wants. Kafka requires a key password for it.
 SERVER_PEM="$STATE_DIR/server.pem"
@@ -226,9 +237,9 @@ EOF
     # Later keys override the earlier ones above.
     cat >>"$CONFIG" <<EOF
 # FERRY_KAFKA_SECURE=1: a SASL_SSL listener for Ferry's TLS and SASL tests.
-listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT,SASL_SSL://$HOST:$SECURE_PORT
-advertised.listeners=PLAINTEXT://$HOST:$PORT,SASL_SSL://$HOST:$SECURE_PORT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL
+listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT,SASL_SSL://$HOST:$SECURE_PORT,MTLS://$HOST:$MTLS_PORT
+advertised.listeners=PLAINTEXT://$HOST:$PORT,SASL_SSL://$HOST:$SECURE_PORT,MTLS://$HOST:$MTLS_PORT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,MTLS:SSL
 listener.name.sasl_ssl.sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
 listener.name.sasl_ssl.ssl.keystore.type=PEM
 listener.name.sasl_ssl.ssl.keystore.location=$SERVER_PEM
@@ -236,6 +247,13 @@ listener.name.sasl_ssl.ssl.key.password=$SERVER_KEY_PASSWORD
 listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$SASL_USER="$SASL_PASSWORD";
 listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+# The mTLS listener: TLS only, and a client certificate the CA signed.
+listener.name.mtls.ssl.keystore.type=PEM
+listener.name.mtls.ssl.keystore.location=$SERVER_PEM
+listener.name.mtls.ssl.key.password=$SERVER_KEY_PASSWORD
+listener.name.mtls.ssl.truststore.type=PEM
+listener.name.mtls.ssl.truststore.location=$CA_FILE
+listener.name.mtls.ssl.client.auth=required
 EOF
   fi
 
@@ -310,8 +328,13 @@ format_storage() {
 # Makes the throwaway CA and the broker's certificate for 127.0.0.1 unless a
 # previous secure start made them: restarts keep the CA clients trust.
 make_certs() {
-  [[ -f "$CA_FILE" && -f "$SERVER_PEM" ]] && return 0
   command -v openssl >/dev/null || die "openssl not found (needed by FERRY_KAFKA_SECURE=1)"
+  if [[ ! -f "$CA_FILE" || ! -f "$SERVER_PEM" || ! -f "$CA_KEY" ]]; then make_server_certs; fi
+  if [[ ! -f "$CLIENT_CERT" || ! -f "$CLIENT_KEY" ]]; then make_client_cert; fi
+}
+
+# Makes the CA and the broker's certificate.
+make_server_certs() {
   log "making a throwaway CA and broker certificate in $STATE_DIR"
   local tmp
   tmp="$(mktemp -d "$STATE_DIR/certs.XXXXXX")"
@@ -330,6 +353,22 @@ make_certs() {
   cat "$tmp/key-enc.pem" "$tmp/server-cert.pem" "$tmp/ca.pem" >"$SERVER_PEM"
   mv -f "$tmp/ca-key.pem" "$CA_KEY"
   mv -f "$tmp/ca.pem" "$CA_FILE"
+  rm -f "$CLIENT_CERT" "$CLIENT_KEY" # signed by the CA just replaced
+  rm -rf "$tmp"
+}
+
+# Makes the client certificate of the mTLS listener, signed by the CA.
+make_client_cert() {
+  log "making a client certificate in $STATE_DIR"
+  local tmp
+  tmp="$(mktemp -d "$STATE_DIR/certs.XXXXXX")"
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=ferry-test-client" \
+    -keyout "$tmp/key.pem" -out "$tmp/client.csr" 2>/dev/null
+  printf 'extendedKeyUsage=clientAuth\n' >"$tmp/ext"
+  openssl x509 -req -in "$tmp/client.csr" -CA "$CA_FILE" -CAkey "$CA_KEY" \
+    -CAcreateserial -days 3650 -extfile "$tmp/ext" -out "$tmp/client.pem" 2>/dev/null
+  mv -f "$tmp/key.pem" "$CLIENT_KEY"
+  mv -f "$tmp/client.pem" "$CLIENT_CERT"
   rm -rf "$tmp"
 }
 
@@ -357,14 +396,14 @@ cmd_start() {
     die "port $PORT or $CONTROLLER_PORT on $HOST is already in use by another process"
   fi
   [[ "$SECURE" == 0 || "$SECURE" == 1 ]] || die "FERRY_KAFKA_SECURE must be 0 or 1, not \"$SECURE\""
-  if [[ "$SECURE" == 1 ]] && port_open "$SECURE_PORT"; then
-    die "port $SECURE_PORT on $HOST is already in use by another process"
+  if [[ "$SECURE" == 1 ]] && { port_open "$SECURE_PORT" || port_open "$MTLS_PORT"; }; then
+    die "port $SECURE_PORT or $MTLS_PORT on $HOST is already in use by another process"
   fi
 
   command -v "$JAVA" >/dev/null || die "java not found (set FERRY_KAFKA_JAVA)"
   mkdir -p "$STATE_DIR"
   fetch_jars
-  rm -f "$SECURE_ADDR_FILE"
+  rm -f "$SECURE_ADDR_FILE" "$MTLS_ADDR_FILE"
   if [[ "$SECURE" == 1 ]]; then make_certs; fi
   write_config
   # The previous run's logs are kept one generation back (a crash before a
@@ -398,11 +437,12 @@ cmd_start() {
     fi
     if grep -q 'Kafka Server started' "$SERVER_LOG" 2>/dev/null \
         && port_open "$PORT" && api_versions_ok \
-        && { [[ "$SECURE" == 0 ]] || port_open "$SECURE_PORT"; }; then
+        && { [[ "$SECURE" == 0 ]] || { port_open "$SECURE_PORT" && port_open "$MTLS_PORT"; }; }; then
       log "broker ready on $HOST:$PORT (pid $pid) after $((SECONDS - start_ts))s"
       if [[ "$SECURE" == 1 ]]; then
         echo "$HOST:$SECURE_PORT" >"$SECURE_ADDR_FILE"
-        log "SASL_SSL listener on $HOST:$SECURE_PORT (CA $CA_FILE)"
+        echo "$HOST:$MTLS_PORT" >"$MTLS_ADDR_FILE"
+        log "SASL_SSL listener on $HOST:$SECURE_PORT, mTLS listener on $HOST:$MTLS_PORT (CA $CA_FILE, client certificate $CLIENT_CERT)"
       fi
       echo "$HOST:$PORT"
       return 0

@@ -267,7 +267,8 @@ func (a *App) startEmbedded() error {
 		if len(cc.Brokers) > 0 {
 			continue
 		}
-		e, err := kafka.StartEmbedded(a.cfg.Embedded.Port, a.cfg.Embedded.Partitions, kafka.EmbeddedLogger(a.logger))
+		e, err := kafka.StartEmbedded(a.cfg.Embedded.Port, a.cfg.Embedded.Partitions, kafka.EmbeddedLogger(a.logger),
+			kafka.EmbeddedSecurity(a.cfg.Embedded.TLS, a.cfg.Embedded.SASL))
 		if err != nil {
 			return fmt.Errorf("embedded.port: %w", err)
 		}
@@ -291,11 +292,12 @@ func (a *App) startClusters(ctx context.Context) error {
 		kafkaLogger = slog.New(levelFloor{a.logger.Handler(), slog.LevelWarn}).With("component", "kafka")
 	}
 	for _, cc := range a.cfg.Clusters {
-		seeds := cc.Brokers
-		if len(seeds) == 0 {
-			seeds = a.embedded.Addrs()
+		var cl *kafka.Cluster
+		if len(cc.Brokers) == 0 {
+			cl = a.embedded.Cluster(cc, kafkaLogger)
+		} else {
+			cl = kafka.NewCluster(cc, cc.Brokers, kafkaLogger)
 		}
-		cl := kafka.NewCluster(cc, seeds, kafkaLogger)
 		a.clusters[cc.Name] = cl
 		if err := a.add(ctx, fmt.Sprintf("Kafka cluster %q", cc.Name), cl); err != nil {
 			return fmt.Errorf("%w (clusters: %s)", err, cc.Name)

@@ -96,9 +96,7 @@ func TestEdgeEveryFace(t *testing.T) {
 	}
 	req, rep, fetched, topic := kit.Topic(t, 1, nil), kit.Topic(t, 1, nil), kit.Topic(t, 1, nil), kit.Topic(t, 1, nil)
 	y := fmt.Sprintf(`
-clusters:
-  - name: default
-    brokers: [%q]
+clusters: [{name: default%s}]
 listeners:
   grpc: {address: "127.0.0.1:0", shutdown_timeout: 2s}
   http: {address: "127.0.0.1:0"}
@@ -114,7 +112,7 @@ kafka_api:
   pixy: true
   consume: {long_poll_timeout: 500ms, commit_interval: 50ms, session_timeout: 6s}
 routes:
-%s%s`, strings.Join(kit.Seeds(t), ","), filepath.Join(root(t), "examples", "echo"), filepath.Join(root(t), "examples", "fanout"),
+%s%s`, kit.ClusterYAML(t), filepath.Join(root(t), "examples", "echo"), filepath.Join(root(t), "examples", "fanout"),
 		fetchRoute(fetched, ""), proxyConfig(t, req, rep, srv.addr, ""))
 	cfg, err := config.Parse(filepath.Join(t.TempDir(), "ferry.yaml"), []byte(y))
 	if err != nil {

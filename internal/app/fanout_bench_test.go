@@ -290,12 +290,12 @@ func BenchmarkFanoutIdleMemory(b *testing.B) {
 	addr := lis.Addr().String()
 	lis.Close()
 	cfg := filepath.Join(b.TempDir(), "ferry.yaml")
-	writeFile(b, cfg, fmt.Sprintf(`clusters: [{name: default, brokers: [%q]}]
+	writeFile(b, cfg, fmt.Sprintf(`clusters: [{name: default%s}]
 listeners: {grpc: {address: %q}}
 protos: [{files: [fanout.proto], import_paths: [%q]}]
 log: {level: warn}
 routes:
-%s`, strings.Join(kit.Seeds(b), ","), addr, filepath.Join(root(b), "examples", "fanout"), fetchRoute(topic, "      start: latest\n")))
+%s`, kit.ClusterYAML(b), addr, filepath.Join(root(b), "examples", "fanout"), fetchRoute(topic, "      start: latest\n")))
 	cmd := exec.Command(bin, "serve", "-c", cfg)
 	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
 	if err := cmd.Start(); err != nil {

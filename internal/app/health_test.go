@@ -90,6 +90,9 @@ func (o scriptOutage) run(t testing.TB, cmd string) {
 // FERRY_TEST_BROKERS (your own broker only: it is stopped and restarted).
 func newOutage(t testing.TB) outage {
 	if os.Getenv("FERRY_TEST_RESTART_BROKER") != "" {
+		if kit.Secured(t) {
+			t.Skip("FERRY_TEST_RESTART_BROKER: the outage tests dial the broker's plaintext listener; run them without FERRY_TEST_KAFKA_TLS_* and FERRY_TEST_KAFKA_SASL")
+		}
 		return scriptOutage{root: root(t)}
 	}
 	kit.CheckLeaks(t)

@@ -31,9 +31,7 @@ import (
 // test-sized timeouts; extra is appended under kafka_api.consume.
 func kafkaAPIYAML(t testing.TB, extra string) string {
 	return fmt.Sprintf(`
-clusters:
-  - name: default
-    brokers: [%q]
+clusters: [{name: default%s}]
 listeners:
   grpc: {address: "127.0.0.1:0", shutdown_timeout: 2s}
   http: {address: "127.0.0.1:0"}
@@ -46,7 +44,7 @@ kafka_api:
     long_poll_timeout: 500ms
     commit_interval: 50ms
     session_timeout: 6s
-%s`, strings.Join(kit.Seeds(t), ","), extra)
+%s`, kit.ClusterYAML(t), extra)
 }
 
 func startKafkaAPI(t testing.TB, extra string) *app.App {

@@ -86,9 +86,7 @@ func startFerry(t testing.TB, routes string) *app.App {
 func ferryConfig(t testing.TB, routes string) *config.Config {
 	t.Helper()
 	y := fmt.Sprintf(`
-clusters:
-  - name: default
-    brokers: [%q]
+clusters: [{name: default%s}]
 listeners:
   grpc:
     address: 127.0.0.1:0
@@ -101,7 +99,7 @@ protos:
 log:
   level: ${FERRY_TEST_LOG:-warn}
 routes:
-%s`, strings.Join(kit.Seeds(t), ","), filepath.Join(root(t), "examples", "echo"), filepath.Join(root(t), "examples", "fanout"), routes)
+%s`, kit.ClusterYAML(t), filepath.Join(root(t), "examples", "echo"), filepath.Join(root(t), "examples", "fanout"), routes)
 	cfg, err := config.Parse(filepath.Join(t.TempDir(), "ferry.yaml"), []byte(y))
 	if err != nil {
 		t.Fatalf("config:\n%s\n%v", y, err)
@@ -376,6 +374,11 @@ func loadExample(t testing.TB, name string) *config.Config {
 	}
 	cfg.Embedded.Port = 0
 	cfg.Listeners.GRPC.Address = "127.0.0.1:0"
+	for i := range cfg.Clusters {
+		if len(cfg.Clusters[i].Brokers) > 0 {
+			cfg.Clusters[i].TLS, cfg.Clusters[i].SASL = kit.Security(t)
+		}
+	}
 	return cfg
 }
 

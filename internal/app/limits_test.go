@@ -67,14 +67,14 @@ func TestBackendResponseOverLimit(t *testing.T) {
 	// The back end runs with a smaller limit than the front end, so a
 	// request the front end takes comes back as a response over it.
 	cfg, err := config.Parse(filepath.Join(t.TempDir(), "backend.yaml"), []byte(fmt.Sprintf(`
-clusters: [{name: default, brokers: [%q]}]
+clusters: [{name: default%s}]
 listeners: {grpc: {address: "127.0.0.1:0", max_recv_message_size: 4096}}
 log: {level: warn}
 backends:
   - name: echo
     topic: %s
     target: %s
-`, strings.Join(kit.Seeds(t), ","), req, srv.addr)))
+`, kit.ClusterYAML(t), req, srv.addr)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -56,9 +55,7 @@ func startTLSFerry(t *testing.T, ca *testCA, dir, tlsLines string) (a interface 
 	writeFile(t, filepath.Join(dir, "ca.pem"), string(ca.PEM))
 	section := "    tls:\n      cert_file: server.pem\n      key_file: server-key.pem\n" + tlsLines
 	y := fmt.Sprintf(`
-clusters:
-  - name: default
-    brokers: [%q]
+clusters: [{name: default%s}]
 listeners:
   grpc:
     address: 127.0.0.1:0
@@ -72,7 +69,7 @@ protos:
     import_paths: [%q]
 log:
   level: ${FERRY_TEST_LOG:-warn}
-`, strings.Join(kit.Seeds(t), ","), section, section, filepath.Join(root(t), "examples", "echo"))
+`, kit.ClusterYAML(t), section, section, filepath.Join(root(t), "examples", "echo"))
 	path := filepath.Join(dir, "ferry.yaml")
 	writeFile(t, path, y)
 	cfg, err := config.Load(path)

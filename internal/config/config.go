@@ -72,41 +72,6 @@ type Cluster struct {
 	SASL ClusterSASL `yaml:"sasl"`
 }
 
-// ClientTLS is how Ferry speaks TLS as a client, to any server it connects
-// to: a cluster's brokers, or a back end's gRPC server. Relative file names
-// are taken from the config file's directory.
-type ClientTLS struct {
-	// Enabled turns TLS on; the other keys need it.
-	Enabled bool `yaml:"enabled"`
-	// CAFile is a PEM file of the certificate authorities that sign the
-	// servers' certificates. Empty: the system's pool.
-	CAFile string `yaml:"ca_file"`
-	// CertFile is Ferry's client certificate, in PEM, for servers that
-	// require client certificates (mTLS). Set with KeyFile, or neither.
-	CertFile string `yaml:"cert_file"`
-	// KeyFile is the private key of CertFile, in PEM.
-	KeyFile string `yaml:"key_file"`
-	// ServerName is the name the servers' certificates are checked
-	// against. Empty: the host of the address Ferry connects to.
-	ServerName string `yaml:"server_name"`
-	// InsecureSkipVerify accepts any server certificate. For tests only.
-	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
-}
-
-// ClusterSASL is how Ferry authenticates to a cluster's brokers.
-type ClusterSASL struct {
-	// Mechanism is PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512. Empty: no SASL.
-	Mechanism string `yaml:"mechanism"`
-	// Username is the SASL user.
-	Username string `yaml:"username"`
-	// Password is the user's password. Exactly one of Password and
-	// PasswordFile is set.
-	Password string `yaml:"password"`
-	// PasswordFile names a file holding the password, read at start; a
-	// trailing newline is dropped.
-	PasswordFile string `yaml:"password_file"`
-}
-
 // HealthCheck probes a cluster with a metadata request. The cluster counts
 // as unreachable after UnhealthyAfter probes in a row failed, and as
 // reachable again after HealthyAfter probes in a row answered.
@@ -160,6 +125,10 @@ type Embedded struct {
 	// Partitions is the partition count of topics the embedded broker
 	// creates on first use.
 	Partitions int `yaml:"partitions"`
+	// TLS makes the embedded broker speak TLS only.
+	TLS EmbeddedTLS `yaml:"tls"`
+	// SASL makes the embedded broker require SASL authentication.
+	SASL EmbeddedSASL `yaml:"sasl"`
 }
 
 // Listeners groups the network faces Ferry serves.
@@ -597,6 +566,7 @@ func (c *Config) applyDefaults() {
 	}
 	c.Listeners.GRPC.TLS.resolve(filepath.Dir(c.file))
 	c.Listeners.HTTP.TLS.resolve(filepath.Dir(c.file))
+	c.Embedded.TLS.resolve(filepath.Dir(c.file))
 	for i := range c.Clusters {
 		cl := &c.Clusters[i]
 		// An entry may list several brokers separated by commas, and an
@@ -612,7 +582,7 @@ func (c *Config) applyDefaults() {
 		}
 		cl.Brokers = brokers
 		cl.TLS.resolve(filepath.Dir(c.file))
-		cl.SASL.PasswordFile = resolvePath(filepath.Dir(c.file), cl.SASL.PasswordFile)
+		cl.SASL.resolve(filepath.Dir(c.file))
 		if cl.ClientID == "" {
 			cl.ClientID = "ferry"
 		}

@@ -186,6 +186,15 @@ func TestDocExample(t *testing.T) {
 		commented["backends[]."+k] = commented["clusters[]."+k]
 	}
 	commented["clusters[].sasl.password_file"] = "# or password_file:"
+	commented["clusters[].sasl.token_file"] = "# or token_file:"
+	// The embedded broker's TLS needs certificate files; its SASL goes
+	// with it in the example.
+	for _, k := range []string{"tls", "tls.cert_file", "tls.key_file", "sasl", "sasl.mechanism", "sasl.username", "sasl.password"} {
+		commented["embedded."+k] = "# " + strings.Repeat("  ", strings.Count(k, ".")) + k[strings.LastIndex(k, ".")+1:] + ":"
+	}
+	for _, k := range []string{"sasl.token", "sasl.extensions", "sasl.aws", "sasl.aws.access_key_id", "sasl.aws.secret_access_key", "sasl.aws.session_token"} {
+		commented["clusters[]."+k] = "# " + strings.Repeat("  ", strings.Count(k, ".")) + k[strings.LastIndex(k, ".")+1:] + ":"
+	}
 	// The listeners' TLS needs certificate files.
 	for _, l := range []string{"listeners.grpc.", "listeners.http."} {
 		for _, k := range []string{"tls", "tls.cert_file", "tls.key_file", "tls.min_version", "tls.client_auth", "tls.client_ca_file"} {

@@ -14,6 +14,7 @@ import (
 func (c *Config) Validate() Errors {
 	v := &validator{cfg: c}
 	v.clusters()
+	v.embeddedSecurity()
 	v.listeners()
 	v.protos()
 	v.routes()

@@ -1,13 +1,20 @@
 package kafka
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"sync"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/ferryproxy/ferry/internal/config"
 )
 
 // Embedded is the in-process broker that serves clusters with no brokers
@@ -15,6 +22,11 @@ import (
 type Embedded struct {
 	c    *kfake.Cluster
 	once sync.Once
+
+	// security are the TLS and SASL options with which Ferry's own
+	// clusters reach the broker, when it requires them.
+	security []kgo.Opt
+	saslAuth saslAuth
 }
 
 // EmbeddedOption configures the embedded broker.
@@ -23,12 +35,21 @@ type EmbeddedOption func(*embeddedOptions)
 type embeddedOptions struct {
 	logger *slog.Logger
 	listen func(network, address string) (net.Listener, error)
+	tls    config.EmbeddedTLS
+	sasl   config.EmbeddedSASL
 }
 
 // EmbeddedLogger sets the logger of the broker's own problems, such as
 // failing to accept a connection.
 func EmbeddedLogger(l *slog.Logger) EmbeddedOption {
 	return func(o *embeddedOptions) { o.logger = l }
+}
+
+// EmbeddedSecurity makes the broker speak TLS with the certificate of
+// tls, when it names one, and require SASL authentication as the user of
+// sasl, when it names a mechanism.
+func EmbeddedSecurity(tls config.EmbeddedTLS, sasl config.EmbeddedSASL) EmbeddedOption {
+	return func(o *embeddedOptions) { o.tls, o.sasl = tls, sasl }
 }
 
 // StartEmbedded starts the in-memory broker on 127.0.0.1:port (0 picks a
@@ -38,7 +59,12 @@ func StartEmbedded(port, partitions int, opts ...EmbeddedOption) (*Embedded, err
 	for _, opt := range opts {
 		opt(&o)
 	}
-	c, err := kfake.NewCluster(
+	e := &Embedded{saslAuth: saslAuth{check: func(context.Context) error { return nil }}}
+	kopts, err := e.secure(o)
+	if err != nil {
+		return nil, err
+	}
+	c, err := kfake.NewCluster(append(kopts,
 		kfake.NumBrokers(1),
 		kfake.Ports(port),
 		kfake.AllowAutoTopicCreation(),
@@ -54,11 +80,64 @@ func StartEmbedded(port, partitions int, opts ...EmbeddedOption) (*Embedded, err
 			}
 			return newRetryListener(l, o.logger), nil
 		}),
-	)
+	)...)
 	if err != nil {
 		return nil, fmt.Errorf("starting embedded broker on 127.0.0.1:%d: %w", port, err)
 	}
-	return &Embedded{c: c}, nil
+	e.c = c
+	return e, nil
+}
+
+// secure returns the broker's TLS and SASL options, and sets up those of
+// the clients of Ferry's clusters it serves.
+func (e *Embedded) secure(o embeddedOptions) ([]kfake.Opt, error) {
+	var kopts []kfake.Opt
+	cert, ok, err := o.tls.Certificate()
+	if err != nil {
+		return nil, fmt.Errorf("embedded.tls: %w", err)
+	}
+	if ok {
+		kopts = append(kopts, kfake.TLS(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}))
+		e.security = append(e.security, kgo.DialTLSConfig(pinnedTLS(cert.Certificate[0])))
+	}
+	if s := o.sasl; s.Mechanism != "" {
+		kopts = append(kopts, kfake.EnableSASL(), kfake.Superuser(s.Mechanism, s.Username, s.Password))
+		a, err := saslMechanism(config.ClusterSASL{Mechanism: s.Mechanism, Username: s.Username, Password: s.Password}, o.logger)
+		if err != nil {
+			return nil, fmt.Errorf("embedded.sasl: %w", err)
+		}
+		e.saslAuth = a
+		e.security = append(e.security, kgo.SASL(a.mech))
+	}
+	return kopts, nil
+}
+
+// pinnedTLS is the TLS of a client of the embedded broker: it accepts the
+// broker's own certificate, whoever signed it and whatever name it bears,
+// and no other.
+func pinnedTLS(leaf []byte) *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		// The check is VerifyPeerCertificate's: the one certificate
+		// Ferry loaded itself, byte for byte.
+		InsecureSkipVerify: true,
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			if len(raw) == 0 || !bytes.Equal(raw[0], leaf) {
+				return errors.New("the broker's certificate is not the embedded broker's (embedded.tls.cert_file)")
+			}
+			return nil
+		},
+	}
+}
+
+// Cluster prepares a cluster served by this broker, as NewCluster does,
+// reaching it with the broker's own TLS and SASL settings.
+func (e *Embedded) Cluster(cfg config.Cluster, logger *slog.Logger) *Cluster {
+	c := NewCluster(cfg, e.Addrs(), logger)
+	if c.securityErr == nil {
+		c.security, c.saslCheck = e.security, e.saslAuth.check
+	}
+	return c
 }
 
 // Addrs returns the broker addresses, for Ferry's clients and for any

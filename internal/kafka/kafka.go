@@ -58,16 +58,17 @@ type Cluster struct {
 
 	// security are the TLS and SASL options of every client, built by
 	// NewCluster; securityErr is why they could not be, which Start
-	// reports.
+	// reports. saslCheck tests SASL's credentials before Start dials.
 	security    []kgo.Opt
 	securityErr error
+	saslCheck   func(context.Context) error
 }
 
 // NewCluster prepares a cluster; it connects on first use. seeds replaces
 // the configured brokers when the cluster is served by the embedded broker.
 func NewCluster(cfg config.Cluster, seeds []string, logger *slog.Logger) *Cluster {
 	c := &Cluster{name: cfg.Name, cfg: cfg, seeds: seeds, logger: logger, health: health{up: true}}
-	c.security, c.securityErr = securityOpts(cfg)
+	c.security, c.saslCheck, c.securityErr = securityOpts(cfg, logger)
 	return c
 }
 
@@ -235,6 +236,9 @@ func (c *Cluster) Start(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
 	defer cancel()
+	if err := c.saslCheck(ctx); err != nil {
+		return fmt.Errorf("cluster %q: %w", c.name, err)
+	}
 	cl, err := kgo.NewClient(c.baseOpts()...)
 	if err != nil {
 		return fmt.Errorf("creating client for cluster %q: %w", c.name, err)

@@ -7,48 +7,37 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/sasl"
-	"github.com/twmb/franz-go/pkg/sasl/plain"
-	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/ferryproxy/ferry/internal/config"
 )
 
 // securityOpts turns a cluster's tls and sasl sections into franz-go
-// options: a TLS dialer and a SASL mechanism. It reads the files they name.
-func securityOpts(cfg config.Cluster) ([]kgo.Opt, error) {
-	var opts []kgo.Opt
+// options: a TLS dialer and a SASL mechanism. It reads the files they
+// name. check, never nil, tests what SASL authenticates with before any
+// broker is dialed.
+func securityOpts(cfg config.Cluster, logger *slog.Logger) (opts []kgo.Opt, check func(context.Context) error, err error) {
+	check = func(context.Context) error { return nil }
 	tc, err := cfg.TLS.Config()
 	if err != nil {
-		return nil, fmt.Errorf("clusters[].tls: %w", err)
+		return nil, check, fmt.Errorf("clusters[].tls: %w", err)
 	}
 	if tc != nil {
 		opts = append(opts, kgo.DialTLSConfig(tc))
 	}
 	if cfg.SASL.Mechanism == "" {
-		return opts, nil
+		return opts, check, nil
 	}
-	pass, err := cfg.SASL.Secret()
+	a, err := saslMechanism(cfg.SASL, logger)
 	if err != nil {
-		return nil, fmt.Errorf("clusters[].sasl: %w", err)
+		return nil, check, err
 	}
-	var m sasl.Mechanism
-	switch user := cfg.SASL.Username; cfg.SASL.Mechanism {
-	case config.SASLPlain:
-		m = plain.Auth{User: user, Pass: pass}.AsMechanism()
-	case config.SASLScramSHA256:
-		m = scram.Auth{User: user, Pass: pass}.AsSha256Mechanism()
-	case config.SASLScramSHA512:
-		m = scram.Auth{User: user, Pass: pass}.AsSha512Mechanism()
-	default:
-		return nil, fmt.Errorf("clusters[].sasl.mechanism: %q is not a SASL mechanism", cfg.SASL.Mechanism)
-	}
-	return append(opts, kgo.SASL(m)), nil
+	return append(opts, kgo.SASL(a.mech)), a.check, nil
 }
 
 // startError says why the check at start-up could not reach the cluster,
@@ -63,7 +52,13 @@ func (c *Cluster) startError(err error) error {
 // securityHint names the likely cause of a failed connection when it is
 // the cluster's TLS or SASL settings, or returns "".
 func (c *Cluster) securityHint(err error) string {
-	const wrongPassword = "SASL authentication failed (wrong username or password? clusters[].sasl)"
+	wrongPassword := "SASL authentication failed (wrong username or password? clusters[].sasl)"
+	switch c.cfg.SASL.Mechanism {
+	case config.SASLOAuthBearer:
+		wrongPassword = "SASL authentication failed (token expired, or not accepted by the brokers? clusters[].sasl.token)"
+	case config.SASLAWSMSKIAM:
+		wrongPassword = "SASL authentication failed (do the AWS credentials allow kafka-cluster:Connect? clusters[].sasl.aws)"
+	}
 	var (
 		unknownCA x509.UnknownAuthorityError
 		hostname  x509.HostnameError
@@ -90,10 +85,16 @@ func (c *Cluster) securityHint(err error) string {
 		// A TLS broker answers a plaintext request with a TLS alert, which
 		// franz-go reports only in its error's text.
 		return "the broker answered with a TLS alert: it speaks TLS (clusters[].tls.enabled?)"
+	case errors.As(err, &op) && op.Op == "remote error" && c.cfg.TLS.CertFile != "":
+		return "the broker refused the TLS handshake: it does not accept Ferry's client certificate (is it signed by a CA the broker trusts? clusters[].tls.cert_file and key_file)"
 	case errors.As(err, &op) && op.Op == "remote error":
 		return "the broker refused the TLS handshake (does it require a client certificate? clusters[].tls.cert_file and key_file)"
 	case errors.As(err, &firstEOF):
 		switch {
+		case tlsOn && !saslOn && strings.Contains(firstEOF.Error(), "SASL is required"):
+			// franz-go tells a close after the handshake's first request
+			// from one during it.
+			return "the broker closed the connection after the TLS handshake: does it require SASL? (clusters[].sasl?)"
 		case tlsOn:
 			return "the broker closed the connection at the TLS handshake: does it speak TLS? (clusters[].tls.enabled?)"
 		case saslOn:
@@ -110,4 +111,12 @@ func (c *Cluster) securityHint(err error) string {
 		return fmt.Sprintf("no TLS answer within dial_timeout (%v): does the broker speak TLS? (clusters[].tls.enabled?)", c.cfg.DialTimeout)
 	}
 	return ""
+}
+
+// SecurityOpts returns the franz-go options of a cluster's tls and sasl
+// sections (a TLS dialer, a SASL mechanism), for a client made outside a
+// Cluster, such as a test's own producer.
+func SecurityOpts(cfg config.Cluster) ([]kgo.Opt, error) {
+	opts, _, err := securityOpts(cfg, slog.New(slog.DiscardHandler))
+	return opts, err
 }

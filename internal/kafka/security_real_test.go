@@ -132,3 +132,55 @@ func TestRealBrokerPlaintextAgainstSASLSSL(t *testing.T) {
 		})
 	}
 }
+
+// realMTLSBroker returns the address of a real broker's SSL listener that
+// requires client certificates, with the CA file and a client certificate
+// and key the CA signed, or skips the test.
+func realMTLSBroker(t *testing.T) (seeds []string, tlsCfg config.ClientTLS) {
+	t.Helper()
+	addr, ca := os.Getenv("FERRY_TEST_MTLS_BROKERS"), os.Getenv("FERRY_TEST_SECURE_CA")
+	cert, key := os.Getenv("FERRY_TEST_MTLS_CERT"), os.Getenv("FERRY_TEST_MTLS_KEY")
+	if addr == "" || ca == "" || cert == "" || key == "" {
+		t.Skip("set FERRY_TEST_MTLS_BROKERS (host:port of an SSL listener requiring client certificates), FERRY_TEST_SECURE_CA, " +
+			"FERRY_TEST_MTLS_CERT and FERRY_TEST_MTLS_KEY to test mTLS against a real broker; " +
+			"FERRY_KAFKA_SECURE=1 scripts/kafka.sh start writes them into $FERRY_KAFKA_DIR (mtls.addr, ca.pem, client.pem, client-key.pem)")
+	}
+	return strings.Split(addr, ","), config.ClientTLS{Enabled: true, CAFile: ca, CertFile: cert, KeyFile: key}
+}
+
+// TestRealBrokerMTLS produces and consumes with a client certificate.
+func TestRealBrokerMTLS(t *testing.T) {
+	seeds, tlsCfg := realMTLSBroker(t)
+	var logs bytes.Buffer
+	realRoundTrip(t, securedCluster("real", seeds, tlsCfg, config.ClusterSASL{}, &logs))
+}
+
+// TestRealBrokerMTLSRefused checks that Start fails at once, pointing at
+// the client certificate, without one and with one from another CA.
+func TestRealBrokerMTLSRefused(t *testing.T) {
+	seeds, tlsCfg := realMTLSBroker(t)
+	other := newTestPKI(t)
+	for name, cfg := range map[string]config.ClientTLS{
+		"no client certificate":     {Enabled: true, CAFile: tlsCfg.CAFile},
+		"certificate of another CA": {Enabled: true, CAFile: tlsCfg.CAFile, CertFile: other.certFile, KeyFile: other.keyFile},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var logs bytes.Buffer
+			msg := startFails(t, securedCluster("real", seeds, cfg, config.ClusterSASL{}, &logs))
+			if !strings.Contains(msg, `cluster "real"`) || !strings.Contains(msg, "clusters[].tls.cert_file and key_file") {
+				t.Errorf("the error does not point at the client certificate: %s", msg)
+			}
+		})
+	}
+}
+
+// TestRealBrokerPlaintextAgainstMTLS checks that a client without TLS
+// fails at once on the mTLS listener, with a hint at tls.enabled.
+func TestRealBrokerPlaintextAgainstMTLS(t *testing.T) {
+	seeds, _ := realMTLSBroker(t)
+	var logs bytes.Buffer
+	msg := startFails(t, securedCluster("real", seeds, config.ClientTLS{}, config.ClusterSASL{}, &logs))
+	if !strings.Contains(msg, "it speaks TLS (clusters[].tls.enabled?)") {
+		t.Errorf("the error does not point at tls.enabled: %s", msg)
+	}
+}

@@ -57,6 +57,7 @@ func newTestService(t testing.TB, cfg *config.KafkaAPI) *Service {
 			DeliveryTimeout:    30 * time.Second,
 		},
 	}
+	cc.TLS, cc.SASL = kit.Security(t)
 	c := kafka.NewCluster(cc, kit.Seeds(t), logger)
 	s := New(*cfg, map[string]*kafka.Cluster{testClusterName: c}, []string{testClusterName}, logger)
 	t.Cleanup(func() { s.Close(context.Background()); c.Close(context.Background()) })

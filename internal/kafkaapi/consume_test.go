@@ -288,8 +288,8 @@ func TestEngineAckTimeoutAndDeadLetter(t *testing.T) {
 	}
 	// Offset 0 went to the dead-letter topic and both are settled.
 	waitCommitted(t, group, topic, 0, 2, "")
-	cl, err := kgo.NewClient(kgo.SeedBrokers(kit.Seeds(t)...), kgo.ConsumeTopics(topic+".dead"),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	cl, err := kgo.NewClient(append(kit.Opts(t), kgo.ConsumeTopics(topic+".dead"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -534,8 +534,10 @@ func TestEngineTwoClusters(t *testing.T) {
 		return config.Cluster{Name: name, ClientID: "ferry-test", DialTimeout: 10 * time.Second,
 			Producer: config.Producer{MaxBufferedRecords: 1000, Compression: "none", DeliveryTimeout: 30 * time.Second}}
 	}
+	main := cc("main")
+	main.TLS, main.SASL = kit.Security(t)
 	clusters := map[string]*kafka.Cluster{
-		"main":  kafka.NewCluster(cc("main"), kit.Seeds(t), logger),
+		"main":  kafka.NewCluster(main, kit.Seeds(t), logger),
 		"other": kafka.NewCluster(cc("other"), other.Addrs(), logger),
 	}
 	s := New(engineConfig(), clusters, []string{"main", "other"}, logger)

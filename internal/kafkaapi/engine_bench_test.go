@@ -24,7 +24,7 @@ func BenchmarkEngineConsume(b *testing.B) {
 	// before the topic is deleted.
 	topic := kit.Topic(b, 3, nil)
 	s := startEngine(b, cfg)
-	cl, err := kgo.NewClient(kgo.SeedBrokers(kit.Seeds(b)...), kgo.ProducerLinger(0))
+	cl, err := kgo.NewClient(append(kit.Opts(b), kgo.ProducerLinger(0))...)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -3,6 +3,11 @@
 // plain franz-go clients and a goroutine leak check that knows the shared
 // broker's goroutines.
 //
+// The real brokers may require TLS, client certificates and SASL: the
+// FERRY_TEST_KAFKA_* variables (see Broker.Security) say how to reach
+// them, and every client and cluster configuration the tests make of the
+// brokers goes through Opts, Client, ClusterYAML or Security.
+//
 // Only tests import it; Ferry itself must not. (internal/kafka, which it
 // builds on, cannot use it in its own package's tests.)
 package testkit
@@ -21,6 +26,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/goleak"
 
+	"github.com/ferryproxy/ferry/internal/config"
 	"github.com/ferryproxy/ferry/internal/kafka"
 )
 
@@ -31,6 +37,15 @@ const brokersEnv = "FERRY_TEST_BROKERS"
 // Real reports whether the tests run against the real brokers
 // FERRY_TEST_BROKERS names rather than an embedded kfake one.
 func Real() bool { return os.Getenv(brokersEnv) != "" }
+
+// The variables that say how to reach FERRY_TEST_BROKERS when they require
+// TLS or SASL.
+const (
+	tlsCAEnv   = "FERRY_TEST_KAFKA_TLS_CA"   // PEM file of the brokers' CA; turns TLS on
+	tlsCertEnv = "FERRY_TEST_KAFKA_TLS_CERT" // client certificate (mTLS); turns TLS on
+	tlsKeyEnv  = "FERRY_TEST_KAFKA_TLS_KEY"  // its key
+	saslEnv    = "FERRY_TEST_KAFKA_SASL"     // MECHANISM:user:password
+)
 
 // Broker is the Kafka a test binary runs against: the brokers
 // FERRY_TEST_BROKERS names, else one embedded broker started on first use
@@ -44,6 +59,9 @@ type Broker struct {
 	once     sync.Once
 	seeds    []string
 	embedded *kafka.Embedded
+	tls      config.ClientTLS
+	sasl     config.ClusterSASL
+	security []kgo.Opt // the franz-go options of tls and sasl
 	err      error
 }
 
@@ -62,7 +80,14 @@ func (b *Broker) Seeds(t testing.TB) []string {
 					b.seeds = append(b.seeds, a)
 				}
 			}
+			b.err = b.readSecurity()
 			return
+		}
+		for _, env := range []string{tlsCAEnv, tlsCertEnv, tlsKeyEnv, saslEnv} {
+			if os.Getenv(env) != "" {
+				b.err = fmt.Errorf("%s needs %s: the embedded test broker speaks plaintext without SASL", env, brokersEnv)
+				return
+			}
 		}
 		e, err := kafka.StartEmbedded(0, b.partitions)
 		if err != nil {
@@ -77,6 +102,77 @@ func (b *Broker) Seeds(t testing.TB) []string {
 	return b.seeds
 }
 
+// readSecurity reads the FERRY_TEST_KAFKA_* variables.
+func (b *Broker) readSecurity() error {
+	ca, cert, key := os.Getenv(tlsCAEnv), os.Getenv(tlsCertEnv), os.Getenv(tlsKeyEnv)
+	if ca != "" || cert != "" || key != "" {
+		b.tls = config.ClientTLS{Enabled: true, CAFile: ca, CertFile: cert, KeyFile: key}
+	}
+	if s := os.Getenv(saslEnv); s != "" {
+		parts := strings.SplitN(s, ":", 3)
+		if len(parts) != 3 || parts[0] == "" || parts[1] == "" {
+			return fmt.Errorf("%s must be MECHANISM:user:password, such as SCRAM-SHA-512:ferry:ferry-secret", saslEnv)
+		}
+		b.sasl = config.ClusterSASL{Mechanism: parts[0], Username: parts[1], Password: parts[2]}
+	}
+	opts, err := kafka.SecurityOpts(config.Cluster{TLS: b.tls, SASL: b.sasl})
+	if err != nil {
+		return fmt.Errorf("the %s, %s, %s and %s variables: %w", tlsCAEnv, tlsCertEnv, tlsKeyEnv, saslEnv, err)
+	}
+	b.security = opts
+	return nil
+}
+
+// Secured reports whether the tests reach the brokers over TLS or SASL,
+// which tests that need plaintext (such as one that relays the broker's
+// bytes) skip under.
+func (b *Broker) Secured(t testing.TB) bool {
+	t.Helper()
+	b.Seeds(t)
+	return b.tls.Enabled || b.sasl.Mechanism != ""
+}
+
+// Security returns the tls and sasl sections of a cluster of the brokers,
+// empty for plaintext brokers.
+func (b *Broker) Security(t testing.TB) (config.ClientTLS, config.ClusterSASL) {
+	t.Helper()
+	b.Seeds(t)
+	return b.tls, b.sasl
+}
+
+// Opts returns the options of a plain franz-go client of the brokers: the
+// seeds, and the TLS and SASL options they need.
+func (b *Broker) Opts(t testing.TB) []kgo.Opt {
+	t.Helper()
+	return append([]kgo.Opt{kgo.SeedBrokers(b.Seeds(t)...)}, b.security...)
+}
+
+// ClusterYAML returns the keys of a cluster of the brokers in a Ferry
+// configuration beside name: brokers, tls and sasl, each a flow mapping
+// entry after a comma, so that a test writes
+//
+//	clusters: [{name: default%s}]
+//
+// with it.
+func (b *Broker) ClusterYAML(t testing.TB) string {
+	t.Helper()
+	return ClusterYAML(b.Seeds(t), b.tls, b.sasl)
+}
+
+// ClusterYAML returns the YAML keys of a cluster with these brokers, tls
+// and sasl, each a flow mapping entry after a comma (see
+// Broker.ClusterYAML).
+func ClusterYAML(seeds []string, tls config.ClientTLS, sasl config.ClusterSASL) string {
+	y := fmt.Sprintf(", brokers: [%q]", strings.Join(seeds, ","))
+	if tls.Enabled {
+		y += fmt.Sprintf(", tls: {enabled: true, ca_file: %q, cert_file: %q, key_file: %q}", tls.CAFile, tls.CertFile, tls.KeyFile)
+	}
+	if sasl.Mechanism != "" {
+		y += fmt.Sprintf(", sasl: {mechanism: %q, username: %q, password: %q}", sasl.Mechanism, sasl.Username, sasl.Password)
+	}
+	return y
+}
+
 // Close stops the embedded broker if one started; for a TestMain that
 // checks for leaks after the tests.
 func (b *Broker) Close() {
@@ -89,7 +185,7 @@ func (b *Broker) Close() {
 // may override the seeds), closed when the test ends.
 func (b *Broker) Client(t testing.TB, opts ...kgo.Opt) *kgo.Client {
 	t.Helper()
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(b.Seeds(t)...)}, opts...)...)
+	cl, err := kgo.NewClient(append(b.Opts(t), opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +257,7 @@ func (b *Broker) Topic(t testing.TB, partitions int32, configs map[string]*strin
 // admin runs f with an admin client of the brokers, closed after it, and a
 // context that ends in 30 seconds.
 func (b *Broker) admin(t testing.TB, f func(context.Context, *kadm.Client) error) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(b.Seeds(t)...))
+	cl, err := kgo.NewClient(b.Opts(t)...)
 	if err != nil {
 		return err
 	}

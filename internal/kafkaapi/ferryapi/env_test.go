@@ -91,6 +91,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: level}))
 	cc := config.Cluster{Name: "default", ClientID: "ferry", DialTimeout: 10 * time.Second,
 		Producer: config.Producer{MaxBufferedRecords: 100_000, Compression: "none", DeliveryTimeout: 30 * time.Second}}
+	cc.TLS, cc.SASL = kit.Security(t)
 	cluster := kafka.NewCluster(cc, kit.Seeds(t), logger.With("kafka", "franz-go"))
 	svc := kafkaapi.New(cfg, map[string]*kafka.Cluster{"default": cluster}, []string{"default"}, logger)
 

@@ -92,6 +92,7 @@ func newFixture(t *testing.T, mutate ...func(*config.KafkaAPI)) *fixture {
 			DeliveryTimeout:    30 * time.Second,
 		},
 	}
+	cc.TLS, cc.SASL = kit.Security(t)
 	cluster := kafka.NewCluster(cc, kit.Seeds(t), logger)
 	svc := kafkaapi.New(cfg, map[string]*kafka.Cluster{"default": cluster}, []string{"default"}, logger)
 	srv := NewServer(svc, cfg, logger)
