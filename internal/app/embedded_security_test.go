@@ -24,13 +24,13 @@ func TestEchoExampleSecuredEmbedded(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "kafka-key.pem"), string(key))
 	writeFile(t, filepath.Join(dir, "ca.pem"), string(ca.PEM))
 
-	t.Setenv("FERRY_GRPC_ADDRESS", "127.0.0.1:0")
 	t.Setenv("FERRY_BROKERS", "")
 	cfg, err := config.Load(filepath.Join(root(t), "examples", "echo", "ferry.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg.Embedded.Port = 0
+	cfg.Listeners.GRPC.Address = "127.0.0.1:0"
 	cfg.Embedded.TLS = config.EmbeddedTLS{CertFile: filepath.Join(dir, "kafka.pem"), KeyFile: filepath.Join(dir, "kafka-key.pem")}
 	cfg.Embedded.SASL = config.EmbeddedSASL{Mechanism: config.SASLScramSHA512, Username: "ferry", Password: "embedded-secret"}
 	a := startConfig(t, cfg)
