@@ -1,7 +1,6 @@
 package kafka
 
 import (
-	"bytes"
 	"crypto/x509"
 	"os"
 	"path/filepath"
@@ -41,7 +40,7 @@ func startSecuredEmbedded(t *testing.T, tlsCfg config.EmbeddedTLS, sasl config.E
 
 // embeddedCluster is a cluster of Ferry's served by e, whose log goes to
 // logs.
-func embeddedCluster(e *Embedded, logs *bytes.Buffer) *Cluster {
+func embeddedCluster(e *Embedded, logs *logBuffer) *Cluster {
 	c := securedCluster("embedded", nil, config.ClientTLS{}, config.ClusterSASL{}, logs)
 	return e.Cluster(c.cfg, c.logger)
 }
@@ -52,7 +51,7 @@ func TestEmbeddedTLSAndSASL(t *testing.T) {
 		t.Run(mech, func(t *testing.T) {
 			sasl := config.EmbeddedSASL{Mechanism: mech, Username: "ferry", Password: "s3cret-pass"}
 			e := startSecuredEmbedded(t, tlsCfg, sasl)
-			var logs bytes.Buffer
+			var logs logBuffer
 
 			// Ferry's own clusters reach the broker with its settings.
 			roundTrip(t, embeddedCluster(e, &logs))
@@ -86,7 +85,7 @@ func TestEmbeddedTLSAndSASL(t *testing.T) {
 func TestEmbeddedTLSOnly(t *testing.T) {
 	tlsCfg, _ := embeddedCert(t)
 	e := startSecuredEmbedded(t, tlsCfg, config.EmbeddedSASL{})
-	var logs bytes.Buffer
+	var logs logBuffer
 	roundTrip(t, embeddedCluster(e, &logs))
 	startFails(t, securedCluster("plaintext", e.Addrs(), config.ClientTLS{}, config.ClusterSASL{}, &logs))
 }
@@ -98,7 +97,7 @@ func TestEmbeddedPinnedCertificate(t *testing.T) {
 	other, _ := embeddedCert(t)
 	e := startSecuredEmbedded(t, mine, config.EmbeddedSASL{})
 	impostor := startSecuredEmbedded(t, other, config.EmbeddedSASL{})
-	var logs bytes.Buffer
+	var logs logBuffer
 	c := embeddedCluster(e, &logs)
 	c.seeds = impostor.Addrs()
 	if msg := startFails(t, c); !strings.Contains(msg, "not the embedded broker's") {

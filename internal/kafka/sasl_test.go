@@ -90,7 +90,7 @@ func bearer(t *testing.T, msg []byte) (token string, exts map[string]string) {
 
 func TestOAuthBearerToken(t *testing.T) {
 	r := newSASLRecorder(t, nil)
-	var logs bytes.Buffer
+	var logs logBuffer
 	c := securedCluster("oauth", r.seeds, config.ClientTLS{}, config.ClusterSASL{
 		Mechanism: config.SASLOAuthBearer, Token: "eyJ.static", Extensions: map[string]string{"logicalCluster": "lkc-1"},
 	}, &logs)
@@ -115,7 +115,7 @@ func TestOAuthBearerTokenFileRotates(t *testing.T) {
 		}
 	}
 	write("eyJ.first")
-	var logs bytes.Buffer
+	var logs logBuffer
 	c := securedCluster("oauth", r.seeds, config.ClientTLS{}, config.ClusterSASL{Mechanism: config.SASLOAuthBearer, TokenFile: file}, &logs)
 	ctx := t.Context()
 	if err := c.Start(ctx); err != nil {
@@ -163,7 +163,7 @@ func TestOAuthBearerTokenFileRotates(t *testing.T) {
 
 func TestOAuthBearerTokenFileMissing(t *testing.T) {
 	r := newSASLRecorder(t, nil)
-	var logs bytes.Buffer
+	var logs logBuffer
 	msg := startFails(t, securedCluster("oauth", r.seeds, config.ClientTLS{}, config.ClusterSASL{
 		Mechanism: config.SASLOAuthBearer, TokenFile: filepath.Join(t.TempDir(), "token"),
 	}, &logs))
@@ -210,7 +210,7 @@ func checkMSKAuth(t *testing.T, mech string, msg []byte, keyID string) map[strin
 func TestAWSMSKIAMStaticCredentials(t *testing.T) {
 	clearAWSEnv(t)
 	r := newSASLRecorder(t, mskAnswer)
-	var logs bytes.Buffer
+	var logs logBuffer
 	c := securedCluster("msk", r.seeds, config.ClientTLS{}, config.ClusterSASL{Mechanism: config.SASLAWSMSKIAM, AWS: config.AWSCredentials{
 		AccessKeyID: "AKIAFERRYTEST", SecretAccessKey: "s3cret-access-key", SessionToken: "session-tok",
 	}}, &logs)
@@ -230,7 +230,7 @@ func TestAWSMSKIAMDefaultChain(t *testing.T) {
 	t.Setenv("AWS_ACCESS_KEY_ID", "AKIAFROMENV")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "s3cret-from-env")
 	r := newSASLRecorder(t, mskAnswer)
-	var logs bytes.Buffer
+	var logs logBuffer
 	roundTrip(t, securedCluster("msk", r.seeds, config.ClientTLS{}, config.ClusterSASL{Mechanism: config.SASLAWSMSKIAM}, &logs))
 	mech, msg := r.last(t)
 	checkMSKAuth(t, mech, msg, "AKIAFROMENV")
@@ -242,7 +242,7 @@ func TestAWSMSKIAMDefaultChain(t *testing.T) {
 func TestAWSMSKIAMNoCredentials(t *testing.T) {
 	clearAWSEnv(t)
 	r := newSASLRecorder(t, mskAnswer)
-	var logs bytes.Buffer
+	var logs logBuffer
 	msg := startFails(t, securedCluster("msk", r.seeds, config.ClientTLS{}, config.ClusterSASL{Mechanism: config.SASLAWSMSKIAM}, &logs))
 	if !strings.Contains(msg, `cluster "msk": no AWS credentials for sasl AWS_MSK_IAM (set clusters[].sasl.aws`) {
 		t.Errorf("the error does not say the credentials are missing: %s", msg)

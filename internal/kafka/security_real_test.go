@@ -1,7 +1,6 @@
 package kafka
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -76,7 +75,7 @@ func TestRealBrokerSASLSSL(t *testing.T) {
 	seeds, ca := realSecureBroker(t)
 	for _, mech := range []string{config.SASLPlain, config.SASLScramSHA256, config.SASLScramSHA512} {
 		t.Run(mech, func(t *testing.T) {
-			var logs bytes.Buffer
+			var logs logBuffer
 			realRoundTrip(t, securedCluster("real", seeds, config.ClientTLS{Enabled: true, CAFile: ca},
 				config.ClusterSASL{Mechanism: mech, Username: realSASLUser, Password: realSASLPassword}, &logs))
 		})
@@ -89,7 +88,7 @@ func TestRealBrokerWrongPassword(t *testing.T) {
 	seeds, ca := realSecureBroker(t)
 	for _, mech := range []string{config.SASLPlain, config.SASLScramSHA256, config.SASLScramSHA512} {
 		t.Run(mech, func(t *testing.T) {
-			var logs bytes.Buffer
+			var logs logBuffer
 			msg := startFails(t, securedCluster("real", seeds, config.ClientTLS{Enabled: true, CAFile: ca},
 				config.ClusterSASL{Mechanism: mech, Username: realSASLUser, Password: "wrong-pass"}, &logs))
 			if !strings.Contains(msg, `cluster "real"`) || !strings.Contains(msg, "SASL authentication failed (wrong username or password? clusters[].sasl)") {
@@ -106,7 +105,7 @@ func TestRealBrokerWrongPassword(t *testing.T) {
 // hold the broker's CA, makes Start fail at once with a hint at ca_file.
 func TestRealBrokerUntrustedCA(t *testing.T) {
 	seeds, _ := realSecureBroker(t)
-	var logs bytes.Buffer
+	var logs logBuffer
 	msg := startFails(t, securedCluster("real", seeds, config.ClientTLS{Enabled: true},
 		config.ClusterSASL{Mechanism: config.SASLScramSHA512, Username: realSASLUser, Password: realSASLPassword}, &logs))
 	if !strings.Contains(msg, "unknown authority (clusters[].tls.ca_file?)") {
@@ -124,7 +123,7 @@ func TestRealBrokerPlaintextAgainstSASLSSL(t *testing.T) {
 		"SASL":    {Mechanism: config.SASLScramSHA256, Username: realSASLUser, Password: realSASLPassword},
 	} {
 		t.Run(name, func(t *testing.T) {
-			var logs bytes.Buffer
+			var logs logBuffer
 			msg := startFails(t, securedCluster("real", seeds, config.ClientTLS{}, sasl, &logs))
 			if !strings.Contains(msg, "it speaks TLS (clusters[].tls.enabled?)") {
 				t.Errorf("the error does not point at tls.enabled: %s", msg)
@@ -151,7 +150,7 @@ func realMTLSBroker(t *testing.T) (seeds []string, tlsCfg config.ClientTLS) {
 // TestRealBrokerMTLS produces and consumes with a client certificate.
 func TestRealBrokerMTLS(t *testing.T) {
 	seeds, tlsCfg := realMTLSBroker(t)
-	var logs bytes.Buffer
+	var logs logBuffer
 	realRoundTrip(t, securedCluster("real", seeds, tlsCfg, config.ClusterSASL{}, &logs))
 }
 
@@ -165,7 +164,7 @@ func TestRealBrokerMTLSRefused(t *testing.T) {
 		"certificate of another CA": {Enabled: true, CAFile: tlsCfg.CAFile, CertFile: other.certFile, KeyFile: other.keyFile},
 	} {
 		t.Run(name, func(t *testing.T) {
-			var logs bytes.Buffer
+			var logs logBuffer
 			msg := startFails(t, securedCluster("real", seeds, cfg, config.ClusterSASL{}, &logs))
 			if !strings.Contains(msg, `cluster "real"`) || !strings.Contains(msg, "clusters[].tls.cert_file and key_file") {
 				t.Errorf("the error does not point at the client certificate: %s", msg)
@@ -178,7 +177,7 @@ func TestRealBrokerMTLSRefused(t *testing.T) {
 // fails at once on the mTLS listener, with a hint at tls.enabled.
 func TestRealBrokerPlaintextAgainstMTLS(t *testing.T) {
 	seeds, _ := realMTLSBroker(t)
-	var logs bytes.Buffer
+	var logs logBuffer
 	msg := startFails(t, securedCluster("real", seeds, config.ClientTLS{}, config.ClusterSASL{}, &logs))
 	if !strings.Contains(msg, "it speaks TLS (clusters[].tls.enabled?)") {
 		t.Errorf("the error does not point at tls.enabled: %s", msg)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -82,7 +83,27 @@ func startBroker(t *testing.T, opts ...kfake.Opt) []string {
 
 // securedCluster is a Cluster configured with tls and sasl, whose log
 // goes to logs.
-func securedCluster(name string, seeds []string, tlsCfg config.ClientTLS, sasl config.ClusterSASL, logs *bytes.Buffer) *Cluster {
+// logBuffer is a log destination that franz-go's goroutines write while
+// a test reads it.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// String returns what was logged so far.
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func securedCluster(name string, seeds []string, tlsCfg config.ClientTLS, sasl config.ClusterSASL, logs *logBuffer) *Cluster {
 	cfg := config.Cluster{
 		Name: name, ClientID: "ferry", DialTimeout: 3 * time.Second, TLS: tlsCfg, SASL: sasl,
 		Producer: config.Producer{MaxBufferedRecords: 1000, Compression: "none", DeliveryTimeout: 10 * time.Second},
@@ -139,14 +160,14 @@ func startFails(t *testing.T, c *Cluster) string {
 func TestTLSWithCAFile(t *testing.T) {
 	pki := newTestPKI(t)
 	seeds := startBroker(t, kfake.TLS(pki.serverTLS(false)))
-	var logs bytes.Buffer
+	var logs logBuffer
 	roundTrip(t, securedCluster("tls", seeds, config.ClientTLS{Enabled: true, CAFile: pki.caFile}, config.ClusterSASL{}, &logs))
 }
 
 func TestMTLS(t *testing.T) {
 	pki := newTestPKI(t)
 	seeds := startBroker(t, kfake.TLS(pki.serverTLS(true)))
-	var logs bytes.Buffer
+	var logs logBuffer
 	roundTrip(t, securedCluster("mtls", seeds, config.ClientTLS{Enabled: true, CAFile: pki.caFile, CertFile: pki.certFile, KeyFile: pki.keyFile}, config.ClusterSASL{}, &logs))
 
 	msg := startFails(t, securedCluster("mtls", seeds, config.ClientTLS{Enabled: true, CAFile: pki.caFile}, config.ClusterSASL{}, &logs))
@@ -158,7 +179,7 @@ func TestMTLS(t *testing.T) {
 func TestUntrustedCA(t *testing.T) {
 	pki, other := newTestPKI(t), newTestPKI(t)
 	seeds := startBroker(t, kfake.TLS(pki.serverTLS(false)))
-	var logs bytes.Buffer
+	var logs logBuffer
 	msg := startFails(t, securedCluster("x", seeds, config.ClientTLS{Enabled: true, CAFile: other.caFile}, config.ClusterSASL{}, &logs))
 	if !strings.Contains(msg, `cluster "x"`) || !strings.Contains(msg, "unknown authority (clusters[].tls.ca_file?)") {
 		t.Errorf("the error does not point at the CA: %s", msg)
@@ -168,7 +189,7 @@ func TestUntrustedCA(t *testing.T) {
 func TestTLSAgainstPlaintext(t *testing.T) {
 	pki := newTestPKI(t)
 	seeds := startBroker(t)
-	var logs bytes.Buffer
+	var logs logBuffer
 	msg := startFails(t, securedCluster("x", seeds, config.ClientTLS{Enabled: true, CAFile: pki.caFile}, config.ClusterSASL{}, &logs))
 	if !strings.Contains(msg, "clusters[].tls") {
 		t.Errorf("the error does not point at tls: %s", msg)
@@ -178,7 +199,7 @@ func TestTLSAgainstPlaintext(t *testing.T) {
 func TestPlaintextAgainstTLS(t *testing.T) {
 	pki := newTestPKI(t)
 	seeds := startBroker(t, kfake.TLS(pki.serverTLS(false)))
-	var logs bytes.Buffer
+	var logs logBuffer
 	msg := startFails(t, securedCluster("x", seeds, config.ClientTLS{}, config.ClusterSASL{}, &logs))
 	if !strings.Contains(msg, "clusters[].tls.enabled") {
 		t.Errorf("the error does not point at tls.enabled: %s", msg)
@@ -189,7 +210,7 @@ func TestSASL(t *testing.T) {
 	for _, mech := range []string{config.SASLPlain, config.SASLScramSHA256, config.SASLScramSHA512} {
 		t.Run(mech, func(t *testing.T) {
 			seeds := startBroker(t, kfake.EnableSASL(), kfake.Superuser(mech, "ferry", "s3cret-pass"))
-			var logs bytes.Buffer
+			var logs logBuffer
 			roundTrip(t, securedCluster("sasl", seeds, config.ClientTLS{}, config.ClusterSASL{Mechanism: mech, Username: "ferry", Password: "s3cret-pass"}, &logs))
 
 			msg := startFails(t, securedCluster("sasl", seeds, config.ClientTLS{}, config.ClusterSASL{Mechanism: mech, Username: "ferry", Password: "wrong-pass"}, &logs))
@@ -212,7 +233,7 @@ func TestSASLOverTLSWithPasswordFile(t *testing.T) {
 	if err := os.WriteFile(file, []byte("s3cret-pass\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var logs bytes.Buffer
+	var logs logBuffer
 	roundTrip(t, securedCluster("sasl-ssl", seeds, config.ClientTLS{Enabled: true, CAFile: pki.caFile}, config.ClusterSASL{Mechanism: config.SASLScramSHA512, Username: "ferry", PasswordFile: file}, &logs))
 }
 
@@ -237,7 +258,7 @@ func TestSecurityHintKafkaErrors(t *testing.T) {
 func TestInsecureSkipVerifyWarns(t *testing.T) {
 	pki := newTestPKI(t)
 	seeds := startBroker(t, kfake.TLS(pki.serverTLS(false)))
-	var logs bytes.Buffer
+	var logs logBuffer
 	roundTrip(t, securedCluster("skip", seeds, config.ClientTLS{Enabled: true, InsecureSkipVerify: true}, config.ClusterSASL{}, &logs))
 	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "insecure_skip_verify") {
 		t.Errorf("no warning logged:\n%s", logs.String())
