@@ -312,9 +312,7 @@ func TestAuthClientCertificates(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "ca.pem"), string(ca.PEM))
 	topic := kit.Topic(t, 1, nil)
 	y := fmt.Sprintf(`
-clusters:
-  - name: default
-    brokers: [%q]
+clusters: [{name: default%s}]
 listeners:
   grpc:
     address: 127.0.0.1:0
@@ -332,7 +330,7 @@ routes:
     when: [{method: grpc.examples.echo.Echo/*}]
     allow: [{identities: [alice]}]
     produce: {topic: %s, key_from_identity: true}
-`, strings.Join(kit.Seeds(t), ","), filepath.Join(root(t), "examples", "echo"), topic)
+`, kit.ClusterYAML(t), filepath.Join(root(t), "examples", "echo"), topic)
 	path := filepath.Join(dir, "ferry.yaml")
 	writeFile(t, path, y)
 	cfg, err := config.Load(path)

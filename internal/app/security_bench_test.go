@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -55,9 +54,7 @@ func BenchmarkSecurity(b *testing.B) {
 					md = bearerMD(is.token(b, "alice", []string{"echo"}, 0))
 				}
 				y := fmt.Sprintf(`
-clusters:
-  - name: default
-    brokers: [%q]
+clusters: [{name: default%s}]
 listeners:
   grpc:
     address: 127.0.0.1:0
@@ -70,7 +67,7 @@ log:
 routes:
   - when: [{method: grpc.examples.echo.Echo/*}]
     produce: {topic: %s, reply_to: %s, timeout: 30s}
-%s`, strings.Join(kit.Seeds(b), ","), listenerTLS, filepath.Join(root(b), "examples", "echo"), topic, topic, authYAMLs)
+%s`, kit.ClusterYAML(b), listenerTLS, filepath.Join(root(b), "examples", "echo"), topic, topic, authYAMLs)
 				path := filepath.Join(dir, "ferry.yaml")
 				writeFile(b, path, y)
 				cfg, err := config.Load(path)
