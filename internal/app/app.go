@@ -267,14 +267,22 @@ func (a *App) startEmbedded() error {
 		if len(cc.Brokers) > 0 {
 			continue
 		}
-		e, err := kafka.StartEmbedded(a.cfg.Embedded.Port, a.cfg.Embedded.Partitions, kafka.EmbeddedLogger(a.logger),
-			kafka.EmbeddedSecurity(a.cfg.Embedded.TLS, a.cfg.Embedded.SASL))
+		ec := a.cfg.Embedded
+		e, err := kafka.StartEmbedded(ec.Port, ec.Partitions, kafka.EmbeddedLogger(a.logger),
+			kafka.EmbeddedSecurity(ec.TLS, ec.SASL), kafka.EmbeddedDataDir(ec.DataDir))
 		if err != nil {
+			if ec.DataDir != "" {
+				return fmt.Errorf("embedded.port, embedded.data_dir: %w", err)
+			}
 			return fmt.Errorf("embedded.port: %w", err)
 		}
 		a.embedded = e
 		a.own("the embedded Kafka broker", e)
-		a.logger.Warn("no brokers configured: started the embedded Kafka broker, which keeps data in memory only",
+		keeps := "keeps data in memory only"
+		if ec.DataDir != "" {
+			keeps = "keeps data in " + ec.DataDir
+		}
+		a.logger.Warn("no brokers configured: started the embedded Kafka broker, which "+keeps,
 			"address", e.Addrs()[0], "cluster", cc.Name)
 		return nil
 	}

@@ -129,6 +129,10 @@ type Embedded struct {
 	TLS EmbeddedTLS `yaml:"tls"`
 	// SASL makes the embedded broker require SASL authentication.
 	SASL EmbeddedSASL `yaml:"sasl"`
+	// DataDir, when set, is the directory the embedded broker keeps its
+	// topics, records and groups' offsets in, across restarts; relative
+	// to the configuration file's directory. Empty keeps them in memory.
+	DataDir string `yaml:"data_dir"`
 }
 
 // Listeners groups the network faces Ferry serves.
@@ -567,6 +571,9 @@ func (c *Config) applyDefaults() {
 	c.Listeners.GRPC.TLS.resolve(filepath.Dir(c.file))
 	c.Listeners.HTTP.TLS.resolve(filepath.Dir(c.file))
 	c.Embedded.TLS.resolve(filepath.Dir(c.file))
+	if d := c.Embedded.DataDir; d != "" && !filepath.IsAbs(d) {
+		c.Embedded.DataDir = filepath.Join(filepath.Dir(c.file), d)
+	}
 	for i := range c.Clusters {
 		cl := &c.Clusters[i]
 		// An entry may list several brokers separated by commas, and an
