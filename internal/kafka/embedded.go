@@ -26,6 +26,8 @@ type Embedded struct {
 	// closed is closed once the broker stopped and, with a data
 	// directory, saved what it holds.
 	closed chan struct{}
+	// unlock releases the data directory once the broker saved it.
+	unlock func()
 
 	// security are the TLS and SASL options with which Ferry's own
 	// clusters reach the broker, when it requires them.
@@ -72,12 +74,15 @@ func StartEmbedded(port, partitions int, opts ...EmbeddedOption) (*Embedded, err
 	for _, opt := range opts {
 		opt(&o)
 	}
-	e := &Embedded{saslAuth: saslAuth{check: func(context.Context) error { return nil }}, closed: make(chan struct{})}
+	e := &Embedded{saslAuth: saslAuth{check: func(context.Context) error { return nil }}, closed: make(chan struct{}), unlock: func() {}}
 	kopts, err := e.secure(o)
 	if err != nil {
 		return nil, err
 	}
 	if o.dir != "" {
+		if e.unlock, err = lockDataDir(o.dir); err != nil {
+			return nil, fmt.Errorf("embedded broker's data in %s: %w", o.dir, err)
+		}
 		kopts = append(kopts, kfake.DataDir(o.dir))
 	}
 	c, err := kfake.NewCluster(append(kopts,
@@ -98,6 +103,7 @@ func StartEmbedded(port, partitions int, opts ...EmbeddedOption) (*Embedded, err
 		}),
 	)...)
 	if err != nil {
+		e.unlock()
 		if o.dir != "" {
 			return nil, fmt.Errorf("starting embedded broker on 127.0.0.1:%d with data in %s: %w", port, o.dir, err)
 		}
@@ -172,6 +178,7 @@ func (e *Embedded) Close(ctx context.Context) error {
 		go func() {
 			defer close(e.closed)
 			e.c.Close()
+			e.unlock()
 		}()
 	})
 	select {
