@@ -80,6 +80,12 @@ type App struct {
 	// reverse (see add).
 	components []component
 	closeOnce  sync.Once
+	// calls counts the calls running; Close refuses new ones from its
+	// start, and the servers wait for those running (see inFlight).
+	calls *inFlight
+	// healthMu orders the clusters' health reports and Close's
+	// NOT_SERVING, so that no report turns a stopping Ferry SERVING.
+	healthMu sync.Mutex
 }
 
 // LoadProtos loads the configuration's proto sources; relative paths are
@@ -120,7 +126,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *App
 	// warning, hundreds a second: one line per kind and window keeps the
 	// log readable. Access log lines are never repeats.
 	repeats := logging.NewRepeats(logger.Handler(), logRepeatWindow)
-	a := &App{cfg: cfg, logger: slog.New(repeats), repeats: repeats, clusters: map[string]*kafka.Cluster{}, serveErr: make(chan error, 1)}
+	a := &App{cfg: cfg, logger: slog.New(repeats), repeats: repeats, clusters: map[string]*kafka.Cluster{}, serveErr: make(chan error, 1), calls: newInFlight()}
 	defer func() {
 		if err != nil {
 			a.Close(context.Background())
@@ -317,14 +323,13 @@ func (a *App) startClusters(ctx context.Context) error {
 // startHealthChecks probes every cluster, and reports the server
 // NOT_SERVING while any of them is unreachable.
 func (a *App) startHealthChecks() error {
-	var mu sync.Mutex
 	update := func(bool) {
 		// Probes of several clusters report concurrently: each applies
-		// the state of all of them, under mu, so the last one applied is
-		// current.
-		mu.Lock()
-		defer mu.Unlock()
-		up := true
+		// the state of all of them, under healthMu, so the last one
+		// applied is current.
+		a.healthMu.Lock()
+		defer a.healthMu.Unlock()
+		up := !a.Stopping()
 		for _, cl := range a.clusters {
 			up = up && cl.Up()
 		}
@@ -379,6 +384,12 @@ func (a *App) Wait() <-chan error { return a.serveErr }
 // and safe after a partial start.
 func (a *App) Close(ctx context.Context) {
 	a.closeOnce.Do(func() {
+		a.healthMu.Lock()
+		a.calls.stop()
+		if a.server != nil {
+			a.server.SetServing(false)
+		}
+		a.healthMu.Unlock()
 		if err := a.unwind(ctx); err != nil {
 			a.logger.Warn("stopping Ferry", "err", err)
 		}

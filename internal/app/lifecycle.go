@@ -90,3 +90,4 @@ func (a *App) unwind(ctx context.Context) error {
 	}
 	return errors.Join(errs...)
 }
+
