@@ -90,4 +90,3 @@ func (a *App) unwind(ctx context.Context) error {
 	}
 	return errors.Join(errs...)
 }
-
