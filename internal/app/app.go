@@ -376,8 +376,10 @@ func (a *App) KafkaAddrs(cluster string) []string { return a.clusters[cluster].S
 // Wait returns when the gRPC server stops serving on its own, with why.
 func (a *App) Wait() <-chan error { return a.serveErr }
 
-// Close stops Ferry in reverse order of start (see Start): the Kafka API,
-// both servers (graceful, bounded by the shutdown timeout and ctx), the
+// Close stops Ferry. From its start new calls are refused with UNAVAILABLE
+// and health reports NOT_SERVING; then it stops the components in reverse
+// order of start (see Start): the Kafka API, both servers (once the calls
+// running finished, bounded by the shutdown timeout and ctx), the
 // calls' request readers and fetch hubs, the back ends, the reply readers,
 // the producers after they wrote what they hold (within ctx), and the
 // embedded broker last. What fails to stop is logged. It is idempotent
