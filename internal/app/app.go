@@ -80,6 +80,12 @@ type App struct {
 	// reverse (see add).
 	components []component
 	closeOnce  sync.Once
+	// calls counts the calls running; Close refuses new ones from its
+	// start, and the servers wait for those running (see inFlight).
+	calls *inFlight
+	// healthMu orders the clusters' health reports and Close's
+	// NOT_SERVING, so that no report turns a stopping Ferry SERVING.
+	healthMu sync.Mutex
 }
 
 // LoadProtos loads the configuration's proto sources; relative paths are
@@ -120,7 +126,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *App
 	// warning, hundreds a second: one line per kind and window keeps the
 	// log readable. Access log lines are never repeats.
 	repeats := logging.NewRepeats(logger.Handler(), logRepeatWindow)
-	a := &App{cfg: cfg, logger: slog.New(repeats), repeats: repeats, clusters: map[string]*kafka.Cluster{}, serveErr: make(chan error, 1)}
+	a := &App{cfg: cfg, logger: slog.New(repeats), repeats: repeats, clusters: map[string]*kafka.Cluster{}, serveErr: make(chan error, 1), calls: newInFlight()}
 	defer func() {
 		if err != nil {
 			a.Close(context.Background())
@@ -267,14 +273,22 @@ func (a *App) startEmbedded() error {
 		if len(cc.Brokers) > 0 {
 			continue
 		}
-		e, err := kafka.StartEmbedded(a.cfg.Embedded.Port, a.cfg.Embedded.Partitions, kafka.EmbeddedLogger(a.logger),
-			kafka.EmbeddedSecurity(a.cfg.Embedded.TLS, a.cfg.Embedded.SASL))
+		ec := a.cfg.Embedded
+		e, err := kafka.StartEmbedded(ec.Port, ec.Partitions, kafka.EmbeddedLogger(a.logger),
+			kafka.EmbeddedSecurity(ec.TLS, ec.SASL), kafka.EmbeddedDataDir(ec.DataDir))
 		if err != nil {
+			if ec.DataDir != "" {
+				return fmt.Errorf("embedded.port, embedded.data_dir: %w", err)
+			}
 			return fmt.Errorf("embedded.port: %w", err)
 		}
 		a.embedded = e
 		a.own("the embedded Kafka broker", e)
-		a.logger.Warn("no brokers configured: started the embedded Kafka broker, which keeps data in memory only",
+		keeps := "keeps data in memory only"
+		if ec.DataDir != "" {
+			keeps = "keeps data in " + ec.DataDir
+		}
+		a.logger.Warn("no brokers configured: started the embedded Kafka broker, which "+keeps,
 			"address", e.Addrs()[0], "cluster", cc.Name)
 		return nil
 	}
@@ -309,14 +323,13 @@ func (a *App) startClusters(ctx context.Context) error {
 // startHealthChecks probes every cluster, and reports the server
 // NOT_SERVING while any of them is unreachable.
 func (a *App) startHealthChecks() error {
-	var mu sync.Mutex
 	update := func(bool) {
 		// Probes of several clusters report concurrently: each applies
-		// the state of all of them, under mu, so the last one applied is
-		// current.
-		mu.Lock()
-		defer mu.Unlock()
-		up := true
+		// the state of all of them, under healthMu, so the last one
+		// applied is current.
+		a.healthMu.Lock()
+		defer a.healthMu.Unlock()
+		up := !a.Stopping()
 		for _, cl := range a.clusters {
 			up = up && cl.Up()
 		}
@@ -363,14 +376,22 @@ func (a *App) KafkaAddrs(cluster string) []string { return a.clusters[cluster].S
 // Wait returns when the gRPC server stops serving on its own, with why.
 func (a *App) Wait() <-chan error { return a.serveErr }
 
-// Close stops Ferry in reverse order of start (see Start): the Kafka API,
-// both servers (graceful, bounded by the shutdown timeout and ctx), the
+// Close stops Ferry. From its start new calls are refused with UNAVAILABLE
+// and health reports NOT_SERVING; then it stops the components in reverse
+// order of start (see Start): the Kafka API, both servers (once the calls
+// running finished, bounded by the shutdown timeout and ctx), the
 // calls' request readers and fetch hubs, the back ends, the reply readers,
 // the producers after they wrote what they hold (within ctx), and the
 // embedded broker last. What fails to stop is logged. It is idempotent
 // and safe after a partial start.
 func (a *App) Close(ctx context.Context) {
 	a.closeOnce.Do(func() {
+		a.healthMu.Lock()
+		a.calls.stop()
+		if a.server != nil {
+			a.server.SetServing(false)
+		}
+		a.healthMu.Unlock()
 		if err := a.unwind(ctx); err != nil {
 			a.logger.Warn("stopping Ferry", "err", err)
 		}

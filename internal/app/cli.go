@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"sync"
 	"syscall"
 	"time"
 
@@ -34,6 +35,9 @@ const usage = `Ferry carries gRPC calls over Apache Kafka.
 
 Usage:
   ferry serve -c FILE      serve the configuration in FILE until SIGINT or SIGTERM
+                           (a second signal stops at once)
+      --log-format text|json                   overrides log.format
+      --log-level debug|info|warn|error        overrides log.level
   ferry validate -c FILE   check FILE and the protos it names, without connecting or listening
   ferry version            print the version
 `
@@ -41,6 +45,15 @@ Usage:
 // Main runs the ferry command with args (without the program name) and
 // returns its exit code.
 func Main(args []string, stdout, stderr io.Writer) int {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	return run(args, stdout, stderr, sigs, os.Exit)
+}
+
+// run is Main with its signals and its way to exit at once given, so
+// tests can send the signals.
+func run(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal, exit func(code int)) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
@@ -60,7 +73,16 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("ferry "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	file := fs.String("c", "ferry.yaml", "configuration file")
+	var logFormat, logLevel string
+	if args[0] == "serve" {
+		fs.StringVar(&logFormat, "log-format", "", "text or json: overrides log.format")
+		fs.StringVar(&logLevel, "log-level", "", "debug, info, warn or error: overrides log.level")
+	}
 	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	if err := checkLogFlags(logFormat, logLevel); err != nil {
+		fmt.Fprintf(stderr, "ferry %s: %v\n", args[0], err)
 		return 2
 	}
 	cfg, err := config.Load(*file)
@@ -68,8 +90,37 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		printErrors(stderr, err)
 		return 1
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	if logFormat != "" {
+		cfg.Log.Format = logFormat
+	}
+	if logLevel != "" {
+		cfg.Log.Level = logLevel
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	logger := NewLogger(stderr, cfg.Log)
+	// The first signal starts the graceful stop; a second one stops at
+	// once, for an operator who will not wait for it.
+	done := make(chan struct{})
+	var watching sync.WaitGroup
+	watching.Go(func() {
+		select {
+		case sig := <-sigs:
+			logger.Info("shutting down: a second signal stops at once", "signal", sig.String(),
+				"timeout", cfg.Shutdown.Bound(cfg.Listeners.GRPC.ShutdownTimeout))
+			cancel()
+		case <-done:
+			return
+		}
+		select {
+		case sig := <-sigs:
+			logger.Error("stopping at once", "signal", sig.String())
+			exit(1)
+		case <-done:
+		}
+	})
+	defer watching.Wait()
+	defer close(done)
 	if args[0] == "validate" {
 		if err := Validate(ctx, cfg); err != nil {
 			printErrors(stderr, err)
@@ -78,7 +129,6 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s: configuration is valid (%d routes)\n", *file, len(cfg.Routes))
 		return 0
 	}
-	logger := NewLogger(stderr, cfg.Log)
 	if err := Run(ctx, cfg, logger); err != nil {
 		logger.Error("ferry stopped", "err", err)
 		return 1
@@ -86,8 +136,25 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// checkLogFlags checks --log-format and --log-level as Validate checks
+// log.format and log.level.
+func checkLogFlags(format, level string) error {
+	switch format {
+	case "", "text", "json":
+	default:
+		return fmt.Errorf("--log-format %q is not a format: use text or json", format)
+	}
+	switch level {
+	case "", "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("--log-level %q is not a level: use debug, info, warn or error", level)
+	}
+	return nil
+}
+
 // Run starts Ferry and serves until ctx ends or the server fails, then
-// shuts down.
+// shuts down within shutdown.timeout: when it passes, Run returns even
+// if some part has not stopped, so the process can exit.
 func Run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	a, err := Start(ctx, cfg, logger)
 	if err != nil {
@@ -95,15 +162,34 @@ func Run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	}
 	select {
 	case <-ctx.Done():
-		logger.Info("shutting down")
 		err = nil
 	case err = <-a.Wait():
 	}
-	closeCtx, cancel := context.WithTimeout(context.Background(), cfg.Listeners.GRPC.ShutdownTimeout+10*time.Second)
+	bound := cfg.Shutdown.Bound(cfg.Listeners.GRPC.ShutdownTimeout)
+	closeCtx, cancel := context.WithTimeout(context.Background(), bound)
 	defer cancel()
-	a.Close(closeCtx)
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		a.Close(closeCtx)
+	}()
+	select {
+	case <-closed:
+	case <-closeCtx.Done():
+		// Each part stops waiting when closeCtx ends; one that does not
+		// at once is left to the process's exit.
+		select {
+		case <-closed:
+		case <-time.After(closeSlack):
+			logger.Error("shutdown.timeout passed: stopping with parts still running", "timeout", bound)
+		}
+	}
 	return err
 }
+
+// closeSlack is how long Run waits past shutdown.timeout for the parts
+// that saw it pass to return.
+const closeSlack = time.Second
 
 // printErrors prints one problem per line, so each names its own file and
 // line.

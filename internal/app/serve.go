@@ -46,7 +46,7 @@ func (a *App) startServers(ctx context.Context, reg *protoreg.Registry) error {
 			return fmt.Errorf("serving HTTPS (listeners.http.tls): %w", err)
 		}
 		a.httpSrv = &http.Server{
-			Handler:           mux,
+			Handler:           a.countHTTP(mux),
 			TLSConfig:         tlsCfg,
 			ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
@@ -58,7 +58,11 @@ func (a *App) startServers(ctx context.Context, reg *protoreg.Registry) error {
 // grpcServerOptions are the gRPC server's options from the edge chain and,
 // when listeners.grpc.tls is set, its TLS credentials.
 func (a *App) grpcServerOptions() ([]grpc.ServerOption, error) {
-	opts := a.edge.ServerOptions()
+	// The count comes after the edge chain, so that the access log
+	// records the calls refused while Ferry stops.
+	opts := append(a.edge.ServerOptions(),
+		grpc.ChainUnaryInterceptor(a.countUnary),
+		grpc.ChainStreamInterceptor(a.countStream))
 	c, err := a.cfg.Listeners.GRPC.TLS.ServerConfig(a.logger)
 	if err != nil {
 		return nil, fmt.Errorf("serving gRPC over TLS (listeners.grpc.tls): %w", err)
@@ -132,17 +136,29 @@ func (s servers) Start(context.Context) error {
 	return nil
 }
 
-// Close stops both servers together, within one shutdown timeout, and
-// waits for their Serve goroutines. When ctx ends first, it cancels the
-// calls and closes the connections still open, and says so.
+// Close stops both servers together, within one shutdown timeout. Until
+// the calls running finish, the listeners stay open and new calls are
+// answered UNAVAILABLE with the reason (Close of App began refusing
+// them); then both servers stop, which closes the listeners, and Close
+// waits for their Serve goroutines. When the timeout passes first, the
+// calls still running are cancelled and the connections closed; when ctx
+// ends first, the same, and Close says so.
 func (s servers) Close(ctx context.Context) error {
 	a := s.a
+	timeout := a.cfg.Listeners.GRPC.ShutdownTimeout
+	sctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	select {
+	case <-a.calls.stop():
+	case <-sctx.Done():
+		if ctx.Err() == nil {
+			a.logger.Warn("graceful stop timed out: cancelling the calls still running", "timeout", timeout)
+		}
+	}
 	var stopping sync.WaitGroup
 	var grpcErr, httpErr error
 	if a.httpSrv != nil {
 		stopping.Go(func() {
-			sctx, cancel := context.WithTimeout(ctx, a.cfg.Listeners.GRPC.ShutdownTimeout)
-			defer cancel()
 			if err := a.httpSrv.Shutdown(sctx); err != nil {
 				a.httpSrv.Close()
 				if ctx.Err() != nil {
@@ -151,7 +167,13 @@ func (s servers) Close(ctx context.Context) error {
 			}
 		})
 	}
-	stopping.Go(func() { grpcErr = a.server.Close(ctx) })
+	stopping.Go(func() {
+		// The shutdown timeout is sctx's: an error that it ended is
+		// the timeout's, already logged, not ctx's.
+		if err := a.server.Close(sctx); err != nil && ctx.Err() != nil {
+			grpcErr = err
+		}
+	})
 	stopping.Wait()
 	a.serving.Wait()
 	return errors.Join(grpcErr, httpErr)

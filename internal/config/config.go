@@ -38,6 +38,8 @@ type Config struct {
 	// Auth authenticates callers (JWT bearer tokens, client certificates)
 	// and makes their identity available to authorization rules.
 	Auth Auth `yaml:"auth"`
+	// Shutdown bounds how Ferry stops.
+	Shutdown Shutdown `yaml:"shutdown"`
 
 	// file is the path the config was loaded from, used in error messages.
 	file string
@@ -129,6 +131,33 @@ type Embedded struct {
 	TLS EmbeddedTLS `yaml:"tls"`
 	// SASL makes the embedded broker require SASL authentication.
 	SASL EmbeddedSASL `yaml:"sasl"`
+	// DataDir, when set, is the directory the embedded broker keeps its
+	// topics, records and groups' offsets in, across restarts; relative
+	// to the configuration file's directory. Empty keeps them in memory.
+	DataDir string `yaml:"data_dir"`
+}
+
+// Shutdown bounds how Ferry stops on SIGTERM or SIGINT.
+type Shutdown struct {
+	// Timeout bounds the whole stop: the servers' graceful stop
+	// (listeners.grpc.shutdown_timeout), then flushing the producers,
+	// committing, leaving the groups and saving the embedded broker's
+	// data. Ferry exits when it passes. Zero means
+	// listeners.grpc.shutdown_timeout plus DefaultShutdownGrace.
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// DefaultShutdownGrace is what a zero shutdown.timeout leaves, after the
+// servers' graceful stop, to flush, commit and leave the groups.
+const DefaultShutdownGrace = 10 * time.Second
+
+// Bound returns the bound of the whole stop given the servers' graceful
+// stop, as shutdown.timeout sets it or its default.
+func (s Shutdown) Bound(graceful time.Duration) time.Duration {
+	if s.Timeout > 0 {
+		return s.Timeout
+	}
+	return graceful + DefaultShutdownGrace
 }
 
 // Listeners groups the network faces Ferry serves.
@@ -567,6 +596,9 @@ func (c *Config) applyDefaults() {
 	c.Listeners.GRPC.TLS.resolve(filepath.Dir(c.file))
 	c.Listeners.HTTP.TLS.resolve(filepath.Dir(c.file))
 	c.Embedded.TLS.resolve(filepath.Dir(c.file))
+	if d := c.Embedded.DataDir; d != "" && !filepath.IsAbs(d) {
+		c.Embedded.DataDir = filepath.Join(filepath.Dir(c.file), d)
+	}
 	for i := range c.Clusters {
 		cl := &c.Clusters[i]
 		// An entry may list several brokers separated by commas, and an

@@ -17,6 +17,7 @@ func TestBadConfigs(t *testing.T) {
 		"bad-method.bad.yaml":  {`bad-method.bad.yaml:5: routes[0].when[0].method: "/grpc.examples.echo.Echo/UnaryEcho" is not a method`},
 		"bad-topic.bad.yaml":   {`bad-topic.bad.yaml:7: routes[0].produce.topic: topic "bad topic!" has ' '`},
 		"bad-acks.bad.yaml":    {`bad-acks.bad.yaml:8: routes[0].produce.acks: "all" is not an acks mode: use none, leader_only or in_sync_replicas`},
+		"shutdown.bad.yaml":    {`shutdown.bad.yaml:7: shutdown.timeout: 30s does not exceed listeners.grpc.shutdown_timeout (30s), which it includes: leave time after it to flush, commit and leave the groups`},
 		"bad-cluster.bad.yaml": {`bad-cluster.bad.yaml:3: clusters[0].brokers[0]: "localhost" is not host:port`, `bad-cluster.bad.yaml:10: routes[0].produce.cluster: no cluster is named "other"`},
 		"kafka-api-dlq.bad.yaml": {
 			`kafka-api-dlq.bad.yaml:4: kafka_api.consume.max_deliveries: needs kafka_api.consume.dead_letter_topic`,

@@ -269,8 +269,14 @@ func (t EmbeddedTLS) Certificate() (cert tls.Certificate, ok bool, err error) {
 	return cert, true, nil
 }
 
-// embeddedSecurity checks the embedded broker's tls and sasl sections.
+// embeddedSecurity checks the embedded broker's tls and sasl sections, and
+// that its data_dir, when it exists, is a directory.
 func (v *validator) embeddedSecurity() {
+	if d := v.cfg.Embedded.DataDir; d != "" {
+		if fi, err := os.Stat(d); err == nil && !fi.IsDir() {
+			v.errf("embedded.data_dir", "%s is not a directory: name a directory, which the embedded broker creates if it is missing", d)
+		}
+	}
 	t, s := v.cfg.Embedded.TLS, v.cfg.Embedded.SASL
 	switch {
 	case t.CertFile != "" && t.KeyFile == "":

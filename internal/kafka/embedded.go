@@ -18,10 +18,16 @@ import (
 )
 
 // Embedded is the in-process broker that serves clusters with no brokers
-// configured. It keeps every record in memory only.
+// configured. It keeps every record in memory only, unless EmbeddedDataDir
+// names a directory to keep them in across restarts.
 type Embedded struct {
 	c    *kfake.Cluster
 	once sync.Once
+	// closed is closed once the broker stopped and, with a data
+	// directory, saved what it holds.
+	closed chan struct{}
+	// unlock releases the data directory once the broker saved it.
+	unlock func()
 
 	// security are the TLS and SASL options with which Ferry's own
 	// clusters reach the broker, when it requires them.
@@ -37,6 +43,7 @@ type embeddedOptions struct {
 	listen func(network, address string) (net.Listener, error)
 	tls    config.EmbeddedTLS
 	sasl   config.EmbeddedSASL
+	dir    string
 }
 
 // EmbeddedLogger sets the logger of the broker's own problems, such as
@@ -52,6 +59,14 @@ func EmbeddedSecurity(tls config.EmbeddedTLS, sasl config.EmbeddedSASL) Embedded
 	return func(o *embeddedOptions) { o.tls, o.sasl = tls, sasl }
 }
 
+// EmbeddedDataDir makes the broker keep its topics, records, groups and
+// committed offsets in dir, which it creates if missing, and load them
+// from there as it starts: a broker started again on the same directory
+// serves what the last one held. Empty keeps everything in memory.
+func EmbeddedDataDir(dir string) EmbeddedOption {
+	return func(o *embeddedOptions) { o.dir = dir }
+}
+
 // StartEmbedded starts the in-memory broker on 127.0.0.1:port (0 picks a
 // free port). Topics are created on first use with the given partitions.
 func StartEmbedded(port, partitions int, opts ...EmbeddedOption) (*Embedded, error) {
@@ -59,10 +74,16 @@ func StartEmbedded(port, partitions int, opts ...EmbeddedOption) (*Embedded, err
 	for _, opt := range opts {
 		opt(&o)
 	}
-	e := &Embedded{saslAuth: saslAuth{check: func(context.Context) error { return nil }}}
+	e := &Embedded{saslAuth: saslAuth{check: func(context.Context) error { return nil }}, closed: make(chan struct{}), unlock: func() {}}
 	kopts, err := e.secure(o)
 	if err != nil {
 		return nil, err
+	}
+	if o.dir != "" {
+		if e.unlock, err = lockDataDir(o.dir); err != nil {
+			return nil, fmt.Errorf("embedded broker's data in %s: %w", o.dir, err)
+		}
+		kopts = append(kopts, kfake.DataDir(o.dir))
 	}
 	c, err := kfake.NewCluster(append(kopts,
 		kfake.NumBrokers(1),
@@ -82,6 +103,10 @@ func StartEmbedded(port, partitions int, opts ...EmbeddedOption) (*Embedded, err
 		}),
 	)...)
 	if err != nil {
+		e.unlock()
+		if o.dir != "" {
+			return nil, fmt.Errorf("starting embedded broker on 127.0.0.1:%d with data in %s: %w", port, o.dir, err)
+		}
 		return nil, fmt.Errorf("starting embedded broker on 127.0.0.1:%d: %w", port, err)
 	}
 	e.c = c
@@ -144,9 +169,22 @@ func (e *Embedded) Cluster(cfg config.Cluster, logger *slog.Logger) *Cluster {
 // outside client such as kcat.
 func (e *Embedded) Addrs() []string { return e.c.ListenAddrs() }
 
-// Close stops the broker; its records are gone. Nothing of it is left to
-// wait for, so ctx is not used. It is safe to call more than once.
-func (e *Embedded) Close(context.Context) error {
-	e.once.Do(e.c.Close)
-	return nil
+// Close stops the broker. In memory, its records are gone; with a data
+// directory, it first writes what it holds there. When ctx ends before
+// that is done, Close stops waiting and says so (the broker goes on
+// writing until the process exits). It is safe to call more than once.
+func (e *Embedded) Close(ctx context.Context) error {
+	e.once.Do(func() {
+		go func() {
+			defer close(e.closed)
+			e.c.Close()
+			e.unlock()
+		}()
+	})
+	select {
+	case <-e.closed:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("abandoning the embedded broker while it saves its data: %w", ctx.Err())
+	}
 }
