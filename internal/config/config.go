@@ -38,6 +38,8 @@ type Config struct {
 	// Auth authenticates callers (JWT bearer tokens, client certificates)
 	// and makes their identity available to authorization rules.
 	Auth Auth `yaml:"auth"`
+	// Tracing exports OpenTelemetry traces and carries them across Kafka.
+	Tracing Tracing `yaml:"tracing"`
 
 	// file is the path the config was loaded from, used in error messages.
 	file string
@@ -515,6 +517,7 @@ type Log struct {
 func Default() Config {
 	return Config{
 		Embedded: Embedded{Port: 9092, Partitions: 1},
+		Tracing:  defaultTracing,
 		Listeners: Listeners{GRPC: GRPCListener{
 			Address:              "127.0.0.1:7151",
 			Reflection:           true,

@@ -21,6 +21,7 @@ func (c *Config) Validate() Errors {
 	v.backends()
 	v.kafkaAPI()
 	v.auth()
+	v.tracing()
 	v.numbers(reflect.ValueOf(c).Elem(), "", "")
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
