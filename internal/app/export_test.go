@@ -14,3 +14,7 @@ import (
 func StartTraced(ctx context.Context, cfg *config.Config, logger *slog.Logger, exp sdktrace.SpanExporter) (*App, error) {
 	return start(ctx, cfg, logger, exp)
 }
+
+// EdgeServerOptions counts the gRPC server options the edge chain adds:
+// none while it is idle.
+func (a *App) EdgeServerOptions() int { return len(a.edge.ServerOptions()) }
