@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -17,9 +18,13 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
+	kafkav1 "github.com/ferryproxy/ferry/api/ferry/kafka/v1"
 	"github.com/ferryproxy/ferry/internal/app"
 	"github.com/ferryproxy/ferry/internal/config"
+	"github.com/ferryproxy/ferry/internal/testkit"
 )
 
 // clientTraceparent is the trace context a test's client sends.
@@ -338,5 +343,75 @@ func TestTracingOTLPExport(t *testing.T) {
 	got := recv.received()
 	if !strings.Contains(strings.Join(got, "\n"), "ferry-test: grpc.health.v1.Health/Check") {
 		t.Fatalf("the receiver got %q, want the health check's span", got)
+	}
+}
+
+// TestTracingKafkaAPIDeliveries: a record that carries a traceparent is
+// delivered by Ferry's Kafka API, on a Poll and on a Consume stream, with
+// a span in the record's trace, a child of the record's span and linked
+// to the call that delivered it.
+func TestTracingKafkaAPIDeliveries(t *testing.T) {
+	cfg, err := config.Parse(filepath.Join(t.TempDir(), "ferry.yaml"), []byte(kafkaAPIYAML(t, "tracing: {enabled: true}\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := tracetest.NewInMemoryExporter()
+	a := startTraced(t, cfg, exp)
+	topic := kit.Topic(t, 1, nil)
+	ctx := testkit.Context(t, 30*time.Second)
+	ferry := kafkav1.NewKafkaClient(dialAddr(t, a.GRPCAddr()))
+	if _, err := ferry.Produce(ctx, &kafkav1.ProduceRequest{Topic: topic, ValueText: proto.String("one"),
+		Headers: []*kafkav1.Header{{Key: "traceparent", Value: []byte(clientTraceparent)}}}); err != nil {
+		t.Fatal(err)
+	}
+	poll, err := ferry.Poll(ctx, &kafkav1.PollRequest{Topic: topic, Group: "g1-" + topic, AutoAck: true, Timeout: durationpb.New(10 * time.Second)})
+	if err != nil || len(poll.Messages) != 1 {
+		t.Fatalf("poll: %v %v", poll, err)
+	}
+	stream, err := ferry.Consume(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&kafkav1.ConsumeRequest{Topic: topic, Group: "g2-" + topic, Credits: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := stream.Recv(); err != nil || len(m.Messages) != 1 {
+		t.Fatalf("consume: %v %v", m, err)
+	}
+	_ = stream.CloseSend()
+
+	servers := map[string]tracetest.SpanStub{}
+	var delivers []tracetest.SpanStub
+	deadline := time.Now().Add(10 * time.Second)
+	for len(delivers) < 2 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+		delivers = delivers[:0]
+		for _, s := range exp.GetSpans() {
+			switch {
+			case s.Name == "deliver "+topic:
+				delivers = append(delivers, s)
+			case s.SpanKind == trace.SpanKindServer:
+				servers[s.SpanContext.SpanID().String()] = s
+			}
+		}
+	}
+	if len(delivers) != 2 {
+		t.Fatalf("%d deliver spans, want 2 (one Poll, one Consume)", len(delivers))
+	}
+	linked := map[string]bool{}
+	for _, d := range delivers {
+		if d.SpanContext.TraceID().String() != clientTraceID || d.Parent.SpanID().String() != clientSpanID || d.SpanKind != trace.SpanKindConsumer {
+			t.Errorf("deliver span %v: trace %s, parent %s, want %s and %s", d.SpanKind, d.SpanContext.TraceID(), d.Parent.SpanID(), clientTraceID, clientSpanID)
+		}
+		if len(d.Links) != 1 {
+			t.Fatalf("deliver span has %d links, want 1", len(d.Links))
+		}
+		// The Consume stream's span ends after this test; Poll's has.
+		if s, ok := servers[d.Links[0].SpanContext.SpanID().String()]; ok {
+			linked[s.Name] = true
+		}
+	}
+	if !linked["ferry.kafka.v1.Kafka/Poll"] {
+		t.Errorf("no deliver span links to the Poll call's span; linked %v", linked)
 	}
 }
