@@ -121,7 +121,7 @@ func TestTracingAcrossKafka(t *testing.T) {
 		"consume " + req:                          trace.SpanKindConsumer,
 		"grpc.examples.echo.Echo/UnaryEcho (out)": trace.SpanKindClient,
 	}
-	byName := map[string]tracetest.SpanStub{}
+	var byName map[string]tracetest.SpanStub
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		byName = map[string]tracetest.SpanStub{}
