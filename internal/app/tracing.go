@@ -6,10 +6,10 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/ferryproxy/ferry/internal/edge"
 	"github.com/ferryproxy/ferry/internal/tracing"
@@ -34,13 +34,11 @@ func (a *App) startTracing(ctx context.Context, exp sdktrace.SpanExporter) (edge
 	if exp != nil {
 		proc = sdktrace.NewSimpleSpanProcessor(exp)
 	} else {
-		opts := []otlptracegrpc.Option{otlptracegrpc.WithEndpoint(t.OTLPEndpoint), otlptracegrpc.WithTimeout(exportTimeout)}
+		creds := credentials.NewClientTLSFromCert(nil, "")
 		if t.Insecure {
-			opts = append(opts, otlptracegrpc.WithInsecure())
-		} else {
-			opts = append(opts, otlptracegrpc.WithTLSCredentials(credentials.NewClientTLSFromCert(nil, "")))
+			creds = insecure.NewCredentials()
 		}
-		e, err := otlptracegrpc.New(ctx, opts...)
+		e, err := tracing.NewOTLPExporter(ctx, t.OTLPEndpoint, creds, exportTimeout)
 		if err != nil {
 			return edge.Interceptor{}, false, fmt.Errorf("tracing.otlp_endpoint: %w", err)
 		}
