@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -43,6 +44,12 @@ func (a *App) startTracing(ctx context.Context, exp sdktrace.SpanExporter) (edge
 			return edge.Interceptor{}, false, fmt.Errorf("tracing.otlp_endpoint: %w", err)
 		}
 		proc = sdktrace.NewBatchSpanProcessor(e)
+		// OpenTelemetry reports failed exports to one process-wide
+		// handler, by default the standard log package every few
+		// seconds while the receiver is down: Ferry's log holds back the
+		// repeats.
+		logger := a.logger.With("component", "tracing")
+		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { logger.Warn("exporting spans", "err", err) }))
 	}
 	tp := sdktrace.NewTracerProvider(
 		sdktrace.WithSpanProcessor(proc),
