@@ -17,6 +17,9 @@ import (
 	"sync"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+
 	kafkav1 "github.com/ferryproxy/ferry/api/ferry/kafka/v1"
 	"github.com/ferryproxy/ferry/api/kafkapixy"
 	"github.com/ferryproxy/ferry/internal/auth"
@@ -48,6 +51,8 @@ type App struct {
 	repeats *logging.Repeats
 	// edge is the chain every call passes, whatever its face.
 	edge *edge.Chain
+	// tracer is the tracer provider; nil unless tracing.enabled.
+	tracer trace.TracerProvider
 
 	embedded *kafka.Embedded
 	clusters map[string]*kafka.Cluster
@@ -121,7 +126,13 @@ func Validate(ctx context.Context, cfg *config.Config) error {
 // Start builds and starts Ferry: each part is a component, started in
 // order and stopped by Close in reverse. On error, whatever had started
 // is stopped again.
-func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *App, err error) {
+func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*App, error) {
+	return start(ctx, cfg, logger, nil)
+}
+
+// start is Start with spans exported to exp when tracing is enabled, or
+// to the configured OTLP receiver when exp is nil.
+func start(ctx context.Context, cfg *config.Config, logger *slog.Logger, exp sdktrace.SpanExporter) (_ *App, err error) {
 	// During an outage every client retrying the broker logs the same
 	// warning, hundreds a second: one line per kind and window keeps the
 	// log readable. Access log lines are never repeats.
@@ -137,6 +148,13 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *App
 	var interceptors []edge.Interceptor
 	if cfg.Log.Access {
 		interceptors = append(interceptors, edge.AccessLog(logger))
+	}
+	// Tracing comes before authentication, so that refused calls are
+	// traced too.
+	if in, ok, err := a.startTracing(ctx, exp); err != nil {
+		return nil, err
+	} else if ok {
+		interceptors = append(interceptors, in)
 	}
 	if in, ok, err := a.authInterceptor(ctx); err != nil {
 		return nil, err
@@ -355,6 +373,7 @@ func (a *App) startBackends(ctx context.Context) error {
 			Logger:          a.logger,
 			MaxMessageBytes: a.cfg.Listeners.GRPC.MaxRecvMessageSize,
 			DialOptions:     a.edge.DialOptions(bc.Target),
+			TracerProvider:  a.tracer,
 		})
 		if err != nil {
 			return err

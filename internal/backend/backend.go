@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 
@@ -43,6 +44,11 @@ type Options struct {
 	// DialOptions are added to the gRPC client's own, after them: the
 	// edge chain's client interceptors.
 	DialOptions []grpc.DialOption
+	// TracerProvider, when set, traces every call: a consumer span that
+	// continues the trace its request record carries (see
+	// layout.RequestTrace), around the call to the server, and reply
+	// records that carry the span's trace context. Nil traces nothing.
+	TracerProvider trace.TracerProvider
 }
 
 // Backend serves one configured back end: New, then Start; Close stops it.
@@ -60,6 +66,7 @@ type Backend struct {
 	tlsLog *connLog
 	logger *slog.Logger
 	slots  chan struct{}
+	tracer trace.TracerProvider // nil: calls are not traced
 
 	// ctx ends every call; cancel is called by Close after draining.
 	ctx    context.Context
@@ -179,6 +186,7 @@ func New(opts Options) (*Backend, error) {
 		parts:      map[int32]*partition{},
 		open:       map[string]*call{},
 		endedEarly: newIDSet(100_000),
+		tracer:     opts.TracerProvider,
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.pollCtx, b.stopPoll = context.WithCancel(b.ctx)

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -20,6 +22,7 @@ import (
 	"github.com/ferryproxy/ferry/internal/edge"
 	"github.com/ferryproxy/ferry/internal/frame"
 	"github.com/ferryproxy/ferry/internal/layout"
+	"github.com/ferryproxy/ferry/internal/tracing"
 )
 
 var streamDesc = &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}
@@ -48,6 +51,11 @@ type call struct {
 	// replyErr is the first failure to write a response record, set by
 	// the producer's callback.
 	replyErr atomic.Pointer[error]
+
+	// span is the call's consumer span and trace its trace context, which
+	// reply records carry; nil and empty unless the back end traces.
+	span  trace.Span
+	trace layout.Trace
 }
 
 func newCall(b *Backend, p *partition, r *kgo.Record, req layout.Request) *call {
@@ -71,6 +79,14 @@ func newCall(b *Backend, p *partition, r *kgo.Record, req layout.Request) *call 
 		c.requestID = ids[0]
 	}
 	c.ctx, c.cancel = context.WithTimeout(b.ctx, b.cfg.Deadline)
+	if b.tracer != nil {
+		c.ctx, c.span = tracing.StartConsumer(c.ctx, b.tracer, b.layout.RequestTrace(r.Headers), "consume "+b.cfg.Topic,
+			attribute.String("messaging.system", "kafka"),
+			attribute.String("messaging.destination.name", b.cfg.Topic),
+			attribute.String("rpc.method", c.path),
+			attribute.String("ferry.correlation_id", c.id))
+		c.trace = tracing.Of(c.ctx)
+	}
 	c.add(r)
 	return c
 }
@@ -125,6 +141,9 @@ func (c *call) isAbandoned() bool {
 func (c *call) run() {
 	defer c.b.ended(c)
 	defer c.cancel()
+	if c.span != nil {
+		defer c.span.End()
+	}
 	select {
 	case c.b.slots <- struct{}{}:
 		c.b.leftQueue()
@@ -140,6 +159,7 @@ func (c *call) run() {
 	if c.isAbandoned() {
 		return
 	}
+	tracing.Fail(c.span, code, msg)
 	c.finish(hdrs, code, msg)
 }
 
@@ -267,7 +287,9 @@ func (c *call) attempt(end time.Time) (hdrs layout.ResponseMetadata, wrote bool,
 			continue
 		}
 		wrote, hdrs.HeaderWritten = true, true
-		c.b.prod.Produce(c.b.ctx, c.b.layout.ReplyRecord(c.replyTo, c.id, hdrs, f.Bytes), c.replyWritten)
+		rec := c.b.layout.ReplyRecord(c.replyTo, c.id, hdrs, f.Bytes)
+		rec.Headers = layout.AppendReplyTrace(rec.Headers, c.trace)
+		c.b.prod.Produce(c.b.ctx, rec, c.replyWritten)
 	}
 }
 
@@ -335,6 +357,7 @@ func (c *call) finish(hdrs layout.ResponseMetadata, code codes.Code, msg string)
 		}
 	}
 	rec := c.b.layout.FinalRecord(c.replyTo, c.id, hdrs, code, msg)
+	rec.Headers = layout.AppendReplyTrace(rec.Headers, c.trace)
 	// Until Kafka acknowledged the reply, it counts as an active call of
 	// the partition, so that a revoke's drain waits for it and commits the
 	// call's requests rather than leaving them to be redone.

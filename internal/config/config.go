@@ -40,6 +40,8 @@ type Config struct {
 	Auth Auth `yaml:"auth"`
 	// Shutdown bounds how Ferry stops.
 	Shutdown Shutdown `yaml:"shutdown"`
+	// Tracing exports OpenTelemetry traces and carries them across Kafka.
+	Tracing Tracing `yaml:"tracing"`
 
 	// file is the path the config was loaded from, used in error messages.
 	file string
@@ -544,6 +546,7 @@ type Log struct {
 func Default() Config {
 	return Config{
 		Embedded: Embedded{Port: 9092, Partitions: 1},
+		Tracing:  defaultTracing,
 		Listeners: Listeners{GRPC: GRPCListener{
 			Address:              "127.0.0.1:7151",
 			Reflection:           true,

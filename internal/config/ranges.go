@@ -73,6 +73,7 @@ var ranges = map[string]bounds{
 	"kafka_api.consume.session_timeout":            durations(time.Second, time.Hour),
 	"kafka_api.consume.max_group_members":          counts(1, 10_000),
 	"kafka_api.consume.max_waiting_polls":          counts(1, 1_000_000),
+	"tracing.sample_per_million":                   counts(0, 1_000_000),
 }
 
 var durationType = reflect.TypeOf(time.Duration(0))

@@ -21,6 +21,7 @@ func (c *Config) Validate() Errors {
 	v.backends()
 	v.kafkaAPI()
 	v.auth()
+	v.tracing()
 	v.numbers(reflect.ValueOf(c).Elem(), "", "")
 	if t, g := c.Shutdown.Timeout, c.Listeners.GRPC.ShutdownTimeout; t > 0 && t <= g {
 		v.errf("shutdown.timeout", "%s does not exceed listeners.grpc.shutdown_timeout (%s), which it includes: leave time after it to flush, commit and leave the groups", t, g)

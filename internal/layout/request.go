@@ -18,6 +18,10 @@ type Request struct {
 	ReplyTo string
 	// CorrelationID ties the call's request and reply records together.
 	CorrelationID string
+	// Trace, when it has a parent, is written as meta:traceparent and
+	// meta:tracestate in place of the caller's metadata of those names.
+	// ParseRequest leaves it empty: RequestTrace reads it.
+	Trace Trace
 }
 
 // Path is the gRPC method path, "/package.Service/Method".
@@ -26,9 +30,10 @@ func (r Request) Path() string { return "/" + r.Service + "/" + r.Method }
 // RequestHeaders lays out the headers every request record of a call
 // carries, in order: the route's overrides (see OverrideHeaders); when the
 // call has a reply topic, service, method, reply-to and correlation id;
-// then the request metadata md as meta: headers. Transport metadata is
-// never written, and authorization only with forwardAuthorization, so
-// credentials do not land in Kafka by default.
+// then the request metadata md as meta: headers, and r.Trace when it has a
+// parent (see Trace). Transport metadata is never written, and
+// authorization only with forwardAuthorization, so credentials do not land
+// in Kafka by default.
 //
 // The end of the request stream is one more record with the same key and
 // headers and a null value; one-way routes write none.
@@ -44,9 +49,15 @@ func (l Layout) RequestHeaders(overrides []kgo.RecordHeader, r Request, md metad
 			kgo.RecordHeader{Key: n.CorrelationID, Value: []byte(r.CorrelationID)},
 		)
 	}
-	return appendMetadata(hs, md, n.MetaPrefix, func(k string) bool {
-		return forwarded(k, forwardAuthorization)
+	if r.Trace.Parent == "" {
+		return appendMetadata(hs, md, n.MetaPrefix, func(k string) bool {
+			return forwarded(k, forwardAuthorization)
+		})
+	}
+	hs = appendMetadata(hs, md, n.MetaPrefix, func(k string) bool {
+		return forwarded(k, forwardAuthorization) && !isTraceKey(k)
 	})
+	return appendTrace(hs, n.MetaPrefix, r.Trace)
 }
 
 // forwarded reports whether a request metadata entry travels as a meta:

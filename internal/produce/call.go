@@ -12,6 +12,9 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -22,6 +25,7 @@ import (
 	"github.com/ferryproxy/ferry/internal/kafka"
 	"github.com/ferryproxy/ferry/internal/layout"
 	"github.com/ferryproxy/ferry/internal/protoreg"
+	"github.com/ferryproxy/ferry/internal/tracing"
 )
 
 // Runtime is what every produce route's calls share: the lifetime records
@@ -89,6 +93,11 @@ func (r *Route) Serve(ss grpc.ServerStream, m *protoreg.Method, md metadata.MD) 
 		}
 	}
 	c := newCall(r, m, ss, md, id)
+	if c.span != nil {
+		// A call that ends before its request stream did (a client gone
+		// while waiting for the reply reader) writes nothing more.
+		defer c.endStream()
+	}
 	if r.reader == nil {
 		return c.serveOneWay()
 	}
@@ -124,6 +133,14 @@ type call struct {
 	failOnce sync.Once
 	failed   chan struct{}
 	err      error
+
+	// span is the call's produce span, nil unless the call is traced: it
+	// ends once the request stream ended and Kafka acknowledged or failed
+	// every record written (unacked counts them).
+	span       trace.Span
+	unacked    atomic.Int64
+	streamDone atomic.Bool
+	spanEnded  atomic.Bool
 }
 
 // newCall prepares a call; id is the caller's identity when the route
@@ -142,6 +159,16 @@ func newCall(r *Route, m *protoreg.Method, ss grpc.ServerStream, md metadata.MD,
 		// Only request-reply routes write the layout's headers; a
 		// one-way route's records carry overrides and metadata alone.
 		req.ReplyTo = r.cfg.ReplyTo
+	}
+	if ctx := ss.Context(); tracing.Active(ctx) {
+		// The records carry the produce span's trace context, in place of
+		// the caller's traceparent, which the call's span continues.
+		ctx, c.span = tracing.Start(ctx, "produce "+r.cfg.Topic, trace.SpanKindProducer,
+			attribute.String("messaging.system", "kafka"),
+			attribute.String("messaging.destination.name", r.cfg.Topic),
+			attribute.String("ferry.route", r.Name),
+			attribute.String("ferry.correlation_id", c.corrID))
+		req.Trace = tracing.Of(ctx)
 	}
 	c.headers = r.layout.RequestHeaders(r.overrides, req, md, r.cfg.ForwardAuthorization)
 	if h := r.cfg.IdentityHeader; h != "" {
@@ -170,8 +197,12 @@ func (c *call) produce(value []byte) error {
 	if c.ended {
 		return errEnded
 	}
+	if c.span != nil {
+		c.unacked.Add(1)
+	}
 	if value == nil {
 		c.ended = true
+		c.endStream()
 	}
 	c.produced++
 	if value != nil && c.m.ClientStreaming && c.r.timeout() > 0 {
@@ -184,6 +215,13 @@ func (c *call) produce(value []byte) error {
 }
 
 func (c *call) acked(_ *kgo.Record, err error) {
+	if c.span != nil {
+		if err != nil {
+			c.span.SetStatus(otelcodes.Error, err.Error())
+		}
+		c.unacked.Add(-1)
+		c.endSpan()
+	}
 	if err != nil {
 		c.failOnce.Do(func() {
 			c.err = err
@@ -213,6 +251,24 @@ func (c *call) stop() {
 	c.mu.Lock()
 	c.ended = true
 	c.mu.Unlock()
+	c.endStream()
+}
+
+// endStream notes, for the produce span, that no record follows.
+func (c *call) endStream() {
+	if c.span != nil {
+		c.streamDone.Store(true)
+		c.endSpan()
+	}
+}
+
+// endSpan ends the produce span once the request stream ended and every
+// record written was acknowledged or failed; it may be called by the
+// producer's callback and by the call at once.
+func (c *call) endSpan() {
+	if c.streamDone.Load() && c.unacked.Load() == 0 && c.spanEnded.CompareAndSwap(false, true) {
+		c.span.End()
+	}
 }
 
 // receive reads the client's request messages until it half-closes and, if
@@ -386,7 +442,7 @@ func (c *call) serveOneWay() error {
 
 // serveRequestReply writes the request records and streams the replies
 // found on the reply topic for the call's correlation id.
-func (c *call) serveRequestReply() error {
+func (c *call) serveRequestReply() (err error) {
 	ctx := c.ss.Context()
 	rd := c.r.reader
 	if c.idempotent {
@@ -403,6 +459,15 @@ func (c *call) serveRequestReply() error {
 	// call that ended without an answer: they are not replayed.
 	w, found := rd.Subscribe(c.corrID, c.idempotent, c.r.replyLimit, c.r.timeout())
 	defer w.Close()
+	if _, wait := tracing.Start(ctx, "wait for replies", trace.SpanKindInternal,
+		attribute.String("messaging.destination.name", c.r.cfg.ReplyTo),
+		attribute.Bool("ferry.replayed", found)); wait != nil {
+		defer func() {
+			st := status.Convert(err)
+			tracing.Fail(wait, st.Code(), st.Message())
+			wait.End()
+		}()
+	}
 	// A call retried with the same idempotency-key is answered from the
 	// replies already read (or still arriving) instead of being written to
 	// the request topic a second time.

@@ -92,7 +92,10 @@ func (s *Server) Consume(stream grpc.BidiStreamingServer[kafkav1.ConsumeRequest,
 		for i := range msgs {
 			out.Messages = append(out.Messages, bufs[i].fill(&msgs[i], vf))
 		}
-		if err := stream.Send(out); err != nil {
+		spans := traceDeliveries(ctx, first.GetGroup(), len(msgs), func(i int) *kafkaapi.Message { return &msgs[i] })
+		err := stream.Send(out)
+		endDeliveries(spans, err)
+		if err != nil {
 			return err
 		}
 		c.credits.Add(-int64(len(msgs)))

@@ -162,6 +162,9 @@ func (s *Server) Poll(ctx context.Context, req *kafkav1.PollRequest) (*kafkav1.P
 	if req.GetAutoAck() {
 		s.autoAck(sess, cluster, group, topic, msgs)
 	}
+	// A poll's response is handed to grpc-go as it returns: its delivery
+	// spans end here.
+	endDeliveries(traceDeliveries(ctx, group, len(msgs), func(i int) *kafkaapi.Message { return msgs[i] }), nil)
 	return resp, nil
 }
 
