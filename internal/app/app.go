@@ -15,10 +15,12 @@ import (
 	"net/http"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
 
 	kafkav1 "github.com/ferryproxy/ferry/api/ferry/kafka/v1"
 	"github.com/ferryproxy/ferry/api/kafkapixy"
@@ -61,15 +63,23 @@ type App struct {
 	// replyStart where they all start reading, while routes are built.
 	readerOf   map[[2]string]*produce.Reader
 	replyStart time.Time
-	backends   []*backend.Backend
-	runtime    *produce.Runtime
-	hubs       *fetch.Hubs
-	kafkaAPI   *kafkaapi.Service // nil unless kafka_api.enabled or kafka_api.pixy
-	pixy       *pixy.Server      // nil unless kafka_api.pixy
-	server     *grpcserver.Server
-	lis        net.Listener
-	httpSrv    *http.Server // nil unless a face is served over HTTP
-	httpLis    net.Listener
+	// backends are the running back ends, changed by Reload.
+	backendsMu sync.Mutex
+	backends   []liveBackend
+	// table routes every call of the catch-all handler; Reload swaps it.
+	table atomic.Pointer[routing.Table]
+	// reloadMu serializes Reload, and Close with it: closing is set under
+	// it, and no Reload starts a component after.
+	reloadMu sync.Mutex
+	closing  bool
+	runtime  *produce.Runtime
+	hubs     *fetch.Hubs
+	kafkaAPI *kafkaapi.Service // nil unless kafka_api.enabled or kafka_api.pixy
+	pixy     *pixy.Server      // nil unless kafka_api.pixy
+	server   *grpcserver.Server
+	lis      net.Listener
+	httpSrv  *http.Server // nil unless a face is served over HTTP
+	httpLis  net.Listener
 
 	// ctx bounds record writing and reply reading; cancel ends them after
 	// the server stopped.
@@ -208,6 +218,7 @@ func start(ctx context.Context, cfg *config.Config, logger *slog.Logger, exp sdk
 	if err != nil {
 		return nil, err
 	}
+	a.table.Store(table)
 	if err := a.startBackends(ctx); err != nil {
 		return nil, err
 	}
@@ -224,7 +235,7 @@ func start(ctx context.Context, cfg *config.Config, logger *slog.Logger, exp sdk
 		MaxConcurrentStreams: g.MaxConcurrentStreams,
 		ShutdownTimeout:      g.ShutdownTimeout,
 		Registry:             reg,
-		Handler:              table.Handle,
+		Handler:              func(srv any, ss grpc.ServerStream) error { return a.table.Load().Handle(srv, ss) },
 		Services:             services,
 		ServerOptions:        sopts,
 		Logger:               a.logger,
@@ -367,23 +378,31 @@ func (a *App) startHealthChecks() error {
 // group as it closes.
 func (a *App) startBackends(ctx context.Context) error {
 	for _, bc := range a.cfg.Backends {
-		b, err := backend.New(backend.Options{
-			Config:          bc,
-			Cluster:         a.clusters[bc.Cluster],
-			Logger:          a.logger,
-			MaxMessageBytes: a.cfg.Listeners.GRPC.MaxRecvMessageSize,
-			DialOptions:     a.edge.DialOptions(bc.Target),
-			TracerProvider:  a.tracer,
-		})
-		if err != nil {
-			return err
-		}
-		a.backends = append(a.backends, b)
-		if err := a.add(ctx, fmt.Sprintf("back end %q", bc.Name), b); err != nil {
+		if err := a.startBackend(ctx, bc); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// startBackend starts one back end and puts it on the list Close
+// unwinds.
+func (a *App) startBackend(ctx context.Context, bc config.Backend) error {
+	b, err := backend.New(backend.Options{
+		Config:          bc,
+		Cluster:         a.clusters[bc.Cluster],
+		Logger:          a.logger,
+		MaxMessageBytes: a.cfg.Listeners.GRPC.MaxRecvMessageSize,
+		DialOptions:     a.edge.DialOptions(bc.Target),
+		TracerProvider:  a.tracer,
+	})
+	if err != nil {
+		return err
+	}
+	a.backendsMu.Lock()
+	a.backends = append(a.backends, liveBackend{cfg: bc, b: b})
+	a.backendsMu.Unlock()
+	return a.add(ctx, fmt.Sprintf("back end %q", bc.Name), b)
 }
 
 // GRPCAddr returns the address the gRPC server listens on.
@@ -405,6 +424,10 @@ func (a *App) Wait() <-chan error { return a.serveErr }
 // and safe after a partial start.
 func (a *App) Close(ctx context.Context) {
 	a.closeOnce.Do(func() {
+		// A Reload under way finishes first; none starts after.
+		a.reloadMu.Lock()
+		a.closing = true
+		a.reloadMu.Unlock()
 		a.healthMu.Lock()
 		a.calls.stop()
 		if a.server != nil {
@@ -438,9 +461,11 @@ func (h levelFloor) WithGroup(name string) slog.Handler {
 
 // BackendStats returns the flow-control counters of each back end, by name.
 func (a *App) BackendStats() map[string]backend.Stats {
+	a.backendsMu.Lock()
+	defer a.backendsMu.Unlock()
 	m := map[string]backend.Stats{}
-	for i, b := range a.backends {
-		m[a.cfg.Backends[i].Name] = b.Stats()
+	for _, lb := range a.backends {
+		m[lb.cfg.Name] = lb.b.Stats()
 	}
 	return m
 }

@@ -160,11 +160,22 @@ func Run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	// Reloads run until the stop begins; Close waits for one under way.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	watchCtx, stopWatching := context.WithCancel(ctx)
+	var watching sync.WaitGroup
+	w := a.newReloadWatcher()
+	watching.Go(func() { w.run(watchCtx, hup, reloadCheckInterval) })
+	defer watching.Wait()
+	defer stopWatching()
 	select {
 	case <-ctx.Done():
 		err = nil
 	case err = <-a.Wait():
 	}
+	stopWatching()
 	bound := cfg.Shutdown.Bound(cfg.Listeners.GRPC.ShutdownTimeout)
 	closeCtx, cancel := context.WithTimeout(context.Background(), bound)
 	defer cancel()
@@ -186,6 +197,10 @@ func Run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	}
 	return err
 }
+
+// reloadCheckInterval is how often Run looks for a change of the
+// configuration file and the protos it names.
+const reloadCheckInterval = time.Second
 
 // closeSlack is how long Run waits past shutdown.timeout for the parts
 // that saw it pass to return.

@@ -3,6 +3,8 @@ package app
 import (
 	"context"
 	"log/slog"
+	"os"
+	"time"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
@@ -18,3 +20,9 @@ func StartTraced(ctx context.Context, cfg *config.Config, logger *slog.Logger, e
 // EdgeServerOptions counts the gRPC server options the edge chain adds:
 // none while it is idle.
 func (a *App) EdgeServerOptions() int { return len(a.edge.ServerOptions()) }
+
+// ReloadWatcher returns Run's reload watcher, with the files as they are
+// now, to run until ctx ends.
+func (a *App) ReloadWatcher() func(ctx context.Context, hup <-chan os.Signal, interval time.Duration) {
+	return a.newReloadWatcher().run
+}
