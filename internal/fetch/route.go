@@ -76,6 +76,16 @@ type Hubs struct {
 	hubs map[hubKey]*hubRef
 
 	catchUps atomic.Int64
+	counts   counts
+}
+
+// counts are what the hubs did since Ferry started, for metrics.
+type counts struct {
+	// records are the records the hubs read, each offered to every
+	// subscriber of its hub.
+	records atomic.Int64
+	// cutOffs are the callers cut off for reading too slowly.
+	cutOffs atomic.Int64
 }
 
 type hubKey struct {
@@ -147,6 +157,12 @@ type Stats struct {
 	// Subscribers are the callers a hub serves: those that started at
 	// the tail, and those that caught up and joined it.
 	Subscribers int
+	// Records counts the records the hubs read since Ferry started, each
+	// offered to every subscriber of its hub.
+	Records int64
+	// CutOffs counts the callers cut off since Ferry started because
+	// they read too slowly.
+	CutOffs int64
 }
 
 // Stats returns how many Kafka readers are running and how many callers
@@ -154,7 +170,8 @@ type Stats struct {
 func (hs *Hubs) Stats() Stats {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
-	st := Stats{Hubs: len(hs.hubs), CatchUps: int(hs.catchUps.Load())}
+	st := Stats{Hubs: len(hs.hubs), CatchUps: int(hs.catchUps.Load()),
+		Records: hs.counts.records.Load(), CutOffs: hs.counts.cutOffs.Load()}
 	for _, ref := range hs.hubs {
 		st.Subscribers += ref.hub.subscribers()
 	}
@@ -172,7 +189,7 @@ func (hs *Hubs) acquire(ctx context.Context, k hubKey) (*Hub, func(), error) {
 		if err := hs.reachable(k.cluster); err != nil {
 			return nil, nil, err
 		}
-		h, err := startHub(ctx, hs.clusters(k.cluster), k.topic, k.field, k.prefix, hs.ringSize, hs.logger)
+		h, err := startHub(ctx, hs.clusters(k.cluster), k.topic, k.field, k.prefix, hs.ringSize, &hs.counts, hs.logger)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -413,6 +430,7 @@ func (r *Route) Serve(ss grpc.ServerStream, m *protoreg.Method, md metadata.MD) 
 				return err
 			}
 		case <-s.cut:
+			r.hubs.counts.cutOffs.Add(1)
 			// Send what is queued: the caller resumes from the last id.
 		drain:
 			for {
