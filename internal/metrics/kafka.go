@@ -28,13 +28,16 @@ func (r *Registry) KafkaHook(cluster string) kgo.Hook {
 		kprom.Subsystem("kafka"),
 		kprom.Registry(nil),
 		// Not by topic: the Kafka API writes to topics its callers name.
-		kprom.FetchAndProduceDetail(kprom.ByNode, kprom.Records, kprom.Batches, kprom.UncompressedBytes),
+		kprom.FetchAndProduceDetail(kprom.ByNode, kprom.Records, kprom.UncompressedBytes),
 		kprom.WithStaticLabel(prometheus.Labels{"cluster": cluster}))}
 	r.reg.MustRegister(h)
 	return h
 }
 
-// kafkaHook forwards every client's events to one kprom.Metrics.
+// kafkaHook forwards every client's events to one kprom.Metrics: those
+// kprom counts (it reads bytes and errors from OnBrokerE2E, not from
+// OnBrokerRead and OnBrokerWrite, which the hook leaves out so that
+// franz-go does not call it twice per request for nothing).
 type kafkaHook struct {
 	once  sync.Once
 	ready atomic.Bool // m's series exist
@@ -78,18 +81,6 @@ func (h *kafkaHook) OnFetchBatchRead(meta kgo.BrokerMetadata, topic string, p in
 	}
 }
 
-func (h *kafkaHook) OnBrokerRead(meta kgo.BrokerMetadata, key int16, n int, wait, read time.Duration, err error) {
-	if h.ready.Load() {
-		h.m.OnBrokerRead(meta, key, n, wait, read, err)
-	}
-}
-
-func (h *kafkaHook) OnBrokerWrite(meta kgo.BrokerMetadata, key int16, n int, wait, write time.Duration, err error) {
-	if h.ready.Load() {
-		h.m.OnBrokerWrite(meta, key, n, wait, write, err)
-	}
-}
-
 func (h *kafkaHook) OnBrokerE2E(meta kgo.BrokerMetadata, key int16, e2e kgo.BrokerE2E) {
 	if h.ready.Load() {
 		h.m.OnBrokerE2E(meta, key, e2e)
@@ -124,8 +115,6 @@ var (
 	_ kgo.HookBrokerThrottle      = (*kafkaHook)(nil)
 	_ kgo.HookProduceBatchWritten = (*kafkaHook)(nil)
 	_ kgo.HookFetchBatchRead      = (*kafkaHook)(nil)
-	_ kgo.HookBrokerRead          = (*kafkaHook)(nil)
-	_ kgo.HookBrokerWrite         = (*kafkaHook)(nil)
 	_ kgo.HookBrokerE2E           = (*kafkaHook)(nil)
 	_ prometheus.Collector        = (*kafkaHook)(nil)
 )
