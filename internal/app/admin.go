@@ -31,14 +31,18 @@ type admin struct {
 	serving sync.WaitGroup
 }
 
-// newMetrics returns the App's registry, nil when neither the admin
-// listener nor metrics.enabled asks for one.
+// newMetrics returns the App's registry, nil without an admin listener:
+// nothing would read what it counts.
 func newMetrics(a *App) *metrics.Registry {
-	if a.cfg.Listeners.Admin.Address == "" && !a.cfg.Metrics.Enabled {
+	if a.cfg.Listeners.Admin.Address == "" {
 		return nil
 	}
 	return metrics.New()
 }
+
+// measuring reports whether calls and Kafka clients are measured:
+// metrics.enabled, with an admin listener to serve them.
+func (a *App) measuring() bool { return a.metrics != nil && a.cfg.Metrics.Enabled }
 
 // knowMethods notes the gRPC methods Ferry serves and calls: those of the
 // loaded protos and of the gRPC server's own services. Other names are

@@ -67,8 +67,7 @@ type App struct {
 	lis        net.Listener
 	httpSrv    *http.Server // nil unless a face is served over HTTP
 	httpLis    net.Listener
-	// metrics is the Prometheus registry; nil when neither the admin
-	// listener nor metrics.enabled asks for it. methods are the gRPC
+	// metrics is the Prometheus registry; nil without an admin listener. methods are the gRPC
 	// methods it names (knowMethods); adminLis is the admin listener's.
 	metrics  *metrics.Registry
 	methods  map[string]bool
@@ -140,7 +139,7 @@ func Start(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *App
 	// authenticator refuses too.
 	var interceptors []edge.Interceptor
 	a.metrics = newMetrics(a)
-	if cfg.Metrics.Enabled {
+	if a.measuring() {
 		// First, so that it counts the calls the others refuse.
 		interceptors = append(interceptors, a.metrics.Calls(func(m string) bool { return a.methods[m] }))
 	}
@@ -319,7 +318,7 @@ func (a *App) startClusters(ctx context.Context) error {
 		} else {
 			cl = kafka.NewCluster(cc, cc.Brokers, kafkaLogger)
 		}
-		if a.cfg.Metrics.Enabled {
+		if a.measuring() {
 			cl.AddHooks(a.metrics.KafkaHook(cc.Name))
 		}
 		a.clusters[cc.Name] = cl

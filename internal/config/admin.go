@@ -15,7 +15,8 @@ type AdminListener struct {
 // Metrics configures what Ferry measures for Prometheus.
 type Metrics struct {
 	// Enabled counts every call of every face (the edge chain's metrics
-	// interceptor) and measures the Kafka clients. The state of the back
+	// interceptor) and measures the Kafka clients, when the admin listener
+	// runs to serve them. The state of the back
 	// ends, fetch hubs and reply caches, read when scraped, is served
 	// whenever the admin listener runs.
 	Enabled bool `yaml:"enabled"`
