@@ -112,8 +112,8 @@ type Stats struct {
 	// Partitions is how many partitions of the request topic the back
 	// end owns.
 	Partitions int
-	// Assignments counts the times the group gave the back end
-	// partitions: once it joined, and at every rebalance after.
+	// Assignments counts the group's assignments to the back end, with
+	// partitions or none: the first as it joined, then one per rebalance.
 	Assignments int
 	// Retries counts the attempts repeated because the server was
 	// UNAVAILABLE.

@@ -38,7 +38,7 @@ var (
 	backendPauses      = desc("backend_pauses_total", "Times a back end paused reading because calls waited for a slot.", "backend")
 	backendRetries     = desc("backend_retries_total", "Attempts a back end repeated because its server was UNAVAILABLE.", "backend")
 	backendPartitions  = desc("backend_partitions", "Partitions of its request topic a back end owns.", "backend")
-	backendAssignments = desc("backend_assignments_total", "Times the group gave a back end partitions: once it joined, and at every rebalance.", "backend")
+	backendAssignments = desc("backend_assignments_total", "Assignments a back end received from its group, with partitions or none: the first as it joined, then one per rebalance.", "backend")
 	fetchHubs          = desc("fetch_hubs", "Hubs running: Kafka readers shared by the callers of fetch routes at the tail.")
 	fetchSubscribers   = desc("fetch_subscribers", "Callers of fetch routes the hubs serve.")
 	fetchCatchUps      = desc("fetch_catch_up_readers", "Callers of fetch routes reading behind the tail on readers of their own.")
