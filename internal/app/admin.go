@@ -73,6 +73,7 @@ func (a *App) startAdmin(ctx context.Context) error {
 	a.metrics.Watch(metrics.Sources{
 		Backends:         a.BackendStats,
 		Fetch:            a.FetchStats,
+		FetchCounts:      a.hubs.Counts,
 		PendingReplies:   a.PendingReplies,
 		CachedReplyBytes: a.CachedReplyBytes,
 		KafkaAPIMembers: func() int {

@@ -157,12 +157,20 @@ type Stats struct {
 	// Subscribers are the callers a hub serves: those that started at
 	// the tail, and those that caught up and joined it.
 	Subscribers int
-	// Records counts the records the hubs read since Ferry started, each
-	// offered to every subscriber of its hub.
+}
+
+// Counts are what the hubs did since Ferry started.
+type Counts struct {
+	// Records are the records the hubs read, each offered to every
+	// subscriber of its hub.
 	Records int64
-	// CutOffs counts the callers cut off since Ferry started because
-	// they read too slowly.
+	// CutOffs are the callers cut off because they read too slowly.
 	CutOffs int64
+}
+
+// Counts returns what the hubs did since Ferry started.
+func (hs *Hubs) Counts() Counts {
+	return Counts{Records: hs.counts.records.Load(), CutOffs: hs.counts.cutOffs.Load()}
 }
 
 // Stats returns how many Kafka readers are running and how many callers
@@ -170,8 +178,7 @@ type Stats struct {
 func (hs *Hubs) Stats() Stats {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
-	st := Stats{Hubs: len(hs.hubs), CatchUps: int(hs.catchUps.Load()),
-		Records: hs.counts.records.Load(), CutOffs: hs.counts.cutOffs.Load()}
+	st := Stats{Hubs: len(hs.hubs), CatchUps: int(hs.catchUps.Load())}
 	for _, ref := range hs.hubs {
 		st.Subscribers += ref.hub.subscribers()
 	}

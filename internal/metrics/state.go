@@ -12,8 +12,9 @@ import (
 type Sources struct {
 	// Backends returns each back end's counters, by configured name.
 	Backends func() map[string]backend.Stats
-	// Fetch returns the fetch hubs' counters.
-	Fetch func() fetch.Stats
+	// Fetch returns the fetch hubs' state, FetchCounts what they did.
+	Fetch       func() fetch.Stats
+	FetchCounts func() fetch.Counts
 	// PendingReplies returns how many calls wait for replies.
 	PendingReplies func() int
 	// CachedReplyBytes returns the bytes of the replies kept for retries.
@@ -83,6 +84,9 @@ func (st *state) Collect(ch chan<- prometheus.Metric) {
 		gauge(fetchHubs, float64(f.Hubs))
 		gauge(fetchSubscribers, float64(f.Subscribers))
 		gauge(fetchCatchUps, float64(f.CatchUps))
+	}
+	if s.FetchCounts != nil {
+		f := s.FetchCounts()
 		counter(fetchRecords, float64(f.Records))
 		counter(fetchCutOffs, float64(f.CutOffs))
 	}
