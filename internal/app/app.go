@@ -35,6 +35,7 @@ import (
 	"github.com/ferryproxy/ferry/internal/kafkaapi/ferryapi"
 	"github.com/ferryproxy/ferry/internal/kafkaapi/pixy"
 	"github.com/ferryproxy/ferry/internal/logging"
+	"github.com/ferryproxy/ferry/internal/metrics"
 	"github.com/ferryproxy/ferry/internal/produce"
 	"github.com/ferryproxy/ferry/internal/protoreg"
 	"github.com/ferryproxy/ferry/internal/routing"
@@ -80,6 +81,13 @@ type App struct {
 	lis      net.Listener
 	httpSrv  *http.Server // nil unless a face is served over HTTP
 	httpLis  net.Listener
+	// metrics is the Prometheus registry; nil without an admin listener. methods are the gRPC
+	// methods it names (knowMethods); adminLis is the admin listener's.
+	metrics  *metrics.Registry
+	methods  map[string]bool
+	adminLis net.Listener
+	// started is set once Start is done: /readyz reports the routes loaded.
+	started atomic.Bool
 
 	// ctx bounds record writing and reply reading; cancel ends them after
 	// the server stopped.
@@ -156,6 +164,11 @@ func start(ctx context.Context, cfg *config.Config, logger *slog.Logger, exp sdk
 	// The access log comes first, so that it logs the calls the
 	// authenticator refuses too.
 	var interceptors []edge.Interceptor
+	a.metrics = newMetrics(a)
+	if a.measuring() {
+		// First, so that it counts the calls the others refuse.
+		interceptors = append(interceptors, a.metrics.Calls(func(m string) bool { return a.methods[m] }))
+	}
 	if cfg.Log.Access {
 		interceptors = append(interceptors, edge.AccessLog(logger))
 	}
@@ -244,6 +257,11 @@ func start(ctx context.Context, cfg *config.Config, logger *slog.Logger, exp sdk
 	// readers, then the hubs.
 	a.own("the fetch hubs", a.hubs)
 	a.own("the calls' request readers", a.runtime)
+	a.knowMethods(reg)
+	// Started before the servers, it stops after them.
+	if err := a.startAdmin(ctx); err != nil {
+		return nil, err
+	}
 	if err := a.startServers(ctx, reg); err != nil {
 		return nil, err
 	}
@@ -256,6 +274,7 @@ func start(ctx context.Context, cfg *config.Config, logger *slog.Logger, exp sdk
 	if err := a.startHealthChecks(); err != nil {
 		return nil, err
 	}
+	a.started.Store(true)
 	return a, nil
 }
 
@@ -340,6 +359,9 @@ func (a *App) startClusters(ctx context.Context) error {
 			cl = a.embedded.Cluster(cc, kafkaLogger)
 		} else {
 			cl = kafka.NewCluster(cc, cc.Brokers, kafkaLogger)
+		}
+		if a.measuring() {
+			cl.AddHooks(a.metrics.KafkaHook(cc.Name))
 		}
 		a.clusters[cc.Name] = cl
 		if err := a.add(ctx, fmt.Sprintf("Kafka cluster %q", cc.Name), cl); err != nil {

@@ -30,7 +30,7 @@ type ferryProcess struct {
 func startFerryProcess(t testing.TB, bin, name, yaml string) *ferryProcess {
 	t.Helper()
 	cfgFile := filepath.Join(t.TempDir(), name+".yaml")
-	writeFile(t, cfgFile, fmt.Sprintf("clusters: [{name: default%s}]\nlisteners: {grpc: {address: \"127.0.0.1:0\"}}\n%s",
+	writeFile(t, cfgFile, fmt.Sprintf("clusters: [{name: default%s}]\nlisteners: {grpc: {address: \"127.0.0.1:0\"}, admin: {address: \"\"}}\n%s",
 		kit.ClusterYAML(t), yaml))
 	p := &ferryProcess{cmd: exec.Command(bin, "serve", "-c", cfgFile), log: &lockedBuffer{}, done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log

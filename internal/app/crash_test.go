@@ -42,7 +42,7 @@ backends:
 
 	// The instance to kill runs in its own process.
 	cfgFile := filepath.Join(t.TempDir(), "backend.yaml")
-	writeFile(t, cfgFile, fmt.Sprintf("clusters: [{name: default%s}]\nlisteners: {grpc: {address: \"127.0.0.1:0\"}}\n%s",
+	writeFile(t, cfgFile, fmt.Sprintf("clusters: [{name: default%s}]\nlisteners: {grpc: {address: \"127.0.0.1:0\"}, admin: {address: \"\"}}\n%s",
 		kit.ClusterYAML(t), backendYAML))
 	victim := exec.Command(bin, "serve", "-c", cfgFile)
 	var victimLog strings.Builder

@@ -122,6 +122,7 @@ routes:
 	logger := slog.New(slog.NewJSONHandler(&lines, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	cfg.Listeners.Admin.Address = ""
 	a, err := app.Start(sctx, cfg, logger)
 	if err != nil {
 		t.Fatal(err)

@@ -291,7 +291,7 @@ func BenchmarkFanoutIdleMemory(b *testing.B) {
 	lis.Close()
 	cfg := filepath.Join(b.TempDir(), "ferry.yaml")
 	writeFile(b, cfg, fmt.Sprintf(`clusters: [{name: default%s}]
-listeners: {grpc: {address: %q}}
+listeners: {grpc: {address: %q}, admin: {address: ""}}
 protos: [{files: [fanout.proto], import_paths: [%q]}]
 log: {level: warn}
 routes:

@@ -251,6 +251,7 @@ routes:
 	var out lineCounter
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	cfg.Listeners.Admin.Address = ""
 	a, err := app.Start(ctx, cfg, slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		t.Fatal(err)

@@ -35,6 +35,7 @@ clusters: [{name: default%s}]
 listeners:
   grpc: {address: "127.0.0.1:0", shutdown_timeout: 2s}
   http: {address: "127.0.0.1:0"}
+  admin: {address: ""}
 log:
   level: ${FERRY_TEST_LOG:-warn}
 kafka_api:

@@ -117,6 +117,10 @@ func startLogged(t testing.TB, cfg *config.Config, logger *slog.Logger) *app.App
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// Tests run Ferry many times at once: never on the default admin port.
+	if cfg.Listeners.Admin.Address == config.DefaultAdminAddress {
+		cfg.Listeners.Admin.Address = "127.0.0.1:0"
+	}
 	a, err := app.Start(ctx, cfg, logger)
 	if err != nil {
 		t.Fatal(err)

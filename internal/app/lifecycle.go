@@ -46,6 +46,7 @@ var (
 	_ Component = (*grpcserver.Server)(nil)
 	_ Component = (*kafkaapi.Service)(nil)
 	_ Starter   = servers{}
+	_ Starter   = (*admin)(nil)
 )
 
 // closeFunc is a Component that is only a Close: a part of App itself that

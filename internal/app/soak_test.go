@@ -79,7 +79,7 @@ func TestSoakProxy(t *testing.T) {
 	req, rep := testkit.Name(t, "req"), testkit.Name(t, "rep")
 	backendCfg := filepath.Join(dir, "backend.yaml")
 	writeFile(t, backendCfg, fmt.Sprintf(`clusters: [{name: default, brokers: [%q]}]
-%slisteners: {grpc: {address: "127.0.0.1:0"}}
+%slisteners: {grpc: {address: "127.0.0.1:0"}, admin: {address: ""}}
 log: {level: warn}
 backends:
   - name: echo
@@ -182,6 +182,7 @@ routes:
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	cfg.Listeners.Admin.Address = ""
 	front, err := app.Start(ctx, cfg, testLogger(t))
 	if err != nil {
 		t.Fatal(err)

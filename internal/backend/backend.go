@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -100,6 +101,7 @@ type Backend struct {
 	// incomplete counts open calls whose request stream has not ended.
 	incomplete int
 	stats      Stats
+	retries    atomic.Int64
 	// room is signalled when a waiting call gets a slot.
 	room chan struct{}
 }
@@ -111,13 +113,28 @@ type Stats struct {
 	Pauses int
 	// PeakWaiting is the most calls that waited for a slot at once.
 	PeakWaiting int
+	// Open is how many calls were read and have not finished, Waiting
+	// how many of them wait for a slot.
+	Open, Waiting int
+	// Partitions is how many partitions of the request topic the back
+	// end owns.
+	Partitions int
+	// Assignments counts the group's assignments to the back end, with
+	// partitions or none: the first as it joined, then one per rebalance.
+	Assignments int
+	// Retries counts the attempts repeated because the server was
+	// UNAVAILABLE.
+	Retries int64
 }
 
 // Stats returns the back end's flow-control counters.
 func (b *Backend) Stats() Stats {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.stats
+	st := b.stats
+	st.Open, st.Waiting, st.Partitions = len(b.open), b.waiting, len(b.parts)
+	st.Retries = b.retries.Load()
+	return st
 }
 
 // consumerOpts are the kgo options the back end's consumer is created
@@ -520,6 +537,7 @@ func (b *Backend) ended(c *call) {
 func (b *Backend) assigned(m map[string][]int32) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.stats.Assignments++
 	for _, id := range m[b.cfg.Topic] {
 		b.parts[id] = newPartition(b.cfg.Topic, id)
 	}

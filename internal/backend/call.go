@@ -208,6 +208,7 @@ func (c *call) attempts() (layout.ResponseMetadata, codes.Code, string) {
 			}
 			return hdrs, st.Code(), st.Message()
 		}
+		c.b.retries.Add(1)
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:

@@ -42,6 +42,8 @@ type Config struct {
 	Shutdown Shutdown `yaml:"shutdown"`
 	// Tracing exports OpenTelemetry traces and carries them across Kafka.
 	Tracing Tracing `yaml:"tracing"`
+	// Metrics configures what Ferry measures for Prometheus.
+	Metrics Metrics `yaml:"metrics"`
 
 	// file is the path the config was loaded from, used in error messages.
 	file string
@@ -164,8 +166,9 @@ func (s Shutdown) Bound(graceful time.Duration) time.Duration {
 
 // Listeners groups the network faces Ferry serves.
 type Listeners struct {
-	GRPC GRPCListener `yaml:"grpc"`
-	HTTP HTTPListener `yaml:"http"`
+	GRPC  GRPCListener  `yaml:"grpc"`
+	HTTP  HTTPListener  `yaml:"http"`
+	Admin AdminListener `yaml:"admin"`
 }
 
 // HTTPListener is the HTTP server of the REST APIs.
@@ -555,7 +558,9 @@ func Default() Config {
 			MaxConcurrentStreams: 1000,
 			ShutdownTimeout:      10 * time.Second,
 			TLS:                  defaultListenerTLS,
-		}, HTTP: HTTPListener{Address: "127.0.0.1:7152", MaxRequestBodySize: 1 << 20, TLS: defaultListenerTLS}},
+		}, HTTP: HTTPListener{Address: "127.0.0.1:7152", MaxRequestBodySize: 1 << 20, TLS: defaultListenerTLS},
+			Admin: AdminListener{Address: DefaultAdminAddress}},
+		Metrics: Metrics{Enabled: true},
 		KafkaAPI: KafkaAPI{
 			Produce: APIProduce{Acks: "in_sync_replicas", MaxInFlightPerStream: 4096},
 			Consume: APIConsume{

@@ -16,6 +16,7 @@ func (c *Config) Validate() Errors {
 	v.clusters()
 	v.embeddedSecurity()
 	v.listeners()
+	v.admin()
 	v.protos()
 	v.routes()
 	v.backends()

@@ -88,6 +88,7 @@ type Call struct {
 	rpc      string // the gRPC method a REST call was transcoded to
 	identity string // who the call comes from, once authenticated
 	route    string // the HTTP pattern that served a REST call
+	name     string // the configured route that served the call
 	status   int    // the HTTP status of a REST call
 }
 
@@ -136,6 +137,22 @@ func (c *Call) SetIdentity(name string) {
 	c.mu.Lock()
 	c.identity = name
 	c.mu.Unlock()
+}
+
+// SetRouteName notes the configured route (routes[].name) that serves
+// the call, once the routing table chose it.
+func (c *Call) SetRouteName(name string) {
+	c.mu.Lock()
+	c.name = name
+	c.mu.Unlock()
+}
+
+// RouteName returns the configured route that served the call, "" for a
+// call no route served (Ferry's own services, REST faces, refused calls).
+func (c *Call) RouteName() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.name
 }
 
 // setRPC notes the gRPC method a call runs.

@@ -107,7 +107,7 @@ func newRig(t *testing.T, backends int) *rig {
 		[]string{roleEnv + "=echo", echoAddrEnv + "=127.0.0.1:0", echoLogEnv + "=" + r.echoLog}, self)
 	r.echo.env = []string{roleEnv + "=echo", echoAddrEnv + "=" + echoAddr, echoLogEnv + "=" + r.echoLog}
 
-	cluster := fmt.Sprintf("clusters: [{name: default, brokers: [%q]}]\nlisteners: {grpc: {address: \"127.0.0.1:0\", shutdown_timeout: 5s}}\nlog: {level: info}\n", suite.brokers)
+	cluster := fmt.Sprintf("clusters: [{name: default, brokers: [%q]}]\nlisteners: {grpc: {address: \"127.0.0.1:0\", shutdown_timeout: 5s}, admin: {address: \"127.0.0.1:0\"}}\nlog: {level: info}\n", suite.brokers)
 	backYAML := cluster + fmt.Sprintf(`backends:
   - name: echo
     topic: %s

@@ -42,6 +42,8 @@ type Hub struct {
 	logger *slog.Logger
 	done   chan struct{}
 	cancel context.CancelFunc
+	// counts are the counters of the Hubs the hub belongs to.
+	counts *counts
 
 	// mu guards everything below. The reading goroutine holds it while it
 	// offers a record to the subscribers, which never blocks.
@@ -57,7 +59,7 @@ type Hub struct {
 
 // startHub starts reading topic on cluster at its current end on every
 // partition.
-func startHub(ctx context.Context, cluster Cluster, topic string, field protowire.Number, prefix string, ringSize int, logger *slog.Logger) (*Hub, error) {
+func startHub(ctx context.Context, cluster Cluster, topic string, field protowire.Number, prefix string, ringSize int, counts *counts, logger *slog.Logger) (*Hub, error) {
 	ends, err := listOffsets(ctx, cluster, topic, kafka.AtEnd())
 	if err != nil {
 		return nil, fmt.Errorf("listing offsets of topic %q: %w", topic, err)
@@ -69,7 +71,7 @@ func startHub(ctx context.Context, cluster Cluster, topic string, field protowir
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &Hub{
 		topic: topic, field: field, prefix: prefix, cl: cl, logger: logger,
-		done: make(chan struct{}), cancel: cancel,
+		done: make(chan struct{}), cancel: cancel, counts: counts,
 		next: ends, floor: ends.clone(),
 		ring: make([]*entry, 0, ringSize),
 		subs: map[*subscriber]struct{}{},
@@ -114,6 +116,7 @@ func (h *Hub) add(r *kgo.Record) {
 		return
 	}
 	h.next[r.Partition] = r.Offset + 1
+	h.counts.records.Add(1)
 	e := &entry{part: r.Partition, off: r.Offset, vlen: len(r.Value), key: r.Key, hdrs: r.Headers,
 		frame: withID(r.Value, h.field, h.next), meta: metaOf(r.Headers, h.prefix)}
 	if len(h.ring) < cap(h.ring) {

@@ -76,6 +76,16 @@ type Hubs struct {
 	hubs map[hubKey]*hubRef
 
 	catchUps atomic.Int64
+	counts   counts
+}
+
+// counts are what the hubs did since Ferry started, for metrics.
+type counts struct {
+	// records are the records the hubs read, each offered to every
+	// subscriber of its hub.
+	records atomic.Int64
+	// cutOffs are the callers cut off for reading too slowly.
+	cutOffs atomic.Int64
 }
 
 type hubKey struct {
@@ -149,6 +159,20 @@ type Stats struct {
 	Subscribers int
 }
 
+// Counts are what the hubs did since Ferry started.
+type Counts struct {
+	// Records are the records the hubs read, each offered to every
+	// subscriber of its hub.
+	Records int64
+	// CutOffs are the callers cut off because they read too slowly.
+	CutOffs int64
+}
+
+// Counts returns what the hubs did since Ferry started.
+func (hs *Hubs) Counts() Counts {
+	return Counts{Records: hs.counts.records.Load(), CutOffs: hs.counts.cutOffs.Load()}
+}
+
 // Stats returns how many Kafka readers are running and how many callers
 // the hubs serve.
 func (hs *Hubs) Stats() Stats {
@@ -172,7 +196,7 @@ func (hs *Hubs) acquire(ctx context.Context, k hubKey) (*Hub, func(), error) {
 		if err := hs.reachable(k.cluster); err != nil {
 			return nil, nil, err
 		}
-		h, err := startHub(ctx, hs.clusters(k.cluster), k.topic, k.field, k.prefix, hs.ringSize, hs.logger)
+		h, err := startHub(ctx, hs.clusters(k.cluster), k.topic, k.field, k.prefix, hs.ringSize, &hs.counts, hs.logger)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -413,6 +437,7 @@ func (r *Route) Serve(ss grpc.ServerStream, m *protoreg.Method, md metadata.MD) 
 				return err
 			}
 		case <-s.cut:
+			r.hubs.counts.cutOffs.Add(1)
 			// Send what is queued: the caller resumes from the last id.
 		drain:
 			for {

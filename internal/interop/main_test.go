@@ -244,6 +244,7 @@ backends:
 	if err != nil {
 		return nil, fmt.Errorf("ferry config:\n%s\n%w", y, err)
 	}
+	cfg.Listeners.Admin.Address = "127.0.0.1:0"
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var level slog.Level

@@ -62,7 +62,15 @@ type Cluster struct {
 	security    []kgo.Opt
 	securityErr error
 	saslCheck   func(context.Context) error
+
+	// hooks observe every client of the cluster (metrics); set before
+	// Start by AddHooks.
+	hooks []kgo.Hook
 }
+
+// AddHooks adds franz-go hooks to every client the cluster creates from
+// now on. Call it before Start.
+func (c *Cluster) AddHooks(hooks ...kgo.Hook) { c.hooks = append(c.hooks, hooks...) }
 
 // NewCluster prepares a cluster; it connects on first use. seeds replaces
 // the configured brokers when the cluster is served by the embedded broker.
@@ -88,6 +96,7 @@ func (c *Cluster) baseOpts() []kgo.Opt {
 		kgo.ClientID(c.cfg.ClientID),
 		kgo.DialTimeout(c.cfg.DialTimeout),
 		kgo.WithLogger(kslog.New(c.logger)),
+		kgo.WithHooks(c.hooks...),
 	}, c.security...)
 }
 

@@ -94,6 +94,14 @@ type Policy interface {
 // the service serves calls. Without it every caller may do everything.
 func (s *Service) SetPolicy(p Policy) { s.policy = p }
 
+// Members returns how many consumer group members the Kafka API runs,
+// those leaving included.
+func (s *Service) Members() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.live
+}
+
 // Clusters returns the configured cluster names, the default first.
 func (s *Service) Clusters() []string { return append([]string(nil), s.names...) }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ferryproxy/ferry/internal/auth"
 	"github.com/ferryproxy/ferry/internal/config"
+	"github.com/ferryproxy/ferry/internal/edge"
 	"github.com/ferryproxy/ferry/internal/protoreg"
 )
 
@@ -36,6 +37,7 @@ type Table struct {
 
 type candidate struct {
 	route    Route
+	name     string // routes[].name
 	metadata map[string]string
 	allow    auth.Allow
 }
@@ -65,7 +67,7 @@ func NewTable(cfg *config.Config, reg *protoreg.Registry, routes map[string]Rout
 						continue
 					}
 				}
-				t.byMethod[m.Path] = append(t.byMethod[m.Path], candidate{route: r, metadata: w.Metadata, allow: allow})
+				t.byMethod[m.Path] = append(t.byMethod[m.Path], candidate{route: r, name: rc.Name, metadata: w.Metadata, allow: allow})
 			}
 		}
 	}
@@ -116,6 +118,9 @@ func (t *Table) Handle(_ any, ss grpc.ServerStream) error {
 			return status.Errorf(codes.Unimplemented, "method %s: no route matches this call's metadata", path)
 		}
 		return status.Errorf(codes.Unimplemented, "method %s is not routed: no route names it", path)
+	}
+	if call := edge.FromContext(ss.Context()); call != nil {
+		call.SetRouteName(c.name)
 	}
 	// The route's rules, not the method's: routes of one method may serve
 	// different callers, told apart by their metadata.

@@ -1,0 +1,101 @@
+package metrics
+
+import (
+	"context"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/ferryproxy/ferry/internal/edge"
+)
+
+const echo = "/grpc.examples.echo.Echo/UnaryEcho"
+
+func known(m string) bool { return m == echo }
+
+// TestCallsLabels: a call is counted under its face, route, method and
+// code; a method no proto defines collapses into "unknown"; in flight
+// returns to zero.
+func TestCallsLabels(t *testing.T) {
+	r := New()
+	in := r.Calls(known)
+	run := func(method, route string, err error) {
+		c := edge.NewCall(edge.GRPC, method, nil)
+		ctx := context.Background()
+		if _, e := in.Begin(ctx, c); e != nil {
+			t.Fatal(e)
+		}
+		if route != "" {
+			c.SetRouteName(route)
+		}
+		in.End(ctx, c, err)
+	}
+	run(echo, "echo", nil)
+	run(echo, "echo", nil)
+	run(echo, "echo", status.Error(codes.Unavailable, "down"))
+	run("/made.Up/Name1", "", status.Error(codes.Unimplemented, "no"))
+	run("/made.Up/Name2", "", status.Error(codes.Unimplemented, "no"))
+
+	for _, tc := range []struct {
+		labels []string
+		want   float64
+	}{
+		{[]string{"grpc", "echo", echo, "OK"}, 2},
+		{[]string{"grpc", "echo", echo, "Unavailable"}, 1},
+		{[]string{"grpc", "", UnknownMethod, "Unimplemented"}, 2},
+	} {
+		mfs, err := r.reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got float64
+		for _, mf := range mfs {
+			if mf.GetName() != "ferry_calls_handled_total" {
+				continue
+			}
+			want := map[string]string{"face": tc.labels[0], "route": tc.labels[1], "method": tc.labels[2], "code": tc.labels[3]}
+		metric:
+			for _, m := range mf.GetMetric() {
+				for _, lp := range m.GetLabel() {
+					if want[lp.GetName()] != lp.GetValue() {
+						continue metric
+					}
+				}
+				got += m.GetCounter().GetValue()
+			}
+		}
+		if got != tc.want {
+			t.Errorf("ferry_calls_handled_total%v = %v, want %v", tc.labels, got, tc.want)
+		}
+	}
+	if n := testutil.CollectAndCount(r.reg, "ferry_calls_handled_total"); n != 3 {
+		t.Errorf("%d series of ferry_calls_handled_total, want 3", n)
+	}
+}
+
+// TestKafkaHookBeforeClients: a cluster's hook without a client yet
+// collects nothing and does not fail the scrape.
+func TestKafkaHookBeforeClients(t *testing.T) {
+	r := New()
+	r.KafkaHook("a")
+	r.KafkaHook("b")
+	if _, err := r.reg.Gather(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// BenchmarkCalls is the interceptor's own cost on a unary call: Begin
+// and End, the series already resolved.
+func BenchmarkCalls(b *testing.B) {
+	in := New().Calls(known)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		c := edge.NewCall(edge.GRPC, echo, nil)
+		_, _ = in.Begin(ctx, c)
+		c.SetRouteName("echo")
+		in.End(ctx, c, nil)
+	}
+}

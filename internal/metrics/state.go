@@ -1,0 +1,104 @@
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ferryproxy/ferry/internal/backend"
+	"github.com/ferryproxy/ferry/internal/fetch"
+)
+
+// Sources are where the components' own counts are read when Prometheus
+// scrapes. Each may be nil: its metrics are then left out.
+type Sources struct {
+	// Backends returns each back end's counters, by configured name.
+	Backends func() map[string]backend.Stats
+	// Fetch returns the fetch hubs' state, FetchCounts what they did.
+	Fetch       func() fetch.Stats
+	FetchCounts func() fetch.Counts
+	// PendingReplies returns how many calls wait for replies.
+	PendingReplies func() int
+	// CachedReplyBytes returns the bytes of the replies kept for retries.
+	CachedReplyBytes func() int64
+	// KafkaAPIMembers returns the consumer group members the Kafka API runs.
+	KafkaAPIMembers func() int
+}
+
+// Watch registers a collector that reads s at every scrape: nothing is
+// counted on the components' paths for it.
+func (r *Registry) Watch(s Sources) {
+	r.reg.MustRegister(&state{s: s})
+}
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc(namespace+"_"+name, help, labels, nil)
+}
+
+var (
+	backendOpen        = desc("backend_calls_open", "Calls a back end read and has not finished, waiting ones included.", "backend")
+	backendWaiting     = desc("backend_calls_waiting", "Calls a back end read that wait for a slot (backends[].max_in_flight).", "backend")
+	backendPauses      = desc("backend_pauses_total", "Times a back end paused reading because calls waited for a slot.", "backend")
+	backendRetries     = desc("backend_retries_total", "Attempts a back end repeated because its server was UNAVAILABLE.", "backend")
+	backendPartitions  = desc("backend_partitions", "Partitions of its request topic a back end owns.", "backend")
+	backendAssignments = desc("backend_assignments_total", "Assignments a back end received from its group, with partitions or none: the first as it joined, then one per rebalance.", "backend")
+	fetchHubs          = desc("fetch_hubs", "Hubs running: Kafka readers shared by the callers of fetch routes at the tail.")
+	fetchSubscribers   = desc("fetch_subscribers", "Callers of fetch routes the hubs serve.")
+	fetchCatchUps      = desc("fetch_catch_up_readers", "Callers of fetch routes reading behind the tail on readers of their own.")
+	fetchRecords       = desc("fetch_records_total", "Records the hubs read, each offered to every subscriber of its hub.")
+	fetchCutOffs       = desc("fetch_cut_offs_total", "Callers of fetch routes cut off for reading too slowly.")
+	repliesPending     = desc("replies_pending", "Calls of produce routes waiting for replies.")
+	repliesCached      = desc("replies_cached_bytes", "Bytes of replies kept for retries, counted against replies.max_cached_bytes.")
+	kafkaAPIMembers    = desc("kafka_api_members", "Consumer group members the Kafka API runs, those leaving included.")
+)
+
+// state reads the components' counts at scrape time.
+type state struct{ s Sources }
+
+func (st *state) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{backendOpen, backendWaiting, backendPauses, backendRetries, backendPartitions,
+		backendAssignments, fetchHubs, fetchSubscribers, fetchCatchUps, fetchRecords, fetchCutOffs, repliesPending,
+		repliesCached, kafkaAPIMembers} {
+		ch <- d
+	}
+}
+
+func (st *state) Collect(ch chan<- prometheus.Metric) {
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
+	s := st.s
+	if s.Backends != nil {
+		for name, b := range s.Backends() {
+			gauge(backendOpen, float64(b.Open), name)
+			gauge(backendWaiting, float64(b.Waiting), name)
+			counter(backendPauses, float64(b.Pauses), name)
+			counter(backendRetries, float64(b.Retries), name)
+			gauge(backendPartitions, float64(b.Partitions), name)
+			counter(backendAssignments, float64(b.Assignments), name)
+		}
+	}
+	if s.Fetch != nil {
+		f := s.Fetch()
+		gauge(fetchHubs, float64(f.Hubs))
+		gauge(fetchSubscribers, float64(f.Subscribers))
+		gauge(fetchCatchUps, float64(f.CatchUps))
+	}
+	if s.FetchCounts != nil {
+		f := s.FetchCounts()
+		counter(fetchRecords, float64(f.Records))
+		counter(fetchCutOffs, float64(f.CutOffs))
+	}
+	if s.PendingReplies != nil {
+		gauge(repliesPending, float64(s.PendingReplies()))
+	}
+	if s.CachedReplyBytes != nil {
+		gauge(repliesCached, float64(s.CachedReplyBytes()))
+	}
+	if s.KafkaAPIMembers != nil {
+		gauge(kafkaAPIMembers, float64(s.KafkaAPIMembers()))
+	}
+}
+
+var _ prometheus.Collector = (*state)(nil)
