@@ -26,6 +26,7 @@ func reloadYAML(t testing.TB, routes string) string {
 clusters: [{name: default%s}]
 listeners:
   grpc: {address: 127.0.0.1:0, shutdown_timeout: 2s}
+  admin: {address: 127.0.0.1:0}
 protos:
   - files: [echo.proto]
     import_paths: [%q]

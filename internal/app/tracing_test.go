@@ -247,14 +247,17 @@ const oneWayRoute = `
     produce: {topic: traced-one-way}
 `
 
-// TestTracingEdgeIdle: with tracing and the access log off, the gRPC
-// server runs no interceptor at all.
+// TestTracingEdgeIdle: with tracing, metrics and the access log off, the
+// gRPC server runs no interceptor at all.
 func TestTracingEdgeIdle(t *testing.T) {
-	a := startFerry(t, oneWayRoute)
-	if n := a.EdgeServerOptions(); n != 0 {
-		t.Errorf("the edge chain adds %d server options with tracing and the access log off", n)
-	}
 	cfg := ferryConfig(t, oneWayRoute)
+	cfg.Metrics.Enabled = false
+	a := startConfig(t, cfg)
+	if n := a.EdgeServerOptions(); n != 0 {
+		t.Errorf("the edge chain adds %d server options with tracing, metrics and the access log off", n)
+	}
+	cfg = ferryConfig(t, oneWayRoute)
+	cfg.Metrics.Enabled = false
 	cfg.Tracing.Enabled = true
 	b := startTraced(t, cfg, tracetest.NewInMemoryExporter())
 	if n := b.EdgeServerOptions(); n == 0 {
