@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ferryproxy/ferry/internal/kafkaapi"
 	"github.com/ferryproxy/ferry/internal/metrics"
 	"github.com/ferryproxy/ferry/internal/protoreg"
 )
@@ -81,6 +82,12 @@ func (a *App) startAdmin(ctx context.Context) error {
 				return 0
 			}
 			return a.kafkaAPI.Members()
+		},
+		KafkaAPICounts: func() kafkaapi.Counts {
+			if a.kafkaAPI == nil {
+				return kafkaapi.Counts{}
+			}
+			return a.kafkaAPI.Counts()
 		},
 	})
 	mux := http.NewServeMux()

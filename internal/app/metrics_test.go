@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	kafkav1 "github.com/ferryproxy/ferry/api/ferry/kafka/v1"
@@ -189,6 +190,13 @@ routes:
 		{"ferry_backend_partitions", map[string]string{"backend": "echo"}, 1},
 		{"ferry_backend_assignments_total", map[string]string{"backend": "echo"}, 1},
 		{"ferry_backend_retries_total", map[string]string{"backend": "echo"}, 0},
+		{"ferry_backend_revokes_total", map[string]string{"backend": "echo"}, 0},
+		{"ferry_backend_losses_total", map[string]string{"backend": "echo"}, 0},
+		// Every request finished: the back end caught up.
+		{"ferry_backend_lag_records", map[string]string{"backend": "echo", "partition": "0"}, 0},
+		{"ferry_produce_request_messages_total", map[string]string{"route": "route-1"}, 2},
+		{"ferry_produce_response_messages_total", map[string]string{"route": "route-1"}, 2},
+		{"ferry_produce_first_reply_seconds", map[string]string{"route": "route-1"}, 2},
 		{"ferry_fetch_subscribers", nil, 0},
 		{"ferry_fetch_cut_offs_total", nil, 0},
 		{"ferry_replies_pending", nil, 0},
@@ -346,5 +354,60 @@ func TestMetricsOff(t *testing.T) {
 	cfg.Listeners.Admin.Address = ""
 	if a := startConfig(t, cfg); a.AdminAddr() != "" {
 		t.Errorf("AdminAddr = %q, want none", a.AdminAddr())
+	}
+}
+
+// TestMetricsKafkaAPI: a message polled and acknowledged counts one
+// delivery and one acknowledgement; one polled again after its ack_timeout
+// counts a delivery and a redelivery.
+func TestMetricsKafkaAPI(t *testing.T) {
+	kit.CheckLeaks(t)
+	y := strings.Replace(kafkaAPIYAML(t, "    ack_timeout: 1s\n"), `admin: {address: ""}`, `admin: {address: "127.0.0.1:0"}`, 1)
+	cfg, err := config.Parse(filepath.Join(t.TempDir(), "ferry.yaml"), []byte(y))
+	if err != nil {
+		t.Fatalf("config:\n%s\n%v", y, err)
+	}
+	a := startConfig(t, cfg)
+	topic := kit.Topic(t, 1, nil)
+	ctx := testkit.Context(t, 30*time.Second)
+	ferry := kafkav1.NewKafkaClient(dialAddr(t, a.GRPCAddr()))
+	for _, v := range []string{"one", "two"} {
+		if _, err := ferry.Produce(ctx, &kafkav1.ProduceRequest{Topic: topic, ValueText: proto.String(v)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	group := "g-" + topic
+	poll := func() *kafkav1.Message {
+		t.Helper()
+		for {
+			res, err := ferry.Poll(ctx, &kafkav1.PollRequest{Topic: topic, Group: group, MaxMessages: 1, Timeout: durationpb.New(time.Second)})
+			switch {
+			case err != nil || len(res.Messages) > 1:
+				t.Fatalf("poll: %v %v", res, err)
+			case len(res.Messages) == 1:
+				return res.Messages[0]
+			}
+		}
+	}
+	m := poll()
+	if _, err := ferry.Ack(ctx, &kafkav1.AckRequest{Topic: topic, Group: group,
+		Acks: []*kafkav1.MessageRef{{Partition: m.Partition, Offset: m.Offset}}}); err != nil {
+		t.Fatal(err)
+	}
+	// Not acknowledged: delivered again once its ack_timeout passed.
+	first := poll()
+	if again := poll(); again.Offset != first.Offset {
+		t.Fatalf("polled offset %d after %d expired, want it again", again.Offset, first.Offset)
+	}
+	mfs := scrape(t, a)
+	for name, want := range map[string]float64{
+		"ferry_kafka_api_deliveries_total":   3,
+		"ferry_kafka_api_redeliveries_total": 1,
+		"ferry_kafka_api_acks_total":         1,
+		"ferry_kafka_api_dead_letters_total": 0,
+	} {
+		if got, ok := sample(mfs, name, nil); !ok || got != want {
+			t.Errorf("%s = %v (found %v), want %v", name, got, ok, want)
+		}
 	}
 }

@@ -57,5 +57,9 @@ func (a *App) produceRoute(rc config.Route) (routing.Route, error) {
 			a.own(fmt.Sprintf("the reader of reply topic %q (clusters: %s)", p.ReplyTo, p.Cluster), rd)
 		}
 	}
-	return produce.NewRoute(a.runtime, rc.Name, p, producer, rd, a.cfg.Replies.MaxBufferedPerCall), nil
+	rt := produce.NewRoute(a.runtime, rc.Name, p, producer, rd, a.cfg.Replies.MaxBufferedPerCall)
+	if a.measuring() {
+		rt.Measure(a.metrics.ProduceRoute(rc.Name))
+	}
+	return rt, nil
 }

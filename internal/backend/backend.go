@@ -122,18 +122,37 @@ type Stats struct {
 	// Assignments counts the group's assignments to the back end, with
 	// partitions or none: the first as it joined, then one per rebalance.
 	Assignments int
+	// Revokes counts the rebalances that took partitions away, Losses
+	// the times partitions were lost (the session expired, or the group
+	// was left uncleanly), when their offsets could not be committed.
+	Revokes, Losses int
+	// Lag is, by owned partition, how many records of the request topic
+	// the back end has not finished: the partition's high watermark at
+	// the last fetch less the offset it commits next. A partition appears
+	// once a fetch returned records of it.
+	Lag map[int32]int64
 	// Retries counts the attempts repeated because the server was
 	// UNAVAILABLE.
 	Retries int64
 }
 
-// Stats returns the back end's flow-control counters.
+// Stats returns the back end's flow-control counters and lag.
 func (b *Backend) Stats() Stats {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	st := b.stats
 	st.Open, st.Waiting, st.Partitions = len(b.open), b.waiting, len(b.parts)
 	st.Retries = b.retries.Load()
+	ps := make([]*partition, 0, len(b.parts))
+	for _, p := range b.parts {
+		ps = append(ps, p)
+	}
+	b.mu.Unlock()
+	st.Lag = make(map[int32]int64, len(ps))
+	for _, p := range ps {
+		if lag, ok := p.lag(); ok {
+			st.Lag[p.id] = lag
+		}
+	}
 	return st
 }
 
@@ -299,11 +318,24 @@ func (b *Backend) poll() {
 		fs.EachError(func(t string, p int32, err error) {
 			b.logger.Warn("reading requests", append(kafka.FetchErrorAttrs(t, p), "err", err)...)
 		})
+		b.noteHighWatermarks(fs)
 		fs.EachRecord(b.dispatch)
 		if !b.waitForRoom() {
 			return
 		}
 	}
+}
+
+// noteHighWatermarks keeps, for each owned partition fs read, its high
+// watermark, from which Stats tells the lag.
+func (b *Backend) noteHighWatermarks(fs kgo.Fetches) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	fs.EachPartition(func(fp kgo.FetchTopicPartition) {
+		if p := b.parts[fp.Partition]; p != nil && fp.Err == nil && fp.Topic == b.cfg.Topic {
+			p.highWatermark.Store(fp.HighWatermark)
+		}
+	})
 }
 
 // waitForRoom holds the poll loop while max_pending_calls calls wait for a
@@ -555,6 +587,13 @@ func (b *Backend) revoked(ctx context.Context, m map[string][]int32, commit bool
 		if p := b.parts[id]; p != nil {
 			ps = append(ps, p)
 			delete(b.parts, id)
+		}
+	}
+	if len(m[b.cfg.Topic]) > 0 {
+		if commit {
+			b.stats.Revokes++
+		} else {
+			b.stats.Losses++
 		}
 	}
 	b.mu.Unlock()

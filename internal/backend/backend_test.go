@@ -207,3 +207,31 @@ func TestCloseAfterPartialStart(t *testing.T) {
 		}
 	}
 }
+
+// TestPartitionLag: the lag is the high watermark less the first record
+// not finished, unknown until a fetch gave both.
+func TestPartitionLag(t *testing.T) {
+	p := newPartition("t", 0)
+	if _, ok := p.lag(); ok {
+		t.Fatal("lag known before any fetch")
+	}
+	for _, o := range []int64{5, 6, 7} {
+		p.track(o)
+	}
+	p.highWatermark.Store(10)
+	p.finish(5)
+	if lag, ok := p.lag(); !ok || lag != 4 {
+		t.Errorf("lag = %d, %v, want 4", lag, ok)
+	}
+	p.finish(6, 7)
+	if lag, _ := p.lag(); lag != 2 {
+		t.Errorf("lag = %d, want 2", lag)
+	}
+	for o := int64(8); o < 10; o++ {
+		p.track(o)
+		p.finish(o)
+	}
+	if lag, _ := p.lag(); lag != 0 {
+		t.Errorf("caught up: lag = %d, want 0", lag)
+	}
+}

@@ -2,6 +2,7 @@ package backend
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/ferryproxy/ferry/internal/offsets"
 )
@@ -32,10 +33,28 @@ type partition struct {
 	// active counts the calls of this partition that have not finished,
 	// and final replies that Kafka has not acknowledged yet.
 	active int
+
+	// highWatermark is the partition's high watermark at the last fetch
+	// that returned it, -1 before.
+	highWatermark atomic.Int64
 }
 
 func newPartition(topic string, id int32) *partition {
-	return &partition{topic: topic, id: id, first: -1, high: -1, committed: -1}
+	p := &partition{topic: topic, id: id, first: -1, high: -1, committed: -1}
+	p.highWatermark.Store(-1)
+	return p
+}
+
+// lag returns how many records up to the high watermark are not finished,
+// false until a fetch returned records of the partition.
+func (p *partition) lag() (int64, bool) {
+	hw := p.highWatermark.Load()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if hw < 0 || p.high < 0 {
+		return 0, false
+	}
+	return max(hw-p.pending.CommitPoint(p.high+1), 0), true
 }
 
 // track adds a record read from Kafka. It returns false when the partition

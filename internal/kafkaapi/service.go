@@ -51,6 +51,8 @@ type Service struct {
 
 	wg sync.WaitGroup // every member's goroutines
 
+	counts counts
+
 	// policy decides what callers may do; nil allows everything.
 	policy Policy
 

@@ -25,7 +25,8 @@ const namespace = "ferry"
 
 // Registry is one Ferry instance's metrics.
 type Registry struct {
-	reg *prometheus.Registry
+	reg    *prometheus.Registry
+	routes routes
 }
 
 // New returns a registry holding the Go runtime's and the process'

@@ -2,12 +2,14 @@ package metrics
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/ferryproxy/ferry/internal/backend"
 	"github.com/ferryproxy/ferry/internal/edge"
 )
 
@@ -97,5 +99,55 @@ func BenchmarkCalls(b *testing.B) {
 		_, _ = in.Begin(ctx, c)
 		c.SetRouteName("echo")
 		in.End(ctx, c, nil)
+	}
+}
+
+// TestProduceRouteSeries: a route measured again (a reload) counts on in
+// the same series, and routes do not share theirs.
+func TestProduceRouteSeries(t *testing.T) {
+	r := New()
+	r.ProduceRoute("a").Requests.Inc()
+	r.ProduceRoute("a").Requests.Inc()
+	b := r.ProduceRoute("b")
+	b.Responses.Inc()
+	b.FirstReply.Observe(0.01)
+	for _, tc := range []struct {
+		name, route string
+		want        float64
+	}{
+		{"ferry_produce_request_messages_total", "a", 2},
+		{"ferry_produce_request_messages_total", "b", 0},
+		{"ferry_produce_response_messages_total", "b", 1},
+	} {
+		vec := r.routes.requests
+		if tc.name == "ferry_produce_response_messages_total" {
+			vec = r.routes.responses
+		}
+		if got := testutil.ToFloat64(vec.WithLabelValues(tc.route)); got != tc.want {
+			t.Errorf("%s{route=%q} = %v, want %v", tc.name, tc.route, got, tc.want)
+		}
+	}
+	if n := testutil.CollectAndCount(r.reg, "ferry_produce_first_reply_seconds"); n != 2 {
+		t.Errorf("%d series of ferry_produce_first_reply_seconds, want 2", n)
+	}
+}
+
+// TestWatchLag: a back end's lag is a series per partition it reports.
+func TestWatchLag(t *testing.T) {
+	r := New()
+	r.Watch(Sources{Backends: func() map[string]backend.Stats {
+		return map[string]backend.Stats{"echo": {Lag: map[int32]int64{0: 3, 1: 0}}}
+	}})
+	if n := testutil.CollectAndCount(r.reg, "ferry_backend_lag_records"); n != 2 {
+		t.Errorf("%d series of ferry_backend_lag_records, want 2", n)
+	}
+	want := `
+# HELP ferry_backend_lag_records Records of a partition a back end owns not finished yet: the high watermark at its last fetch less the offset it commits next.
+# TYPE ferry_backend_lag_records gauge
+ferry_backend_lag_records{backend="echo",partition="0"} 3
+ferry_backend_lag_records{backend="echo",partition="1"} 0
+`
+	if err := testutil.GatherAndCompare(r.reg, strings.NewReader(want), "ferry_backend_lag_records"); err != nil {
+		t.Error(err)
 	}
 }

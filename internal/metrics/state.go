@@ -1,10 +1,13 @@
 package metrics
 
 import (
+	"strconv"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ferryproxy/ferry/internal/backend"
 	"github.com/ferryproxy/ferry/internal/fetch"
+	"github.com/ferryproxy/ferry/internal/kafkaapi"
 )
 
 // Sources are where the components' own counts are read when Prometheus
@@ -21,6 +24,8 @@ type Sources struct {
 	CachedReplyBytes func() int64
 	// KafkaAPIMembers returns the consumer group members the Kafka API runs.
 	KafkaAPIMembers func() int
+	// KafkaAPICounts returns what the Kafka API's members did.
+	KafkaAPICounts func() kafkaapi.Counts
 }
 
 // Watch registers a collector that reads s at every scrape: nothing is
@@ -40,6 +45,9 @@ var (
 	backendRetries     = desc("backend_retries_total", "Attempts a back end repeated because its server was UNAVAILABLE.", "backend")
 	backendPartitions  = desc("backend_partitions", "Partitions of its request topic a back end owns.", "backend")
 	backendAssignments = desc("backend_assignments_total", "Assignments a back end received from its group, with partitions or none: the first as it joined, then one per rebalance.", "backend")
+	backendRevokes     = desc("backend_revokes_total", "Rebalances that took partitions of its request topic from a back end.", "backend")
+	backendLosses      = desc("backend_losses_total", "Times a back end lost partitions of its request topic without committing them.", "backend")
+	backendLag         = desc("backend_lag_records", "Records of a partition a back end owns not finished yet: the high watermark at its last fetch less the offset it commits next.", "backend", "partition")
 	fetchHubs          = desc("fetch_hubs", "Hubs running: Kafka readers shared by the callers of fetch routes at the tail.")
 	fetchSubscribers   = desc("fetch_subscribers", "Callers of fetch routes the hubs serve.")
 	fetchCatchUps      = desc("fetch_catch_up_readers", "Callers of fetch routes reading behind the tail on readers of their own.")
@@ -48,6 +56,10 @@ var (
 	repliesPending     = desc("replies_pending", "Calls of produce routes waiting for replies.")
 	repliesCached      = desc("replies_cached_bytes", "Bytes of replies kept for retries, counted against replies.max_cached_bytes.")
 	kafkaAPIMembers    = desc("kafka_api_members", "Consumer group members the Kafka API runs, those leaving included.")
+	kafkaAPIDeliveries = desc("kafka_api_deliveries_total", "Messages the Kafka API delivered to consumers, again ones included.")
+	kafkaAPIRedeliver  = desc("kafka_api_redeliveries_total", "Deliveries of messages the Kafka API delivered before: not acknowledged in time, handed back, or left by a consumer that went.")
+	kafkaAPIAcks       = desc("kafka_api_acks_total", "Acknowledgements that settled a message the Kafka API delivered.")
+	kafkaAPIDead       = desc("kafka_api_dead_letters_total", "Messages the Kafka API wrote to their dead-letter topic.")
 )
 
 // state reads the components' counts at scrape time.
@@ -55,8 +67,8 @@ type state struct{ s Sources }
 
 func (st *state) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{backendOpen, backendWaiting, backendPauses, backendRetries, backendPartitions,
-		backendAssignments, fetchHubs, fetchSubscribers, fetchCatchUps, fetchRecords, fetchCutOffs, repliesPending,
-		repliesCached, kafkaAPIMembers} {
+		backendAssignments, backendRevokes, backendLosses, backendLag, fetchHubs, fetchSubscribers, fetchCatchUps, fetchRecords, fetchCutOffs, repliesPending,
+		repliesCached, kafkaAPIMembers, kafkaAPIDeliveries, kafkaAPIRedeliver, kafkaAPIAcks, kafkaAPIDead} {
 		ch <- d
 	}
 }
@@ -77,6 +89,11 @@ func (st *state) Collect(ch chan<- prometheus.Metric) {
 			counter(backendRetries, float64(b.Retries), name)
 			gauge(backendPartitions, float64(b.Partitions), name)
 			counter(backendAssignments, float64(b.Assignments), name)
+			counter(backendRevokes, float64(b.Revokes), name)
+			counter(backendLosses, float64(b.Losses), name)
+			for p, lag := range b.Lag {
+				gauge(backendLag, float64(lag), name, strconv.Itoa(int(p)))
+			}
 		}
 	}
 	if s.Fetch != nil {
@@ -98,6 +115,13 @@ func (st *state) Collect(ch chan<- prometheus.Metric) {
 	}
 	if s.KafkaAPIMembers != nil {
 		gauge(kafkaAPIMembers, float64(s.KafkaAPIMembers()))
+	}
+	if s.KafkaAPICounts != nil {
+		k := s.KafkaAPICounts()
+		counter(kafkaAPIDeliveries, float64(k.Deliveries))
+		counter(kafkaAPIRedeliver, float64(k.Redeliveries))
+		counter(kafkaAPIAcks, float64(k.Acks))
+		counter(kafkaAPIDead, float64(k.DeadLetters))
 	}
 }
 

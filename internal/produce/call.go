@@ -141,12 +141,19 @@ type call struct {
 	unacked    atomic.Int64
 	streamDone atomic.Bool
 	spanEnded  atomic.Bool
+
+	// start is when the call reached the route, set when the route
+	// measures the time to the first reply.
+	start time.Time
 }
 
 // newCall prepares a call; id is the caller's identity when the route
 // writes it.
 func newCall(r *Route, m *protoreg.Method, ss grpc.ServerStream, md metadata.MD, id *auth.Identity) *call {
 	c := &call{h: r.rt, r: r, m: m, ss: ss, failed: make(chan struct{})}
+	if r.meter.FirstReply != nil {
+		c.start = time.Now()
+	}
 	var prefix string
 	prefix, c.idempotent = layout.CorrelationPrefix(md)
 	c.corrID = layout.CorrelationID(prefix, r.suffixes[m.Path])
@@ -205,6 +212,9 @@ func (c *call) produce(value []byte) error {
 		c.endStream()
 	}
 	c.produced++
+	if value != nil && c.r.meter.Requests != nil {
+		c.r.meter.Requests.Inc()
+	}
 	if value != nil && c.m.ClientStreaming && c.r.timeout() > 0 {
 		c.touch()
 	}
@@ -401,6 +411,18 @@ func (c *call) startReceive(write bool, held []byte) <-chan error {
 	return done
 }
 
+// sent counts a response message sent to the caller, the call's first
+// when first.
+func (c *call) sent(first bool) {
+	mt := &c.r.meter
+	if mt.Responses != nil {
+		mt.Responses.Inc()
+	}
+	if first && mt.FirstReply != nil {
+		mt.FirstReply.Observe(time.Since(c.start).Seconds())
+	}
+}
+
 // serveOneWay writes the request records and answers one empty message once
 // the client half-closed and, unless the route says otherwise, Kafka
 // acknowledged every record.
@@ -437,6 +459,7 @@ func (c *call) serveOneWay() error {
 	if err := c.ss.SendMsg(&frame.Frame{}); err != nil {
 		return err
 	}
+	c.sent(false) // a one-way route's answer is no reply
 	return nil
 }
 
@@ -558,6 +581,7 @@ func (c *call) serveRequestReply() (err error) {
 					c.abandon()
 					return err
 				}
+				c.sent(sent == 0)
 				sent++
 			}
 			if overflow {

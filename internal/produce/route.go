@@ -31,7 +31,31 @@ type Route struct {
 	suffixes map[string]string
 	// replyLimit bounds the replies queued for one call.
 	replyLimit int
+	// meter counts the route's messages; its fields are nil unless
+	// metrics are on.
+	meter Meter
 }
+
+// Meter is where a route counts what its calls do. A nil field counts
+// nothing.
+type Meter struct {
+	// Requests counts the request messages written to Kafka, Responses
+	// the response messages sent to callers.
+	Requests, Responses Counter
+	// FirstReply observes, once per call of a request-reply route, the
+	// seconds from the call reaching the route to its first response
+	// message sent.
+	FirstReply Observer
+}
+
+// Counter is a count that only goes up (a Prometheus counter).
+type Counter interface{ Inc() }
+
+// Observer records one value of a distribution (a Prometheus histogram).
+type Observer interface{ Observe(float64) }
+
+// Measure makes the route count into m. Call it before the route serves.
+func (r *Route) Measure(m Meter) { r.meter = m }
 
 // NewRoute prepares a route. reader is nil for a one-way route.
 func NewRoute(rt *Runtime, name string, cfg *config.ProduceRoute, producer *kgo.Client, reader *Reader, replyLimit int) *Route {
