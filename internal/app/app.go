@@ -73,6 +73,8 @@ type App struct {
 	// it, and no Reload starts a component after.
 	reloadMu sync.Mutex
 	closing  bool
+	// apiAllow are the Kafka API's allow rules in force.
+	apiAllow []config.APIAllowRule
 	runtime  *produce.Runtime
 	hubs     *fetch.Hubs
 	kafkaAPI *kafkaapi.Service // nil unless kafka_api.enabled or kafka_api.pixy
@@ -278,6 +280,16 @@ func start(ctx context.Context, cfg *config.Config, logger *slog.Logger, exp sdk
 	return a, nil
 }
 
+// setAPIPolicy makes the Kafka API check the allow rules from now on.
+func (a *App) setAPIPolicy(rules []config.APIAllowRule) {
+	a.apiAllow = rules
+	if p := auth.NewAPIPolicy(rules); p != nil {
+		a.kafkaAPI.SetPolicy(p)
+	} else {
+		a.kafkaAPI.SetPolicy(nil)
+	}
+}
+
 // newKafkaAPI builds the Kafka API service when either of its faces is
 // enabled, and returns its gRPC services. Nothing of it runs until its
 // first call.
@@ -291,9 +303,7 @@ func (a *App) newKafkaAPI() []grpcserver.Service {
 		names[i] = c.Name
 	}
 	a.kafkaAPI = kafkaapi.New(k, a.clusters, names, a.logger)
-	if p := auth.NewAPIPolicy(k.Allow); p != nil {
-		a.kafkaAPI.SetPolicy(p)
-	}
+	a.setAPIPolicy(k.Allow)
 	var services []grpcserver.Service
 	if k.Enabled {
 		services = append(services, grpcserver.Service{Desc: &kafkav1.Kafka_ServiceDesc, Impl: ferryapi.NewServer(a.kafkaAPI, k, a.logger)})

@@ -22,7 +22,9 @@ type liveBackend struct {
 }
 
 // Reload applies a new configuration to the running Ferry without a
-// restart: its routes (and the protos they name) and its back ends. It
+// restart: its routes (and the protos they name, and who may call them),
+// its back ends, and what callers may do through the Kafka API
+// (kafka_api.allow). It
 // checks cfg as `ferry validate` does (Validate), and builds every new
 // route before it swaps the routing table in one step, so a call is routed
 // either by the old table or by the new one. Calls already running keep
@@ -31,7 +33,8 @@ type liveBackend struct {
 // changed stop as at shutdown (their running calls drain within
 // drain_timeout, they commit and leave their group); new and changed ones
 // start. A section Ferry cannot change while it runs (clusters, embedded,
-// listeners, auth, kafka_api, fetch, replies, tracing, shutdown) makes
+// listeners, auth, kafka_api but its allow rules, fetch, replies,
+// tracing, shutdown) makes
 // Reload refuse the whole configuration, naming the section: those need a
 // restart. The log section is the one Ferry started with (flags may have
 // overridden it); a change to it is noted and waits for a restart. On any
@@ -68,6 +71,9 @@ func (a *App) Reload(ctx context.Context, cfg *config.Config) error {
 		return err
 	}
 	a.table.Store(table)
+	if a.kafkaAPI != nil && !reflect.DeepEqual(a.apiAllow, cfg.KafkaAPI.Allow) {
+		a.setAPIPolicy(cfg.KafkaAPI.Allow)
+	}
 	a.reloadBackends(ctx, cfg.Backends)
 	a.logger.Info("configuration reloaded", "file", cfg.File(), "routes", len(cfg.Routes), "backends", len(cfg.Backends))
 	return nil
@@ -134,7 +140,7 @@ func restartSections(cur, next *config.Config) []string {
 		{"embedded", cur.Embedded, next.Embedded},
 		{"listeners", cur.Listeners, next.Listeners},
 		{"auth", cur.Auth, next.Auth},
-		{"kafka_api", cur.KafkaAPI, next.KafkaAPI},
+		{"kafka_api", withoutAllow(cur.KafkaAPI), withoutAllow(next.KafkaAPI)},
 		{"fetch", cur.Fetch, next.Fetch},
 		{"replies", cur.Replies, next.Replies},
 		{"tracing", cur.Tracing, next.Tracing},
@@ -145,6 +151,12 @@ func restartSections(cur, next *config.Config) []string {
 		}
 	}
 	return changed
+}
+
+// withoutAllow is k without its allow rules, which Reload changes.
+func withoutAllow(k config.KafkaAPI) config.KafkaAPI {
+	k.Allow = nil
+	return k
 }
 
 // watchedFiles returns the files a configuration is read from: the file

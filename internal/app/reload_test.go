@@ -14,7 +14,9 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
+	kafkav1 "github.com/ferryproxy/ferry/api/ferry/kafka/v1"
 	"github.com/ferryproxy/ferry/internal/config"
 	"github.com/ferryproxy/ferry/internal/testkit"
 )
@@ -232,5 +234,42 @@ func TestReloadBackends(t *testing.T) {
 	}
 	if st := a.BackendStats(); len(st) != 1 {
 		t.Errorf("%d back ends run, want 1: %v", len(st), st)
+	}
+}
+
+// TestReloadKafkaAPIAllow changes who may produce to which topic through
+// the Kafka API: the new rules hold from the reload on, without a restart.
+func TestReloadKafkaAPIAllow(t *testing.T) {
+	is := newIssuer(t, t.TempDir())
+	first, second := kit.Topic(t, 1, nil), kit.Topic(t, 1, nil)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "ferry.yaml")
+	y := kafkaAPIYAML(t, "") + "  allow:\n    - identities: [alice]\n      produce: [" + first + "]\n" + fmt.Sprintf(authYAML, is.jwks)
+	writeFile(t, path, y)
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := startConfig(t, cfg)
+	ctx := testkit.Context(t, 30*time.Second)
+	ferry := kafkav1.NewKafkaClient(dialAddr(t, a.GRPCAddr()))
+	actx := bearer(ctx, is.token(t, "alice", nil, 0))
+	produce := func(topic string) error {
+		_, err := ferry.Produce(actx, &kafkav1.ProduceRequest{Topic: topic, ValueText: proto.String("x")})
+		return err
+	}
+	if err := produce(second); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("before the reload: %v; want PERMISSION_DENIED", err)
+	}
+	writeFile(t, path, strings.Replace(y, "produce: ["+first+"]", "produce: ["+first+", "+second+"]", 1))
+	next, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Reload(ctx, next); err != nil {
+		t.Fatal(err)
+	}
+	if err := produce(second); err != nil {
+		t.Fatalf("after the reload: %v", err)
 	}
 }

@@ -6,34 +6,38 @@ import "context"
 // the service has none.
 
 func (s *Service) allowConsume(ctx context.Context, group, topic string) error {
-	if s.policy == nil {
+	p := s.currentPolicy()
+	if p == nil {
 		return nil
 	}
-	return s.policy.Consume(ctx, group, topic)
+	return p.Consume(ctx, group, topic)
 }
 
 func (s *Service) allowOffsets(ctx context.Context, group, topic string) error {
-	if s.policy == nil {
+	p := s.currentPolicy()
+	if p == nil {
 		return nil
 	}
-	return s.policy.Offsets(ctx, group, topic)
+	return p.Offsets(ctx, group, topic)
 }
 
 func (s *Service) allowDescribe(ctx context.Context, name string) error {
-	if s.policy == nil {
+	p := s.currentPolicy()
+	if p == nil {
 		return nil
 	}
-	return s.policy.Describe(ctx, name)
+	return p.Describe(ctx, name)
 }
 
 // visible returns the names of a listing the caller may see.
 func (s *Service) visible(ctx context.Context, names []string) []string {
-	if s.policy == nil {
+	p := s.currentPolicy()
+	if p == nil {
 		return names
 	}
 	out := names[:0]
 	for _, n := range names {
-		if s.policy.Visible(ctx, n) {
+		if p.Visible(ctx, n) {
 			out = append(out, n)
 		}
 	}

@@ -53,10 +53,11 @@ func (s *Service) ProduceAsync(ctx context.Context, cluster, topic string, r Rec
 
 // allowProduce checks the policy for producing to topic.
 func (s *Service) allowProduce(ctx context.Context, topic string) error {
-	if s.policy == nil {
+	p := s.currentPolicy()
+	if p == nil {
 		return nil
 	}
-	return s.policy.Produce(ctx, topic)
+	return p.Produce(ctx, topic)
 }
 
 // ProduceDetached starts writing r for a caller that does not wait for

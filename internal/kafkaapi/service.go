@@ -53,8 +53,9 @@ type Service struct {
 
 	counts counts
 
-	// policy decides what callers may do; nil allows everything.
-	policy Policy
+	// policy decides what callers may do; nil (or a holder of nil)
+	// allows everything. SetPolicy replaces it while calls run.
+	policy atomic.Pointer[policyHolder]
 
 	// memberOpts are added to every member's client options: a seam for
 	// tests, which cut a member off its brokers with a dialer of theirs.
@@ -92,9 +93,21 @@ type Policy interface {
 	Visible(ctx context.Context, name string) bool
 }
 
-// SetPolicy makes the service check every operation against p; before
-// the service serves calls. Without it every caller may do everything.
-func (s *Service) SetPolicy(p Policy) { s.policy = p }
+// SetPolicy makes the service check every operation against p from now
+// on; nil allows everything, as before any SetPolicy. It is safe while
+// calls run: an operation checks the policy of the moment it starts.
+func (s *Service) SetPolicy(p Policy) { s.policy.Store(&policyHolder{p}) }
+
+// policyHolder holds a Policy for an atomic pointer.
+type policyHolder struct{ Policy }
+
+// currentPolicy returns the policy in force, nil for none.
+func (s *Service) currentPolicy() Policy {
+	if h := s.policy.Load(); h != nil {
+		return h.Policy
+	}
+	return nil
+}
 
 // Members returns how many consumer group members the Kafka API runs,
 // those leaving included.
