@@ -19,8 +19,9 @@ type direction struct {
 	cc *grpc.ClientConn
 	// trailers: whether the server's trailer reaches the client.
 	trailers bool
-	// errorStatus: whether the server's error status reaches the client;
-	// if not, the call ends with DEADLINE_EXCEEDED after replyTimeout.
+	// errorStatus: whether the server's error status always reaches the
+	// client; if not, the call either gets it or ends with
+	// DEADLINE_EXCEEDED after replyTimeout.
 	errorStatus bool
 	// retryCalls is how many times, at most, the server sees a unary call
 	// retried with the same idempotency-key (at least once).
@@ -45,8 +46,9 @@ func TestZillaFrontFerryBack(t *testing.T) {
 // writes the replies Ferry answers from.
 func TestFerryFrontZillaBack(t *testing.T) {
 	s := need(t)
-	// Zilla's back end writes no trailers, and no reply at all when the
-	// server answers an error: Ferry's route timeout ends such a call.
+	// Zilla's back end writes no trailers, and mostly no reply at all when
+	// the server answers an error (seen: sometimes it does, a race inside
+	// Zilla): Ferry's route timeout ends such a call.
 	// Ferry's front end answers a retry from the stored replies without
 	// writing the request again.
 	testDirection(t, direction{cc: s.ferryCC, trailers: false, errorStatus: false, retryCalls: 1}, "ff")
@@ -99,8 +101,13 @@ func testDirection(t *testing.T, d direction, tag string) {
 			}
 			return
 		}
-		// Zilla's back end writes no reply when the server answers an
-		// error; Ferry's front end ends the call at its route timeout.
+		// Zilla's back end mostly writes no reply when the server answers
+		// an error; Ferry's front end ends the call at its route timeout.
+		// When Zilla does write one, it must carry the server's status.
+		if st.Code() == codes.PermissionDenied && st.Message() == "denied: fail-"+tag {
+			t.Logf("Zilla's back end wrote the error reply this time")
+			return
+		}
 		if took := time.Since(start); st.Code() != codes.DeadlineExceeded || took < replyTimeout {
 			t.Errorf("status = %v %q after %s, want DeadlineExceeded after the route timeout %s (Zilla writes no error reply)",
 				st.Code(), st.Message(), took, replyTimeout)
