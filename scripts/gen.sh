@@ -23,6 +23,12 @@ protoc -I examples/echo \
   --go-grpc_opt=Mecho.proto=github.com/ferryproxy/ferry/examples/proxy/echo \
   echo.proto
 
+# The ticker of the ingest example.
+protoc -I examples/ingest \
+  --go_out=. --go_opt=module=github.com/ferryproxy/ferry \
+  --go-grpc_out=. --go-grpc_opt=module=github.com/ferryproxy/ferry \
+  ticker.proto
+
 # Ferry's Kafka API and Kafka-Pixy's. api/third_party holds the schema of
 # the google.api options for protoc; the code uses genproto's packages.
 protoc -I api -I api/third_party \

@@ -30,6 +30,7 @@ import (
 	"github.com/ferryproxy/ferry/internal/edge"
 	"github.com/ferryproxy/ferry/internal/fetch"
 	"github.com/ferryproxy/ferry/internal/grpcserver"
+	"github.com/ferryproxy/ferry/internal/ingest"
 	"github.com/ferryproxy/ferry/internal/kafka"
 	"github.com/ferryproxy/ferry/internal/kafkaapi"
 	"github.com/ferryproxy/ferry/internal/kafkaapi/ferryapi"
@@ -77,6 +78,7 @@ type App struct {
 	apiAllow []config.APIAllowRule
 	runtime  *produce.Runtime
 	hubs     *fetch.Hubs
+	sources  *ingest.Manager   // nil without sources
 	kafkaAPI *kafkaapi.Service // nil unless kafka_api.enabled or kafka_api.pixy
 	pixy     *pixy.Server      // nil unless kafka_api.pixy
 	server   *grpcserver.Server
@@ -139,8 +141,10 @@ func Validate(ctx context.Context, cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
-	_, err = routing.NewTable(cfg, reg, routes)
-	return err
+	if _, err = routing.NewTable(cfg, reg, routes); err != nil {
+		return err
+	}
+	return ingest.Check(cfg, reg)
 }
 
 // Start builds and starts Ferry: each part is a component, started in
@@ -235,6 +239,9 @@ func start(ctx context.Context, cfg *config.Config, logger *slog.Logger, exp sdk
 	}
 	a.table.Store(table)
 	if err := a.startBackends(ctx); err != nil {
+		return nil, err
+	}
+	if err := a.startSources(ctx, reg); err != nil {
 		return nil, err
 	}
 	services := a.newKafkaAPI()

@@ -145,6 +145,8 @@ func restartSections(cur, next *config.Config) []string {
 		{"replies", cur.Replies, next.Replies},
 		{"tracing", cur.Tracing, next.Tracing},
 		{"shutdown", cur.Shutdown, next.Shutdown},
+		{"sources", cur.Sources, next.Sources},
+		{"ingest", cur.Ingest, next.Ingest},
 	} {
 		if !reflect.DeepEqual(s.cur, s.next) {
 			changed = append(changed, s.name)

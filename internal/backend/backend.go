@@ -64,7 +64,7 @@ type Backend struct {
 	metadata map[string]string
 	// tlsLog knows why the last TLS connection to the server failed; nil
 	// without TLS.
-	tlsLog *connLog
+	tlsLog *ConnLog
 	logger *slog.Logger
 	slots  chan struct{}
 	tracer trace.TracerProvider // nil: calls are not traced
@@ -187,7 +187,7 @@ func New(opts Options) (*Backend, error) {
 		callOpts = append(callOpts, grpc.MaxCallRecvMsgSize(opts.MaxMessageBytes))
 	}
 	logger := opts.Logger.With("backend", cfg.Name)
-	creds, tlsLog, err := transportCredentials(cfg, logger)
+	creds, tlsLog, err := TransportCredentials(cfg.TLS, "backends "+cfg.Name+": tls", cfg.Target, logger)
 	if err != nil {
 		return nil, err
 	}

@@ -16,35 +16,41 @@ import (
 	"github.com/ferryproxy/ferry/internal/config"
 )
 
-// transportCredentials returns the credentials of the back end's
-// connection to its server: plaintext, or TLS as cfg.TLS says, which logs
-// why the server could not be reached over TLS to the connLog it returns
-// too.
-func transportCredentials(cfg config.Backend, logger *slog.Logger) (credentials.TransportCredentials, *connLog, error) {
-	if !cfg.TLS.Enabled {
+// TransportCredentials returns the credentials of a connection Ferry makes
+// to a gRPC server (a back end's, a source's): plaintext, or TLS as t
+// says, which logs why the server could not be reached over TLS to the
+// ConnLog it returns too (nil for plaintext). section names the
+// configuration section in errors and logs, such as "backends[].tls".
+func TransportCredentials(t config.ClientTLS, section, target string, logger *slog.Logger) (credentials.TransportCredentials, *ConnLog, error) {
+	if !t.Enabled {
 		return insecure.NewCredentials(), nil, nil
 	}
-	tc, err := cfg.TLS.Config()
+	tc, err := t.Config()
 	if err != nil {
-		return nil, nil, fmt.Errorf("backends %s: tls: %w", cfg.Name, err)
+		return nil, nil, fmt.Errorf("%s: %w", section, err)
 	}
-	if cfg.TLS.InsecureSkipVerify {
-		logger.Warn("TLS without checking the server's certificate (backends[].tls.insecure_skip_verify): anyone between Ferry and the server can read and change the calls", "target", cfg.Target)
+	if t.InsecureSkipVerify {
+		logger.Warn("TLS without checking the server's certificate ("+section+".insecure_skip_verify): anyone between Ferry and the server can read and change the calls", "target", target)
 	}
-	l := &connLog{logger: logger, target: cfg.Target}
+	l := &ConnLog{logger: logger, target: target}
 	return &loggedTLS{TransportCredentials: credentials.NewTLS(tc), log: l}, l, nil
 }
 
-// withTLSCause adds to msg, the message of a call that got no connection
-// to the server, why the last TLS connection failed, unless msg tells it
+// withTLSCause adds to msg why the last TLS connection to the server
+// failed (see ConnLog.WithCause).
+func (b *Backend) withTLSCause(msg string) string { return b.tlsLog.WithCause(msg) }
+
+// WithCause adds to msg, the message of a call that got no connection to
+// the server, why the last TLS connection failed, unless msg tells it
 // already. grpc-go's error often does not: when the server refuses
 // Ferry's client certificate (or its lack of one) after the handshake,
-// it may report the broken write instead.
-func (b *Backend) withTLSCause(msg string) string {
-	if b.tlsLog == nil {
+// it may report the broken write instead. A nil ConnLog (plaintext)
+// returns msg.
+func (l *ConnLog) WithCause(msg string) string {
+	if l == nil {
 		return msg
 	}
-	what, err := b.tlsLog.cause()
+	what, err := l.cause()
 	// grpc-go quotes the error it names, as desc = "...".
 	if q := strconv.Quote(err); err == "" || strings.Contains(msg, err) || strings.Contains(msg, q[1:len(q)-1]) {
 		return msg
@@ -59,7 +65,7 @@ func (b *Backend) withTLSCause(msg string) string {
 // connection tell the cause only to their callers, when they give up.
 type loggedTLS struct {
 	credentials.TransportCredentials
-	log *connLog
+	log *ConnLog
 }
 
 // ClientHandshake is the TLS handshake, logged when it fails.
@@ -84,7 +90,7 @@ func (t *loggedTLS) Clone() credentials.TransportCredentials {
 // error (the server refused it, such as for a missing client certificate).
 type firstRead struct {
 	net.Conn
-	log *connLog
+	log *ConnLog
 	// done is set at the first read's end. Only grpc-go's reader of the
 	// connection reads, so it needs no lock.
 	done bool
@@ -108,10 +114,10 @@ func (c *firstRead) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// connLog logs each distinct cause of failed connections once, until a
+// ConnLog logs each distinct cause of failed connections once, until a
 // connection succeeds: grpc-go retries with backoff, and a line for each
 // attempt would flood the log.
-type connLog struct {
+type ConnLog struct {
 	logger *slog.Logger
 	target string
 
@@ -121,7 +127,7 @@ type connLog struct {
 	what, last string
 }
 
-func (l *connLog) failed(what string, err error) {
+func (l *ConnLog) failed(what string, err error) {
 	l.mu.Lock()
 	repeated := what == l.what && err.Error() == l.last
 	l.what, l.last = what, err.Error()
@@ -133,13 +139,13 @@ func (l *connLog) failed(what string, err error) {
 
 // cause returns what failed last and its error; "" when the last
 // connection succeeded.
-func (l *connLog) cause() (what, err string) {
+func (l *ConnLog) cause() (what, err string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.what, l.last
 }
 
-func (l *connLog) connected() {
+func (l *ConnLog) connected() {
 	l.mu.Lock()
 	failing := l.last != ""
 	l.what, l.last = "", ""

@@ -28,7 +28,7 @@ func TestStaticMetadataKeepsFerrysKeys(t *testing.T) {
 // a new cause is logged at once.
 func TestConnLogOnce(t *testing.T) {
 	var buf bytes.Buffer
-	l := &connLog{logger: slog.New(slog.NewTextHandler(&buf, nil)), target: "127.0.0.1:1"}
+	l := &ConnLog{logger: slog.New(slog.NewTextHandler(&buf, nil)), target: "127.0.0.1:1"}
 	untrusted := errors.New("tls: failed to verify certificate: x509: certificate signed by unknown authority")
 	for range 5 {
 		l.failed("TLS handshake with the gRPC server failed", untrusted)
@@ -48,7 +48,7 @@ func TestConnLogOnce(t *testing.T) {
 // TestWithTLSCause: a call without a connection names the last TLS
 // failure, unless grpc-go's message names it already, quoted or not.
 func TestWithTLSCause(t *testing.T) {
-	l := &connLog{logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	l := &ConnLog{logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	b := &Backend{tlsLog: l}
 	if got := (&Backend{}).withTLSCause("no connection"); got != "no connection" {
 		t.Errorf("without TLS: %q", got)

@@ -29,8 +29,20 @@ var ferryMetadata = map[string]string{
 // wire: the values of binary keys (ending in -bin) decoded from base64.
 // Errors name the key, never the value.
 func (b Backend) MetadataValues() (map[string]string, error) {
-	m := make(map[string]string, len(b.Metadata))
-	for k, v := range b.Metadata {
+	return metadataValues(b.Metadata)
+}
+
+// MetadataValues returns the source's static metadata as it goes on the
+// wire (see Backend.MetadataValues).
+func (s Source) MetadataValues() (map[string]string, error) {
+	return metadataValues(s.Metadata)
+}
+
+// metadataValues decodes static metadata: the values of binary keys from
+// base64.
+func metadataValues(md map[string]string) (map[string]string, error) {
+	m := make(map[string]string, len(md))
+	for k, v := range md {
 		val, err := metadataEntry(k, v)
 		if err != nil {
 			return nil, fmt.Errorf("metadata %q: %w", k, err)
@@ -101,14 +113,19 @@ func checkMetadataKey(k string) error {
 // one.
 func (v *validator) backendSecurity(p string, b Backend) {
 	v.clientTLS(p+".tls", b.TLS)
-	keys := make([]string, 0, len(b.Metadata))
-	for k := range b.Metadata {
+	v.metadata(p+".metadata", b.Metadata)
+}
+
+// metadata checks static gRPC metadata at path p, key by key.
+func (v *validator) metadata(p string, md map[string]string) {
+	keys := make([]string, 0, len(md))
+	for k := range md {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		if _, err := metadataEntry(k, b.Metadata[k]); err != nil {
-			v.errf(p+".metadata."+k, "%v", err)
+		if _, err := metadataEntry(k, md[k]); err != nil {
+			v.errf(p+"."+k, "%v", err)
 		}
 	}
 }

@@ -44,6 +44,10 @@ type Config struct {
 	Tracing Tracing `yaml:"tracing"`
 	// Metrics configures what Ferry measures for Prometheus.
 	Metrics Metrics `yaml:"metrics"`
+	// Sources ingest gRPC server streams into Kafka topics.
+	Sources []Source `yaml:"sources"`
+	// Ingest configures how several Ferry instances share the sources.
+	Ingest Ingest `yaml:"ingest"`
 
 	// file is the path the config was loaded from, used in error messages.
 	file string
@@ -685,6 +689,7 @@ func (c *Config) applyDefaults() {
 		}
 	}
 	c.applyBackendDefaults()
+	c.applySourceDefaults()
 	c.applyAuthDefaults()
 }
 

@@ -29,7 +29,7 @@ func TestBadConfigs(t *testing.T) {
 		"kafka-api-dlq-name.bad.yaml": {
 			`kafka-api-dlq-name.bad.yaml:5: kafka_api.consume.dead_letter_topic: "dead letters/{topic}" is not a Kafka topic name`,
 		},
-		"no-routes.bad.yaml":    {`no-routes.bad.yaml: routes: no routes, no backends and no kafka_api`},
+		"no-routes.bad.yaml":    {`no-routes.bad.yaml: routes: no routes, no backends, no sources and no kafka_api`},
 		"bad-duration.bad.yaml": {`bad-duration.bad.yaml:8: routes[0].produce.timeout: cannot unmarshal !!str ` + "`soon`" + ` into time.Duration`},
 		"ranges.bad.yaml": {
 			`ranges.bad.yaml:3: clusters[0].dial_timeout: -1s is out of range: use 1ms to 5m`,

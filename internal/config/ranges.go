@@ -74,6 +74,19 @@ var ranges = map[string]bounds{
 	"kafka_api.consume.max_group_members":          counts(1, 10_000),
 	"kafka_api.consume.max_waiting_polls":          counts(1, 1_000_000),
 	"tracing.sample_per_million":                   counts(0, 1_000_000),
+	"sources[].idle_timeout":                       durations(0, 24*time.Hour),
+	"sources[].keepalive.time":                     durations(0, 24*time.Hour),
+	"sources[].keepalive.timeout":                  durations(0, time.Hour),
+	"sources[].max_in_flight":                      counts(1, 1_000_000),
+	"sources[].max_message_size":                   counts(1, MaxMessageSizeLimit),
+	"sources[].cursor.increment":                   counts(0, 1_000_000),
+	"sources[].reconnect.initial_backoff":          durations(time.Millisecond, time.Hour),
+	"sources[].reconnect.max_backoff":              durations(time.Millisecond, 24*time.Hour),
+	"sources[].reconnect.max_attempts":             counts(0, 1_000_000),
+	"sources[].reconnect.reset_after":              durations(time.Millisecond, 24*time.Hour),
+	"sources[].reconnect.reopen_delay":             durations(time.Millisecond, 24*time.Hour),
+	"ingest.session_timeout":                       durations(time.Second, time.Hour),
+	"ingest.drain_timeout":                         durations(time.Millisecond, time.Hour),
 }
 
 var durationType = reflect.TypeOf(time.Duration(0))

@@ -20,6 +20,7 @@ func (c *Config) Validate() Errors {
 	v.protos()
 	v.routes()
 	v.backends()
+	v.sources()
 	v.kafkaAPI()
 	v.auth()
 	v.tracing()
@@ -159,8 +160,8 @@ func validTopic(name string) bool {
 }
 
 func (v *validator) protos() {
-	if len(v.cfg.Protos) == 0 && len(v.cfg.Routes) > 0 {
-		v.errf("protos", "no proto sources: list the .proto files or descriptor sets that define the routed services")
+	if len(v.cfg.Protos) == 0 && len(v.cfg.Routes)+len(v.cfg.Sources) > 0 {
+		v.errf("protos", "no proto sources: list the .proto files or descriptor sets that define the routed services and the sources' methods")
 	}
 	for i, s := range v.cfg.Protos {
 		p := fmt.Sprintf("protos[%d]", i)
@@ -176,8 +177,8 @@ func (v *validator) protos() {
 }
 
 func (v *validator) routes() {
-	if len(v.cfg.Routes) == 0 && len(v.cfg.Backends) == 0 && !v.cfg.KafkaAPI.Enabled && !v.cfg.KafkaAPI.Pixy {
-		v.errf("routes", "no routes, no backends and no kafka_api: add at least one so Ferry has something to do")
+	if len(v.cfg.Routes) == 0 && len(v.cfg.Backends) == 0 && len(v.cfg.Sources) == 0 && !v.cfg.KafkaAPI.Enabled && !v.cfg.KafkaAPI.Pixy {
+		v.errf("routes", "no routes, no backends, no sources and no kafka_api: add at least one so Ferry has something to do")
 	}
 	names := map[string]bool{}
 	v.replyHeaders = map[[2]string]replyReader{}

@@ -169,6 +169,10 @@ func (e *Embedded) Cluster(cfg config.Cluster, logger *slog.Logger) *Cluster {
 // outside client such as kcat.
 func (e *Embedded) Addrs() []string { return e.c.ListenAddrs() }
 
+// Fake returns the kfake cluster behind the broker, for tests that inject
+// faults with its control functions.
+func (e *Embedded) Fake() *kfake.Cluster { return e.c }
+
 // Close stops the broker. In memory, its records are gone; with a data
 // directory, it first writes what it holds there. When ctx ends before
 // that is done, Close stops waiting and says so (the broker goes on

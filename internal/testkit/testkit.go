@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/goleak"
 
@@ -179,6 +180,16 @@ func (b *Broker) Close() {
 	if b.embedded != nil {
 		b.embedded.Close(context.Background())
 	}
+}
+
+// Fake returns the embedded broker's kfake cluster, to inject faults with
+// its control functions; nil against a real broker.
+func (b *Broker) Fake(t testing.TB) *kfake.Cluster {
+	b.Seeds(t)
+	if b.embedded == nil {
+		return nil
+	}
+	return b.embedded.Fake()
 }
 
 // Client returns a plain franz-go client of the brokers with opts (which

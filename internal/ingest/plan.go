@@ -1,0 +1,220 @@
+package ingest
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/dynamicpb"
+
+	"github.com/ferryproxy/ferry/internal/config"
+	"github.com/ferryproxy/ferry/internal/protoreg"
+)
+
+// The headers Ferry writes on every record of a source, beside those the
+// source configures.
+const (
+	// HeaderSource holds the source's name.
+	HeaderSource = "ferry-source"
+	// HeaderMethod holds the method the record came from, as
+	// package.Service/Method.
+	HeaderMethod = "ferry-method"
+	// HeaderCursor holds the record's own cursor (sources with a cursor).
+	HeaderCursor = "ferry-cursor"
+	// HeaderSeq orders a source's records as Ferry read them, across
+	// restarts and instances: "<generation>-<n>", the generation of the
+	// ingest group in which the writing instance got the source, and a
+	// count that goes on from the latest record found (sources with a
+	// cursor).
+	HeaderSeq = "ferry-seq"
+	// HeaderResume holds the cursor up to which every record of the source
+	// was acknowledged by Kafka when this one was written: where a new
+	// owner of the source resumes when this is the latest record it finds
+	// (sources with a cursor). Empty: none yet, the configured request.
+	HeaderResume = "ferry-resume"
+	// metaPrefix starts the names of headers taken from the stream's
+	// response metadata.
+	metaPrefix = "meta:"
+)
+
+// Plan is a source compiled against the loaded protos: the call to open
+// and how each response becomes a record. It is read-only once built.
+type Plan struct {
+	cfg config.Source
+	// path is the gRPC method path, /package.Service/Method.
+	path string
+	// stream is true for a server-streaming method, false for a unary one
+	// (polled).
+	stream  bool
+	in, out protoreflect.MessageDescriptor
+	// request is the configured request; requestBytes its encoding.
+	request      *dynamicpb.Message
+	requestBytes []byte
+	key          *template
+	headers      []namedTemplate
+	stamp        *fieldPath
+	// cursor is the response field that tells where the stream is, and
+	// reqCursor the request field it goes back into; nil without one.
+	cursor, reqCursor *fieldPath
+	json              *protojson.MarshalOptions
+	// decode is set when a response must be decoded to make its record.
+	decode bool
+}
+
+type namedTemplate struct {
+	name string
+	t    template
+}
+
+// Compile checks source i of cfg against reg and builds its plan. Errors
+// are located in the configuration file.
+func Compile(cfg *config.Config, i int, reg *protoreg.Registry) (*Plan, error) {
+	s := cfg.Sources[i]
+	p := fmt.Sprintf("sources[%d]", i)
+	errf := func(key, format string, args ...any) error {
+		return config.Errors{cfg.Errorf(p+key, format, args...)}
+	}
+	m, ok := reg.Method("/" + s.Method)
+	if !ok {
+		return nil, errf(".method", "no loaded proto defines a method %q: check the name and the protos section", s.Method)
+	}
+	if m.ClientStreaming {
+		return nil, errf(".method", "%s is client-streaming: a source calls a server-streaming method, or polls a unary one", s.Method)
+	}
+	plan := &Plan{cfg: s, path: m.Path, stream: m.ServerStreaming, in: m.Desc.Input(), out: m.Desc.Output()}
+	plan.request = dynamicpb.NewMessage(plan.in)
+	if err := protojson.Unmarshal([]byte(s.Request), plan.request); err != nil {
+		return nil, errf(".request", "is not a %s in JSON: %v", plan.in.FullName(), err)
+	}
+	var err error
+	if plan.requestBytes, err = proto.Marshal(plan.request); err != nil {
+		return nil, errf(".request", "cannot be encoded: %v", err)
+	}
+	if s.Key != "" {
+		t, err := parseTemplate(plan.out, s.Key)
+		if err != nil {
+			return nil, errf(".key", "%v", err)
+		}
+		plan.key = &t
+	}
+	for _, h := range s.Headers {
+		t, err := parseTemplate(plan.out, h.Value)
+		if err != nil {
+			return nil, errf(".headers."+h.Name, "%v", err)
+		}
+		plan.headers = append(plan.headers, namedTemplate{name: h.Name, t: t})
+	}
+	if s.TimestampField != "" {
+		fp, err := resolvePath(plan.out, s.TimestampField)
+		if err != nil {
+			return nil, errf(".timestamp_field", "%v", err)
+		}
+		switch fd := fp.leaf(); {
+		case fd.Kind() == protoreflect.MessageKind, kindFamily(fd) == "integer":
+		default:
+			return nil, errf(".timestamp_field", "field %s is a %s: name a google.protobuf.Timestamp or an integer of milliseconds", fd.FullName(), fd.Kind())
+		}
+		plan.stamp = &fp
+	}
+	if c := s.Cursor; c.Enabled() {
+		fp, err := resolvePath(plan.out, c.Field)
+		if err != nil {
+			return nil, errf(".cursor.field", "%v", err)
+		}
+		rp, err := resolvePath(plan.in, c.RequestField)
+		if err != nil {
+			return nil, errf(".cursor.request_field", "%v", err)
+		}
+		from, to := kindFamily(fp.leaf()), kindFamily(rp.leaf())
+		switch {
+		case from == "":
+			return nil, errf(".cursor.field", "field %s is a %s: a cursor is an integer, a string, bytes or a google.protobuf.Timestamp", fp.leaf().FullName(), fp.leaf().Kind())
+		case from != to:
+			return nil, errf(".cursor.request_field", "field %s cannot take the cursor: it is not of the kind of %s (%s)", rp.leaf().FullName(), fp.leaf().FullName(), from)
+		case c.Increment != 0 && from != "integer":
+			return nil, errf(".cursor.increment", "applies to integer cursors only, and %s is a %s", fp.leaf().FullName(), fp.leaf().Kind())
+		}
+		plan.cursor, plan.reqCursor = &fp, &rp
+	}
+	if s.Value.Format == "json" {
+		plan.json = &protojson.MarshalOptions{UseProtoNames: s.Value.UseProtoNames, EmitUnpopulated: s.Value.EmitDefaults}
+	}
+	plan.decode = plan.json != nil || plan.key != nil || len(plan.headers) > 0 || plan.stamp != nil || plan.cursor != nil
+	return plan, nil
+}
+
+// Check compiles every source of cfg, as `ferry validate` and reload do,
+// and returns their errors joined.
+func Check(cfg *config.Config, reg *protoreg.Registry) error {
+	var errs config.Errors
+	for i := range cfg.Sources {
+		if _, err := Compile(cfg, i, reg); err != nil {
+			errs = append(errs, err.(config.Errors)...)
+		}
+	}
+	if len(errs) > 0 {
+		return errs
+	}
+	return nil
+}
+
+// requestFor returns the request that opens the call: the configured one,
+// with cursor (when not empty) in the cursor's request field.
+func (p *Plan) requestFor(cursor []byte) ([]byte, error) {
+	if p.reqCursor == nil || len(cursor) == 0 {
+		return p.requestBytes, nil
+	}
+	req := dynamicpb.NewMessage(p.in)
+	proto.Merge(req, p.request)
+	if err := p.reqCursor.setText(req, cursor, p.cfg.Cursor.Increment); err != nil {
+		return nil, err
+	}
+	return proto.Marshal(req)
+}
+
+// record makes the record of one response, raw as the server sent it,
+// decoding it into msg (reused from call to call) when the plan needs its
+// fields. It returns the response's cursor too, nil without one.
+func (p *Plan) record(raw []byte, msg *dynamicpb.Message, meta []kgo.RecordHeader) (*kgo.Record, []byte, error) {
+	r := &kgo.Record{Topic: p.cfg.Topic, Value: raw}
+	r.Headers = make([]kgo.RecordHeader, 0, 5+len(p.headers)+len(meta))
+	r.Headers = append(r.Headers,
+		kgo.RecordHeader{Key: HeaderSource, Value: []byte(p.cfg.Name)},
+		kgo.RecordHeader{Key: HeaderMethod, Value: []byte(p.cfg.Method)})
+	var cursor []byte
+	if p.decode {
+		msg.Reset()
+		if err := proto.Unmarshal(raw, msg); err != nil {
+			return nil, nil, fmt.Errorf("the response is not a %s: %w", p.out.FullName(), err)
+		}
+		if p.json != nil {
+			b, err := p.json.Marshal(msg)
+			if err != nil {
+				return nil, nil, fmt.Errorf("the response cannot be written as JSON: %w", err)
+			}
+			r.Value = b
+		}
+		if p.key != nil {
+			r.Key = p.key.appendTo(nil, msg)
+		}
+		for _, h := range p.headers {
+			r.Headers = append(r.Headers, kgo.RecordHeader{Key: h.name, Value: h.t.appendTo(nil, msg)})
+		}
+		if p.stamp != nil {
+			if t, ok := p.stamp.timestamp(msg); ok {
+				r.Timestamp = t
+			}
+		}
+		if p.cursor != nil {
+			cursor = p.cursor.appendText(nil, msg)
+		}
+	}
+	r.Headers = append(r.Headers, meta...)
+	if r.Timestamp.IsZero() {
+		r.Timestamp = time.Now()
+	}
+	return r, cursor, nil
+}
