@@ -97,6 +97,7 @@ func (a *App) startAdmin(ctx context.Context) error {
 		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
 	})
 	mux.HandleFunc("GET /readyz", a.serveReady)
+	mux.HandleFunc("GET /sources", a.serveSources)
 	if ac.PProf {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

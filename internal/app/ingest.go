@@ -2,6 +2,8 @@ package app
 
 import (
 	"context"
+	"encoding/json"
+	"net/http"
 
 	"github.com/ferryproxy/ferry/internal/ingest"
 	"github.com/ferryproxy/ferry/internal/kafka"
@@ -27,7 +29,21 @@ func (a *App) startSources(ctx context.Context, reg *protoreg.Registry) error {
 		return err
 	}
 	a.sources = m
+	if a.metrics != nil {
+		a.metrics.WatchSources(m.Status)
+	}
 	return a.add(ctx, "the sources", m)
+}
+
+// serveSources answers GET /sources on the admin listener: every source's
+// status on this instance, as JSON.
+func (a *App) serveSources(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	st := a.SourceStatus()
+	if st == nil {
+		st = []ingest.Status{}
+	}
+	_ = json.NewEncoder(w).Encode(map[string]any{"sources": st})
 }
 
 // SourceStatus returns the status of every source, nil without sources.

@@ -124,14 +124,15 @@ func Compile(cfg *config.Config, i int, reg *protoreg.Registry) (*Plan, error) {
 		if err != nil {
 			return nil, errf(".cursor.field", "%v", err)
 		}
+		from := kindFamily(fp.leaf())
+		if from == "" {
+			return nil, errf(".cursor.field", "field %s is a %s: a cursor is an integer, a string, bytes or a google.protobuf.Timestamp", fp.leaf().FullName(), fp.leaf().Kind())
+		}
 		rp, err := resolvePath(plan.in, c.RequestField)
 		if err != nil {
 			return nil, errf(".cursor.request_field", "%v", err)
 		}
-		from, to := kindFamily(fp.leaf()), kindFamily(rp.leaf())
-		switch {
-		case from == "":
-			return nil, errf(".cursor.field", "field %s is a %s: a cursor is an integer, a string, bytes or a google.protobuf.Timestamp", fp.leaf().FullName(), fp.leaf().Kind())
+		switch to := kindFamily(rp.leaf()); {
 		case from != to:
 			return nil, errf(".cursor.request_field", "field %s cannot take the cursor: it is not of the kind of %s (%s)", rp.leaf().FullName(), fp.leaf().FullName(), from)
 		case c.Increment != 0 && from != "integer":

@@ -64,9 +64,9 @@ type Status struct {
 	Records uint64 `json:"records"`
 	// Reconnects counts the calls opened again after one ended.
 	Reconnects uint64 `json:"reconnects"`
-	// Gaps counts the calls of a source without a cursor opened again
-	// after one delivered records: what the server sent in between is
-	// missing from the topic.
+	// Gaps counts the calls of a streaming source without a cursor opened
+	// again after one failed: the new call starts from the configured
+	// request, and what the server sent in between is not in the topic.
 	Gaps uint64 `json:"gaps"`
 	// Failed counts the records Kafka refused; a source with a cursor
 	// reads them again, one without loses them (counted in Lost too).
@@ -171,9 +171,6 @@ func (s *source) run(ctx context.Context, gen int32) {
 		if ctx.Err() != nil {
 			return
 		}
-		if s.plan.cursor == nil && res.records > 0 {
-			s.gaps.Add(1)
-		}
 		st := res.status
 		switch {
 		case res.convert != nil:
@@ -196,6 +193,11 @@ func (s *source) run(ctx context.Context, gen int32) {
 		case s.permanent(st.Code()):
 			s.stop(fmt.Sprintf("the server answered %s: %s", st.Code(), s.tlsLog.WithCause(st.Message())))
 			return
+		}
+		if s.plan.cursor == nil && s.plan.stream {
+			// The call opens again from the configured request: what
+			// the server sent meanwhile is not in the topic.
+			s.gaps.Add(1)
 		}
 		if time.Since(began) >= cfg.Reconnect.ResetAfter {
 			attempt = 0

@@ -1,0 +1,251 @@
+package ingest_test
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/ferryproxy/ferry/internal/app"
+	"github.com/ferryproxy/ferry/internal/config"
+	"github.com/ferryproxy/ferry/internal/ingest"
+)
+
+// TestBackPressure: while Kafka holds back the source's produce requests,
+// Ferry stops reading the call, so the server's sends stop too (gRPC flow
+// control); once Kafka answers again every tick reaches the topic.
+func TestBackPressure(t *testing.T) {
+	fake := kit.Fake(t)
+	if fake == nil {
+		t.Skip("holding produce requests back needs the embedded broker's control functions")
+	}
+	tk := startTicker(t)
+	topic := uniq(t, "pressure")
+	var stalled atomic.Bool
+	release := make(chan struct{})
+	defer func() {
+		stalled.Store(false)
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	fake.ControlKey(kmsg.Produce.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
+		fake.KeepControl()
+		if !stalled.Load() {
+			return nil, nil, false
+		}
+		// Newer produce requests name topics by id: every produce request
+		// waits (the package's tests run one at a time).
+		fake.SleepControl(func() { <-release })
+		return nil, nil, false
+	})
+	a, _ := startFerry(t, ferryYAML(t, uniq(t, "g"), fmt.Sprintf(`
+  - name: bp
+    target: %s
+    metadata: {x-source: bp}
+    method: example.ingest.Ticker/Ticks
+    request: {start: 1, interval_ms: -1, payload_size: 1000}
+    topic: %s
+    max_in_flight: 50
+    cursor: {field: seq, request_field: start, increment: 1}
+`, tk.addr, topic)))
+	waitState(t, a, "bp", ingest.StateRunning, 30*time.Second)
+	for statusOf(a, "bp").Records < 500 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	stalled.Store(true)
+	time.Sleep(time.Second)
+	_, _, before, _ := tk.stat("bp")
+	st := statusOf(a, "bp")
+	time.Sleep(time.Second)
+	_, _, after, _ := tk.stat("bp")
+	if after != before {
+		t.Errorf("the server sent %d ticks in a second while Kafka held every produce request back, want 0: Ferry went on reading", after-before)
+	}
+	if st.InFlight != 50 {
+		t.Errorf("%d records in flight while Kafka was stalled, want max_in_flight (50)", st.InFlight)
+	}
+	t.Logf("stalled: server sent %d ticks, Kafka acknowledged %d, %d in flight", after, st.Records, st.InFlight)
+	stalled.Store(false)
+	close(release)
+	for statusOf(a, "bp").Records < uint64(after)+1000 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	recs := readAll(t, topic, int(after)+1000)
+	if dups := gapsAndDups(t, seqs(t, recs), 1); dups != 0 {
+		t.Errorf("%d ticks written twice", dups)
+	}
+}
+
+// TestSharedByInstances: two instances in one ingest group run three
+// sources, each on one of them; when one stops, the other takes its
+// sources over and resumes them with no gap.
+func TestSharedByInstances(t *testing.T) {
+	tk := startTicker(t)
+	group, names := uniq(t, "g"), []string{"s1", "s2", "s3"}
+	topics := map[string]string{}
+	var sources strings.Builder
+	for _, n := range names {
+		topics[n] = uniq(t, n)
+		kit.CreateTopic(t, topics[n], 1, nil)
+		fmt.Fprintf(&sources, `
+  - name: %[1]s
+    target: %[2]s
+    metadata: {x-source: %[1]s}
+    method: example.ingest.Ticker/Ticks
+    request: {start: 1, interval_ms: 5}
+    topic: %[3]s
+    cursor: {field: seq, request_field: start, increment: 1}
+`, n, tk.addr, topics[n])
+	}
+	y := ferryYAML(t, group, sources.String())
+	a, stopA := startFerry(t, y)
+	b, _ := startFerry(t, y)
+	owner := func() map[string]*app.App {
+		deadline := time.Now().Add(60 * time.Second)
+		for time.Now().Before(deadline) {
+			own := map[string]*app.App{}
+			ok, onA := true, 0
+			for _, n := range names {
+				ra, rb := statusOf(a, n).State == ingest.StateRunning, statusOf(b, n).State == ingest.StateRunning
+				switch {
+				case ra && !rb:
+					own[n] = a
+					onA++
+				case rb && !ra:
+					own[n] = b
+				default:
+					ok = false
+				}
+			}
+			// The second instance joins after the first took every
+			// source: the group then hands some over.
+			if ok && onA > 0 && onA < len(names) {
+				return own
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Fatalf("the sources did not settle on one instance each, spread over both: a %+v, b %+v", a.SourceStatus(), b.SourceStatus())
+		return nil
+	}
+	own := owner()
+	t.Logf("sources on the first instance: %v", func() (on []string) {
+		for _, n := range names {
+			if own[n] == a {
+				on = append(on, n)
+			}
+		}
+		return on
+	}())
+	for _, n := range names {
+		readAll(t, topics[n], 50)
+	}
+	stopA()
+	for _, n := range names {
+		if st := statusOf(b, n); st.State != ingest.StateRunning {
+			waitState(t, b, n, ingest.StateRunning, 30*time.Second)
+		}
+	}
+	for _, n := range names {
+		before := statusOf(b, n).Records
+		for statusOf(b, n).Records < before+50 {
+			time.Sleep(20 * time.Millisecond)
+		}
+		recs := readAll(t, topics[n], 100)
+		if dups := gapsAndDups(t, seqs(t, recs), 1); dups != 0 {
+			t.Errorf("source %s: %d ticks written twice after an orderly handover", n, dups)
+		}
+		if _, maxOpen, _, _ := tk.stat(n); maxOpen != 1 {
+			t.Errorf("source %s: %d calls open at once, want 1", n, maxOpen)
+		}
+	}
+}
+
+// TestPollUnary: a unary method is called again every reopen_delay, each
+// answer a record.
+func TestPollUnary(t *testing.T) {
+	tk := startTicker(t)
+	topic := uniq(t, "poll")
+	a, _ := startFerry(t, ferryYAML(t, uniq(t, "g"), fmt.Sprintf(`
+  - name: poll
+    target: %s
+    method: example.ingest.Ticker/Latest
+    topic: %s
+    reconnect: {reopen_delay: 20ms}
+`, tk.addr, topic)))
+	readAll(t, topic, 10)
+	st := statusOf(a, "poll")
+	if st.Gaps != 0 || st.Reconnects < 9 {
+		t.Errorf("status %+v: want no gaps and a reconnect per poll", st)
+	}
+}
+
+// TestIdleTimeout: a call that delivers nothing for idle_timeout is
+// opened again from the cursor.
+func TestIdleTimeout(t *testing.T) {
+	tk := startTicker(t)
+	topic := uniq(t, "idle")
+	a, _ := startFerry(t, ferryYAML(t, uniq(t, "g"), fmt.Sprintf(`
+  - name: idle
+    target: %s
+    metadata: {x-source: idle}
+    method: example.ingest.Ticker/Ticks
+    request: {start: 1, interval_ms: 60000}
+    topic: %s
+    idle_timeout: 200ms
+    reconnect: {initial_backoff: 10ms, max_backoff: 20ms}
+    cursor: {field: seq, request_field: start, increment: 1}
+`, tk.addr, topic)))
+	recs := readAll(t, topic, 4)
+	if dups := gapsAndDups(t, seqs(t, recs), 1); dups != 0 {
+		t.Errorf("%d ticks written twice", dups)
+	}
+	if st := statusOf(a, "idle"); st.Reconnects < 3 {
+		t.Errorf("status %+v: want a reconnect per idle timeout", st)
+	}
+}
+
+// TestCheck: sources are checked against the protos when the
+// configuration is validated, each error naming the file, line and key.
+func TestCheck(t *testing.T) {
+	root, _ := filepath.Abs(filepath.Join("..", ".."))
+	for _, tc := range []struct{ source, want string }{
+		{`{name: a, target: x:1, topic: t, method: example.ingest.Ticker/Nope}`, `ferry.yaml:9: sources[0].method: no loaded proto defines a method "example.ingest.Ticker/Nope"`},
+		{`{name: a, target: x:1, topic: t, method: grpc.examples.echo.Echo/ClientStreamingEcho}`, `sources[0].method: grpc.examples.echo.Echo/ClientStreamingEcho is client-streaming`},
+		{`{name: a, target: x:1, topic: t, method: example.ingest.Ticker/Ticks, request: {begin: 1}}`, `sources[0].request: is not a example.ingest.TicksRequest in JSON: `},
+		{`{name: a, target: x:1, topic: t, method: example.ingest.Ticker/Ticks, key: "{sym}"}`, `sources[0].key: "{sym}": example.ingest.Tick has no field "sym"`},
+		{`{name: a, target: x:1, topic: t, method: example.ingest.Ticker/Ticks, key: "{symbol"}`, `sources[0].key: "{symbol": a { has no closing }`},
+		{`{name: a, target: x:1, topic: t, method: example.ingest.Ticker/Ticks, headers: {h: "{seq.x}"}}`, `sources[0].headers.h: "{seq.x}": field example.ingest.Tick.seq is not a message`},
+		{`{name: a, target: x:1, topic: t, method: example.ingest.Ticker/Ticks, timestamp_field: symbol}`, `sources[0].timestamp_field: field example.ingest.Tick.symbol is a string`},
+		{`{name: a, target: x:1, topic: t, method: example.ingest.Ticker/Ticks, cursor: {field: symbol, request_field: start}}`, `sources[0].cursor.request_field: field example.ingest.TicksRequest.start cannot take the cursor`},
+		{`{name: a, target: x:1, topic: t, method: example.ingest.Ticker/Ticks, cursor: {field: time, request_field: start}}`, `sources[0].cursor.request_field: field example.ingest.TicksRequest.start cannot take the cursor`},
+		{`{name: a, target: x:1, topic: t, method: example.ingest.Ticker/Ticks, cursor: {field: payload, request_field: start}}`, `cannot take the cursor`},
+		{`{name: a, target: x:1, topic: t, method: example.ingest.Ticker/Ticks, cursor: {field: price}}`, `sources[0].cursor.field: field example.ingest.Tick.price is a double: a cursor is an integer, a string, bytes or a google.protobuf.Timestamp`},
+		{`{name: a, target: x:1, topic: t, method: example.ingest.Ticker/Ticks, cursor: {field: seq, request_field: nope}}`, `sources[0].cursor.request_field: example.ingest.TicksRequest has no field "nope"`},
+		{`{name: a, target: x:1, topic: t, method: example.ingest.Ticker/Ticks, cursor: {field: seq}}`, `sources[0].cursor.request_field: example.ingest.TicksRequest has no field "seq"`},
+	} {
+		y := fmt.Sprintf(`clusters: [{name: default}]
+protos:
+  - files: [ticker.proto]
+    import_paths: [%q]
+  - files: [echo.proto]
+    import_paths: [%q]
+sources:
+  -
+    %s
+`, filepath.Join(root, "examples", "ingest"), filepath.Join(root, "examples", "echo"), tc.source)
+		cfg, err := config.Parse(filepath.Join(t.TempDir(), "ferry.yaml"), []byte(y))
+		if err == nil {
+			err = app.Validate(t.Context(), cfg)
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s:\n got %v\nwant %s", tc.source, err, tc.want)
+		}
+	}
+}
