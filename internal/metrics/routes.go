@@ -34,7 +34,7 @@ func (r *Registry) ProduceRoute(name string) produce.Meter {
 		rs.firstReply = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: namespace, Name: "produce_first_reply_seconds",
 			Help:    "Time from a call reaching a request-reply route to its first response message, by route.",
-			Buckets: durationBuckets,
+			Buckets: durationBuckets[:],
 		}, []string{"route"})
 		r.reg.MustRegister(rs.requests, rs.responses, rs.firstReply)
 	})
