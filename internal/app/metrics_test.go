@@ -197,6 +197,10 @@ routes:
 		{"ferry_produce_request_messages_total", map[string]string{"route": "route-1"}, 2},
 		{"ferry_produce_response_messages_total", map[string]string{"route": "route-1"}, 2},
 		{"ferry_produce_first_reply_seconds", map[string]string{"route": "route-1"}, 2},
+		// Two calls of EchoRequest{message: "hi"}, each answered with
+		// EchoResponse{message: "hi"}: the same bytes each way.
+		{"ferry_produce_request_bytes_total", map[string]string{"route": "route-1", "method": echo}, float64(2 * len(testkit.Echo("hi")))},
+		{"ferry_produce_response_bytes_total", map[string]string{"route": "route-1", "method": echo}, float64(2 * len(testkit.Echo("hi")))},
 		{"ferry_fetch_subscribers", nil, 0},
 		{"ferry_fetch_cut_offs_total", nil, 0},
 		{"ferry_replies_pending", nil, 0},

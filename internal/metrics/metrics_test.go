@@ -200,6 +200,17 @@ func TestProduceRouteSeries(t *testing.T) {
 			t.Errorf("%s{route=%q} = %v, want %v", tc.name, tc.route, got, tc.want)
 		}
 	}
+	req, resp := r.ProduceRoute("a").Bytes(echo)
+	req.Add(3)
+	resp.Add(5)
+	req, _ = r.ProduceRoute("a").Bytes(echo)
+	req.Add(4)
+	if got := testutil.ToFloat64(r.routes.requestBytes.WithLabelValues("a", echo)); got != 7 {
+		t.Errorf("ferry_produce_request_bytes_total{route=a} = %v, want 7", got)
+	}
+	if got := testutil.ToFloat64(r.routes.responseBytes.WithLabelValues("a", echo)); got != 5 {
+		t.Errorf("ferry_produce_response_bytes_total{route=a} = %v, want 5", got)
+	}
 	if n := testutil.CollectAndCount(r.reg, "ferry_produce_first_reply_seconds"); n != 2 {
 		t.Errorf("%d series of ferry_produce_first_reply_seconds, want 2", n)
 	}
