@@ -83,11 +83,17 @@ func (a *App) startAdmin(ctx context.Context) error {
 			}
 			return a.kafkaAPI.Members()
 		},
-		KafkaAPICounts: func() kafkaapi.Counts {
+		KafkaAPICounts: func() map[string]kafkaapi.Counts {
 			if a.kafkaAPI == nil {
-				return kafkaapi.Counts{}
+				return nil
 			}
 			return a.kafkaAPI.Counts()
+		},
+		KafkaAPILag: func() map[string]kafkaapi.Lag {
+			if a.kafkaAPI == nil {
+				return nil
+			}
+			return a.kafkaAPI.Lag()
 		},
 	})
 	mux := http.NewServeMux()
