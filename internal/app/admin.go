@@ -47,21 +47,30 @@ func (a *App) measuring() bool { return a.metrics != nil && a.cfg.Metrics.Enable
 
 // knowMethods notes the gRPC methods Ferry serves and calls: those of the
 // loaded protos and of the gRPC server's own services. Other names are
-// the caller's choice, and count as one method in the metrics. It runs
-// before the servers start, so calls only read the set.
+// the caller's choice, and count as one method in the metrics. Start runs
+// it before the servers start, Reload with the protos it loaded: calls
+// read the set of the moment. A method a reload took away keeps its
+// series, which the metrics resolved once.
 func (a *App) knowMethods(reg *protoreg.Registry) {
-	a.methods = map[string]bool{}
+	methods := map[string]bool{}
 	for _, sd := range reg.Services() {
 		ms := sd.Methods()
 		for i := range ms.Len() {
-			a.methods["/"+string(sd.FullName())+"/"+string(ms.Get(i).Name())] = true
+			methods["/"+string(sd.FullName())+"/"+string(ms.Get(i).Name())] = true
 		}
 	}
 	for name, info := range a.server.GRPC().GetServiceInfo() {
 		for _, m := range info.Methods {
-			a.methods["/"+name+"/"+m.Name] = true
+			methods["/"+name+"/"+m.Name] = true
 		}
 	}
+	a.methods.Store(&methods)
+}
+
+// knownMethod reports whether m is one of the methods knowMethods noted.
+func (a *App) knownMethod(m string) bool {
+	methods := a.methods.Load()
+	return methods != nil && (*methods)[m]
 }
 
 // startAdmin listens on listeners.admin.address and serves the admin
@@ -83,11 +92,17 @@ func (a *App) startAdmin(ctx context.Context) error {
 			}
 			return a.kafkaAPI.Members()
 		},
-		KafkaAPICounts: func() kafkaapi.Counts {
+		KafkaAPICounts: func() map[string]kafkaapi.Counts {
 			if a.kafkaAPI == nil {
-				return kafkaapi.Counts{}
+				return nil
 			}
 			return a.kafkaAPI.Counts()
+		},
+		KafkaAPILag: func() map[string]kafkaapi.Lag {
+			if a.kafkaAPI == nil {
+				return nil
+			}
+			return a.kafkaAPI.Lag()
 		},
 	})
 	mux := http.NewServeMux()

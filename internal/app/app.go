@@ -86,9 +86,9 @@ type App struct {
 	httpSrv  *http.Server // nil unless a face is served over HTTP
 	httpLis  net.Listener
 	// metrics is the Prometheus registry; nil without an admin listener. methods are the gRPC
-	// methods it names (knowMethods); adminLis is the admin listener's.
+	// methods it names (knowMethods), replaced by Reload; adminLis is the admin listener's.
 	metrics  *metrics.Registry
-	methods  map[string]bool
+	methods  atomic.Pointer[map[string]bool]
 	adminLis net.Listener
 	// started is set once Start is done: /readyz reports the routes loaded.
 	started atomic.Bool
@@ -133,18 +133,28 @@ func LoadProtos(ctx context.Context, cfg *config.Config) (*protoreg.Registry, er
 // listening: the configuration, the protos, and that every route names a
 // method the protos define.
 func Validate(ctx context.Context, cfg *config.Config) error {
+	_, err := validate(ctx, cfg)
+	return err
+}
+
+// validate is Validate returning the protos it loaded, so that Reload
+// compiles them once.
+func validate(ctx context.Context, cfg *config.Config) (*protoreg.Registry, error) {
 	reg, err := LoadProtos(ctx, cfg)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	routes, err := routeKinds(nil).Check(cfg)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if _, err = routing.NewTable(cfg, reg, routes); err != nil {
-		return err
+	if _, err := routing.NewTable(cfg, reg, routes); err != nil {
+		return nil, err
 	}
-	return ingest.Check(cfg, reg)
+	if err := ingest.Check(cfg, reg); err != nil {
+		return nil, err
+	}
+	return reg, nil
 }
 
 // Start builds and starts Ferry: each part is a component, started in
@@ -173,7 +183,7 @@ func start(ctx context.Context, cfg *config.Config, logger *slog.Logger, exp sdk
 	a.metrics = newMetrics(a)
 	if a.measuring() {
 		// First, so that it counts the calls the others refuse.
-		interceptors = append(interceptors, a.metrics.Calls(func(m string) bool { return a.methods[m] }))
+		interceptors = append(interceptors, a.metrics.Calls(a.knownMethod))
 	}
 	if cfg.Log.Access {
 		interceptors = append(interceptors, edge.AccessLog(logger))

@@ -197,6 +197,10 @@ routes:
 		{"ferry_produce_request_messages_total", map[string]string{"route": "route-1"}, 2},
 		{"ferry_produce_response_messages_total", map[string]string{"route": "route-1"}, 2},
 		{"ferry_produce_first_reply_seconds", map[string]string{"route": "route-1"}, 2},
+		// Two calls of EchoRequest{message: "hi"}, each answered with
+		// EchoResponse{message: "hi"}: the same bytes each way.
+		{"ferry_produce_request_bytes_total", map[string]string{"route": "route-1", "method": echo}, float64(2 * len(testkit.Echo("hi")))},
+		{"ferry_produce_response_bytes_total", map[string]string{"route": "route-1", "method": echo}, float64(2 * len(testkit.Echo("hi")))},
 		{"ferry_fetch_subscribers", nil, 0},
 		{"ferry_fetch_cut_offs_total", nil, 0},
 		{"ferry_replies_pending", nil, 0},
@@ -359,7 +363,8 @@ func TestMetricsOff(t *testing.T) {
 
 // TestMetricsKafkaAPI: a message polled and acknowledged counts one
 // delivery and one acknowledgement; one polled again after its ack_timeout
-// counts a delivery and a redelivery.
+// counts a delivery and a redelivery, all under the cluster's name. The
+// message not acknowledged is the group's lag, gone once it is.
 func TestMetricsKafkaAPI(t *testing.T) {
 	kit.CheckLeaks(t)
 	y := strings.Replace(kafkaAPIYAML(t, "    ack_timeout: 1s\n"), `admin: {address: ""}`, `admin: {address: "127.0.0.1:0"}`, 1)
@@ -401,13 +406,25 @@ func TestMetricsKafkaAPI(t *testing.T) {
 	}
 	mfs := scrape(t, a)
 	for name, want := range map[string]float64{
-		"ferry_kafka_api_deliveries_total":   3,
-		"ferry_kafka_api_redeliveries_total": 1,
-		"ferry_kafka_api_acks_total":         1,
-		"ferry_kafka_api_dead_letters_total": 0,
+		"ferry_kafka_api_deliveries_total":         3,
+		"ferry_kafka_api_redeliveries_total":       1,
+		"ferry_kafka_api_acks_total":               1,
+		"ferry_kafka_api_dead_letters_total":       0,
+		"ferry_kafka_api_consumer_lag_records":     1,
+		"ferry_kafka_api_consumer_lag_max_records": 1,
 	} {
-		if got, ok := sample(mfs, name, nil); !ok || got != want {
-			t.Errorf("%s = %v (found %v), want %v", name, got, ok, want)
+		if got, ok := sample(mfs, name, map[string]string{"cluster": "default"}); !ok || got != want {
+			t.Errorf("%s{cluster=default} = %v (found %v), want %v", name, got, ok, want)
+		}
+	}
+	if _, err := ferry.Ack(ctx, &kafkav1.AckRequest{Topic: topic, Group: group,
+		Acks: []*kafkav1.MessageRef{{Partition: first.Partition, Offset: first.Offset}}}); err != nil {
+		t.Fatal(err)
+	}
+	mfs = scrape(t, a)
+	for _, name := range []string{"ferry_kafka_api_consumer_lag_records", "ferry_kafka_api_consumer_lag_max_records"} {
+		if got, ok := sample(mfs, name, map[string]string{"cluster": "default"}); !ok || got != 0 {
+			t.Errorf("%s{cluster=default} after the last ack = %v (found %v), want 0", name, got, ok)
 		}
 	}
 }

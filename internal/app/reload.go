@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ferryproxy/ferry/internal/backend"
@@ -52,10 +53,7 @@ func (a *App) Reload(ctx context.Context, cfg *config.Config) error {
 	if changed := restartSections(a.cfg, cfg); len(changed) > 0 {
 		return fmt.Errorf("%s: %s changed, which needs a restart: the running configuration stays", cfg.File(), strings.Join(changed, ", "))
 	}
-	if err := Validate(ctx, cfg); err != nil {
-		return err
-	}
-	reg, err := LoadProtos(ctx, cfg)
+	reg, err := validate(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -71,6 +69,7 @@ func (a *App) Reload(ctx context.Context, cfg *config.Config) error {
 		return err
 	}
 	a.table.Store(table)
+	a.knowMethods(reg)
 	if a.kafkaAPI != nil && !reflect.DeepEqual(a.apiAllow, cfg.KafkaAPI.Allow) {
 		a.setAPIPolicy(cfg.KafkaAPI.Allow)
 	}
@@ -82,6 +81,15 @@ func (a *App) Reload(ctx context.Context, cfg *config.Config) error {
 // reloadBackends stops the back ends that are gone or changed and starts
 // the new and changed ones. A back end that fails to start is logged and
 // left out; the others run.
+//
+// It runs under reloadMu, drains included, though a drain can take a back
+// end's drain_timeout: the stopped back ends drain at once, so a reload
+// waits for the longest drain, not their sum. Draining after unlocking
+// would be unsafe as things stand: a changed back end must have left its
+// group before its successor of the same name joins, and a Reload coming
+// meanwhile would not see the draining back end in the list and start
+// that name a second time; Close, which takes reloadMu to refuse further
+// starts, would also no longer wait for the drain through the lock.
 func (a *App) reloadBackends(ctx context.Context, want []config.Backend) {
 	keep := map[string]bool{}
 	for _, bc := range want {
@@ -101,11 +109,15 @@ func (a *App) reloadBackends(ctx context.Context, want []config.Backend) {
 	}
 	a.backends = next
 	a.backendsMu.Unlock()
+	var draining sync.WaitGroup
 	for _, lb := range stop {
-		if err := lb.b.Close(ctx); err != nil {
-			a.logger.Warn("stopping a back end for the new configuration", "backend", lb.cfg.Name, "err", err)
-		}
+		draining.Go(func() {
+			if err := lb.b.Close(ctx); err != nil {
+				a.logger.Warn("stopping a back end for the new configuration", "backend", lb.cfg.Name, "err", err)
+			}
+		})
 	}
+	draining.Wait()
 	for _, bc := range want {
 		if keep[bc.Name] {
 			continue

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/emptypb"
 
 	kafkav1 "github.com/ferryproxy/ferry/api/ferry/kafka/v1"
 	"github.com/ferryproxy/ferry/internal/config"
@@ -271,5 +272,52 @@ func TestReloadKafkaAPIAllow(t *testing.T) {
 	}
 	if err := produce(second); err != nil {
 		t.Fatalf("after the reload: %v", err)
+	}
+}
+
+// TestReloadNamesNewMethods: a method of a proto a reload added is counted
+// under its name; before, the same call counted as "unknown".
+func TestReloadNamesNewMethods(t *testing.T) {
+	const fanout = "/example.FanoutService/FanoutServerStream"
+	dir := t.TempDir()
+	path := filepath.Join(dir, "ferry.yaml")
+	v1 := reloadYAML(t, echoRoute("stable", "UnaryEcho", kit.Topic(t, 1, nil)))
+	writeFile(t, path, v1)
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := startConfig(t, cfg)
+	cc := dialAddr(t, a.GRPCAddr())
+	ctx := testkit.Context(t, 30*time.Second)
+	unrouted := func() {
+		t.Helper()
+		if err := cc.Invoke(ctx, fanout, &emptypb.Empty{}, &emptypb.Empty{}); status.Code(err) != codes.Unimplemented {
+			t.Fatalf("%s without a route: %v, want UNIMPLEMENTED", fanout, err)
+		}
+	}
+	handled := func(method string) float64 {
+		t.Helper()
+		got, _ := sample(scrape(t, a), "ferry_calls_handled_total", map[string]string{"face": "grpc", "method": method, "code": "Unimplemented"})
+		return got
+	}
+	unrouted()
+	if got := handled("unknown"); got != 1 {
+		t.Fatalf("before the reload: %v calls counted as unknown, want 1", got)
+	}
+	v2 := strings.Replace(v1, "protos:\n", fmt.Sprintf("protos:\n  - files: [fanout.proto]\n    import_paths: [%q]\n", filepath.Join(root(t), "examples", "fanout")), 1)
+	writeFile(t, path, v2)
+	if cfg, err = config.Load(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Reload(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	unrouted()
+	if got := handled(fanout); got != 1 {
+		t.Errorf("after the reload: %v calls counted as %s, want 1", got, fanout)
+	}
+	if got := handled("unknown"); got != 1 {
+		t.Errorf("after the reload: %v calls counted as unknown, want still 1", got)
 	}
 }

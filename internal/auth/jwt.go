@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +16,8 @@ import (
 	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
 	"golang.org/x/time/rate"
+
+	"github.com/ferryproxy/ferry/internal/config"
 )
 
 // The reasons Verify gives for refusing a token. Each is short and safe to show the caller: none
@@ -194,8 +195,8 @@ func (o *JWTOptions) setDefaults() error {
 		return errors.New("jwt: set a JWKS file or a JWKS URL, not both")
 	}
 	if o.JWKSURL != "" {
-		if err := checkJWKSURL(o.JWKSURL); err != nil {
-			return err
+		if err := config.CheckJWKSURL(o.JWKSURL); err != nil {
+			return fmt.Errorf("jwt: JWKS URL %w", err)
 		}
 	}
 	if o.Refresh < 0 {
@@ -224,30 +225,6 @@ func (o *JWTOptions) setDefaults() error {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
-	}
-	return nil
-}
-
-// checkJWKSURL accepts https URLs, and http ones for the local host only: keys fetched in the
-// clear from elsewhere could be replaced on the way.
-func checkJWKSURL(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return fmt.Errorf("jwt: parsing JWKS URL: %w", err)
-	}
-	switch u.Scheme {
-	case "https":
-	case "http":
-		switch u.Hostname() {
-		case "localhost", "127.0.0.1", "::1":
-		default:
-			return fmt.Errorf("jwt: JWKS URL %s must use https (http is accepted for localhost only)", u.Redacted())
-		}
-	default:
-		return fmt.Errorf("jwt: JWKS URL %s must use https", u.Redacted())
-	}
-	if u.Host == "" {
-		return fmt.Errorf("jwt: JWKS URL %s names no host", u.Redacted())
 	}
 	return nil
 }

@@ -54,7 +54,7 @@ func (p *partition) lag() (int64, bool) {
 	if hw < 0 || p.high < 0 {
 		return 0, false
 	}
-	return max(hw-p.pending.CommitPoint(p.high+1), 0), true
+	return p.pending.Lag(hw, p.high+1), true
 }
 
 // track adds a record read from Kafka. It returns false when the partition

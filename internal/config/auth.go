@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -134,7 +135,7 @@ func (v *validator) auth() {
 	case j.JWKSFile != "" && j.JWKSURL != "":
 		v.errf("auth.jwt.jwks_url", "give either jwks_file or jwks_url, not both")
 	case j.JWKSURL != "":
-		if err := checkJWKSURL(j.JWKSURL); err != nil {
+		if err := CheckJWKSURL(j.JWKSURL); err != nil {
 			v.errf("auth.jwt.jwks_url", "%v", err)
 		}
 	case !j.Enabled() && (j.Issuer != "" || j.Audience != ""):
@@ -265,22 +266,29 @@ func (v *validator) verifiesClientCerts() bool {
 	return false
 }
 
-// checkJWKSURL accepts https URLs, and http ones on loopback addresses.
-func checkJWKSURL(s string) error {
+// CheckJWKSURL accepts an https URL with a host, and an http one on a
+// loopback address (localhost, 127.0.0.0/8, ::1): keys fetched in the
+// clear from elsewhere could be replaced on the way. Its errors show the
+// URL without its password. Both auth.jwt.jwks_url's validation and
+// internal/auth's JWT verifier use it.
+func CheckJWKSURL(s string) error {
 	u, err := url.Parse(s)
-	if err != nil || u.Host == "" {
+	if err != nil {
 		return fmt.Errorf("%q is not a URL", s)
 	}
+	shown := strconv.Quote(u.Redacted())
 	switch u.Scheme {
 	case "https":
-		return nil
 	case "http":
 		host := u.Hostname()
-		if ip := net.ParseIP(host); host == "localhost" || ip != nil && ip.IsLoopback() {
-			return nil
+		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			return fmt.Errorf("%s is not https: a JWKS URL must use https, as keys fetched over plain http could be forged on the way (http is accepted for loopback addresses only)", shown)
 		}
-		return fmt.Errorf("%q is not https: keys fetched over plain http could be forged on the way (http is accepted for loopback addresses only)", s)
 	default:
-		return fmt.Errorf("%q is not an https URL", s)
+		return fmt.Errorf("%s is not https: a JWKS URL must use https", shown)
 	}
+	if u.Host == "" {
+		return fmt.Errorf("%s names no host", shown)
+	}
+	return nil
 }

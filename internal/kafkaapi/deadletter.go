@@ -86,6 +86,6 @@ func (m *member) deadWritten(d deadLetter, err error) {
 	}
 	m.s.logger.Warn("message moved to the dead-letter topic", "topic", m.key.topic, "group", m.key.group,
 		"partition", ps.partition, "offset", rec.Offset, "deliveries", d.deliveries, "dead_letter_topic", m.cfg.deadLetterTopic)
-	m.s.counts.deadLetters.Add(1)
+	m.counts.deadLetters.Add(1)
 	m.settleLocked(ps, rec.Offset)
 }

@@ -77,9 +77,9 @@ func (m *member) takeLocked(ss *Session, now time.Time, budget int) (Message, bo
 		m.rr = (m.rr + i + 1) % n
 		o := m.newOfferLocked()
 		ps.take(o, ss, now.Add(m.cfg.ackTimeout))
-		m.s.counts.deliveries.Add(1)
+		m.counts.deliveries.Add(1)
 		if o.deliveries > 1 {
-			m.s.counts.redeliveries.Add(1)
+			m.counts.redeliveries.Add(1)
 		}
 		m.drainedLocked(ps)
 		return o.message(), true
@@ -104,7 +104,7 @@ func (m *member) ackLocked(partition int32, offset int64) error {
 	if o := ps.offers[offset]; o != nil {
 		ps.drop(o)
 	}
-	m.s.counts.acks.Add(1)
+	m.counts.acks.Add(1)
 	m.settleLocked(ps, offset)
 	return nil
 }

@@ -30,6 +30,7 @@ type member struct {
 	cl      *kgo.Client   // set once, before ready is closed
 	ready   chan struct{} // closed once cl is set: group callbacks may run before
 	cfg     configView
+	counts  *counts // its cluster's
 
 	ctx    context.Context // ends when the member closes
 	cancel context.CancelFunc
@@ -123,6 +124,7 @@ func (s *Service) newMember(c *kafka.Cluster, key memberKey, topicID [16]byte) (
 		s:       s,
 		key:     key,
 		topicID: topicID,
+		counts:  s.counts[key.cluster],
 		cfg: configView{
 			ackTimeout:      cc.AckTimeout,
 			maxUnacked:      cc.MaxUnackedPerPartition,

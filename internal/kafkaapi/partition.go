@@ -40,6 +40,9 @@ type partState struct {
 	redeliver map[int64]int  // deliveries so far of queued records that were offered before
 	deadIn    map[int64]bool // offsets being written to the dead-letter topic
 	paused    bool
+	// highWatermark is the partition's high watermark at the last fetch
+	// that returned records of it, -1 before: from it, lag.
+	highWatermark int64
 
 	committed     int64 // what was last committed, -1 if nothing
 	committedMeta string
@@ -76,7 +79,7 @@ func (o *offer) message() Message {
 // newPartState returns the state of a partition just assigned, before
 // its committed offset is known: nothing read, nothing committed.
 func newPartState(topic string, partition int32) *partState {
-	return &partState{topic: topic, partition: partition, next: -1, committed: -1}
+	return &partState{topic: topic, partition: partition, next: -1, committed: -1, highWatermark: -1}
 }
 
 // startAt has the partition read on from the group's commit, offset and

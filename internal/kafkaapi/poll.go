@@ -68,6 +68,11 @@ func (m *member) pollLoop() {
 			continue
 		}
 		m.mu.Lock()
+		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+			if ps := m.parts[fp.Partition]; ps != nil && fp.Err == nil && len(fp.Records) > 0 {
+				ps.highWatermark = fp.HighWatermark
+			}
+		})
 		fetches.EachRecord(func(r *kgo.Record) {
 			if ps := m.parts[r.Partition]; ps != nil { // else revoked meanwhile
 				ps.add(r)

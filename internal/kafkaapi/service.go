@@ -51,7 +51,9 @@ type Service struct {
 
 	wg sync.WaitGroup // every member's goroutines
 
-	counts counts
+	// counts are the members' counters by configured cluster, made by
+	// New and read-only after.
+	counts map[string]*counts
 
 	// policy decides what callers may do; nil (or a holder of nil)
 	// allows everything. SetPolicy replaces it while calls run.
@@ -71,6 +73,7 @@ func New(cfg config.KafkaAPI, clusters map[string]*kafka.Cluster, names []string
 		names:    names,
 		logger:   logger.With("component", "kafka-api"),
 		members:  map[memberKey]*member{},
+		counts:   newCounts(names),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.givenUp, s.giveUp = context.WithCancel(context.Background())

@@ -2,8 +2,10 @@ package metrics
 
 import (
 	"context"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/codes"
@@ -77,6 +79,59 @@ func TestCallsLabels(t *testing.T) {
 	}
 }
 
+// TestCallDuration: a call's duration lands in the first bucket it does
+// not exceed, in flight counts the calls begun and not ended.
+func TestCallDuration(t *testing.T) {
+	r := New()
+	in := r.Calls(known)
+	ctx := context.Background()
+	open := edge.NewCall(edge.GRPC, echo, nil)
+	if _, err := in.Begin(ctx, open); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []time.Duration{30 * time.Millisecond, 400 * time.Second} {
+		c := edge.NewCall(edge.GRPC, echo, nil)
+		c.Start = time.Now().Add(-d)
+		if _, err := in.Begin(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		c.SetRouteName("echo")
+		in.End(ctx, c, nil)
+	}
+	mfs, err := r.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		switch mf.GetName() {
+		case "ferry_call_duration_seconds":
+			h := mf.GetMetric()[0].GetHistogram()
+			if h.GetSampleCount() != 2 || h.GetSampleSum() < 400.03 || h.GetSampleSum() > 401 {
+				t.Errorf("count %d, sum %v: want 2 and 400.03 s or a little more", h.GetSampleCount(), h.GetSampleSum())
+			}
+			for _, b := range h.GetBucket() {
+				want := uint64(0)
+				if b.GetUpperBound() >= .05 {
+					want = 1
+				}
+				if b.GetCumulativeCount() != want {
+					t.Errorf("bucket le=%v counts %d, want %d", b.GetUpperBound(), b.GetCumulativeCount(), want)
+				}
+			}
+		case "ferry_calls_in_flight", "ferry_calls_started_total":
+			want := map[string]float64{"ferry_calls_in_flight": 1, "ferry_calls_started_total": 3}[mf.GetName()]
+			for _, m := range mf.GetMetric() {
+				if m.GetLabel()[0].GetValue() != "grpc" {
+					continue
+				}
+				if got := m.GetGauge().GetValue() + m.GetCounter().GetValue(); got != want {
+					t.Errorf("%s{face=grpc} = %v, want %v", mf.GetName(), got, want)
+				}
+			}
+		}
+	}
+}
+
 // TestKafkaHookBeforeClients: a cluster's hook without a client yet
 // collects nothing and does not fail the scrape.
 func TestKafkaHookBeforeClients(t *testing.T) {
@@ -100,6 +155,24 @@ func BenchmarkCalls(b *testing.B) {
 		c.SetRouteName("echo")
 		in.End(ctx, c, nil)
 	}
+}
+
+// BenchmarkCallsParallel is BenchmarkCalls with 64 calls at once on
+// every core, the series shared: what calls running together cost each
+// other.
+func BenchmarkCallsParallel(b *testing.B) {
+	in := New().Calls(known)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.SetParallelism(64 / runtime.GOMAXPROCS(0))
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			c := edge.NewCall(edge.GRPC, echo, nil)
+			_, _ = in.Begin(ctx, c)
+			c.SetRouteName("echo")
+			in.End(ctx, c, nil)
+		}
+	})
 }
 
 // TestProduceRouteSeries: a route measured again (a reload) counts on in
@@ -126,6 +199,17 @@ func TestProduceRouteSeries(t *testing.T) {
 		if got := testutil.ToFloat64(vec.WithLabelValues(tc.route)); got != tc.want {
 			t.Errorf("%s{route=%q} = %v, want %v", tc.name, tc.route, got, tc.want)
 		}
+	}
+	req, resp := r.ProduceRoute("a").Bytes(echo)
+	req.Add(3)
+	resp.Add(5)
+	req, _ = r.ProduceRoute("a").Bytes(echo)
+	req.Add(4)
+	if got := testutil.ToFloat64(r.routes.requestBytes.WithLabelValues("a", echo)); got != 7 {
+		t.Errorf("ferry_produce_request_bytes_total{route=a} = %v, want 7", got)
+	}
+	if got := testutil.ToFloat64(r.routes.responseBytes.WithLabelValues("a", echo)); got != 5 {
+		t.Errorf("ferry_produce_response_bytes_total{route=a} = %v, want 5", got)
 	}
 	if n := testutil.CollectAndCount(r.reg, "ferry_produce_first_reply_seconds"); n != 2 {
 		t.Errorf("%d series of ferry_produce_first_reply_seconds, want 2", n)

@@ -24,8 +24,12 @@ type Sources struct {
 	CachedReplyBytes func() int64
 	// KafkaAPIMembers returns the consumer group members the Kafka API runs.
 	KafkaAPIMembers func() int
-	// KafkaAPICounts returns what the Kafka API's members did.
-	KafkaAPICounts func() kafkaapi.Counts
+	// KafkaAPICounts returns what the Kafka API's members did, by
+	// cluster.
+	KafkaAPICounts func() map[string]kafkaapi.Counts
+	// KafkaAPILag returns how far behind the Kafka API's members are, by
+	// cluster.
+	KafkaAPILag func() map[string]kafkaapi.Lag
 }
 
 // Watch registers a collector that reads s at every scrape: nothing is
@@ -56,10 +60,12 @@ var (
 	repliesPending     = desc("replies_pending", "Calls of produce routes waiting for replies.")
 	repliesCached      = desc("replies_cached_bytes", "Bytes of replies kept for retries, counted against replies.max_cached_bytes.")
 	kafkaAPIMembers    = desc("kafka_api_members", "Consumer group members the Kafka API runs, those leaving included.")
-	kafkaAPIDeliveries = desc("kafka_api_deliveries_total", "Messages the Kafka API delivered to consumers, again ones included.")
-	kafkaAPIRedeliver  = desc("kafka_api_redeliveries_total", "Deliveries of messages the Kafka API delivered before: not acknowledged in time, handed back, or left by a consumer that went.")
-	kafkaAPIAcks       = desc("kafka_api_acks_total", "Acknowledgements that settled a message the Kafka API delivered.")
-	kafkaAPIDead       = desc("kafka_api_dead_letters_total", "Messages the Kafka API wrote to their dead-letter topic.")
+	kafkaAPIDeliveries = desc("kafka_api_deliveries_total", "Messages the Kafka API delivered to consumers, again ones included, by cluster.", "cluster")
+	kafkaAPIRedeliver  = desc("kafka_api_redeliveries_total", "Deliveries of messages the Kafka API delivered before: not acknowledged in time, handed back, or left by a consumer that went; by cluster.", "cluster")
+	kafkaAPIAcks       = desc("kafka_api_acks_total", "Acknowledgements that settled a message the Kafka API delivered, by cluster.", "cluster")
+	kafkaAPIDead       = desc("kafka_api_dead_letters_total", "Messages the Kafka API wrote to their dead-letter topic, by cluster.", "cluster")
+	kafkaAPILag        = desc("kafka_api_consumer_lag_records", "Records of the partitions the Kafka API's consumer group members own not acknowledged yet, summed over groups and topics, by cluster: each partition's high watermark at the last fetch less the offset its member commits next.", "cluster")
+	kafkaAPILagMax     = desc("kafka_api_consumer_lag_max_records", "The largest lag of one of the Kafka API's consumer group members (one group's topic) on this instance, by cluster.", "cluster")
 )
 
 // state reads the components' counts at scrape time.
@@ -68,7 +74,7 @@ type state struct{ s Sources }
 func (st *state) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{backendOpen, backendWaiting, backendPauses, backendRetries, backendPartitions,
 		backendAssignments, backendRevokes, backendLosses, backendLag, fetchHubs, fetchSubscribers, fetchCatchUps, fetchRecords, fetchCutOffs, repliesPending,
-		repliesCached, kafkaAPIMembers, kafkaAPIDeliveries, kafkaAPIRedeliver, kafkaAPIAcks, kafkaAPIDead} {
+		repliesCached, kafkaAPIMembers, kafkaAPIDeliveries, kafkaAPIRedeliver, kafkaAPIAcks, kafkaAPIDead, kafkaAPILag, kafkaAPILagMax} {
 		ch <- d
 	}
 }
@@ -117,11 +123,18 @@ func (st *state) Collect(ch chan<- prometheus.Metric) {
 		gauge(kafkaAPIMembers, float64(s.KafkaAPIMembers()))
 	}
 	if s.KafkaAPICounts != nil {
-		k := s.KafkaAPICounts()
-		counter(kafkaAPIDeliveries, float64(k.Deliveries))
-		counter(kafkaAPIRedeliver, float64(k.Redeliveries))
-		counter(kafkaAPIAcks, float64(k.Acks))
-		counter(kafkaAPIDead, float64(k.DeadLetters))
+		for cluster, k := range s.KafkaAPICounts() {
+			counter(kafkaAPIDeliveries, float64(k.Deliveries), cluster)
+			counter(kafkaAPIRedeliver, float64(k.Redeliveries), cluster)
+			counter(kafkaAPIAcks, float64(k.Acks), cluster)
+			counter(kafkaAPIDead, float64(k.DeadLetters), cluster)
+		}
+	}
+	if s.KafkaAPILag != nil {
+		for cluster, l := range s.KafkaAPILag() {
+			gauge(kafkaAPILag, float64(l.Records), cluster)
+			gauge(kafkaAPILagMax, float64(l.MaxRecords), cluster)
+		}
 	}
 }
 

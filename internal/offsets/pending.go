@@ -108,6 +108,13 @@ func (p *Pending) CommitPoint(end int64) int64 {
 	return end
 }
 
+// Lag returns how many records of a partition whose high watermark (the
+// offset after its last record) is highWatermark a commit would leave
+// unfinished: highWatermark less CommitPoint(end), never below 0.
+func (p *Pending) Lag(highWatermark, end int64) int64 {
+	return max(highWatermark-p.CommitPoint(end), 0)
+}
+
 // Len returns how many offsets are unfinished.
 func (p *Pending) Len() int { return p.live }
 

@@ -145,6 +145,9 @@ type call struct {
 	// start is when the call reached the route, set when the route
 	// measures the time to the first reply.
 	start time.Time
+	// reqBytes and respBytes count the bytes of the call's messages, nil
+	// unless the route measures them.
+	reqBytes, respBytes Adder
 }
 
 // newCall prepares a call; id is the caller's identity when the route
@@ -153,6 +156,9 @@ func newCall(r *Route, m *protoreg.Method, ss grpc.ServerStream, md metadata.MD,
 	c := &call{h: r.rt, r: r, m: m, ss: ss, failed: make(chan struct{})}
 	if r.meter.FirstReply != nil {
 		c.start = time.Now()
+	}
+	if r.meter.Bytes != nil {
+		c.reqBytes, c.respBytes = r.meter.Bytes(m.Path)
 	}
 	var prefix string
 	prefix, c.idempotent = layout.CorrelationPrefix(md)
@@ -214,6 +220,9 @@ func (c *call) produce(value []byte) error {
 	c.produced++
 	if value != nil && c.r.meter.Requests != nil {
 		c.r.meter.Requests.Inc()
+	}
+	if value != nil && c.reqBytes != nil {
+		c.reqBytes.Add(float64(len(value)))
 	}
 	if value != nil && c.m.ClientStreaming && c.r.timeout() > 0 {
 		c.touch()
@@ -411,12 +420,15 @@ func (c *call) startReceive(write bool, held []byte) <-chan error {
 	return done
 }
 
-// sent counts a response message sent to the caller, the call's first
-// when first.
-func (c *call) sent(first bool) {
+// sent counts a response message of n bytes sent to the caller, the
+// call's first when first.
+func (c *call) sent(first bool, n int) {
 	mt := &c.r.meter
 	if mt.Responses != nil {
 		mt.Responses.Inc()
+	}
+	if c.respBytes != nil {
+		c.respBytes.Add(float64(n))
 	}
 	if first && mt.FirstReply != nil {
 		mt.FirstReply.Observe(time.Since(c.start).Seconds())
@@ -459,7 +471,7 @@ func (c *call) serveOneWay() error {
 	if err := c.ss.SendMsg(&frame.Frame{}); err != nil {
 		return err
 	}
-	c.sent(false) // a one-way route's answer is no reply
+	c.sent(false, 0) // a one-way route's answer is no reply, and empty
 	return nil
 }
 
@@ -581,7 +593,7 @@ func (c *call) serveRequestReply() (err error) {
 					c.abandon()
 					return err
 				}
-				c.sent(sent == 0)
+				c.sent(sent == 0, len(rep.Value))
 				sent++
 			}
 			if overflow {

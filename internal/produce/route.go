@@ -46,10 +46,16 @@ type Meter struct {
 	// seconds from the call reaching the route to its first response
 	// message sent.
 	FirstReply Observer
+	// Bytes returns, once per call, the counts of the request and the
+	// response message bytes of the route's calls of a method.
+	Bytes func(method string) (request, response Adder)
 }
 
 // Counter is a count that only goes up (a Prometheus counter).
 type Counter interface{ Inc() }
+
+// Adder is a count that goes up by an amount (a Prometheus counter).
+type Adder interface{ Add(float64) }
 
 // Observer records one value of a distribution (a Prometheus histogram).
 type Observer interface{ Observe(float64) }
