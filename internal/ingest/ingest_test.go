@@ -1,11 +1,17 @@
 package ingest_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -198,4 +204,82 @@ func statusOf(a interface{ SourceStatus() []ingest.Status }, name string) ingest
 		}
 	}
 	return ingest.Status{}
+}
+
+// TestStatusEndpoints: the admin listener serves every source's status
+// at /sources and its metrics at /metrics.
+func TestStatusEndpoints(t *testing.T) {
+	tk := startTicker(t)
+	topic := uniq(t, "status")
+	y := strings.Replace(ferryYAML(t, uniq(t, "g"), fmt.Sprintf(`
+  - name: st
+    target: %s
+    metadata: {x-source: st}
+    method: example.ingest.Ticker/Ticks
+    request: {start: 1, interval_ms: 1}
+    topic: %s
+    cursor: {field: seq, request_field: start, increment: 1}
+`, tk.addr, topic)), `admin: {address: ""}`, `admin: {address: "127.0.0.1:0"}`, 1)
+	a, _ := startFerry(t, y)
+	readAll(t, topic, 20)
+	get := func(path string) []byte {
+		resp, err := http.Get("http://" + a.AdminAddr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %s %s", path, resp.Status, b)
+		}
+		return b
+	}
+	var body struct{ Sources []ingest.Status }
+	if err := json.Unmarshal(get("/sources"), &body); err != nil || len(body.Sources) != 1 {
+		t.Fatalf("/sources: %+v, %v", body, err)
+	}
+	if st := body.Sources[0]; st.Name != "st" || st.State != ingest.StateRunning || st.Records < 20 || st.Cursor == "" {
+		t.Errorf("/sources: %+v, want st running with 20 records or more and a cursor", st)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(bytes.NewReader(get("/metrics")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	value := func(name string, labels ...string) float64 {
+		f := fams[name]
+		if f == nil {
+			t.Fatalf("/metrics has no %s", name)
+		}
+	next:
+		for _, m := range f.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, l := range m.GetLabel() {
+					found = found || l.GetName() == labels[i] && l.GetValue() == labels[i+1]
+				}
+				if !found {
+					continue next
+				}
+			}
+			if m.GetCounter() != nil {
+				return m.GetCounter().GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+		t.Fatalf("/metrics has no %s%v", name, labels)
+		return 0
+	}
+	if v := value("ferry_source_state", "source", "st", "state", "running"); v != 1 {
+		t.Errorf("ferry_source_state{running} = %v, want 1", v)
+	}
+	if v := value("ferry_source_state", "source", "st", "state", "stopped"); v != 0 {
+		t.Errorf("ferry_source_state{stopped} = %v, want 0", v)
+	}
+	if v := value("ferry_source_records_total", "source", "st"); v < 20 {
+		t.Errorf("ferry_source_records_total = %v, want 20 or more", v)
+	}
+	for _, name := range []string{"ferry_source_reconnects_total", "ferry_source_gaps_total", "ferry_source_failed_records_total", "ferry_source_lost_records_total", "ferry_source_resumes_total", "ferry_source_in_flight_records"} {
+		value(name, "source", "st")
+	}
 }

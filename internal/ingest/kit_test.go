@@ -250,7 +250,7 @@ func readAll(t testing.TB, topic string, n int) []*kgo.Record {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	cl := kit.Client(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	cl := kit.Client(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.MetadataMinAge(100*time.Millisecond))
 	var recs []*kgo.Record
 	for int64(len(recs)) < total {
 		fs := cl.PollFetches(ctx)

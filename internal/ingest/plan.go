@@ -62,6 +62,9 @@ type Plan struct {
 	json              *protojson.MarshalOptions
 	// decode is set when a response must be decoded to make its record.
 	decode bool
+	// name and method are the values of the ferry-source and ferry-method
+	// headers, shared by every record.
+	name, method []byte
 }
 
 type namedTemplate struct {
@@ -84,7 +87,8 @@ func Compile(cfg *config.Config, i int, reg *protoreg.Registry) (*Plan, error) {
 	if m.ClientStreaming {
 		return nil, errf(".method", "%s is client-streaming: a source calls a server-streaming method, or polls a unary one", s.Method)
 	}
-	plan := &Plan{cfg: s, path: m.Path, stream: m.ServerStreaming, in: m.Desc.Input(), out: m.Desc.Output()}
+	plan := &Plan{cfg: s, path: m.Path, stream: m.ServerStreaming, in: m.Desc.Input(), out: m.Desc.Output(),
+		name: []byte(s.Name), method: []byte(s.Method)}
 	plan.request = dynamicpb.NewMessage(plan.in)
 	if err := protojson.Unmarshal([]byte(s.Request), plan.request); err != nil {
 		return nil, errf(".request", "is not a %s in JSON: %v", plan.in.FullName(), err)
@@ -183,8 +187,8 @@ func (p *Plan) record(raw []byte, msg *dynamicpb.Message, meta []kgo.RecordHeade
 	r := &kgo.Record{Topic: p.cfg.Topic, Value: raw}
 	r.Headers = make([]kgo.RecordHeader, 0, 5+len(p.headers)+len(meta))
 	r.Headers = append(r.Headers,
-		kgo.RecordHeader{Key: HeaderSource, Value: []byte(p.cfg.Name)},
-		kgo.RecordHeader{Key: HeaderMethod, Value: []byte(p.cfg.Method)})
+		kgo.RecordHeader{Key: HeaderSource, Value: p.name},
+		kgo.RecordHeader{Key: HeaderMethod, Value: p.method})
 	var cursor []byte
 	if p.decode {
 		msg.Reset()
