@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	kafkav1 "github.com/ferryproxy/ferry/api/ferry/kafka/v1"
+	"github.com/ferryproxy/ferry/api/kafkapixy"
 	"github.com/ferryproxy/ferry/internal/app"
 	"github.com/ferryproxy/ferry/internal/config"
 	"github.com/ferryproxy/ferry/internal/testkit"
@@ -382,11 +383,15 @@ func TestTracingKafkaAPIDeliveries(t *testing.T) {
 		t.Fatalf("consume: %v %v", m, err)
 	}
 	_ = stream.CloseSend()
+	if _, err := kafkapixy.NewKafkaPixyClient(dialAddr(t, a.GRPCAddr())).ConsumeNAck(ctx,
+		&kafkapixy.ConsNAckRq{Topic: topic, Group: "g3-" + topic, AutoAck: true}); err != nil {
+		t.Fatalf("Kafka-Pixy consume: %v", err)
+	}
 
 	servers := map[string]tracetest.SpanStub{}
 	var delivers []tracetest.SpanStub
 	deadline := time.Now().Add(10 * time.Second)
-	for len(delivers) < 2 && time.Now().Before(deadline) {
+	for len(delivers) < 3 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 		delivers = delivers[:0]
 		for _, s := range exp.GetSpans() {
@@ -398,8 +403,8 @@ func TestTracingKafkaAPIDeliveries(t *testing.T) {
 			}
 		}
 	}
-	if len(delivers) != 2 {
-		t.Fatalf("%d deliver spans, want 2 (one Poll, one Consume)", len(delivers))
+	if len(delivers) != 3 {
+		t.Fatalf("%d deliver spans, want 3 (one Poll, one Consume, one Kafka-Pixy consume)", len(delivers))
 	}
 	linked := map[string]bool{}
 	for _, d := range delivers {
@@ -414,7 +419,64 @@ func TestTracingKafkaAPIDeliveries(t *testing.T) {
 			linked[s.Name] = true
 		}
 	}
-	if !linked["ferry.kafka.v1.Kafka/Poll"] {
-		t.Errorf("no deliver span links to the Poll call's span; linked %v", linked)
+	if !linked["ferry.kafka.v1.Kafka/Poll"] || !linked["KafkaPixy/ConsumeNAck"] {
+		t.Errorf("no deliver span links to the Poll call's span or to Kafka-Pixy's; linked %v", linked)
+	}
+	// The poll and Kafka-Pixy's consume acknowledged their message as
+	// they handed it out (auto_ack).
+	var acks []tracetest.SpanStub
+	for _, s := range exp.GetSpans() {
+		if s.Name == "ack "+topic {
+			acks = append(acks, s)
+		}
+	}
+	if len(acks) != 2 || acks[0].SpanContext.TraceID().String() != clientTraceID || acks[0].Parent.SpanID().String() != clientSpanID || len(acks[0].Links) != 1 {
+		t.Errorf("ack spans %+v, want two in the record's trace, children of its span, linked to the calls", acks)
+	}
+}
+
+// TestTracingKafkaAPIProduce: a record produced through Ferry's Kafka API
+// by a traced caller gets a "produce" span, a child of the call's, and
+// carries that span's trace context, so its consumers continue the trace;
+// a traceparent header the caller wrote itself is kept.
+func TestTracingKafkaAPIProduce(t *testing.T) {
+	cfg, err := config.Parse(filepath.Join(t.TempDir(), "ferry.yaml"), []byte(kafkaAPIYAML(t, "tracing: {enabled: true}\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := tracetest.NewInMemoryExporter()
+	a := startTraced(t, cfg, exp)
+	topic := kit.Topic(t, 1, nil)
+	ctx := metadata.AppendToOutgoingContext(testkit.Context(t, 30*time.Second), "traceparent", clientTraceparent)
+	ferry := kafkav1.NewKafkaClient(dialAddr(t, a.GRPCAddr()))
+	if _, err := ferry.Produce(ctx, &kafkav1.ProduceRequest{Topic: topic, ValueText: proto.String("traced")}); err != nil {
+		t.Fatal(err)
+	}
+	own := "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	if _, err := ferry.Produce(ctx, &kafkav1.ProduceRequest{Topic: topic, ValueText: proto.String("own"),
+		Headers: []*kafkav1.Header{{Key: "traceparent", Value: []byte(own)}}}); err != nil {
+		t.Fatal(err)
+	}
+	recs := readTopic(t, topic, 2)
+	var produce tracetest.SpanStub
+	deadline := time.Now().Add(10 * time.Second)
+	for produce.Name == "" && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+		for _, s := range exp.GetSpans() {
+			if s.Name == "produce "+topic {
+				produce = s
+				break
+			}
+		}
+	}
+	if produce.Name == "" || produce.SpanKind != trace.SpanKindProducer || produce.SpanContext.TraceID().String() != clientTraceID {
+		t.Fatalf("produce span %+v, want a producer span in the caller's trace %s", produce, clientTraceID)
+	}
+	want := fmt.Sprintf("00-%s-%s-01", clientTraceID, produce.SpanContext.SpanID())
+	if got, _ := header(recs[0], "traceparent"); got != want {
+		t.Errorf("record traceparent %q, want the produce span's %q", got, want)
+	}
+	if got, _ := header(recs[1], "traceparent"); got != own {
+		t.Errorf("record traceparent %q, want the caller's own header %q", got, own)
 	}
 }

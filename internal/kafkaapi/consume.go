@@ -5,7 +5,10 @@ import (
 	"math"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc/codes"
+
+	"github.com/ferryproxy/ferry/internal/tracing"
 )
 
 // Open joins group (on first use in this Ferry instance) to consume topic
@@ -60,7 +63,11 @@ func (s *Service) Ack(ctx context.Context, cluster, group, topic string, partiti
 	if err != nil {
 		return err
 	}
-	return m.ack(partition, offset)
+	rec, err := m.ack(partition, offset)
+	if rec != nil {
+		traceAcks(ctx, group, []*kgo.Record{rec})
+	}
+	return err
 }
 
 // local returns this instance's member for (cluster, group, topic), or
@@ -193,21 +200,29 @@ func (ss *Session) Outstanding() int {
 // redelivered by its new owner); an offset never delivered is
 // INVALID_ARGUMENT.
 func (ss *Session) Ack(partition int32, offset int64) error {
-	return ss.m.ack(partition, offset)
+	_, err := ss.m.ack(partition, offset)
+	return err
 }
 
 // AckAll acknowledges refs as Ack does each, under one lock, and returns
-// those that failed, in order.
-func (ss *Session) AckAll(refs []Ref) []RefError {
+// those that failed, in order. When the acknowledging call in ctx is
+// traced, each message that carried a trace context gets an ack span.
+func (ss *Session) AckAll(ctx context.Context, refs []Ref) []RefError {
 	m := ss.m
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	traced := tracing.Active(ctx)
+	var recs []*kgo.Record
 	var failed []RefError
+	m.mu.Lock()
 	for _, r := range refs {
-		if err := m.ackLocked(r.Partition, r.Offset); err != nil {
+		rec, err := m.ackLocked(r.Partition, r.Offset)
+		if err != nil {
 			failed = append(failed, RefError{Ref: r, Err: err})
+		} else if traced && rec != nil {
+			recs = append(recs, rec)
 		}
 	}
+	m.mu.Unlock()
+	traceAcks(ctx, m.key.group, recs)
 	return failed
 }
 

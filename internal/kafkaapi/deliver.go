@@ -5,6 +5,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc/codes"
 )
 
@@ -87,26 +88,30 @@ func (m *member) takeLocked(ss *Session, now time.Time, budget int) (Message, bo
 	return Message{}, false
 }
 
-// ack settles a delivered message, whoever it was delivered to.
-func (m *member) ack(partition int32, offset int64) error {
+// ack settles a delivered message, whoever it was delivered to. It
+// returns the record when the message was on offer (nil when it was
+// settled before, or redelivered meanwhile and acknowledged early).
+func (m *member) ack(partition int32, offset int64) (*kgo.Record, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.ackLocked(partition, offset)
 }
 
 // ackLocked is ack with m.mu held.
-func (m *member) ackLocked(partition int32, offset int64) error {
+func (m *member) ackLocked(partition int32, offset int64) (*kgo.Record, error) {
 	m.used = true
 	ps, err := m.partLocked(partition, offset)
 	if err != nil || ps == nil {
-		return err
+		return nil, err
 	}
+	var rec *kgo.Record
 	if o := ps.offers[offset]; o != nil {
+		rec = o.rec
 		ps.drop(o)
 	}
 	m.counts.acks.Add(1)
 	m.settleLocked(ps, offset)
-	return nil
+	return rec, nil
 }
 
 // nack ends the offer of a delivered message: it is delivered again, or

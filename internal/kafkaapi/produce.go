@@ -4,7 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -12,6 +17,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ferryproxy/ferry/internal/kafka"
+	"github.com/ferryproxy/ferry/internal/layout"
+	"github.com/ferryproxy/ferry/internal/tracing"
 )
 
 // Produce writes r to topic and returns once Kafka acknowledged it.
@@ -24,7 +31,8 @@ func (s *Service) Produce(ctx context.Context, cluster, topic string, r Record) 
 		err error
 	}
 	ch := make(chan answer, 1)
-	if err := s.produceAsync(cluster, topic, r, func(res Result, err error) { ch <- answer{res, err} }, false); err != nil {
+	done := traceProduce(ctx, topic, &r, func(res Result, err error) { ch <- answer{res, err} })
+	if err := s.produceAsync(cluster, topic, r, done, false); err != nil {
 		return Result{}, err
 	}
 	// The record is not withdrawn when ctx ends: franz-go may have sent it
@@ -48,7 +56,34 @@ func (s *Service) ProduceAsync(ctx context.Context, cluster, topic string, r Rec
 	if err := s.allowProduce(ctx, topic); err != nil {
 		return err
 	}
-	return s.produceAsync(cluster, topic, r, done, false)
+	return s.produceAsync(cluster, topic, r, traceProduce(ctx, topic, &r, done), false)
+}
+
+// traceProduce starts a "produce <topic>" span for r when the call in ctx
+// is traced, and returns done wrapped to end it with Kafka's answer.
+// Unless r carries a trace context of its own (a traceparent header its
+// producer wrote), the record carries the span's, so that whoever consumes
+// it continues the call's trace. Untraced, it returns done as it is.
+func traceProduce(ctx context.Context, topic string, r *Record, done func(Result, error)) func(Result, error) {
+	sctx, sp := tracing.Start(ctx, "produce "+topic, trace.SpanKindProducer,
+		attribute.String("messaging.system", "kafka"),
+		attribute.String("messaging.operation.type", "send"),
+		attribute.String("messaging.destination.name", topic))
+	if sp == nil {
+		return done
+	}
+	if layout.RecordTrace(r.Headers).Parent == "" {
+		r.Headers = layout.AppendReplyTrace(slices.Clip(r.Headers), tracing.Of(sctx))
+	}
+	return func(res Result, err error) {
+		if err != nil {
+			sp.SetStatus(otelcodes.Error, err.Error())
+		} else {
+			sp.SetAttributes(attribute.Int("messaging.destination.partition.id", int(res.Partition)), attribute.Int64("messaging.kafka.offset", res.Offset))
+		}
+		sp.End()
+		done(res, err)
+	}
 }
 
 // allowProduce checks the policy for producing to topic.

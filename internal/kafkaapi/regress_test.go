@@ -168,7 +168,7 @@ func TestEngineEndedOffersReleaseRecords(t *testing.T) {
 	if err := ss.Ack(0, msgs[0].Offset); err != nil {
 		t.Fatal(err)
 	}
-	if failed := ss.AckAll([]Ref{{0, msgs[1].Offset}}); len(failed) > 0 {
+	if failed := ss.AckAll(context.Background(), []Ref{{0, msgs[1].Offset}}); len(failed) > 0 {
 		t.Fatal(failed[0].Err)
 	}
 	if err := ss.Nack(0, msgs[2].Offset); err != nil {

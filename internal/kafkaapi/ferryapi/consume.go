@@ -51,6 +51,7 @@ func (s *Server) Consume(stream grpc.BidiStreamingServer[kafkav1.ConsumeRequest,
 		return err
 	}
 	c := &consumer{
+		ctx:  stream.Context(),
 		s:    s,
 		sess: sess,
 		key:  s.subKey(first.GetCluster(), first.GetGroup(), first.GetTopic()),
@@ -92,9 +93,9 @@ func (s *Server) Consume(stream grpc.BidiStreamingServer[kafkav1.ConsumeRequest,
 		for i := range msgs {
 			out.Messages = append(out.Messages, bufs[i].fill(&msgs[i], vf))
 		}
-		spans := traceDeliveries(ctx, first.GetGroup(), len(msgs), func(i int) *kafkaapi.Message { return &msgs[i] })
+		spans := kafkaapi.TraceDeliveries(ctx, first.GetGroup(), len(msgs), func(i int) *kafkaapi.Message { return &msgs[i] })
 		err := stream.Send(out)
-		endDeliveries(spans, err)
+		kafkaapi.EndDeliveries(spans, err)
 		if err != nil {
 			return err
 		}
@@ -117,6 +118,8 @@ const maxConsumeBytes = 32<<10 - 512
 
 // consumer is one Consume stream's state shared by its two goroutines.
 type consumer struct {
+	// ctx is the stream's: acks are traced as its.
+	ctx  context.Context
 	s    *Server
 	sess *kafkaapi.Session
 	key  subKey
@@ -184,7 +187,7 @@ func (c *consumer) apply(req *kafkav1.ConsumeRequest) error {
 		for _, r := range acks {
 			c.refs = append(c.refs, kafkaapi.Ref{Partition: r.GetPartition(), Offset: r.GetOffset()})
 		}
-		for _, f := range c.sess.AckAll(c.refs) {
+		for _, f := range c.sess.AckAll(c.ctx, c.refs) {
 			if err := c.skip("acknowledging", f.Ref, f.Err); err != nil {
 				return err
 			}

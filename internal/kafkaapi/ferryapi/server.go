@@ -160,23 +160,23 @@ func (s *Server) Poll(ctx context.Context, req *kafkav1.PollRequest) (*kafkav1.P
 		resp.Messages[i] = toMessage(m, req.GetValueFormat())
 	}
 	if req.GetAutoAck() {
-		s.autoAck(sess, cluster, group, topic, msgs)
+		s.autoAck(ctx, sess, cluster, group, topic, msgs)
 	}
 	// A poll's response is handed to grpc-go as it returns: its delivery
 	// spans end here.
-	endDeliveries(traceDeliveries(ctx, group, len(msgs), func(i int) *kafkaapi.Message { return msgs[i] }), nil)
+	kafkaapi.EndDeliveries(kafkaapi.TraceDeliveries(ctx, group, len(msgs), func(i int) *kafkaapi.Message { return msgs[i] }), nil)
 	return resp, nil
 }
 
 // autoAck acknowledges messages as they are handed out (auto_ack), under
 // one lock. A failure is logged, not returned: the client has its message,
 // which is delivered again later (at least once).
-func (s *Server) autoAck(sess *kafkaapi.Session, cluster, group, topic string, msgs []*kafkaapi.Message) {
+func (s *Server) autoAck(ctx context.Context, sess *kafkaapi.Session, cluster, group, topic string, msgs []*kafkaapi.Message) {
 	refs := make([]kafkaapi.Ref, len(msgs))
 	for i, m := range msgs {
 		refs[i] = kafkaapi.Ref{Partition: m.Partition, Offset: m.Offset}
 	}
-	for _, f := range sess.AckAll(refs) {
+	for _, f := range sess.AckAll(ctx, refs) {
 		level := slog.LevelWarn
 		if status.Code(f.Err) == codes.FailedPrecondition {
 			level = slog.LevelInfo // the partition moved: its new owner redelivers

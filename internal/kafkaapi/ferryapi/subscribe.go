@@ -118,7 +118,7 @@ func (s *Server) Subscribe(req *kafkav1.SubscribeRequest, stream grpc.ServerStre
 			return err
 		}
 		if req.GetAutoAck() {
-			s.autoAck(sess, cluster, group, topic, sent)
+			s.autoAck(ctx, sess, cluster, group, topic, sent)
 		}
 	}
 }

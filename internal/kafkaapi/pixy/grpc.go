@@ -214,7 +214,8 @@ func (s *Server) consume(ctx context.Context, cluster, group, topic string, a ac
 	// Kafka-Pixy client acknowledges it on a later request.
 	defer ss.Close(false)
 	if a.mode == ackExplicit {
-		if err := ss.Ack(a.partition, a.offset); err != nil {
+		if f := ss.AckAll(ctx, []kafkaapi.Ref{{Partition: a.partition, Offset: a.offset}}); len(f) > 0 {
+			err := f[0].Err
 			if status.Code(err) != codes.FailedPrecondition {
 				return nil, err
 			}
@@ -233,12 +234,15 @@ func (s *Server) consume(ctx context.Context, cluster, group, topic string, a ac
 		}
 		return nil, err
 	}
+	// The message is handed to the client as this returns: its delivery
+	// span ends here.
+	kafkaapi.EndDeliveries(kafkaapi.TraceDeliveries(ctx, group, 1, func(int) *kafkaapi.Message { return msg }), nil)
 	if a.mode == ackAuto {
 		// The client gets the message even if this ack fails: it is then
 		// delivered again after the ack timeout, which loses nothing.
-		if err := ss.Ack(msg.Partition, msg.Offset); err != nil {
+		if f := ss.AckAll(ctx, []kafkaapi.Ref{{Partition: msg.Partition, Offset: msg.Offset}}); len(f) > 0 {
 			s.logger.Warn("auto-acknowledging", "group", group, "topic", topic,
-				"partition", msg.Partition, "offset", msg.Offset, "error", err)
+				"partition", msg.Partition, "offset", msg.Offset, "error", f[0].Err)
 		}
 	}
 	return msg, nil
