@@ -2,10 +2,14 @@ package ingest_test
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +22,7 @@ import (
 
 	"github.com/ferryproxy/ferry/examples/ingest/tick"
 	"github.com/ferryproxy/ferry/internal/ingest"
+	"github.com/ferryproxy/ferry/internal/testkit/testca"
 )
 
 // uniq names a test's topic and group so that runs against a real broker
@@ -281,5 +286,47 @@ func TestStatusEndpoints(t *testing.T) {
 	}
 	for _, name := range []string{"ferry_source_reconnects_total", "ferry_source_gaps_total", "ferry_source_failed_records_total", "ferry_source_lost_records_total", "ferry_source_resumes_total", "ferry_source_in_flight_records"} {
 		value(name, "source", "st")
+	}
+}
+
+// TestTLS: a source reaches its server over mutual TLS with the
+// configured CA and client certificate; without the certificate the
+// server refuses it, and the source backs off saying why.
+func TestTLS(t *testing.T) {
+	ca := testca.New(t)
+	c, k, _ := ca.Issue(t, x509.ExtKeyUsageServerAuth)
+	cert, err := tls.X509KeyPair(c, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk := startTickerTLS(t, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2"},
+		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: ca.Pool, MinVersion: tls.VersionTLS12})
+	dir := t.TempDir()
+	cc, ck, _ := ca.Issue(t, x509.ExtKeyUsageClientAuth)
+	for name, b := range map[string][]byte{"ca.pem": ca.PEM, "client.pem": cc, "client-key.pem": ck} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	source := func(name, topic, client string) string {
+		return fmt.Sprintf(`
+  - name: %[1]s
+    target: %[2]s
+    metadata: {x-source: %[1]s}
+    method: example.ingest.Ticker/Ticks
+    request: {start: 1, interval_ms: 2}
+    topic: %[3]s
+    reconnect: {initial_backoff: 50ms, max_backoff: 100ms}
+    tls: {enabled: true, ca_file: %[4]q%[5]s}
+`, name, tk.addr, topic, filepath.Join(dir, "ca.pem"), client)
+	}
+	topic := uniq(t, "tls")
+	a, _ := startFerry(t, ferryYAML(t, uniq(t, "g"),
+		source("mtls", topic, fmt.Sprintf(", cert_file: %q, key_file: %q", filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem")))+
+			source("nocert", uniq(t, "tls"), "")))
+	readAll(t, topic, 20)
+	st := waitState(t, a, "nocert", ingest.StateBackingOff, 30*time.Second)
+	if !strings.Contains(st.Reason, "Unavailable") || !strings.Contains(strings.ToLower(st.Reason), "certificate") {
+		t.Errorf("reason %q, want UNAVAILABLE naming the missing certificate", st.Reason)
 	}
 }

@@ -2,6 +2,7 @@ package ingest_test
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -51,6 +52,8 @@ type ticker struct {
 	// many ticks.
 	endAfter atomic.Int64
 	inner    tick.Server
+	// tls, when set, serves over TLS.
+	tls *tls.Config
 
 	mu      sync.Mutex
 	srv     *grpc.Server
@@ -61,8 +64,12 @@ type ticker struct {
 	starts  map[string][]int64
 }
 
-func startTicker(t testing.TB) *ticker {
-	tk := &ticker{t: t, calls: map[string]int{}, open: map[string]int{}, maxOpen: map[string]int{}, sent: map[string]int64{}, starts: map[string][]int64{}}
+func startTicker(t testing.TB) *ticker { return startTickerTLS(t, nil) }
+
+// startTickerTLS starts the ticker serving over TLS with cfg (nil:
+// plaintext).
+func startTickerTLS(t testing.TB, cfg *tls.Config) *ticker {
+	tk := &ticker{t: t, tls: cfg, calls: map[string]int{}, open: map[string]int{}, maxOpen: map[string]int{}, sent: map[string]int64{}, starts: map[string][]int64{}}
 	tk.start("127.0.0.1:0")
 	t.Cleanup(tk.stop)
 	return tk
@@ -79,6 +86,9 @@ func (tk *ticker) start(addr string) {
 	}
 	if err != nil {
 		tk.t.Fatal(err)
+	}
+	if tk.tls != nil {
+		lis = tls.NewListener(lis, tk.tls)
 	}
 	srv := grpc.NewServer()
 	tick.RegisterTickerServer(srv, tk)
