@@ -323,10 +323,10 @@ func (a *App) newKafkaAPI() []grpcserver.Service {
 	a.setAPIPolicy(k.Allow)
 	var services []grpcserver.Service
 	if k.Enabled {
-		services = append(services, grpcserver.Service{Desc: &kafkav1.Kafka_ServiceDesc, Impl: ferryapi.NewServer(a.kafkaAPI, k, a.logger)})
+		services = append(services, grpcserver.Service{Desc: &kafkav1.Kafka_ServiceDesc, Impl: ferryapi.NewServer(a.kafkaAPI, a.logger)})
 	}
 	if k.Pixy {
-		a.pixy = pixy.NewServer(a.kafkaAPI, k, a.logger)
+		a.pixy = pixy.NewServer(a.kafkaAPI, a.logger)
 		services = append(services, grpcserver.Service{Desc: &kafkapixy.KafkaPixy_ServiceDesc, Impl: a.pixy})
 	}
 	return services

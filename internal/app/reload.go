@@ -70,8 +70,13 @@ func (a *App) Reload(ctx context.Context, cfg *config.Config) error {
 	}
 	a.table.Store(table)
 	a.knowMethods(reg)
-	if a.kafkaAPI != nil && !reflect.DeepEqual(a.apiAllow, cfg.KafkaAPI.Allow) {
-		a.setAPIPolicy(cfg.KafkaAPI.Allow)
+	if a.kafkaAPI != nil {
+		// Produce and poll settings apply to calls from now on, consume
+		// settings to the group members that join from now on.
+		a.kafkaAPI.SetConfig(cfg.KafkaAPI)
+		if !reflect.DeepEqual(a.apiAllow, cfg.KafkaAPI.Allow) {
+			a.setAPIPolicy(cfg.KafkaAPI.Allow)
+		}
 	}
 	a.reloadBackends(ctx, cfg.Backends)
 	a.logger.Info("configuration reloaded", "file", cfg.File(), "routes", len(cfg.Routes), "backends", len(cfg.Backends))
@@ -152,7 +157,8 @@ func restartSections(cur, next *config.Config) []string {
 		{"embedded", cur.Embedded, next.Embedded},
 		{"listeners", cur.Listeners, next.Listeners},
 		{"auth", cur.Auth, next.Auth},
-		{"kafka_api", withoutAllow(cur.KafkaAPI), withoutAllow(next.KafkaAPI)},
+		{"kafka_api.enabled", cur.KafkaAPI.Enabled, next.KafkaAPI.Enabled},
+		{"kafka_api.pixy", cur.KafkaAPI.Pixy, next.KafkaAPI.Pixy},
 		{"fetch", cur.Fetch, next.Fetch},
 		{"replies", cur.Replies, next.Replies},
 		{"tracing", cur.Tracing, next.Tracing},
@@ -165,12 +171,6 @@ func restartSections(cur, next *config.Config) []string {
 		}
 	}
 	return changed
-}
-
-// withoutAllow is k without its allow rules, which Reload changes.
-func withoutAllow(k config.KafkaAPI) config.KafkaAPI {
-	k.Allow = nil
-	return k
 }
 
 // watchedFiles returns the files a configuration is read from: the file

@@ -321,3 +321,49 @@ func TestReloadNamesNewMethods(t *testing.T) {
 		t.Errorf("after the reload: %v calls counted as unknown, want still 1", got)
 	}
 }
+
+// TestReloadKafkaAPISettings: the Kafka API's settings change on a reload
+// without a restart, here how long a poll waits for messages; switching a
+// face on or off still needs one.
+func TestReloadKafkaAPISettings(t *testing.T) {
+	topic := kit.Topic(t, 1, nil)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "ferry.yaml")
+	y := kafkaAPIYAML(t, "")
+	writeFile(t, path, y)
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := startConfig(t, cfg)
+	ctx := testkit.Context(t, 60*time.Second)
+	ferry := kafkav1.NewKafkaClient(dialAddr(t, a.GRPCAddr()))
+	poll := func() time.Duration {
+		start := time.Now()
+		resp, err := ferry.Poll(ctx, &kafkav1.PollRequest{Topic: topic, Group: "g-" + topic})
+		if err != nil || len(resp.GetMessages()) != 0 {
+			t.Fatalf("poll of an empty topic: %v, %v", resp, err)
+		}
+		return time.Since(start)
+	}
+	if d := poll(); d > 2*time.Second {
+		t.Fatalf("a poll took %s with long_poll_timeout 500ms", d)
+	}
+	reload := func(y string) error {
+		writeFile(t, path, y)
+		next, err := config.Load(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a.Reload(ctx, next)
+	}
+	if err := reload(strings.Replace(y, "long_poll_timeout: 500ms", "long_poll_timeout: 3s", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if d := poll(); d < 2500*time.Millisecond {
+		t.Errorf("a poll took %s after the reload to long_poll_timeout 3s", d)
+	}
+	if err := reload(strings.Replace(y, "pixy: true", "pixy: false", 1)); err == nil || !strings.Contains(err.Error(), "kafka_api.pixy changed, which needs a restart") {
+		t.Errorf("switching Kafka-Pixy off: %v, want a refusal naming kafka_api.pixy", err)
+	}
+}

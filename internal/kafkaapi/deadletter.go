@@ -14,7 +14,7 @@ import (
 // topic (kafka_api.consume.dead_letter_topic with {group} replaced) a name
 // Kafka does not allow: its messages could never be moved there.
 func (s *Service) checkDeadLetterTopic(group, topic string) error {
-	cc := s.cfg.Consume
+	cc := s.Config().Consume
 	if cc.MaxDeliveries <= 0 || cc.DeadLetterTopic == "" {
 		return nil
 	}

@@ -96,7 +96,7 @@ func (s *Service) join(ctx context.Context, c *kafka.Cluster, key memberKey) (*m
 		return nil, errorf(codes.ResourceExhausted,
 			"this Ferry instance runs %d consumer group members, its limit (kafka_api.consume.max_group_members), and consuming topic %q in group %q needs one more; "+
 				"retry once an idle member left (after kafka_api.consume.subscription_timeout, %v, without use), or raise the limit",
-			s.live, key.topic, key.group, s.cfg.Consume.SubscriptionTimeout)
+			s.live, key.topic, key.group, s.Config().Consume.SubscriptionTimeout)
 	}
 	m, err := s.newMember(c, key, td.ID)
 	if err != nil {
@@ -110,7 +110,7 @@ func (s *Service) join(ctx context.Context, c *kafka.Cluster, key memberKey) (*m
 // maxMembers is kafka_api.consume.max_group_members, or its default when
 // a configuration built by hand left it unset.
 func (s *Service) maxMembers() int {
-	if n := s.cfg.Consume.MaxGroupMembers; n > 0 {
+	if n := s.Config().Consume.MaxGroupMembers; n > 0 {
 		return n
 	}
 	return config.Default().KafkaAPI.Consume.MaxGroupMembers
@@ -119,7 +119,7 @@ func (s *Service) maxMembers() int {
 // newMember creates the member for key, with its Kafka client, and starts
 // its poll and tick goroutines; join calls it with s.mu held.
 func (s *Service) newMember(c *kafka.Cluster, key memberKey, topicID [16]byte) (*member, error) {
-	cc := s.cfg.Consume
+	cc := s.Config().Consume
 	m := &member{
 		s:       s,
 		key:     key,

@@ -118,7 +118,7 @@ func (s *Service) produceAsync(cluster, topic string, r Record, done func(Result
 		return err
 	}
 	if d := c.DeliveryTimeout(); d > 0 && !r.Timestamp.IsZero() && time.Since(r.Timestamp) > d/2 {
-		if p, err = c.BackdatedProducer(kafka.Acks(s.cfg.Produce.Acks)); err != nil {
+		if p, err = c.BackdatedProducer(kafka.Acks(s.Config().Produce.Acks)); err != nil {
 			return status.Error(codes.Unavailable, err.Error())
 		}
 	}
@@ -166,7 +166,7 @@ func (s *Service) producer(cluster string) (*kafka.Cluster, *kgo.Client, error) 
 	if err != nil {
 		return nil, nil, err
 	}
-	p, err := c.Producer(kafka.Acks(s.cfg.Produce.Acks))
+	p, err := c.Producer(kafka.Acks(s.Config().Produce.Acks))
 	if err != nil {
 		return nil, nil, status.Error(codes.Unavailable, err.Error())
 	}

@@ -25,7 +25,8 @@ import (
 
 // Service serves the Kafka API over a set of clusters.
 type Service struct {
-	cfg      config.KafkaAPI
+	// cfg is the configuration in force; SetConfig replaces it.
+	cfg      atomic.Pointer[config.KafkaAPI]
 	clusters map[string]*kafka.Cluster
 	names    []string // configured order; names[0] is the default
 	logger   *slog.Logger
@@ -68,17 +69,27 @@ type Service struct {
 // the first being the default.
 func New(cfg config.KafkaAPI, clusters map[string]*kafka.Cluster, names []string, logger *slog.Logger) *Service {
 	s := &Service{
-		cfg:      cfg,
 		clusters: clusters,
 		names:    names,
 		logger:   logger.With("component", "kafka-api"),
 		members:  map[memberKey]*member{},
 		counts:   newCounts(names),
 	}
+	s.cfg.Store(&cfg)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.givenUp, s.giveUp = context.WithCancel(context.Background())
 	return s
 }
+
+// Config returns the configuration in force. It must not be changed.
+func (s *Service) Config() *config.KafkaAPI { return s.cfg.Load() }
+
+// SetConfig puts cfg in force while calls run (a reload): produce and
+// poll settings apply to the calls that start after it, consume settings
+// to the group members that join after it; running members keep theirs
+// until they leave (when idle for kafka_api.consume.subscription_timeout,
+// or as Ferry stops).
+func (s *Service) SetConfig(cfg config.KafkaAPI) { s.cfg.Store(&cfg) }
 
 // Policy decides which callers may use which topics and groups. Its
 // errors carry the PERMISSION_DENIED status the faces answer with. The

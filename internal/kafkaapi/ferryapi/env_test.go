@@ -95,7 +95,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	cluster := kafka.NewCluster(cc, kit.Seeds(t), logger.With("kafka", "franz-go"))
 	svc := kafkaapi.New(cfg, map[string]*kafka.Cluster{"default": cluster}, []string{"default"}, logger)
 
-	api := grpcserver.Service{Desc: &kafkav1.Kafka_ServiceDesc, Impl: NewServer(svc, cfg, logger)}
+	api := grpcserver.Service{Desc: &kafkav1.Kafka_ServiceDesc, Impl: NewServer(svc, logger)}
 	var gs *grpc.Server
 	if o.plain {
 		gs = grpc.NewServer()

@@ -28,7 +28,7 @@ import (
 // on the client through gRPC flow control.
 func (s *Server) ProduceStream(stream grpc.BidiStreamingServer[kafkav1.ProduceStreamRequest, kafkav1.ProduceStreamResponse]) error {
 	ctx := stream.Context()
-	size := s.cfg.Produce.MaxInFlightPerStream
+	size := s.svc.Config().Produce.MaxInFlightPerStream
 	if size <= 0 {
 		size = defaultMaxInFlight
 	}

@@ -15,7 +15,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	kafkav1 "github.com/ferryproxy/ferry/api/ferry/kafka/v1"
-	"github.com/ferryproxy/ferry/internal/config"
 	"github.com/ferryproxy/ferry/internal/kafkaapi"
 )
 
@@ -36,19 +35,17 @@ type Server struct {
 	kafkav1.UnimplementedKafkaServer
 
 	svc            *kafkaapi.Service
-	cfg            config.KafkaAPI
 	logger         *slog.Logger
 	defaultCluster string
 }
 
 var _ kafkav1.KafkaServer = (*Server)(nil)
 
-// NewServer returns the gRPC service over svc; cfg is the configuration
-// svc was built with.
-func NewServer(svc *kafkaapi.Service, cfg config.KafkaAPI, logger *slog.Logger) *Server {
+// NewServer returns the gRPC service over svc, which holds the
+// configuration in force.
+func NewServer(svc *kafkaapi.Service, logger *slog.Logger) *Server {
 	s := &Server{
 		svc:    svc,
-		cfg:    cfg,
 		logger: logger.With("component", "ferry-kafka-api"),
 	}
 	if names := svc.Clusters(); len(names) > 0 {
@@ -107,7 +104,7 @@ func (s *Server) Poll(ctx context.Context, req *kafkav1.PollRequest) (*kafkav1.P
 	case limit == 0:
 		limit = 1
 	}
-	timeout := s.cfg.Consume.LongPollTimeout
+	timeout := s.svc.Config().Consume.LongPollTimeout
 	if t := req.GetTimeout(); t != nil {
 		if err := t.CheckValid(); err != nil {
 			return nil, invalid("timeout", "%v", err)

@@ -17,7 +17,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ferryproxy/ferry/api/kafkapixy"
-	"github.com/ferryproxy/ferry/internal/config"
 	"github.com/ferryproxy/ferry/internal/kafkaapi"
 	"github.com/ferryproxy/ferry/internal/sparseacks"
 )
@@ -47,15 +46,14 @@ type Server struct {
 	kafkapixy.UnimplementedKafkaPixyServer
 
 	svc    *kafkaapi.Service
-	cfg    config.KafkaAPI
 	logger *slog.Logger
 }
 
 var _ kafkapixy.KafkaPixyServer = (*Server)(nil)
 
 // NewServer returns a Server answering from svc.
-func NewServer(svc *kafkaapi.Service, cfg config.KafkaAPI, logger *slog.Logger) *Server {
-	return &Server{svc: svc, cfg: cfg, logger: logger.With("component", "kafka-pixy")}
+func NewServer(svc *kafkaapi.Service, logger *slog.Logger) *Server {
+	return &Server{svc: svc, logger: logger.With("component", "kafka-pixy")}
 }
 
 // required reports a missing request field as INVALID_ARGUMENT naming it.
@@ -223,7 +221,7 @@ func (s *Server) consume(ctx context.Context, cluster, group, topic string, a ac
 				"group", group, "topic", topic, "partition", a.partition, "offset", a.offset, "error", err)
 		}
 	}
-	pollCtx, cancel := context.WithTimeout(ctx, s.cfg.Consume.LongPollTimeout)
+	pollCtx, cancel := context.WithTimeout(ctx, s.svc.Config().Consume.LongPollTimeout)
 	defer cancel()
 	msg, err := ss.Next(pollCtx)
 	if err != nil {

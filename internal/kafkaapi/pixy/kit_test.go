@@ -95,7 +95,7 @@ func newFixture(t *testing.T, mutate ...func(*config.KafkaAPI)) *fixture {
 	cc.TLS, cc.SASL = kit.Security(t)
 	cluster := kafka.NewCluster(cc, kit.Seeds(t), logger)
 	svc := kafkaapi.New(cfg, map[string]*kafka.Cluster{"default": cluster}, []string{"default"}, logger)
-	srv := NewServer(svc, cfg, logger)
+	srv := NewServer(svc, logger)
 
 	lis := bufconn.Listen(1 << 20)
 	gs := grpc.NewServer(grpc.MaxRecvMsgSize(MaxRequestSize))
