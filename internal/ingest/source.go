@@ -276,6 +276,13 @@ func (s *source) call(ctx context.Context, gen int32, pos *position) callResult 
 	}
 	cctx, cancel := context.WithCancelCause(metadata.NewOutgoingContext(ctx, s.md))
 	defer cancel(nil)
+	// The idle timeout runs from the call's start, so a server that never
+	// answers is cut off too.
+	var idle *time.Timer
+	if cfg.IdleTimeout > 0 {
+		idle = time.AfterFunc(cfg.IdleTimeout, func() { cancel(errIdle) })
+		defer idle.Stop()
+	}
 	cs, err := s.conn.NewStream(cctx, &grpc.StreamDesc{ServerStreams: true}, s.plan.path)
 	if err != nil {
 		return callResult{status: status.Convert(err)}
@@ -299,11 +306,6 @@ func (s *source) call(ctx context.Context, gen int32, pos *position) callResult 
 	s.win = win
 	s.mu.Unlock()
 	s.setState(StateRunning, "")
-	var idle *time.Timer
-	if cfg.IdleTimeout > 0 {
-		idle = time.AfterFunc(cfg.IdleTimeout, func() { cancel(errIdle) })
-		defer idle.Stop()
-	}
 	msg := dynamicpb.NewMessage(s.plan.out)
 	var res callResult
 	var recvErr error
