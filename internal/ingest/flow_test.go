@@ -1,6 +1,8 @@
 package ingest_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -8,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/ferryproxy/ferry/internal/app"
@@ -247,5 +250,65 @@ sources:
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s:\n got %v\nwant %s", tc.source, err, tc.want)
 		}
+	}
+}
+
+// TestBackPressureQuota: on a real broker, a produce quota on Ferry's
+// client id makes Kafka slow; the server's sends slow down with it,
+// nothing piles up in Ferry, and nothing is lost.
+func TestBackPressureQuota(t *testing.T) {
+	if kit.Fake(t) != nil {
+		t.Skip("the embedded broker has no quotas: TestBackPressure stalls it instead")
+	}
+	tk := startTicker(t)
+	topic, clientID := uniq(t, "quota"), uniq(t, "client")
+	adm := kadm.NewClient(kit.Client(t))
+	quota := func(remove bool) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		res, err := adm.AlterClientQuotas(ctx, []kadm.AlterClientQuotaEntry{{
+			Entity: kadm.ClientQuotaEntity{{Type: "client-id", Name: &clientID}},
+			Ops:    []kadm.AlterClientQuotaOp{{Key: "producer_byte_rate", Value: 20000, Remove: remove}},
+		}})
+		if err == nil {
+			for _, r := range res {
+				err = errors.Join(err, r.Err)
+			}
+		}
+		if err != nil {
+			t.Fatalf("setting the quota: %v", err)
+		}
+	}
+	quota(false)
+	defer quota(true)
+	y := strings.Replace(ferryYAML(t, uniq(t, "g"), fmt.Sprintf(`
+  - name: quota
+    target: %s
+    metadata: {x-source: quota}
+    method: example.ingest.Ticker/Ticks
+    request: {start: 1, interval_ms: -1, payload_size: 1000}
+    topic: %s
+    max_in_flight: 100
+    cursor: {field: seq, request_field: start, increment: 1}
+`, tk.addr, topic)), "name: default", "name: default, client_id: "+clientID, 1)
+	a, _ := startFerry(t, y)
+	waitState(t, a, "quota", ingest.StateRunning, 30*time.Second)
+	time.Sleep(4 * time.Second)
+	_, _, sent, _ := tk.stat("quota")
+	st := statusOf(a, "quota")
+	t.Logf("throttled to 20 kB/s for 4 s: the server sent %d ticks of 1 kB, Kafka acknowledged %d, %d in flight", sent, st.Records, st.InFlight)
+	if st.InFlight > 100 {
+		t.Errorf("%d records in flight, more than max_in_flight (100)", st.InFlight)
+	}
+	// Unthrottled, the ticker sends tens of thousands a second; throttled,
+	// what it sent is what Kafka took, the window and what gRPC's flow
+	// control lets through.
+	if sent > 2000 {
+		t.Errorf("the server sent %d ticks in 4 s while Kafka took 20 kB/s: Ferry did not hold it back", sent)
+	}
+	quota(true)
+	recs := readAll(t, topic, int(sent))
+	if dups := gapsAndDups(t, seqs(t, recs), 1); dups != 0 {
+		t.Errorf("%d ticks written twice", dups)
 	}
 }
