@@ -234,7 +234,9 @@ func start(ctx context.Context, cfg *config.Config, logger *slog.Logger, exp sdk
 		RingSize:    4096,
 		MaxCatchUps: cfg.Fetch.MaxCatchUpReaders,
 		CatchUpWait: cfg.Fetch.CatchUpWait,
-		Logger:      a.logger,
+		// New partitions of a fetched topic are picked up while it runs.
+		PartitionRefresh: cfg.Fetch.PartitionRefresh,
+		Logger:           a.logger,
 	})
 	// Building the routes starts the reply readers, each put on the list
 	// as it starts (see produceRoute).

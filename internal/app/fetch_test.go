@@ -463,3 +463,43 @@ func TestFanoutExample(t *testing.T) {
 		t.Errorf("room-7 = %q", got)
 	}
 }
+
+// TestFetchNewPartitions: partitions a fetched topic gains while its hub
+// runs are read from their start: a subscriber at the tail gets their
+// records, with message ids that list them.
+func TestFetchNewPartitions(t *testing.T) {
+	topic := kit.Topic(t, 1, nil)
+	cfg := ferryConfig(t, fetchRoute(topic, ""))
+	cfg.Fetch.PartitionRefresh = 100 * time.Millisecond
+	a := startConfig(t, cfg)
+	prod := kit.Client(t, kgo.ProducerLinger(0), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	produceMsgs(t, prod, topic, "k", nil, "a")
+	sub := subscribe(t, dial(t, a), nil)
+	defer sub.cancel()
+	sub.take(t, 1)
+	ctx := testkit.Context(t, 30*time.Second)
+	if resp, err := kadmClient(t).CreatePartitions(ctx, 1, topic); err != nil || resp.Error() != nil {
+		t.Fatalf("adding a partition: %v %v", err, resp.Error())
+	}
+	// The new partition must be known to the producer's metadata first.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		err := prod.ProduceSync(ctx, &kgo.Record{Topic: topic, Partition: 1, Value: echo("b")}).FirstErr()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("producing to the new partition: %v", err)
+		}
+		prod.ForceMetadataRefresh()
+		time.Sleep(100 * time.Millisecond)
+	}
+	got := sub.take(t, 1)
+	if got[0].msg != "b" {
+		t.Fatalf("got %q, want b from the new partition", got[0].msg)
+	}
+	// Partitions 0 (next 1) and 1 (next 1): 01 04 00 02 02 02.
+	if id := fmt.Sprintf("%x", got[0].id); id != "010400020202" {
+		t.Errorf("message id %s, want 010400020202 (both partitions)", id)
+	}
+}

@@ -104,6 +104,10 @@ type Fetch struct {
 	// CatchUpWait is how long a caller waits for a catch-up reader when
 	// all are taken, before it gets RESOURCE_EXHAUSTED.
 	CatchUpWait time.Duration `yaml:"catch_up_wait"`
+	// PartitionRefresh is how often a fetched topic's reader looks for
+	// partitions the topic gained, and reads them from their start. 0:
+	// never (new partitions wait for a restart).
+	PartitionRefresh time.Duration `yaml:"partition_refresh"`
 }
 
 // Producer tunes how records are batched and written.
@@ -581,7 +585,7 @@ func Default() Config {
 			},
 		},
 		Replies: Replies{Lookback: 5 * time.Minute, MaxCachedBytes: 64 << 20, MaxBufferedPerCall: 1024},
-		Fetch:   Fetch{MaxCatchUpReaders: 64, CatchUpWait: 30 * time.Second},
+		Fetch:   Fetch{MaxCatchUpReaders: 64, CatchUpWait: 30 * time.Second, PartitionRefresh: 30 * time.Second},
 		Log:     Log{Level: "info", Format: "text"},
 	}
 }

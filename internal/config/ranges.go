@@ -37,6 +37,7 @@ var ranges = map[string]bounds{
 	"clusters[].health_check.healthy_after":        counts(1, 100),
 	"fetch.max_catch_up_readers":                   counts(1, 10_000),
 	"fetch.catch_up_wait":                          durations(0, 10*time.Minute),
+	"fetch.partition_refresh":                      durations(0, time.Hour),
 	"embedded.port":                                counts(0, 65535),
 	"embedded.partitions":                          counts(1, 1000),
 	"listeners.grpc.max_recv_message_size":         counts(1, MaxMessageSizeLimit),

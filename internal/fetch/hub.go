@@ -35,13 +35,16 @@ type entry struct {
 // decide. It keeps the last records in a ring, so a subscriber that caught
 // up on a reader of its own can join without a gap or a duplicate.
 type Hub struct {
-	topic  string
-	field  protowire.Number
-	prefix string
-	cl     *kgo.Client
-	logger *slog.Logger
-	done   chan struct{}
-	cancel context.CancelFunc
+	topic   string
+	field   protowire.Number
+	prefix  string
+	cl      *kgo.Client
+	cluster Cluster
+	// refresh is how often the hub looks for partitions the topic gained.
+	refresh time.Duration
+	logger  *slog.Logger
+	loops   sync.WaitGroup // the reader and the partition watcher
+	cancel  context.CancelFunc
 	// counts are the counters of the Hubs the hub belongs to.
 	counts *counts
 
@@ -55,11 +58,16 @@ type Hub struct {
 	ring  []*entry
 	head  int // index of the oldest entry once the ring is full
 	subs  map[*subscriber]struct{}
+	// born are the partitions the topic gained while the hub ran, with
+	// the offset the hub read each from: a position that does not list
+	// one starts it from there (as a message id's unlisted partitions
+	// start from the earliest offset).
+	born Position
 }
 
 // startHub starts reading topic on cluster at its current end on every
 // partition.
-func startHub(ctx context.Context, cluster Cluster, topic string, field protowire.Number, prefix string, ringSize int, counts *counts, logger *slog.Logger) (*Hub, error) {
+func startHub(ctx context.Context, cluster Cluster, topic string, field protowire.Number, prefix string, ringSize int, refresh time.Duration, counts *counts, logger *slog.Logger) (*Hub, error) {
 	ends, err := listOffsets(ctx, cluster, topic, kafka.AtEnd())
 	if err != nil {
 		return nil, fmt.Errorf("listing offsets of topic %q: %w", topic, err)
@@ -70,14 +78,69 @@ func startHub(ctx context.Context, cluster Cluster, topic string, field protowir
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &Hub{
-		topic: topic, field: field, prefix: prefix, cl: cl, logger: logger,
-		done: make(chan struct{}), cancel: cancel, counts: counts,
+		topic: topic, field: field, prefix: prefix, cl: cl, cluster: cluster, refresh: refresh, logger: logger,
+		cancel: cancel, counts: counts,
 		next: ends, floor: ends.clone(),
 		ring: make([]*entry, 0, ringSize),
 		subs: map[*subscriber]struct{}{},
+		born: Position{},
 	}
-	go h.run(ctx)
+	h.loops.Add(1)
+	go func() {
+		defer h.loops.Done()
+		h.run(ctx)
+	}()
+	if refresh > 0 {
+		h.loops.Add(1)
+		go func() {
+			defer h.loops.Done()
+			h.watchPartitions(ctx)
+		}()
+	}
 	return h, nil
+}
+
+// watchPartitions adds the partitions the topic gains while the hub runs,
+// read from their start, every refresh.
+func (h *Hub) watchPartitions(ctx context.Context) {
+	t := time.NewTicker(h.refresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if h.cluster.Reachable() != nil {
+			continue
+		}
+		starts, err := h.cluster.ListOffsets(ctx, h.topic, kafka.AtStart())
+		if err != nil {
+			if ctx.Err() == nil {
+				h.logger.Debug("listing the partitions of a fetched topic", "topic", h.topic, "err", err)
+			}
+			continue
+		}
+		h.addPartitions(starts)
+	}
+}
+
+// addPartitions starts reading the partitions of starts the hub does not
+// read yet, from the offsets given.
+func (h *Hub) addPartitions(starts Position) {
+	add := map[int32]kgo.Offset{}
+	h.mu.Lock()
+	for p, off := range starts {
+		if _, ok := h.next[p]; !ok {
+			h.next[p], h.floor[p], h.born[p] = off, off, off
+			add[p] = kgo.NewOffset().At(off)
+		}
+	}
+	h.mu.Unlock()
+	if len(add) > 0 {
+		h.cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{h.topic: add})
+		h.logger.Info("fetched topic gained partitions: reading them from their start", "topic", h.topic, "partitions", len(add))
+	}
 }
 
 // listOffsets returns every partition's offset at position at, through the
@@ -95,7 +158,6 @@ func listOffsets(ctx context.Context, cluster Cluster, topic string, at kafka.Po
 }
 
 func (h *Hub) run(ctx context.Context) {
-	defer close(h.done)
 	for {
 		fs := h.cl.PollFetches(ctx)
 		if ctx.Err() != nil {
@@ -145,7 +207,13 @@ func (h *Hub) join(s *subscriber, pos Position) (joined, ahead bool) {
 	for p, next := range h.next {
 		at, ok := pos[p]
 		if !ok {
-			return false, false
+			// A partition the topic gained since the caller's reader
+			// started: the caller starts it from where the hub did.
+			b, born := h.born[p]
+			if !born {
+				return false, false
+			}
+			at = b
 		}
 		if at > next {
 			return false, true
@@ -197,7 +265,7 @@ func (h *Hub) unsubscribe(s *subscriber) {
 // close stops the reader and waits for it.
 func (h *Hub) close() {
 	h.cancel()
-	<-h.done
+	h.loops.Wait()
 	h.cl.Close()
 }
 

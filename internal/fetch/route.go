@@ -55,7 +55,10 @@ type Options struct {
 	// is how long a caller waits for one before RESOURCE_EXHAUSTED.
 	MaxCatchUps int
 	CatchUpWait time.Duration
-	Logger      *slog.Logger
+	// PartitionRefresh is how often a hub looks for partitions its topic
+	// gained; 0 never.
+	PartitionRefresh time.Duration
+	Logger           *slog.Logger
 }
 
 // Hubs owns the hubs of this Ferry instance, one per (cluster, topic,
@@ -65,6 +68,7 @@ type Hubs struct {
 	clusters    func(name string) Cluster
 	ringSize    int
 	catchUpWait time.Duration
+	refresh     time.Duration
 	logger      *slog.Logger
 	// catchUpSlots holds a token per running catch-up reader: each is a
 	// Kafka client with connections of its own, and a burst of callers
@@ -100,7 +104,7 @@ type hubRef struct {
 
 // NewHubs returns an empty set of hubs.
 func NewHubs(o Options) *Hubs {
-	return &Hubs{clusters: o.Clusters, ringSize: o.RingSize, catchUpWait: o.CatchUpWait, logger: o.Logger,
+	return &Hubs{clusters: o.Clusters, ringSize: o.RingSize, catchUpWait: o.CatchUpWait, refresh: o.PartitionRefresh, logger: o.Logger,
 		catchUpSlots: make(chan struct{}, max(o.MaxCatchUps, 1)),
 		hubs:         map[hubKey]*hubRef{}}
 }
@@ -196,7 +200,7 @@ func (hs *Hubs) acquire(ctx context.Context, k hubKey) (*Hub, func(), error) {
 		if err := hs.reachable(k.cluster); err != nil {
 			return nil, nil, err
 		}
-		h, err := startHub(ctx, hs.clusters(k.cluster), k.topic, k.field, k.prefix, hs.ringSize, &hs.counts, hs.logger)
+		h, err := startHub(ctx, hs.clusters(k.cluster), k.topic, k.field, k.prefix, hs.ringSize, hs.refresh, &hs.counts, hs.logger)
 		if err != nil {
 			return nil, nil, err
 		}
