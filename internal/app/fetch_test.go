@@ -282,8 +282,9 @@ func TestFetchResumeExact(t *testing.T) {
 	}
 }
 
-// TestFetchSlowSubscriber: a subscriber that stops reading is cut off with
-// RESOURCE_EXHAUSTED, while 100 others get every record.
+// TestFetchSlowSubscriber: a subscriber that stops reading falls behind
+// the hub onto a reader of its own, and gets every record once it reads
+// again, while 100 others get every record from the hub, undelayed.
 func TestFetchSlowSubscriber(t *testing.T) {
 	kit.CheckLeaks(t)
 	topic := kit.Topic(t, 1, nil)
@@ -360,19 +361,94 @@ func TestFetchSlowSubscriber(t *testing.T) {
 		produceMsgs(t, prod, topic, "", nil, fmt.Sprintf("%d|%s", j, big))
 	}
 	wg.Wait()
-	// The slow one, read at last, ends cut off.
-	read := 0
-	for err == nil {
-		_, err = slow.next()
-		read++
+	// The slow one, read at last, gets every record in order.
+	if f := slow.take(t, 1); f[0].msg != "probe" {
+		t.Fatalf("slow subscriber: first message %q, want probe", f[0].msg)
 	}
-	if status.Code(err) != codes.ResourceExhausted {
-		t.Errorf("slow subscriber ended with %v after %d messages, want ResourceExhausted", err, read)
+	for j, f := range slow.take(t, n) {
+		if want := fmt.Sprintf("%d|", j); f.msg[:len(want)] != want {
+			t.Fatalf("slow subscriber: message %d is %q", j, f.msg[:8])
+		}
+	}
+	if st := a.FetchStats(); st.CatchUps != 1 {
+		t.Errorf("%d catch-up readers, want the slow subscriber's", st.CatchUps)
 	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	if len(lat) > 0 {
-		t.Logf("slow subscriber cut off after %d messages; %d others: produce-to-delivery p50 %s, p99 %s",
-			read-1, subs, lat[len(lat)/2], lat[len(lat)*99/100])
+		t.Logf("slow subscriber read all %d messages late; %d others: produce-to-delivery p50 %s, p99 %s",
+			n+1, subs, lat[len(lat)/2], lat[len(lat)*99/100])
+	}
+}
+
+// TestFetchCutOff: subscribers that fall behind share the catch-up
+// readers; one that finds none free within fetch.catch_up_wait is cut off
+// with RESOURCE_EXHAUSTED after the messages it had, and resumes from the
+// last message id without a gap.
+func TestFetchCutOff(t *testing.T) {
+	topic := kit.Topic(t, 1, nil)
+	cfg := ferryConfig(t, fetchRoute(topic, "      max_buffered_per_subscriber: 8\n"))
+	cfg.Fetch.MaxCatchUpReaders, cfg.Fetch.CatchUpWait = 1, 100*time.Millisecond
+	a := startConfig(t, cfg)
+	slowCC := func() *grpc.ClientConn {
+		cc, err := grpc.NewClient(a.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawCodec{})),
+			grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close() })
+		return cc
+	}
+	prod := kit.Client(t, kgo.ProducerLinger(0))
+	produceMsgs(t, prod, topic, "", nil, "probe")
+	var subs []*subscription
+	for i := 0; i < 2; i++ {
+		s := subscribe(t, slowCC(), nil)
+		defer s.cancel()
+		s.take(t, 1)
+		subs = append(subs, s)
+	}
+	waitFor(t, func() bool { return a.FetchStats().Subscribers == 2 }, "both subscribers at the tail")
+	const n = 400
+	big := string(make([]byte, 2048))
+	var ms []string
+	for j := 0; j < n; j++ {
+		ms = append(ms, fmt.Sprintf("%d|%s", j, big))
+	}
+	produceMsgs(t, prod, topic, "", nil, ms...)
+	// Both fall behind; one takes the one catch-up reader, the other is
+	// cut off once it read what it had.
+	time.Sleep(time.Second)
+	cut := -1
+	var last fetched
+	for i, s := range subs {
+		read := 0
+		var err error
+		for read < n {
+			var f fetched
+			if f, err = s.next(); err != nil {
+				break
+			}
+			last = f
+			read++
+		}
+		if err != nil {
+			if status.Code(err) != codes.ResourceExhausted || cut >= 0 {
+				t.Fatalf("subscriber %d ended with %v after %d messages", i, err, read)
+			}
+			cut = i
+			// It resumes from its last message id with the rest.
+			r := subscribe(t, dial(t, a), metadata.Pairs("last-message-id", fetch.EncodeIDText(last.id)))
+			defer r.cancel()
+			for j, f := range r.take(t, n-read) {
+				if want := fmt.Sprintf("%d|", read+j); f.msg[:len(want)] != want {
+					t.Fatalf("resumed subscriber: message %d is %q, want %s...", j, f.msg[:8], want)
+				}
+			}
+		}
+	}
+	if cut < 0 {
+		t.Errorf("neither subscriber was cut off with one catch-up reader for two")
 	}
 }
 

@@ -222,8 +222,18 @@ func (h *Hub) join(s *subscriber, pos Position) (joined, ahead bool) {
 			return false, false
 		}
 	}
+	// Join only when what the ring holds past pos fits in the
+	// subscriber's queue; a caller further behind reads on.
+	n, behind := len(h.ring), 0
+	for i := 0; i < n; i++ {
+		if e := h.ring[(h.head+i)%n]; e.off >= pos[e.part] {
+			behind++
+		}
+	}
+	if behind > cap(s.ch)-len(s.ch) {
+		return false, false
+	}
 	pos = pos.clone()
-	n := len(h.ring)
 	for i := 0; i < n; i++ {
 		e := h.ring[(h.head+i)%n]
 		if e.off < pos[e.part] {

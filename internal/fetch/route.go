@@ -8,6 +8,7 @@ package fetch
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -421,8 +422,11 @@ func (r *Route) Serve(ss grpc.ServerStream, m *protoreg.Method, md metadata.MD) 
 	}
 	defer release()
 
-	s := &subscriber{filters: filters, ch: make(chan *entry, r.cfg.MaxBufferedPerSubscriber), cut: make(chan struct{})}
-	defer hub.unsubscribe(s)
+	newSub := func() *subscriber {
+		return &subscriber{filters: filters, ch: make(chan *entry, r.cfg.MaxBufferedPerSubscriber), cut: make(chan struct{})}
+	}
+	s := newSub()
+	defer func() { hub.unsubscribe(s) }()
 	out := &sender{ss: ss}
 
 	pos, err := r.startPosition(ctx, resume)
@@ -430,9 +434,12 @@ func (r *Route) Serve(ss grpc.ServerStream, m *protoreg.Method, md metadata.MD) 
 		return err
 	}
 	if pos == nil {
-		hub.subscribeAtTail(s)
-	} else if err := r.catchUp(ctx, hub, s, pos, out); err != nil {
-		return err
+		out.pos = hub.subscribeAtTail(s)
+	} else {
+		out.pos = pos
+		if err := r.catchUp(ctx, hub, s, pos, out); err != nil {
+			return err
+		}
 	}
 	for {
 		select {
@@ -441,8 +448,7 @@ func (r *Route) Serve(ss grpc.ServerStream, m *protoreg.Method, md metadata.MD) 
 				return err
 			}
 		case <-s.cut:
-			r.hubs.counts.cutOffs.Add(1)
-			// Send what is queued: the caller resumes from the last id.
+			// Send what is queued.
 		drain:
 			for {
 				select {
@@ -454,7 +460,24 @@ func (r *Route) Serve(ss grpc.ServerStream, m *protoreg.Method, md metadata.MD) 
 					break drain
 				}
 			}
-			return status.Errorf(codes.ResourceExhausted, "the client read too slowly and fell %d messages behind: resume with the last message id", r.cfg.MaxBufferedPerSubscriber)
+			// The caller fell behind the hub: a burst came faster than it
+			// reads, or it reads slowly. It reads on from where it is on a
+			// reader of its own and joins the hub again once it caught
+			// up; it is cut off only when no catch-up reader is free, a
+			// budget every caller behind shares.
+			pos, err := out.position()
+			if err != nil {
+				return status.Errorf(codes.Internal, "the position of the last message sent: %v", err)
+			}
+			hub.unsubscribe(s)
+			s = newSub()
+			if err := r.catchUp(ctx, hub, s, pos, out); err != nil {
+				if status.Code(err) == codes.ResourceExhausted {
+					r.hubs.counts.cutOffs.Add(1)
+					return status.Errorf(codes.ResourceExhausted, "the client read too slowly and fell more than %d messages behind, and no catch-up reader became free: resume with the last message id", r.cfg.MaxBufferedPerSubscriber)
+				}
+				return err
+			}
 		case <-ctx.Done():
 			return status.FromContextError(ctx.Err()).Err()
 		}
@@ -566,7 +589,7 @@ func (r *Route) catchUp(ctx context.Context, hub *Hub, s *subscriber, pos Positi
 			if !s.selects(rec.Key, rec.Headers) {
 				return
 			}
-			err = out.send(&entry{frame: withID(rec.Value, field, pos), meta: metaOf(rec.Headers, r.cfg.MetaPrefix)})
+			err = out.send(&entry{frame: withID(rec.Value, field, pos), vlen: len(rec.Value), meta: metaOf(rec.Headers, r.cfg.MetaPrefix)})
 		})
 		if err != nil {
 			return err
@@ -579,6 +602,27 @@ func (r *Route) catchUp(ctx context.Context, hub *Hub, s *subscriber, pos Positi
 type sender struct {
 	ss     grpc.ServerStream
 	headed bool
+	// pos is where the caller started; last is the last entry sent, whose
+	// message id is the caller's position since.
+	pos  Position
+	last *entry
+}
+
+// position returns the caller's position: after the last message sent.
+func (o *sender) position() (Position, error) {
+	if o.last == nil {
+		return o.pos.clone(), nil
+	}
+	b := o.last.frame[o.last.vlen:]
+	_, _, n := protowire.ConsumeTag(b)
+	if n < 0 {
+		return nil, errors.New("no message id after the value")
+	}
+	id, m := protowire.ConsumeBytes(b[n:])
+	if m < 0 {
+		return nil, errors.New("a message id that does not decode")
+	}
+	return parseID(id)
 }
 
 func (o *sender) send(e *entry) error {
@@ -590,5 +634,9 @@ func (o *sender) send(e *entry) error {
 			}
 		}
 	}
-	return o.ss.SendMsg(&frame.Frame{Bytes: e.frame})
+	if err := o.ss.SendMsg(&frame.Frame{Bytes: e.frame}); err != nil {
+		return err
+	}
+	o.last = e
+	return nil
 }

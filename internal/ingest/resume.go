@@ -151,7 +151,10 @@ func (s *source) read(ctx context.Context, p int32, lo, hi int64) (*latest, erro
 				if r.Offset >= hi {
 					continue
 				}
-				if l := parseLatest(r, name); l != nil {
+				// Newest by generation, then count, not by offset: an
+				// instance that lost the source may still write the
+				// records it had in flight after the new owner's.
+				if l := parseLatest(r, name); l != nil && l.newer(found) {
 					found = l
 				}
 			}
