@@ -26,18 +26,40 @@ import (
 
 // sourceMode is the size of a sources scenario.
 type sourceMode struct {
-	kills   int             // kill -9 per scenario
-	flowing int64           // ticks every source writes before a kill (and after a restart)
-	down    []time.Duration // how long the killed Ferry stays down, one per kill (repeating)
-	after   time.Duration   // the sources run this long after the last recovery
-	steady  time.Duration   // failover: how long the steady state is watched for calls open twice
+	kills     []sourceKill  // TestSourceKill's faults, in order
+	failovers int           // TestSourceFailover's kills, of each instance in turn
+	flowing   int64         // ticks every source streams before a kill and after a restart
+	after     time.Duration // the sources run this long after the last recovery
+	steady    time.Duration // failover: how long the steady state is watched for calls open twice
 }
+
+// sourceKill is one kill -9 of TestSourceKill.
+type sourceKill struct {
+	// soon kills Ferry as soon as its sources stream again after the
+	// previous restart (soonTicks ticks), rather than after the mode's
+	// flowing ticks: few records of the new run are in the topic then,
+	// and a 3-partition topic's partitions hold the newest records of
+	// different runs.
+	soon bool
+	// down is how long the killed Ferry stays down; longer than the
+	// session timeout, its group member is gone when it starts again.
+	down time.Duration
+}
+
+// soonTicks is what a soon kill waits for.
+const soonTicks = 50
 
 func currentSourceMode() sourceMode {
 	if os.Getenv(longEnv) == "1" {
-		return sourceMode{kills: 3, flowing: 5000, down: []time.Duration{time.Second, 2 * sessionTimeout, 3 * time.Second}, after: 15 * time.Second, steady: 10 * time.Second}
+		return sourceMode{
+			kills:     []sourceKill{{down: time.Second}, {down: 2 * sessionTimeout}, {soon: true, down: 3 * time.Second}, {soon: true, down: time.Second}, {down: time.Second}},
+			failovers: 3, flowing: 5000, after: 15 * time.Second, steady: 10 * time.Second,
+		}
 	}
-	return sourceMode{kills: 1, flowing: 1500, down: []time.Duration{time.Second}, after: 4 * time.Second, steady: 4 * time.Second}
+	return sourceMode{
+		kills:     []sourceKill{{down: time.Second}, {soon: true, down: time.Second}},
+		failovers: 1, flowing: 1500, after: 4 * time.Second, steady: 4 * time.Second,
+	}
 }
 
 // Every source of these scenarios asks for a tick every tickInterval from
@@ -294,7 +316,8 @@ type seqCount struct {
 	dups     int
 	missing  []int64 // the first missing numbers
 	nMissing int
-	foreign  int // records of another source, or without a cursor
+	foreign  int            // records of another source, or without a cursor
+	gens     map[string]int // records per group generation (ferry-seq's first part)
 }
 
 // readSeqs reads every record of the spec's topic and counts its cursors
@@ -319,7 +342,7 @@ func readSeqs(t *testing.T, s sourceSpec) seqCount {
 	})
 	cl := kit.Client(t, kgo.ConsumeTopics(s.topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	seen := map[int64]int{}
-	var c seqCount
+	c := seqCount{gens: map[string]int{}}
 	for len(want) > 0 {
 		fs := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
@@ -337,6 +360,8 @@ func readSeqs(t *testing.T, s sourceSpec) seqCount {
 			}
 			seen[n]++
 			c.highest = max(c.highest, n)
+			gen, _, _ := strings.Cut(recordHeader(r, ingest.HeaderSeq), "-")
+			c.gens[gen]++
 		})
 	}
 	for n := int64(1); n <= c.highest; n++ {
@@ -368,10 +393,10 @@ func recordHeader(r *kgo.Record, k string) string {
 // maxDups.
 func checkSeqs(t *testing.T, tk *ticker, specs []sourceSpec, maxDups int) {
 	t.Helper()
-	t.Logf("%-8s %10s %7s %8s %8s %5s %9s", "source", "partitions", "sent", "records", "highest", "dups", "missing")
+	t.Logf("%-8s %10s %7s %8s %8s %5s %9s  %s", "source", "partitions", "sent", "records", "highest", "dups", "missing", "records per generation")
 	for _, s := range specs {
 		c := readSeqs(t, s)
-		t.Logf("%-8s %10d %7d %8d %8d %5d %9d", s.name, s.partitions, tk.sent(s.name), c.records, c.highest, c.dups, c.nMissing)
+		t.Logf("%-8s %10d %7d %8d %8d %5d %9d  %v", s.name, s.partitions, tk.sent(s.name), c.records, c.highest, c.dups, c.nMissing, c.gens)
 		switch {
 		case c.highest == 0:
 			t.Errorf("source %s: topic %s holds no record of it", s.name, s.topic)
@@ -416,23 +441,34 @@ func TestSourceKill(t *testing.T) {
 	writeFile(t, cfg, sourcesYAML(tk, testkit.Name(t, "group"), testkit.Name(t, "coord")+"-", specs))
 	start := time.Now()
 	p, _ := startProc(t, dir, "ferry", sourceReady, nil, suite.bin, "serve", "-c", cfg)
-	tk.waitFlowing(t, "first start", srcs, nil, m.flowing, takeoverBound)
-	for k := range m.kills {
-		before := tk.sentAll(srcs)
-		t.Logf("kill %d of %d at %s: ticks sent %v", k+1, m.kills, time.Since(start).Round(time.Millisecond), before)
+	restarted := start
+	tk.waitFlowing(t, "the first start", srcs, nil, m.flowing, takeoverBound)
+	for k, f := range m.kills {
+		from := tk.sentAll(srcs)
+		if f.soon {
+			tk.waitFlowing(t, fmt.Sprintf("before kill %d", k+1), srcs, from, soonTicks, takeoverBound)
+		} else if k > 0 {
+			tk.waitFlowing(t, fmt.Sprintf("before kill %d", k+1), srcs, from, m.flowing, takeoverBound)
+		}
+		t.Logf("kill %d of %d at %s, %s after the (re)start: ticks sent %v", k+1, len(m.kills), time.Since(start).Round(time.Millisecond),
+			time.Since(restarted).Round(time.Millisecond), tk.sentAll(srcs))
 		p.kill()
-		down := m.down[k%len(m.down)]
-		time.Sleep(down)
+		time.Sleep(f.down)
 		p.start()
-		restarted := time.Now()
-		after := tk.sentAll(srcs)
-		tk.waitFlowing(t, fmt.Sprintf("after kill %d", k+1), srcs, after, m.flowing, takeoverBound)
-		t.Logf("kill %d: down %s, streaming %d ticks again %s after the restart", k+1, down, m.flowing, time.Since(restarted).Round(time.Millisecond))
+		restarted = time.Now()
+		tk.waitFlowing(t, fmt.Sprintf("after kill %d", k+1), srcs, tk.sentAll(srcs), 1, takeoverBound)
+		t.Logf("kill %d: down %s; the sources stream again %s after the restart", k+1, f.down, time.Since(restarted).Round(time.Millisecond))
+	}
+	tk.waitFlowing(t, "after the last kill", srcs, tk.sentAll(srcs), m.flowing, takeoverBound)
+	for _, src := range srcs {
+		if n, calls, _ := tk.opens(src); n != 1 {
+			t.Errorf("source %s: %d calls open at once (of %d), want 1: one instance runs it", src, n, calls)
+		}
 	}
 	time.Sleep(m.after)
 	p.terminate()
 	t.Logf("done in %s", time.Since(start).Round(time.Second))
-	checkSeqs(t, tk, specs, sourceInFlight*m.kills)
+	checkSeqs(t, tk, specs, sourceInFlight*len(m.kills))
 }
 
 // TestSourceFailover runs two Ferry instances that share three sources.
@@ -464,7 +500,7 @@ func TestSourceFailover(t *testing.T) {
 	tk.waitFlowing(t, "ferry-0 started", srcs, nil, m.flowing/2, takeoverBound)
 	procs[1], _ = startProc(t, dir, "ferry-1", sourceReady, nil, suite.bin, "serve", "-c", cfg)
 	var takeovers []string
-	for k := range m.kills {
+	for k := range m.failovers {
 		waitSourceGroup(t, adm, group, 2)
 		tk.waitFlowing(t, "both instances running", srcs, tk.sentAll(srcs), m.flowing/2, takeoverBound)
 
@@ -485,7 +521,7 @@ func TestSourceFailover(t *testing.T) {
 		}
 		killed := time.Now()
 		victim.kill()
-		t.Logf("kill %d of %d: %s at %s", k+1, m.kills, victim.name, killed.Sub(start).Round(time.Millisecond))
+		t.Logf("kill %d of %d: %s at %s", k+1, m.failovers, victim.name, killed.Sub(start).Round(time.Millisecond))
 		// The killed instance's calls end as its connections close.
 		time.Sleep(2 * time.Second)
 		var moved []string
@@ -516,7 +552,7 @@ func TestSourceFailover(t *testing.T) {
 			}
 		}
 		tk.waitFlowing(t, fmt.Sprintf("after kill %d", k+1), srcs, tk.sentAll(srcs), m.flowing/2, takeoverBound)
-		if k+1 < m.kills {
+		if k+1 < m.failovers {
 			victim.start()
 		}
 	}
@@ -536,7 +572,7 @@ func TestSourceFailover(t *testing.T) {
 			}
 		}
 	}
-	checkSeqs(t, tk, specs, sourceInFlight*m.kills)
+	checkSeqs(t, tk, specs, sourceInFlight*m.failovers)
 }
 
 // waitSourceGroup waits up to two minutes until the ingest group is
