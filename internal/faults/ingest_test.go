@@ -3,10 +3,12 @@ package faults_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -420,25 +422,43 @@ func sourceNames(specs []sourceSpec) []string {
 	return out
 }
 
+// sourceScenario is what the sources' scenarios share: the ticker, and a
+// Ferry configuration with a fresh topic, group and coordination topics.
+type sourceScenario struct {
+	tk    *ticker
+	dir   string
+	cfg   string // the configuration file
+	group string
+	specs []sourceSpec
+}
+
+// newSourceScenario makes sure the broker runs, starts the ticker and
+// writes the configuration of the sources named in partitions, each with
+// a fresh topic of that many partitions; sources are sorted by name.
+func newSourceScenario(t *testing.T, partitions map[string]int32) *sourceScenario {
+	t.Helper()
+	if _, err := kafkaSH("start", true); err != nil {
+		t.Fatal(err)
+	}
+	sc := &sourceScenario{tk: startTicker(t), dir: t.TempDir(), group: testkit.Name(t, "group")}
+	for _, name := range slices.Sorted(maps.Keys(partitions)) {
+		sc.specs = append(sc.specs, sourceSpec{name: name, topic: kit.Topic(t, partitions[name], nil), partitions: partitions[name]})
+	}
+	sc.cfg = filepath.Join(sc.dir, "ferry.yaml")
+	writeFile(t, sc.cfg, sourcesYAML(sc.tk, sc.group, testkit.Name(t, "coord")+"-", sc.specs))
+	return sc
+}
+
 // TestSourceKill kills the only Ferry instance (SIGKILL) while its
 // sources stream, starts it again with the same configuration and checks
 // that each source's topic holds every tick from 1 on, with at most
 // max_in_flight written twice per kill.
 func TestSourceKill(t *testing.T) {
 	setup(t)
-	if _, err := kafkaSH("start", true); err != nil {
-		t.Fatal(err)
-	}
 	m := currentSourceMode()
-	dir := t.TempDir()
-	tk := startTicker(t)
-	specs := []sourceSpec{
-		{name: "three", topic: kit.Topic(t, 3, nil), partitions: 3},
-		{name: "one", topic: kit.Topic(t, 1, nil), partitions: 1},
-	}
+	sc := newSourceScenario(t, map[string]int32{"three": 3, "one": 1})
+	tk, dir, cfg, specs := sc.tk, sc.dir, sc.cfg, sc.specs
 	srcs := sourceNames(specs)
-	cfg := filepath.Join(dir, "ferry.yaml")
-	writeFile(t, cfg, sourcesYAML(tk, testkit.Name(t, "group"), testkit.Name(t, "coord")+"-", specs))
 	start := time.Now()
 	p, _ := startProc(t, dir, "ferry", sourceReady, nil, suite.bin, "serve", "-c", cfg)
 	restarted := start
@@ -478,21 +498,10 @@ func TestSourceKill(t *testing.T) {
 // topic holding every tick from 1 on.
 func TestSourceFailover(t *testing.T) {
 	setup(t)
-	if _, err := kafkaSH("start", true); err != nil {
-		t.Fatal(err)
-	}
 	m := currentSourceMode()
-	dir := t.TempDir()
-	tk := startTicker(t)
-	specs := []sourceSpec{
-		{name: "s0", topic: kit.Topic(t, 3, nil), partitions: 3},
-		{name: "s1", topic: kit.Topic(t, 1, nil), partitions: 1},
-		{name: "s2", topic: kit.Topic(t, 1, nil), partitions: 1},
-	}
+	sc := newSourceScenario(t, map[string]int32{"s0": 3, "s1": 1, "s2": 1})
+	tk, dir, cfg, specs, group := sc.tk, sc.dir, sc.cfg, sc.specs, sc.group
 	srcs := sourceNames(specs)
-	group := testkit.Name(t, "group")
-	cfg := filepath.Join(dir, "ferry.yaml")
-	writeFile(t, cfg, sourcesYAML(tk, group, testkit.Name(t, "coord")+"-", specs))
 	adm := kadm.NewClient(kit.Client(t))
 	start := time.Now()
 	var procs [2]*proc
