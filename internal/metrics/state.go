@@ -56,7 +56,7 @@ var (
 	fetchSubscribers   = desc("fetch_subscribers", "Callers of fetch routes the hubs serve.")
 	fetchCatchUps      = desc("fetch_catch_up_readers", "Callers of fetch routes reading behind the tail on readers of their own.")
 	fetchRecords       = desc("fetch_records_total", "Records the hubs read, each offered to every subscriber of its hub.")
-	fetchCutOffs       = desc("fetch_cut_offs_total", "Callers of fetch routes cut off for reading too slowly.")
+	fetchCutOffs       = desc("fetch_cut_offs_total", "Callers of fetch routes that fell behind and were cut off because no catch-up reader became free.")
 	repliesPending     = desc("replies_pending", "Calls of produce routes waiting for replies.")
 	repliesCached      = desc("replies_cached_bytes", "Bytes of replies kept for retries, counted against replies.max_cached_bytes.")
 	kafkaAPIMembers    = desc("kafka_api_members", "Consumer group members the Kafka API runs, those leaving included.")
