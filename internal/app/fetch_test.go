@@ -419,11 +419,12 @@ func TestFetchCutOff(t *testing.T) {
 	// Both fall behind; one takes the one catch-up reader, the other is
 	// cut off once it read what it had.
 	time.Sleep(time.Second)
-	cut := -1
-	var last fetched
+	cut, cutRead := -1, 0
+	var cutLast fetched
 	for i, s := range subs {
 		read := 0
 		var err error
+		var last fetched
 		for read < n {
 			var f fetched
 			if f, err = s.next(); err != nil {
@@ -436,19 +437,21 @@ func TestFetchCutOff(t *testing.T) {
 			if status.Code(err) != codes.ResourceExhausted || cut >= 0 {
 				t.Fatalf("subscriber %d ended with %v after %d messages", i, err, read)
 			}
-			cut = i
-			// It resumes from its last message id with the rest.
-			r := subscribe(t, dial(t, a), metadata.Pairs("last-message-id", fetch.EncodeIDText(last.id)))
-			defer r.cancel()
-			for j, f := range r.take(t, n-read) {
-				if want := fmt.Sprintf("%d|", read+j); f.msg[:len(want)] != want {
-					t.Fatalf("resumed subscriber: message %d is %q, want %s...", j, f.msg[:8], want)
-				}
-			}
+			cut, cutRead, cutLast = i, read, last
 		}
 	}
 	if cut < 0 {
-		t.Errorf("neither subscriber was cut off with one catch-up reader for two")
+		t.Fatalf("neither subscriber was cut off with one catch-up reader for two")
+	}
+	// The other one caught up and gave the reader back; the cut one
+	// resumes from its last message id with the rest.
+	waitFor(t, func() bool { return a.FetchStats().CatchUps == 0 }, "the catch-up reader to be free")
+	r := subscribe(t, dial(t, a), metadata.Pairs("last-message-id", fetch.EncodeIDText(cutLast.id)))
+	defer r.cancel()
+	for j, f := range r.take(t, n-cutRead) {
+		if want := fmt.Sprintf("%d|", cutRead+j); f.msg[:len(want)] != want {
+			t.Fatalf("resumed subscriber: message %d is %q, want %s...", j, f.msg[:8], want)
+		}
 	}
 }
 

@@ -17,7 +17,7 @@ func TestFetchAndHealthCheckKeys(t *testing.T) {
 	if h := cfg.Clusters[0].HealthCheck; h != (HealthCheck{Interval: 5 * time.Second, UnhealthyAfter: 3, HealthyAfter: 2}) {
 		t.Errorf("health_check defaults = %+v", h)
 	}
-	if f := cfg.Fetch; f != (Fetch{MaxCatchUpReaders: 64, CatchUpWait: 30 * time.Second}) {
+	if f := cfg.Fetch; f != (Fetch{MaxCatchUpReaders: 64, CatchUpWait: 30 * time.Second, PartitionRefresh: 30 * time.Second}) {
 		t.Errorf("fetch defaults = %+v", f)
 	}
 	cases := []struct{ cluster, top, want string }{
@@ -26,6 +26,7 @@ func TestFetchAndHealthCheckKeys(t *testing.T) {
 		{"    health_check: {healthy_after: -1}", "", "ferry.yaml:3: clusters[0].health_check.healthy_after: -1 is out of range: use 1 to 100"},
 		{"", "fetch: {max_catch_up_readers: 0}", "ferry.yaml:8: fetch.max_catch_up_readers: 0 is out of range: use 1 to 10000"},
 		{"", "fetch: {catch_up_wait: 11m}", "ferry.yaml:8: fetch.catch_up_wait: 11m is out of range: use 0s to 10m"},
+		{"", "fetch: {partition_refresh: 2h}", "ferry.yaml:8: fetch.partition_refresh: 2h is out of range: use 0s to 1h"},
 	}
 	for _, c := range cases {
 		y := strings.Replace(strings.Replace(base, "%s", c.cluster, 1), "%s", c.top, 1)
