@@ -1,0 +1,306 @@
+//go:build unix
+
+package ingest_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ferryproxy/ferry/examples/ingest/tick"
+	"github.com/ferryproxy/ferry/internal/app"
+	"github.com/ferryproxy/ferry/internal/config"
+	"github.com/ferryproxy/ferry/internal/frame"
+	"github.com/ferryproxy/ferry/internal/ingest"
+)
+
+// benchWindow is the records a source has read and Kafka not yet
+// acknowledged: sources[].max_in_flight's default, which the direct
+// franz-go path keeps too.
+const benchWindow = 1000
+
+// BenchmarkIngest measures a source's throughput (records Kafka
+// acknowledged per second, and the process's CPU time per record) against
+// its two halves done alone on the same machine:
+//
+//   - grpc-read: a plain grpc-go client reads the same ticker's stream as
+//     raw frames, as a source does, and discards every message;
+//   - franz-go: a franz-go producer with the options of Ferry's producer
+//     (idempotent, acks all, linger 0, no compression) writes pre-built
+//     records of the same value and header count to a fresh topic, at
+//     most benchWindow unacknowledged at once, and waits for every ack;
+//   - ferry: Ferry runs in-process with one source (protobuf value, no
+//     key, no cursor) reading the ticker as fast as Kafka acknowledges.
+//
+// One op is one message. The ferry sub-benchmark reports its throughput's
+// ratio to the lower of the other two when they ran before it in the same
+// process ("ratio"; the feature's target is at least 0.8).
+//
+// CPU per message counts the whole test process: the ticker, the client,
+// Ferry and, on the embedded broker, the broker too.
+//
+// Run: go test ./internal/ingest -run '^$' -bench Ingest -benchtime 200000x
+// (FERRY_TEST_BROKERS=host:port for a real broker).
+func BenchmarkIngest(b *testing.B) {
+	for _, size := range []int{100, 1000} {
+		payload := payloadFor(size)
+		value := tickBytes(b, payload)
+		name := fmt.Sprintf("%dB", size)
+		var grpcRate, franzRate float64
+		b.Run(name+"/grpc-read", func(b *testing.B) {
+			addr := startBenchTicker(b)
+			grpcRate = benchGRPCRead(b, addr, payload)
+		})
+		b.Run(name+"/franz-go", func(b *testing.B) {
+			franzRate = benchFranz(b, value)
+		})
+		b.Run(name+"/ferry", func(b *testing.B) {
+			addr := startBenchTicker(b)
+			rate := benchFerry(b, addr, payload)
+			if low := min(grpcRate, franzRate); low > 0 {
+				b.ReportMetric(rate/low, "ratio")
+			}
+		})
+	}
+}
+
+// payloadFor returns the payload_size that makes an encoded tick size
+// bytes long, or as near as a varint length allows.
+func payloadFor(size int) int32 {
+	var s tick.Server
+	for p := int32(0); p < int32(size); p++ {
+		t := s.Tick(1_000_000)
+		t.Payload = make([]byte, p)
+		if proto.Size(t) >= size {
+			return p
+		}
+	}
+	return int32(size)
+}
+
+// tickBytes is an encoded tick with a payload of n bytes.
+func tickBytes(b *testing.B, n int32) []byte {
+	var s tick.Server
+	t := s.Tick(1_000_000)
+	t.Payload = make([]byte, n)
+	v, err := proto.Marshal(t)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return v
+}
+
+// startBenchTicker serves the example's plain ticker, with nothing of the
+// tests' bookkeeping on its path, and returns its address.
+func startBenchTicker(b *testing.B) string {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	tick.RegisterTickerServer(srv, &tick.Server{})
+	go srv.Serve(lis)
+	b.Cleanup(srv.Stop)
+	return lis.Addr().String()
+}
+
+// measure is the wall and CPU time of b.N messages.
+type measure struct {
+	start time.Time
+	cpu   time.Duration
+}
+
+func begin(b *testing.B) measure {
+	b.ResetTimer()
+	return measure{start: time.Now(), cpu: processCPU()}
+}
+
+// end stops the timer, reports msgs/s and CPU-µs/msg, and returns the
+// rate.
+func (m measure) end(b *testing.B) float64 {
+	elapsed, cpu := time.Since(m.start), processCPU()-m.cpu
+	b.StopTimer()
+	rate := float64(b.N) / elapsed.Seconds()
+	b.ReportMetric(rate, "msgs/s")
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "CPU-µs/msg")
+	return rate
+}
+
+// benchGRPCRead reads b.N ticks of payload bytes from the ticker at addr
+// and discards them.
+func benchGRPCRead(b *testing.B, addr string, payload int32) float64 {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(frame.Codec{})))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cc.Close()
+	req, err := proto.Marshal(&tick.TicksRequest{Start: 1, IntervalMs: -1, PayloadSize: payload})
+	if err != nil {
+		b.Fatal(err)
+	}
+	cs, err := cc.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, "/example.ingest.Ticker/Ticks")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cs.SendMsg(&frame.Frame{Bytes: req}); err != nil {
+		b.Fatal(err)
+	}
+	if err := cs.CloseSend(); err != nil {
+		b.Fatal(err)
+	}
+	// Warm up the connection and the flow control window.
+	for i := 0; i < 100; i++ {
+		var f frame.Frame
+		if err := cs.RecvMsg(&f); err != nil {
+			b.Fatal(err)
+		}
+	}
+	m := begin(b)
+	for i := 0; i < b.N; i++ {
+		var f frame.Frame
+		if err := cs.RecvMsg(&f); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return m.end(b)
+}
+
+// benchFranz produces b.N records of value with franz-go, as Ferry's
+// producer is configured, keeping at most benchWindow unacknowledged.
+func benchFranz(b *testing.B, value []byte) float64 {
+	topic := kit.Topic(b, 1, nil)
+	cl := kit.Client(b,
+		kgo.ProducerLinger(0),
+		kgo.MaxBufferedRecords(100_000),
+		kgo.RecordDeliveryTimeout(30*time.Second),
+		kgo.ProducerBatchCompression(kgo.NoCompression()),
+		kgo.ProducerBatchMaxBytes(int32(config.DefaultMaxRecvMessageSize+config.RecordOverhead)),
+		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.DefaultProduceTopic(topic),
+	)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	// Warm up the connection and the producer ID.
+	if err := cl.ProduceSync(ctx, &kgo.Record{Value: value}).FirstErr(); err != nil {
+		b.Fatal(err)
+	}
+	recs := make([]kgo.Record, b.N)
+	for i := range recs {
+		recs[i] = kgo.Record{Value: value, Headers: []kgo.RecordHeader{
+			{Key: ingest.HeaderSource, Value: []byte("bench")},
+			{Key: ingest.HeaderMethod, Value: []byte("example.ingest.Ticker/Ticks")},
+		}}
+	}
+	slots := make(chan struct{}, benchWindow)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var failed error
+	m := begin(b)
+	for i := range recs {
+		slots <- struct{}{}
+		wg.Add(1)
+		recs[i].Timestamp = time.Now()
+		cl.Produce(ctx, &recs[i], func(_ *kgo.Record, err error) {
+			if err != nil {
+				mu.Lock()
+				failed = err
+				mu.Unlock()
+			}
+			<-slots
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	rate := m.end(b)
+	if failed != nil {
+		b.Fatal(failed)
+	}
+	return rate
+}
+
+// benchFerry starts Ferry with one source reading the ticker at addr, and
+// measures the time Kafka takes to acknowledge b.N of its records once the
+// source runs.
+func benchFerry(b *testing.B, addr string, payload int32) float64 {
+	topic := kit.Topic(b, 1, nil)
+	a := startQuietFerry(b, ferryYAML(b, uniq(b, "g"), fmt.Sprintf(`
+  - name: bench
+    target: %s
+    method: example.ingest.Ticker/Ticks
+    request: {start: 1, interval_ms: -1, payload_size: %d}
+    topic: %s
+`, addr, payload, topic)))
+	waitState(b, a, "bench", ingest.StateRunning, 60*time.Second)
+	// Warm up: the first records carry the producer's connection and ID.
+	base := waitRecords(b, a, 100)
+	m := begin(b)
+	waitRecords(b, a, base+uint64(b.N))
+	return m.end(b)
+}
+
+// startQuietFerry starts Ferry with the YAML, logging nothing, and closes
+// it when the benchmark ends.
+func startQuietFerry(b *testing.B, y string) *app.App {
+	cfg, err := config.Parse(filepath.Join(b.TempDir(), "ferry.yaml"), []byte(y))
+	if err != nil {
+		b.Fatalf("config:\n%s\n%v", y, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, err := app.Start(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		a.Close(ctx)
+	})
+	return a
+}
+
+// waitRecords waits until Kafka acknowledged at least n records of the
+// source and returns how many it did.
+func waitRecords(b *testing.B, a *app.App, n uint64) uint64 {
+	deadline := time.Now().Add(5 * time.Minute)
+	for time.Now().Before(deadline) {
+		for _, st := range a.SourceStatus() {
+			if st.Name != "bench" {
+				continue
+			}
+			if st.State == ingest.StateStopped {
+				b.Fatalf("source stopped: %s", st.Reason)
+			}
+			if st.Records >= n {
+				return st.Records
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+	b.Fatalf("the source did not write %d records in 5 minutes", n)
+	return 0
+}
+
+// processCPU is the CPU time, user and system, the process used so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
