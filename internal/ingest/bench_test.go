@@ -199,29 +199,30 @@ func benchFranz(b *testing.B, value []byte) float64 {
 	if err := cl.ProduceSync(ctx, &kgo.Record{Value: value}).FirstErr(); err != nil {
 		b.Fatal(err)
 	}
-	recs := make([]kgo.Record, b.N)
-	for i := range recs {
-		recs[i] = kgo.Record{Value: value, Headers: []kgo.RecordHeader{
+	// The window's records, built beforehand: a record goes back to free
+	// once Kafka acknowledged it, and is produced again.
+	free := make(chan *kgo.Record, benchWindow)
+	for range benchWindow {
+		free <- &kgo.Record{Value: value, Headers: []kgo.RecordHeader{
 			{Key: ingest.HeaderSource, Value: []byte("bench")},
 			{Key: ingest.HeaderMethod, Value: []byte("example.ingest.Ticker/Ticks")},
 		}}
 	}
-	slots := make(chan struct{}, benchWindow)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var failed error
 	m := begin(b)
-	for i := range recs {
-		slots <- struct{}{}
+	for range b.N {
+		r := <-free
+		r.Timestamp = time.Now()
 		wg.Add(1)
-		recs[i].Timestamp = time.Now()
-		cl.Produce(ctx, &recs[i], func(_ *kgo.Record, err error) {
+		cl.Produce(ctx, r, func(r *kgo.Record, err error) {
 			if err != nil {
 				mu.Lock()
 				failed = err
 				mu.Unlock()
 			}
-			<-slots
+			free <- r
 			wg.Done()
 		})
 	}
