@@ -45,15 +45,22 @@ const benchWindow = 1000
 //     (idempotent, acks all, linger 0, no compression) writes pre-built
 //     records of the same value and header count to a fresh topic, at
 //     most benchWindow unacknowledged at once, and waits for every ack;
+//   - bridge: the shortest hand-written bridge, one loop that reads a
+//     tick and produces it with the franz-go producer above, the same
+//     window and headers: what Ferry's source does, without Ferry;
 //   - ferry: Ferry runs in-process with one source (protobuf value, no
 //     key, no cursor) reading the ticker as fast as Kafka acknowledges.
 //
-// One op is one message. The ferry sub-benchmark reports its throughput's
-// ratio to the lower of the other two when they ran before it in the same
-// process ("ratio"; the feature's target is at least 0.8).
+// One op is one message. The ferry sub-benchmark reports, when the others
+// ran before it in the same process and it wrote at least minCompared
+// records, its throughput's ratio to the lower of grpc-read and franz-go
+// ("ratio"; the feature's target is at least 0.8) and to bridge
+// ("bridge-ratio"), and the CPU time of grpc-read and franz-go together
+// over its own ("cpu-ratio").
 //
-// CPU per message counts the whole test process: the ticker, the client,
-// Ferry and, on the embedded broker, the broker too.
+// The ticker runs in a process of its own, so CPU per message counts the
+// client side only: the reader, the producer, or Ferry, and on the
+// embedded broker the broker too.
 //
 // Run: go test ./internal/ingest -run '^$' -bench Ingest -benchtime 200000x
 // (FERRY_TEST_BROKERS=host:port for a real broker).
@@ -62,13 +69,17 @@ func BenchmarkIngest(b *testing.B) {
 		payload := payloadFor(size)
 		value := tickBytes(b, payload)
 		name := fmt.Sprintf("%dB", size)
-		var grpcRead, franz result
+		var grpcRead, franz, bridge result
 		b.Run(name+"/grpc-read", func(b *testing.B) {
 			addr := startBenchTicker(b)
 			grpcRead = benchGRPCRead(b, addr, payload)
 		})
 		b.Run(name+"/franz-go", func(b *testing.B) {
 			franz = benchFranz(b, value)
+		})
+		b.Run(name+"/bridge", func(b *testing.B) {
+			addr := startBenchTicker(b)
+			bridge = benchBridge(b, addr, payload)
 		})
 		b.Run(name+"/ferry", func(b *testing.B) {
 			addr := startBenchTicker(b)
@@ -78,6 +89,9 @@ func BenchmarkIngest(b *testing.B) {
 			if low := min(grpcRead.rate, franz.rate); low > 0 && b.N >= minCompared {
 				b.ReportMetric(r.rate/low, "ratio")
 				b.ReportMetric((grpcRead.cpu+franz.cpu)/r.cpu, "cpu-ratio")
+			}
+			if bridge.rate > 0 && b.N >= minCompared {
+				b.ReportMetric(r.rate/bridge.rate, "bridge-ratio")
 			}
 		})
 	}
@@ -191,17 +205,18 @@ func (m measure) end(b *testing.B) result {
 	return r
 }
 
-// benchGRPCRead reads b.N ticks of payload bytes from the ticker at addr
-// and discards them.
-func benchGRPCRead(b *testing.B, addr string, payload int32) result {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
+// openTicks opens the ticker's stream at addr, ticks of payload bytes as
+// fast as the caller reads, read as raw frames as a source reads them, and
+// reads a few to warm up the connection and gRPC's flow control window.
+func openTicks(b *testing.B, addr string, payload int32) grpc.ClientStream {
+	ctx, cancel := context.WithCancel(context.Background())
+	b.Cleanup(cancel)
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(frame.Codec{})))
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer cc.Close()
+	b.Cleanup(func() { cc.Close() })
 	req, err := proto.Marshal(&tick.TicksRequest{Start: 1, IntervalMs: -1, PayloadSize: payload})
 	if err != nil {
 		b.Fatal(err)
@@ -216,15 +231,21 @@ func benchGRPCRead(b *testing.B, addr string, payload int32) result {
 	if err := cs.CloseSend(); err != nil {
 		b.Fatal(err)
 	}
-	// Warm up the connection and the flow control window.
-	for i := 0; i < 100; i++ {
+	for range 100 {
 		var f frame.Frame
 		if err := cs.RecvMsg(&f); err != nil {
 			b.Fatal(err)
 		}
 	}
+	return cs
+}
+
+// benchGRPCRead reads b.N ticks of payload bytes from the ticker at addr
+// and discards them.
+func benchGRPCRead(b *testing.B, addr string, payload int32) result {
+	cs := openTicks(b, addr, payload)
 	m := begin(b)
-	for i := 0; i < b.N; i++ {
+	for range b.N {
 		var f frame.Frame
 		if err := cs.RecvMsg(&f); err != nil {
 			b.Fatal(err)
@@ -233,9 +254,20 @@ func benchGRPCRead(b *testing.B, addr string, payload int32) result {
 	return m.end(b)
 }
 
-// benchFranz produces b.N records of value with franz-go, as Ferry's
-// producer is configured, keeping at most benchWindow unacknowledged.
-func benchFranz(b *testing.B, value []byte) result {
+// producer is a franz-go producer configured as Ferry's is (idempotent,
+// acks all, linger 0, no compression, the same buffer and batch limits),
+// writing to a fresh topic, with at most benchWindow records
+// unacknowledged.
+type producer struct {
+	cl    *kgo.Client
+	slots chan struct{}
+	wg    sync.WaitGroup
+
+	mu     sync.Mutex
+	failed error
+}
+
+func newProducer(b *testing.B) *producer {
 	topic := kit.Topic(b, 1, nil)
 	cl := kit.Client(b,
 		kgo.ProducerLinger(0),
@@ -247,45 +279,93 @@ func benchFranz(b *testing.B, value []byte) result {
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.DefaultProduceTopic(topic),
 	)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
 	// Warm up the connection and the producer ID.
-	if err := cl.ProduceSync(ctx, &kgo.Record{Value: value}).FirstErr(); err != nil {
+	if err := cl.ProduceSync(context.Background(), &kgo.Record{Value: []byte("warm-up")}).FirstErr(); err != nil {
 		b.Fatal(err)
 	}
+	return &producer{cl: cl, slots: make(chan struct{}, benchWindow)}
+}
+
+// acquire waits for room in the window.
+func (p *producer) acquire() { p.slots <- struct{}{} }
+
+// produce writes r, whose room in the window was acquired; done, when not
+// nil, gets r back once Kafka answered.
+func (p *producer) produce(r *kgo.Record, done func(*kgo.Record)) {
+	p.wg.Add(1)
+	p.cl.Produce(context.Background(), r, func(r *kgo.Record, err error) {
+		if err != nil {
+			p.mu.Lock()
+			p.failed = err
+			p.mu.Unlock()
+		}
+		<-p.slots
+		if done != nil {
+			done(r)
+		}
+		p.wg.Done()
+	})
+}
+
+// wait waits until Kafka answered for every record, and fails b if it
+// refused one.
+func (p *producer) wait(b *testing.B) {
+	p.wg.Wait()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.failed != nil {
+		b.Fatal(p.failed)
+	}
+}
+
+// benchHeaders are the headers of a source's record (ferry-source and
+// ferry-method).
+func benchHeaders() []kgo.RecordHeader {
+	return []kgo.RecordHeader{
+		{Key: ingest.HeaderSource, Value: []byte("bench")},
+		{Key: ingest.HeaderMethod, Value: []byte("example.ingest.Ticker/Ticks")},
+	}
+}
+
+// benchFranz produces b.N records of value, each with the headers of a
+// source's record.
+func benchFranz(b *testing.B, value []byte) result {
+	p := newProducer(b)
 	// The window's records, built beforehand: a record goes back to free
-	// once Kafka acknowledged it, and is produced again.
+	// once Kafka answered for it, and is produced again.
 	free := make(chan *kgo.Record, benchWindow)
 	for range benchWindow {
-		free <- &kgo.Record{Value: value, Headers: []kgo.RecordHeader{
-			{Key: ingest.HeaderSource, Value: []byte("bench")},
-			{Key: ingest.HeaderMethod, Value: []byte("example.ingest.Ticker/Ticks")},
-		}}
+		free <- &kgo.Record{Value: value, Headers: benchHeaders()}
 	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var failed error
+	back := func(r *kgo.Record) { free <- r }
 	m := begin(b)
 	for range b.N {
+		p.acquire()
 		r := <-free
 		r.Timestamp = time.Now()
-		wg.Add(1)
-		cl.Produce(ctx, r, func(r *kgo.Record, err error) {
-			if err != nil {
-				mu.Lock()
-				failed = err
-				mu.Unlock()
-			}
-			free <- r
-			wg.Done()
-		})
+		p.produce(r, back)
 	}
-	wg.Wait()
-	r := m.end(b)
-	if failed != nil {
-		b.Fatal(failed)
+	p.wait(b)
+	return m.end(b)
+}
+
+// benchBridge is the shortest hand-written bridge: one loop that reads a
+// tick from the ticker at addr and produces it, as a source does, with the
+// same window.
+func benchBridge(b *testing.B, addr string, payload int32) result {
+	cs := openTicks(b, addr, payload)
+	p := newProducer(b)
+	m := begin(b)
+	for range b.N {
+		p.acquire()
+		var f frame.Frame
+		if err := cs.RecvMsg(&f); err != nil {
+			b.Fatal(err)
+		}
+		p.produce(&kgo.Record{Value: f.Bytes, Headers: benchHeaders(), Timestamp: time.Now()}, nil)
 	}
-	return r
+	p.wait(b)
+	return m.end(b)
 }
 
 // benchFerry starts Ferry with one source reading the ticker at addr, and
