@@ -37,7 +37,8 @@ const benchWindow = 1000
 
 // BenchmarkIngest measures a source's throughput (records Kafka
 // acknowledged per second, and the process's CPU time per record) against
-// its two halves done alone on the same machine:
+// its two halves done alone on the same machine, and both done by a
+// hand-written loop:
 //
 //   - grpc-read: a plain grpc-go client reads the same ticker's stream as
 //     raw frames, as a source does, and discards every message;
@@ -59,11 +60,13 @@ const benchWindow = 1000
 // over its own ("cpu-ratio").
 //
 // The ticker runs in a process of its own, so CPU per message counts the
-// client side only: the reader, the producer, or Ferry, and on the
-// embedded broker the broker too.
+// client side only: the reader, the producer, the bridge or Ferry, and on
+// the embedded broker the broker too.
 //
-// Run: go test ./internal/ingest -run '^$' -bench Ingest -benchtime 200000x
-// (FERRY_TEST_BROKERS=host:port for a real broker).
+// Run: go test ./internal/ingest -run '^$' -bench Ingest -benchtime 2s -count 3
+// (FERRY_TEST_BROKERS=host:port for a real broker). With -count, ratios
+// compare with the latest run of the other paths; docs/BENCHMARKS.md
+// compares medians.
 func BenchmarkIngest(b *testing.B) {
 	for _, size := range []int{100, 1000} {
 		payload := payloadFor(size)
