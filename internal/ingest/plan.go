@@ -180,12 +180,24 @@ func (p *Plan) requestFor(cursor []byte) ([]byte, error) {
 	return proto.Marshal(req)
 }
 
+// outRecord is a record with room for its headers.
+type outRecord struct {
+	kgo.Record
+	headers [6]kgo.RecordHeader
+}
+
 // record makes the record of one response, raw as the server sent it,
 // decoding it into msg (reused from call to call) when the plan needs its
 // fields. It returns the response's cursor too, nil without one.
 func (p *Plan) record(raw []byte, msg *dynamicpb.Message, meta []kgo.RecordHeader) (*kgo.Record, []byte, error) {
-	r := &kgo.Record{Topic: p.cfg.Topic, Value: raw}
-	r.Headers = make([]kgo.RecordHeader, 0, 5+len(p.headers)+len(meta))
+	// The record and its headers in one allocation, when they fit.
+	o := &outRecord{Record: kgo.Record{Topic: p.cfg.Topic, Value: raw}}
+	r := &o.Record
+	if n := 5 + len(p.headers) + len(meta); n <= len(o.headers) {
+		r.Headers = o.headers[:0]
+	} else {
+		r.Headers = make([]kgo.RecordHeader, 0, n)
+	}
 	r.Headers = append(r.Headers,
 		kgo.RecordHeader{Key: HeaderSource, Value: p.name},
 		kgo.RecordHeader{Key: HeaderMethod, Value: p.method})

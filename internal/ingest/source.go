@@ -339,7 +339,7 @@ func (s *source) call(ctx context.Context, gen int32, pos *position) callResult 
 				kgo.RecordHeader{Key: HeaderSeq, Value: seqText(gen, seq)},
 				kgo.RecordHeader{Key: HeaderResume, Value: safe})
 		}
-		done := win.add(cursor, seq)
+		n := win.add(cursor, seq)
 		prod.Produce(s.recordCtx, rec, func(_ *kgo.Record, err error) {
 			if err == nil {
 				s.records.Add(1)
@@ -349,7 +349,7 @@ func (s *source) call(ctx context.Context, gen int32, pos *position) callResult 
 					s.lost.Add(1)
 				}
 			}
-			done(err)
+			win.done(n, err)
 		})
 	}
 	cancel(errors.New("the source's call ended"))

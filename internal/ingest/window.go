@@ -13,14 +13,16 @@ import (
 //
 // A slot is taken before a response is read and given back only when its
 // record and every record read before it are acknowledged, so the records
-// read and not yet safe never exceed the window.
+// read and not yet safe never exceed the window, and their entries fit in a
+// ring of the window's size.
 type window struct {
 	slots chan struct{}
 
 	mu sync.Mutex
-	// queue are the records not yet safe, in reading order, from head on.
-	queue []*pending
-	head  int
+	// ring holds the records not yet safe: the one numbered n (counted
+	// from 0 in reading order) at n % len(ring), from head to tail.
+	ring       []pending
+	head, tail uint64
 	// safe is the cursor of the last record that every record before it
 	// was acknowledged with; safeSeq its sequence number.
 	safe    []byte
@@ -29,8 +31,10 @@ type window struct {
 	// closed with it.
 	failed error
 	fail   chan struct{}
-	// out counts the records produced whose promise has not run.
-	out sync.WaitGroup
+	// out counts the records produced whose promise has not run; idle is
+	// signalled when it drops to 0.
+	out  int
+	idle *sync.Cond
 }
 
 type pending struct {
@@ -40,12 +44,19 @@ type pending struct {
 }
 
 func newWindow(size int, safe []byte, safeSeq int64) *window {
-	return &window{slots: make(chan struct{}, size), safe: safe, safeSeq: safeSeq, fail: make(chan struct{})}
+	w := &window{slots: make(chan struct{}, size), ring: make([]pending, size), safe: safe, safeSeq: safeSeq, fail: make(chan struct{})}
+	w.idle = sync.NewCond(&w.mu)
+	return w
 }
 
 // acquire waits for room for one more record. It fails when ctx ends or
 // Kafka refused a record.
 func (w *window) acquire(ctx context.Context) error {
+	select {
+	case w.slots <- struct{}{}:
+		return nil
+	default:
+	}
 	select {
 	case w.slots <- struct{}{}:
 		return nil
@@ -60,38 +71,39 @@ func (w *window) acquire(ctx context.Context) error {
 func (w *window) unused() { <-w.slots }
 
 // add records that the record with cursor and seq is being produced, and
-// returns what its promise calls with Kafka's answer.
-func (w *window) add(cursor []byte, seq int64) func(error) {
-	p := &pending{cursor: cursor, seq: seq}
+// returns its number, which done takes with Kafka's answer.
+func (w *window) add(cursor []byte, seq int64) uint64 {
 	w.mu.Lock()
-	w.queue = append(w.queue, p)
+	n := w.tail
+	w.ring[n%uint64(len(w.ring))] = pending{cursor: cursor, seq: seq}
+	w.tail++
+	w.out++
 	w.mu.Unlock()
-	w.out.Add(1)
-	return func(err error) {
-		defer w.out.Done()
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		if err != nil {
-			if w.failed == nil {
-				w.failed = err
-				close(w.fail)
-			}
-			return
+	return n
+}
+
+// done takes Kafka's answer for record n.
+func (w *window) done(n uint64, err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.out--; w.out == 0 {
+		w.idle.Broadcast()
+	}
+	if err != nil {
+		if w.failed == nil {
+			w.failed = err
+			close(w.fail)
 		}
-		p.done = true
-		for w.head < len(w.queue) && w.queue[w.head].done {
-			q := w.queue[w.head]
-			w.queue[w.head] = nil
-			w.head++
-			w.safe, w.safeSeq = q.cursor, q.seq
-			<-w.slots
-		}
-		if w.head == len(w.queue) {
-			w.queue, w.head = w.queue[:0], 0
-		} else if w.head > 1024 && w.head > len(w.queue)/2 {
-			w.queue = append(w.queue[:0], w.queue[w.head:]...)
-			w.head = 0
-		}
+		return
+	}
+	size := uint64(len(w.ring))
+	w.ring[n%size].done = true
+	for w.head < w.tail && w.ring[w.head%size].done {
+		p := &w.ring[w.head%size]
+		w.safe, w.safeSeq = p.cursor, p.seq
+		*p = pending{}
+		w.head++
+		<-w.slots
 	}
 }
 
@@ -105,8 +117,10 @@ func (w *window) position() ([]byte, int64) {
 // wait waits until Kafka answered for every record produced, and returns
 // the safe position and the error of the first record it refused.
 func (w *window) wait() ([]byte, int64, error) {
-	w.out.Wait()
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	for w.out > 0 {
+		w.idle.Wait()
+	}
 	return w.safe, w.safeSeq, w.failed
 }
