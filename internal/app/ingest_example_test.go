@@ -4,54 +4,87 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"os"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc"
 
 	"github.com/ferryproxy/ferry/examples/ingest/tick"
 	"github.com/ferryproxy/ferry/internal/app"
+	"github.com/ferryproxy/ferry/internal/config"
 	"github.com/ferryproxy/ferry/internal/ingest"
+	"github.com/ferryproxy/ferry/internal/testkit"
 )
 
-// TestIngestExample runs examples/ingest as the README does, against the
-// test brokers and a ticker of its own: the ticks arrive as JSON records
-// keyed by symbol, with the tick's time as their timestamp, and Ferry
-// stopped and started again goes on after the newest tick in the topic,
-// with no tick missing or written twice.
+// TestIngestExample runs examples/ingest against the test brokers and a
+// ticker of its own: the ticks arrive as JSON records keyed by symbol,
+// with the tick's time as their timestamp, and Ferry stopped and started
+// again goes on after the newest tick in the topic, with no tick missing
+// or written twice.
 func TestIngestExample(t *testing.T) {
 	kit.CheckLeaks(t)
 	t.Setenv("FERRY_DATA_DIR", t.TempDir())
-	cfg := loadExample(t, "ingest")
-	if len(cfg.Sources) != 1 || cfg.Sources[0].Name != "ticks" || cfg.Sources[0].Topic != "ticks" {
-		t.Fatalf("the example's sources are %+v: want one, ticks, writing to ticks", cfg.Sources)
-	}
+	cfg := loadIngestExample(t)
 	for i := range cfg.Clusters {
 		cfg.Clusters[i].Brokers = kit.Seeds(t)
 		cfg.Clusters[i].TLS, cfg.Clusters[i].SASL = kit.Security(t)
 	}
-	cfg.Embedded.DataDir = ""
 	topic := kit.Topic(t, 1, nil)
 	cfg.Sources[0].Topic = topic
 	cfg.Ingest.GroupID = topic + "-group"
 	cfg.Ingest.TopicPrefix = topic + "-"
+	checkIngestRestart(t, cfg)
+}
 
-	// The example's ticker, on a free port, ticking every 5ms.
+// TestIngestExampleEmbedded runs examples/ingest as the README does, on
+// its embedded broker with its data directory: the topic outlives Ferry's
+// stop, and the ticks go on after a restart.
+func TestIngestExampleEmbedded(t *testing.T) {
+	if testkit.Real() {
+		t.Skip("the example uses the real brokers (FERRY_BROKERS), which TestIngestExample covers")
+	}
+	kit.CheckLeaks(t)
+	t.Setenv("FERRY_DATA_DIR", t.TempDir())
+	cfg := loadIngestExample(t)
+	if len(cfg.Clusters) != 1 || len(cfg.Clusters[0].Brokers) != 0 || cfg.Embedded.DataDir != os.Getenv("FERRY_DATA_DIR") {
+		t.Fatalf("the example's cluster %+v, embedded %+v: want the embedded broker, keeping its data in FERRY_DATA_DIR", cfg.Clusters, cfg.Embedded)
+	}
+	checkIngestRestart(t, cfg)
+}
+
+// loadIngestExample loads examples/ingest/ferry.yaml with the source's
+// target replaced by a ticker of the test's own, ticking every 5ms.
+func loadIngestExample(t *testing.T) *config.Config {
+	t.Helper()
+	cfg := loadExample(t, "ingest")
+	if len(cfg.Sources) != 1 || cfg.Sources[0].Name != "ticks" || cfg.Sources[0].Topic != "ticks" {
+		t.Fatalf("the example's sources are %+v: want one, ticks, writing to ticks", cfg.Sources)
+	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ticker := &tick.Server{Interval: 5 * time.Millisecond}
 	srv := grpc.NewServer()
-	tick.RegisterTickerServer(srv, ticker)
+	tick.RegisterTickerServer(srv, &tick.Server{Interval: 5 * time.Millisecond})
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
 	cfg.Sources[0].Target = lis.Addr().String()
+	return cfg
+}
 
-	// run starts Ferry, waits until the topic holds at least n records,
-	// and stops Ferry; it returns the source's status before the stop.
-	run := func(n int64) ingest.Status {
+// checkIngestRestart starts Ferry with cfg twice, stopping it in between,
+// and checks the records of the source's topic: one per tick from 1 on, in
+// order, none twice, as the example configures them.
+func checkIngestRestart(t *testing.T, cfg *config.Config) {
+	t.Helper()
+	topic := cfg.Sources[0].Topic
+	// run starts Ferry, reads the topic from the start until it holds at
+	// least n records, and stops Ferry; it returns the records and the
+	// source's status before the stop.
+	run := func(n int) ([]*kgo.Record, ingest.Status) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -60,23 +93,30 @@ func TestIngestExample(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer a.Close(context.Background())
-		for endOffset(t, topic) < n {
+		cl := kit.Client(t, kgo.SeedBrokers(a.KafkaAddrs("default")...), kgo.ConsumeTopics(topic),
+			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+		defer cl.Close()
+		var recs []*kgo.Record
+		for len(recs) < n {
+			fs := cl.PollFetches(ctx)
 			if ctx.Err() != nil {
-				t.Fatalf("%s holds %d records, want %d: status %+v", topic, endOffset(t, topic), n, a.SourceStatus())
+				t.Fatalf("read %d records of %s, want %d: status %+v", len(recs), topic, n, a.SourceStatus())
 			}
-			time.Sleep(20 * time.Millisecond)
+			recs = append(recs, fs.Records()...)
 		}
-		return a.SourceStatus()[0]
+		return recs, a.SourceStatus()[0]
 	}
-	if st := run(20); st.Resumes != 0 {
+	recs, st := run(20)
+	if st.Resumes != 0 {
 		t.Errorf("the first run resumed (%+v): the topic was empty", st)
 	}
-	first := endOffset(t, topic)
-	if st := run(first + 20); st.Resumes != 1 {
+	first := len(recs)
+	recs, st = run(first + 20)
+	if st.Resumes != 1 {
 		t.Errorf("the second run's status %+v: want it resumed once from the topic", st)
 	}
 
-	recs := readTopic(t, topic, int(endOffset(t, topic)))
+	ticker := &tick.Server{}
 	for i, r := range recs {
 		want := int64(i + 1) // one partition: the ticks in order from 1, none twice
 		var v struct {
