@@ -179,11 +179,12 @@ func TestDocExample(t *testing.T) {
 	// Keys that exclude a key the example sets are shown in a comment.
 	commented := map[string]string{"protos[].descriptor_set": "# - descriptor_set:"}
 	// TLS and SASL need a real broker; the example's cluster may be the
-	// embedded one. A back end's TLS files must exist.
+	// embedded one. A back end's and a source's TLS files must exist.
 	for _, k := range []string{"tls", "tls.enabled", "tls.ca_file", "tls.cert_file", "tls.key_file", "tls.server_name",
 		"tls.insecure_skip_verify", "sasl", "sasl.mechanism", "sasl.username", "sasl.password"} {
 		commented["clusters[]."+k] = "# " + strings.Repeat("  ", strings.Count(k, ".")) + k[strings.LastIndex(k, ".")+1:] + ":"
 		commented["backends[]."+k] = commented["clusters[]."+k]
+		commented["sources[]."+k] = commented["clusters[]."+k]
 	}
 	commented["clusters[].sasl.password_file"] = "# or password_file:"
 	commented["clusters[].sasl.token_file"] = "# or token_file:"
