@@ -306,6 +306,9 @@ func (v *validator) sources() {
 		if s.Keepalive.Time == 0 && s.Keepalive.Timeout != 0 {
 			v.errf(p+".keepalive.timeout", "is never used without keepalive.time")
 		}
+		if m := v.cfg.Listeners.GRPC.MaxRecvMessageSize; s.MaxMessageSize > m {
+			v.errf(p+".max_message_size", "%d is more than listeners.grpc.max_recv_message_size (%d), which bounds the records Ferry's producers write: raise that too", s.MaxMessageSize, m)
+		}
 		v.clientTLS(p+".tls", s.TLS)
 		v.metadata(p+".metadata", s.Metadata)
 	}

@@ -232,6 +232,7 @@ func TestCheck(t *testing.T) {
 		{`{name: a, target: x:1, topic: t, method: example.ingest.Ticker/Ticks, cursor: {field: price}}`, `sources[0].cursor.field: field example.ingest.Tick.price is a double: a cursor is an integer, a string, bytes or a google.protobuf.Timestamp`},
 		{`{name: a, target: x:1, topic: t, method: example.ingest.Ticker/Ticks, cursor: {field: seq, request_field: nope}}`, `sources[0].cursor.request_field: example.ingest.TicksRequest has no field "nope"`},
 		{`{name: a, target: x:1, topic: t, method: example.ingest.Ticker/Ticks, cursor: {field: seq}}`, `sources[0].cursor.request_field: example.ingest.TicksRequest has no field "seq"`},
+		{`{name: a, target: x:1, topic: t, method: example.ingest.Ticker/Ticks, max_message_size: 8388608}`, `sources[0].max_message_size: 8388608 is more than listeners.grpc.max_recv_message_size (983040)`},
 	} {
 		y := fmt.Sprintf(`clusters: [{name: default}]
 protos:

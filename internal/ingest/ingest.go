@@ -212,6 +212,21 @@ func (m *Manager) createTopics(ctx context.Context) error {
 			return fmt.Errorf("ingest: creating coordination topic %s: %w (ingest.topic_prefix)", r.Topic, r.Err)
 		}
 	}
+	// Each partition of a coordination topic runs its source once: a
+	// topic made with more (by hand, or a broker default) would run it on
+	// several instances at once.
+	details, err := adm.ListTopics(ctx, m.topics...)
+	if err == nil {
+		err = details.Error()
+	}
+	if err != nil {
+		return fmt.Errorf("ingest: describing the coordination topics: %w", err)
+	}
+	for _, d := range details.Sorted() {
+		if n := len(d.Partitions); n != 1 {
+			return fmt.Errorf("ingest: coordination topic %s has %d partitions, and must have 1 (each would run the source): delete it, or change ingest.topic_prefix", d.Topic, n)
+		}
+	}
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -21,6 +22,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ferryproxy/ferry/examples/ingest/tick"
+	"github.com/ferryproxy/ferry/internal/app"
+	"github.com/ferryproxy/ferry/internal/config"
 	"github.com/ferryproxy/ferry/internal/ingest"
 	"github.com/ferryproxy/ferry/internal/testkit/testca"
 )
@@ -328,5 +331,54 @@ func TestTLS(t *testing.T) {
 	st := waitState(t, a, "nocert", ingest.StateBackingOff, 30*time.Second)
 	if !strings.Contains(st.Reason, "Unavailable") || !strings.Contains(strings.ToLower(st.Reason), "certificate") {
 		t.Errorf("reason %q, want UNAVAILABLE naming the missing certificate", st.Reason)
+	}
+}
+
+// TestOldTimestamps: records stamped with a response's own time are
+// written even when that time lies further back than the producer's
+// delivery timeout.
+func TestOldTimestamps(t *testing.T) {
+	tk := startTicker(t)
+	tk.age.Store(int64(2 * time.Hour))
+	topic := uniq(t, "old")
+	startFerry(t, ferryYAML(t, uniq(t, "g"), fmt.Sprintf(`
+  - name: old
+    target: %s
+    metadata: {x-source: old}
+    method: example.ingest.Ticker/Ticks
+    request: {start: 1, interval_ms: 5}
+    topic: %s
+    timestamp_field: time
+`, tk.addr, topic)))
+	for _, r := range readAll(t, topic, 5) {
+		if age := time.Since(r.Timestamp); age < 2*time.Hour-time.Minute || age > 2*time.Hour+time.Minute {
+			t.Fatalf("record timestamp %s is %s old, want the tick's, 2h", r.Timestamp, age)
+		}
+	}
+}
+
+// TestCoordinationTopicPartitions: a coordination topic with more than one
+// partition would run its source on several instances; Ferry refuses to
+// start with it.
+func TestCoordinationTopicPartitions(t *testing.T) {
+	prefix := uniq(t, "coord") + "-"
+	kit.CreateTopic(t, prefix+"two", 2, nil)
+	y := strings.Replace(ferryYAML(t, uniq(t, "g"), `
+  - name: two
+    target: 127.0.0.1:1
+    method: example.ingest.Ticker/Ticks
+    topic: t
+`), "  session_timeout: 6s", "  session_timeout: 6s\n  topic_prefix: "+prefix, 1)
+	cfg, err := config.Parse(filepath.Join(t.TempDir(), "ferry.yaml"), []byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := app.Start(t.Context(), cfg, slog.New(slog.DiscardHandler))
+	if err == nil {
+		a.Close(t.Context())
+		t.Fatal("Ferry started with a coordination topic of 2 partitions")
+	}
+	if want := "coordination topic " + prefix + "two has 2 partitions, and must have 1"; !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q, want it to say %q", err, want)
 	}
 }

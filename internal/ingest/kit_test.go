@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/ferryproxy/ferry/examples/ingest/tick"
 	"github.com/ferryproxy/ferry/internal/app"
@@ -51,7 +52,9 @@ type ticker struct {
 	// endAfter, when > 0, ends every call with UNAVAILABLE after that
 	// many ticks.
 	endAfter atomic.Int64
-	inner    tick.Server
+	// age, when set, dates every tick that far back.
+	age   atomic.Int64
+	inner tick.Server
 	// tls, when set, serves over TLS.
 	tls *tls.Config
 
@@ -140,6 +143,9 @@ type countingStream struct {
 func (c *countingStream) Send(t *tick.Tick) error {
 	if c.limit > 0 && c.n >= c.limit {
 		return status.Error(codes.Unavailable, "the test ends the call")
+	}
+	if age := time.Duration(c.tk.age.Load()); age > 0 {
+		t.Time = timestamppb.New(time.Now().Add(-age))
 	}
 	if err := c.ServerStreamingServer.Send(t); err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -176,6 +177,10 @@ func (s *source) run(ctx context.Context, gen int32) {
 		case res.convert != nil:
 			s.stop(fmt.Sprintf("a response cannot become a record: %v", res.convert))
 			return
+		case errors.Is(res.refused, kerr.MessageTooLarge):
+			// Read again, it would be refused again.
+			s.stop(fmt.Sprintf("Kafka refused a record as too large (%v): raise the topic's max.message.bytes and clusters[].producer limits, or keep responses smaller", res.refused))
+			return
 		case res.refused != nil:
 			if s.plan.cursor == nil {
 				s.logger.Error("Kafka refused records of a source without a cursor: they are lost", "topic", cfg.Topic, "err", res.refused)
@@ -297,7 +302,15 @@ func (s *source) call(ctx context.Context, gen int32, pos *position) callResult 
 	if md, err := cs.Header(); err == nil && cfg.MetadataHeaders {
 		meta = metaHeaders(md)
 	}
-	prod, err := s.cluster.Producer(kafka.AcksInSyncReplicas)
+	// Records stamped with a response's own time may be older than the
+	// producer's delivery timeout, which franz-go counts from a record's
+	// timestamp: they go through the producer that bounds delivery by
+	// retries instead.
+	producer := s.cluster.Producer
+	if s.plan.stamp != nil {
+		producer = s.cluster.BackdatedProducer
+	}
+	prod, err := producer(kafka.AcksInSyncReplicas)
 	if err != nil {
 		return callResult{status: status.New(codes.Unavailable, err.Error())}
 	}
