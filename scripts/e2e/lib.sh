@@ -190,7 +190,8 @@ build_ferry() {
 }
 
 # start_ferry CONFIG PORT...: runs `ferry serve -c CONFIG` on the embedded
-# broker (FERRY_BROKERS unset), logging to $tmp/ferry.log, and waits up to
+# broker (FERRY_BROKERS unset), or on E2E_BROKERS when a script sets it,
+# logging to $tmp/ferry.log, and waits up to
 # START_TIMEOUT for every PORT to accept connections; fails "ferry starts"
 # and exits if Ferry exits or the time runs out first.
 start_ferry() {
@@ -202,8 +203,12 @@ start_ferry() {
   if (($# == 2)); then both="both "; elif (($# > 2)); then both="all "; fi
 
   log "starting ferry serve -c $config"
-  env -u FERRY_BROKERS "$tmp/ferry" serve -c "$config" \
-    </dev/null >"$tmp/ferry.log" 2>&1 &
+  if [[ -n "${E2E_BROKERS:-}" ]]; then
+    FERRY_BROKERS="$E2E_BROKERS" "$tmp/ferry" serve -c "$config" </dev/null >>"$tmp/ferry.log" 2>&1 &
+  else
+    env -u FERRY_BROKERS "$tmp/ferry" serve -c "$config" \
+      </dev/null >"$tmp/ferry.log" 2>&1 &
+  fi
   ferry_pid=$!
 
   deadline=$((SECONDS + START_TIMEOUT))
