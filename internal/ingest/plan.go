@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/dynamicpb"
 
 	"github.com/ferryproxy/ferry/internal/config"
+	"github.com/ferryproxy/ferry/internal/fieldpath"
 	"github.com/ferryproxy/ferry/internal/protoreg"
 )
 
@@ -53,12 +54,12 @@ type Plan struct {
 	// request is the configured request; requestBytes its encoding.
 	request      *dynamicpb.Message
 	requestBytes []byte
-	key          *template
+	key          *fieldpath.Template
 	headers      []namedTemplate
-	stamp        *fieldPath
+	stamp        *fieldpath.Path
 	// cursor is the response field that tells where the stream is, and
 	// reqCursor the request field it goes back into; nil without one.
-	cursor, reqCursor *fieldPath
+	cursor, reqCursor *fieldpath.Path
 	json              *protojson.MarshalOptions
 	// decode is set when a response must be decoded to make its record.
 	decode bool
@@ -69,7 +70,7 @@ type Plan struct {
 
 type namedTemplate struct {
 	name string
-	t    template
+	t    fieldpath.Template
 }
 
 // Compile checks source i of cfg against reg and builds its plan. Errors
@@ -98,49 +99,49 @@ func Compile(cfg *config.Config, i int, reg *protoreg.Registry) (*Plan, error) {
 		return nil, errf(".request", "cannot be encoded: %v", err)
 	}
 	if s.Key != "" {
-		t, err := parseTemplate(plan.out, s.Key)
+		t, err := fieldpath.ParseTemplate(plan.out, s.Key)
 		if err != nil {
 			return nil, errf(".key", "%v", err)
 		}
 		plan.key = &t
 	}
 	for _, h := range s.Headers {
-		t, err := parseTemplate(plan.out, h.Value)
+		t, err := fieldpath.ParseTemplate(plan.out, h.Value)
 		if err != nil {
 			return nil, errf(".headers."+h.Name, "%v", err)
 		}
 		plan.headers = append(plan.headers, namedTemplate{name: h.Name, t: t})
 	}
 	if s.TimestampField != "" {
-		fp, err := resolvePath(plan.out, s.TimestampField)
+		fp, err := fieldpath.Resolve(plan.out, s.TimestampField)
 		if err != nil {
 			return nil, errf(".timestamp_field", "%v", err)
 		}
-		switch fd := fp.leaf(); {
-		case fd.Kind() == protoreflect.MessageKind, kindFamily(fd) == "integer":
+		switch fd := fp.Leaf(); {
+		case fd.Kind() == protoreflect.MessageKind, fieldpath.Family(fd) == "integer":
 		default:
 			return nil, errf(".timestamp_field", "field %s is a %s: name a google.protobuf.Timestamp or an integer of milliseconds", fd.FullName(), fd.Kind())
 		}
 		plan.stamp = &fp
 	}
 	if c := s.Cursor; c.Enabled() {
-		fp, err := resolvePath(plan.out, c.Field)
+		fp, err := fieldpath.Resolve(plan.out, c.Field)
 		if err != nil {
 			return nil, errf(".cursor.field", "%v", err)
 		}
-		from := kindFamily(fp.leaf())
+		from := fieldpath.Family(fp.Leaf())
 		if from == "" {
-			return nil, errf(".cursor.field", "field %s is a %s: a cursor is an integer, a string, bytes or a google.protobuf.Timestamp", fp.leaf().FullName(), fp.leaf().Kind())
+			return nil, errf(".cursor.field", "field %s is a %s: a cursor is an integer, a string, bytes or a google.protobuf.Timestamp", fp.Leaf().FullName(), fp.Leaf().Kind())
 		}
-		rp, err := resolvePath(plan.in, c.RequestField)
+		rp, err := fieldpath.Resolve(plan.in, c.RequestField)
 		if err != nil {
 			return nil, errf(".cursor.request_field", "%v", err)
 		}
-		switch to := kindFamily(rp.leaf()); {
+		switch to := fieldpath.Family(rp.Leaf()); {
 		case from != to:
-			return nil, errf(".cursor.request_field", "field %s cannot take the cursor: it is not of the kind of %s (%s)", rp.leaf().FullName(), fp.leaf().FullName(), from)
+			return nil, errf(".cursor.request_field", "field %s cannot take the cursor: it is not of the kind of %s (%s)", rp.Leaf().FullName(), fp.Leaf().FullName(), from)
 		case c.Increment != 0 && from != "integer":
-			return nil, errf(".cursor.increment", "applies to integer cursors only, and %s is a %s", fp.leaf().FullName(), fp.leaf().Kind())
+			return nil, errf(".cursor.increment", "applies to integer cursors only, and %s is a %s", fp.Leaf().FullName(), fp.Leaf().Kind())
 		}
 		plan.cursor, plan.reqCursor = &fp, &rp
 	}
@@ -174,7 +175,7 @@ func (p *Plan) requestFor(cursor []byte) ([]byte, error) {
 	}
 	req := dynamicpb.NewMessage(p.in)
 	proto.Merge(req, p.request)
-	if err := p.reqCursor.setText(req, cursor, p.cfg.Cursor.Increment); err != nil {
+	if err := p.reqCursor.SetText(req, cursor, p.cfg.Cursor.Increment); err != nil {
 		return nil, err
 	}
 	return proto.Marshal(req)
@@ -215,18 +216,18 @@ func (p *Plan) record(raw []byte, msg *dynamicpb.Message, meta []kgo.RecordHeade
 			r.Value = b
 		}
 		if p.key != nil {
-			r.Key = p.key.appendTo(nil, msg)
+			r.Key = p.key.AppendTo(nil, msg)
 		}
 		for _, h := range p.headers {
-			r.Headers = append(r.Headers, kgo.RecordHeader{Key: h.name, Value: h.t.appendTo(nil, msg)})
+			r.Headers = append(r.Headers, kgo.RecordHeader{Key: h.name, Value: h.t.AppendTo(nil, msg)})
 		}
 		if p.stamp != nil {
-			if t, ok := p.stamp.timestamp(msg); ok {
+			if t, ok := p.stamp.Timestamp(msg); ok {
 				r.Timestamp = t
 			}
 		}
 		if p.cursor != nil {
-			cursor = p.cursor.appendText(nil, msg)
+			cursor = p.cursor.AppendText(nil, msg)
 		}
 	}
 	r.Headers = append(r.Headers, meta...)

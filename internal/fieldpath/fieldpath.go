@@ -1,4 +1,8 @@
-package ingest
+// Package fieldpath reads and writes fields of protobuf messages known only
+// from their descriptors, by dotted paths such as order.customer_id, and
+// fills text templates such as "{order.region}-{order.id}" from them. A
+// source's keys, headers, timestamps and cursors use it.
+package fieldpath
 
 import (
 	"errors"
@@ -15,22 +19,22 @@ import (
 // message type a field path may end in.
 const timestampName = "google.protobuf.Timestamp"
 
-// fieldPath is a resolved path of singular fields through nested
+// Path is a resolved path of singular fields through nested
 // messages, such as order.customer_id.
-type fieldPath struct {
+type Path struct {
 	text   string
 	fields []protoreflect.FieldDescriptor
 }
 
-// resolvePath resolves a dotted path in md; each name is a field's proto
+// Resolve resolves a dotted path in md; each name is a field's proto
 // name or its JSON name. Every field must be singular (no list or map),
 // every field but the last a message, and the last a scalar, an enum or a
 // google.protobuf.Timestamp.
-func resolvePath(md protoreflect.MessageDescriptor, path string) (fieldPath, error) {
+func Resolve(md protoreflect.MessageDescriptor, path string) (Path, error) {
 	if path == "" {
-		return fieldPath{}, errors.New("is empty: name a field")
+		return Path{}, errors.New("is empty: name a field")
 	}
-	fp := fieldPath{text: path}
+	fp := Path{text: path}
 	names := strings.Split(path, ".")
 	for i, name := range names {
 		fd := md.Fields().ByName(protoreflect.Name(name))
@@ -38,19 +42,19 @@ func resolvePath(md protoreflect.MessageDescriptor, path string) (fieldPath, err
 			fd = md.Fields().ByJSONName(name)
 		}
 		if fd == nil {
-			return fieldPath{}, fmt.Errorf("%s has no field %q", md.FullName(), name)
+			return Path{}, fmt.Errorf("%s has no field %q", md.FullName(), name)
 		}
 		if fd.IsList() || fd.IsMap() {
-			return fieldPath{}, fmt.Errorf("field %s is repeated: a path takes singular fields only", fd.FullName())
+			return Path{}, fmt.Errorf("field %s is repeated: a path takes singular fields only", fd.FullName())
 		}
 		fp.fields = append(fp.fields, fd)
 		last := i == len(names)-1
 		isMsg := fd.Kind() == protoreflect.MessageKind || fd.Kind() == protoreflect.GroupKind
 		switch {
 		case !last && !isMsg:
-			return fieldPath{}, fmt.Errorf("field %s is not a message, so %q cannot go below it", fd.FullName(), names[i+1])
+			return Path{}, fmt.Errorf("field %s is not a message, so %q cannot go below it", fd.FullName(), names[i+1])
 		case last && isMsg && fd.Message().FullName() != timestampName:
-			return fieldPath{}, fmt.Errorf("field %s is a message (%s): name one of its fields", fd.FullName(), fd.Message().FullName())
+			return Path{}, fmt.Errorf("field %s is a message (%s): name one of its fields", fd.FullName(), fd.Message().FullName())
 		case !last:
 			md = fd.Message()
 		}
@@ -58,27 +62,27 @@ func resolvePath(md protoreflect.MessageDescriptor, path string) (fieldPath, err
 	return fp, nil
 }
 
-// leaf is the last field of the path.
-func (p fieldPath) leaf() protoreflect.FieldDescriptor { return p.fields[len(p.fields)-1] }
+// Leaf is the last field of the path.
+func (p Path) Leaf() protoreflect.FieldDescriptor { return p.fields[len(p.fields)-1] }
 
-// get returns the value at the path in m; a message left unset on the way
+// Get returns the value at the path in m; a message left unset on the way
 // yields the leaf's default, as proto3 reads it.
-func (p fieldPath) get(m protoreflect.Message) protoreflect.Value {
+func (p Path) Get(m protoreflect.Message) protoreflect.Value {
 	for _, fd := range p.fields[:len(p.fields)-1] {
 		if !m.Has(fd) {
-			return p.leaf().Default()
+			return p.Leaf().Default()
 		}
 		m = m.Get(fd).Message()
 	}
-	return m.Get(p.leaf())
+	return m.Get(p.Leaf())
 }
 
-// appendText appends the text of the path's value in m: strings and bytes
+// AppendText appends the text of the path's value in m: strings and bytes
 // as they are, numbers in decimal, booleans as true or false, enums by
 // name (by number when unknown) and timestamps in RFC 3339.
-func (p fieldPath) appendText(b []byte, m protoreflect.Message) []byte {
-	fd := p.leaf()
-	v := p.get(m)
+func (p Path) AppendText(b []byte, m protoreflect.Message) []byte {
+	fd := p.Leaf()
+	v := p.Get(m)
 	switch fd.Kind() {
 	case protoreflect.StringKind:
 		return append(b, v.String()...)
@@ -117,12 +121,12 @@ func timeOf(m protoreflect.Message) time.Time {
 	return time.Unix(secs, nanos)
 }
 
-// timestamp returns the record timestamp the path's value gives: a
+// Timestamp returns the record timestamp the path's value gives: a
 // Timestamp, or an integer of milliseconds since the epoch. ok is false
 // when the field is unset or zero, so the record keeps Ferry's time.
-func (p fieldPath) timestamp(m protoreflect.Message) (t time.Time, ok bool) {
-	v := p.get(m)
-	switch fd := p.leaf(); fd.Kind() {
+func (p Path) Timestamp(m protoreflect.Message) (t time.Time, ok bool) {
+	v := p.Get(m)
+	switch fd := p.Leaf(); fd.Kind() {
 	case protoreflect.MessageKind:
 		if !v.Message().IsValid() {
 			return time.Time{}, false
@@ -136,10 +140,10 @@ func (p fieldPath) timestamp(m protoreflect.Message) (t time.Time, ok bool) {
 	}
 }
 
-// kindFamily groups the kinds a cursor can be carried between: a cursor
+// Family groups the kinds a cursor can be carried between: a cursor
 // read from a response field goes back into a request field of the same
 // family.
-func kindFamily(fd protoreflect.FieldDescriptor) string {
+func Family(fd protoreflect.FieldDescriptor) string {
 	switch fd.Kind() {
 	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind,
 		protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind,
@@ -155,13 +159,13 @@ func kindFamily(fd protoreflect.FieldDescriptor) string {
 	return ""
 }
 
-// setText sets the path's field in m, creating the messages on the way,
-// from text as appendText writes it, adding inc to an integer.
-func (p fieldPath) setText(m protoreflect.Message, text []byte, inc int64) error {
+// SetText sets the path's field in m, creating the messages on the way,
+// from text as AppendText writes it, adding inc to an integer.
+func (p Path) SetText(m protoreflect.Message, text []byte, inc int64) error {
 	for _, fd := range p.fields[:len(p.fields)-1] {
 		m = m.Mutable(fd).Message()
 	}
-	fd := p.leaf()
+	fd := p.Leaf()
 	var v protoreflect.Value
 	switch fd.Kind() {
 	case protoreflect.StringKind:
@@ -210,9 +214,9 @@ func (p fieldPath) setText(m protoreflect.Message, text []byte, inc int64) error
 	return nil
 }
 
-// template is text with {field.path} placeholders, resolved against a
+// Template is text with {field.path} placeholders, resolved against a
 // message type; "{{" and "}}" stand for braces.
-type template struct {
+type Template struct {
 	// parts alternate literal text and paths: a part with a path has no
 	// text.
 	parts []templatePart
@@ -220,12 +224,12 @@ type template struct {
 
 type templatePart struct {
 	text string
-	path *fieldPath
+	path *Path
 }
 
-// parseTemplate parses s against md.
-func parseTemplate(md protoreflect.MessageDescriptor, s string) (template, error) {
-	var t template
+// ParseTemplate parses s against md.
+func ParseTemplate(md protoreflect.MessageDescriptor, s string) (Template, error) {
+	var t Template
 	var lit strings.Builder
 	for i := 0; i < len(s); i++ {
 		c := s[i]
@@ -236,11 +240,11 @@ func parseTemplate(md protoreflect.MessageDescriptor, s string) (template, error
 		case c == '{':
 			end := strings.IndexByte(s[i:], '}')
 			if end < 0 {
-				return template{}, fmt.Errorf("%q: a { has no closing }", s)
+				return Template{}, fmt.Errorf("%q: a { has no closing }", s)
 			}
-			fp, err := resolvePath(md, strings.TrimSpace(s[i+1:i+end]))
+			fp, err := Resolve(md, strings.TrimSpace(s[i+1:i+end]))
 			if err != nil {
-				return template{}, fmt.Errorf("%q: %w", s, err)
+				return Template{}, fmt.Errorf("%q: %w", s, err)
 			}
 			if lit.Len() > 0 {
 				t.parts = append(t.parts, templatePart{text: lit.String()})
@@ -249,7 +253,7 @@ func parseTemplate(md protoreflect.MessageDescriptor, s string) (template, error
 			t.parts = append(t.parts, templatePart{path: &fp})
 			i += end
 		case c == '}':
-			return template{}, fmt.Errorf("%q: a } has no opening { (write }} for a brace)", s)
+			return Template{}, fmt.Errorf("%q: a } has no opening { (write }} for a brace)", s)
 		default:
 			lit.WriteByte(c)
 		}
@@ -260,11 +264,11 @@ func parseTemplate(md protoreflect.MessageDescriptor, s string) (template, error
 	return t, nil
 }
 
-// appendTo appends the template's text for m.
-func (t template) appendTo(b []byte, m protoreflect.Message) []byte {
+// AppendTo appends the template's text for m.
+func (t Template) AppendTo(b []byte, m protoreflect.Message) []byte {
 	for _, p := range t.parts {
 		if p.path != nil {
-			b = p.path.appendText(b, m)
+			b = p.path.AppendText(b, m)
 		} else {
 			b = append(b, p.text...)
 		}
