@@ -334,6 +334,17 @@ type ProduceRoute struct {
 	// KeyFromIdentity makes the record key the caller's identity (see
 	// auth) instead of Key.
 	KeyFromIdentity bool `yaml:"key_from_identity"`
+	// KeyFromRequest makes the record key a template of fields of the
+	// call's first request message, such as "{order.customer_id}"; every
+	// record of the call takes it, so a call stays in one partition.
+	KeyFromRequest string `yaml:"key_from_request"`
+	// HeadersFromRequest are headers written on every record of a call,
+	// each a template of fields of its first request message.
+	HeadersFromRequest Headers `yaml:"headers_from_request"`
+	// Validate requires every request message to decode as the method's
+	// input type: one that does not gets INVALID_ARGUMENT and is not
+	// written.
+	Validate bool `yaml:"validate"`
 	// IdentityHeader names a header that carries the caller's identity on
 	// every record. A request metadata entry that would be written under
 	// the same name is dropped, so callers cannot forge it.

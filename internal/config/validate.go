@@ -260,6 +260,14 @@ func (v *validator) produce(p string, r *ProduceRoute) {
 			v.errf(fmt.Sprintf("%s.overrides", p), "override %d has an empty header name", i)
 		}
 	}
+	if r.KeyFromRequest != "" && (r.Key != "" || r.KeyFromIdentity) {
+		v.errf(p+".key_from_request", "give one of key, key_from_identity and key_from_request")
+	}
+	for _, h := range r.HeadersFromRequest {
+		if h.Name == "" {
+			v.errf(p+".headers_from_request", "a header has an empty name")
+		}
+	}
 }
 
 // headerNames checks that the record layout's header names are distinct and

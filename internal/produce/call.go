@@ -115,6 +115,9 @@ type call struct {
 	idempotent bool
 	key        []byte
 	headers    []kgo.RecordHeader
+	// fields is what the route reads from the call's request messages;
+	// nil when nothing.
+	fields *requestFields
 
 	// progress is when the call last moved (a request message written or a
 	// reply read), in Unix nanoseconds, for the route's timeout.
@@ -153,7 +156,7 @@ type call struct {
 // newCall prepares a call; id is the caller's identity when the route
 // writes it.
 func newCall(r *Route, m *protoreg.Method, ss grpc.ServerStream, md metadata.MD, id *auth.Identity) *call {
-	c := &call{h: r.rt, r: r, m: m, ss: ss, failed: make(chan struct{})}
+	c := &call{h: r.rt, r: r, m: m, ss: ss, failed: make(chan struct{}), fields: r.fields[m.Path]}
 	if r.meter.FirstReply != nil {
 		c.start = time.Now()
 	}
@@ -209,6 +212,15 @@ func (c *call) produce(value []byte) error {
 	defer c.mu.Unlock()
 	if c.ended {
 		return errEnded
+	}
+	if f := c.fields; f != nil && value != nil {
+		m, err := f.decode(value, c.produced+1)
+		if err != nil {
+			return err
+		}
+		if c.produced == 0 {
+			f.apply(c, m)
+		}
 	}
 	if c.span != nil {
 		c.unacked.Add(1)

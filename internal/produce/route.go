@@ -5,6 +5,7 @@
 package produce
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -29,6 +30,9 @@ type Route struct {
 	// suffixes holds, per method path, the md5 half of the correlation id,
 	// which depends only on the route and the method.
 	suffixes map[string]string
+	// fields holds, per method path, what the route reads from request
+	// messages; no entry when it reads nothing.
+	fields map[string]*requestFields
 	// replyLimit bounds the replies queued for one call.
 	replyLimit int
 	// meter counts the route's messages; its fields are nil unless
@@ -70,6 +74,7 @@ func NewRoute(rt *Runtime, name string, cfg *config.ProduceRoute, producer *kgo.
 		layout:     layout.New(cfg.HeaderNames),
 		overrides:  layout.OverrideHeaders(cfg.Overrides),
 		suffixes:   map[string]string{},
+		fields:     map[string]*requestFields{},
 		replyLimit: replyLimit,
 	}
 }
@@ -77,6 +82,13 @@ func NewRoute(rt *Runtime, name string, cfg *config.ProduceRoute, producer *kgo.
 // Bind computes the md5 half of the correlation id of m's calls.
 func (r *Route) Bind(m *protoreg.Method) error {
 	r.suffixes[m.Path] = r.layout.CorrelationSuffix(m.Service, m.Name, r.cfg.ReplyTo, r.cfg.Overrides)
+	f, err := newRequestFields(r.cfg, m.Desc.Input())
+	if err != nil {
+		return fmt.Errorf("route %s, method %s: %w", r.Name, m.Path, err)
+	}
+	if f != nil {
+		r.fields[m.Path] = f
+	}
 	return nil
 }
 
