@@ -8,11 +8,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/ferryproxy/ferry/internal/app"
+	"github.com/ferryproxy/ferry/internal/config"
 	"github.com/ferryproxy/ferry/internal/testkit"
 )
 
@@ -71,4 +73,91 @@ func TestRequestFieldsChecked(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), filepath.Base(cfg.File())) {
 		t.Errorf("validate: %v\nwant %s", err, want)
 	}
+}
+
+// pricesProto is a service whose server-streaming method takes a request
+// message of its own, for fetch routes that filter by its fields.
+const pricesProto = `syntax = "proto3";
+package prices;
+service Prices { rpc Watch(WatchRequest) returns (stream Price); }
+message WatchRequest { string symbol = 1; Venue venue = 2; }
+message Venue { string name = 1; }
+message Price { string symbol = 1; double value = 2; }
+`
+
+// TestFetchRequestFilters: a fetch method that takes a request message
+// streams each caller the records its fields select: a price stream per
+// symbol and venue.
+func TestFetchRequestFilters(t *testing.T) {
+	topic := kit.Topic(t, 1, nil)
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "prices.proto"), pricesProto)
+	cfg := pricesConfig(t, dir, fmt.Sprintf(`
+  - when: [{method: prices.Prices/Watch}]
+    fetch:
+      topic: %s
+      filters:
+        - key_from_request: "{symbol}"
+          headers_from_request: {venue: "{venue.name}"}
+`, topic))
+	a := startConfig(t, cfg)
+	prod := kit.Client(t)
+	for _, r := range []struct{ key, venue, value string }{{"AAA", "x", "a1"}, {"AAA", "y", "a2"}, {"BBB", "x", "b1"}, {"AAA", "x", "a3"}} {
+		produceMsgs(t, prod, topic, r.key, []kgo.RecordHeader{{Key: "venue", Value: []byte(r.venue)}}, r.value)
+	}
+	watch := func(req []byte) (*subscription, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		s, err := dial(t, a).NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, "/prices.Prices/Watch")
+		if err == nil {
+			err = s.SendMsg(&req)
+		}
+		if err == nil {
+			err = s.CloseSend()
+		}
+		return &subscription{s: s, cancel: cancel}, err
+	}
+	// WatchRequest{symbol: "AAA", venue: {name: "x"}}
+	req := []byte{0x0a, 3, 'A', 'A', 'A', 0x12, 3, 0x0a, 1, 'x'}
+	sub, err := watch(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.cancel()
+	if got := msgs(sub.take(t, 2)); strings.Join(got, ",") != "a1,a3" {
+		t.Errorf("AAA at venue x got %q, want a1 and a3", got)
+	}
+	// A request that is not a WatchRequest.
+	bad, err := watch([]byte{0x0a, 0x02, 0xff, 0xfe})
+	if err == nil {
+		defer bad.cancel()
+		_, err = bad.next()
+	}
+	if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "the request is not a prices.WatchRequest") {
+		t.Errorf("an invalid request: %v, want INVALID_ARGUMENT", err)
+	}
+	// A filter naming a field the request type lacks stops validation.
+	cfg = pricesConfig(t, dir, fmt.Sprintf(`
+  - when: [{method: prices.Prices/Watch}]
+    fetch: {topic: %s, filters: [{key_from_request: "{ticker}"}]}
+`, topic))
+	if err := app.Validate(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), `filters[0].key_from_request: "{ticker}": prices.WatchRequest has no field "ticker"`) {
+		t.Errorf("validate: %v", err)
+	}
+}
+
+// pricesConfig is a configuration with prices.proto from dir and routes.
+func pricesConfig(t *testing.T, dir, routes string) *config.Config {
+	t.Helper()
+	y := fmt.Sprintf(`
+clusters: [{name: default%s}]
+listeners: {grpc: {address: 127.0.0.1:0}}
+protos: [{files: [prices.proto], import_paths: [%q]}]
+log: {level: "${FERRY_TEST_LOG:-warn}"}
+routes:
+%s`, kit.ClusterYAML(t), dir, routes)
+	cfg, err := config.Parse(filepath.Join(t.TempDir(), "ferry.yaml"), []byte(y))
+	if err != nil {
+		t.Fatalf("config:\n%s\n%v", y, err)
+	}
+	return cfg
 }

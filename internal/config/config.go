@@ -310,6 +310,13 @@ type FetchFilter struct {
 	// HeadersFromIdentity lists headers whose value must equal the
 	// caller's identity.
 	HeadersFromIdentity []string `yaml:"headers_from_identity"`
+	// KeyFromRequest requires the key to be a template of fields of the
+	// call's request message, such as "{symbol}": the method then takes a
+	// message of its own rather than google.protobuf.Empty.
+	KeyFromRequest string `yaml:"key_from_request"`
+	// HeadersFromRequest requires each header to equal a template of
+	// fields of the call's request message.
+	HeadersFromRequest map[string]string `yaml:"headers_from_request"`
 }
 
 // Condition matches a call by method and metadata.

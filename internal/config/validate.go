@@ -318,8 +318,12 @@ func (v *validator) fetch(p string, f *FetchRoute) {
 		if fl.Key != "" && fl.KeyFromMetadata != "" {
 			v.errf(fp, "give key or key_from_metadata, not both")
 		}
-		if fl.Key == "" && fl.KeyFromMetadata == "" && !fl.KeyFromIdentity && len(fl.Headers) == 0 && len(fl.HeadersFromMetadata) == 0 && len(fl.HeadersFromIdentity) == 0 {
-			v.errf(fp, "is empty and would match every record: give key, key_from_metadata, key_from_identity, headers, headers_from_metadata or headers_from_identity")
+		if fl.KeyFromRequest != "" && (fl.Key != "" || fl.KeyFromMetadata != "" || fl.KeyFromIdentity) {
+			v.errf(fp+".key_from_request", "give one of key, key_from_metadata, key_from_identity and key_from_request")
+		}
+		if fl.Key == "" && fl.KeyFromMetadata == "" && !fl.KeyFromIdentity && fl.KeyFromRequest == "" && len(fl.Headers) == 0 &&
+			len(fl.HeadersFromMetadata) == 0 && len(fl.HeadersFromIdentity) == 0 && len(fl.HeadersFromRequest) == 0 {
+			v.errf(fp, "is empty and would match every record: give key, key_from_metadata, key_from_identity, key_from_request, headers, headers_from_metadata, headers_from_identity or headers_from_request")
 		}
 		for h, md := range fl.HeadersFromMetadata {
 			if md != strings.ToLower(md) {

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/ferryproxy/ferry/internal/auth"
 	"github.com/ferryproxy/ferry/internal/config"
@@ -240,21 +241,34 @@ type Route struct {
 	name string
 	cfg  *config.FetchRoute
 	hubs *Hubs
+	// requests holds, per method path, the filters compiled against its
+	// request type, when filters take values from the request.
+	requests map[string]*requestFilters
 }
 
 // NewRoute prepares a fetch route served from hubs.
 func NewRoute(name string, cfg *config.FetchRoute, hubs *Hubs) *Route {
-	return &Route{name: name, cfg: cfg, hubs: hubs}
+	return &Route{name: name, cfg: cfg, hubs: hubs, requests: map[string]*requestFilters{}}
 }
 
-// Bind accepts only server-streaming methods whose request is
-// google.protobuf.Empty.
+// Bind accepts only server-streaming methods. Their request is
+// google.protobuf.Empty, unless filters take values from the request
+// (key_from_request, headers_from_request): the request type must then
+// have the fields they name.
 func (r *Route) Bind(m *protoreg.Method) error {
-	if in := m.Desc.Input().FullName(); in != "google.protobuf.Empty" {
-		return fmt.Errorf("fetch route %s: method %s takes %s, but a fetch method's request must be google.protobuf.Empty", r.name, m.Path, in)
-	}
 	if !m.ServerStreaming || m.ClientStreaming {
 		return fmt.Errorf("fetch route %s: method %s must be server-streaming (rpc %s(google.protobuf.Empty) returns (stream ...))", r.name, m.Path, m.Name)
+	}
+	if usesRequest(r.cfg.Filters) {
+		rf, err := newRequestFilters(r.cfg.Filters, m.Desc.Input())
+		if err != nil {
+			return fmt.Errorf("fetch route %s, method %s: %w", r.name, m.Path, err)
+		}
+		r.requests[m.Path] = rf
+		return nil
+	}
+	if in := m.Desc.Input().FullName(); in != "google.protobuf.Empty" {
+		return fmt.Errorf("fetch route %s: method %s takes %s, but a fetch method's request must be google.protobuf.Empty unless filters take values from it (key_from_request, headers_from_request)", r.name, m.Path, in)
 	}
 	return nil
 }
@@ -317,7 +331,7 @@ outer:
 
 // compileFilters fills the route's filters with the caller's metadata and
 // identity (nil for an anonymous caller).
-func compileFilters(cfg []config.FetchFilter, md metadata.MD, id *auth.Identity) ([]filter, error) {
+func compileFilters(cfg []config.FetchFilter, md metadata.MD, id *auth.Identity, rf *requestFilters, req protoreflect.Message) ([]filter, error) {
 	out := make([]filter, 0, len(cfg))
 	value := func(name string) (string, error) {
 		vs := md.Get(name)
@@ -367,6 +381,9 @@ func compileFilters(cfg []config.FetchFilter, md metadata.MD, id *auth.Identity)
 			}
 			f.headers[h] = v
 		}
+		if rf != nil {
+			rf.fill(len(out), &f, req)
+		}
 		out = append(out, f)
 	}
 	return out, nil
@@ -401,10 +418,18 @@ func (r *Route) Serve(ss grpc.ServerStream, m *protoreg.Method, md metadata.MD) 
 	if err := ss.RecvMsg(&req); err != nil {
 		return err
 	}
-	if len(req.Bytes) != 0 {
+	rf := r.requests[m.Path]
+	var reqMsg protoreflect.Message
+	switch {
+	case rf != nil:
+		var err error
+		if reqMsg, err = rf.decode(req.Bytes); err != nil {
+			return err
+		}
+	case len(req.Bytes) != 0:
 		return status.Errorf(codes.InvalidArgument, "%s takes google.protobuf.Empty, but the request has %d bytes of fields", m.Path, len(req.Bytes))
 	}
-	filters, err := compileFilters(r.cfg.Filters, md, auth.FromContext(ctx))
+	filters, err := compileFilters(r.cfg.Filters, md, auth.FromContext(ctx), rf, reqMsg)
 	if err != nil {
 		return err
 	}
