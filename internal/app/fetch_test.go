@@ -370,9 +370,8 @@ func TestFetchSlowSubscriber(t *testing.T) {
 			t.Fatalf("slow subscriber: message %d is %q", j, f.msg[:8])
 		}
 	}
-	if st := a.FetchStats(); st.CatchUps != 1 {
-		t.Errorf("%d catch-up readers, want the slow subscriber's", st.CatchUps)
-	}
+	// Its catch-up reader joins the hub once it caught up.
+	waitFor(t, func() bool { return a.FetchStats().CatchUps == 0 }, "the slow subscriber to rejoin the hub")
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	if len(lat) > 0 {
 		t.Logf("slow subscriber read all %d messages late; %d others: produce-to-delivery p50 %s, p99 %s",
