@@ -29,21 +29,22 @@ var ferryMetadata = map[string]string{
 // wire: the values of binary keys (ending in -bin) decoded from base64.
 // Errors name the key, never the value.
 func (b Backend) MetadataValues() (map[string]string, error) {
-	return metadataValues(b.Metadata)
+	return metadataValues(b.Metadata, ferryMetadata)
 }
 
 // MetadataValues returns the source's static metadata as it goes on the
-// wire (see Backend.MetadataValues).
+// wire (see Backend.MetadataValues). A source's call carries no metadata
+// of Ferry's own, so every legal key may be given.
 func (s Source) MetadataValues() (map[string]string, error) {
-	return metadataValues(s.Metadata)
+	return metadataValues(s.Metadata, nil)
 }
 
 // metadataValues decodes static metadata: the values of binary keys from
-// base64.
-func metadataValues(md map[string]string) (map[string]string, error) {
+// base64. reserved are the keys Ferry sets on the calls itself.
+func metadataValues(md map[string]string, reserved map[string]string) (map[string]string, error) {
 	m := make(map[string]string, len(md))
 	for k, v := range md {
-		val, err := metadataEntry(k, v)
+		val, err := metadataEntry(k, v, reserved)
 		if err != nil {
 			return nil, fmt.Errorf("metadata %q: %w", k, err)
 		}
@@ -55,8 +56,8 @@ func metadataValues(md map[string]string) (map[string]string, error) {
 // metadataEntry checks one entry of a back end's static metadata and
 // returns its value as sent. Errors never hold the value, which is often a
 // secret.
-func metadataEntry(key, val string) (string, error) {
-	if err := checkMetadataKey(key); err != nil {
+func metadataEntry(key, val string, reserved map[string]string) (string, error) {
+	if err := checkMetadataKey(key, reserved); err != nil {
 		return "", err
 	}
 	if val == "" {
@@ -83,7 +84,7 @@ func metadataEntry(key, val string) (string, error) {
 
 // checkMetadataKey checks a static metadata key: a legal gRPC metadata key
 // that neither gRPC, HTTP/2 nor Ferry sets itself.
-func checkMetadataKey(k string) error {
+func checkMetadataKey(k string, reserved map[string]string) error {
 	switch {
 	case k == "":
 		return errors.New("an empty metadata key is not allowed")
@@ -102,8 +103,8 @@ func checkMetadataKey(k string) error {
 		return fmt.Errorf("%q: keys starting with grpc- are reserved for gRPC", k)
 	case transportMetadata[k]:
 		return fmt.Errorf("%q is set by gRPC itself and cannot be given as metadata", k)
-	case ferryMetadata[k] != "":
-		return fmt.Errorf("%q is set by Ferry on every call, to %s", k, ferryMetadata[k])
+	case reserved[k] != "":
+		return fmt.Errorf("%q is set by Ferry on every call, to %s", k, reserved[k])
 	}
 	return nil
 }
@@ -113,18 +114,19 @@ func checkMetadataKey(k string) error {
 // one.
 func (v *validator) backendSecurity(p string, b Backend) {
 	v.clientTLS(p+".tls", b.TLS)
-	v.metadata(p+".metadata", b.Metadata)
+	v.metadata(p+".metadata", b.Metadata, ferryMetadata)
 }
 
-// metadata checks static gRPC metadata at path p, key by key.
-func (v *validator) metadata(p string, md map[string]string) {
+// metadata checks static gRPC metadata at path p, key by key; reserved
+// are the keys Ferry sets on the calls itself.
+func (v *validator) metadata(p string, md map[string]string, reserved map[string]string) {
 	keys := make([]string, 0, len(md))
 	for k := range md {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		if _, err := metadataEntry(k, md[k]); err != nil {
+		if _, err := metadataEntry(k, md[k], reserved); err != nil {
 			v.errf(p+"."+k, "%v", err)
 		}
 	}

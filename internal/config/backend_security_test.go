@@ -138,14 +138,14 @@ func FuzzMetadataEntry(f *testing.F) {
 		f.Add(s[0], s[1])
 	}
 	f.Fuzz(func(t *testing.T, key, val string) {
-		got, err := metadataEntry(key, val)
+		got, err := metadataEntry(key, val, ferryMetadata)
 		if err == nil {
 			if !strings.HasSuffix(key, "-bin") && got != val {
 				t.Errorf("metadataEntry(%q, %q) = %q, want the value as written", key, val, got)
 			}
 			return
 		}
-		if checkMetadataKey(key) != nil {
+		if checkMetadataKey(key, ferryMetadata) != nil {
 			return // about the key, which is no secret
 		}
 		// The same error for a value of the same fault that is no secret.
@@ -158,7 +158,7 @@ func FuzzMetadataEntry(f *testing.F) {
 			i := strings.IndexFunc(val, func(r rune) bool { return r < 0x20 || r > 0x7e })
 			canon = strings.Repeat("a", i) + "\x00"
 		}
-		if _, want := metadataEntry(key, canon); want == nil || err.Error() != want.Error() {
+		if _, want := metadataEntry(key, canon, ferryMetadata); want == nil || err.Error() != want.Error() {
 			t.Errorf("metadataEntry(%q, %q): error %q, want %v", key, val, err, want)
 		}
 	})

@@ -310,6 +310,6 @@ func (v *validator) sources() {
 			v.errf(p+".max_message_size", "%d is more than listeners.grpc.max_recv_message_size (%d), which bounds the records Ferry's producers write: raise that too", s.MaxMessageSize, m)
 		}
 		v.clientTLS(p+".tls", s.TLS)
-		v.metadata(p+".metadata", s.Metadata)
+		v.metadata(p+".metadata", s.Metadata, nil)
 	}
 }

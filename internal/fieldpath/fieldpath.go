@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -274,4 +275,18 @@ func (t Template) AppendTo(b []byte, m protoreflect.Message) []byte {
 		}
 	}
 	return b
+}
+
+// Header is a record header whose value is a template.
+type Header struct {
+	Name  string
+	Value Template
+}
+
+// AppendHeaders appends hs to out, their values filled from m.
+func AppendHeaders(out []kgo.RecordHeader, hs []Header, m protoreflect.Message) []kgo.RecordHeader {
+	for _, h := range hs {
+		out = append(out, kgo.RecordHeader{Key: h.Name, Value: h.Value.AppendTo(nil, m)})
+	}
+	return out
 }

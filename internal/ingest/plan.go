@@ -55,7 +55,7 @@ type Plan struct {
 	request      *dynamicpb.Message
 	requestBytes []byte
 	key          *fieldpath.Template
-	headers      []namedTemplate
+	headers      []fieldpath.Header
 	stamp        *fieldpath.Path
 	// cursor is the response field that tells where the stream is, and
 	// reqCursor the request field it goes back into; nil without one.
@@ -66,11 +66,6 @@ type Plan struct {
 	// name and method are the values of the ferry-source and ferry-method
 	// headers, shared by every record.
 	name, method []byte
-}
-
-type namedTemplate struct {
-	name string
-	t    fieldpath.Template
 }
 
 // Compile checks source i of cfg against reg and builds its plan. Errors
@@ -110,7 +105,7 @@ func Compile(cfg *config.Config, i int, reg *protoreg.Registry) (*Plan, error) {
 		if err != nil {
 			return nil, errf(".headers."+h.Name, "%v", err)
 		}
-		plan.headers = append(plan.headers, namedTemplate{name: h.Name, t: t})
+		plan.headers = append(plan.headers, fieldpath.Header{Name: h.Name, Value: t})
 	}
 	if s.TimestampField != "" {
 		fp, err := fieldpath.Resolve(plan.out, s.TimestampField)
@@ -218,9 +213,7 @@ func (p *Plan) record(raw []byte, msg *dynamicpb.Message, meta []kgo.RecordHeade
 		if p.key != nil {
 			r.Key = p.key.AppendTo(nil, msg)
 		}
-		for _, h := range p.headers {
-			r.Headers = append(r.Headers, kgo.RecordHeader{Key: h.name, Value: h.t.AppendTo(nil, msg)})
-		}
+		r.Headers = fieldpath.AppendHeaders(r.Headers, p.headers, msg)
 		if p.stamp != nil {
 			if t, ok := p.stamp.Timestamp(msg); ok {
 				r.Timestamp = t

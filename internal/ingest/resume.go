@@ -5,13 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"strconv"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"google.golang.org/grpc/metadata"
 )
 
 // position is where a source's call opens: the cursor that goes into the
@@ -194,14 +192,4 @@ func parseLatest(r *kgo.Record, name []byte) *latest {
 		return nil
 	}
 	return &l
-}
-
-// sortedKeys returns md's keys, sorted.
-func sortedKeys(md metadata.MD) []string {
-	keys := make([]string, 0, len(md))
-	for k := range md {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -224,7 +225,7 @@ func (s *source) run(ctx context.Context, gen int32) {
 
 // stop stops the source for good.
 func (s *source) stop(reason string) {
-	s.logger.Error("source stopped: it stays stopped until Ferry restarts or its configuration changes", "reason", reason)
+	s.logger.Error("source stopped: it stays stopped until Ferry restarts", "reason", reason)
 	s.setState(StateStopped, reason)
 }
 
@@ -431,4 +432,14 @@ func upperSnake(s string) string {
 		}
 	}
 	return string(b)
+}
+
+// sortedKeys returns md's keys, sorted.
+func sortedKeys(md metadata.MD) []string {
+	keys := make([]string, 0, len(md))
+	for k := range md {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }

@@ -2,8 +2,8 @@ package produce
 
 import (
 	"fmt"
+	"slices"
 
-	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -21,12 +21,7 @@ type requestFields struct {
 	in       protoreflect.MessageDescriptor
 	validate bool
 	key      *fieldpath.Template
-	headers  []namedTemplate
-}
-
-type namedTemplate struct {
-	name string
-	t    fieldpath.Template
+	headers  []fieldpath.Header
 }
 
 // newRequestFields compiles cfg's validate, key_from_request and
@@ -48,7 +43,7 @@ func newRequestFields(cfg *config.ProduceRoute, in protoreflect.MessageDescripto
 		if err != nil {
 			return nil, fmt.Errorf("produce.headers_from_request.%s: %w", h.Name, err)
 		}
-		f.headers = append(f.headers, namedTemplate{name: h.Name, t: t})
+		f.headers = append(f.headers, fieldpath.Header{Name: h.Name, Value: t})
 	}
 	return f, nil
 }
@@ -70,11 +65,7 @@ func (f *requestFields) apply(c *call, m protoreflect.Message) {
 		c.key = f.key.AppendTo(nil, m)
 	}
 	if len(f.headers) > 0 {
-		hs := make([]kgo.RecordHeader, len(c.headers), len(c.headers)+len(f.headers))
-		copy(hs, c.headers)
-		for _, h := range f.headers {
-			hs = append(hs, kgo.RecordHeader{Key: h.name, Value: h.t.AppendTo(nil, m)})
-		}
-		c.headers = hs
+		// A copy: the call's headers may be shared with other records.
+		c.headers = fieldpath.AppendHeaders(slices.Clip(c.headers), f.headers, m)
 	}
 }
