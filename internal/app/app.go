@@ -9,6 +9,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -40,6 +41,7 @@ import (
 	"github.com/ferryproxy/ferry/internal/produce"
 	"github.com/ferryproxy/ferry/internal/protoreg"
 	"github.com/ferryproxy/ferry/internal/routing"
+	"github.com/ferryproxy/ferry/internal/web"
 )
 
 // logRepeatWindow is how long the log holds back repeats of a record
@@ -85,6 +87,13 @@ type App struct {
 	lis      net.Listener
 	httpSrv  *http.Server // nil unless a face is served over HTTP
 	httpLis  net.Listener
+	// grpcTLS is the gRPC listener's TLS configuration, nil for plaintext.
+	// With listeners.grpc.web, split sorts its connections between the
+	// gRPC server and webSrv, which serves web through the gRPC server.
+	grpcTLS *tls.Config
+	split   *web.Split
+	webSrv  *http.Server
+	web     *web.Handler
 	// metrics is the Prometheus registry; nil without an admin listener. methods are the gRPC
 	// methods it names (knowMethods), replaced by Reload; adminLis is the admin listener's.
 	metrics  *metrics.Registry

@@ -369,4 +369,39 @@ routes:
 	if r := readTopic(t, topic, 1); string(r[0].Key) != "alice" || endOffset(t, topic) != 1 {
 		t.Errorf("record key %q, %d records; want one keyed alice", r[0].Key, endOffset(t, topic))
 	}
+
+	// The same over the Connect protocol on the same port, on HTTP/2 (a
+	// client offering h2 and http/1.1, as browsers do) and on HTTP/1.1.
+	connectAs := func(h2 bool, certs ...tls.Certificate) int {
+		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool, Certificates: certs}, ForceAttemptHTTP2: h2}
+		if !h2 {
+			tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+		}
+		defer tr.CloseIdleConnections()
+		res, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Post("https://"+a.GRPCAddr()+echoSvc+"UnaryEcho", "application/json", strings.NewReader(`{"message":"web"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if want := map[bool]int{true: 2, false: 1}[h2]; res.ProtoMajor != want {
+			t.Errorf("HTTP/%d; want HTTP/%d", res.ProtoMajor, want)
+		}
+		return res.StatusCode
+	}
+	for _, h2 := range []bool{true, false} {
+		if code := connectAs(h2, named("alice")); code != http.StatusOK {
+			t.Errorf("Connect with alice's certificate (h2 %v): %d", h2, code)
+		}
+		if code := connectAs(h2, named("bob")); code != http.StatusForbidden {
+			t.Errorf("Connect with bob's certificate (h2 %v): %d; want 403", h2, code)
+		}
+		if code := connectAs(h2); code != http.StatusUnauthorized {
+			t.Errorf("Connect without a certificate (h2 %v): %d; want 401", h2, code)
+		}
+	}
+	for _, r := range readTopic(t, topic, 3) {
+		if string(r.Key) != "alice" {
+			t.Errorf("record key %q; want alice", r.Key)
+		}
+	}
 }

@@ -68,6 +68,11 @@ func (a *App) Reload(ctx context.Context, cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
+	if a.web != nil {
+		if err := a.web.SetServices(reg.Services()); err != nil {
+			return err
+		}
+	}
 	a.table.Store(table)
 	a.knowMethods(reg)
 	if a.kafkaAPI != nil {

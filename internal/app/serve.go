@@ -17,6 +17,7 @@ import (
 	"github.com/ferryproxy/ferry/internal/kafkaapi/ferryapi"
 	"github.com/ferryproxy/ferry/internal/kafkaapi/pixy"
 	"github.com/ferryproxy/ferry/internal/protoreg"
+	"github.com/ferryproxy/ferry/internal/web"
 )
 
 // startServers listens on the gRPC and the HTTP addresses and serves
@@ -31,6 +32,12 @@ func (a *App) startServers(ctx context.Context, reg *protoreg.Registry) error {
 	a.lis, err = net.Listen("tcp", g.Address)
 	if err != nil {
 		return fmt.Errorf("listening for gRPC on %s (listeners.grpc.address): %w", g.Address, err)
+	}
+	if g.Web.Enabled {
+		if err := a.startWeb(reg); err != nil {
+			a.lis.Close()
+			return err
+		}
 	}
 	h := a.cfg.Listeners.HTTP
 	if mux.Len() > 0 {
@@ -67,7 +74,13 @@ func (a *App) grpcServerOptions() ([]grpc.ServerOption, error) {
 	if err != nil {
 		return nil, fmt.Errorf("serving gRPC over TLS (listeners.grpc.tls): %w", err)
 	}
-	if c != nil {
+	a.grpcTLS = c
+	switch {
+	case c == nil:
+	case a.cfg.Listeners.GRPC.Web.Enabled:
+		// The Split runs the handshakes, to sort the connections.
+		opts = append(opts, grpc.Creds(web.Handshaken{}))
+	default:
 		opts = append(opts, grpc.Creds(credentials.NewTLS(c)))
 	}
 	return opts, nil
@@ -109,14 +122,28 @@ type servers struct {
 // Start starts the servers' Serve goroutines; Close waits for them.
 func (s servers) Start(context.Context) error {
 	a := s.a
-	a.serving.Go(func() { a.serveErr <- a.server.Serve(a.lis) })
+	if a.split != nil {
+		a.serving.Go(func() {
+			if err := a.split.Serve(); err != nil {
+				a.logger.Error("accepting gRPC connections failed", "error", err)
+			}
+		})
+		a.serving.Go(func() { a.serveErr <- a.server.Serve(a.split.GRPC()) })
+		a.serving.Go(func() {
+			if err := a.webSrv.Serve(a.split.HTTP()); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				a.logger.Error("serving gRPC-Web, Connect and REST failed", "error", err)
+			}
+		})
+	} else {
+		a.serving.Go(func() { a.serveErr <- a.server.Serve(a.lis) })
+	}
 	services := make([]string, 0, len(s.reg.Services()))
 	for _, sd := range s.reg.Services() {
 		services = append(services, string(sd.FullName()))
 	}
 	k := a.cfg.KafkaAPI
 	a.logger.Info("serving gRPC", "address", a.lis.Addr().String(), "tls", a.cfg.Listeners.GRPC.TLS.Enabled(), "services", services, "routes", len(a.cfg.Routes),
-		"kafka_api", k.Enabled, "kafka_pixy", k.Pixy)
+		"web", a.split != nil, "cors", a.cfg.Listeners.GRPC.Web.CORS.Enabled(), "kafka_api", k.Enabled, "kafka_pixy", k.Pixy)
 	if a.httpSrv == nil {
 		return nil
 	}
@@ -156,7 +183,17 @@ func (s servers) Close(ctx context.Context) error {
 		}
 	}
 	var stopping sync.WaitGroup
-	var grpcErr, httpErr error
+	var grpcErr, httpErr, webErr error
+	if a.webSrv != nil {
+		stopping.Go(func() {
+			if err := a.webSrv.Shutdown(sctx); err != nil {
+				a.webSrv.Close()
+				if ctx.Err() != nil {
+					webErr = fmt.Errorf("closing the gRPC-Web, Connect and REST connections still open: %w", ctx.Err())
+				}
+			}
+		})
+	}
 	if a.httpSrv != nil {
 		stopping.Go(func() {
 			if err := a.httpSrv.Shutdown(sctx); err != nil {
@@ -176,5 +213,25 @@ func (s servers) Close(ctx context.Context) error {
 	})
 	stopping.Wait()
 	a.serving.Wait()
-	return errors.Join(grpcErr, httpErr)
+	return errors.Join(grpcErr, httpErr, webErr)
+}
+
+// startWeb splits the gRPC listener's connections between the gRPC
+// server and an HTTP server of gRPC-Web, Connect and REST
+// (listeners.grpc.web).
+func (a *App) startWeb(reg *protoreg.Registry) error {
+	g := a.cfg.Listeners.GRPC
+	h, err := web.NewHandler(a.server.GRPC(), reg.Services(), g.MaxRecvMessageSize, g.Web)
+	if err != nil {
+		return err
+	}
+	a.web = h
+	a.split = web.NewSplit(a.lis, a.grpcTLS, a.logger)
+	a.webSrv = &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
+		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: g.MaxConcurrentStreams},
+	}
+	return nil
 }

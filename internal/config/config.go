@@ -233,6 +233,8 @@ type GRPCListener struct {
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// TLS serves gRPC over TLS instead of plaintext.
 	TLS ListenerTLS `yaml:"tls"`
+	// Web serves gRPC-Web, Connect and REST on the same port.
+	Web Web `yaml:"web"`
 }
 
 // ProtoSource is one source of service definitions: .proto files compiled
@@ -584,6 +586,7 @@ func Default() Config {
 			MaxConcurrentStreams: 1000,
 			ShutdownTimeout:      10 * time.Second,
 			TLS:                  defaultListenerTLS,
+			Web:                  Web{Enabled: true},
 		}, HTTP: HTTPListener{Address: "127.0.0.1:7152", MaxRequestBodySize: 1 << 20, TLS: defaultListenerTLS},
 			Admin: AdminListener{Address: DefaultAdminAddress}},
 		Metrics: Metrics{Enabled: true},

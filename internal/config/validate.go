@@ -113,6 +113,7 @@ func (v *validator) listeners() {
 		}
 	}
 	v.listenerTLS("listeners.grpc.tls", g.TLS)
+	v.web()
 	v.listenerTLS("listeners.http.tls", h.TLS)
 }
 

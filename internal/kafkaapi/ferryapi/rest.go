@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 
-	"connectrpc.com/connect"
 	"connectrpc.com/vanguard"
 	"google.golang.org/genproto/googleapis/api/annotations"
 	"google.golang.org/genproto/googleapis/api/httpbody"
@@ -28,6 +27,7 @@ import (
 	kafkav1 "github.com/ferryproxy/ferry/api/ferry/kafka/v1"
 	"github.com/ferryproxy/ferry/internal/httpcode"
 	"github.com/ferryproxy/ferry/internal/kafkaapi/reqbody"
+	"github.com/ferryproxy/ferry/internal/web"
 )
 
 // NewRESTHandler serves the REST/JSON bindings of ferry.kafka.v1.Kafka
@@ -67,7 +67,10 @@ func NewRESTHandler(srv *grpc.Server, maxBody int64) (http.Handler, error) {
 		vanguard.WithNoTargetCompression(),
 	)
 	tc, err := vanguard.NewTranscoder([]*vanguard.Service{svc},
-		vanguard.WithCodec(newJSONCodec),
+		// A body that does not decode, or names a field the request
+		// does not have, is INVALID_ARGUMENT: a misspelt
+		// {"valueTxt":"x"} would otherwise write a null value.
+		vanguard.WithCodec(web.JSONCodec(true)),
 		vanguard.WithUnknownHandler(http.HandlerFunc(notFound)))
 	if err != nil {
 		return nil, fmt.Errorf("building the REST transcoder for %s: %w", name, err)
@@ -188,33 +191,6 @@ func limitBody(next http.Handler, max int64) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
-}
-
-// jsonCodec is vanguard's JSON codec, but a body it cannot decode is the
-// client's error, INVALID_ARGUMENT (HTTP 400), not vanguard's UNKNOWN (500),
-// and so is a field the request does not have: vanguard would drop it, and
-// a misspelt {"valueTxt":"x"} would write a null value.
-type jsonCodec struct{ *vanguard.JSONCodec }
-
-func newJSONCodec(res vanguard.TypeResolver) vanguard.Codec {
-	c := vanguard.NewJSONCodec(res)
-	c.UnmarshalOptions.DiscardUnknown = false
-	return jsonCodec{c}
-}
-
-func (c jsonCodec) Unmarshal(data []byte, msg proto.Message) error {
-	return badBody(c.JSONCodec.Unmarshal(data, msg))
-}
-
-func (c jsonCodec) UnmarshalField(data []byte, msg proto.Message, field protoreflect.FieldDescriptor) error {
-	return badBody(c.JSONCodec.UnmarshalField(data, msg, field))
-}
-
-func badBody(err error) error {
-	if err == nil {
-		return nil
-	}
-	return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("decoding the JSON body: %w", err))
 }
 
 // notFound answers a path no binding has, in the shape of every other

@@ -1,0 +1,140 @@
+package web
+
+import (
+	"bytes"
+	"encoding/base64"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+)
+
+// TestSplitSorts: plaintext connections opening with the HTTP/2 preface
+// go to the gRPC half with every byte; others, however short their first
+// request, to the HTTP half; both halves closed close the listener.
+func TestSplitSorts(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewSplit(lis, nil, slog.New(slog.DiscardHandler))
+	served := make(chan error, 1)
+	go func() { served <- s.Serve() }()
+
+	for _, c := range []struct {
+		first  string
+		toGRPC bool
+	}{
+		{string(preface) + "rest", true},
+		{"GET / HTTP/1.0\r\n\r\n", false},
+		{"PRI * HTTP/1.1\r\n\r\n", false},
+		{"P", false}, // then the client closes: never sorted, closed
+	} {
+		conn, err := net.Dial("tcp", lis.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Write([]byte(c.first)); err != nil {
+			t.Fatal(err)
+		}
+		if c.first == "P" {
+			conn.Close()
+			continue
+		}
+		half := s.HTTP()
+		if c.toGRPC {
+			half = s.GRPC()
+		}
+		got, err := half.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, len(c.first))
+		_ = got.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(got, b); err != nil || string(b) != c.first {
+			t.Fatalf("%q: read %q, %v", c.first, b, err)
+		}
+		got.Close()
+		conn.Close()
+	}
+	s.GRPC().Close()
+	select {
+	case <-served:
+		t.Fatal("Serve returned with one half open")
+	case <-time.After(50 * time.Millisecond):
+	}
+	s.HTTP().Close()
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.HTTP().Accept(); err == nil {
+		t.Fatal("a closed half accepted")
+	}
+}
+
+// TestTextBody: a body of base64 pieces, each padded, decodes whole; a
+// body that is not base64 fails.
+func TestTextBody(t *testing.T) {
+	enc := base64.StdEncoding.EncodeToString
+	body := enc([]byte("ab")) + enc([]byte("cde")) + enc([]byte("f"))
+	got, err := io.ReadAll(&textBody{r: io.NopCloser(bytes.NewBufferString(body))})
+	if err != nil || string(got) != "abcdef" {
+		t.Fatalf("%q, %v", got, err)
+	}
+	for _, bad := range []string{"!!!!", "YWJj Y", "YW"} {
+		if _, err := io.ReadAll(&textBody{r: io.NopCloser(bytes.NewBufferString(bad))}); err == nil {
+			t.Errorf("%q decoded", bad)
+		}
+	}
+}
+
+// TestTextWriter: the response is base64, whole quanta as written and the
+// rest padded at a flush, and the content type is the text format's.
+func TestTextWriter(t *testing.T) {
+	rec := httptest.NewRecorder()
+	tw := &textWriter{w: rec}
+	tw.Header().Set("Content-Type", "application/grpc-web+proto")
+	tw.Write([]byte("abcd"))
+	if got := rec.Body.String(); got != base64.StdEncoding.EncodeToString([]byte("abc")) {
+		t.Fatalf("before flush %q", got)
+	}
+	tw.Flush()
+	tw.Write([]byte("ef"))
+	tw.finish()
+	want := base64.StdEncoding.EncodeToString([]byte("abc")) + base64.StdEncoding.EncodeToString([]byte("d")) + base64.StdEncoding.EncodeToString([]byte("ef"))
+	if got := rec.Body.String(); got != want {
+		t.Fatalf("%q; want %q", got, want)
+	}
+	if ct := rec.Header().Get("Content-Type"); ct != "application/grpc-web-text+proto" {
+		t.Fatalf("content type %q", ct)
+	}
+	var _ http.Flusher = tw
+}
+
+// FuzzTextBody: any body decodes or fails, never panics, and what decodes
+// is what a quantum-by-quantum decoder gives.
+func FuzzTextBody(f *testing.F) {
+	f.Add("YWJj")
+	f.Add("YQ==YmM=")
+	f.Add("====")
+	f.Fuzz(func(t *testing.T, body string) {
+		got, err := io.ReadAll(&textBody{r: io.NopCloser(bytes.NewBufferString(body))})
+		if err != nil {
+			return
+		}
+		var want []byte
+		for i := 0; i < len(body); i += 4 {
+			b, err := base64.StdEncoding.DecodeString(body[i : i+4])
+			if err != nil {
+				t.Fatalf("%q decoded to %q, but quantum %d does not", body, got, i/4)
+			}
+			want = append(want, b...)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%q: %q; want %q", body, got, want)
+		}
+	})
+}
