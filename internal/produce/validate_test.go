@@ -202,3 +202,25 @@ message Req {
 		t.Errorf("newRequestFields: %v, want the rules' compilation error", err)
 	}
 }
+
+// TestValidatePredefinedRules: a rule the user's proto defines itself
+// (buf.validate.predefined on an extension of StringRules) is checked too.
+func TestValidatePredefinedRules(t *testing.T) {
+	reg, err := protoreg.Load(context.Background(), "testdata", []protoreg.Source{{Files: []string{"predefined.proto"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := reg.Method("/predefined.S/M")
+	in := m.Desc.Input()
+	f, err := newRequestFields(&config.ProduceRoute{Validate: true}, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.decode(encode(t, in, `{"name": "ABC"}`), 1); err != nil {
+		t.Errorf("a valid request: %v", err)
+	}
+	_, err = f.decode(encode(t, in, `{"name": "abc"}`), 1)
+	if !strings.Contains(status.Convert(err).Message(), "name: must be upper case [string.shouty]") {
+		t.Errorf("a request breaking the predefined rule: %v", err)
+	}
+}
