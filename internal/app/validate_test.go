@@ -108,8 +108,10 @@ func TestValidateRules(t *testing.T) {
 		}
 	}
 	recs := readTopic(t, topic, 1)
-	if got := string(recs[0].Value); got != string(encode(valid)) {
-		t.Errorf("the record is %x, want the valid request", got)
+	got, want := dynamicpb.NewMessage(m.Desc.Input()), dynamicpb.NewMessage(m.Desc.Input())
+	_ = protojson.Unmarshal([]byte(valid), want)
+	if err := proto.Unmarshal(recs[0].Value, got); err != nil || !proto.Equal(got, want) {
+		t.Errorf("the record is %v (%v), want the valid request", got, err)
 	}
 	if n := endOffset(t, topic); n != 1 {
 		t.Errorf("the topic holds %d records, want only the valid request", n)
