@@ -351,8 +351,9 @@ type ProduceRoute struct {
 	// each a template of fields of its first request message.
 	HeadersFromRequest Headers `yaml:"headers_from_request"`
 	// Validate requires every request message to decode as the method's
-	// input type: one that does not gets INVALID_ARGUMENT and is not
-	// written.
+	// input type and to pass the protovalidate (buf.validate) rules that
+	// type and the messages in its fields carry: one that does not gets
+	// INVALID_ARGUMENT and is not written.
 	Validate bool `yaml:"validate"`
 	// IdentityHeader names a header that carries the caller's identity on
 	// every record. A request metadata entry that would be written under

@@ -15,22 +15,34 @@ import (
 )
 
 // requestFields is what a route reads from the request messages of one
-// method: whether they must decode as its input type, and the key and
-// headers made from fields of a call's first message.
+// method: whether they must decode as its input type and pass its
+// buf.validate rules, and the key and headers made from fields of a call's
+// first message.
 type requestFields struct {
 	in       protoreflect.MessageDescriptor
 	validate bool
-	key      *fieldpath.Template
-	headers  []fieldpath.Header
+	// rules are the input type's buf.validate rules, checked on every
+	// request message; nil without validate or without rules.
+	rules   *rules
+	key     *fieldpath.Template
+	headers []fieldpath.Header
 }
 
-// newRequestFields compiles cfg's validate, key_from_request and
-// headers_from_request against in; nil when the route uses none.
+// newRequestFields compiles cfg's validate (with the input type's
+// buf.validate rules), key_from_request and headers_from_request against
+// in; nil when the route uses none.
 func newRequestFields(cfg *config.ProduceRoute, in protoreflect.MessageDescriptor) (*requestFields, error) {
 	if !cfg.Validate && cfg.KeyFromRequest == "" && len(cfg.HeadersFromRequest) == 0 {
 		return nil, nil
 	}
 	f := &requestFields{in: in, validate: cfg.Validate}
+	if cfg.Validate {
+		r, err := newRules(in)
+		if err != nil {
+			return nil, fmt.Errorf("produce.validate: %w", err)
+		}
+		f.rules = r
+	}
 	if cfg.KeyFromRequest != "" {
 		t, err := fieldpath.ParseTemplate(in, cfg.KeyFromRequest)
 		if err != nil {
@@ -54,6 +66,11 @@ func (f *requestFields) decode(value []byte, n int) (protoreflect.Message, error
 	m := dynamicpb.NewMessage(f.in)
 	if err := proto.Unmarshal(value, m); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "request message %d is not a %s: %v; nothing of it was written", n, f.in.FullName(), err)
+	}
+	if f.rules != nil {
+		if err := f.rules.check(m, n); err != nil {
+			return nil, err
+		}
 	}
 	return m, nil
 }

@@ -139,7 +139,12 @@ func compile(ctx context.Context, baseDir string, s Source) ([]protoreflect.File
 	}
 	files, paths := importNames(s.Files, paths)
 	c := protocompile.Compiler{
-		Resolver: protocompile.WithStandardImports(&protocompile.SourceResolver{ImportPaths: paths}),
+		// The user's import paths first, then the standard imports, then
+		// the third-party files Ferry carries (see carried).
+		Resolver: protocompile.CompositeResolver{
+			protocompile.WithStandardImports(&protocompile.SourceResolver{ImportPaths: paths}),
+			protocompile.ResolverFunc(carried),
+		},
 		// Comments are kept so reflection clients can show them.
 		SourceInfoMode: protocompile.SourceInfoStandard,
 	}
@@ -147,9 +152,9 @@ func compile(ctx context.Context, baseDir string, s Source) ([]protoreflect.File
 	if err != nil {
 		return nil, fmt.Errorf("compiling %s (import paths %s): %w", strings.Join(s.Files, ", "), strings.Join(paths, ", "), err)
 	}
-	out := make([]protoreflect.FileDescriptor, len(compiled))
-	for i, f := range compiled {
-		out[i] = f
+	out, err := relink(compiled)
+	if err != nil {
+		return nil, fmt.Errorf("compiling %s: %w", strings.Join(s.Files, ", "), err)
 	}
 	return out, nil
 }
