@@ -89,10 +89,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.outer.Se
 
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request) {
 	ct := r.Header.Get("Content-Type")
-	switch {
-	case r.ProtoMajor == 2 && isGRPC(ct):
+	if r.ProtoMajor == 2 && isGRPC(ct) {
 		h.srv.ServeHTTP(w, r)
 		return
+	}
+	dropHopByHop(r.Header)
+	switch {
 	case isText(ct):
 		var finish func()
 		w, r, finish = fromText(w, r)
@@ -106,6 +108,24 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) {
 		r.Header.Set("Connect-Protocol-Version", "1")
 	}
 	(*h.current.Load()).ServeHTTP(w, r)
+}
+
+// hopByHop are HTTP/1.1's connection-specific headers (RFC 9110, 7.6.1).
+// They describe the browser's connection to Ferry, not the call: passed on
+// as metadata they would reach Kafka and then a back end's server, whose
+// HTTP/2 refuses them (RST_STREAM PROTOCOL_ERROR).
+var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade", "Te", "Trailer", "Proxy-Authenticate", "Proxy-Authorization"}
+
+// dropHopByHop removes them from h, and the headers Connection names.
+func dropHopByHop(h http.Header) {
+	for _, v := range h.Values("Connection") {
+		for _, name := range strings.Split(v, ",") {
+			h.Del(strings.TrimSpace(name))
+		}
+	}
+	for _, name := range hopByHop {
+		h.Del(name)
+	}
 }
 
 // methodPaths are the paths of the served methods, "/pkg.Service/Method".

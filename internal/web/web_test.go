@@ -138,3 +138,18 @@ func FuzzTextBody(f *testing.F) {
 		}
 	})
 }
+
+// TestDropHopByHop: the connection's own headers, and those Connection
+// names, are not passed on as metadata.
+func TestDropHopByHop(t *testing.T) {
+	h := http.Header{}
+	h.Set("Connection", "keep-alive, X-Hop")
+	h.Set("Keep-Alive", "timeout=5")
+	h.Set("X-Hop", "1")
+	h.Set("X-Tenant", "blue")
+	h.Set("Upgrade", "h2c")
+	dropHopByHop(h)
+	if len(h) != 1 || h.Get("X-Tenant") != "blue" {
+		t.Fatalf("left %v", h)
+	}
+}
