@@ -289,6 +289,10 @@ type FetchRoute struct {
 	MaxBufferedPerSubscriber int `yaml:"max_buffered_per_subscriber"`
 	// MetaPrefix marks the record headers that become response headers.
 	MetaPrefix string `yaml:"meta_prefix"`
+	// Format is how the topic's record values are written: protobuf (the
+	// method's output type, streamed as they are) or json (protojson of
+	// it, parsed and sent as protobuf).
+	Format string `yaml:"format"`
 }
 
 // FetchFilter selects records by key and headers. A value may come from
@@ -374,6 +378,29 @@ type ProduceRoute struct {
 	OneWayAck *bool `yaml:"one_way_ack"`
 	// HeaderNames renames the headers Ferry writes and reads.
 	HeaderNames HeaderNames `yaml:"header_names"`
+	// Format is how request and reply record values are written:
+	// protobuf (the messages as the caller sent them) or json (protojson
+	// of the method's input and output types).
+	Format string `yaml:"format"`
+	// JSON shapes the JSON that format json writes.
+	JSON JSONOptions `yaml:"json"`
+}
+
+// Value formats of record values (see ProduceRoute.Format).
+const (
+	FormatProtobuf = "protobuf"
+	FormatJSON     = "json"
+)
+
+// JSONOptions shape the JSON Ferry writes for a route or back end whose
+// format is json. Reading accepts both field name styles either way.
+type JSONOptions struct {
+	// FieldNames is json (lowerCamelCase JSON names, protojson's default)
+	// or proto (the names in the .proto file).
+	FieldNames string `yaml:"field_names"`
+	// EmitDefaults writes fields that hold their default value (zero,
+	// empty, false) too; off, they are left out.
+	EmitDefaults bool `yaml:"emit_defaults"`
 }
 
 // HeaderNames are the Kafka header names of the record layout.
@@ -446,6 +473,11 @@ type Backend struct {
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
 	// HeaderNames renames the headers Ferry reads and writes.
 	HeaderNames HeaderNames `yaml:"header_names"`
+	// Format is how request and reply record values are written:
+	// protobuf or json (see ProduceRoute.Format).
+	Format string `yaml:"format"`
+	// JSON shapes the JSON that format json writes.
+	JSON JSONOptions `yaml:"json"`
 }
 
 // BackendCondition selects requests by method, key and headers; every
@@ -692,6 +724,7 @@ func (c *Config) applyDefaults() {
 			if f.MaxBufferedPerSubscriber == 0 {
 				f.MaxBufferedPerSubscriber = 1024
 			}
+			setDefault(&f.Format, FormatProtobuf)
 		}
 		if p := r.Produce; p != nil {
 			if p.Cluster == "" {
@@ -708,6 +741,8 @@ func (c *Config) applyDefaults() {
 				p.OneWayAck = &t
 			}
 			p.HeaderNames.fill()
+			setDefault(&p.Format, FormatProtobuf)
+			setDefault(&p.JSON.FieldNames, "json")
 		}
 	}
 	c.applyBackendDefaults()
@@ -756,6 +791,8 @@ func (c *Config) applyBackendDefaults() {
 			b.DrainTimeout = 10 * time.Second
 		}
 		b.HeaderNames.fill()
+		setDefault(&b.Format, FormatProtobuf)
+		setDefault(&b.JSON.FieldNames, "json")
 		b.TLS.resolve(filepath.Dir(c.file))
 	}
 }
