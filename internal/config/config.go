@@ -386,34 +386,6 @@ type ProduceRoute struct {
 	JSON JSONOptions `yaml:"json"`
 }
 
-// Value formats of record values (see ProduceRoute.Format).
-const (
-	FormatProtobuf = "protobuf"
-	FormatJSON     = "json"
-)
-
-// JSONOptions shape the JSON Ferry writes for a route or back end whose
-// format is json. Reading accepts both field name styles either way.
-type JSONOptions struct {
-	// FieldNames is json (lowerCamelCase JSON names, protojson's default)
-	// or proto (the names in the .proto file).
-	FieldNames string `yaml:"field_names"`
-	// EmitDefaults writes fields that hold their default value (zero,
-	// empty, false) too; off, they are left out.
-	EmitDefaults bool `yaml:"emit_defaults"`
-}
-
-// HeaderNames are the Kafka header names of the record layout.
-type HeaderNames struct {
-	Service       string `yaml:"service"`
-	Method        string `yaml:"method"`
-	ReplyTo       string `yaml:"reply_to"`
-	CorrelationID string `yaml:"correlation_id"`
-	Status        string `yaml:"status"`
-	Message       string `yaml:"message"`
-	MetaPrefix    string `yaml:"meta_prefix"`
-}
-
 // Backend is the Kafka → gRPC capability: it reads requests from a topic in
 // a consumer group, calls a gRPC server with them and writes the replies to
 // each request's reply topic, committing a request only once its final
@@ -640,19 +612,6 @@ func Default() Config {
 	}
 }
 
-// DefaultHeaderNames are Zilla's header names.
-func DefaultHeaderNames() HeaderNames {
-	return HeaderNames{
-		Service:       "zilla:service",
-		Method:        "zilla:method",
-		ReplyTo:       "zilla:reply-to",
-		CorrelationID: "zilla:correlation-id",
-		Status:        "zilla:status",
-		Message:       "zilla:message",
-		MetaPrefix:    "meta:",
-	}
-}
-
 // applyDefaults fills what depends on other values or sits in slices, which
 // decoding onto Default cannot reach.
 func (c *Config) applyDefaults() {
@@ -801,18 +760,6 @@ func setDefault(s *string, def string) {
 	if *s == "" {
 		*s = def
 	}
-}
-
-// fill sets every unset header name to Zilla's.
-func (n *HeaderNames) fill() {
-	d := DefaultHeaderNames()
-	setDefault(&n.Service, d.Service)
-	setDefault(&n.Method, d.Method)
-	setDefault(&n.ReplyTo, d.ReplyTo)
-	setDefault(&n.CorrelationID, d.CorrelationID)
-	setDefault(&n.Status, d.Status)
-	setDefault(&n.Message, d.Message)
-	setDefault(&n.MetaPrefix, d.MetaPrefix)
 }
 
 // Cluster returns the cluster with the given name.
