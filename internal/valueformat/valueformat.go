@@ -66,7 +66,7 @@ func (f *Format) AppendEncode(b []byte, m protoreflect.Message) ([]byte, error) 
 	}
 	out, err := f.enc.MarshalAppend(b, m.Interface())
 	if err != nil {
-		return nil, fmt.Errorf("writing %s as JSON: %w", m.Descriptor().FullName(), err)
+		return nil, fmt.Errorf("%s cannot be written as JSON: %w", m.Descriptor().FullName(), err)
 	}
 	return out, nil
 }
