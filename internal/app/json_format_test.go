@@ -198,31 +198,58 @@ backends:
     json: {emit_defaults: true}
 `, req, srv.addr, req))
 	prod := kit.Client(t)
-	write := func(id, service, value string) {
+	ctx := testkit.Context(t, 30*time.Second)
+	send := func(id, service, method string, end bool, values ...string) {
 		hs := []kgo.RecordHeader{
 			{Key: "zilla:service", Value: []byte(service)},
-			{Key: "zilla:method", Value: []byte("UnaryEcho")},
+			{Key: "zilla:method", Value: []byte(method)},
 			{Key: "zilla:reply-to", Value: []byte(rep)},
 			{Key: "zilla:correlation-id", Value: []byte(id)},
 		}
-		// A request message, then the null record that ends the request
-		// stream (kcat -Z writes an empty value as null).
-		if err := prod.ProduceSync(context.Background(),
-			&kgo.Record{Topic: req, Key: []byte(id), Value: []byte(value), Headers: hs},
-			&kgo.Record{Topic: req, Key: []byte(id), Headers: hs}).FirstErr(); err != nil {
+		// The request messages, then the null record that ends the
+		// request stream (kcat -Z writes an empty value as null).
+		var recs []*kgo.Record
+		for _, v := range values {
+			recs = append(recs, &kgo.Record{Topic: req, Key: []byte(id), Value: []byte(v), Headers: hs})
+		}
+		if end {
+			recs = append(recs, &kgo.Record{Topic: req, Key: []byte(id), Headers: hs})
+		}
+		if err := prod.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	write("c-1", "grpc.examples.echo.Echo", `{"message": "from kcat", "unknown": 1}`)
-	write("c-2", "grpc.examples.echo.Echo", `{"message": 5}`)
-	write("c-3", "other.Service", `{}`)
+	write := func(id, service, method string, values ...string) { send(id, service, method, true, values...) }
+	write("c-1", "grpc.examples.echo.Echo", "UnaryEcho", `{"message": "from kcat", "unknown": 1}`)
+	write("c-2", "grpc.examples.echo.Echo", "UnaryEcho", `{"message": 5}`)
+	write("c-3", "other.Service", "UnaryEcho", `{}`)
+	// A stream whose second message does not convert: the call under way
+	// is cancelled and answered INVALID_ARGUMENT.
+	send("c-4", "grpc.examples.echo.Echo", "BidirectionalStreamingEcho", false, `{"message": "first"}`)
+	waitFor(t, func() bool { calls, _ := srv.calls(); return calls == 2 }, "the server to see the stream")
+	write("c-4", "grpc.examples.echo.Echo", "BidirectionalStreamingEcho", `{"message": {}}`)
 	type answer struct {
 		values []string
 		code   string
 		msg    string
 	}
 	got := map[string]*answer{}
-	for _, r := range readTopic(t, rep, 4) {
+	// Every call ends with one final record: read until all four came.
+	cl := kit.Client(t, kgo.ConsumeTopics(rep), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	var recs []*kgo.Record
+	for finals := 0; finals < 4; {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("read %d final replies before the deadline", finals)
+		}
+		for _, r := range fs.Records() {
+			recs = append(recs, r)
+			if r.Value == nil {
+				finals++
+			}
+		}
+	}
+	for _, r := range recs {
 		id, _ := header(r, "zilla:correlation-id")
 		if got[id] == nil {
 			got[id] = &answer{}
@@ -245,10 +272,13 @@ backends:
 	if a := got["c-3"]; a == nil || a.code != "12" || !strings.Contains(a.msg, "method /other.Service/UnaryEcho is not in the protos") {
 		t.Errorf("c-3: %+v, want UNIMPLEMENTED (12) naming the method", a)
 	}
-	if calls, _ := srv.calls(); calls != 1 {
-		t.Errorf("the server saw %d calls, want 1: requests that do not convert never reach it", calls)
+	if a := got["c-4"]; a == nil || a.code != "3" || !strings.Contains(a.msg, "request message 2 is not the JSON of a grpc.examples.echo.EchoRequest") {
+		t.Errorf("c-4: %+v, want INVALID_ARGUMENT (3) naming the second message", a)
 	}
-	waitCommitted(t, "g-"+req, req, 6)
+	if calls, _ := srv.calls(); calls != 2 {
+		t.Errorf("the server saw %d calls, want 2 (c-1 and c-4): requests whose first message does not convert never reach it", calls)
+	}
+	waitCommitted(t, "g-"+req, req, 9)
 }
 
 // TestJSONFetch: a fetch route streams a topic of JSON records as typed
