@@ -40,6 +40,20 @@ func valuesOf(recs []*kgo.Record) [][]byte {
 	return out
 }
 
+// jsonBackend is a back end section with format json reading req and
+// calling target, in the group g-<req>, with extra keys.
+func jsonBackend(req, target, extra string) string {
+	return fmt.Sprintf(`backends:
+  - name: echo
+    topic: %s
+    target: %s
+    group_id: g-%s
+    session_timeout: 6s
+    commit_interval: 100ms
+    format: json
+%s`, req, target, req, extra)
+}
+
 // TestJSONProxyRoundTrip: a gRPC client calls through a produce route
 // writing JSON, a back end reading it calls the real echo server and
 // writes its replies as JSON, and the client gets typed replies.
@@ -50,15 +64,7 @@ func TestJSONProxyRoundTrip(t *testing.T) {
 	a := startFerry(t, fmt.Sprintf(`
   - when: [{method: grpc.examples.echo.Echo/*}]
     produce: {topic: %s, reply_to: %s, timeout: 60s, format: json, json: {field_names: proto}}
-backends:
-  - name: echo
-    topic: %s
-    target: %s
-    group_id: g-%s
-    session_timeout: 6s
-    commit_interval: 100ms
-    format: json
-`, req, rep, req, srv.addr, req))
+`, req, rep)+jsonBackend(req, srv.addr, ""))
 	cc := dial(t, a)
 	ctx := testkit.Context(t, 30*time.Second)
 	for _, tc := range []struct {
@@ -186,17 +192,7 @@ func TestJSONBackendFromKafka(t *testing.T) {
 	kit.CheckLeaks(t)
 	srv := startEchoServer(t, "echo-1")
 	req, rep := kit.Topic(t, 1, nil), kit.Topic(t, 1, nil)
-	startFerry(t, fmt.Sprintf(`
-backends:
-  - name: echo
-    topic: %s
-    target: %s
-    group_id: g-%s
-    session_timeout: 6s
-    commit_interval: 100ms
-    format: json
-    json: {emit_defaults: true}
-`, req, srv.addr, req))
+	startFerry(t, jsonBackend(req, srv.addr, "    json: {emit_defaults: true}\n"))
 	prod := kit.Client(t)
 	ctx := testkit.Context(t, 30*time.Second)
 	send := func(id, service, method string, end bool, values ...string) {
