@@ -259,7 +259,7 @@ func start(ctx context.Context, cfg *config.Config, logger *slog.Logger, exp sdk
 		return nil, err
 	}
 	a.table.Store(table)
-	if err := a.startBackends(ctx); err != nil {
+	if err := a.startBackends(ctx, reg); err != nil {
 		return nil, err
 	}
 	if err := a.startSources(ctx, reg); err != nil {
@@ -436,9 +436,9 @@ func (a *App) startHealthChecks() error {
 // topic, the reply producer, and the gRPC client of its server. A back end
 // lets its running calls finish, commits what finished and leaves its
 // group as it closes.
-func (a *App) startBackends(ctx context.Context) error {
+func (a *App) startBackends(ctx context.Context, reg *protoreg.Registry) error {
 	for _, bc := range a.cfg.Backends {
-		if err := a.startBackend(ctx, bc); err != nil {
+		if err := a.startBackend(ctx, bc, reg); err != nil {
 			return err
 		}
 	}
@@ -446,14 +446,15 @@ func (a *App) startBackends(ctx context.Context) error {
 }
 
 // startBackend starts one back end and puts it on the list Close
-// unwinds.
-func (a *App) startBackend(ctx context.Context, bc config.Backend) error {
+// unwinds. reg holds the methods a back end with format json converts.
+func (a *App) startBackend(ctx context.Context, bc config.Backend, reg *protoreg.Registry) error {
 	b, err := backend.New(backend.Options{
 		Config:          bc,
 		Cluster:         a.clusters[bc.Cluster],
 		Logger:          a.logger,
 		MaxMessageBytes: a.cfg.Listeners.GRPC.MaxRecvMessageSize,
 		DialOptions:     a.edge.DialOptions(bc.Target),
+		Registry:        reg,
 		TracerProvider:  a.tracer,
 	})
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ferryproxy/ferry/internal/backend"
 	"github.com/ferryproxy/ferry/internal/config"
+	"github.com/ferryproxy/ferry/internal/protoreg"
 	"github.com/ferryproxy/ferry/internal/routing"
 )
 
@@ -83,14 +84,15 @@ func (a *App) Reload(ctx context.Context, cfg *config.Config) error {
 			a.setAPIPolicy(cfg.KafkaAPI.Allow)
 		}
 	}
-	a.reloadBackends(ctx, cfg.Backends)
+	a.reloadBackends(ctx, cfg.Backends, reg)
 	a.logger.Info("configuration reloaded", "file", cfg.File(), "routes", len(cfg.Routes), "backends", len(cfg.Backends))
 	return nil
 }
 
 // reloadBackends stops the back ends that are gone or changed and starts
-// the new and changed ones. A back end that fails to start is logged and
-// left out; the others run.
+// the new and changed ones, which find the methods they convert in reg, as
+// the kept ones do from now on. A back end that fails to start is logged
+// and left out; the others run.
 //
 // It runs under reloadMu, drains included, though a drain can take a back
 // end's drain_timeout: the stopped back ends drain at once, so a reload
@@ -100,7 +102,7 @@ func (a *App) Reload(ctx context.Context, cfg *config.Config) error {
 // meanwhile would not see the draining back end in the list and start
 // that name a second time; Close, which takes reloadMu to refuse further
 // starts, would also no longer wait for the drain through the lock.
-func (a *App) reloadBackends(ctx context.Context, want []config.Backend) {
+func (a *App) reloadBackends(ctx context.Context, want []config.Backend, reg *protoreg.Registry) {
 	keep := map[string]bool{}
 	for _, bc := range want {
 		if lb, ok := a.backendOf(bc.Name); ok && reflect.DeepEqual(lb.cfg, bc) {
@@ -112,6 +114,7 @@ func (a *App) reloadBackends(ctx context.Context, want []config.Backend) {
 	next := a.backends[:0:0]
 	for _, lb := range a.backends {
 		if keep[lb.cfg.Name] {
+			lb.b.SetRegistry(reg)
 			next = append(next, lb)
 		} else {
 			stop = append(stop, lb)
@@ -132,7 +135,7 @@ func (a *App) reloadBackends(ctx context.Context, want []config.Backend) {
 		if keep[bc.Name] {
 			continue
 		}
-		if err := a.startBackend(ctx, bc); err != nil {
+		if err := a.startBackend(ctx, bc, reg); err != nil {
 			a.logger.Error("starting a back end of the new configuration", "backend", bc.Name, "err", err)
 		}
 	}

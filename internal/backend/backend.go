@@ -27,6 +27,8 @@ import (
 	"github.com/ferryproxy/ferry/internal/frame"
 	"github.com/ferryproxy/ferry/internal/kafka"
 	"github.com/ferryproxy/ferry/internal/layout"
+	"github.com/ferryproxy/ferry/internal/protoreg"
+	"github.com/ferryproxy/ferry/internal/valueformat"
 )
 
 // Options configure a Backend.
@@ -45,6 +47,9 @@ type Options struct {
 	// DialOptions are added to the gRPC client's own, after them: the
 	// edge chain's client interceptors.
 	DialOptions []grpc.DialOption
+	// Registry holds the methods whose messages a back end with format
+	// json converts; SetRegistry replaces it. Unused with format protobuf.
+	Registry *protoreg.Registry
 	// TracerProvider, when set, traces every call: a consumer span that
 	// continues the trace its request record carries (see
 	// layout.RequestTrace), around the call to the server, and reply
@@ -68,6 +73,11 @@ type Backend struct {
 	logger *slog.Logger
 	slots  chan struct{}
 	tracer trace.TracerProvider // nil: calls are not traced
+	// format converts request and reply values from and to JSON, with
+	// the method descriptors of reg; nil when the back end's format is
+	// protobuf, whose values pass as they are.
+	format *valueformat.Format
+	reg    atomic.Pointer[protoreg.Registry]
 
 	// ctx ends every call; cancel is called by Close after draining.
 	ctx    context.Context
@@ -209,7 +219,14 @@ func New(opts Options) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("backends %s: creating gRPC client for %q: %w", cfg.Name, cfg.Target, err)
 	}
+	var format *valueformat.Format
+	if cfg.Format == config.FormatJSON {
+		if format, err = valueformat.New(cfg.Format, cfg.JSON); err != nil {
+			return nil, fmt.Errorf("backends %s: %w", cfg.Name, err)
+		}
+	}
 	b := &Backend{
+		format:     format,
 		cfg:        cfg,
 		layout:     layout.New(cfg.HeaderNames),
 		cluster:    opts.Cluster,
@@ -224,11 +241,17 @@ func New(opts Options) (*Backend, error) {
 		endedEarly: newIDSet(100_000),
 		tracer:     opts.TracerProvider,
 	}
+	b.reg.Store(opts.Registry)
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.pollCtx, b.stopPoll = context.WithCancel(b.ctx)
 	b.givenUp, b.giveUp = context.WithCancel(context.Background())
 	return b, nil
 }
+
+// SetRegistry makes calls from now on find the methods whose messages
+// they convert in reg: a reload that loaded the protos again keeps a back
+// end whose configuration did not change, with the new definitions.
+func (b *Backend) SetRegistry(reg *protoreg.Registry) { b.reg.Store(reg) }
 
 // Start takes the reply producer, creates the group consumer of the
 // request topic and begins reading requests and committing finished ones.

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/ferryproxy/ferry/internal/edge"
 	"github.com/ferryproxy/ferry/internal/frame"
@@ -47,6 +48,15 @@ type call struct {
 	gotEnd    bool     // the null record arrived (or the call ended): counted once
 	abandoned bool
 	notify    chan struct{}
+	// converted counts the request messages, from the first, that msgs
+	// holds converted from JSON; refused is why the call's request could
+	// not be converted (a status), answered in place of the server's.
+	converted int
+	refused   error
+
+	// in and out are the method's types, for a back end whose format is
+	// json (see format.go); nil otherwise.
+	in, out protoreflect.MessageDescriptor
 
 	// replyErr is the first failure to write a response record, set by
 	// the producer's callback.
@@ -78,6 +88,7 @@ func newCall(b *Backend, p *partition, r *kgo.Record, req layout.Request) *call 
 	if ids := c.md.Get(edge.RequestIDKey); len(ids) > 0 {
 		c.requestID = ids[0]
 	}
+	c.types()
 	c.ctx, c.cancel = context.WithTimeout(b.ctx, b.cfg.Deadline)
 	if b.tracer != nil {
 		c.ctx, c.span = tracing.StartConsumer(c.ctx, b.tracer, b.layout.RequestTrace(r.Headers), "consume "+b.cfg.Topic,
@@ -234,6 +245,9 @@ func plural(n int, what string) string {
 // moment. Once the call is under way, only its deadline bounds it. cut
 // reports that the budget or the deadline ended before the stream opened.
 func (c *call) attempt(end time.Time) (hdrs layout.ResponseMetadata, wrote bool, st *status.Status, cut bool) {
+	if err := c.convertRead(); err != nil {
+		return layout.ResponseMetadata{}, false, status.Convert(err), false
+	}
 	ctx, cancel := context.WithCancel(edge.WithRequestID(metadata.NewOutgoingContext(c.ctx, c.md), c.requestID))
 	defer cancel()
 	budget := time.AfterFunc(time.Until(end), cancel)
@@ -260,13 +274,14 @@ func (c *call) attempt(end time.Time) (hdrs layout.ResponseMetadata, wrote bool,
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		c.send(ctx, s)
+		c.send(ctx, cancel, s)
 	}()
 	// The sender ends once the attempt's context is cancelled.
 	defer wg.Wait()
 	defer cancel()
 
 	gotHeader := false
+	n := 0 // response messages read
 	for {
 		var f frame.Frame
 		err := s.RecvMsg(&f)
@@ -282,13 +297,23 @@ func (c *call) attempt(end time.Time) (hdrs layout.ResponseMetadata, wrote bool,
 		}
 		if err != nil {
 			hdrs.Trailer = c.b.layout.MetadataHeaders(s.Trailer())
+			if refused := c.refusal(); refused != nil {
+				// The sender cancelled the stream: a request message
+				// did not convert.
+				return hdrs, wrote, status.Convert(refused), false
+			}
 			return hdrs, wrote, status.Convert(err), false
 		}
 		if c.replyTo == "" {
 			continue
 		}
+		n++
+		value, err := c.reply(f.Bytes, n)
+		if err != nil {
+			return hdrs, wrote, status.Convert(err), false
+		}
 		wrote, hdrs.HeaderWritten = true, true
-		rec := c.b.layout.ReplyRecord(c.replyTo, c.id, hdrs, f.Bytes)
+		rec := c.b.layout.ReplyRecord(c.replyTo, c.id, hdrs, value)
 		rec.Headers = layout.AppendReplyTrace(rec.Headers, c.trace)
 		c.b.prod.Produce(c.b.ctx, rec, c.replyWritten)
 	}
@@ -302,8 +327,9 @@ func (c *call) replyWritten(_ *kgo.Record, err error) {
 }
 
 // send writes the request messages to the stream and half-closes it once
-// the request stream's null record arrived.
-func (c *call) send(ctx context.Context, s grpc.ClientStream) {
+// the request stream's null record arrived. A message that does not
+// convert (see message) cancels the stream.
+func (c *call) send(ctx context.Context, cancel context.CancelFunc, s grpc.ClientStream) {
 	next := 0
 	for {
 		c.mu.Lock()
@@ -311,12 +337,20 @@ func (c *call) send(ctx context.Context, s grpc.ClientStream) {
 		have := next < len(c.msgs)
 		if have {
 			msg.Bytes = c.msgs[next]
-			next++
 		}
 		closed := c.closed
 		c.mu.Unlock()
 		switch {
 		case have:
+			if c.b.format != nil {
+				b, err := c.message(next)
+				if err != nil {
+					cancel()
+					return
+				}
+				msg.Bytes = b
+			}
+			next++
 			if err := s.SendMsg(&msg); err != nil {
 				return // RecvMsg reports the status
 			}

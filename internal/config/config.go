@@ -291,6 +291,10 @@ type FetchRoute struct {
 	MaxBufferedPerSubscriber int `yaml:"max_buffered_per_subscriber"`
 	// MetaPrefix marks the record headers that become response headers.
 	MetaPrefix string `yaml:"meta_prefix"`
+	// Format is how the topic's record values are written: protobuf (the
+	// method's output type, streamed as they are) or json (protojson of
+	// it, parsed and sent as protobuf).
+	Format string `yaml:"format"`
 }
 
 // FetchFilter selects records by key and headers. A value may come from
@@ -377,17 +381,12 @@ type ProduceRoute struct {
 	OneWayAck *bool `yaml:"one_way_ack"`
 	// HeaderNames renames the headers Ferry writes and reads.
 	HeaderNames HeaderNames `yaml:"header_names"`
-}
-
-// HeaderNames are the Kafka header names of the record layout.
-type HeaderNames struct {
-	Service       string `yaml:"service"`
-	Method        string `yaml:"method"`
-	ReplyTo       string `yaml:"reply_to"`
-	CorrelationID string `yaml:"correlation_id"`
-	Status        string `yaml:"status"`
-	Message       string `yaml:"message"`
-	MetaPrefix    string `yaml:"meta_prefix"`
+	// Format is how request and reply record values are written:
+	// protobuf (the messages as the caller sent them) or json (protojson
+	// of the method's input and output types).
+	Format string `yaml:"format"`
+	// JSON shapes the JSON that format json writes.
+	JSON JSONOptions `yaml:"json"`
 }
 
 // Backend is the Kafka → gRPC capability: it reads requests from a topic in
@@ -449,6 +448,11 @@ type Backend struct {
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
 	// HeaderNames renames the headers Ferry reads and writes.
 	HeaderNames HeaderNames `yaml:"header_names"`
+	// Format is how request and reply record values are written:
+	// protobuf or json (see ProduceRoute.Format).
+	Format string `yaml:"format"`
+	// JSON shapes the JSON that format json writes.
+	JSON JSONOptions `yaml:"json"`
 }
 
 // BackendCondition selects requests by method, key and headers; every
@@ -612,19 +616,6 @@ func Default() Config {
 	}
 }
 
-// DefaultHeaderNames are Zilla's header names.
-func DefaultHeaderNames() HeaderNames {
-	return HeaderNames{
-		Service:       "zilla:service",
-		Method:        "zilla:method",
-		ReplyTo:       "zilla:reply-to",
-		CorrelationID: "zilla:correlation-id",
-		Status:        "zilla:status",
-		Message:       "zilla:message",
-		MetaPrefix:    "meta:",
-	}
-}
-
 // applyDefaults fills what depends on other values or sits in slices, which
 // decoding onto Default cannot reach.
 func (c *Config) applyDefaults() {
@@ -696,6 +687,7 @@ func (c *Config) applyDefaults() {
 			if f.MaxBufferedPerSubscriber == 0 {
 				f.MaxBufferedPerSubscriber = 1024
 			}
+			setDefault(&f.Format, FormatProtobuf)
 		}
 		if p := r.Produce; p != nil {
 			if p.Cluster == "" {
@@ -712,6 +704,8 @@ func (c *Config) applyDefaults() {
 				p.OneWayAck = &t
 			}
 			p.HeaderNames.fill()
+			setDefault(&p.Format, FormatProtobuf)
+			setDefault(&p.JSON.FieldNames, "json")
 		}
 	}
 	c.applyBackendDefaults()
@@ -760,6 +754,8 @@ func (c *Config) applyBackendDefaults() {
 			b.DrainTimeout = 10 * time.Second
 		}
 		b.HeaderNames.fill()
+		setDefault(&b.Format, FormatProtobuf)
+		setDefault(&b.JSON.FieldNames, "json")
 		b.TLS.resolve(filepath.Dir(c.file))
 	}
 }
@@ -768,18 +764,6 @@ func setDefault(s *string, def string) {
 	if *s == "" {
 		*s = def
 	}
-}
-
-// fill sets every unset header name to Zilla's.
-func (n *HeaderNames) fill() {
-	d := DefaultHeaderNames()
-	setDefault(&n.Service, d.Service)
-	setDefault(&n.Method, d.Method)
-	setDefault(&n.ReplyTo, d.ReplyTo)
-	setDefault(&n.CorrelationID, d.CorrelationID)
-	setDefault(&n.Status, d.Status)
-	setDefault(&n.Message, d.Message)
-	setDefault(&n.MetaPrefix, d.MetaPrefix)
 }
 
 // Cluster returns the cluster with the given name.

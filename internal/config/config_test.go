@@ -17,6 +17,12 @@ func TestBadConfigs(t *testing.T) {
 		"bad-method.bad.yaml":  {`bad-method.bad.yaml:5: routes[0].when[0].method: "/grpc.examples.echo.Echo/UnaryEcho" is not a method`},
 		"bad-topic.bad.yaml":   {`bad-topic.bad.yaml:7: routes[0].produce.topic: topic "bad topic!" has ' '`},
 		"bad-acks.bad.yaml":    {`bad-acks.bad.yaml:8: routes[0].produce.acks: "all" is not an acks mode: use none, leader_only or in_sync_replicas`},
+		"bad-format.bad.yaml": {
+			`bad-format.bad.yaml:8: routes[0].produce.format: "avro" is not a value format: use protobuf or json`,
+			`bad-format.bad.yaml:10: routes[0].produce.json.field_names: "snake" is not a field naming: use json`,
+			`bad-format.bad.yaml:15: routes[1].fetch.format: "xml" is not a value format`,
+			`bad-format.bad.yaml:19: backends[0].format: "Json" is not a value format`,
+		},
 		"shutdown.bad.yaml":    {`shutdown.bad.yaml:7: shutdown.timeout: 30s does not exceed listeners.grpc.shutdown_timeout (30s), which it includes: leave time after it to flush, commit and leave the groups`},
 		"bad-cluster.bad.yaml": {`bad-cluster.bad.yaml:3: clusters[0].brokers[0]: "localhost" is not host:port`, `bad-cluster.bad.yaml:10: routes[0].produce.cluster: no cluster is named "other"`},
 		"kafka-api-dlq.bad.yaml": {

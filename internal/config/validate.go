@@ -256,6 +256,7 @@ func (v *validator) produce(p string, r *ProduceRoute) {
 		v.errf(p+".acks", "%q is not an acks mode: use none, leader_only or in_sync_replicas", r.Acks)
 	}
 	v.headerNames(p+".header_names", r.HeaderNames)
+	v.valueFormat(p, r.Format, &r.JSON)
 	for i, o := range r.Overrides {
 		if o.Name == "" {
 			v.errf(fmt.Sprintf("%s.overrides", p), "override %d has an empty header name", i)
@@ -268,6 +269,24 @@ func (v *validator) produce(p string, r *ProduceRoute) {
 		if h.Name == "" {
 			v.errf(p+".headers_from_request", "a header has an empty name")
 		}
+	}
+}
+
+// valueFormat checks the format of record values at p and, where it has
+// them, its JSON options.
+func (v *validator) valueFormat(p, format string, o *JSONOptions) {
+	switch format {
+	case FormatProtobuf, FormatJSON:
+	default:
+		v.errf(p+".format", "%q is not a value format: use protobuf or json", format)
+	}
+	if o == nil {
+		return
+	}
+	switch o.FieldNames {
+	case "json", "proto":
+	default:
+		v.errf(p+".json.field_names", "%q is not a field naming: use json (lowerCamelCase, protojson's default) or proto (the .proto names)", o.FieldNames)
 	}
 }
 
@@ -311,6 +330,7 @@ func (v *validator) fetch(p string, f *FetchRoute) {
 	if f.MessageIDField >= 19000 && f.MessageIDField <= 19999 {
 		v.errf(p+".message_id_field", "%d is reserved by protobuf: use a field number outside 19000 to 19999", f.MessageIDField)
 	}
+	v.valueFormat(p, f.Format, nil)
 	if f.LastMessageIDMetadata != strings.ToLower(f.LastMessageIDMetadata) || strings.HasSuffix(f.LastMessageIDMetadata, "-bin") {
 		v.errf(p+".last_message_id_metadata", "must be a lower-case metadata key without -bin (the -bin form is accepted as well)")
 	}
@@ -388,6 +408,7 @@ func (v *validator) backends() {
 			v.errf(p+".retry.max_backoff", "is shorter than initial_backoff (%s)", b.Retry.InitialBackoff)
 		}
 		v.headerNames(p+".header_names", b.HeaderNames)
+		v.valueFormat(p, b.Format, &b.JSON)
 		v.backendSecurity(p, b)
 	}
 }

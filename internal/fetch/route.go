@@ -8,7 +8,6 @@ package fetch
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -244,11 +243,14 @@ type Route struct {
 	// requests holds, per method path, the filters compiled against its
 	// request type, when filters take values from the request.
 	requests map[string]*requestFilters
+	// json holds, per method path, the conversion of the records of a
+	// route whose format is json (see format.go).
+	json map[string]*jsonFrames
 }
 
 // NewRoute prepares a fetch route served from hubs.
 func NewRoute(name string, cfg *config.FetchRoute, hubs *Hubs) *Route {
-	return &Route{name: name, cfg: cfg, hubs: hubs, requests: map[string]*requestFilters{}}
+	return &Route{name: name, cfg: cfg, hubs: hubs, requests: map[string]*requestFilters{}, json: map[string]*jsonFrames{}}
 }
 
 // Bind accepts only server-streaming methods. Their request is
@@ -258,6 +260,9 @@ func NewRoute(name string, cfg *config.FetchRoute, hubs *Hubs) *Route {
 func (r *Route) Bind(m *protoreg.Method) error {
 	if !m.ServerStreaming || m.ClientStreaming {
 		return fmt.Errorf("fetch route %s: method %s must be server-streaming (rpc %s(google.protobuf.Empty) returns (stream ...))", r.name, m.Path, m.Name)
+	}
+	if err := r.bindFormat(m.Desc, m.Path); err != nil {
+		return err
 	}
 	if usesRequest(r.cfg.Filters) {
 		rf, err := newRequestFilters(r.cfg.Filters, m.Desc.Input())
@@ -452,7 +457,7 @@ func (r *Route) Serve(ss grpc.ServerStream, m *protoreg.Method, md metadata.MD) 
 	}
 	s := newSub()
 	defer func() { hub.unsubscribe(s) }()
-	out := &sender{ss: ss}
+	out := &sender{ss: ss, json: r.json[m.Path]}
 
 	pos, err := r.startPosition(ctx, resume)
 	if err != nil {
@@ -614,7 +619,7 @@ func (r *Route) catchUp(ctx context.Context, hub *Hub, s *subscriber, pos Positi
 			if !s.selects(rec.Key, rec.Headers) {
 				return
 			}
-			err = out.send(&entry{frame: withID(rec.Value, field, pos), vlen: len(rec.Value), meta: metaOf(rec.Headers, r.cfg.MetaPrefix)})
+			err = out.send(&entry{part: rec.Partition, off: rec.Offset, frame: withID(rec.Value, field, pos), vlen: len(rec.Value), meta: metaOf(rec.Headers, r.cfg.MetaPrefix)})
 		})
 		if err != nil {
 			return err
@@ -627,6 +632,9 @@ func (r *Route) catchUp(ctx context.Context, hub *Hub, s *subscriber, pos Positi
 type sender struct {
 	ss     grpc.ServerStream
 	headed bool
+	// json converts the records of a topic holding JSON; nil sends
+	// record values as they are.
+	json *jsonFrames
 	// pos is where the caller started; last is the last entry sent, whose
 	// message id is the caller's position since.
 	pos  Position
@@ -638,14 +646,9 @@ func (o *sender) position() (Position, error) {
 	if o.last == nil {
 		return o.pos.clone(), nil
 	}
-	b := o.last.frame[o.last.vlen:]
-	_, _, n := protowire.ConsumeTag(b)
-	if n < 0 {
-		return nil, errors.New("no message id after the value")
-	}
-	id, m := protowire.ConsumeBytes(b[n:])
-	if m < 0 {
-		return nil, errors.New("a message id that does not decode")
+	id, err := entryID(o.last)
+	if err != nil {
+		return nil, err
 	}
 	return parseID(id)
 }
@@ -659,7 +662,14 @@ func (o *sender) send(e *entry) error {
 			}
 		}
 	}
-	if err := o.ss.SendMsg(&frame.Frame{Bytes: e.frame}); err != nil {
+	msg := e.frame
+	if o.json != nil {
+		var err error
+		if msg, err = o.json.frame(e); err != nil {
+			return err
+		}
+	}
+	if err := o.ss.SendMsg(&frame.Frame{Bytes: msg}); err != nil {
 		return err
 	}
 	o.last = e

@@ -13,6 +13,7 @@ import (
 	"github.com/ferryproxy/ferry/internal/config"
 	"github.com/ferryproxy/ferry/internal/fieldpath"
 	"github.com/ferryproxy/ferry/internal/protoreg"
+	"github.com/ferryproxy/ferry/internal/valueformat"
 )
 
 // The headers Ferry writes on every record of a source, beside those the
@@ -60,7 +61,7 @@ type Plan struct {
 	// cursor is the response field that tells where the stream is, and
 	// reqCursor the request field it goes back into; nil without one.
 	cursor, reqCursor *fieldpath.Path
-	json              *protojson.MarshalOptions
+	json              *valueformat.Format
 	// decode is set when a response must be decoded to make its record.
 	decode bool
 	// name and method are the values of the ferry-source and ferry-method
@@ -140,8 +141,16 @@ func Compile(cfg *config.Config, i int, reg *protoreg.Registry) (*Plan, error) {
 		}
 		plan.cursor, plan.reqCursor = &fp, &rp
 	}
-	if s.Value.Format == "json" {
-		plan.json = &protojson.MarshalOptions{UseProtoNames: s.Value.UseProtoNames, EmitUnpopulated: s.Value.EmitDefaults}
+	if s.Value.Format == config.FormatJSON {
+		names := "json"
+		if s.Value.UseProtoNames {
+			names = "proto"
+		}
+		f, err := valueformat.New(config.FormatJSON, config.JSONOptions{FieldNames: names, EmitDefaults: s.Value.EmitDefaults})
+		if err != nil {
+			return nil, errf(".value", "%v", err)
+		}
+		plan.json = f
 	}
 	plan.decode = plan.json != nil || plan.key != nil || len(plan.headers) > 0 || plan.stamp != nil || plan.cursor != nil
 	return plan, nil
@@ -204,9 +213,9 @@ func (p *Plan) record(raw []byte, msg *dynamicpb.Message, meta []kgo.RecordHeade
 			return nil, nil, fmt.Errorf("the response is not a %s: %w", p.out.FullName(), err)
 		}
 		if p.json != nil {
-			b, err := p.json.Marshal(msg)
+			b, err := p.json.Encode(msg)
 			if err != nil {
-				return nil, nil, fmt.Errorf("the response cannot be written as JSON: %w", err)
+				return nil, nil, err // names the type and the field
 			}
 			r.Value = b
 		}

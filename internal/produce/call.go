@@ -213,10 +213,18 @@ func (c *call) produce(value []byte) error {
 	if c.ended {
 		return errEnded
 	}
+	// size is the request message's, which the route counts, whatever
+	// the format written.
+	size := len(value)
 	if f := c.fields; f != nil && value != nil {
 		m, err := f.decode(value, c.produced+1)
 		if err != nil {
 			return err
+		}
+		if c.r.format != nil {
+			if value, err = c.r.format.Encode(m); err != nil {
+				return status.Errorf(codes.InvalidArgument, "request message %d: %v; nothing of it was written", c.produced+1, err)
+			}
 		}
 		if c.produced == 0 {
 			f.apply(c, m)
@@ -234,7 +242,7 @@ func (c *call) produce(value []byte) error {
 		c.r.meter.Requests.Inc()
 	}
 	if value != nil && c.reqBytes != nil {
-		c.reqBytes.Add(float64(len(value)))
+		c.reqBytes.Add(float64(size))
 	}
 	if value != nil && c.m.ClientStreaming && c.r.timeout() > 0 {
 		c.touch()
@@ -601,11 +609,16 @@ func (c *call) serveRequestReply() (err error) {
 					dropped++
 					continue
 				}
-				if err := c.ss.SendMsg(&frame.Frame{Bytes: rep.Value}); err != nil {
+				msg, err := c.response(rep, sent+1)
+				if err != nil {
 					c.abandon()
 					return err
 				}
-				c.sent(sent == 0, len(rep.Value))
+				if err := c.ss.SendMsg(&frame.Frame{Bytes: msg}); err != nil {
+					c.abandon()
+					return err
+				}
+				c.sent(sent == 0, len(msg))
 				sent++
 			}
 			if overflow {
@@ -614,6 +627,23 @@ func (c *call) serveRequestReply() (err error) {
 			}
 		}
 	}
+}
+
+// response returns the response message of rep, the call's reply n
+// (counted from 1): its value, or, on a route whose format is json, the
+// value parsed as the method's output type. A reply that does not parse
+// ends the call with INTERNAL: the back end wrote something the caller
+// cannot be given, and skipping it would lose a response silently.
+func (c *call) response(rep *Reply, n int) ([]byte, error) {
+	if c.r.format == nil {
+		return rep.Value, nil
+	}
+	out := c.m.Desc.Output()
+	b, err := c.r.format.FromJSON(out, rep.Value)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "reply %d on topic %q is not the JSON of a %s: %v", n, c.r.cfg.ReplyTo, out.FullName(), err)
+	}
+	return b, nil
 }
 
 // timeoutStatus is the status a call ends with when nothing moved for the

@@ -13,6 +13,7 @@ import (
 	"github.com/ferryproxy/ferry/internal/config"
 	"github.com/ferryproxy/ferry/internal/layout"
 	"github.com/ferryproxy/ferry/internal/protoreg"
+	"github.com/ferryproxy/ferry/internal/valueformat"
 )
 
 // Route is one configured produce route, ready to serve calls.
@@ -33,6 +34,9 @@ type Route struct {
 	// fields holds, per method path, what the route reads from request
 	// messages; no entry when it reads nothing.
 	fields map[string]*requestFields
+	// format converts request and reply values to and from JSON; nil when
+	// the route's format is protobuf, whose values pass as they are.
+	format *valueformat.Format
 	// replyLimit bounds the replies queued for one call.
 	replyLimit int
 	// meter counts the route's messages; its fields are nil unless
@@ -85,6 +89,18 @@ func (r *Route) Bind(m *protoreg.Method) error {
 	f, err := newRequestFields(r.cfg, m.Desc.Input())
 	if err != nil {
 		return fmt.Errorf("route %s, method %s: %w", r.Name, m.Path, err)
+	}
+	if r.cfg.Format == config.FormatJSON {
+		if r.format == nil {
+			if r.format, err = valueformat.New(r.cfg.Format, r.cfg.JSON); err != nil {
+				return fmt.Errorf("route %s: %w", r.Name, err)
+			}
+		}
+		if f == nil {
+			// Every request message is decoded to be written as JSON,
+			// once, as for the fields the route reads.
+			f = &requestFields{in: m.Desc.Input()}
+		}
 	}
 	if f != nil {
 		r.fields[m.Path] = f

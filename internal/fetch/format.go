@@ -1,0 +1,76 @@
+package fetch
+
+import (
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/ferryproxy/ferry/internal/config"
+	"github.com/ferryproxy/ferry/internal/valueformat"
+)
+
+// jsonFrames turns the frames of a topic holding JSON into response
+// messages of one method: each record value parsed as the method's output
+// type and encoded as protobuf, the message id appended after it as for
+// any record. A hub frames a record once for every route reading the topic,
+// whatever the method, so each caller converts the records it is sent.
+type jsonFrames struct {
+	topic  string
+	out    protoreflect.MessageDescriptor
+	format *valueformat.Format
+	// resume is the request metadata entry a caller resumes with.
+	resume string
+}
+
+// bindFormat prepares the conversion of m's response messages when the
+// route's format is json.
+func (r *Route) bindFormat(m protoreflect.MethodDescriptor, path string) error {
+	if r.cfg.Format != config.FormatJSON {
+		return nil
+	}
+	f, err := valueformat.New(r.cfg.Format, config.JSONOptions{})
+	if err != nil {
+		return fmt.Errorf("fetch route %s: %w", r.name, err)
+	}
+	r.json[path] = &jsonFrames{topic: r.cfg.Topic, out: m.Output(), format: f, resume: r.cfg.LastMessageIDMetadata}
+	return nil
+}
+
+// frame returns e's response message. A record that is not the JSON of the
+// output type ends the caller's stream with INTERNAL, naming the record and
+// the message id that resumes past it: skipping it would lose a record
+// without anyone knowing, and ending at it makes every caller stop there
+// until someone decides to skip it (see docs/CONFIG.md, routes[].fetch.format).
+func (j *jsonFrames) frame(e *entry) ([]byte, error) {
+	id := e.frame[e.vlen:]
+	b, err := j.format.AppendFromJSON(make([]byte, 0, e.vlen+len(id)), j.out, e.frame[:e.vlen])
+	if err != nil {
+		next := "the message id of the next record"
+		if raw, ierr := entryID(e); ierr == nil {
+			next = EncodeIDText(raw)
+		}
+		return nil, status.Errorf(codes.Internal,
+			"record at topic %q partition %d offset %d is not the JSON of a %s: %v; to skip it, resume with %s: %s",
+			j.topic, e.part, e.off, j.out.FullName(), err, j.resume, next)
+	}
+	return append(b, id...), nil
+}
+
+// entryID returns the message id appended to e's value: the position after
+// it.
+func entryID(e *entry) ([]byte, error) {
+	b := e.frame[e.vlen:]
+	_, _, n := protowire.ConsumeTag(b)
+	if n < 0 {
+		return nil, errors.New("no message id after the value")
+	}
+	id, m := protowire.ConsumeBytes(b[n:])
+	if m < 0 {
+		return nil, errors.New("a message id that does not decode")
+	}
+	return id, nil
+}
