@@ -37,14 +37,16 @@ func fromText(w http.ResponseWriter, r *http.Request) (http.ResponseWriter, *htt
 }
 
 // textBody decodes a base64 body. Clients may send it in pieces, each
-// padded, so every 4-character quantum is decoded on its own.
+// padded, so every 4-character quantum is decoded on its own; whitespace
+// (a line break from a shell's base64) is skipped.
 type textBody struct {
-	r    io.ReadCloser
-	in   [4]byte
-	have int
-	out  []byte // decoded, not yet read
-	buf  [3]byte
-	err  error
+	r      io.ReadCloser
+	raw    [512]byte
+	in     [4]byte
+	have   int
+	outBuf [384]byte // raw decoded: at most 3/4 of it
+	out    []byte    // decoded, not yet read
+	err    error
 }
 
 func (b *textBody) Read(p []byte) (int, error) {
@@ -52,15 +54,24 @@ func (b *textBody) Read(p []byte) (int, error) {
 		if b.err != nil {
 			return 0, b.err
 		}
-		n, err := b.r.Read(b.in[b.have:])
-		b.have += n
-		if b.have == 4 {
-			m, derr := base64.StdEncoding.Decode(b.buf[:], b.in[:])
+		n, err := b.r.Read(b.raw[:])
+		b.out = b.outBuf[:0]
+		var dec [3]byte
+		for _, c := range b.raw[:n] {
+			if c == ' ' || c == '\t' || c == '\r' || c == '\n' {
+				continue
+			}
+			b.in[b.have] = c
+			b.have++
+			if b.have < 4 {
+				continue
+			}
+			m, derr := base64.StdEncoding.Decode(dec[:], b.in[:])
 			if derr != nil {
 				b.err = errors.New("the gRPC-Web text body is not base64")
 				return 0, b.err
 			}
-			b.out = b.buf[:m]
+			b.out = append(b.out, dec[:m]...)
 			b.have = 0
 		}
 		if err == io.EOF && b.have != 0 {

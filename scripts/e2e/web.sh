@@ -30,8 +30,14 @@ PORTS=("$GRPC_PORT" "$KAFKA_PORT" "$ECHO_PORT")
 source "$SCRIPT_DIR/lib.sh"
 
 echo_pid=""
-stop_echo() { [[ -n "$echo_pid" ]] && kill "$echo_pid" 2>/dev/null && wait "$echo_pid" 2>/dev/null; echo_pid=""; }
-trap 'stop_echo; finish' EXIT
+stop_echo() {
+  if [[ -n "$echo_pid" ]]; then
+    kill "$echo_pid" 2>/dev/null || true
+    wait "$echo_pid" 2>/dev/null || true
+    echo_pid=""
+  fi
+}
+trap 'rc=$?; stop_echo; (exit $rc); finish' EXIT
 
 check_prerequisites
 need_command chromium
@@ -90,4 +96,5 @@ while read -r status rest; do
 done <"$tmp/webpage.out"
 grep -q '^ok page receives' "$tmp/webpage.out" || fail "chromium" "the driver stopped early: $(tail -3 "$tmp/webpage.err")"
 
+stop_echo
 check_ferry_stops
