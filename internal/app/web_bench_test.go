@@ -88,3 +88,40 @@ func BenchmarkWeb(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkFormatRoute compares one unary call through a produce route
+// writing protobuf (the request as sent) with the same route writing JSON
+// (format: json: the request decoded and written as protojson, the reply
+// parsed back from JSON), in the same run. The echo layout (the reply
+// topic is the request topic) makes the JSON request its own JSON reply.
+//
+// Run: go test ./internal/app -run '^$' -bench FormatRoute -benchtime 5000x
+func BenchmarkFormatRoute(b *testing.B) {
+	for _, inflight := range []int{1, 64} {
+		for _, format := range []string{"protobuf", "json"} {
+			b.Run(format+"/inflight="+strconv.Itoa(inflight), func(b *testing.B) {
+				topic := kit.Topic(b, 1, nil)
+				a := startFerry(b, fmt.Sprintf(`
+  - when: [{method: grpc.examples.echo.Echo/*}]
+    produce: {topic: %s, reply_to: %s, timeout: 30s, format: %s}
+`, topic, topic, format))
+				cc := dial(b, a)
+				req := echo("benchmark payload of a typical small request")
+				cpu0 := processCPU()
+				runLoad(b, inflight, func(ctx context.Context, _ int) error {
+					var resp []byte
+					if err := cc.Invoke(ctx, echoSvc+"UnaryEcho", &req, &resp); err != nil {
+						return err
+					}
+					if !bytes.Equal(resp, req) {
+						return fmt.Errorf("reply %x; want %x", resp, req)
+					}
+					return nil
+				})
+				if cpu := processCPU() - cpu0; cpu > 0 {
+					b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/call")
+				}
+			})
+		}
+	}
+}

@@ -163,6 +163,18 @@ func TestWebUnary(t *testing.T) {
 			t.Fatalf("headers %v trailer %q", res.Header, trailer)
 		}
 	})
+	t.Run("connect server stream", func(t *testing.T) {
+		// The back end answers a streamed call with its request messages.
+		res := post(t, base+"ServerStreamingEcho", "application/connect+json", envelope(0, []byte(`{"message":"streamed"}`)), nil)
+		f, err := readFrame(res.Body)
+		if err != nil || res.StatusCode != 200 || string(f.msg) != `{"message":"streamed"}` {
+			t.Fatalf("%d %q %v", res.StatusCode, f.msg, err)
+		}
+		end, err := readFrame(res.Body)
+		if err != nil || end.flags&2 == 0 || strings.Contains(string(end.msg), "error") {
+			t.Fatalf("end of stream %q %v", end.msg, err)
+		}
+	})
 	t.Run("unknown method", func(t *testing.T) {
 		res := post(t, "http://"+a.GRPCAddr()+"/nope.Service/Method", "application/json", []byte(`{}`), nil)
 		body, _ := io.ReadAll(res.Body)
