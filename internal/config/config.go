@@ -289,6 +289,8 @@ type FetchRoute struct {
 	MaxBufferedPerSubscriber int `yaml:"max_buffered_per_subscriber"`
 	// MetaPrefix marks the record headers that become response headers.
 	MetaPrefix string `yaml:"meta_prefix"`
+	// Group, when set, shares the records among the callers as a consumer group (see FetchGroup).
+	Group *FetchGroup `yaml:"group"`
 }
 
 // FetchFilter selects records by key and headers. A value may come from
@@ -692,6 +694,7 @@ func (c *Config) applyDefaults() {
 			if f.MaxBufferedPerSubscriber == 0 {
 				f.MaxBufferedPerSubscriber = 1024
 			}
+			f.fillGroup(c.KafkaAPI.Consume)
 		}
 		if p := r.Produce; p != nil {
 			if p.Cluster == "" {
