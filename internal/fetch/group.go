@@ -62,17 +62,6 @@ func (gs *Groups) engine(cc config.APIConsume) (*kafkaapi.Service, error) {
 	return s, nil
 }
 
-// Members returns how many consumer group members the engines run.
-func (gs *Groups) Members() int {
-	gs.mu.Lock()
-	defer gs.mu.Unlock()
-	n := 0
-	for _, s := range gs.engines {
-		n += s.Members()
-	}
-	return n
-}
-
 // Close leaves every group after committing what was acknowledged (see
 // kafkaapi.Service.Close): the streams still open end with UNAVAILABLE,
 // and what they were sent and did not acknowledge is delivered again by
