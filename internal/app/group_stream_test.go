@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -417,5 +418,109 @@ func TestGroupStreamMethods(t *testing.T) {
 				t.Fatalf("Validate: %v, want %q at routes[0].when[1].method", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestGroupStreamPartitions: the records of every partition are shared
+// among the callers, each delivered once, whoever acknowledges.
+func TestGroupStreamPartitions(t *testing.T) {
+	kit.CheckLeaks(t)
+	topic := kit.Topic(t, 3, nil)
+	prod := kit.Client(t, kgo.ProducerLinger(0))
+	for _, name := range jobNames(30) {
+		produceMsgs(t, prod, topic, name, nil, name)
+	}
+	a := startGroup(t, topic, "max_unacked_per_stream: 4")
+	cc := dial(t, a)
+	// Each caller reads on a goroutine of its own: a caller holding
+	// records it has not read yet must not keep the others waiting.
+	type recv struct {
+		caller int
+		b      []byte
+		err    error
+	}
+	ch := make(chan recv)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	var cancels []context.CancelFunc
+	defer func() {
+		close(done)
+		for _, cancel := range cancels {
+			cancel()
+		}
+		wg.Wait()
+	}()
+	for i := range 3 {
+		c := take(t, cc)
+		cancels = append(cancels, c.cancel)
+		wg.Go(func() {
+			for {
+				var b []byte
+				err := c.s.RecvMsg(&b)
+				select {
+				case ch <- recv{i, b, err}:
+				case <-done:
+					return
+				}
+				if err != nil {
+					return
+				}
+			}
+		})
+	}
+	got := map[string]int{}
+	parts := map[int32]bool{}
+	timeout := time.After(30 * time.Second)
+	for len(got) < 30 {
+		var r recv
+		select {
+		case r = <-ch:
+		case <-timeout:
+			t.Fatalf("%d of 30 records within 30s", len(got))
+		}
+		if r.err != nil {
+			t.Fatalf("caller %d: %v", r.caller, r.err)
+		}
+		id, _ := fetch.IDFromMessage(r.b, 32767)
+		p, _, err := fetch.ParseGroupID(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[unecho(r.b)]++
+		parts[p] = true
+		mustAck(t, cc, id)
+	}
+	for name, n := range got {
+		if n != 1 {
+			t.Errorf("%s delivered %d times", name, n)
+		}
+	}
+	if len(parts) != 3 {
+		t.Errorf("records came from partitions %v, want all 3", parts)
+	}
+}
+
+// TestGroupStreamReload: a reload that keeps the route's settings keeps
+// its group member: a record sent before is acknowledged after.
+func TestGroupStreamReload(t *testing.T) {
+	kit.CheckLeaks(t)
+	topic := kit.Topic(t, 1, nil)
+	produceMsgs(t, kit.Client(t, kgo.ProducerLinger(0)), topic, "k", nil, jobNames(2)...)
+	a := startGroup(t, topic, "ack_timeout: 1m, max_unacked_per_stream: 1")
+	cc := dial(t, a)
+	c := take(t, cc)
+	j := c.next(t)
+	next, err := groupConfig(t, topic, "ack_timeout: 1m, max_unacked_per_stream: 1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.Reload(ctx, next); err != nil {
+		t.Fatal(err)
+	}
+	mustAck(t, cc, j.id)
+	if j := c.next(t); j.name != "job-1" {
+		t.Fatalf("after the ack: %s, want job-1", j.name)
 	}
 }
