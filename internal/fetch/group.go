@@ -42,7 +42,7 @@ type Groups struct {
 // NewGroups returns an empty set of engines over clusters; names lists
 // them in configured order. produce is how dead letters are written.
 func NewGroups(clusters map[string]*kafka.Cluster, names []string, produce config.APIProduce, logger *slog.Logger) *Groups {
-	return &Groups{clusters: clusters, names: names, produce: produce, logger: logger.With("component", "group-fetch"),
+	return &Groups{clusters: clusters, names: names, produce: produce, logger: logger,
 		engines: map[config.APIConsume]*kafkaapi.Service{}}
 }
 
@@ -115,7 +115,7 @@ func (r *GroupRoute) Bind(m *protoreg.Method) error {
 	}
 	in := m.Desc.Input()
 	f := in.Fields().ByNumber(protowire.Number(g.AckIDField))
-	if f == nil || f.Kind() != protoreflect.BytesKind || f.IsMap() {
+	if f == nil || f.Kind() != protoreflect.BytesKind {
 		return fmt.Errorf("fetch route %s: ack method %s takes %s, which needs a bytes field (repeated for several ids) numbered %d for the message ids (group.ack_id_field)", r.name, m.Path, in.FullName(), g.AckIDField)
 	}
 	return nil
@@ -168,8 +168,7 @@ func (r *GroupRoute) stream(ss grpc.ServerStream) error {
 			return err
 		}
 		id := appendGroupID(make([]byte, 0, 12), msg.Partition, msg.Offset)
-		e := &entry{part: msg.Partition, off: msg.Offset, vlen: len(msg.Value), key: msg.Key, hdrs: msg.Headers,
-			frame: withIDBytes(msg.Value, field, id), meta: metaOf(msg.Headers, r.cfg.MetaPrefix)}
+		e := &entry{frame: withIDBytes(msg.Value, field, id), vlen: len(msg.Value), meta: metaOf(msg.Headers, r.cfg.MetaPrefix)}
 		if err := out.send(e); err != nil {
 			return err
 		}
