@@ -168,7 +168,8 @@ func (r *GroupRoute) stream(ss grpc.ServerStream) error {
 			return err
 		}
 		id := appendGroupID(make([]byte, 0, 12), msg.Partition, msg.Offset)
-		e := &entry{frame: withIDBytes(msg.Value, field, id), vlen: len(msg.Value), meta: metaOf(msg.Headers, r.cfg.MetaPrefix)}
+		e := &entry{part: msg.Partition, off: msg.Offset, frame: withIDBytes(msg.Value, field, id), vlen: len(msg.Value),
+			meta: metaOf(msg.Headers, r.cfg.MetaPrefix)}
 		if err := out.send(e); err != nil {
 			return err
 		}
