@@ -80,6 +80,7 @@ type App struct {
 	apiAllow []config.APIAllowRule
 	runtime  *produce.Runtime
 	hubs     *fetch.Hubs
+	groups   *fetch.Groups     // the consumer groups of group fetch routes
 	sources  *ingest.Manager   // nil without sources
 	kafkaAPI *kafkaapi.Service // nil unless kafka_api.enabled or kafka_api.pixy
 	pixy     *pixy.Server      // nil unless kafka_api.pixy
@@ -247,6 +248,7 @@ func start(ctx context.Context, cfg *config.Config, logger *slog.Logger, exp sdk
 		PartitionRefresh: cfg.Fetch.PartitionRefresh,
 		Logger:           a.logger,
 	})
+	a.groups = fetch.NewGroups(a.clusters, a.clusterNames(), cfg.KafkaAPI.Produce, a.logger)
 	// Building the routes starts the reply readers, each put on the list
 	// as it starts (see produceRoute).
 	a.readerOf, a.replyStart = map[[2]string]*produce.Reader{}, time.Now().Add(-cfg.Replies.Lookback)
@@ -300,6 +302,9 @@ func start(ctx context.Context, cfg *config.Config, logger *slog.Logger, exp sdk
 		// from now on, so that it stops before them.
 		a.own("the Kafka API", a.kafkaAPI)
 	}
+	// The same for the group fetch routes' consumer groups: their streams
+	// end as the groups are left.
+	a.own("the consumer groups of group fetch routes", a.groups)
 	// The clusters stop their health checks as they close.
 	if err := a.startHealthChecks(); err != nil {
 		return nil, err
@@ -326,11 +331,7 @@ func (a *App) newKafkaAPI() []grpcserver.Service {
 	if !k.Enabled && !k.Pixy {
 		return nil
 	}
-	names := make([]string, len(a.cfg.Clusters))
-	for i, c := range a.cfg.Clusters {
-		names[i] = c.Name
-	}
-	a.kafkaAPI = kafkaapi.New(k, a.clusters, names, a.logger)
+	a.kafkaAPI = kafkaapi.New(k, a.clusters, a.clusterNames(), a.logger)
 	a.setAPIPolicy(k.Allow)
 	var services []grpcserver.Service
 	if k.Enabled {
@@ -341,6 +342,16 @@ func (a *App) newKafkaAPI() []grpcserver.Service {
 		services = append(services, grpcserver.Service{Desc: &kafkapixy.KafkaPixy_ServiceDesc, Impl: a.pixy})
 	}
 	return services
+}
+
+// clusterNames returns the configured cluster names in order, the default
+// first.
+func (a *App) clusterNames() []string {
+	names := make([]string, len(a.cfg.Clusters))
+	for i, c := range a.cfg.Clusters {
+		names[i] = c.Name
+	}
+	return names
 }
 
 // HTTPAddr returns the address the HTTP server listens on, or "" when it

@@ -24,10 +24,19 @@ func routeKinds(a *App) routing.Kinds {
 			Build: func(rc config.Route) (routing.Route, error) { return a.produceRoute(rc) },
 		},
 		"fetch": {
-			Check: func(rc config.Route) routing.Route { return fetch.NewRoute(rc.Name, rc.Fetch, nil) },
-			Build: func(rc config.Route) (routing.Route, error) { return fetch.NewRoute(rc.Name, rc.Fetch, a.hubs), nil },
+			Check: func(rc config.Route) routing.Route { return fetchRoute(rc, nil, nil) },
+			Build: func(rc config.Route) (routing.Route, error) { return fetchRoute(rc, a.hubs, a.groups), nil },
 		},
 	}
+}
+
+// fetchRoute is a fetch route served from hubs, or, with a group, by the
+// group engines.
+func fetchRoute(rc config.Route, hubs *fetch.Hubs, groups *fetch.Groups) routing.Route {
+	if rc.Fetch.Group != nil {
+		return fetch.NewGroupRoute(rc.Name, rc.Fetch, groups)
+	}
+	return fetch.NewRoute(rc.Name, rc.Fetch, hubs)
 }
 
 // produceRoute builds a produce route on its cluster's producer, and

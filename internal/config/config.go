@@ -295,6 +295,8 @@ type FetchRoute struct {
 	// method's output type, streamed as they are) or json (protojson of
 	// it, parsed and sent as protobuf).
 	Format string `yaml:"format"`
+	// Group, when set, shares the records among the callers as a consumer group (see FetchGroup).
+	Group *FetchGroup `yaml:"group"`
 }
 
 // FetchFilter selects records by key and headers. A value may come from
@@ -688,6 +690,7 @@ func (c *Config) applyDefaults() {
 				f.MaxBufferedPerSubscriber = 1024
 			}
 			setDefault(&f.Format, FormatProtobuf)
+			f.fillGroup(c.KafkaAPI.Consume)
 		}
 		if p := r.Produce; p != nil {
 			if p.Cluster == "" {

@@ -23,7 +23,7 @@ var routeKinds = []routeKind{
 	{
 		key:      "fetch",
 		set:      func(r *Route) bool { return r.Fetch != nil },
-		validate: func(v *validator, p string, r *Route) { v.fetch(p, r.Fetch) },
+		validate: func(v *validator, p string, r *Route) { v.fetch(p, r.Fetch); v.fetchGroup(p, r.Fetch) },
 	},
 }
 

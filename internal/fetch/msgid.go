@@ -57,7 +57,11 @@ func appendID(b []byte, p Position) []byte {
 // withID is a record value with the message id appended as an unknown
 // length-delimited field, which protobuf parsers keep and ignore.
 func withID(value []byte, field protowire.Number, p Position) []byte {
-	id := appendID(make([]byte, 0, 2+4*len(p)), p)
+	return withIDBytes(value, field, appendID(make([]byte, 0, 2+4*len(p)), p))
+}
+
+// withIDBytes is a record value with id appended as field, as withID.
+func withIDBytes(value []byte, field protowire.Number, id []byte) []byte {
 	b := make([]byte, 0, len(value)+len(id)+8)
 	b = append(b, value...)
 	b = protowire.AppendTag(b, field, protowire.BytesType)
@@ -134,21 +138,32 @@ func EncodeIDText(id []byte) string { return base64.RawURLEncoding.EncodeToStrin
 // IDFromMessage returns the message id appended to a response message as
 // field, for clients and tests; ok is false when there is none.
 func IDFromMessage(msg []byte, field protowire.Number) (id []byte, ok bool) {
+	// The last occurrence wins, as protobuf merges.
+	found := false
+	if !eachBytes(msg, field, func(v []byte) { id, found = v, true }) || !found {
+		return nil, false
+	}
+	return id, true
+}
+
+// eachBytes calls fn with every length-delimited value of field in msg, in
+// order, and reports whether msg decodes.
+func eachBytes(msg []byte, field protowire.Number, fn func([]byte)) bool {
 	for len(msg) > 0 {
 		num, typ, n := protowire.ConsumeTag(msg)
 		if n < 0 {
-			return nil, false
+			return false
 		}
 		msg = msg[n:]
 		m := protowire.ConsumeFieldValue(num, typ, msg)
 		if m < 0 {
-			return nil, false
+			return false
 		}
 		if num == field && typ == protowire.BytesType {
 			v, _ := protowire.ConsumeBytes(msg)
-			id, ok = v, true // the last occurrence wins, as protobuf merges
+			fn(v)
 		}
 		msg = msg[m:]
 	}
-	return id, ok
+	return true
 }
