@@ -524,3 +524,38 @@ func TestGroupStreamReload(t *testing.T) {
 		t.Fatalf("after the ack: %s, want job-1", j.name)
 	}
 }
+
+// TestGroupStreamJSON: a group route over a topic holding JSON sends each
+// record as the method's output type; a record that is not its JSON is
+// not sent, goes to the dead-letter topic after max_deliveries, and the
+// others are delivered.
+func TestGroupStreamJSON(t *testing.T) {
+	kit.CheckLeaks(t)
+	topic := kit.Topic(t, 1, nil)
+	prod := kit.Client(t, kgo.ProducerLinger(0))
+	ctx := context.Background()
+	for _, v := range []string{`{"name":"job-0"}`, `{"name":5}`, `{"name":"job-2"}`} {
+		if err := prod.ProduceSync(ctx, &kgo.Record{Topic: topic, Value: []byte(v)}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg, err := groupConfig(t, topic, `max_deliveries: 2, dead_letter_topic: "{topic}.dead"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Routes[0].Fetch.Format = config.FormatJSON
+	a := startConfig(t, cfg)
+	cc := dial(t, a)
+	c := take(t, cc)
+	for _, want := range []string{"job-0", "job-2"} {
+		j := c.next(t)
+		if j.name != want {
+			t.Fatalf("got %s, want %s", j.name, want)
+		}
+		mustAck(t, cc, j.id)
+	}
+	recs := readTopic(t, topic+".dead", 1)
+	if string(recs[0].Value) != `{"name":5}` {
+		t.Fatalf("dead letter %q", recs[0].Value)
+	}
+}

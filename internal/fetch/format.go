@@ -29,15 +29,24 @@ type jsonFrames struct {
 // bindFormat prepares the conversion of m's response messages when the
 // route's format is json.
 func (r *Route) bindFormat(m protoreflect.MethodDescriptor, path string) error {
-	if r.cfg.Format != config.FormatJSON {
-		return nil
+	j, err := newJSONFrames(r.name, r.cfg, m.Output())
+	if j != nil {
+		r.json[path] = j
 	}
-	f, err := valueformat.New(r.cfg.Format, config.JSONOptions{})
+	return err
+}
+
+// newJSONFrames returns the conversion of a route's records into messages
+// of type out, or nil when the route's format is not json.
+func newJSONFrames(route string, cfg *config.FetchRoute, out protoreflect.MessageDescriptor) (*jsonFrames, error) {
+	if cfg.Format != config.FormatJSON {
+		return nil, nil
+	}
+	f, err := valueformat.New(cfg.Format, config.JSONOptions{})
 	if err != nil {
-		return fmt.Errorf("fetch route %s: %w", r.name, err)
+		return nil, fmt.Errorf("fetch route %s: %w", route, err)
 	}
-	r.json[path] = &jsonFrames{topic: r.cfg.Topic, out: m.Output(), format: f, resume: r.cfg.LastMessageIDMetadata}
-	return nil
+	return &jsonFrames{topic: cfg.Topic, out: out, format: f, resume: cfg.LastMessageIDMetadata}, nil
 }
 
 // frame returns e's response message. A record that is not the JSON of the

@@ -89,13 +89,16 @@ type GroupRoute struct {
 	cfg     *config.FetchRoute
 	consume config.APIConsume
 	groups  *Groups
+	// json holds, per streaming method's path, the conversion of a topic
+	// holding JSON (format: json).
+	json map[string]*jsonFrames
 }
 
 // NewGroupRoute prepares a fetch route with a group (cfg.Group set),
 // served by an engine of groups; nil groups makes a route that can only
 // Bind.
 func NewGroupRoute(name string, cfg *config.FetchRoute, groups *Groups) *GroupRoute {
-	return &GroupRoute{name: name, cfg: cfg, consume: cfg.Group.Consume(cfg.Start), groups: groups}
+	return &GroupRoute{name: name, cfg: cfg, consume: cfg.Group.Consume(cfg.Start), groups: groups, json: map[string]*jsonFrames{}}
 }
 
 // Bind accepts server-streaming methods, whose request may be any message
@@ -107,7 +110,11 @@ func (r *GroupRoute) Bind(m *protoreg.Method) error {
 	g := r.cfg.Group
 	switch {
 	case m.ServerStreaming && !m.ClientStreaming:
-		return nil
+		j, err := newJSONFrames(r.name, r.cfg, m.Desc.Output())
+		if j != nil {
+			r.json[m.Path] = j
+		}
+		return err
 	case m.ServerStreaming || m.ClientStreaming:
 		return fmt.Errorf("fetch route %s: method %s must be server-streaming (the stream of the group's records) or unary (an ack method)", r.name, m.Path)
 	case g.Ack != config.GroupAckMethod:
@@ -134,7 +141,7 @@ func (r *GroupRoute) Serve(ss grpc.ServerStream, m *protoreg.Method, _ metadata.
 		}
 		return ss.SendMsg(&frame.Frame{})
 	}
-	return r.stream(ss)
+	return r.stream(ss, r.json[m.Path])
 }
 
 // stream takes the caller's records from the engine one at a time, as
@@ -142,7 +149,13 @@ func (r *GroupRoute) Serve(ss grpc.ServerStream, m *protoreg.Method, _ metadata.
 // max_unacked_per_stream unacknowledged. As the call ends, whatever it was
 // sent and did not acknowledge is delivered again at once, to the group's
 // other callers.
-func (r *GroupRoute) stream(ss grpc.ServerStream) error {
+//
+// With json, a record that is not the JSON of the output type is handed
+// back unsent, like a record its caller did not acknowledge, so that it
+// ends in the dead-letter topic after max_deliveries, and the stream goes
+// on: in a group, a record one caller cannot take is not the others' to
+// wait for.
+func (r *GroupRoute) stream(ss grpc.ServerStream, json *jsonFrames) error {
 	ctx := ss.Context()
 	engine, err := r.groups.engine(r.consume)
 	if err != nil {
@@ -167,8 +180,19 @@ func (r *GroupRoute) stream(ss grpc.ServerStream) error {
 		if err != nil {
 			return err
 		}
+		value := msg.Value
+		if json != nil {
+			if value, err = json.format.AppendFromJSON(nil, json.out, msg.Value); err != nil {
+				r.groups.logger.Warn("a record is not the JSON of the method's output type: handing it back, for the dead-letter topic after max_deliveries",
+					"route", r.name, "topic", r.cfg.Topic, "partition", msg.Partition, "offset", msg.Offset, "type", json.out.FullName(), "err", err)
+				if err := sess.Nack(msg.Partition, msg.Offset); err != nil {
+					return err
+				}
+				continue
+			}
+		}
 		id := appendGroupID(make([]byte, 0, 12), msg.Partition, msg.Offset)
-		e := &entry{part: msg.Partition, off: msg.Offset, frame: withIDBytes(msg.Value, field, id), vlen: len(msg.Value),
+		e := &entry{part: msg.Partition, off: msg.Offset, frame: withIDBytes(value, field, id), vlen: len(value),
 			meta: metaOf(msg.Headers, r.cfg.MetaPrefix)}
 		if err := out.send(e); err != nil {
 			return err
