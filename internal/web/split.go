@@ -46,6 +46,7 @@ type Split struct {
 	sorting         sync.WaitGroup
 	ctx             context.Context
 	cancel          context.CancelFunc
+	closeLis        func() error // closes lis once
 }
 
 // NewSplit splits lis. With tlsCfg, Split runs the TLS handshakes itself
@@ -53,7 +54,7 @@ type Split struct {
 // connections are plaintext.
 func NewSplit(lis net.Listener, tlsCfg *tls.Config, logger *slog.Logger) *Split {
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Split{lis: lis, logger: logger, ctx: ctx, cancel: cancel}
+	s := &Split{lis: lis, logger: logger, ctx: ctx, cancel: cancel, closeLis: sync.OnceValue(lis.Close)}
 	s.grpc = newHalf(s)
 	s.http = newHalf(s)
 	if tlsCfg != nil {
@@ -232,7 +233,7 @@ func (h *half) Close() error {
 	other.mu.Unlock()
 	if both {
 		h.s.cancel()
-		return h.s.lis.Close()
+		return h.s.closeLis()
 	}
 	return nil
 }
