@@ -127,8 +127,7 @@ routes:
 	// subscribe streams records to caller n until it has want of them,
 	// none twice and none in skip; at record handAt (when not -1) it
 	// passes the message id and what it got so far to hand.
-	var subscribe func(n int, md metadata.MD, want int, skip []byte, handAt int, hand func(id []byte, got []byte))
-	subscribe = func(n int, md metadata.MD, want int, skip []byte, handAt int, hand func([]byte, []byte)) {
+	subscribe := func(n int, md metadata.MD, want int, skip []byte, handAt int, hand func(id []byte, got []byte)) {
 		t0 := time.Now()
 		sctx, scancel := context.WithCancel(metadata.NewOutgoingContext(ctx, md))
 		defer scancel()
