@@ -186,7 +186,8 @@ routes:
 	close(stopSampling)
 	sampling.Wait()
 	if f := failed.Load(); f > 0 {
-		b.Fatalf("%d of %d callers failed; the first: %v", f, 2*subs, firstErr)
+		b.Fatalf("%d of %d callers failed; the first: %v (peaks: %d MB resident, %d fds, %d Kafka connections; %s)",
+			f, 2*subs, firstErr, peak.rss>>20, peak.fds, peak.kafka, elapsed.Round(time.Millisecond))
 	}
 	slices.Sort(firsts)
 	b.ReportMetric(float64(firsts[len(firsts)-1].Milliseconds()), "first-max-ms")
