@@ -2,7 +2,10 @@ package web
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -11,6 +14,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/credentials"
+
+	"github.com/ferryproxy/ferry/internal/testkit/testca"
 )
 
 // TestSplitSorts: plaintext connections opening with the HTTP/2 preface
@@ -158,5 +165,76 @@ func TestDropHopByHop(t *testing.T) {
 	dropHopByHop(h)
 	if len(h) != 1 || h.Get("X-Tenant") != "blue" {
 		t.Fatalf("left %v", h)
+	}
+}
+
+// TestSplitTLS: over TLS, a client offering only h2 in ALPN (gRPC's) is
+// the gRPC server's, with the handshake done; one offering http/1.1 too,
+// or nothing, the HTTP server's. Handshaken hands grpc-go the state.
+func TestSplitTLS(t *testing.T) {
+	ca := testca.New(t)
+	c, k, _ := ca.Issue(t, x509.ExtKeyUsageServerAuth)
+	cert, err := tls.X509KeyPair(c, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewSplit(lis, &tls.Config{Certificates: []tls.Certificate{cert}}, slog.New(slog.DiscardHandler))
+	served := make(chan error, 1)
+	go func() { served <- s.Serve() }()
+	defer func() {
+		s.GRPC().Close()
+		s.HTTP().Close()
+		if err := <-served; err != nil {
+			t.Error(err)
+		}
+	}()
+	for _, c := range []struct {
+		protos []string
+		toGRPC bool
+		want   string
+	}{
+		{[]string{"h2"}, true, "h2"},
+		{[]string{"h2", "http/1.1"}, false, "h2"},
+		{[]string{"http/1.1"}, false, "http/1.1"},
+		{nil, false, ""},
+	} {
+		done := make(chan error, 1)
+		go func() {
+			conn, err := tls.Dial("tcp", lis.Addr().String(), &tls.Config{RootCAs: ca.Pool, NextProtos: c.protos, ServerName: "127.0.0.1"})
+			if err == nil {
+				if got := conn.ConnectionState().NegotiatedProtocol; got != c.want {
+					err = fmt.Errorf("%v: negotiated %q, want %q", c.protos, got, c.want)
+				}
+				_, _ = conn.Write([]byte("x"))
+				defer conn.Close()
+			}
+			done <- err
+		}()
+		half := s.HTTP()
+		if c.toGRPC {
+			half = s.GRPC()
+		}
+		got, err := half.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if c.toGRPC {
+			_, info, err := Handshaken{}.ServerHandshake(got)
+			if err != nil || info.(credentials.TLSInfo).State.NegotiatedProtocol != "h2" {
+				t.Fatalf("Handshaken: %v, %v", info, err)
+			}
+		}
+		b := make([]byte, 1)
+		if _, err := io.ReadFull(got, b); err != nil || b[0] != 'x' {
+			t.Fatalf("%v: read %q, %v", c.protos, b, err)
+		}
+		got.Close()
 	}
 }
