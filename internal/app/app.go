@@ -239,10 +239,11 @@ func start(ctx context.Context, cfg *config.Config, logger *slog.Logger, exp sdk
 	// stopped after the servers, below.
 	a.runtime = produce.NewRuntime(a.ctx, a.logger)
 	a.hubs = fetch.NewHubs(fetch.Options{
-		Clusters:    func(name string) fetch.Cluster { return a.clusters[name] },
-		RingSize:    4096,
-		MaxCatchUps: cfg.Fetch.MaxCatchUpReaders,
-		CatchUpWait: cfg.Fetch.CatchUpWait,
+		Clusters:      func(name string) fetch.Cluster { return a.clusters[name] },
+		CacheMaxBytes: cfg.Fetch.Cache.MaxBytes,
+		CacheMaxAge:   cfg.Fetch.Cache.MaxAge,
+		MaxCatchUps:   cfg.Fetch.MaxCatchUpReaders,
+		CatchUpWait:   cfg.Fetch.CatchUpWait,
 		// New partitions of a fetched topic are picked up while it runs.
 		PartitionRefresh: cfg.Fetch.PartitionRefresh,
 		Logger:           a.logger,
@@ -286,6 +287,7 @@ func start(ctx context.Context, cfg *config.Config, logger *slog.Logger, exp sdk
 	// Both stop once no call runs, after the servers: the calls' request
 	// readers, then the hubs.
 	a.own("the fetch hubs", a.hubs)
+	prewarm(a.hubs, cfg)
 	a.own("the calls' request readers", a.runtime)
 	a.knowMethods(reg)
 	// Started before the servers, it stops after them.
@@ -552,4 +554,13 @@ func (a *App) CachedReplyBytes() int64 {
 		n += rd.CachedBytes()
 	}
 	return n
+}
+
+// prewarm starts the hubs of the fetch routes marked prewarm, each once.
+func prewarm(hubs *fetch.Hubs, cfg *config.Config) {
+	for _, r := range cfg.Routes {
+		if r.Fetch != nil && r.Fetch.Prewarm {
+			hubs.Prewarm(r.Fetch)
+		}
+	}
 }
