@@ -536,6 +536,9 @@ func (a *App) BackendStats() map[string]backend.Stats {
 // FetchStats counts the Kafka readers of fetch routes.
 func (a *App) FetchStats() fetch.Stats { return a.hubs.Stats() }
 
+// FetchCounts returns what the fetch hubs did since Ferry started.
+func (a *App) FetchCounts() fetch.Counts { return a.hubs.Counts() }
+
 // PendingReplies returns how many calls wait for replies on all reply
 // readers; it is zero when no call is in flight.
 func (a *App) PendingReplies() int {

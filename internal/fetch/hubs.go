@@ -206,14 +206,26 @@ func (hs *Hubs) Stats() Stats {
 	return st
 }
 
-// Caches returns each running hub's cache, for metrics by topic.
+// Caches returns each fetched topic's cache, for metrics by topic: the
+// hubs of one topic (routes with different message id fields or meta
+// prefixes) are summed.
 func (hs *Hubs) Caches() []CacheStats {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
+	type topic struct{ cluster, topic string }
+	sum := map[topic]*CacheStats{}
 	out := make([]CacheStats, 0, len(hs.hubs))
 	for k, ref := range hs.hubs {
 		n, b := ref.hub.cacheStats()
-		out = append(out, CacheStats{Cluster: k.cluster, Topic: k.topic, Bytes: b, Records: int64(n), Subscribers: ref.hub.subscribers()})
+		c := sum[topic{k.cluster, k.topic}]
+		if c == nil {
+			out = append(out, CacheStats{Cluster: k.cluster, Topic: k.topic})
+			c = &out[len(out)-1]
+			sum[topic{k.cluster, k.topic}] = c
+		}
+		c.Bytes += b
+		c.Records += int64(n)
+		c.Subscribers += ref.hub.subscribers()
 	}
 	return out
 }
