@@ -66,7 +66,7 @@ func before(a, b Position) bool {
 }
 
 // fits estimates whether the records from pos to the cache's floor fit in
-// the cache, at the size of the entries it holds; an empty cache has no
+// the room the cache has left, at the size of the entries it holds; an empty cache has no
 // estimate, and the backfill finds out. h.mu is held.
 //
 // The cache only moves forward between backfills, so a position at or
@@ -84,7 +84,9 @@ func (h *Hub) fits(pos Position) bool {
 			need += floor - o
 		}
 	}
-	return float64(need)*float64(h.bytes)/float64(len(h.ents)) <= float64(h.maxBytes)
+	// The records before the cache are the first it drops: they must fit
+	// beside what it holds.
+	return float64(need)*float64(h.bytes)/float64(len(h.ents)) <= float64(h.maxBytes-h.bytes)
 }
 
 // startBackfill starts reading from from up to the cache's floor. With
