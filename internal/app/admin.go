@@ -84,6 +84,7 @@ func (a *App) startAdmin(ctx context.Context) error {
 		Backends:         a.BackendStats,
 		Fetch:            a.FetchStats,
 		FetchCounts:      a.hubs.Counts,
+		FetchCaches:      a.hubs.Caches,
 		PendingReplies:   a.PendingReplies,
 		CachedReplyBytes: a.CachedReplyBytes,
 		KafkaAPIMembers: func() int {

@@ -240,10 +240,11 @@ func start(ctx context.Context, cfg *config.Config, logger *slog.Logger, exp sdk
 	// stopped after the servers, below.
 	a.runtime = produce.NewRuntime(a.ctx, a.logger)
 	a.hubs = fetch.NewHubs(fetch.Options{
-		Clusters:    func(name string) fetch.Cluster { return a.clusters[name] },
-		RingSize:    4096,
-		MaxCatchUps: cfg.Fetch.MaxCatchUpReaders,
-		CatchUpWait: cfg.Fetch.CatchUpWait,
+		Clusters:      func(name string) fetch.Cluster { return a.clusters[name] },
+		CacheMaxBytes: cfg.Fetch.Cache.MaxBytes,
+		CacheMaxAge:   cfg.Fetch.Cache.MaxAge,
+		MaxCatchUps:   cfg.Fetch.MaxCatchUpReaders,
+		CatchUpWait:   cfg.Fetch.CatchUpWait,
 		// New partitions of a fetched topic are picked up while it runs.
 		PartitionRefresh: cfg.Fetch.PartitionRefresh,
 		Logger:           a.logger,
@@ -288,6 +289,7 @@ func start(ctx context.Context, cfg *config.Config, logger *slog.Logger, exp sdk
 	// Both stop once no call runs, after the servers: the calls' request
 	// readers, then the hubs.
 	a.own("the fetch hubs", a.hubs)
+	prewarm(a.hubs, cfg)
 	a.own("the calls' request readers", a.runtime)
 	a.knowMethods(reg)
 	// Started before the servers, it stops after them.
@@ -545,6 +547,9 @@ func (a *App) BackendStats() map[string]backend.Stats {
 // FetchStats counts the Kafka readers of fetch routes.
 func (a *App) FetchStats() fetch.Stats { return a.hubs.Stats() }
 
+// FetchCounts returns what the fetch hubs did since Ferry started.
+func (a *App) FetchCounts() fetch.Counts { return a.hubs.Counts() }
+
 // PendingReplies returns how many calls wait for replies on all reply
 // readers; it is zero when no call is in flight.
 func (a *App) PendingReplies() int {
@@ -563,4 +568,13 @@ func (a *App) CachedReplyBytes() int64 {
 		n += rd.CachedBytes()
 	}
 	return n
+}
+
+// prewarm starts the hubs of the fetch routes marked prewarm, each once.
+func prewarm(hubs *fetch.Hubs, cfg *config.Config) {
+	for _, r := range cfg.Routes {
+		if r.Fetch != nil && r.Fetch.Prewarm {
+			hubs.Prewarm(r.Fetch)
+		}
+	}
 }

@@ -44,8 +44,11 @@ func TestFetchCatchUpBound(t *testing.T) {
 		ms[i] = fmt.Sprintf("%03d%s", i, value)
 	}
 	produceMsgs(t, prod, topic, "", nil, ms...)
+	// A cache of 64 KiB cannot take the 1 MiB: callers from the start
+	// read on catch-up readers.
 	a := startFerry(t, fetchRoute(topic, "")+`
 fetch:
+  cache: {max_bytes: 65536}
   max_catch_up_readers: 1
   catch_up_wait: 200ms
 `)

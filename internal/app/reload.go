@@ -76,6 +76,7 @@ func (a *App) Reload(ctx context.Context, cfg *config.Config) error {
 	}
 	a.table.Store(table)
 	a.knowMethods(reg)
+	prewarm(a.hubs, cfg)
 	if a.kafkaAPI != nil {
 		// Produce and poll settings apply to calls from now on, consume
 		// settings to the group members that join from now on.

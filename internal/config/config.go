@@ -108,6 +108,19 @@ type Fetch struct {
 	// partitions the topic gained, and reads them from their start. 0:
 	// never (new partitions wait for a restart).
 	PartitionRefresh time.Duration `yaml:"partition_refresh"`
+	// Cache bounds the records each fetched topic keeps in memory.
+	Cache FetchCache `yaml:"cache"`
+}
+
+// FetchCache bounds the cache of each fetched topic: the topic's most
+// recent records, from which every caller whose position it holds is
+// served without a Kafka reader of its own.
+type FetchCache struct {
+	// MaxBytes is the most memory one topic's cache holds: record values,
+	// keys, headers and bookkeeping. The oldest records go first.
+	MaxBytes int64 `yaml:"max_bytes"`
+	// MaxAge drops records whose timestamp is older; 0: no age bound.
+	MaxAge time.Duration `yaml:"max_age"`
 }
 
 // Producer tunes how records are batched and written.
@@ -285,9 +298,8 @@ type FetchRoute struct {
 	// LastMessageIDMetadata is the request metadata entry a resuming caller
 	// sends its last message id in (base64url); "<name>-bin" is accepted too.
 	LastMessageIDMetadata string `yaml:"last_message_id_metadata"`
-	// MaxBufferedPerSubscriber bounds the messages queued for one caller;
-	// a caller that falls further behind is cut off with RESOURCE_EXHAUSTED
-	// and resumes from its last message id.
+	// MaxBufferedPerSubscriber bounds the records one caller takes from
+	// its topic's cache at a time, to send at its own pace.
 	MaxBufferedPerSubscriber int `yaml:"max_buffered_per_subscriber"`
 	// MetaPrefix marks the record headers that become response headers.
 	MetaPrefix string `yaml:"meta_prefix"`
@@ -297,6 +309,11 @@ type FetchRoute struct {
 	Format string `yaml:"format"`
 	// Group, when set, shares the records among the callers as a consumer group (see FetchGroup).
 	Group *FetchGroup `yaml:"group"`
+	// Prewarm starts the topic's reader when Ferry starts, rather than at
+	// the first call, and fills its cache from the topic's earliest
+	// record (or fetch.cache.max_age back) as far as fetch.cache.max_bytes
+	// allows; the reader then runs with no caller.
+	Prewarm bool `yaml:"prewarm"`
 }
 
 // FetchFilter selects records by key and headers. A value may come from
@@ -613,8 +630,9 @@ func Default() Config {
 			},
 		},
 		Replies: Replies{Lookback: 5 * time.Minute, MaxCachedBytes: 64 << 20, MaxBufferedPerCall: 1024},
-		Fetch:   Fetch{MaxCatchUpReaders: 64, CatchUpWait: 30 * time.Second, PartitionRefresh: 30 * time.Second},
-		Log:     Log{Level: "info", Format: "text"},
+		Fetch: Fetch{MaxCatchUpReaders: 64, CatchUpWait: 30 * time.Second, PartitionRefresh: 30 * time.Second,
+			Cache: FetchCache{MaxBytes: 64 << 20}},
+		Log: Log{Level: "info", Format: "text"},
 	}
 }
 

@@ -17,7 +17,8 @@ func TestFetchAndHealthCheckKeys(t *testing.T) {
 	if h := cfg.Clusters[0].HealthCheck; h != (HealthCheck{Interval: 5 * time.Second, UnhealthyAfter: 3, HealthyAfter: 2}) {
 		t.Errorf("health_check defaults = %+v", h)
 	}
-	if f := cfg.Fetch; f != (Fetch{MaxCatchUpReaders: 64, CatchUpWait: 30 * time.Second, PartitionRefresh: 30 * time.Second}) {
+	if f := cfg.Fetch; f != (Fetch{MaxCatchUpReaders: 64, CatchUpWait: 30 * time.Second, PartitionRefresh: 30 * time.Second,
+		Cache: FetchCache{MaxBytes: 64 << 20}}) {
 		t.Errorf("fetch defaults = %+v", f)
 	}
 	cases := []struct{ cluster, top, want string }{
@@ -27,6 +28,8 @@ func TestFetchAndHealthCheckKeys(t *testing.T) {
 		{"", "fetch: {max_catch_up_readers: 0}", "ferry.yaml:8: fetch.max_catch_up_readers: 0 is out of range: use 1 to 10000"},
 		{"", "fetch: {catch_up_wait: 11m}", "ferry.yaml:8: fetch.catch_up_wait: 11m is out of range: use 0s to 10m"},
 		{"", "fetch: {partition_refresh: 2h}", "ferry.yaml:8: fetch.partition_refresh: 2h is out of range: use 0s to 1h"},
+		{"", "fetch: {cache: {max_bytes: 100}}", "ferry.yaml:8: fetch.cache.max_bytes: 100 is out of range: use 4096 to 1099511627776"},
+		{"", "fetch: {cache: {max_age: -1s}}", "ferry.yaml:8: fetch.cache.max_age: -1s is out of range: use 0s to 720h"},
 	}
 	for _, c := range cases {
 		y := strings.Replace(strings.Replace(base, "%s", c.cluster, 1), "%s", c.top, 1)

@@ -38,6 +38,8 @@ var ranges = map[string]bounds{
 	"fetch.max_catch_up_readers":                   counts(1, 10_000),
 	"fetch.catch_up_wait":                          durations(0, 10*time.Minute),
 	"fetch.partition_refresh":                      durations(0, time.Hour),
+	"fetch.cache.max_bytes":                        counts(4096, 1<<40),
+	"fetch.cache.max_age":                          durations(0, 30*24*time.Hour),
 	"embedded.port":                                counts(0, 65535),
 	"embedded.partitions":                          counts(1, 1000),
 	"listeners.grpc.max_recv_message_size":         counts(1, MaxMessageSizeLimit),

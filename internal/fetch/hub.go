@@ -1,10 +1,12 @@
 package fetch
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -16,7 +18,7 @@ import (
 )
 
 // entry is one record read by a hub, decoded and framed once for every
-// subscriber at the tail.
+// subscriber whose position its frame's message id is.
 type entry struct {
 	part int32
 	off  int64
@@ -24,16 +26,48 @@ type entry struct {
 	key  []byte
 	hdrs []kgo.RecordHeader
 	// frame is the response message: the value and the message id of the
-	// hub's position after this record.
+	// position after this record.
 	frame []byte
 	meta  metadata.MD
+	// ts is the record's timestamp, for fetch.cache.max_age; size is
+	// what the entry costs the cache.
+	ts   time.Time
+	size int64
 }
 
-// Hub is the one reader of a topic (all its partitions) in this Ferry
-// instance. Every subscriber at the tail is served from it: each record is
-// read once, framed once and offered to every subscriber, whose filters
-// decide. It keeps the last records in a ring, so a subscriber that caught
-// up on a reader of its own can join without a gap or a duplicate.
+// entryOverhead is what an entry costs besides its bytes: the entry, its
+// pointer in the cache and the slice and map headers it holds.
+const entryOverhead = 160
+
+// newEntry frames r with the message id of pos, the position after r. The
+// key and headers are copied: a cached entry must not pin the fetch buffer
+// they were read into.
+func newEntry(r *kgo.Record, field protowire.Number, prefix string, pos Position) *entry {
+	e := &entry{part: r.Partition, off: r.Offset, vlen: len(r.Value), ts: r.Timestamp,
+		frame: withID(r.Value, field, pos), meta: metaOf(r.Headers, prefix)}
+	size := entryOverhead + len(e.frame)
+	if len(r.Key) > 0 {
+		e.key = bytes.Clone(r.Key)
+		size += len(e.key)
+	}
+	if len(r.Headers) > 0 {
+		e.hdrs = make([]kgo.RecordHeader, len(r.Headers))
+		for i, h := range r.Headers {
+			e.hdrs[i] = kgo.RecordHeader{Key: h.Key, Value: bytes.Clone(h.Value)}
+			size += 2 * (32 + len(h.Key) + len(h.Value)) // the header, and its metadata entry if meta:
+		}
+	}
+	e.size = int64(size)
+	return e
+}
+
+// Hub is the one live reader of a topic (all its partitions) in this Ferry
+// instance, and the topic's cache: the records it read last, within
+// fetch.cache.max_bytes and max_age, each framed once. Every subscriber
+// whose position the cache holds reads it through a cursor of its own, at
+// its own pace; a subscriber starting before the cache is served by the
+// hub's one backfill reader, which reads the records before the cache into
+// it when they fit (see backfill.go).
 type Hub struct {
 	topic   string
 	field   protowire.Number
@@ -43,21 +77,38 @@ type Hub struct {
 	// refresh is how often the hub looks for partitions the topic gained.
 	refresh time.Duration
 	logger  *slog.Logger
-	loops   sync.WaitGroup // the reader and the partition watcher
+	loops   sync.WaitGroup // the reader, the partition watcher and a backfill
+	ctx     context.Context
 	cancel  context.CancelFunc
 	// counts are the counters of the Hubs the hub belongs to.
 	counts *counts
+	// maxBytes and maxAge bound the cache (fetch.cache).
+	maxBytes int64
+	maxAge   time.Duration
+	// subs counts the cursors in the cache.
+	subs atomic.Int64
 
-	// mu guards everything below. The reading goroutine holds it while it
-	// offers a record to the subscribers, which never blocks.
-	mu   sync.Mutex
+	// mu guards everything below. The reading goroutine holds it to append
+	// what a fetch brought; cursors hold it shared to take entries.
+	mu   sync.RWMutex
 	next Position // the hub's position: next offset per partition
-	// floor is, per partition, the lowest offset the ring still covers:
-	// every record of the partition at or after it is in the ring.
+	// floor is, per partition, the lowest offset the cache covers: every
+	// record of the partition at or after it is in the cache. The
+	// position before the cache's first entry is floor; the message id
+	// of every entry is the position after it.
 	floor Position
-	ring  []*entry
-	head  int // index of the oldest entry once the ring is full
-	subs  map[*subscriber]struct{}
+	// ents are the cached entries, oldest first; ents[i] has sequence
+	// number base+i, which cursors count in.
+	ents  []*entry
+	base  int64
+	bytes int64
+	// grew is closed, and replaced, whenever entries are appended.
+	grew chan struct{}
+	// filling is the backfill running, if any.
+	filling *backfill
+	// outgrew is where the last backfill that outgrew the cache began.
+	outgrew Position
+	closed  bool
 	// born are the partitions the topic gained while the hub ran, with
 	// the offset the hub read each from: a position that does not list
 	// one starts it from there (as a message id's unlisted partitions
@@ -65,36 +116,44 @@ type Hub struct {
 	born Position
 }
 
+// hubConfig is what every hub of a Hubs shares.
+type hubConfig struct {
+	refresh  time.Duration
+	maxBytes int64
+	maxAge   time.Duration
+	counts   *counts
+	logger   *slog.Logger
+}
+
 // startHub starts reading topic on cluster at its current end on every
 // partition.
-func startHub(ctx context.Context, cluster Cluster, topic string, field protowire.Number, prefix string, ringSize int, refresh time.Duration, counts *counts, logger *slog.Logger) (*Hub, error) {
-	ends, err := listOffsets(ctx, cluster, topic, kafka.AtEnd())
+func startHub(ctx context.Context, cluster Cluster, k hubKey, hc hubConfig) (*Hub, error) {
+	ends, err := listOffsets(ctx, cluster, k.topic, kafka.AtEnd())
 	if err != nil {
-		return nil, fmt.Errorf("listing offsets of topic %q: %w", topic, err)
+		return nil, fmt.Errorf("listing offsets of topic %q: %w", k.topic, err)
 	}
-	cl, err := cluster.NewPartitionReader(topic, ends, 500*time.Millisecond)
+	cl, err := cluster.NewPartitionReader(k.topic, ends, 500*time.Millisecond)
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	hctx, cancel := context.WithCancel(context.Background())
 	h := &Hub{
-		topic: topic, field: field, prefix: prefix, cl: cl, cluster: cluster, refresh: refresh, logger: logger,
-		cancel: cancel, counts: counts,
+		topic: k.topic, field: k.field, prefix: k.prefix, cl: cl, cluster: cluster, refresh: hc.refresh, logger: hc.logger,
+		ctx: hctx, cancel: cancel, counts: hc.counts, maxBytes: hc.maxBytes, maxAge: hc.maxAge,
 		next: ends, floor: ends.clone(),
-		ring: make([]*entry, 0, ringSize),
-		subs: map[*subscriber]struct{}{},
+		grew: make(chan struct{}),
 		born: Position{},
 	}
 	h.loops.Add(1)
 	go func() {
 		defer h.loops.Done()
-		h.run(ctx)
+		h.run(hctx)
 	}()
-	if refresh > 0 {
+	if h.refresh > 0 {
 		h.loops.Add(1)
 		go func() {
 			defer h.loops.Done()
-			h.watchPartitions(ctx)
+			h.watchPartitions(hctx)
 		}()
 	}
 	return h, nil
@@ -166,114 +225,43 @@ func (h *Hub) run(ctx context.Context) {
 		fs.EachError(func(t string, p int32, err error) {
 			h.logger.Warn("reading topic for subscribers", append(kafka.FetchErrorAttrs(t, p), "err", err)...)
 		})
+		h.mu.Lock()
+		n := len(h.ents)
 		fs.EachRecord(h.add)
+		if len(h.ents) > n {
+			h.evict()
+			h.notify()
+		}
+		h.mu.Unlock()
 	}
 }
 
-// add frames a record once and offers it to every subscriber.
+// add frames a record once and appends it to the cache. h.mu is held.
 func (h *Hub) add(r *kgo.Record) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
 	if r.Offset < h.next[r.Partition] {
 		return
 	}
 	h.next[r.Partition] = r.Offset + 1
 	h.counts.records.Add(1)
-	e := &entry{part: r.Partition, off: r.Offset, vlen: len(r.Value), key: r.Key, hdrs: r.Headers,
-		frame: withID(r.Value, h.field, h.next), meta: metaOf(r.Headers, h.prefix)}
-	if len(h.ring) < cap(h.ring) {
-		h.ring = append(h.ring, e)
-	} else {
-		old := h.ring[h.head]
-		h.floor[old.part] = old.off + 1
-		h.ring[h.head] = e
-		h.head = (h.head + 1) % len(h.ring)
-	}
-	for s := range h.subs {
-		if !s.offer(e) {
-			delete(h.subs, s)
-		}
-	}
+	e := newEntry(r, h.field, h.prefix, h.next)
+	h.ents = append(h.ents, e)
+	h.bytes += e.size
 }
 
-// join attaches s, which has read on its own up to pos, to the tail. It
-// succeeds when the ring covers pos on every partition and pos is not ahead
-// of the hub: s then gets the ring's records it has not seen, framed with
-// its own position, and from then on shares the hub's frames. Otherwise it
-// returns false and s reads on (behind) or waits (ahead).
-func (h *Hub) join(s *subscriber, pos Position) (joined, ahead bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for p, next := range h.next {
-		at, ok := pos[p]
-		if !ok {
-			// A partition the topic gained since the caller's reader
-			// started: the caller starts it from where the hub did.
-			b, born := h.born[p]
-			if !born {
-				return false, false
-			}
-			at = b
-		}
-		if at > next {
-			return false, true
-		}
-		if at < h.floor[p] {
-			return false, false
-		}
-	}
-	// Join only when what the ring holds past pos fits in the
-	// subscriber's queue; a caller further behind reads on.
-	n, behind := len(h.ring), 0
-	for i := 0; i < n; i++ {
-		if e := h.ring[(h.head+i)%n]; e.off >= pos[e.part] {
-			behind++
-		}
-	}
-	if behind > cap(s.ch)-len(s.ch) {
-		return false, false
-	}
-	pos = pos.clone()
-	for i := 0; i < n; i++ {
-		e := h.ring[(h.head+i)%n]
-		if e.off < pos[e.part] {
-			continue
-		}
-		pos[e.part] = e.off + 1
-		if !s.offer(&entry{part: e.part, off: e.off, vlen: e.vlen, key: e.key, hdrs: e.hdrs, meta: e.meta,
-			frame: withID(e.frame[:e.vlen], h.field, pos)}) {
-			return true, false // cut off already; nothing more to do
-		}
-	}
-	// Now s's position is the hub's, record for record: the hub's frames
-	// carry the right ids for it.
-	h.subs[s] = struct{}{}
-	return true, false
-}
-
-// subscribeAtTail attaches s at the hub's current position.
-func (h *Hub) subscribeAtTail(s *subscriber) Position {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.subs[s] = struct{}{}
-	return h.next.clone()
+// notify wakes the cursors waiting at the tail. h.mu is held.
+func (h *Hub) notify() {
+	close(h.grew)
+	h.grew = make(chan struct{})
 }
 
 // subscribers counts the subscribers the hub serves.
-func (h *Hub) subscribers() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return len(h.subs)
-}
+func (h *Hub) subscribers() int { return int(h.subs.Load()) }
 
-func (h *Hub) unsubscribe(s *subscriber) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	delete(h.subs, s)
-}
-
-// close stops the reader and waits for it.
+// close stops the reader, the watcher and a backfill, and waits for them.
 func (h *Hub) close() {
+	h.mu.Lock()
+	h.closed = true
+	h.mu.Unlock()
 	h.cancel()
 	h.loops.Wait()
 	h.cl.Close()

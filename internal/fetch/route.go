@@ -9,9 +9,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"log/slog"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -43,196 +40,6 @@ type Cluster interface {
 	Reachable() error
 	// NoteUnreachable records a request that failed to reach the cluster.
 	NoteUnreachable(err error)
-}
-
-// Options configure Hubs.
-type Options struct {
-	// Clusters returns the named cluster.
-	Clusters func(name string) Cluster
-	// RingSize is how many recent records each hub keeps for subscribers
-	// joining from behind.
-	RingSize int
-	// MaxCatchUps bounds the catch-up readers running at once; CatchUpWait
-	// is how long a caller waits for one before RESOURCE_EXHAUSTED.
-	MaxCatchUps int
-	CatchUpWait time.Duration
-	// PartitionRefresh is how often a hub looks for partitions its topic
-	// gained; 0 never.
-	PartitionRefresh time.Duration
-	Logger           *slog.Logger
-}
-
-// Hubs owns the hubs of this Ferry instance, one per (cluster, topic,
-// message id field, meta prefix), started by their first subscriber and
-// stopped when their last subscriber leaves.
-type Hubs struct {
-	clusters    func(name string) Cluster
-	ringSize    int
-	catchUpWait time.Duration
-	refresh     time.Duration
-	logger      *slog.Logger
-	// catchUpSlots holds a token per running catch-up reader: each is a
-	// Kafka client with connections of its own, and a burst of callers
-	// from behind must not run the process out of file descriptors.
-	// Callers waiting for a slot are served in order by the channel.
-	catchUpSlots chan struct{}
-
-	mu   sync.Mutex
-	hubs map[hubKey]*hubRef
-
-	catchUps atomic.Int64
-	counts   counts
-}
-
-// counts are what the hubs did since Ferry started, for metrics.
-type counts struct {
-	// records are the records the hubs read, each offered to every
-	// subscriber of its hub.
-	records atomic.Int64
-	// cutOffs are the callers cut off for reading too slowly.
-	cutOffs atomic.Int64
-}
-
-type hubKey struct {
-	cluster, topic, prefix string
-	field                  protowire.Number
-}
-
-type hubRef struct {
-	hub  *Hub
-	refs int
-}
-
-// NewHubs returns an empty set of hubs.
-func NewHubs(o Options) *Hubs {
-	return &Hubs{clusters: o.Clusters, ringSize: o.RingSize, catchUpWait: o.CatchUpWait, refresh: o.PartitionRefresh, logger: o.Logger,
-		catchUpSlots: make(chan struct{}, max(o.MaxCatchUps, 1)),
-		hubs:         map[hubKey]*hubRef{}}
-}
-
-// takeCatchUp waits, at most catchUpWait, for a catch-up reader to be free
-// and returns the function that frees it again.
-func (hs *Hubs) takeCatchUp(ctx context.Context) (func(), error) {
-	release := func() { <-hs.catchUpSlots }
-	select {
-	case hs.catchUpSlots <- struct{}{}:
-		return release, nil
-	default:
-	}
-	if hs.catchUpWait > 0 {
-		t := time.NewTimer(hs.catchUpWait)
-		defer t.Stop()
-		select {
-		case hs.catchUpSlots <- struct{}{}:
-			return release, nil
-		case <-t.C:
-		case <-ctx.Done():
-			return nil, status.FromContextError(ctx.Err()).Err()
-		}
-	}
-	return nil, status.Errorf(codes.ResourceExhausted,
-		"all %d catch-up readers of this Ferry instance are busy with callers starting behind the topic's end (fetch.max_catch_up_readers): retry later, with your last message id if you have one",
-		cap(hs.catchUpSlots))
-}
-
-// reachable fails with UNAVAILABLE while cluster is known to be
-// unreachable, so that callers during an outage do not each dial it.
-func (hs *Hubs) reachable(cluster string) error {
-	if err := hs.clusters(cluster).Reachable(); err != nil {
-		return status.Errorf(codes.Unavailable, "%v: retry later", err)
-	}
-	return nil
-}
-
-// kafkaError is a failed Kafka request as the caller gets it, "op: err"
-// with the code kafka.Code gives err, and tells the cluster when the
-// request did not reach it (not when the caller left).
-func (hs *Hubs) kafkaError(ctx context.Context, cluster, op string, err error) error {
-	if ctx.Err() == nil {
-		hs.clusters(cluster).NoteUnreachable(err)
-	}
-	return kafka.Wrap(op, err)
-}
-
-// Stats counts the Kafka readers of fetch routes — one hub per topic in
-// use, and one catch-up reader per subscriber still reading from behind —
-// and the subscribers the hubs serve.
-type Stats struct {
-	Hubs, CatchUps int
-	// Subscribers are the callers a hub serves: those that started at
-	// the tail, and those that caught up and joined it.
-	Subscribers int
-}
-
-// Counts are what the hubs did since Ferry started.
-type Counts struct {
-	// Records are the records the hubs read, each offered to every
-	// subscriber of its hub.
-	Records int64
-	// CutOffs are the callers cut off because they read too slowly.
-	CutOffs int64
-}
-
-// Counts returns what the hubs did since Ferry started.
-func (hs *Hubs) Counts() Counts {
-	return Counts{Records: hs.counts.records.Load(), CutOffs: hs.counts.cutOffs.Load()}
-}
-
-// Stats returns how many Kafka readers are running and how many callers
-// the hubs serve.
-func (hs *Hubs) Stats() Stats {
-	hs.mu.Lock()
-	defer hs.mu.Unlock()
-	st := Stats{Hubs: len(hs.hubs), CatchUps: int(hs.catchUps.Load())}
-	for _, ref := range hs.hubs {
-		st.Subscribers += ref.hub.subscribers()
-	}
-	return st
-}
-
-func (hs *Hubs) acquire(ctx context.Context, k hubKey) (*Hub, func(), error) {
-	hs.mu.Lock()
-	defer hs.mu.Unlock()
-	ref := hs.hubs[k]
-	if ref == nil {
-		// Starting a hub lists offsets: during an outage, fail at once
-		// rather than dial. A running hub serves callers at the tail
-		// without Kafka, and reads on once Kafka is back.
-		if err := hs.reachable(k.cluster); err != nil {
-			return nil, nil, err
-		}
-		h, err := startHub(ctx, hs.clusters(k.cluster), k.topic, k.field, k.prefix, hs.ringSize, hs.refresh, &hs.counts, hs.logger)
-		if err != nil {
-			return nil, nil, err
-		}
-		ref = &hubRef{hub: h}
-		hs.hubs[k] = ref
-	}
-	ref.refs++
-	var once sync.Once
-	return ref.hub, func() {
-		once.Do(func() {
-			hs.mu.Lock()
-			defer hs.mu.Unlock()
-			if ref.refs--; ref.refs == 0 {
-				delete(hs.hubs, k)
-				ref.hub.close()
-			}
-		})
-	}, nil
-}
-
-// Close stops every hub still running. Call it after the gRPC server
-// stopped. A hub stops as soon as its poll sees the cancellation, so ctx
-// is not used. It is safe to call more than once.
-func (hs *Hubs) Close(context.Context) error {
-	hs.mu.Lock()
-	defer hs.mu.Unlock()
-	for k, ref := range hs.hubs {
-		ref.hub.close()
-		delete(hs.hubs, k)
-	}
-	return nil
 }
 
 // Route is one configured fetch route.
@@ -278,27 +85,9 @@ func (r *Route) Bind(m *protoreg.Method) error {
 	return nil
 }
 
-// subscriber is one caller of a fetch route.
+// subscriber is one caller of a fetch route: its filters.
 type subscriber struct {
 	filters []filter
-	ch      chan *entry
-	cutOnce sync.Once
-	cut     chan struct{}
-}
-
-// offer queues e if the subscriber's filters select it. It never blocks:
-// a subscriber whose queue is full is cut off, and offer returns false.
-func (s *subscriber) offer(e *entry) bool {
-	if !s.selects(e.key, e.hdrs) {
-		return true
-	}
-	select {
-	case s.ch <- e:
-		return true
-	default:
-		s.cutOnce.Do(func() { close(s.cut) })
-		return false
-	}
 }
 
 // filter is one configured filter with the caller's metadata filled in.
@@ -442,8 +231,7 @@ func (r *Route) Serve(ss grpc.ServerStream, m *protoreg.Method, md metadata.MD) 
 	if err != nil {
 		return err
 	}
-	k := hubKey{cluster: r.cfg.Cluster, topic: r.cfg.Topic, prefix: r.cfg.MetaPrefix, field: protowire.Number(r.cfg.MessageIDField)}
-	hub, release, err := r.hubs.acquire(ctx, k)
+	hub, release, err := r.hubs.acquire(ctx, keyOf(r.cfg))
 	if status.Code(err) == codes.Unavailable {
 		return err
 	}
@@ -452,11 +240,8 @@ func (r *Route) Serve(ss grpc.ServerStream, m *protoreg.Method, md metadata.MD) 
 	}
 	defer release()
 
-	newSub := func() *subscriber {
-		return &subscriber{filters: filters, ch: make(chan *entry, r.cfg.MaxBufferedPerSubscriber), cut: make(chan struct{})}
-	}
-	s := newSub()
-	defer func() { hub.unsubscribe(s) }()
+	c := &cursor{s: &subscriber{filters: filters}}
+	defer func() { hub.leave(c) }()
 	out := &sender{ss: ss, json: r.json[m.Path]}
 
 	pos, err := r.startPosition(ctx, resume)
@@ -464,54 +249,54 @@ func (r *Route) Serve(ss grpc.ServerStream, m *protoreg.Method, md metadata.MD) 
 		return err
 	}
 	if pos == nil {
-		out.pos = hub.subscribeAtTail(s)
+		hub.joinTail(c)
+		r.hubs.counts.hits.Add(1)
 	} else {
-		out.pos = pos
-		if err := r.catchUp(ctx, hub, s, pos, out); err != nil {
+		if err := r.attach(ctx, hub, c, pos, out, true); err != nil {
 			return err
 		}
 	}
+	field := protowire.Number(r.cfg.MessageIDField)
+	buf := make([]*entry, r.cfg.MaxBufferedPerSubscriber)
 	for {
-		select {
-		case e := <-s.ch:
-			if err := out.send(e); err != nil {
-				return err
-			}
-		case <-s.cut:
-			// Send what is queued.
-		drain:
-			for {
-				select {
-				case e := <-s.ch:
-					if err := out.send(e); err != nil {
-						return err
-					}
-				default:
-					break drain
-				}
-			}
-			// The caller fell behind the hub: a burst came faster than it
-			// reads, or it reads slowly. It reads on from where it is on a
-			// reader of its own and joins the hub again once it caught
+		batch, err := hub.read(ctx, c, buf)
+		if err == errBehind {
+			// The caller reads more slowly than the topic is written, and
+			// the cache dropped its position. It reads on from there on a
+			// catch-up reader and joins the cache again once it caught
 			// up; it is cut off only when no catch-up reader is free, a
 			// budget every caller behind shares.
-			pos, err := out.position()
+			pos, err := c.position()
 			if err != nil {
-				return status.Errorf(codes.Internal, "the position of the last message sent: %v", err)
+				return status.Errorf(codes.Internal, "the position of the last message passed: %v", err)
 			}
-			hub.unsubscribe(s)
-			s = newSub()
-			if err := r.catchUp(ctx, hub, s, pos, out); err != nil {
+			hub.leave(c)
+			if err := r.attach(ctx, hub, c, pos, out, false); err != nil {
 				if status.Code(err) == codes.ResourceExhausted {
 					r.hubs.counts.cutOffs.Add(1)
-					return status.Errorf(codes.ResourceExhausted, "the client read too slowly and fell more than %d messages behind, and no catch-up reader became free: resume with the last message id", r.cfg.MaxBufferedPerSubscriber)
+					return status.Error(codes.ResourceExhausted, "the client read too slowly: the topic's cache (fetch.cache.max_bytes) dropped its position, and no catch-up reader became free: resume with the last message id")
 				}
 				return err
 			}
-		case <-ctx.Done():
-			return status.FromContextError(ctx.Err()).Err()
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		for i, e := range batch {
+			batch[i] = nil
+			if e = c.pass(e, field); e != nil {
+				if err := out.send(e); err != nil {
+					return err
+				}
+			}
 		}
 	}
+}
+
+// keyOf is the hub a fetch route reads from.
+func keyOf(f *config.FetchRoute) hubKey {
+	return hubKey{cluster: f.Cluster, topic: f.Topic, prefix: f.MetaPrefix, field: protowire.Number(f.MessageIDField)}
 }
 
 // startPosition is where the caller starts: nil means the tail (latest).
@@ -572,12 +357,49 @@ func (r *Route) startPosition(ctx context.Context, resume Position) (Position, e
 	}
 }
 
-// catchUp reads from pos on a reader of the subscriber's own until it can
-// join the hub's tail.
-func (r *Route) catchUp(ctx context.Context, hub *Hub, s *subscriber, pos Position, out *sender) error {
-	if joined, _ := hub.join(s, pos); joined {
-		return nil
+// attach places c in the hub's cache at pos. When the cache does not hold
+// pos, a caller starting (fill) waits for the hub's backfill, when the
+// records before the cache fit in it; otherwise, and for a caller that
+// fell behind, it reads on a catch-up reader until the cache holds its
+// position.
+func (r *Route) attach(ctx context.Context, hub *Hub, c *cursor, pos Position, out *sender, fill bool) error {
+	join := func() (bool, error) {
+		for {
+			joined, ahead := hub.join(c, pos)
+			if !ahead {
+				return joined, nil
+			}
+			// The caller's position is past the hub's on some partition:
+			// wait for the hub rather than read on.
+			select {
+			case <-time.After(5 * time.Millisecond):
+			case <-ctx.Done():
+				return false, status.FromContextError(ctx.Err()).Err()
+			}
+		}
 	}
+	joined, err := join()
+	if err != nil || joined {
+		if fill && joined {
+			r.hubs.counts.hits.Add(1)
+		}
+		return err
+	}
+	if fill {
+		r.hubs.counts.misses.Add(1)
+		if err := hub.fill(ctx, pos); err != nil {
+			return err
+		}
+		if joined, err := join(); err != nil || joined {
+			return err
+		}
+	}
+	return r.catchUp(ctx, hub, c, pos, out)
+}
+
+// catchUp reads from pos on a reader of the caller's own until the hub's
+// cache holds its position.
+func (r *Route) catchUp(ctx context.Context, hub *Hub, c *cursor, pos Position, out *sender) error {
 	free, err := r.hubs.takeCatchUp(ctx)
 	if err != nil {
 		return err
@@ -587,12 +409,14 @@ func (r *Route) catchUp(ctx context.Context, hub *Hub, s *subscriber, pos Positi
 	if err != nil {
 		return kafka.Wrap(fmt.Sprintf("reading topic %q", r.cfg.Topic), err)
 	}
+	r.hubs.counts.catchUps.Add(1)
 	r.hubs.catchUps.Add(1)
 	defer r.hubs.catchUps.Add(-1)
 	defer cl.Close()
 	field := protowire.Number(r.cfg.MessageIDField)
+	pos = pos.clone()
 	for {
-		joined, ahead := hub.join(s, pos)
+		joined, ahead := hub.join(c, pos)
 		if joined {
 			return nil
 		}
@@ -616,7 +440,7 @@ func (r *Route) catchUp(ctx context.Context, hub *Hub, s *subscriber, pos Positi
 				return
 			}
 			pos[rec.Partition] = rec.Offset + 1
-			if !s.selects(rec.Key, rec.Headers) {
+			if !c.s.selects(rec.Key, rec.Headers) {
 				return
 			}
 			err = out.send(&entry{part: rec.Partition, off: rec.Offset, frame: withID(rec.Value, field, pos), vlen: len(rec.Value), meta: metaOf(rec.Headers, r.cfg.MetaPrefix)})
@@ -635,22 +459,6 @@ type sender struct {
 	// json converts the records of a topic holding JSON; nil sends
 	// record values as they are.
 	json *jsonFrames
-	// pos is where the caller started; last is the last entry sent, whose
-	// message id is the caller's position since.
-	pos  Position
-	last *entry
-}
-
-// position returns the caller's position: after the last message sent.
-func (o *sender) position() (Position, error) {
-	if o.last == nil {
-		return o.pos.clone(), nil
-	}
-	id, err := entryID(o.last)
-	if err != nil {
-		return nil, err
-	}
-	return parseID(id)
 }
 
 func (o *sender) send(e *entry) error {
@@ -672,6 +480,5 @@ func (o *sender) send(e *entry) error {
 	if err := o.ss.SendMsg(&frame.Frame{Bytes: msg}); err != nil {
 		return err
 	}
-	o.last = e
 	return nil
 }

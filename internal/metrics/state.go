@@ -18,6 +18,8 @@ type Sources struct {
 	// Fetch returns the fetch hubs' state, FetchCounts what they did.
 	Fetch       func() fetch.Stats
 	FetchCounts func() fetch.Counts
+	// FetchCaches returns each fetched topic's cache.
+	FetchCaches func() []fetch.CacheStats
 	// PendingReplies returns how many calls wait for replies.
 	PendingReplies func() int
 	// CachedReplyBytes returns the bytes of the replies kept for retries.
@@ -57,6 +59,15 @@ var (
 	fetchCatchUps      = desc("fetch_catch_up_readers", "Callers of fetch routes reading behind the tail on readers of their own.")
 	fetchRecords       = desc("fetch_records_total", "Records the hubs read, each offered to every subscriber of its hub.")
 	fetchCutOffs       = desc("fetch_cut_offs_total", "Callers of fetch routes that fell behind and were cut off because no catch-up reader became free.")
+	fetchBackfills     = desc("fetch_backfill_readers", "Backfill readers running: at most one per fetched topic, reading the records before its cache into it.")
+	fetchBackfillsDone = desc("fetch_backfills_total", "Backfills the hubs started.")
+	fetchCatchUpsDone  = desc("fetch_catch_up_readers_started_total", "Catch-up readers started for callers whose position no cache held.")
+	fetchCacheHits     = desc("fetch_cache_hits_total", "Callers of fetch routes that started at a position their topic's cache held.")
+	fetchCacheMisses   = desc("fetch_cache_misses_total", "Callers of fetch routes that started before their topic's cache and needed a backfill or a catch-up reader first.")
+	fetchEvicted       = desc("fetch_cache_evicted_records_total", "Records the fetched topics' caches dropped for fetch.cache.max_bytes or max_age.")
+	fetchEvictedBytes  = desc("fetch_cache_evicted_bytes_total", "Bytes of the records the fetched topics' caches dropped.")
+	fetchCacheBytes    = desc("fetch_cache_bytes", "Bytes a fetched topic's cache holds, by cluster and topic.", "cluster", "topic")
+	fetchCacheRecords  = desc("fetch_cache_records", "Records a fetched topic's cache holds, by cluster and topic.", "cluster", "topic")
 	repliesPending     = desc("replies_pending", "Calls of produce routes waiting for replies.")
 	repliesCached      = desc("replies_cached_bytes", "Bytes of replies kept for retries, counted against replies.max_cached_bytes.")
 	kafkaAPIMembers    = desc("kafka_api_members", "Consumer group members the Kafka API runs, those leaving included.")
@@ -73,7 +84,8 @@ type state struct{ s Sources }
 
 func (st *state) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{backendOpen, backendWaiting, backendPauses, backendRetries, backendPartitions,
-		backendAssignments, backendRevokes, backendLosses, backendLag, fetchHubs, fetchSubscribers, fetchCatchUps, fetchRecords, fetchCutOffs, repliesPending,
+		backendAssignments, backendRevokes, backendLosses, backendLag, fetchHubs, fetchSubscribers, fetchCatchUps, fetchRecords, fetchCutOffs, fetchBackfills, fetchBackfillsDone, fetchCatchUpsDone, fetchCacheHits, fetchCacheMisses,
+		fetchEvicted, fetchEvictedBytes, fetchCacheBytes, fetchCacheRecords, repliesPending,
 		repliesCached, kafkaAPIMembers, kafkaAPIDeliveries, kafkaAPIRedeliver, kafkaAPIAcks, kafkaAPIDead, kafkaAPILag, kafkaAPILagMax} {
 		ch <- d
 	}
@@ -107,11 +119,24 @@ func (st *state) Collect(ch chan<- prometheus.Metric) {
 		gauge(fetchHubs, float64(f.Hubs))
 		gauge(fetchSubscribers, float64(f.Subscribers))
 		gauge(fetchCatchUps, float64(f.CatchUps))
+		gauge(fetchBackfills, float64(f.Backfills))
 	}
 	if s.FetchCounts != nil {
 		f := s.FetchCounts()
 		counter(fetchRecords, float64(f.Records))
 		counter(fetchCutOffs, float64(f.CutOffs))
+		counter(fetchBackfillsDone, float64(f.Backfills))
+		counter(fetchCatchUpsDone, float64(f.CatchUps))
+		counter(fetchCacheHits, float64(f.CacheHits))
+		counter(fetchCacheMisses, float64(f.CacheMisses))
+		counter(fetchEvicted, float64(f.Evicted))
+		counter(fetchEvictedBytes, float64(f.EvictedBytes))
+	}
+	if s.FetchCaches != nil {
+		for _, c := range s.FetchCaches() {
+			gauge(fetchCacheBytes, float64(c.Bytes), c.Cluster, c.Topic)
+			gauge(fetchCacheRecords, float64(c.Records), c.Cluster, c.Topic)
+		}
 	}
 	if s.PendingReplies != nil {
 		gauge(repliesPending, float64(s.PendingReplies()))

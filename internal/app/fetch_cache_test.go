@@ -1,0 +1,306 @@
+package app_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/ferryproxy/ferry/internal/fetch"
+)
+
+// partRecord is the value the cache tests write: its partition and its
+// index there, which is its offset in a fresh topic, padded to pad bytes.
+func partRecord(p int32, i int, pad int) string {
+	s := fmt.Sprintf("p%d-%06d|", p, i)
+	return s + strings.Repeat("x", max(pad-len(s), 0))
+}
+
+// writeParts writes the records from..to-1 of every partition of a
+// parts-partition topic, a batch per index block.
+func writeParts(t testing.TB, cl *kgo.Client, topic string, parts int32, from, to, pad int) {
+	t.Helper()
+	for i := from; i < to; i += 100 {
+		var recs []*kgo.Record
+		for j := i; j < min(i+100, to); j++ {
+			for p := int32(0); p < parts; p++ {
+				recs = append(recs, &kgo.Record{Topic: topic, Partition: p, Value: echo(partRecord(p, j, pad))})
+			}
+		}
+		if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+			t.Error(err)
+			return
+		}
+	}
+}
+
+// messageID encodes a version-1 message id, as a client resuming holds.
+func messageID(pos map[int32]int64) []byte {
+	b := []byte{1}
+	b = protowire.AppendVarint(b, protowire.EncodeZigZag(int64(len(pos))))
+	for p := int32(0); p < int32(len(pos)); p++ {
+		b = protowire.AppendVarint(b, protowire.EncodeZigZag(int64(p)))
+		b = protowire.AppendVarint(b, protowire.EncodeZigZag(pos[p]))
+	}
+	return b
+}
+
+// readAll reads until the subscription has every partition up to end
+// (exclusive), and checks that each partition comes in order from its
+// start (from[p], or wherever the first message says when from is nil)
+// without a gap or a duplicate.
+func readAll(s *subscription, parts int32, end int64, from map[int32]int64) error {
+	next := map[int32]int64{}
+	for p, o := range from {
+		next[p] = o
+	}
+	done := func() bool {
+		for p := int32(0); p < parts; p++ {
+			if o, ok := next[p]; !ok || o < end {
+				return false
+			}
+		}
+		return true
+	}
+	for !done() {
+		f, err := s.next()
+		if err != nil {
+			return fmt.Errorf("at %v: %w", next, err)
+		}
+		var p int32
+		var off int64
+		if _, err := fmt.Sscanf(f.msg, "p%d-%06d|", &p, &off); err != nil {
+			return fmt.Errorf("message %.20q: %w", f.msg, err)
+		}
+		want, ok := next[p]
+		if !ok && from == nil {
+			want = off // a caller from the tail starts anywhere
+		}
+		if off != want {
+			return fmt.Errorf("partition %d: offset %d, want %d (after %v)", p, off, want, next)
+		}
+		next[p] = off + 1
+	}
+	return nil
+}
+
+// cacheRoutes streams a topic from its start, or from the end with
+// x-from: latest.
+func cacheRoutes(topic, extra string) string {
+	return fmt.Sprintf(`
+  - when: [{method: example.FanoutService/FanoutServerStream, metadata: {x-from: latest}}]
+    fetch: {topic: %[1]s, start: latest%[2]s}
+  - when: [{method: example.FanoutService/FanoutServerStream}]
+    fetch: {topic: %[1]s%[2]s}
+`, topic, extra)
+}
+
+// TestFetchCacheJoinPositions: callers from the start, from message ids in
+// the middle (their offsets interleaving unlike the hub's) and from the
+// end, joining while records are written, each get every record from
+// their position once, in order per partition — with a cache that holds
+// the topic, and with one that holds little of it.
+func TestFetchCacheJoinPositions(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		maxBytes int64
+	}{{"whole topic cached", 64 << 20}, {"small cache", 32 << 10}} {
+		t.Run(tc.name, func(t *testing.T) {
+			kit.CheckLeaks(t)
+			const parts, n, pad = 3, 1200, 100
+			topic := kit.Topic(t, parts, nil)
+			prod := kit.Client(t, kgo.ProducerLinger(0), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+			writeParts(t, prod, topic, parts, 0, n/2, pad)
+			cfg := ferryConfig(t, cacheRoutes(topic, ""))
+			cfg.Fetch.Cache.MaxBytes = tc.maxBytes
+			a := startConfig(t, cfg)
+			cc := dial(t, a)
+
+			type caller struct {
+				md   metadata.MD
+				from map[int32]int64
+			}
+			var callers []caller
+			for i := 0; i < 3; i++ {
+				callers = append(callers, caller{from: map[int32]int64{0: 0, 1: 0, 2: 0}})
+				callers = append(callers, caller{md: metadata.Pairs("x-from", "latest")})
+			}
+			for _, pos := range []map[int32]int64{
+				{0: 10, 1: 300, 2: 550}, {0: 599, 1: 0, 2: 200}, {0: 250, 1: 251, 2: 252},
+				{0: 600, 1: 600, 2: 600}, {0: 480, 1: 20, 2: 599}, {0: 1, 1: 2, 2: 3},
+			} {
+				callers = append(callers, caller{md: metadata.Pairs("last-message-id", fetch.EncodeIDText(messageID(pos))), from: pos})
+			}
+
+			writing := make(chan struct{})
+			go func() {
+				defer close(writing)
+				for i := n / 2; i < n; i += 50 {
+					writeParts(t, prod, topic, parts, i, i+50, pad)
+					time.Sleep(5 * time.Millisecond)
+				}
+			}()
+			var wg sync.WaitGroup
+			for i, c := range callers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					time.Sleep(time.Duration(i) * 20 * time.Millisecond) // joining as records come
+					s := subscribe(t, cc, c.md)
+					defer s.cancel()
+					if err := readAll(s, parts, n, c.from); err != nil {
+						t.Errorf("caller %d (%v): %v", i, c.md, err)
+					}
+				}()
+			}
+			wg.Wait()
+			<-writing
+			t.Logf("%+v", a.FetchCounts())
+		})
+	}
+}
+
+// TestFetchCacheBurst: a caller that reads at full speed gets a burst of
+// 20,000 records, however few it takes at a time, without being cut off or
+// needing a reader of its own.
+func TestFetchCacheBurst(t *testing.T) {
+	kit.CheckLeaks(t)
+	topic := kit.Topic(t, 1, nil)
+	a := startFerry(t, cacheRoutes(topic, ", max_buffered_per_subscriber: 4"))
+	s := subscribe(t, dial(t, a), metadata.Pairs("x-from", "latest"))
+	defer s.cancel()
+	waitFor(t, func() bool { return a.FetchStats().Subscribers == 1 }, "the caller at the tail")
+	prod := kit.Client(t, kgo.ProducerLinger(0), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	const n = 20000
+	go writeParts(t, prod, topic, 1, 0, n, 20)
+	if err := readAll(s, 1, n, map[int32]int64{0: 0}); err != nil {
+		t.Fatal(err)
+	}
+	if c := a.FetchCounts(); c.CutOffs != 0 || c.CatchUps != 0 {
+		t.Errorf("counts %+v: want no cut-off and no catch-up reader", c)
+	}
+}
+
+// TestFetchCacheEviction: a cache of 16 KiB drops the oldest records; a
+// caller resuming from before it is served through a catch-up reader,
+// every record once, and the counts show the eviction and the miss.
+func TestFetchCacheEviction(t *testing.T) {
+	kit.CheckLeaks(t)
+	topic := kit.Topic(t, 1, nil)
+	cfg := ferryConfig(t, cacheRoutes(topic, ""))
+	cfg.Fetch.Cache.MaxBytes = 16 << 10
+	a := startConfig(t, cfg)
+	cc := dial(t, a)
+	tail := subscribe(t, cc, metadata.Pairs("x-from", "latest"))
+	defer tail.cancel()
+	waitFor(t, func() bool { return a.FetchStats().Subscribers == 1 }, "the caller at the tail")
+	prod := kit.Client(t, kgo.ProducerLinger(0), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	const n = 500
+	writeParts(t, prod, topic, 1, 0, n, 200)
+	got := tail.take(t, n)
+	st, c := a.FetchStats(), a.FetchCounts()
+	if c.Evicted == 0 || c.EvictedBytes == 0 || st.CacheBytes > 16<<10 || st.CacheRecords >= n {
+		t.Fatalf("after %d records of 200 bytes in a 16 KiB cache: stats %+v, counts %+v", n, st, c)
+	}
+	r := subscribe(t, cc, metadata.Pairs("last-message-id", fetch.EncodeIDText(got[9].id)))
+	defer r.cancel()
+	if err := readAll(r, 1, n, map[int32]int64{0: 10}); err != nil {
+		t.Fatal(err)
+	}
+	if c2 := a.FetchCounts(); c2.CacheMisses != c.CacheMisses+1 || c2.CatchUps != c.CatchUps+1 {
+		t.Errorf("counts %+v after a resume from before the cache (before: %+v): want one more miss and catch-up reader", c2, c)
+	}
+}
+
+// TestFetchCachePrewarm: a pre-warmed topic's hub runs with no caller and
+// holds the topic; a caller from the start is served from it with no
+// Kafka reader of its own, and the hub stays when the caller leaves.
+func TestFetchCachePrewarm(t *testing.T) {
+	kit.CheckLeaks(t)
+	topic := kit.Topic(t, 2, nil)
+	prod := kit.Client(t, kgo.ProducerLinger(0), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	const n = 150
+	writeParts(t, prod, topic, 2, 0, n, 50)
+	a := startFerry(t, cacheRoutes(topic, ", prewarm: true"))
+	waitFor(t, func() bool { st := a.FetchStats(); return st.CacheRecords == 2*n && st.Backfills == 0 },
+		"the pre-warmed cache to hold the topic")
+	before := a.FetchCounts()
+	s := subscribe(t, dial(t, a), nil)
+	if err := readAll(s, 2, n, map[int32]int64{0: 0, 1: 0}); err != nil {
+		t.Fatal(err)
+	}
+	s.cancel()
+	c := a.FetchCounts()
+	if c.CatchUps != before.CatchUps || c.Backfills != before.Backfills || c.CacheHits != before.CacheHits+1 {
+		t.Errorf("counts %+v after a caller from the start (before: %+v): want one hit and no new reader", c, before)
+	}
+	waitFor(t, func() bool { return a.FetchStats().Subscribers == 0 }, "the caller to leave")
+	if st := a.FetchStats(); st.Hubs != 1 {
+		t.Errorf("stats %+v: the pre-warmed hub stopped with its caller", st)
+	}
+}
+
+// TestFetchCacheManyFromStart: 500 callers from the start of a 2,000-record
+// topic all get every record, on one live reader, at most one backfill and
+// at most fetch.max_catch_up_readers catch-up readers. (A million messages
+// stay well within the calls' minute under the race detector.)
+func TestFetchCacheManyFromStart(t *testing.T) {
+	kit.CheckLeaks(t)
+	const subs, n, bound = 500, 2000, 4
+	topic := kit.Topic(t, 1, nil)
+	prod := kit.Client(t, kgo.ProducerLinger(0), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	writeParts(t, prod, topic, 1, 0, n, 20)
+	cfg := ferryConfig(t, cacheRoutes(topic, ""))
+	cfg.Fetch.MaxCatchUpReaders = bound
+	a := startConfig(t, cfg)
+	var most atomic.Int64 // the most readers of the topic at once
+	stop := make(chan struct{})
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		for {
+			st := a.FetchStats()
+			if st.CatchUps > bound || st.Backfills > 1 || st.Hubs > 1 {
+				t.Errorf("stats %+v: more readers than the bounds", st)
+			}
+			most.Store(max(most.Load(), int64(st.Hubs+st.Backfills+st.CatchUps)))
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}()
+	ccs := make([]*grpc.ClientConn, 10)
+	for i := range ccs {
+		ccs[i] = dial(t, a)
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < subs; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := subscribe(t, ccs[i%len(ccs)], nil)
+			defer s.cancel()
+			if err := readAll(s, 1, n, map[int32]int64{0: 0}); err != nil {
+				t.Errorf("caller %d: %v", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	<-watched
+	c := a.FetchCounts()
+	t.Logf("at most %d Kafka readers at once; counts %+v", most.Load(), c)
+	if c.CacheHits+c.CacheMisses != subs || c.CatchUps > bound {
+		t.Errorf("counts %+v: want %d callers counted, at most %d catch-up readers", c, subs, bound)
+	}
+}
