@@ -127,6 +127,24 @@ func (h *Hub) join(c *cursor, pos Position) (joined, ahead bool) {
 }
 
 // joinTail places c at the cache's end.
+// joinResumed is join for a position taken from a caller's message id:
+// it joins only when the hub reads every partition the id names and its
+// cache holds the position, which then needs no listing of the topic's
+// offsets (a resuming caller, such as one of many reconnecting at once,
+// gets its first record from memory).
+func (h *Hub) joinResumed(c *cursor, pos Position) bool {
+	h.mu.RLock()
+	for p := range pos {
+		if _, ok := h.next[p]; !ok {
+			h.mu.RUnlock()
+			return false
+		}
+	}
+	h.mu.RUnlock()
+	joined, _ := h.join(c, pos)
+	return joined
+}
+
 func (h *Hub) joinTail(c *cursor) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -28,7 +29,10 @@ type entry struct {
 	// frame is the response message: the value and the message id of the
 	// position after this record.
 	frame []byte
-	meta  metadata.MD
+	// buf is frame as grpc-go's buffers, shared by every caller sent the
+	// entry (see frame.Frame); nil for entries sent to one caller.
+	buf  mem.BufferSlice
+	meta metadata.MD
 	// ts is the record's timestamp, for fetch.cache.max_age; size is
 	// what the entry costs the cache.
 	ts   time.Time
@@ -36,8 +40,9 @@ type entry struct {
 }
 
 // entryOverhead is what an entry costs besides its bytes: the entry, its
-// pointer in the cache and the slice and map headers it holds.
-const entryOverhead = 160
+// pointer in the cache, the slice and map headers it holds, and its
+// frame as grpc-go's buffers.
+const entryOverhead = 220
 
 // newEntry frames r with the message id of pos, the position after r. The
 // key and headers are copied: a cached entry must not pin the fetch buffer
@@ -45,6 +50,7 @@ const entryOverhead = 160
 func newEntry(r *kgo.Record, field protowire.Number, prefix string, pos Position) *entry {
 	e := &entry{part: r.Partition, off: r.Offset, vlen: len(r.Value), ts: r.Timestamp,
 		frame: withID(r.Value, field, pos), meta: metaOf(r.Headers, prefix)}
+	e.buf = mem.BufferSlice{mem.SliceBuffer(e.frame)}
 	size := entryOverhead + len(e.frame)
 	if len(r.Key) > 0 {
 		e.key = bytes.Clone(r.Key)

@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"runtime"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -244,15 +245,17 @@ func (r *Route) Serve(ss grpc.ServerStream, m *protoreg.Method, md metadata.MD) 
 	defer func() { hub.leave(c) }()
 	out := &sender{ss: ss, json: r.json[m.Path]}
 
-	pos, err := r.startPosition(ctx, resume)
-	if err != nil {
-		return err
-	}
-	if pos == nil {
-		hub.joinTail(c)
+	if resume != nil && hub.joinResumed(c, resume) {
 		r.hubs.counts.hits.Add(1)
 	} else {
-		if err := r.attach(ctx, hub, c, pos, out, true); err != nil {
+		pos, err := r.startPosition(ctx, resume)
+		if err != nil {
+			return err
+		}
+		if pos == nil {
+			hub.joinTail(c)
+			r.hubs.counts.hits.Add(1)
+		} else if err := r.attach(ctx, hub, c, pos, out, true); err != nil {
 			return err
 		}
 	}
@@ -288,6 +291,14 @@ func (r *Route) Serve(ss grpc.ServerStream, m *protoreg.Method, md metadata.MD) 
 			if e = c.pass(e, field); e != nil {
 				if err := out.send(e); err != nil {
 					return err
+				}
+				if !out.yielded {
+					// Callers often subscribe together (a restarted
+					// instance's clients reconnecting): once its first
+					// message is out, each lets the others send theirs
+					// before it sends its backlog.
+					out.yielded = true
+					runtime.Gosched()
 				}
 			}
 		}
@@ -456,6 +467,8 @@ func (r *Route) catchUp(ctx context.Context, hub *Hub, c *cursor, pos Position, 
 type sender struct {
 	ss     grpc.ServerStream
 	headed bool
+	// yielded is set once the caller yielded after its first message.
+	yielded bool
 	// json converts the records of a topic holding JSON; nil sends
 	// record values as they are.
 	json *jsonFrames
@@ -470,15 +483,13 @@ func (o *sender) send(e *entry) error {
 			}
 		}
 	}
-	msg := e.frame
+	f := frame.Frame{Bytes: e.frame, Buf: e.buf}
 	if o.json != nil {
-		var err error
-		if msg, err = o.json.frame(e); err != nil {
+		msg, err := o.json.frame(e)
+		if err != nil {
 			return err
 		}
+		f = frame.Frame{Bytes: msg}
 	}
-	if err := o.ss.SendMsg(&frame.Frame{Bytes: msg}); err != nil {
-		return err
-	}
-	return nil
+	return o.ss.SendMsg(&f)
 }

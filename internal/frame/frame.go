@@ -18,6 +18,11 @@ import (
 // payloads are never decoded on the hot path.
 type Frame struct {
 	Bytes []byte
+	// Buf, when set, is Bytes as grpc-go's buffers, built once for a
+	// message sent to many streams: each send would otherwise allocate
+	// its own. Its buffers must not be reference counted (mem.SliceBuffer,
+	// whose Free does nothing), since every send frees them.
+	Buf mem.BufferSlice
 }
 
 // Codec is Ferry's "proto" codec, on the server and on the back ends'
@@ -32,6 +37,9 @@ var _ encoding.CodecV2 = Codec{}
 // marshals any other protobuf message.
 func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 	if f, ok := v.(*Frame); ok {
+		if f.Buf != nil {
+			return f.Buf, nil
+		}
 		return mem.BufferSlice{mem.SliceBuffer(f.Bytes)}, nil
 	}
 	m, ok := v.(proto.Message)
