@@ -108,6 +108,9 @@ func (v *validator) fetchGroup(p string, f *FetchRoute) {
 	if len(f.Filters) > 0 {
 		v.errf(p, "a group shares the topic's records among its callers, which filters cannot select per caller: remove filters or group")
 	}
+	if f.Prewarm {
+		v.errf(strings.TrimSuffix(p, ".group")+".prewarm", "a group reads the topic as a consumer group, not through the topic's cache, which prewarm fills: remove prewarm or group")
+	}
 	switch f.Start {
 	case "earliest", "latest":
 	default:

@@ -68,6 +68,7 @@ func TestFetchGroupErrors(t *testing.T) {
 		{"{id: w, dead_letter_topic: 'dead letters'}", "", []string{`routes[0].fetch.group.dead_letter_topic: "dead letters" with {topic} and {group} replaced`}},
 		{"{id: w}", "      start: 2026-01-02T15:04:05Z\n", []string{"routes[0].fetch.start: a group starts"}},
 		{"{id: w}", "      filters: [{key: a}]\n", []string{"routes[0].fetch.group: a group shares the topic's records"}},
+		{"{id: w}", "      prewarm: true\n", []string{"routes[0].fetch.prewarm: a group reads the topic as a consumer group"}},
 	} {
 		_, err := Parse("ferry.yaml", []byte(groupYAML(tc.group, tc.extra)))
 		if len(tc.want) == 0 {
