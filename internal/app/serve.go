@@ -53,7 +53,7 @@ func (a *App) startServers(ctx context.Context, reg *protoreg.Registry) error {
 			return fmt.Errorf("serving HTTPS (listeners.http.tls): %w", err)
 		}
 		a.httpSrv = &http.Server{
-			Handler:           a.countHTTP(mux),
+			Handler:           web.CORS(h.CORS, a.countHTTP(mux)),
 			TLSConfig:         tlsCfg,
 			ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),

@@ -326,6 +326,27 @@ func TestWebCORS(t *testing.T) {
 	}
 }
 
+// TestHTTPListenerCORS: the REST APIs' listener has a CORS policy of its
+// own.
+func TestHTTPListenerCORS(t *testing.T) {
+	cfg := ferryConfig(t, fetchRoute(kit.Topic(t, 1, nil), ""))
+	cfg.KafkaAPI.Enabled = true
+	cfg.Listeners.HTTP.Address = "127.0.0.1:0"
+	cfg.Listeners.HTTP.CORS.AllowedOrigins = []string{"https://ops.example.com"}
+	a := startConfig(t, cfg)
+	req, _ := http.NewRequest(http.MethodOptions, "http://"+a.HTTPAddr()+"/v1/topics", nil)
+	req.Header.Set("Origin", "https://ops.example.com")
+	req.Header.Set("Access-Control-Request-Method", "GET")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.Header.Get("Access-Control-Allow-Origin") != "https://ops.example.com" {
+		t.Fatalf("preflight: %d %v", res.StatusCode, res.Header)
+	}
+}
+
 // TestWebDisabled: with web off, the port speaks gRPC only.
 func TestWebDisabled(t *testing.T) {
 	routes, _ := webRoutes(t)

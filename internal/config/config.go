@@ -200,6 +200,9 @@ type HTTPListener struct {
 	MaxRequestBodySize int64 `yaml:"max_request_body_size"`
 	// TLS serves HTTPS instead of plaintext HTTP.
 	TLS ListenerTLS `yaml:"tls"`
+	// CORS lets pages of other origins call the REST APIs. Off unless
+	// AllowedOrigins is set.
+	CORS CORS `yaml:"cors"`
 }
 
 // ListenerTLS is how a listener of Ferry speaks TLS to its clients. TLS is

@@ -46,6 +46,7 @@ var ranges = map[string]bounds{
 	"listeners.grpc.max_concurrent_streams":        counts(1, 1_000_000),
 	"listeners.grpc.shutdown_timeout":              durations(0, time.Hour),
 	"listeners.grpc.web.cors.max_age":              durations(0, 24*time.Hour),
+	"listeners.http.cors.max_age":                  durations(0, 24*time.Hour),
 	"shutdown.timeout":                             durations(0, 2*time.Hour),
 	"listeners.http.max_request_body_size":         counts(1, MaxMessageSizeLimit),
 	"routes[].produce.timeout":                     durations(0, 24*time.Hour),

@@ -40,10 +40,14 @@ type CORS struct {
 // Enabled reports whether CORS is on.
 func (c CORS) Enabled() bool { return len(c.AllowedOrigins) > 0 }
 
-// web checks listeners.grpc.web.
+// web checks listeners.grpc.web and listeners.http.cors.
 func (v *validator) web() {
-	const p = "listeners.grpc.web.cors"
-	c := v.cfg.Listeners.GRPC.Web.CORS
+	v.cors("listeners.grpc.web.cors", v.cfg.Listeners.GRPC.Web.CORS)
+	v.cors("listeners.http.cors", v.cfg.Listeners.HTTP.CORS)
+}
+
+// cors checks the CORS section at p.
+func (v *validator) cors(p string, c CORS) {
 	if !c.Enabled() {
 		for key, set := range map[string]bool{
 			"allowed_headers":   len(c.AllowedHeaders) > 0,

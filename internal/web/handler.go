@@ -38,18 +38,25 @@ func NewHandler(srv *grpc.Server, services []protoreflect.ServiceDescriptor, max
 	if err := h.SetServices(services); err != nil {
 		return nil, err
 	}
-	h.outer = http.HandlerFunc(h.serve)
-	if c := cfg.CORS; c.Enabled() {
-		h.outer = cors.New(cors.Options{
-			AllowedOrigins:   c.AllowedOrigins,
-			AllowedMethods:   connectcors.AllowedMethods(),
-			AllowedHeaders:   append(append(connectcors.AllowedHeaders(), "Authorization"), c.AllowedHeaders...),
-			ExposedHeaders:   append(connectcors.ExposedHeaders(), c.ExposedHeaders...),
-			AllowCredentials: c.AllowCredentials,
-			MaxAge:           int(c.MaxAge.Seconds()),
-		}).Handler(h.outer)
-	}
+	h.outer = CORS(cfg.CORS, http.HandlerFunc(h.serve))
 	return h, nil
+}
+
+// CORS wraps next with the cross-origin policy c, allowing the methods
+// and headers gRPC-Web, Connect and REST use, and Authorization; without
+// allowed origins it returns next.
+func CORS(c config.CORS, next http.Handler) http.Handler {
+	if !c.Enabled() {
+		return next
+	}
+	return cors.New(cors.Options{
+		AllowedOrigins:   c.AllowedOrigins,
+		AllowedMethods:   append(connectcors.AllowedMethods(), http.MethodPut, http.MethodPatch, http.MethodDelete),
+		AllowedHeaders:   append(append(connectcors.AllowedHeaders(), "Authorization"), c.AllowedHeaders...),
+		ExposedHeaders:   append(connectcors.ExposedHeaders(), c.ExposedHeaders...),
+		AllowCredentials: c.AllowCredentials,
+		MaxAge:           int(c.MaxAge.Seconds()),
+	}).Handler(next)
 }
 
 // SetServices serves services from now on, as a reload loaded them;
