@@ -10,6 +10,29 @@ import (
 	"time"
 )
 
+// ListenerTLS is how a listener of Ferry speaks TLS to its clients. TLS is
+// on when CertFile and KeyFile are set; plaintext otherwise. Relative file
+// names are taken from the config file's directory.
+type ListenerTLS struct {
+	// CertFile is the server certificate chain, in PEM. It is read again
+	// when it changes on disk, so a rotated certificate needs no restart.
+	CertFile string `yaml:"cert_file"`
+	// KeyFile is the private key of CertFile, in PEM.
+	KeyFile string `yaml:"key_file"`
+	// MinVersion is the lowest TLS version accepted: "1.2" or "1.3".
+	// Default: "1.2".
+	MinVersion string `yaml:"min_version"`
+	// ClientAuth is what Ferry asks of a client's certificate: none,
+	// request (checked when sent) or require (mTLS). Default: none.
+	ClientAuth string `yaml:"client_auth"`
+	// ClientCAFile is a PEM file of the certificate authorities that sign
+	// client certificates; required with request and require.
+	ClientCAFile string `yaml:"client_ca_file"`
+}
+
+// Enabled reports whether the listener speaks TLS.
+func (t ListenerTLS) Enabled() bool { return t.CertFile != "" || t.KeyFile != "" }
+
 // Client certificate modes of ListenerTLS.ClientAuth.
 const (
 	ClientAuthNone    = "none"
