@@ -26,3 +26,10 @@ func (a *App) EdgeServerOptions() int { return len(a.edge.ServerOptions()) }
 func (a *App) ReloadWatcher() func(ctx context.Context, hup <-chan os.Signal, interval time.Duration) {
 	return a.newReloadWatcher().run
 }
+
+// CallsRunning counts the calls the servers are running.
+func (a *App) CallsRunning() int {
+	a.calls.mu.Lock()
+	defer a.calls.mu.Unlock()
+	return a.calls.n
+}

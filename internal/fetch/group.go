@@ -197,9 +197,11 @@ func (r *GroupRoute) stream(ss grpc.ServerStream, json *jsonFrames) error {
 		if err := out.send(e); err != nil {
 			return err
 		}
-		if auto {
-			// Sent is acknowledged. A partition the group moved meanwhile
-			// is its new owner's to deliver again: nothing to do here.
+		if auto && ctx.Err() == nil {
+			// Sent is acknowledged, unless the caller is seen gone by
+			// now: Close then hands the record on. A partition the
+			// group moved meanwhile is its new owner's to deliver
+			// again: nothing to do here.
 			_ = sess.Ack(msg.Partition, msg.Offset)
 		}
 	}
