@@ -105,6 +105,9 @@ func (a *App) startAdmin(ctx context.Context) error {
 			}
 			return a.kafkaAPI.Lag()
 		},
+		FetchGroupMembers: a.groups.Members,
+		FetchGroupCounts:  a.groups.Counts,
+		FetchGroupLag:     a.groups.Lag,
 	})
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", a.metrics.Handler())

@@ -568,3 +568,37 @@ func TestGroupStreamJSON(t *testing.T) {
 		t.Fatalf("dead letter %q", recs[0].Value)
 	}
 }
+
+// TestGroupStreamMetrics: group fetch routes' deliveries, redeliveries,
+// acknowledgements, dead letters and members are in /metrics.
+func TestGroupStreamMetrics(t *testing.T) {
+	kit.CheckLeaks(t)
+	topic := kit.Topic(t, 1, nil)
+	produceMsgs(t, kit.Client(t, kgo.ProducerLinger(0)), topic, "k", nil, jobNames(2)...)
+	cfg, err := groupConfig(t, topic, `ack_timeout: 200ms, max_deliveries: 2, dead_letter_topic: "{topic}.dead", max_unacked_per_stream: 1`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Listeners.Admin.Address = "127.0.0.1:0"
+	a := startConfig(t, cfg)
+	cc := dial(t, a)
+	c := take(t, cc)
+	c.next(t)
+	c.next(t) // job-0 again, after its ack timeout
+	mustAck(t, cc, c.next(t).id)
+	readTopic(t, topic+".dead", 1)
+	mfs := scrape(t, a)
+	for name, want := range map[string]float64{
+		"ferry_fetch_group_deliveries_total":   3,
+		"ferry_fetch_group_redeliveries_total": 1,
+		"ferry_fetch_group_acks_total":         1,
+		"ferry_fetch_group_dead_letters_total": 1,
+	} {
+		if got, ok := sample(mfs, name, map[string]string{"cluster": "default"}); !ok || got != want {
+			t.Errorf("%s{cluster=default} = %v (found %v), want %v", name, got, ok, want)
+		}
+	}
+	if got, ok := sample(mfs, "ferry_fetch_group_members", nil); !ok || got != 1 {
+		t.Errorf("ferry_fetch_group_members = %v (found %v), want 1", got, ok)
+	}
+}

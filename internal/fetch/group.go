@@ -46,6 +46,57 @@ func NewGroups(clusters map[string]*kafka.Cluster, names []string, produce confi
 		engines: map[config.APIConsume]*kafkaapi.Service{}}
 }
 
+// Members counts the consumer group members the engines run.
+func (gs *Groups) Members() int {
+	n := 0
+	for _, e := range gs.all() {
+		n += e.Members()
+	}
+	return n
+}
+
+// Counts sums what the engines' members did, by cluster.
+func (gs *Groups) Counts() map[string]kafkaapi.Counts {
+	out := map[string]kafkaapi.Counts{}
+	for _, e := range gs.all() {
+		for cluster, c := range e.Counts() {
+			t := out[cluster]
+			t.Deliveries += c.Deliveries
+			t.Redeliveries += c.Redeliveries
+			t.Acks += c.Acks
+			t.DeadLetters += c.DeadLetters
+			out[cluster] = t
+		}
+	}
+	return out
+}
+
+// Lag sums how far behind the engines' members are, by cluster, with the
+// largest of one member.
+func (gs *Groups) Lag() map[string]kafkaapi.Lag {
+	out := map[string]kafkaapi.Lag{}
+	for _, e := range gs.all() {
+		for cluster, l := range e.Lag() {
+			t := out[cluster]
+			t.Records += l.Records
+			t.MaxRecords = max(t.MaxRecords, l.MaxRecords)
+			out[cluster] = t
+		}
+	}
+	return out
+}
+
+// all returns the engines made so far.
+func (gs *Groups) all() []*kafkaapi.Service {
+	gs.mu.Lock()
+	defer gs.mu.Unlock()
+	out := make([]*kafkaapi.Service, 0, len(gs.engines))
+	for _, e := range gs.engines {
+		out = append(out, e)
+	}
+	return out
+}
+
 // engine returns the engine of consume configuration cc, made on first
 // use; UNAVAILABLE once Close began.
 func (gs *Groups) engine(cc config.APIConsume) (*kafkaapi.Service, error) {

@@ -32,6 +32,11 @@ type Sources struct {
 	// KafkaAPILag returns how far behind the Kafka API's members are, by
 	// cluster.
 	KafkaAPILag func() map[string]kafkaapi.Lag
+	// FetchGroupMembers, FetchGroupCounts and FetchGroupLag are the same
+	// of the consumer groups of group fetch routes (routes[].fetch.group).
+	FetchGroupMembers func() int
+	FetchGroupCounts  func() map[string]kafkaapi.Counts
+	FetchGroupLag     func() map[string]kafkaapi.Lag
 }
 
 // Watch registers a collector that reads s at every scrape: nothing is
@@ -70,14 +75,60 @@ var (
 	fetchCacheRecords  = desc("fetch_cache_records", "Records a fetched topic's cache holds, by cluster and topic.", "cluster", "topic")
 	repliesPending     = desc("replies_pending", "Calls of produce routes waiting for replies.")
 	repliesCached      = desc("replies_cached_bytes", "Bytes of replies kept for retries, counted against replies.max_cached_bytes.")
-	kafkaAPIMembers    = desc("kafka_api_members", "Consumer group members the Kafka API runs, those leaving included.")
-	kafkaAPIDeliveries = desc("kafka_api_deliveries_total", "Messages the Kafka API delivered to consumers, again ones included, by cluster.", "cluster")
-	kafkaAPIRedeliver  = desc("kafka_api_redeliveries_total", "Deliveries of messages the Kafka API delivered before: not acknowledged in time, handed back, or left by a consumer that went; by cluster.", "cluster")
-	kafkaAPIAcks       = desc("kafka_api_acks_total", "Acknowledgements that settled a message the Kafka API delivered, by cluster.", "cluster")
-	kafkaAPIDead       = desc("kafka_api_dead_letters_total", "Messages the Kafka API wrote to their dead-letter topic, by cluster.", "cluster")
-	kafkaAPILag        = desc("kafka_api_consumer_lag_records", "Records of the partitions the Kafka API's consumer group members own not acknowledged yet, summed over groups and topics, by cluster: each partition's high watermark at the last fetch less the offset its member commits next.", "cluster")
-	kafkaAPILagMax     = desc("kafka_api_consumer_lag_max_records", "The largest lag of one of the Kafka API's consumer group members (one group's topic) on this instance, by cluster.", "cluster")
+	kafkaAPI           = consumerDescs("kafka_api", "the Kafka API")
+	fetchGroup         = consumerDescs("fetch_group", "group fetch routes")
 )
+
+// consumers are the metrics of a face's consumer group members, those of
+// the Kafka API or those of group fetch routes.
+type consumers struct {
+	members, deliveries, redeliveries, acks, dead, lag, lagMax *prometheus.Desc
+}
+
+// consumerDescs names the metrics of whose members: ferry_<prefix>_...
+func consumerDescs(prefix, whose string) consumers {
+	return consumers{
+		members:      desc(prefix+"_members", "Consumer group members of "+whose+" on this instance, those leaving included."),
+		deliveries:   desc(prefix+"_deliveries_total", "Messages "+whose+" delivered to consumers, again ones included, by cluster.", "cluster"),
+		redeliveries: desc(prefix+"_redeliveries_total", "Deliveries of messages "+whose+" delivered before: not acknowledged in time, handed back, or left by a consumer that went; by cluster.", "cluster"),
+		acks:         desc(prefix+"_acks_total", "Acknowledgements that settled a message "+whose+" delivered, by cluster.", "cluster"),
+		dead:         desc(prefix+"_dead_letters_total", "Messages "+whose+" wrote to their dead-letter topic, by cluster.", "cluster"),
+		lag:          desc(prefix+"_consumer_lag_records", "Records of the partitions the consumer group members of "+whose+" own not acknowledged yet, summed over groups and topics, by cluster: each partition's high watermark at the last fetch less the offset its member commits next.", "cluster"),
+		lagMax:       desc(prefix+"_consumer_lag_max_records", "The largest lag of one of the consumer group members of "+whose+" (one group's topic) on this instance, by cluster.", "cluster"),
+	}
+}
+
+func (c consumers) all() []*prometheus.Desc {
+	return []*prometheus.Desc{c.members, c.deliveries, c.redeliveries, c.acks, c.dead, c.lag, c.lagMax}
+}
+
+// collect emits the metrics from what members, counts and lag return;
+// nil ones are left out.
+func (c consumers) collect(ch chan<- prometheus.Metric, members func() int, counts func() map[string]kafkaapi.Counts, lag func() map[string]kafkaapi.Lag) {
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
+	if members != nil {
+		gauge(c.members, float64(members()))
+	}
+	if counts != nil {
+		for cluster, k := range counts() {
+			counter(c.deliveries, float64(k.Deliveries), cluster)
+			counter(c.redeliveries, float64(k.Redeliveries), cluster)
+			counter(c.acks, float64(k.Acks), cluster)
+			counter(c.dead, float64(k.DeadLetters), cluster)
+		}
+	}
+	if lag != nil {
+		for cluster, l := range lag() {
+			gauge(c.lag, float64(l.Records), cluster)
+			gauge(c.lagMax, float64(l.MaxRecords), cluster)
+		}
+	}
+}
 
 // state reads the components' counts at scrape time.
 type state struct{ s Sources }
@@ -86,7 +137,10 @@ func (st *state) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{backendOpen, backendWaiting, backendPauses, backendRetries, backendPartitions,
 		backendAssignments, backendRevokes, backendLosses, backendLag, fetchHubs, fetchSubscribers, fetchCatchUps, fetchRecords, fetchCutOffs, fetchBackfills, fetchBackfillsDone, fetchCatchUpsDone, fetchCacheHits, fetchCacheMisses,
 		fetchEvicted, fetchEvictedBytes, fetchCacheBytes, fetchCacheRecords, repliesPending,
-		repliesCached, kafkaAPIMembers, kafkaAPIDeliveries, kafkaAPIRedeliver, kafkaAPIAcks, kafkaAPIDead, kafkaAPILag, kafkaAPILagMax} {
+		repliesCached} {
+		ch <- d
+	}
+	for _, d := range append(kafkaAPI.all(), fetchGroup.all()...) {
 		ch <- d
 	}
 }
@@ -144,23 +198,8 @@ func (st *state) Collect(ch chan<- prometheus.Metric) {
 	if s.CachedReplyBytes != nil {
 		gauge(repliesCached, float64(s.CachedReplyBytes()))
 	}
-	if s.KafkaAPIMembers != nil {
-		gauge(kafkaAPIMembers, float64(s.KafkaAPIMembers()))
-	}
-	if s.KafkaAPICounts != nil {
-		for cluster, k := range s.KafkaAPICounts() {
-			counter(kafkaAPIDeliveries, float64(k.Deliveries), cluster)
-			counter(kafkaAPIRedeliver, float64(k.Redeliveries), cluster)
-			counter(kafkaAPIAcks, float64(k.Acks), cluster)
-			counter(kafkaAPIDead, float64(k.DeadLetters), cluster)
-		}
-	}
-	if s.KafkaAPILag != nil {
-		for cluster, l := range s.KafkaAPILag() {
-			gauge(kafkaAPILag, float64(l.Records), cluster)
-			gauge(kafkaAPILagMax, float64(l.MaxRecords), cluster)
-		}
-	}
+	kafkaAPI.collect(ch, s.KafkaAPIMembers, s.KafkaAPICounts, s.KafkaAPILag)
+	fetchGroup.collect(ch, s.FetchGroupMembers, s.FetchGroupCounts, s.FetchGroupLag)
 }
 
 var _ prometheus.Collector = (*state)(nil)
