@@ -15,12 +15,18 @@ import (
 // (-bin) values are carried (base64 text in Kafka, raw bytes in gRPC), and
 // which header names can become gRPC metadata at all.
 
-// reserved reports whether k belongs to the gRPC transport (pseudo-headers,
-// grpc-*, content-type, te, user-agent) and so is never taken from a
-// header as metadata.
+// reserved reports whether k belongs to the transport (pseudo-headers,
+// grpc-*, content-type, te, user-agent, and HTTP/1.1's connection-specific
+// headers, which a web call's metadata may hold and which HTTP/2 forbids:
+// a server refuses a call that carries them) and so is never written as a
+// header, nor taken from one as metadata.
 func reserved(k string) bool {
-	return k == "" || strings.HasPrefix(k, ":") || strings.HasPrefix(k, "grpc-") ||
-		k == "content-type" || k == "te" || k == "user-agent"
+	switch k {
+	case "", "content-type", "te", "user-agent",
+		"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+		return true
+	}
+	return strings.HasPrefix(k, ":") || strings.HasPrefix(k, "grpc-")
 }
 
 // writtenKey reports whether metadata key k is written as a meta: header:

@@ -67,11 +67,25 @@ func TestMetadataBothWays(t *testing.T) {
 	}
 }
 
+// TestConnectionHeadersNotRead: a record written by another producer with
+// HTTP/1.1's connection-specific headers among its meta: headers does not
+// hand them to a back end's server, whose HTTP/2 would refuse the call.
+func TestConnectionHeadersNotRead(t *testing.T) {
+	hs := []kgo.RecordHeader{
+		{Key: "meta:connection", Value: []byte("keep-alive")},
+		{Key: "meta:keep-alive", Value: []byte("timeout=5")},
+		{Key: "meta:x-tenant", Value: []byte("blue")},
+	}
+	if md := MetadataFromHeaders(hs, "meta:"); !reflect.DeepEqual(md, metadata.MD{"x-tenant": {"blue"}}) {
+		t.Fatalf("metadata %v", md)
+	}
+}
+
 func TestForwarded(t *testing.T) {
 	for k, want := range map[string]bool{
 		"x-trace": true, "idempotency-key": true, ":authority": false, "grpc-timeout": false,
 		"grpc-accept-encoding": true, "te": false, "content-type": false, "user-agent": false,
-		"authorization": false,
+		"authorization": false, "connection": false, "keep-alive": false, "upgrade": false,
 	} {
 		if got := forwarded(k, false); got != want {
 			t.Errorf("forwarded(%q) = %v, want %v", k, got, want)

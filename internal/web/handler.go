@@ -118,9 +118,10 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) {
 }
 
 // hopByHop are HTTP/1.1's connection-specific headers (RFC 9110, 7.6.1).
-// They describe the browser's connection to Ferry, not the call: passed on
-// as metadata they would reach Kafka and then a back end's server, whose
-// HTTP/2 refuses them (RST_STREAM PROTOCOL_ERROR).
+// They describe the browser's connection to Ferry, not the call, so they
+// are not the call's metadata; nor are the headers Connection names. (The
+// record layout never writes the standard ones either: see
+// layout.reserved.)
 var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade", "Te", "Trailer", "Proxy-Authenticate", "Proxy-Authorization"}
 
 // dropHopByHop removes them from h, and the headers Connection names.
