@@ -54,7 +54,13 @@ func newJSONFrames(route string, cfg *config.FetchRoute, out protoreflect.Messag
 // the message id that resumes past it: skipping it would lose a record
 // without anyone knowing, and ending at it makes every caller stop there
 // until someone decides to skip it (see docs/CONFIG.md, routes[].fetch.format).
+//
+// An entry of the hub's cache is converted once for every caller of the
+// same method: the first keeps the result on the entry.
 func (j *jsonFrames) frame(e *entry) ([]byte, error) {
+	if c := e.conv.Load(); c != nil && c.out == j.out {
+		return c.msg, nil
+	}
 	id := e.frame[e.vlen:]
 	b, err := j.format.AppendFromJSON(make([]byte, 0, e.vlen+len(id)), j.out, e.frame[:e.vlen])
 	if err != nil {
@@ -66,7 +72,15 @@ func (j *jsonFrames) frame(e *entry) ([]byte, error) {
 			"record at topic %q partition %d offset %d is not the JSON of a %s: %v; to skip it, resume with %s: %s",
 			j.topic, e.part, e.off, j.out.FullName(), err, j.resume, next)
 	}
-	return append(b, id...), nil
+	b = append(b, id...)
+	e.conv.Store(&converted{out: j.out, msg: b})
+	return b, nil
+}
+
+// converted is an entry's value as a message of type out, id appended.
+type converted struct {
+	out protoreflect.MessageDescriptor
+	msg []byte
 }
 
 // entryID returns the message id appended to e's value: the position after

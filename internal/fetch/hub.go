@@ -31,7 +31,10 @@ type entry struct {
 	frame []byte
 	// buf is frame as grpc-go's buffers, shared by every caller sent the
 	// entry (see frame.Frame); nil for entries sent to one caller.
-	buf  mem.BufferSlice
+	buf mem.BufferSlice
+	// conv is the entry converted by the last fetch route of format json
+	// that sent it (see jsonFrames.frame).
+	conv atomic.Pointer[converted]
 	meta metadata.MD
 	// ts is the record's timestamp, for fetch.cache.max_age; size is
 	// what the entry costs the cache.
