@@ -51,12 +51,17 @@ func run(chromium, ferry, dir, produce string, timeout time.Duration) error {
 	defer srv.Close()
 	url := fmt.Sprintf("http://%s/index.html?ferry=%s", lis.Addr(), ferry)
 
+	profile, err := os.MkdirTemp("", "ferry-webpage-chromium")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(profile)
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromium),
 		chromedp.NoSandbox,
 		chromedp.Flag("disable-quic", true),
 		chromedp.Flag("disable-component-update", true),
-		chromedp.UserDataDir(os.TempDir()+"/ferry-webpage-chromium"),
+		chromedp.UserDataDir(profile),
 	)
 	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
 	defer cancel()
