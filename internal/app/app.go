@@ -245,6 +245,7 @@ func start(ctx context.Context, cfg *config.Config, logger *slog.Logger, exp sdk
 		CacheMaxAge:   cfg.Fetch.Cache.MaxAge,
 		MaxCatchUps:   cfg.Fetch.MaxCatchUpReaders,
 		CatchUpWait:   cfg.Fetch.CatchUpWait,
+		CatchUpWindow: cfg.Fetch.CatchUpWindowBytes,
 		// New partitions of a fetched topic are picked up while it runs.
 		PartitionRefresh: cfg.Fetch.PartitionRefresh,
 		Logger:           a.logger,

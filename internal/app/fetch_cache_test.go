@@ -304,3 +304,97 @@ func TestFetchCacheManyFromStart(t *testing.T) {
 		t.Errorf("counts %+v: want %d callers counted, at most %d catch-up readers", c, subs, bound)
 	}
 }
+
+// TestFetchTrains: a reconnect storm behind the cache — callers from the
+// start and callers resuming from message ids all over a topic far larger
+// than the cache (their offsets interleaving unlike any reader's), while
+// records are written — share at most fetch.max_catch_up_readers catch-up
+// readers, far fewer than the callers; each caller gets every record from
+// its position once, in order per partition, and ends up reading the
+// cache.
+func TestFetchTrains(t *testing.T) {
+	kit.CheckLeaks(t)
+	const parts, n, more, pad, bound = 3, 1000, 200, 100, 4
+	topic := kit.Topic(t, parts, nil)
+	prod := kit.Client(t, kgo.ProducerLinger(0), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	writeParts(t, prod, topic, parts, 0, n, pad)
+	cfg := ferryConfig(t, cacheRoutes(topic, ""))
+	// The cache holds some 200 of the 3,000 records; a catch-up reader
+	// keeps about 400.
+	cfg.Fetch.Cache.MaxBytes = 64 << 10
+	cfg.Fetch.CatchUpWindowBytes = 128 << 10
+	cfg.Fetch.MaxCatchUpReaders = bound
+	a := startConfig(t, cfg)
+	var most atomic.Int64
+	stop, watched := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(watched)
+		for {
+			st := a.FetchStats()
+			if st.CatchUps > bound {
+				t.Errorf("stats %+v: more catch-up readers than %d", st, bound)
+			}
+			most.Store(max(most.Load(), int64(st.CatchUps)))
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}()
+
+	type caller struct {
+		md   metadata.MD
+		from map[int32]int64
+	}
+	var callers []caller
+	for i := 0; i < 40; i++ {
+		callers = append(callers, caller{from: map[int32]int64{0: 0, 1: 0, 2: 0}})
+		k := int64(i * n / 45)
+		pos := map[int32]int64{0: k, 1: max(k-int64(i%7), 0), 2: min(k+int64(i%5)*3, n)}
+		callers = append(callers, caller{md: metadata.Pairs("last-message-id", fetch.EncodeIDText(messageID(pos))), from: pos})
+	}
+	writing := make(chan struct{})
+	go func() {
+		defer close(writing)
+		for i := n; i < n+more; i += 20 {
+			writeParts(t, prod, topic, parts, i, i+20, pad)
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	ccs := []*grpc.ClientConn{dial(t, a), dial(t, a), dial(t, a), dial(t, a)}
+	var wg, read sync.WaitGroup
+	done := make(chan struct{})
+	for i, c := range callers {
+		wg.Add(1)
+		read.Add(1)
+		go func() {
+			defer wg.Done()
+			s := subscribe(t, ccs[i%len(ccs)], c.md)
+			defer s.cancel()
+			err := readAll(s, parts, n+more, c.from)
+			read.Done()
+			if err != nil {
+				t.Errorf("caller %d (from %v): %v", i, c.from, err)
+				return
+			}
+			<-done // stay subscribed until every caller read all
+		}()
+	}
+	read.Wait()
+	<-writing
+	// Every caller reads the cache now: no catch-up reader is left.
+	waitFor(t, func() bool {
+		st := a.FetchStats()
+		return st.Subscribers == len(callers) && st.Riders == 0 && st.CatchUps == 0
+	}, "every caller to read the cache")
+	close(done)
+	wg.Wait()
+	close(stop)
+	<-watched
+	c := a.FetchCounts()
+	t.Logf("%d callers behind the cache: at most %d catch-up readers at once, %d in all; counts %+v", len(callers), most.Load(), c.CatchUps, c)
+	if c.CatchUps >= int64(len(callers))/2 {
+		t.Errorf("%d catch-up readers started for %d callers: they did not share them", c.CatchUps, len(callers))
+	}
+}

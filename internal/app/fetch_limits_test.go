@@ -29,28 +29,34 @@ func dialSmallWindow(t testing.TB, addr string) *grpc.ClientConn {
 }
 
 // TestFetchCatchUpBound: with fetch.max_catch_up_readers: 1, a caller from
-// behind holds the one catch-up reader while it reads; a second caller
-// from behind waits fetch.catch_up_wait for it and then gets
-// RESOURCE_EXHAUSTED, not a reader of its own; once the first leaves, the
-// next caller gets the reader.
+// the start that does not read holds the one catch-up reader; a second
+// caller from the start rides the same reader (no second one starts) and
+// gets every record; a third, once the reader's window moved past the
+// start, waits fetch.catch_up_wait and gets RESOURCE_EXHAUSTED, not a
+// reader of its own; once the first leaves, the next caller gets one.
 func TestFetchCatchUpBound(t *testing.T) {
 	kit.CheckLeaks(t)
 	topic := kit.Topic(t, 1, nil)
 	prod := kit.Client(t, kgo.ProducerLinger(0))
-	// 1 MiB behind the end: more than a caller that does not read takes.
+	// 4 MiB: more than a caller that does not read takes, and than the
+	// catch-up reader's window.
 	value := strings.Repeat("x", 8<<10)
-	ms := make([]string, 128)
+	ms := make([]string, 512)
 	for i := range ms {
 		ms[i] = fmt.Sprintf("%03d%s", i, value)
 	}
-	produceMsgs(t, prod, topic, "", nil, ms...)
-	// A cache of 64 KiB cannot take the 1 MiB: callers from the start
-	// read on catch-up readers.
-	a := startFerry(t, fetchRoute(topic, "")+`
+	for i := 0; i < len(ms); i += 64 {
+		produceMsgs(t, prod, topic, "", nil, ms[i:i+64]...)
+	}
+	// A cache of 64 KiB cannot take it: callers from the start read on
+	// a catch-up reader, whose window of 1 MiB holds what the first
+	// caller took and what it reads ahead of it.
+	a := startFerry(t, fetchRoute(topic, "      max_buffered_per_subscriber: 4\n")+`
 fetch:
   cache: {max_bytes: 65536}
   max_catch_up_readers: 1
   catch_up_wait: 200ms
+  catch_up_window_bytes: 1048576
 `)
 	holder := subscribe(t, dialSmallWindow(t, a.GRPCAddr()), nil)
 	defer holder.cancel()
@@ -59,9 +65,20 @@ fetch:
 	cc := dial(t, a)
 	second := subscribe(t, cc, nil)
 	defer second.cancel()
-	_, err := second.next()
+	for i, f := range second.take(t, len(ms)) {
+		if f.msg[:3] != ms[i][:3] {
+			t.Fatalf("second caller's message %d starts %.3q, want %.3q", i, f.msg, ms[i])
+		}
+	}
+	if c := a.FetchCounts(); c.CatchUps != 1 {
+		t.Errorf("%d catch-up readers started for two callers from the start, want 1", c.CatchUps)
+	}
+
+	third := subscribe(t, cc, nil)
+	defer third.cancel()
+	_, err := third.next()
 	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "fetch.max_catch_up_readers") {
-		t.Fatalf("second caller from behind: %v, want RESOURCE_EXHAUSTED naming fetch.max_catch_up_readers", err)
+		t.Fatalf("third caller from the start: %v, want RESOURCE_EXHAUSTED naming fetch.max_catch_up_readers", err)
 	}
 	if n := a.FetchStats().CatchUps; n != 1 {
 		t.Errorf("%d catch-up readers, want 1", n)
@@ -69,10 +86,10 @@ fetch:
 
 	holder.cancel()
 	waitFor(t, func() bool { return a.FetchStats().CatchUps == 0 }, "the first caller's reader to stop")
-	third := subscribe(t, cc, nil)
-	defer third.cancel()
-	got := third.take(t, len(ms))
+	fourth := subscribe(t, cc, nil)
+	defer fourth.cancel()
+	got := fourth.take(t, len(ms))
 	if got[len(got)-1].msg != ms[len(ms)-1] {
-		t.Errorf("third caller's last message starts %.3q, want %.3q", got[len(got)-1].msg, ms[len(ms)-1])
+		t.Errorf("fourth caller's last message starts %.3q, want %.3q", got[len(got)-1].msg, ms[len(ms)-1])
 	}
 }

@@ -379,15 +379,18 @@ func TestFetchSlowSubscriber(t *testing.T) {
 	}
 }
 
-// TestFetchCutOff: subscribers that fall behind share the catch-up
-// readers; one that finds none free within fetch.catch_up_wait is cut off
-// with RESOURCE_EXHAUSTED after the messages it had, and resumes from the
-// last message id without a gap.
+// TestFetchCutOff: subscribers that fall behind ride catch-up readers; one
+// whose position no reader holds, and that finds none free within
+// fetch.catch_up_wait, is cut off with RESOURCE_EXHAUSTED after the
+// messages it had, and resumes from the last message id without a gap.
 func TestFetchCutOff(t *testing.T) {
 	topic := kit.Topic(t, 1, nil)
 	cfg := ferryConfig(t, fetchRoute(topic, "      max_buffered_per_subscriber: 8\n"))
 	cfg.Fetch.MaxCatchUpReaders, cfg.Fetch.CatchUpWait = 1, 100*time.Millisecond
-	// The topic's cache holds 32 records of the 400: a subscriber that
+	// A catch-up reader keeps 32 records, and reads 16 ahead of its
+	// fastest subscriber.
+	cfg.Fetch.CatchUpWindowBytes = 64 << 10
+	// The topic's cache holds 28 records of the 500: a subscriber that
 	// does not read falls out of it.
 	cfg.Fetch.Cache.MaxBytes = 64 << 10
 	a := startConfig(t, cfg)
@@ -404,49 +407,63 @@ func TestFetchCutOff(t *testing.T) {
 	prod := kit.Client(t, kgo.ProducerLinger(0))
 	produceMsgs(t, prod, topic, "", nil, "probe")
 	var subs []*subscription
-	var probes []fetched
 	for i := 0; i < 2; i++ {
 		s := subscribe(t, slowCC(), nil)
 		defer s.cancel()
-		probes = append(probes, s.take(t, 1)[0])
+		if f := s.take(t, 1)[0]; f.msg != "probe" {
+			t.Fatalf("subscriber %d: first message %q, want probe", i, f.msg)
+		}
 		subs = append(subs, s)
 	}
 	waitFor(t, func() bool { return a.FetchStats().Subscribers == 2 }, "both subscribers at the tail")
-	const n = 400
+	const n = 500
 	big := string(make([]byte, 2048))
 	var ms []string
 	for j := 0; j < n; j++ {
 		ms = append(ms, fmt.Sprintf("%d|%s", j, big))
 	}
-	produceMsgs(t, prod, topic, "", nil, ms...)
-	// Both fall behind; one takes the one catch-up reader, the other is
-	// cut off once it read what it had (perhaps nothing: the burst can
-	// pass the cache before it takes any, and it resumes after the probe).
-	time.Sleep(time.Second)
-	cut, cutRead := -1, 0
-	var cutLast fetched
-	for i, s := range subs {
-		read := 0
-		var err error
-		last := probes[i]
-		for read < n {
-			var f fetched
-			if f, err = s.next(); err != nil {
-				break
-			}
-			last = f
-			read++
-		}
-		if err != nil {
-			if status.Code(err) != codes.ResourceExhausted || cut >= 0 {
-				t.Fatalf("subscriber %d ended with %v after %d messages", i, err, read)
-			}
-			cut, cutRead, cutLast = i, read, last
+	// The burst's first 300 records: the second subscriber reads them;
+	// the first reads 20, which makes it take its next records, where the
+	// cache no longer is: it takes the one catch-up reader, and stops
+	// reading there. The reader stops 16 records ahead of it, far from
+	// the cache.
+	const early, taken = 300, 20
+	// A few records per batch: a fetch brings whole batches.
+	produce := func(ms []string) {
+		for i := 0; i < len(ms); i += 4 {
+			produceMsgs(t, prod, topic, "", nil, ms[i:min(i+4, len(ms))]...)
 		}
 	}
-	if cut < 0 {
-		t.Fatalf("neither subscriber was cut off with one catch-up reader for two")
+	produce(ms[:early])
+	got := subs[1].take(t, early)
+	last := got[early-1]
+	subs[0].take(t, taken)
+	waitFor(t, func() bool { return a.FetchStats().CatchUps == 1 }, "the first subscriber's catch-up reader")
+	// The rest: the second subscriber, reading nothing, falls out of the
+	// cache some 70 records on, where no catch-up reader is; it is cut
+	// off once it read what it had.
+	produce(ms[early:])
+	cutRead := early
+	var err error
+	for cutRead < n {
+		var f fetched
+		if f, err = subs[1].next(); err != nil {
+			break
+		}
+		last = f
+		cutRead++
 	}
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("second subscriber ended with %v after %d messages, want RESOURCE_EXHAUSTED", err, cutRead)
+	}
+	// The first gets every record, on its catch-up reader and then from
+	// the cache.
+	for j, f := range subs[0].take(t, n-taken) {
+		if want := fmt.Sprintf("%d|", taken+j); f.msg[:len(want)] != want {
+			t.Fatalf("first subscriber: message %d is %q, want %s...", taken+j, f.msg[:8], want)
+		}
+	}
+	cutLast := last
 	// The other one caught up and gave the reader back; the cut one
 	// resumes from its last message id with the rest.
 	waitFor(t, func() bool { return a.FetchStats().CatchUps == 0 }, "the catch-up reader to be free")

@@ -98,12 +98,18 @@ type HealthCheck struct {
 
 // Fetch limits the resources of fetch routes in one Ferry instance.
 type Fetch struct {
-	// MaxCatchUpReaders bounds the callers reading on Kafka readers of
-	// their own (catch-up readers) at once, over every fetch route.
+	// MaxCatchUpReaders bounds the Kafka readers shared by the callers
+	// behind their topic's cache (catch-up readers) at once, over every
+	// fetch route.
 	MaxCatchUpReaders int `yaml:"max_catch_up_readers"`
-	// CatchUpWait is how long a caller waits for a catch-up reader when
-	// all are taken, before it gets RESOURCE_EXHAUSTED.
+	// CatchUpWait is how long a caller behind the cache waits for a
+	// catch-up reader to take it when all are taken, before it gets
+	// RESOURCE_EXHAUSTED.
 	CatchUpWait time.Duration `yaml:"catch_up_wait"`
+	// CatchUpWindowBytes bounds what one catch-up reader keeps for its
+	// callers: it reads at most half of it ahead of its fastest caller,
+	// and a caller further behind than all of it loses its place.
+	CatchUpWindowBytes int64 `yaml:"catch_up_window_bytes"`
 	// PartitionRefresh is how often a fetched topic's reader looks for
 	// partitions the topic gained, and reads them from their start. 0:
 	// never (new partitions wait for a restart).
@@ -610,7 +616,7 @@ func Default() Config {
 			},
 		},
 		Replies: Replies{Lookback: 5 * time.Minute, MaxCachedBytes: 64 << 20, MaxBufferedPerCall: 1024},
-		Fetch: Fetch{MaxCatchUpReaders: 64, CatchUpWait: 30 * time.Second, PartitionRefresh: 30 * time.Second,
+		Fetch: Fetch{MaxCatchUpReaders: 64, CatchUpWait: 30 * time.Second, CatchUpWindowBytes: 4 << 20, PartitionRefresh: 30 * time.Second,
 			Cache: FetchCache{MaxBytes: 64 << 20}},
 		Log: Log{Level: "info", Format: "text"},
 	}

@@ -17,7 +17,7 @@ func TestFetchAndHealthCheckKeys(t *testing.T) {
 	if h := cfg.Clusters[0].HealthCheck; h != (HealthCheck{Interval: 5 * time.Second, UnhealthyAfter: 3, HealthyAfter: 2}) {
 		t.Errorf("health_check defaults = %+v", h)
 	}
-	if f := cfg.Fetch; f != (Fetch{MaxCatchUpReaders: 64, CatchUpWait: 30 * time.Second, PartitionRefresh: 30 * time.Second,
+	if f := cfg.Fetch; f != (Fetch{MaxCatchUpReaders: 64, CatchUpWait: 30 * time.Second, CatchUpWindowBytes: 4 << 20, PartitionRefresh: 30 * time.Second,
 		Cache: FetchCache{MaxBytes: 64 << 20}}) {
 		t.Errorf("fetch defaults = %+v", f)
 	}
@@ -27,6 +27,7 @@ func TestFetchAndHealthCheckKeys(t *testing.T) {
 		{"    health_check: {healthy_after: -1}", "", "ferry.yaml:3: clusters[0].health_check.healthy_after: -1 is out of range: use 1 to 100"},
 		{"", "fetch: {max_catch_up_readers: 0}", "ferry.yaml:8: fetch.max_catch_up_readers: 0 is out of range: use 1 to 10000"},
 		{"", "fetch: {catch_up_wait: 11m}", "ferry.yaml:8: fetch.catch_up_wait: 11m is out of range: use 0s to 10m"},
+		{"", "fetch: {catch_up_window_bytes: 1024}", "ferry.yaml:8: fetch.catch_up_window_bytes: 1024 is out of range: use 4096 to 68719476736"},
 		{"", "fetch: {partition_refresh: 2h}", "ferry.yaml:8: fetch.partition_refresh: 2h is out of range: use 0s to 1h"},
 		{"", "fetch: {cache: {max_bytes: 100}}", "ferry.yaml:8: fetch.cache.max_bytes: 100 is out of range: use 4096 to 1099511627776"},
 		{"", "fetch: {cache: {max_age: -1s}}", "ferry.yaml:8: fetch.cache.max_age: -1s is out of range: use 0s to 720h"},

@@ -37,6 +37,7 @@ var ranges = map[string]bounds{
 	"clusters[].health_check.healthy_after":        counts(1, 100),
 	"fetch.max_catch_up_readers":                   counts(1, 10_000),
 	"fetch.catch_up_wait":                          durations(0, 10*time.Minute),
+	"fetch.catch_up_window_bytes":                  counts(4096, 1<<36),
 	"fetch.partition_refresh":                      durations(0, time.Hour),
 	"fetch.cache.max_bytes":                        counts(4096, 1<<40),
 	"fetch.cache.max_age":                          durations(0, 30*24*time.Hour),

@@ -3,8 +3,11 @@ package fetch
 import (
 	"context"
 	"errors"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -12,6 +15,58 @@ import (
 
 // errBehind is a cursor's position evicted from the cache.
 var errBehind = errors.New("the cache no longer holds the position")
+
+// window is a run of entries in the order a reader took them from a
+// topic, read by cursors: a hub's cache, or a train's (see train.go).
+type window struct {
+	// mu guards everything below but subs. The window's reader holds it
+	// to append what a fetch brought; cursors hold it shared to take
+	// entries.
+	mu   sync.RWMutex
+	next Position // the reader's position: next offset per partition
+	// floor is, per partition, the lowest offset the window covers:
+	// every record of the partition at or after it is in the window.
+	// The position before the first entry is floor; the message id of
+	// every entry is the position after it.
+	floor Position
+	// ents are the entries, oldest first; ents[i] has sequence number
+	// base+i, which cursors count in.
+	ents  []*entry
+	base  int64
+	bytes int64
+	// grew is closed, and replaced, whenever entries are appended.
+	grew chan struct{}
+	// born are the partitions the reader added after it started, with
+	// the offset it read each from: a position that does not list one
+	// starts it from there (as a message id's unlisted partitions start
+	// from the earliest offset).
+	born Position
+	// done is closed when the reader stopped for good.
+	done <-chan struct{}
+	// subs counts the cursors in the window.
+	subs atomic.Int64
+	// train is the train whose window this is; nil for a hub's cache.
+	train *train
+}
+
+// add frames a record once and appends it, unless the window has it
+// already. w.mu is held.
+func (w *window) add(r *kgo.Record, field protowire.Number, prefix string) bool {
+	if r.Offset < w.next[r.Partition] {
+		return false
+	}
+	w.next[r.Partition] = r.Offset + 1
+	e := newEntry(r, field, prefix, w.next)
+	w.ents = append(w.ents, e)
+	w.bytes += e.size
+	return true
+}
+
+// notify wakes the cursors waiting at the end. w.mu is held.
+func (w *window) notify() {
+	close(w.grew)
+	w.grew = make(chan struct{})
+}
 
 // cursor is one subscriber's place in its hub's cache, read by the
 // subscriber's own goroutine (the call's handler) at the pace the caller
@@ -34,8 +89,11 @@ type cursor struct {
 	// last is the last entry passed at or after aligned, whose message id
 	// is the caller's position since.
 	last *entry
-	// in says whether the cursor counts among the hub's subscribers.
-	in bool
+	// w is the window the cursor reads (nil when it reads none): its
+	// hub's cache, or t's.
+	w *window
+	// t is the train the cursor rides, nil in the hub's cache.
+	t *train
 }
 
 // position returns the caller's position: after the last entry it passed,
@@ -73,12 +131,18 @@ func (c *cursor) pass(e *entry, field protowire.Number) *entry {
 	return &entry{part: e.part, off: e.off, vlen: e.vlen, meta: e.meta, frame: withID(e.frame[:e.vlen], field, c.pos)}
 }
 
-// join places c in the cache at pos. It succeeds when the cache covers pos
-// on every partition and pos is not ahead of the hub; otherwise the caller
-// reads behind (on a backfill or catch-up reader) or waits (ahead).
-func (h *Hub) join(c *cursor, pos Position) (joined, ahead bool) {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
+// join places c in the window at pos. It succeeds when the window covers
+// pos on every partition and pos is not ahead of it; otherwise the caller
+// reads elsewhere (the hub's backfill, a train) or waits (ahead).
+func (w *window) join(c *cursor, pos Position) (joined, ahead bool) {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	return w.joinLocked(c, pos)
+}
+
+// joinLocked is join with w.mu held.
+func (w *window) joinLocked(c *cursor, pos Position) (joined, ahead bool) {
+	h := w
 	at := make(Position, len(h.next))
 	atFloor, atTail := true, true
 	for p, next := range h.next {
@@ -121,12 +185,11 @@ func (h *Hub) join(c *cursor, pos Position) (joined, ahead bool) {
 		}
 	}
 	c.seq, c.aligned, c.pos, c.last = h.base+int64(start), h.base+int64(aligned), at, nil
-	c.in = true
-	h.subs.Add(1)
+	c.w = w
+	w.subs.Add(1)
 	return true, false
 }
 
-// joinTail places c at the cache's end.
 // joinResumed is join for a position taken from a caller's message id:
 // it joins only when the hub reads every partition the id names and its
 // cache holds the position, which then needs no listing of the topic's
@@ -145,44 +208,53 @@ func (h *Hub) joinResumed(c *cursor, pos Position) bool {
 	return joined
 }
 
+// joinTail places c at the cache's end.
 func (h *Hub) joinTail(c *cursor) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	c.seq = h.base + int64(len(h.ents))
 	c.aligned, c.pos, c.last = c.seq, h.next.clone(), nil
-	c.in = true
+	c.w = &h.window
 	h.subs.Add(1)
 }
 
-// leave takes c out of the hub's subscribers.
-func (h *Hub) leave(c *cursor) {
-	if c.in {
-		c.in = false
-		h.subs.Add(-1)
+// leave takes c out of the window it reads, the hub's cache or a train.
+func (c *cursor) leave() {
+	switch {
+	case c.t != nil:
+		c.t.leave(c)
+	case c.w != nil:
+		c.w.subs.Add(-1)
 	}
+	c.w, c.t = nil, nil
 }
 
 // read returns the entries from c's place on, at most len(buf), waiting
-// for the hub to read some when c is at the end. It returns errBehind when
-// the cache dropped c's place.
-func (h *Hub) read(ctx context.Context, c *cursor, buf []*entry) ([]*entry, error) {
-	for {
-		h.mu.RLock()
-		if c.seq < h.base {
-			h.mu.RUnlock()
+// for the window to take some when c is at its end; after a wait that
+// brought none it returns none (a train handing its riders over wakes
+// them so). It returns errBehind when the window dropped c's place.
+func (w *window) read(ctx context.Context, c *cursor, buf []*entry) ([]*entry, error) {
+	for waited := false; ; waited = true {
+		w.mu.RLock()
+		if c.seq < w.base {
+			w.mu.RUnlock()
 			return nil, errBehind
 		}
-		n := copy(buf, h.ents[c.seq-h.base:])
-		grew := h.grew
-		h.mu.RUnlock()
+		n := copy(buf, w.ents[c.seq-w.base:])
+		grew := w.grew
+		w.mu.RUnlock()
 		if n > 0 {
+			w.tookUpTo(c.seq + int64(n))
 			return buf[:n], nil
+		}
+		if waited {
+			return buf[:0], nil
 		}
 		select {
 		case <-grew:
 		case <-ctx.Done():
 			return nil, status.FromContextError(ctx.Err()).Err()
-		case <-h.ctx.Done():
+		case <-w.done:
 			return nil, status.Error(codes.Unavailable, "the topic's reader stopped: retry with the last message id")
 		}
 	}
@@ -208,9 +280,10 @@ func (h *Hub) evict() {
 	}
 }
 
-// covers says whether the cache, or the hub's reading ahead, covers pos on
-// every partition. h.mu is held.
-func (h *Hub) covers(pos Position) bool {
+// covers says whether the window, or its reading ahead, covers pos on
+// every partition. w.mu is held.
+func (w *window) covers(pos Position) bool {
+	h := w
 	for p, floor := range h.floor {
 		o, ok := pos[p]
 		if !ok {

@@ -12,8 +12,8 @@ import (
 // interleaved as p0 p0 p1 p0 p1 p1 ..., from offset 10 of each.
 func cachedHub(t *testing.T, n int, maxBytes int64) *Hub {
 	t.Helper()
-	h := &Hub{field: 32767, counts: &counts{}, maxBytes: maxBytes, grew: make(chan struct{}),
-		next: Position{0: 10, 1: 10}, floor: Position{0: 10, 1: 10}, born: Position{}}
+	h := &Hub{field: 32767, counts: &counts{}, maxBytes: maxBytes,
+		window: window{grew: make(chan struct{}), next: Position{0: 10, 1: 10}, floor: Position{0: 10, 1: 10}, born: Position{}}}
 	for i := 0; i < n; i++ {
 		p := int32(0)
 		if i%3 != 0 && i%2 == 0 || i%5 == 4 {
@@ -76,7 +76,7 @@ func TestCursorJoinAnyPosition(t *testing.T) {
 			if got, err := c.position(); err != nil || !reflect.DeepEqual(got, h.next) {
 				t.Fatalf("from %v: position %v (%v) after the cache, want %v", pos, got, err, h.next)
 			}
-			h.leave(c)
+			c.leave()
 		}
 	}
 	if h.subscribers() != 0 {

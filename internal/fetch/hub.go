@@ -10,8 +10,10 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/ferryproxy/ferry/internal/kafka"
@@ -94,35 +96,21 @@ type Hub struct {
 	// maxBytes and maxAge bound the cache (fetch.cache).
 	maxBytes int64
 	maxAge   time.Duration
-	// subs counts the cursors in the cache.
-	subs atomic.Int64
-
-	// mu guards everything below. The reading goroutine holds it to append
-	// what a fetch brought; cursors hold it shared to take entries.
-	mu   sync.RWMutex
-	next Position // the hub's position: next offset per partition
-	// floor is, per partition, the lowest offset the cache covers: every
-	// record of the partition at or after it is in the cache. The
-	// position before the cache's first entry is floor; the message id
-	// of every entry is the position after it.
-	floor Position
-	// ents are the cached entries, oldest first; ents[i] has sequence
-	// number base+i, which cursors count in.
-	ents  []*entry
-	base  int64
-	bytes int64
-	// grew is closed, and replaced, whenever entries are appended.
-	grew chan struct{}
+	// window is the cache. Its mu guards filling, outgrew and closed too.
+	window
 	// filling is the backfill running, if any.
 	filling *backfill
 	// outgrew is where the last backfill that outgrew the cache began.
 	outgrew Position
 	closed  bool
-	// born are the partitions the topic gained while the hub ran, with
-	// the offset the hub read each from: a position that does not list
-	// one starts it from there (as a message id's unlisted partitions
-	// start from the earliest offset).
-	born Position
+
+	// trains are the catch-up readers of the callers behind the cache
+	// (see train.go). tmu guards them; it is taken before a train's mu and
+	// never with the hub's.
+	tmu    sync.Mutex
+	trains []*train
+	// tconf configures the trains.
+	tconf trainConfig
 }
 
 // hubConfig is what every hub of a Hubs shares.
@@ -132,6 +120,7 @@ type hubConfig struct {
 	maxAge   time.Duration
 	counts   *counts
 	logger   *slog.Logger
+	train    trainConfig
 }
 
 // startHub starts reading topic on cluster at its current end on every
@@ -148,10 +137,8 @@ func startHub(ctx context.Context, cluster Cluster, k hubKey, hc hubConfig) (*Hu
 	hctx, cancel := context.WithCancel(context.Background())
 	h := &Hub{
 		topic: k.topic, field: k.field, prefix: k.prefix, cl: cl, cluster: cluster, refresh: hc.refresh, logger: hc.logger,
-		ctx: hctx, cancel: cancel, counts: hc.counts, maxBytes: hc.maxBytes, maxAge: hc.maxAge,
-		next: ends, floor: ends.clone(),
-		grew: make(chan struct{}),
-		born: Position{},
+		ctx: hctx, cancel: cancel, counts: hc.counts, maxBytes: hc.maxBytes, maxAge: hc.maxAge, tconf: hc.train,
+		window: window{next: ends, floor: ends.clone(), grew: make(chan struct{}), born: Position{}, done: hctx.Done()},
 	}
 	h.loops.Add(1)
 	go func() {
@@ -245,28 +232,32 @@ func (h *Hub) run(ctx context.Context) {
 	}
 }
 
-// add frames a record once and appends it to the cache. h.mu is held.
+// add appends r to the cache. h.mu is held.
 func (h *Hub) add(r *kgo.Record) {
-	if r.Offset < h.next[r.Partition] {
-		return
+	if h.window.add(r, h.field, h.prefix) {
+		h.counts.records.Add(1)
 	}
-	h.next[r.Partition] = r.Offset + 1
-	h.counts.records.Add(1)
-	e := newEntry(r, h.field, h.prefix, h.next)
-	h.ents = append(h.ents, e)
-	h.bytes += e.size
 }
 
-// notify wakes the cursors waiting at the tail. h.mu is held.
-func (h *Hub) notify() {
-	close(h.grew)
-	h.grew = make(chan struct{})
-}
-
-// subscribers counts the subscribers the hub serves.
+// subscribers counts the callers reading the hub's cache.
 func (h *Hub) subscribers() int { return int(h.subs.Load()) }
 
-// close stops the reader, the watcher and a backfill, and waits for them.
+// riders counts the callers reading on the hub's trains.
+func (h *Hub) riders() int {
+	h.tmu.Lock()
+	defer h.tmu.Unlock()
+	n := 0
+	for _, t := range h.trains {
+		n += int(t.subs.Load())
+	}
+	return n
+}
+
+// errHubClosed is a hub closed while a caller started reading it.
+var errHubClosed = status.Error(codes.Unavailable, "the topic's reader stopped: retry with the last message id")
+
+// close stops the reader, the watcher, a backfill and the trains, and
+// waits for them.
 func (h *Hub) close() {
 	h.mu.Lock()
 	h.closed = true

@@ -27,6 +27,9 @@ type Options struct {
 	// is how long a caller waits for one before RESOURCE_EXHAUSTED.
 	MaxCatchUps int
 	CatchUpWait time.Duration
+	// CatchUpWindow bounds what one catch-up reader keeps for its
+	// callers (see train).
+	CatchUpWindow int64
 	// PartitionRefresh is how often a hub looks for partitions its topic
 	// gained; 0 never.
 	PartitionRefresh time.Duration
@@ -57,8 +60,7 @@ type Hubs struct {
 	// warmed are the hubs pre-warmed, each holding a reference of its own.
 	warmed map[hubKey]bool
 
-	catchUps atomic.Int64
-	counts   counts
+	counts counts
 }
 
 // counts are what the hubs did since Ferry started, for metrics.
@@ -70,8 +72,9 @@ type counts struct {
 	// hits are the callers that started in a cache; misses those that
 	// needed a backfill or a catch-up reader first.
 	hits, misses atomic.Int64
-	// catchUps are the catch-up readers started.
-	catchUps atomic.Int64
+	// catchUps are the catch-up readers (trains) started, trains those
+	// running.
+	catchUps, trains atomic.Int64
 	// backfills are the backfills started, backfilling those running.
 	backfills, backfilling atomic.Int64
 	// evicted are the entries the caches dropped, evictedBytes their size.
@@ -93,37 +96,16 @@ func NewHubs(o Options) *Hubs {
 	hs := &Hubs{clusters: o.Clusters, catchUpWait: o.CatchUpWait, logger: o.Logger,
 		catchUpSlots: make(chan struct{}, max(o.MaxCatchUps, 1)),
 		hubs:         map[hubKey]*hubRef{}, warmed: map[hubKey]bool{}}
-	hs.hub = hubConfig{refresh: o.PartitionRefresh, maxBytes: o.CacheMaxBytes, maxAge: o.CacheMaxAge, counts: &hs.counts, logger: o.Logger}
+	hs.hub = hubConfig{refresh: o.PartitionRefresh, maxBytes: o.CacheMaxBytes, maxAge: o.CacheMaxAge, counts: &hs.counts, logger: o.Logger,
+		train: trainConfig{maxBytes: o.CatchUpWindow}}
 	if hs.hub.maxBytes <= 0 {
 		hs.hub.maxBytes = 64 << 20
 	}
+	if hs.hub.train.maxBytes <= 0 {
+		hs.hub.train.maxBytes = 4 << 20
+	}
 	hs.ctx, hs.cancel = context.WithCancel(context.Background())
 	return hs
-}
-
-// takeCatchUp waits, at most catchUpWait, for a catch-up reader to be free
-// and returns the function that frees it again.
-func (hs *Hubs) takeCatchUp(ctx context.Context) (func(), error) {
-	release := func() { <-hs.catchUpSlots }
-	select {
-	case hs.catchUpSlots <- struct{}{}:
-		return release, nil
-	default:
-	}
-	if hs.catchUpWait > 0 {
-		t := time.NewTimer(hs.catchUpWait)
-		defer t.Stop()
-		select {
-		case hs.catchUpSlots <- struct{}{}:
-			return release, nil
-		case <-t.C:
-		case <-ctx.Done():
-			return nil, status.FromContextError(ctx.Err()).Err()
-		}
-	}
-	return nil, status.Errorf(codes.ResourceExhausted,
-		"all %d catch-up readers of this Ferry instance are busy with callers starting behind the topic's cache (fetch.max_catch_up_readers): retry later, with your last message id if you have one",
-		cap(hs.catchUpSlots))
 }
 
 // reachable fails with UNAVAILABLE while cluster is known to be
@@ -146,11 +128,13 @@ func (hs *Hubs) kafkaError(ctx context.Context, cluster, op string, err error) e
 }
 
 // Stats counts the Kafka readers of fetch routes — one hub per topic in
-// use, at most one backfill reader per hub, and the catch-up readers of
-// callers whose position no cache holds — and the subscribers the hubs
-// serve.
+// use, at most one backfill reader per hub, and the catch-up readers
+// (trains) shared by the callers whose position no cache holds — and the
+// callers they serve.
 type Stats struct {
 	Hubs, CatchUps int
+	// Riders are the callers reading on catch-up readers.
+	Riders int
 	// Backfills are the backfill readers running.
 	Backfills int
 	// Subscribers are the callers reading a hub's cache.
@@ -196,9 +180,10 @@ func (hs *Hubs) Counts() Counts {
 func (hs *Hubs) Stats() Stats {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
-	st := Stats{Hubs: len(hs.hubs), CatchUps: int(hs.catchUps.Load()), Backfills: int(hs.counts.backfilling.Load())}
+	st := Stats{Hubs: len(hs.hubs), CatchUps: int(hs.counts.trains.Load()), Backfills: int(hs.counts.backfilling.Load())}
 	for _, ref := range hs.hubs {
 		st.Subscribers += ref.hub.subscribers()
+		st.Riders += ref.hub.riders()
 		n, b := ref.hub.cacheStats()
 		st.CacheRecords += int64(n)
 		st.CacheBytes += b

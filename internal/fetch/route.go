@@ -34,8 +34,8 @@ type Cluster interface {
 	// must not become thousands of Kafka connections.
 	ListOffsets(ctx context.Context, topic string, at kafka.Position) (map[int32]int64, error)
 	// NewPartitionReader returns a client reading topic's partitions from
-	// the given offsets.
-	NewPartitionReader(topic string, from map[int32]int64, maxWait time.Duration) (*kgo.Client, error)
+	// the given offsets, with opts after the cluster's own.
+	NewPartitionReader(topic string, from map[int32]int64, maxWait time.Duration, opts ...kgo.Opt) (*kgo.Client, error)
 	// Reachable returns an error while the cluster is known to be
 	// unreachable, so that callers fail at once instead of dialing it.
 	Reachable() error
@@ -242,7 +242,7 @@ func (r *Route) Serve(ss grpc.ServerStream, m *protoreg.Method, md metadata.MD) 
 	defer release()
 
 	c := &cursor{s: &subscriber{filters: filters}}
-	defer func() { hub.leave(c) }()
+	defer c.leave()
 	out := &sender{ss: ss, json: r.json[m.Path]}
 
 	if resume != nil && hub.joinResumed(c, resume) {
@@ -255,26 +255,31 @@ func (r *Route) Serve(ss grpc.ServerStream, m *protoreg.Method, md metadata.MD) 
 		if pos == nil {
 			hub.joinTail(c)
 			r.hubs.counts.hits.Add(1)
-		} else if err := r.attach(ctx, hub, c, pos, out, true); err != nil {
+		} else if err := r.attach(ctx, hub, c, pos, true); err != nil {
 			return err
 		}
 	}
 	field := protowire.Number(r.cfg.MessageIDField)
 	buf := make([]*entry, r.cfg.MaxBufferedPerSubscriber)
 	for {
-		batch, err := hub.read(ctx, c, buf)
+		if c.t != nil && c.t.arrived.Load() {
+			if err := r.toHub(ctx, hub, c); err != nil {
+				return err
+			}
+		}
+		batch, err := c.w.read(ctx, c, buf)
 		if err == errBehind {
 			// The caller reads more slowly than the topic is written, and
-			// the cache dropped its position. It reads on from there on a
-			// catch-up reader and joins the cache again once it caught
-			// up; it is cut off only when no catch-up reader is free, a
+			// the cache (or its train) dropped its position. It reads on
+			// from there on a train and joins the cache again once it
+			// caught up; it is cut off only when no train can take it, a
 			// budget every caller behind shares.
 			pos, err := c.position()
 			if err != nil {
 				return status.Errorf(codes.Internal, "the position of the last message passed: %v", err)
 			}
-			hub.leave(c)
-			if err := r.attach(ctx, hub, c, pos, out, false); err != nil {
+			c.leave()
+			if err := r.attach(ctx, hub, c, pos, false); err != nil {
 				if status.Code(err) == codes.ResourceExhausted {
 					r.hubs.counts.cutOffs.Add(1)
 					return status.Error(codes.ResourceExhausted, "the client read too slowly: the topic's cache (fetch.cache.max_bytes) dropped its position, and no catch-up reader became free: resume with the last message id")
@@ -371,9 +376,8 @@ func (r *Route) startPosition(ctx context.Context, resume Position) (Position, e
 // attach places c in the hub's cache at pos. When the cache does not hold
 // pos, a caller starting (fill) waits for the hub's backfill, when the
 // records before the cache fit in it; otherwise, and for a caller that
-// fell behind, it reads on a catch-up reader until the cache holds its
-// position.
-func (r *Route) attach(ctx context.Context, hub *Hub, c *cursor, pos Position, out *sender, fill bool) error {
+// fell behind, it rides a train until the cache holds its position.
+func (r *Route) attach(ctx context.Context, hub *Hub, c *cursor, pos Position, fill bool) error {
 	join := func() (bool, error) {
 		for {
 			joined, ahead := hub.join(c, pos)
@@ -405,61 +409,76 @@ func (r *Route) attach(ctx context.Context, hub *Hub, c *cursor, pos Position, o
 			return err
 		}
 	}
-	return r.catchUp(ctx, hub, c, pos, out)
+	return r.board(ctx, hub, c, pos)
 }
 
-// catchUp reads from pos on a reader of the caller's own until the hub's
-// cache holds its position.
-func (r *Route) catchUp(ctx context.Context, hub *Hub, c *cursor, pos Position, out *sender) error {
-	free, err := r.hubs.takeCatchUp(ctx)
-	if err != nil {
-		return err
+// board puts c on a train at pos: a running one whose window holds pos,
+// or one of its own while a catch-up reader is free. Otherwise it waits,
+// at most fetch.catch_up_wait, for either: a train coming up to pos picks
+// it up.
+func (r *Route) board(ctx context.Context, hub *Hub, c *cursor, pos Position) error {
+	slots := r.hubs.catchUpSlots
+	free := func() { <-slots }
+	var expired <-chan time.Time
+	if w := r.hubs.catchUpWait; w > 0 {
+		t := time.NewTimer(w)
+		defer t.Stop()
+		expired = t.C
 	}
-	defer free()
-	cl, err := r.hubs.clusters(r.cfg.Cluster).NewPartitionReader(r.cfg.Topic, pos, 100*time.Millisecond)
-	if err != nil {
-		return kafka.Wrap(fmt.Sprintf("reading topic %q", r.cfg.Topic), err)
-	}
-	r.hubs.counts.catchUps.Add(1)
-	r.hubs.catchUps.Add(1)
-	defer r.hubs.catchUps.Add(-1)
-	defer cl.Close()
-	field := protowire.Number(r.cfg.MessageIDField)
-	pos = pos.clone()
+	var tick *time.Ticker
 	for {
-		joined, ahead := hub.join(c, pos)
-		if joined {
+		if hub.board(c, pos) {
 			return nil
 		}
-		if ahead {
-			// This reader got further than the hub on some partition: wait
-			// for the hub rather than read on.
-			select {
-			case <-time.After(5 * time.Millisecond):
-				continue
-			case <-ctx.Done():
-				return status.FromContextError(ctx.Err()).Err()
-			}
+		select {
+		case slots <- struct{}{}:
+			return hub.startTrain(c, pos, free)
+		default:
 		}
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
+		if expired == nil {
+			return errNoCatchUp(cap(slots))
+		}
+		if tick == nil {
+			tick = time.NewTicker(boardPoll)
+			defer tick.Stop()
+		}
+		select {
+		case slots <- struct{}{}:
+			return hub.startTrain(c, pos, free)
+		case <-tick.C:
+		case <-expired:
+			return errNoCatchUp(cap(slots))
+		case <-ctx.Done():
 			return status.FromContextError(ctx.Err()).Err()
 		}
-		var err error
-		fs.EachRecord(func(rec *kgo.Record) {
-			if err != nil || rec.Offset < pos[rec.Partition] {
-				return
-			}
-			pos[rec.Partition] = rec.Offset + 1
-			if !c.s.selects(rec.Key, rec.Headers) {
-				return
-			}
-			err = out.send(&entry{part: rec.Partition, off: rec.Offset, frame: withID(rec.Value, field, pos), vlen: len(rec.Value), meta: metaOf(rec.Headers, r.cfg.MetaPrefix)})
-		})
-		if err != nil {
-			return err
-		}
 	}
+}
+
+// boardPoll is how often a caller waiting for a train looks for one that
+// came up to its position.
+const boardPoll = 20 * time.Millisecond
+
+// errNoCatchUp is a caller behind the cache that no train took.
+func errNoCatchUp(n int) error {
+	return status.Errorf(codes.ResourceExhausted,
+		"all %d catch-up readers of this Ferry instance are busy with callers behind their topic's cache, none of them at this caller's position (fetch.max_catch_up_readers): retry later, with your last message id if you have one", n)
+}
+
+// toHub moves a rider of a train that reached the hub's cache into the
+// cache, once the cache holds the rider's position.
+func (r *Route) toHub(ctx context.Context, hub *Hub, c *cursor) error {
+	pos, err := c.position()
+	if err != nil {
+		return status.Errorf(codes.Internal, "the position of the last message passed: %v", err)
+	}
+	hub.mu.RLock()
+	in := hub.covers(pos)
+	hub.mu.RUnlock()
+	if !in {
+		return nil
+	}
+	c.leave()
+	return r.attach(ctx, hub, c, pos, false)
 }
 
 // sender sends response messages, the first record's meta: headers as the

@@ -218,15 +218,15 @@ func (c *Cluster) NewReader(topic string, start time.Time) (*kgo.Client, error) 
 // NewPartitionReader returns a client that reads the given partitions of
 // topic from the given offsets, without a consumer group, waiting at most
 // maxWait for records in a fetch.
-func (c *Cluster) NewPartitionReader(topic string, from map[int32]int64, maxWait time.Duration) (*kgo.Client, error) {
+func (c *Cluster) NewPartitionReader(topic string, from map[int32]int64, maxWait time.Duration, opts ...kgo.Opt) (*kgo.Client, error) {
 	parts := make(map[int32]kgo.Offset, len(from))
 	for p, o := range from {
 		parts[p] = kgo.NewOffset().At(o)
 	}
-	cl, err := kgo.NewClient(append(c.baseOpts(),
+	cl, err := kgo.NewClient(append(append(c.baseOpts(),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: parts}),
 		kgo.FetchMaxWait(maxWait),
-	)...)
+	), opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("creating client for cluster %q: %w", c.name, err)
 	}

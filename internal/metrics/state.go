@@ -60,13 +60,14 @@ var (
 	backendLosses      = desc("backend_losses_total", "Times a back end lost partitions of its request topic without committing them.", "backend")
 	backendLag         = desc("backend_lag_records", "Records of a partition a back end owns not finished yet: the high watermark at its last fetch less the offset it commits next.", "backend", "partition")
 	fetchHubs          = desc("fetch_hubs", "Hubs running: Kafka readers shared by the callers of fetch routes at the tail.")
-	fetchSubscribers   = desc("fetch_subscribers", "Callers of fetch routes the hubs serve.")
-	fetchCatchUps      = desc("fetch_catch_up_readers", "Callers of fetch routes reading behind the tail on readers of their own.")
+	fetchSubscribers   = desc("fetch_subscribers", "Callers of fetch routes reading their topic's cache.")
+	fetchCatchUps      = desc("fetch_catch_up_readers", "Catch-up readers running: Kafka readers shared by the callers of fetch routes behind their topic's cache.")
+	fetchRiders        = desc("fetch_catch_up_subscribers", "Callers of fetch routes reading on catch-up readers.")
 	fetchRecords       = desc("fetch_records_total", "Records the hubs read, each offered to every subscriber of its hub.")
-	fetchCutOffs       = desc("fetch_cut_offs_total", "Callers of fetch routes that fell behind and were cut off because no catch-up reader became free.")
+	fetchCutOffs       = desc("fetch_cut_offs_total", "Callers of fetch routes that fell behind and were cut off because no catch-up reader took them.")
 	fetchBackfills     = desc("fetch_backfill_readers", "Backfill readers running: at most one per fetched topic, reading the records before its cache into it.")
 	fetchBackfillsDone = desc("fetch_backfills_total", "Backfills the hubs started.")
-	fetchCatchUpsDone  = desc("fetch_catch_up_readers_started_total", "Catch-up readers started for callers whose position no cache held.")
+	fetchCatchUpsDone  = desc("fetch_catch_up_readers_started_total", "Catch-up readers started for callers whose position no cache or running catch-up reader held.")
 	fetchCacheHits     = desc("fetch_cache_hits_total", "Callers of fetch routes that started at a position their topic's cache held.")
 	fetchCacheMisses   = desc("fetch_cache_misses_total", "Callers of fetch routes that started before their topic's cache and needed a backfill or a catch-up reader first.")
 	fetchEvicted       = desc("fetch_cache_evicted_records_total", "Records the fetched topics' caches dropped for fetch.cache.max_bytes or max_age.")
@@ -135,7 +136,7 @@ type state struct{ s Sources }
 
 func (st *state) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{backendOpen, backendWaiting, backendPauses, backendRetries, backendPartitions,
-		backendAssignments, backendRevokes, backendLosses, backendLag, fetchHubs, fetchSubscribers, fetchCatchUps, fetchRecords, fetchCutOffs, fetchBackfills, fetchBackfillsDone, fetchCatchUpsDone, fetchCacheHits, fetchCacheMisses,
+		backendAssignments, backendRevokes, backendLosses, backendLag, fetchHubs, fetchSubscribers, fetchCatchUps, fetchRiders, fetchRecords, fetchCutOffs, fetchBackfills, fetchBackfillsDone, fetchCatchUpsDone, fetchCacheHits, fetchCacheMisses,
 		fetchEvicted, fetchEvictedBytes, fetchCacheBytes, fetchCacheRecords, repliesPending,
 		repliesCached} {
 		ch <- d
@@ -173,6 +174,7 @@ func (st *state) Collect(ch chan<- prometheus.Metric) {
 		gauge(fetchHubs, float64(f.Hubs))
 		gauge(fetchSubscribers, float64(f.Subscribers))
 		gauge(fetchCatchUps, float64(f.CatchUps))
+		gauge(fetchRiders, float64(f.Riders))
 		gauge(fetchBackfills, float64(f.Backfills))
 	}
 	if s.FetchCounts != nil {
