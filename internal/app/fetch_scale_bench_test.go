@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -43,6 +44,8 @@ import (
 // and connections to the brokers.
 //
 // FERRY_SCALE_GOMEMLIMIT=300MiB runs Ferry with that GOMEMLIMIT.
+// FERRY_SCALE_CACHE=1048576 sets fetch.cache.max_bytes, so that the topic
+// does not fit in its cache and the callers ride catch-up readers.
 // FERRY_SCALE_ADMIN=127.0.0.1:7159 serves Ferry's admin listener there,
 // with /debug/pprof/, to profile it during the run.
 //
@@ -67,17 +70,23 @@ func BenchmarkFetchScale(b *testing.B) {
 		}
 	}
 	addr := freeAddr(b)
-	admin := `{address: ""}`
-	if a := os.Getenv("FERRY_SCALE_ADMIN"); a != "" {
-		admin = fmt.Sprintf("{address: %q, pprof: true}", a)
+	fetchCfg := ""
+	if c := os.Getenv("FERRY_SCALE_CACHE"); c != "" {
+		fetchCfg = "fetch: {cache: {max_bytes: " + c + "}}\n"
 	}
+	adminAddr := os.Getenv("FERRY_SCALE_ADMIN")
+	pprof := adminAddr != ""
+	if adminAddr == "" {
+		adminAddr = freeAddr(b)
+	}
+	admin := fmt.Sprintf("{address: %q, pprof: %t}", adminAddr, pprof)
 	cfg := filepath.Join(b.TempDir(), "ferry.yaml")
 	writeFile(b, cfg, fmt.Sprintf(`clusters: [{name: default%s}]
 listeners: {grpc: {address: %q}, admin: %s}
 protos: [{files: [fanout.proto], import_paths: [%q]}]
 log: {level: warn}
-routes:
-%s`, kit.ClusterYAML(b), addr, admin, filepath.Join(root(b), "examples", "fanout"), fetchRoute(topic, "      start: earliest\n")))
+%sroutes:
+%s`, kit.ClusterYAML(b), addr, admin, filepath.Join(root(b), "examples", "fanout"), fetchCfg, fetchRoute(topic, "      start: earliest\n")))
 	cmd := exec.Command(bin, "serve", "-c", cfg)
 	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
 	if l := os.Getenv("FERRY_SCALE_GOMEMLIMIT"); l != "" {
@@ -215,6 +224,34 @@ routes:
 	b.ReportMetric(float64(peak.kafka), "kafka-conns-peak")
 	b.ReportMetric(float64(base.kafka), "kafka-conns-idle")
 	b.ReportMetric(float64(done.Load()), "callers-complete")
+	// What Ferry's fetch routes did, from its metrics.
+	for name, unit := range map[string]string{
+		"ferry_fetch_catch_up_readers_started_total": "catch-up-readers-started",
+		"ferry_fetch_backfills_total":                "backfills",
+		"ferry_fetch_cut_offs_total":                 "cut-offs",
+	} {
+		v, err := scrapeMetric("http://"+adminAddr+"/metrics", name)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(v, unit)
+	}
+}
+
+// scrapeMetric returns the value of an unlabelled metric at url.
+func scrapeMetric(url, name string) (float64, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			return strconv.ParseFloat(v, 64)
+		}
+	}
+	return 0, fmt.Errorf("%s has no %s", url, name)
 }
 
 // procSample is what sampleProcess reads of a process.

@@ -422,11 +422,12 @@ func TestFetchCutOff(t *testing.T) {
 	for j := 0; j < n; j++ {
 		ms = append(ms, fmt.Sprintf("%d|%s", j, big))
 	}
-	// The burst's first 300 records: the second subscriber reads them;
-	// the first reads 20, which makes it take its next records, where the
-	// cache no longer is: it takes the one catch-up reader, and stops
-	// reading there. The reader stops 16 records ahead of it, far from
-	// the cache.
+	// The burst's first 300 records: the second subscriber reads them as
+	// they come, in the cache; the first, which reads none, falls out of
+	// it. Then the first reads 20, which makes it take its next records,
+	// where the cache no longer is: it takes the one catch-up reader, and
+	// stops reading there. The reader stops 16 records ahead of it, far
+	// from the cache.
 	const early, taken = 300, 20
 	// A few records per batch: a fetch brings whole batches.
 	produce := func(ms []string) {
@@ -434,11 +435,26 @@ func TestFetchCutOff(t *testing.T) {
 			produceMsgs(t, prod, topic, "", nil, ms[i:min(i+4, len(ms))]...)
 		}
 	}
+	type reading struct {
+		last fetched
+		err  error
+	}
+	readEarly := make(chan reading, 1)
+	go func() {
+		var r reading
+		for i := 0; i < early && r.err == nil; i++ {
+			r.last, r.err = subs[1].next()
+		}
+		readEarly <- r
+	}()
 	produce(ms[:early])
-	got := subs[1].take(t, early)
-	last := got[early-1]
+	re := <-readEarly
+	if re.err != nil {
+		t.Fatalf("second subscriber, reading the first %d: %v", early, re.err)
+	}
+	last := re.last
 	subs[0].take(t, taken)
-	waitFor(t, func() bool { return a.FetchStats().CatchUps == 1 }, "the first subscriber's catch-up reader")
+	waitFor(t, func() bool { st := a.FetchStats(); return st.CatchUps == 1 && st.Riders == 1 }, "the first subscriber's catch-up reader")
 	// The rest: the second subscriber, reading nothing, falls out of the
 	// cache some 70 records on, where no catch-up reader is; it is cut
 	// off once it read what it had.

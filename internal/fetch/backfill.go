@@ -66,8 +66,9 @@ func before(a, b Position) bool {
 }
 
 // fits estimates whether the records from pos to the cache's floor fit in
-// the room the cache has left, at the size of the entries it holds; an empty cache has no
-// estimate, and the backfill finds out. h.mu is held.
+// the room the cache has left, at the mean size of the entries it holds,
+// or, while it holds none, of those the last backfill that outgrew it
+// read; with neither, the backfill finds out. h.mu is held.
 //
 // The cache only moves forward between backfills, so a position at or
 // before one whose backfill outgrew the cache needs more still.
@@ -75,8 +76,12 @@ func (h *Hub) fits(pos Position) bool {
 	if h.outgrew != nil && before(pos, h.outgrew) {
 		return false // a backfill from a later position outgrew it
 	}
-	if len(h.ents) == 0 {
-		return true
+	size := h.entrySize
+	if len(h.ents) > 0 {
+		size = h.bytes / int64(len(h.ents))
+	}
+	if size == 0 {
+		return true // no estimate: the backfill finds out
 	}
 	var need int64
 	for p, floor := range h.floor {
@@ -86,7 +91,7 @@ func (h *Hub) fits(pos Position) bool {
 	}
 	// The records before the cache are the first it drops: they must fit
 	// beside what it holds.
-	return float64(need)*float64(h.bytes)/float64(len(h.ents)) <= float64(h.maxBytes-h.bytes)
+	return float64(need)*float64(size) <= float64(h.maxBytes-h.bytes)
 }
 
 // startBackfill starts reading from from up to the cache's floor. With
@@ -121,6 +126,7 @@ func (h *Hub) startBackfill(from Position, newest bool) *backfill {
 			h.prepend(block, start, to, size)
 		case errors.Is(err, errOutgrew):
 			h.outgrew = f.from
+			h.entrySize = size / int64(len(block))
 		case h.ctx.Err() == nil:
 			h.logger.Warn("reading a fetched topic's records before its cache", "topic", h.topic, "err", err)
 		}
@@ -134,7 +140,8 @@ var errOutgrew = errors.New("the records before the cache do not fit in it")
 // readRange reads the records from from up to to, framed as the position
 // after each. With newest, the oldest are dropped while they are more than
 // the cache holds, and start is where the block then begins; otherwise
-// outgrowing the cache fails it with errOutgrew.
+// outgrowing the cache fails it with errOutgrew (and the block and size
+// read until then).
 func (h *Hub) readRange(from, to Position, newest bool) (block []*entry, start Position, size int64, err error) {
 	read := map[int32]int64{}
 	for p, o := range from {
@@ -194,7 +201,7 @@ func (h *Hub) readRange(from, to Position, newest bool) (block []*entry, start P
 		})
 	}
 	if over {
-		return nil, nil, 0, errOutgrew
+		return block, nil, size, errOutgrew
 	}
 	return block, start, size, nil
 }

@@ -143,6 +143,9 @@ func (w *window) join(c *cursor, pos Position) (joined, ahead bool) {
 // joinLocked is join with w.mu held.
 func (w *window) joinLocked(c *cursor, pos Position) (joined, ahead bool) {
 	h := w
+	if !w.reads(pos) {
+		return false, false
+	}
 	at := make(Position, len(h.next))
 	atFloor, atTail := true, true
 	for p, next := range h.next {
@@ -283,16 +286,30 @@ func (h *Hub) evict() {
 // covers says whether the window, or its reading ahead, covers pos on
 // every partition. w.mu is held.
 func (w *window) covers(pos Position) bool {
-	h := w
-	for p, floor := range h.floor {
+	if !w.reads(pos) {
+		return false
+	}
+	for p, floor := range w.floor {
 		o, ok := pos[p]
 		if !ok {
-			if _, born := h.born[p]; born {
-				continue
+			if o, ok = w.born[p]; !ok {
+				return false
 			}
-			return false
 		}
 		if o < floor {
+			return false
+		}
+	}
+	return true
+}
+
+// reads says whether the window's reader reads every partition pos names:
+// a position from a window that read a partition this one does not (the
+// hub's, which gained it after a train started) must not lose it here.
+// w.mu is held.
+func (w *window) reads(pos Position) bool {
+	for p := range pos {
+		if _, ok := w.next[p]; !ok {
 			return false
 		}
 	}

@@ -100,13 +100,17 @@ type Hub struct {
 	window
 	// filling is the backfill running, if any.
 	filling *backfill
-	// outgrew is where the last backfill that outgrew the cache began.
-	outgrew Position
-	closed  bool
+	// outgrew is where the last backfill that outgrew the cache began,
+	// and entrySize the mean size of the entries it read.
+	outgrew   Position
+	entrySize int64
+	closed    bool
 
 	// trains are the catch-up readers of the callers behind the cache
 	// (see train.go). tmu guards them; it is taken before a train's mu and
-	// never with the hub's.
+	// never with the hub's. smu orders train starts: it is taken before
+	// tmu and the hub's mu.
+	smu    sync.Mutex
 	tmu    sync.Mutex
 	trains []*train
 	// tconf configures the trains.
@@ -251,6 +255,34 @@ func (h *Hub) riders() int {
 		n += int(t.subs.Load())
 	}
 	return n
+}
+
+// resumable returns the position a resume id names when it needs no
+// listing of the topic's offsets: it names every partition the hub reads
+// (or leaves out only partitions the hub saw born), each at an offset from
+// 0 to the hub's, which the topic has. An offset that retention deleted
+// meanwhile is read from the log start, as the listing would have it: the
+// reader's offset reset (kgo's default, the start) does so.
+func (h *Hub) resumable(id Position) (Position, bool) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	pos := make(Position, len(h.next))
+	for p, next := range h.next {
+		o, ok := id[p]
+		if !ok {
+			if o, ok = h.born[p]; !ok {
+				return nil, false
+			}
+		}
+		if o < 0 || o > next {
+			return nil, false
+		}
+		pos[p] = o
+	}
+	if len(id) > len(pos) {
+		return nil, false // a partition the hub does not read
+	}
+	return pos, true
 }
 
 // errHubClosed is a hub closed while a caller started reading it.

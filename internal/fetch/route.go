@@ -248,7 +248,7 @@ func (r *Route) Serve(ss grpc.ServerStream, m *protoreg.Method, md metadata.MD) 
 	if resume != nil && hub.joinResumed(c, resume) {
 		r.hubs.counts.hits.Add(1)
 	} else {
-		pos, err := r.startPosition(ctx, resume)
+		pos, err := r.startPosition(ctx, hub, resume)
 		if err != nil {
 			return err
 		}
@@ -260,7 +260,10 @@ func (r *Route) Serve(ss grpc.ServerStream, m *protoreg.Method, md metadata.MD) 
 		}
 	}
 	field := protowire.Number(r.cfg.MessageIDField)
-	buf := make([]*entry, r.cfg.MaxBufferedPerSubscriber)
+	// The caller takes entries into buf, which starts small and doubles,
+	// up to max_buffered_per_subscriber, while it takes all it can: an
+	// idle caller at the tail costs a few pointers, not the bound's.
+	buf := make([]*entry, min(r.cfg.MaxBufferedPerSubscriber, 16))
 	for {
 		if c.t != nil && c.t.arrived.Load() {
 			if err := r.toHub(ctx, hub, c); err != nil {
@@ -282,7 +285,7 @@ func (r *Route) Serve(ss grpc.ServerStream, m *protoreg.Method, md metadata.MD) 
 			if err := r.attach(ctx, hub, c, pos, false); err != nil {
 				if status.Code(err) == codes.ResourceExhausted {
 					r.hubs.counts.cutOffs.Add(1)
-					return status.Error(codes.ResourceExhausted, "the client read too slowly: the topic's cache (fetch.cache.max_bytes) dropped its position, and no catch-up reader became free: resume with the last message id")
+					return status.Error(codes.ResourceExhausted, "the client read too slowly: the topic's cache (fetch.cache.max_bytes) dropped its position, and no catch-up reader took it within fetch.catch_up_wait: resume with the last message id")
 				}
 				return err
 			}
@@ -290,6 +293,9 @@ func (r *Route) Serve(ss grpc.ServerStream, m *protoreg.Method, md metadata.MD) 
 		}
 		if err != nil {
 			return err
+		}
+		if len(batch) == len(buf) && len(buf) < r.cfg.MaxBufferedPerSubscriber {
+			buf = make([]*entry, min(2*len(buf), r.cfg.MaxBufferedPerSubscriber))
 		}
 		for i, e := range batch {
 			batch[i] = nil
@@ -318,9 +324,14 @@ func keyOf(f *config.FetchRoute) hubKey {
 // startPosition is where the caller starts: nil means the tail (latest).
 // A resume id's offsetEarliest and offsetLatest both become the
 // partition's log start.
-func (r *Route) startPosition(ctx context.Context, resume Position) (Position, error) {
+func (r *Route) startPosition(ctx context.Context, hub *Hub, resume Position) (Position, error) {
 	if resume == nil && r.cfg.Start == "latest" {
 		return nil, nil
+	}
+	if resume != nil {
+		if pos, ok := hub.resumable(resume); ok {
+			return pos, nil
+		}
 	}
 	if err := r.hubs.reachable(r.cfg.Cluster); err != nil {
 		return nil, err
@@ -417,8 +428,6 @@ func (r *Route) attach(ctx context.Context, hub *Hub, c *cursor, pos Position, f
 // at most fetch.catch_up_wait, for either: a train coming up to pos picks
 // it up.
 func (r *Route) board(ctx context.Context, hub *Hub, c *cursor, pos Position) error {
-	slots := r.hubs.catchUpSlots
-	free := func() { <-slots }
 	var expired <-chan time.Time
 	if w := r.hubs.catchUpWait; w > 0 {
 		t := time.NewTimer(w)
@@ -430,24 +439,20 @@ func (r *Route) board(ctx context.Context, hub *Hub, c *cursor, pos Position) er
 		if hub.board(c, pos) {
 			return nil
 		}
-		select {
-		case slots <- struct{}{}:
-			return hub.startTrain(c, pos, free)
-		default:
+		if started, err := hub.tryStartTrain(c, pos, r.hubs.catchUpSlots); started || err != nil {
+			return err
 		}
 		if expired == nil {
-			return errNoCatchUp(cap(slots))
+			return errNoCatchUp(cap(r.hubs.catchUpSlots))
 		}
 		if tick == nil {
 			tick = time.NewTicker(boardPoll)
 			defer tick.Stop()
 		}
 		select {
-		case slots <- struct{}{}:
-			return hub.startTrain(c, pos, free)
 		case <-tick.C:
 		case <-expired:
-			return errNoCatchUp(cap(slots))
+			return errNoCatchUp(cap(r.hubs.catchUpSlots))
 		case <-ctx.Done():
 			return status.FromContextError(ctx.Err()).Err()
 		}
@@ -465,20 +470,28 @@ func errNoCatchUp(n int) error {
 }
 
 // toHub moves a rider of a train that reached the hub's cache into the
-// cache, once the cache holds the rider's position.
+// cache, once the cache holds the rider's position; until then the rider
+// stays aboard.
 func (r *Route) toHub(ctx context.Context, hub *Hub, c *cursor) error {
 	pos, err := c.position()
 	if err != nil {
 		return status.Errorf(codes.Internal, "the position of the last message passed: %v", err)
 	}
-	hub.mu.RLock()
-	in := hub.covers(pos)
-	hub.mu.RUnlock()
-	if !in {
-		return nil
+	// Join into a cursor of its own first: the rider leaves the train
+	// only once the cache took it.
+	n := cursor{s: c.s}
+	joined, ahead := hub.join(&n, pos)
+	switch {
+	case joined:
+		c.leave()
+		*c = n
+	case ahead:
+		// The train read further than the hub on some partition: the
+		// hub has those records to read yet. Wait for it in the cache.
+		c.leave()
+		return r.attach(ctx, hub, c, pos, false)
 	}
-	c.leave()
-	return r.attach(ctx, hub, c, pos, false)
+	return nil
 }
 
 // sender sends response messages, the first record's meta: headers as the

@@ -103,6 +103,7 @@ func (h *Hub) startTrain(c *cursor, pos Position, free func()) error {
 	t.joinLocked(c, start) // at the floor: it always joins
 	t.riders[c], c.t = struct{}{}, t
 	t.mu.Unlock()
+	t.tookUpTo(c.seq)
 	h.tmu.Lock()
 	h.trains = append(h.trains, t)
 	h.tmu.Unlock()
@@ -114,6 +115,24 @@ func (h *Hub) startTrain(c *cursor, pos Position, free func()) error {
 		t.run(ctx)
 	}()
 	return nil
+}
+
+// tryStartTrain starts a train at pos with c aboard when a catch-up reader
+// (a token of slots) is free. Starts are one at a time per hub, each
+// looking for a train to board first: callers starting together at one
+// position, as a storm from the earliest record does, ride one train.
+func (h *Hub) tryStartTrain(c *cursor, pos Position, slots chan struct{}) (bool, error) {
+	h.smu.Lock()
+	defer h.smu.Unlock()
+	if h.board(c, pos) {
+		return true, nil
+	}
+	select {
+	case slots <- struct{}{}:
+	default:
+		return false, nil
+	}
+	return true, h.startTrain(c, pos, func() { <-slots })
 }
 
 // board puts c on a train whose window holds pos, if one runs.
@@ -152,6 +171,9 @@ func (t *train) board(c *cursor, pos Position) bool {
 		return false
 	}
 	t.riders[c], c.t = struct{}{}, t
+	// A rider passed what is before its place: one boarding at the end,
+	// when the fastest rider left, must still move the train on.
+	t.tookUpTo(c.seq)
 	return true
 }
 
