@@ -25,7 +25,7 @@ func (f fakeCluster) NewPartitionReader(topic string, from map[int32]int64, maxW
 	}
 	return kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(f.seeds...), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: parts}), kgo.FetchMaxWait(maxWait)}, opts...)...)
 }
-func (f fakeCluster) Reachable() error         { return nil }
+func (f fakeCluster) Reachable() error          { return nil }
 func (f fakeCluster) NoteUnreachable(err error) {}
 
 // trainHub returns a hub of topic "t" on an embedded broker, reading
