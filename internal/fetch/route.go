@@ -303,18 +303,24 @@ func (r *Route) Serve(ss grpc.ServerStream, m *protoreg.Method, md metadata.MD) 
 				if err := out.send(e); err != nil {
 					return err
 				}
-				if !out.yielded {
+				if out.sent++; out.sent == 1 || out.sent%yieldEvery == 0 {
 					// Callers often subscribe together (a restarted
 					// instance's clients reconnecting): once its first
 					// message is out, each lets the others send theirs
-					// before it sends its backlog.
-					out.yielded = true
+					// before it sends its backlog, and a caller with a
+					// backlog lets others run every yieldEvery messages,
+					// so that one subscribing meanwhile gets its first
+					// message without waiting for every backlog's turn.
 					runtime.Gosched()
 				}
 			}
 		}
 	}
 }
+
+// yieldEvery is how many messages a caller sends before it lets other
+// goroutines run.
+const yieldEvery = 64
 
 // keyOf is the hub a fetch route reads from.
 func keyOf(f *config.FetchRoute) hubKey {
@@ -385,9 +391,10 @@ func (r *Route) startPosition(ctx context.Context, hub *Hub, resume Position) (P
 }
 
 // attach places c in the hub's cache at pos. When the cache does not hold
-// pos, a caller starting (fill) waits for the hub's backfill, when the
-// records before the cache fit in it; otherwise, and for a caller that
-// fell behind, it rides a train until the cache holds its position.
+// pos, a caller starting (fill) boards a running train that holds it, or
+// waits for the hub's backfill, when the records before the cache fit in
+// it; otherwise, and for a caller that fell behind, it rides a train
+// until the cache holds its position.
 func (r *Route) attach(ctx context.Context, hub *Hub, c *cursor, pos Position, fill bool) error {
 	join := func() (bool, error) {
 		for {
@@ -413,6 +420,11 @@ func (r *Route) attach(ctx context.Context, hub *Hub, c *cursor, pos Position, f
 	}
 	if fill {
 		r.hubs.counts.misses.Add(1)
+		// A running train that holds pos serves at once; a backfill
+		// takes a read of the records up to the cache first.
+		if hub.board(c, pos) {
+			return nil
+		}
 		if err := hub.fill(ctx, pos); err != nil {
 			return err
 		}
@@ -499,8 +511,8 @@ func (r *Route) toHub(ctx context.Context, hub *Hub, c *cursor) error {
 type sender struct {
 	ss     grpc.ServerStream
 	headed bool
-	// yielded is set once the caller yielded after its first message.
-	yielded bool
+	// sent counts the messages sent.
+	sent int
 	// json converts the records of a topic holding JSON; nil sends
 	// record values as they are.
 	json *jsonFrames
