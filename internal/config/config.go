@@ -691,7 +691,7 @@ func (c *Config) applyDefaults() {
 				f.MessageIDField = 32767
 			}
 			if f.MaxBufferedPerSubscriber == 0 {
-				f.MaxBufferedPerSubscriber = 1024
+				f.MaxBufferedPerSubscriber = 256
 			}
 			setDefault(&f.Format, FormatProtobuf)
 			f.fillGroup(c.KafkaAPI.Consume)

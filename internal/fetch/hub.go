@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/ferryproxy/ferry/internal/frame"
 	"github.com/ferryproxy/ferry/internal/kafka"
 	"github.com/ferryproxy/ferry/internal/layout"
 )
@@ -31,9 +32,10 @@ type entry struct {
 	// frame is the response message: the value and the message id of the
 	// position after this record.
 	frame []byte
-	// buf is frame as grpc-go's buffers, shared by every caller sent the
-	// entry (see frame.Frame); nil for entries sent to one caller.
-	buf mem.BufferSlice
+	// msg is frame as the response message, with grpc-go's buffers,
+	// built once and sent as it is to every caller sent the entry (see
+	// frame.Frame); nil for entries sent to one caller.
+	msg *frame.Frame
 	// conv is the entry converted by the last fetch route of format json
 	// that sent it (see jsonFrames.frame).
 	conv atomic.Pointer[converted]
@@ -55,7 +57,7 @@ const entryOverhead = 220
 func newEntry(r *kgo.Record, field protowire.Number, prefix string, pos Position) *entry {
 	e := &entry{part: r.Partition, off: r.Offset, vlen: len(r.Value), ts: r.Timestamp,
 		frame: withID(r.Value, field, pos), meta: metaOf(r.Headers, prefix)}
-	e.buf = mem.BufferSlice{mem.SliceBuffer(e.frame)}
+	e.msg = &frame.Frame{Bytes: e.frame, Buf: mem.BufferSlice{mem.SliceBuffer(e.frame)}}
 	size := entryOverhead + len(e.frame)
 	if len(r.Key) > 0 {
 		e.key = bytes.Clone(r.Key)

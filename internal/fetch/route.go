@@ -527,13 +527,16 @@ func (o *sender) send(e *entry) error {
 			}
 		}
 	}
-	f := frame.Frame{Bytes: e.frame, Buf: e.buf}
-	if o.json != nil {
+	switch {
+	case o.json != nil:
 		msg, err := o.json.frame(e)
 		if err != nil {
 			return err
 		}
-		f = frame.Frame{Bytes: msg}
+		return o.ss.SendMsg(&frame.Frame{Bytes: msg})
+	case e.msg != nil:
+		return o.ss.SendMsg(e.msg)
+	default:
+		return o.ss.SendMsg(&frame.Frame{Bytes: e.frame})
 	}
-	return o.ss.SendMsg(&f)
 }
