@@ -92,6 +92,18 @@ func readAll(s *subscription, parts int32, end int64, from map[int32]int64) erro
 	return nil
 }
 
+// caller is a caller of the cache tests: its metadata, and the position
+// it starts from (nil: the tail).
+type caller struct {
+	md   metadata.MD
+	from map[int32]int64
+}
+
+// resuming is a caller resuming with a message id of pos.
+func resuming(pos map[int32]int64) caller {
+	return caller{md: metadata.Pairs("last-message-id", fetch.EncodeIDText(messageID(pos))), from: pos}
+}
+
 // cacheRoutes streams a topic from its start, or from the end with
 // x-from: latest.
 func cacheRoutes(topic, extra string) string {
@@ -124,10 +136,6 @@ func TestFetchCacheJoinPositions(t *testing.T) {
 			a := startConfig(t, cfg)
 			cc := dial(t, a)
 
-			type caller struct {
-				md   metadata.MD
-				from map[int32]int64
-			}
 			var callers []caller
 			for i := 0; i < 3; i++ {
 				callers = append(callers, caller{from: map[int32]int64{0: 0, 1: 0, 2: 0}})
@@ -137,7 +145,7 @@ func TestFetchCacheJoinPositions(t *testing.T) {
 				{0: 10, 1: 300, 2: 550}, {0: 599, 1: 0, 2: 200}, {0: 250, 1: 251, 2: 252},
 				{0: 600, 1: 600, 2: 600}, {0: 480, 1: 20, 2: 599}, {0: 1, 1: 2, 2: 3},
 			} {
-				callers = append(callers, caller{md: metadata.Pairs("last-message-id", fetch.EncodeIDText(messageID(pos))), from: pos})
+				callers = append(callers, resuming(pos))
 			}
 
 			writing := make(chan struct{})
@@ -343,16 +351,12 @@ func TestFetchTrains(t *testing.T) {
 		}
 	}()
 
-	type caller struct {
-		md   metadata.MD
-		from map[int32]int64
-	}
 	var callers []caller
 	for i := 0; i < 40; i++ {
 		callers = append(callers, caller{from: map[int32]int64{0: 0, 1: 0, 2: 0}})
 		k := int64(i * n / 45)
 		pos := map[int32]int64{0: k, 1: max(k-int64(i%7), 0), 2: min(k+int64(i%5)*3, n)}
-		callers = append(callers, caller{md: metadata.Pairs("last-message-id", fetch.EncodeIDText(messageID(pos))), from: pos})
+		callers = append(callers, resuming(pos))
 	}
 	writing := make(chan struct{})
 	go func() {

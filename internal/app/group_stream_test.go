@@ -19,26 +19,8 @@ import (
 	"github.com/ferryproxy/ferry/internal/app"
 	"github.com/ferryproxy/ferry/internal/config"
 	"github.com/ferryproxy/ferry/internal/fetch"
+	"github.com/ferryproxy/ferry/internal/testkit"
 )
-
-// jobsProto is a work queue's service: Take streams the caller's share of
-// a topic, Ack acknowledges what it got.
-const jobsProto = `syntax = "proto3";
-package jobs;
-import "google/protobuf/empty.proto";
-service Jobs {
-  rpc Take(google.protobuf.Empty) returns (stream Job);
-  rpc Ack(AckRequest) returns (google.protobuf.Empty);
-  rpc Get(Job) returns (Job);
-}
-message Job {
-  string name = 1;
-  bytes message_id = 32767;
-}
-message AckRequest {
-  repeated bytes message_ids = 1;
-}
-`
 
 const (
 	takeMethod = "/jobs.Jobs/Take"
@@ -51,7 +33,7 @@ const (
 func groupConfig(t testing.TB, topic, group string, when ...string) (*config.Config, error) {
 	t.Helper()
 	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "jobs.proto"), jobsProto)
+	writeFile(t, filepath.Join(dir, "jobs.proto"), testkit.JobsProto)
 	if len(when) == 0 {
 		when = []string{"jobs.Jobs/Take", "jobs.Jobs/Ack"}
 	}

@@ -17,24 +17,6 @@ import (
 	"github.com/ferryproxy/ferry/internal/testkit"
 )
 
-// jobsProto is a work queue on a group fetch route: Take streams the
-// caller's share of a topic, Ack acknowledges by message id.
-const jobsProto = `syntax = "proto3";
-package jobs;
-import "google/protobuf/empty.proto";
-service Jobs {
-  rpc Take(google.protobuf.Empty) returns (stream Job);
-  rpc Ack(AckRequest) returns (google.protobuf.Empty);
-}
-message Job {
-  string name = 1;
-  bytes message_id = 32767;
-}
-message AckRequest {
-  repeated bytes message_ids = 1;
-}
-`
-
 // jobTally counts, per job, deliveries and acknowledgements the workers
 // saw succeed.
 type jobTally struct {
@@ -87,7 +69,7 @@ func TestGroupStreamKill(t *testing.T) {
 	if err := prod.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, filepath.Join(dir, "jobs.proto"), jobsProto)
+	writeFile(t, filepath.Join(dir, "jobs.proto"), testkit.JobsProto)
 	cfg := filepath.Join(dir, "ferry.yaml")
 	writeFile(t, cfg, fmt.Sprintf(`clusters: [{name: default, brokers: [%q]}]
 listeners: {grpc: {address: "127.0.0.1:0", shutdown_timeout: 2s}, admin: {address: ""}}

@@ -263,17 +263,24 @@ func (w *window) read(ctx context.Context, c *cursor, buf []*entry) ([]*entry, e
 	}
 }
 
+// dropOldest drops the window's oldest entry, moving its floor past it,
+// and returns it. w.mu is held.
+func (w *window) dropOldest() *entry {
+	e := w.ents[0]
+	w.ents[0] = nil
+	w.ents = w.ents[1:]
+	w.base++
+	w.bytes -= e.size
+	w.floor[e.part] = e.off + 1
+	return e
+}
+
 // evict drops the oldest entries while the cache is over its bounds,
 // keeping the newest entry whatever its size. h.mu is held.
 func (h *Hub) evict() {
 	var n, size int64
 	for len(h.ents) > 1 && (h.bytes > h.maxBytes || h.maxAge > 0 && time.Since(h.ents[0].ts) > h.maxAge) {
-		e := h.ents[0]
-		h.ents[0] = nil
-		h.ents = h.ents[1:]
-		h.base++
-		h.bytes -= e.size
-		h.floor[e.part] = e.off + 1
+		e := h.dropOldest()
 		n++
 		size += e.size
 	}

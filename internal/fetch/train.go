@@ -282,12 +282,7 @@ func (t *train) aheadBytes() int64 {
 func (t *train) trim(limit int64) {
 	front := t.front.Load()
 	for len(t.ents) > 1 && t.bytes > limit && t.base < front {
-		e := t.ents[0]
-		t.ents[0] = nil
-		t.ents = t.ents[1:]
-		t.base++
-		t.bytes -= e.size
-		t.floor[e.part] = e.off + 1
+		t.dropOldest()
 	}
 }
 
