@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
@@ -400,5 +401,41 @@ func TestFetchTrains(t *testing.T) {
 	t.Logf("%d callers behind the cache: at most %d catch-up readers at once, %d in all; counts %+v", len(callers), most.Load(), c.CatchUps, c)
 	if c.CatchUps >= int64(len(callers))/2 {
 		t.Errorf("%d catch-up readers started for %d callers: they did not share them", c.CatchUps, len(callers))
+	}
+}
+
+// TestFetchResumeBeforeLogStart: a caller resuming with an id older than
+// what retention kept, on a partition retention emptied, starts at the log
+// start — here the end — from memory: no backfill waits for records that
+// will never come, no catch-up reader starts, and the next record written
+// reaches it.
+func TestFetchResumeBeforeLogStart(t *testing.T) {
+	kit.CheckLeaks(t)
+	topic := kit.Topic(t, 1, nil)
+	prod := kit.Client(t, kgo.ProducerLinger(0), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	writeParts(t, prod, topic, 1, 0, 10, 20)
+	adm := kadmClient(t)
+	del, err := adm.DeleteRecords(context.Background(), kadm.Offsets{topic: {0: {Topic: topic, Partition: 0, At: 10}}})
+	if err == nil {
+		err = del.Error()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := startFerry(t, cacheRoutes(topic, ""))
+	cc := dial(t, a)
+	// The first caller starts the topic's reader at the end.
+	tail := subscribe(t, cc, metadata.Pairs("x-from", "latest"))
+	defer tail.cancel()
+	waitFor(t, func() bool { return a.FetchStats().Subscribers == 1 }, "the caller at the tail")
+	s := subscribe(t, cc, metadata.Pairs("last-message-id", fetch.EncodeIDText(messageID(map[int32]int64{0: 3}))))
+	defer s.cancel()
+	waitFor(t, func() bool { return a.FetchStats().Subscribers == 2 }, "the resumed caller in the cache")
+	writeParts(t, prod, topic, 1, 10, 11, 20)
+	if err := readAll(s, 1, 11, map[int32]int64{0: 10}); err != nil {
+		t.Fatal(err)
+	}
+	if c := a.FetchCounts(); c.Backfills != 0 || c.CatchUps != 0 {
+		t.Errorf("counts %+v: a resume before the log start of an emptied partition needed a Kafka reader", c)
 	}
 }

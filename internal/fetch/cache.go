@@ -159,15 +159,18 @@ func (w *window) joinLocked(c *cursor, pos Position) (joined, ahead bool) {
 			}
 			o = b
 		}
-		if o > next {
-			return false, true
-		}
 		if o < h.floor[p] {
+			// Behind on one partition is behind, whatever the others:
+			// waiting for the reader would not help.
 			return false, false
 		}
+		ahead = ahead || o > next
 		at[p] = o
 		atFloor = atFloor && o == h.floor[p]
 		atTail = atTail && o == next
+	}
+	if ahead {
+		return false, true
 	}
 	start, aligned := 0, 0
 	switch {

@@ -106,6 +106,9 @@ type Hub struct {
 	// and entrySize the mean size of the entries it read.
 	outgrew   Position
 	entrySize int64
+	// starts are the partitions' log starts as the hub last listed them,
+	// for resumable.
+	starts Position
 	closed    bool
 
 	// trains are the catch-up readers of the callers behind the cache
@@ -140,10 +143,13 @@ func startHub(ctx context.Context, cluster Cluster, k hubKey, hc hubConfig) (*Hu
 	if err != nil {
 		return nil, err
 	}
+	// The log starts, for callers resuming before the cache; without
+	// them such callers list the offsets themselves.
+	starts, _ := listOffsets(ctx, cluster, k.topic, kafka.AtStart())
 	hctx, cancel := context.WithCancel(context.Background())
 	h := &Hub{
 		topic: k.topic, field: k.field, prefix: k.prefix, cl: cl, cluster: cluster, refresh: hc.refresh, logger: hc.logger,
-		ctx: hctx, cancel: cancel, counts: hc.counts, maxBytes: hc.maxBytes, maxAge: hc.maxAge, tconf: hc.train,
+		ctx: hctx, cancel: cancel, counts: hc.counts, maxBytes: hc.maxBytes, maxAge: hc.maxAge, tconf: hc.train, starts: starts,
 		window: window{next: ends, floor: ends.clone(), grew: make(chan struct{}), born: Position{}, done: hctx.Done()},
 	}
 	h.loops.Add(1)
@@ -187,10 +193,11 @@ func (h *Hub) watchPartitions(ctx context.Context) {
 }
 
 // addPartitions starts reading the partitions of starts the hub does not
-// read yet, from the offsets given.
+// read yet, from the offsets given, and keeps starts as the log starts.
 func (h *Hub) addPartitions(starts Position) {
 	add := map[int32]kgo.Offset{}
 	h.mu.Lock()
+	h.starts = starts
 	for p, off := range starts {
 		if _, ok := h.next[p]; !ok {
 			h.next[p], h.floor[p], h.born[p] = off, off, off
@@ -260,14 +267,20 @@ func (h *Hub) riders() int {
 }
 
 // resumable returns the position a resume id names when it needs no
-// listing of the topic's offsets: it names every partition the hub reads
-// (or leaves out only partitions the hub saw born), each at an offset from
-// 0 to the hub's, which the topic has. An offset that retention deleted
-// meanwhile is read from the log start, as the listing would have it: the
-// reader's offset reset (kgo's default, the start) does so.
+// listing of the topic's offsets: it names only partitions the hub reads,
+// and every one of them (or leaves out only partitions the hub saw born),
+// each at an offset from 0 to the hub's. An offset before the cache is
+// raised to the partition's log start as the hub last listed it (at its
+// start, and every fetch.partition_refresh), as a listing would raise it;
+// without one the caller takes the listing path. An offset retention
+// deleted since is read from the log start by a new reader anyway (kgo
+// starts a partition it read nothing of there on OFFSET_OUT_OF_RANGE).
 func (h *Hub) resumable(id Position) (Position, bool) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
+	if !h.reads(id) {
+		return nil, false
+	}
 	pos := make(Position, len(h.next))
 	for p, next := range h.next {
 		o, ok := id[p]
@@ -279,10 +292,16 @@ func (h *Hub) resumable(id Position) (Position, bool) {
 		if o < 0 || o > next {
 			return nil, false
 		}
+		if o < h.floor[p] {
+			// Before the cache: records retention deleted must not be
+			// waited for (an emptied partition has none to come).
+			start, ok := h.starts[p]
+			if !ok {
+				return nil, false
+			}
+			o = max(o, start)
+		}
 		pos[p] = o
-	}
-	if len(id) > len(pos) {
-		return nil, false // a partition the hub does not read
 	}
 	return pos, true
 }
