@@ -109,7 +109,7 @@ type Hub struct {
 	// starts are the partitions' log starts as the hub last listed them,
 	// for resumable.
 	starts Position
-	closed    bool
+	closed bool
 
 	// trains are the catch-up readers of the callers behind the cache
 	// (see train.go). tmu guards them; it is taken before a train's mu and
