@@ -69,35 +69,66 @@ func BenchmarkFetchScale(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	addr := freeAddr(b)
 	fetchCfg := ""
 	if c := os.Getenv("FERRY_SCALE_CACHE"); c != "" {
 		fetchCfg = "fetch: {cache: {max_bytes: " + c + "}}\n"
 	}
-	adminAddr := os.Getenv("FERRY_SCALE_ADMIN")
-	pprof := adminAddr != ""
-	if adminAddr == "" {
-		adminAddr = freeAddr(b)
-	}
-	admin := fmt.Sprintf("{address: %q, pprof: %t}", adminAddr, pprof)
-	cfg := filepath.Join(b.TempDir(), "ferry.yaml")
-	writeFile(b, cfg, fmt.Sprintf(`clusters: [{name: default%s}]
+	fixedAdmin := os.Getenv("FERRY_SCALE_ADMIN")
+	dir := b.TempDir()
+	// launch runs Ferry on free ports, and reports false when it exited
+	// before it listened: another process took a port between freeAddr
+	// and Ferry's listen (packages run in parallel).
+	var cmd *exec.Cmd
+	var addr, adminAddr string
+	launch := func() bool {
+		addr, adminAddr = freeAddr(b), fixedAdmin
+		if adminAddr == "" {
+			adminAddr = freeAddr(b)
+		}
+		admin := fmt.Sprintf("{address: %q, pprof: %t}", adminAddr, fixedAdmin != "")
+		cfg := filepath.Join(dir, "ferry.yaml")
+		writeFile(b, cfg, fmt.Sprintf(`clusters: [{name: default%s}]
 listeners: {grpc: {address: %q}, admin: %s}
 protos: [{files: [fanout.proto], import_paths: [%q]}]
 log: {level: warn}
 %sroutes:
 %s`, kit.ClusterYAML(b), addr, admin, filepath.Join(root(b), "examples", "fanout"), fetchCfg, fetchRoute(topic, "      start: earliest\n")))
-	cmd := exec.Command(bin, "serve", "-c", cfg)
-	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
-	if l := os.Getenv("FERRY_SCALE_GOMEMLIMIT"); l != "" {
-		// Go's soft memory limit for Ferry alone.
-		cmd.Env = append(os.Environ(), "GOMEMLIMIT="+l)
+		cmd = exec.Command(bin, "serve", "-c", cfg)
+		cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
+		if l := os.Getenv("FERRY_SCALE_GOMEMLIMIT"); l != "" {
+			// Go's soft memory limit for Ferry alone.
+			cmd.Env = append(os.Environ(), "GOMEMLIMIT="+l)
+		}
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		exited := make(chan struct{})
+		go func() {
+			_, _ = cmd.Process.Wait()
+			close(exited)
+		}()
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+				c.Close()
+				return true
+			}
+			select {
+			case <-exited:
+				return false
+			case <-time.After(50 * time.Millisecond):
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("nothing listens on %s after 60 s", addr)
+			}
+		}
 	}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
+	for try := 1; !launch(); try++ {
+		if try == 3 {
+			b.Fatal("ferry exited before it listened, three times")
+		}
 	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	waitListening(b, addr)
+	defer func() { _ = cmd.Process.Kill() }()
 	pid := cmd.Process.Pid
 	brokerPorts := map[uint16]bool{}
 	for _, s := range kit.Seeds(b) {
