@@ -153,6 +153,15 @@ func TestFetchCacheJoinPositions(t *testing.T) {
 			go func() {
 				defer close(writing)
 				for i := n / 2; i < n; i += 50 {
+					if i+50 >= n {
+						// The last records go out once every caller
+						// joined, so that the callers from the tail
+						// have some to get.
+						deadline := time.Now().Add(30 * time.Second)
+						for st := a.FetchStats(); st.Subscribers+st.Riders < len(callers) && time.Now().Before(deadline); st = a.FetchStats() {
+							time.Sleep(5 * time.Millisecond)
+						}
+					}
 					writeParts(t, prod, topic, parts, i, i+50, pad)
 					time.Sleep(5 * time.Millisecond)
 				}
