@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/ferryproxy/ferry/internal/app"
@@ -312,4 +313,43 @@ func TestBackPressureQuota(t *testing.T) {
 	if dups := gapsAndDups(t, seqs(t, recs), 1); dups != 0 {
 		t.Errorf("%d ticks written twice", dups)
 	}
+}
+
+// TestCoordinationTopicNotYetKnown: a broker that does not know a
+// coordination topic for a moment after creating it (a real broker's
+// metadata trails its controller) delays the start, and does not fail it.
+func TestCoordinationTopicNotYetKnown(t *testing.T) {
+	fake := kit.Fake(t)
+	if fake == nil {
+		t.Skip("answering metadata requests needs the embedded broker's control functions")
+	}
+	coord := "ferry-ingest-" + uniq(t, "late")
+	var refused atomic.Int32
+	fake.ControlKey(kmsg.Metadata.Int16(), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		fake.KeepControl()
+		req := kr.(*kmsg.MetadataRequest)
+		if len(req.Topics) != 1 || req.Topics[0].Topic == nil || *req.Topics[0].Topic != coord || refused.Load() >= 3 {
+			return nil, nil, false
+		}
+		refused.Add(1)
+		resp := req.ResponseKind().(*kmsg.MetadataResponse)
+		rt := kmsg.NewMetadataResponseTopic()
+		rt.Topic = kmsg.StringPtr(coord)
+		rt.ErrorCode = kerr.UnknownTopicOrPartition.Code
+		resp.Topics = append(resp.Topics, rt)
+		return resp, nil, true
+	})
+	tk := startTicker(t)
+	a, _ := startFerry(t, ferryYAML(t, uniq(t, "g"), fmt.Sprintf(`
+  - name: %s
+    target: %s
+    metadata: {x-source: late}
+    method: example.ingest.Ticker/Ticks
+    request: {start: 1, interval_ms: 1}
+    topic: %s
+`, strings.TrimPrefix(coord, "ferry-ingest-"), tk.addr, uniq(t, "late"))))
+	if n := refused.Load(); n == 0 {
+		t.Fatal("no metadata request for the coordination topic alone was refused: the test did not reach the describe it means to delay")
+	}
+	waitState(t, a, strings.TrimPrefix(coord, "ferry-ingest-"), ingest.StateRunning, 30*time.Second)
 }

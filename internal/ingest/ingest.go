@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc"
@@ -215,10 +216,7 @@ func (m *Manager) createTopics(ctx context.Context) error {
 	// Each partition of a coordination topic runs its source once: a
 	// topic made with more (by hand, or a broker default) would run it on
 	// several instances at once.
-	details, err := adm.ListTopics(ctx, m.topics...)
-	if err == nil {
-		err = details.Error()
-	}
+	details, err := m.describeCreated(ctx, adm)
 	if err != nil {
 		return fmt.Errorf("ingest: describing the coordination topics: %w", err)
 	}
@@ -228,6 +226,27 @@ func (m *Manager) createTopics(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// describeCreated describes the coordination topics. A topic the
+// controller has just created may not be in the metadata of the broker
+// asked yet (a real broker answers UNKNOWN_TOPIC_OR_PARTITION for a
+// moment), so that answer is asked again until ctx ends.
+func (m *Manager) describeCreated(ctx context.Context, adm *kadm.Client) (kadm.TopicDetails, error) {
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		details, err := adm.ListTopics(ctx, m.topics...)
+		if err == nil {
+			err = details.Error()
+		}
+		if !errors.Is(err, kerr.UnknownTopicOrPartition) {
+			return details, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(wait):
+		}
+	}
 }
 
 // assigned starts the sources of the topics the group gave this member.
