@@ -2,6 +2,7 @@ package fetch
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -86,9 +87,15 @@ type hubKey struct {
 	field                  protowire.Number
 }
 
+// hubRef is a hub in Hubs.hubs. A hub is started outside Hubs.mu (it
+// lists offsets, which takes a round trip or, with Kafka slow, seconds):
+// until ready is closed, hub and err are unset and other callers of the
+// same key wait for ready; every other key goes on meanwhile.
 type hubRef struct {
-	hub  *Hub
-	refs int
+	hub   *Hub
+	err   error
+	ready chan struct{}
+	refs  int
 }
 
 // NewHubs returns an empty set of hubs.
@@ -180,8 +187,12 @@ func (hs *Hubs) Counts() Counts {
 func (hs *Hubs) Stats() Stats {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
-	st := Stats{Hubs: len(hs.hubs), CatchUps: int(hs.counts.trains.Load()), Backfills: int(hs.counts.backfilling.Load())}
+	st := Stats{CatchUps: int(hs.counts.trains.Load()), Backfills: int(hs.counts.backfilling.Load())}
 	for _, ref := range hs.hubs {
+		if ref.hub == nil {
+			continue // starting
+		}
+		st.Hubs++
 		st.Subscribers += ref.hub.subscribers()
 		st.Riders += ref.hub.riders()
 		n, b := ref.hub.cacheStats()
@@ -201,6 +212,9 @@ func (hs *Hubs) Caches() []CacheStats {
 	sum := map[topic]*CacheStats{}
 	out := make([]CacheStats, 0, len(hs.hubs))
 	for k, ref := range hs.hubs {
+		if ref.hub == nil {
+			continue // starting
+		}
 		n, b := ref.hub.cacheStats()
 		c := sum[topic{k.cluster, k.topic}]
 		if c == nil {
@@ -215,36 +229,78 @@ func (hs *Hubs) Caches() []CacheStats {
 	return out
 }
 
+// acquire returns k's hub, started if none runs, and the function that
+// gives the reference back (the last one stops the hub).
 func (hs *Hubs) acquire(ctx context.Context, k hubKey) (*Hub, func(), error) {
 	hs.mu.Lock()
-	defer hs.mu.Unlock()
-	ref := hs.hubs[k]
-	if ref == nil {
-		// Starting a hub lists offsets: during an outage, fail at once
-		// rather than dial. A running hub serves callers from its cache
-		// without Kafka, and reads on once Kafka is back.
-		if err := hs.reachable(k.cluster); err != nil {
+	for {
+		ref := hs.hubs[k]
+		if ref == nil {
+			break
+		}
+		if ref.hub != nil {
+			ref.refs++
+			hs.mu.Unlock()
+			return ref.hub, hs.releaser(k, ref), nil
+		}
+		hs.mu.Unlock()
+		select {
+		case <-ref.ready:
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		}
+		// The caller that started it left before it ran: start it for
+		// this one.
+		if err := ref.err; err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 			return nil, nil, err
 		}
-		h, err := startHub(ctx, hs.clusters(k.cluster), k, hs.hub)
-		if err != nil {
-			return nil, nil, err
-		}
-		ref = &hubRef{hub: h}
-		hs.hubs[k] = ref
+		hs.mu.Lock()
 	}
-	ref.refs++
+	// Starting a hub lists offsets: during an outage, fail at once rather
+	// than dial. A running hub serves callers from its cache without
+	// Kafka, and reads on once Kafka is back.
+	if err := hs.reachable(k.cluster); err != nil {
+		hs.mu.Unlock()
+		return nil, nil, err
+	}
+	ref := &hubRef{ready: make(chan struct{}), refs: 1}
+	hs.hubs[k] = ref
+	hs.mu.Unlock()
+
+	h, err := startHub(ctx, hs.clusters(k.cluster), k, hs.hub)
+
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	if err == nil && hs.ctx.Err() != nil {
+		h.close() // Close ran meanwhile: it did not see this hub
+		err = status.Error(codes.Unavailable, "Ferry is shutting down")
+	}
+	ref.hub, ref.err = h, err
+	close(ref.ready)
+	if err != nil {
+		ref.hub = nil
+		if hs.hubs[k] == ref {
+			delete(hs.hubs, k)
+		}
+		return nil, nil, err
+	}
+	return h, hs.releaser(k, ref), nil
+}
+
+// releaser returns the function that gives back a reference to ref's
+// hub, once however often it is called.
+func (hs *Hubs) releaser(k hubKey, ref *hubRef) func() {
 	var once sync.Once
-	return ref.hub, func() {
+	return func() {
 		once.Do(func() {
 			hs.mu.Lock()
 			defer hs.mu.Unlock()
-			if ref.refs--; ref.refs == 0 {
+			if ref.refs--; ref.refs == 0 && hs.hubs[k] == ref {
 				delete(hs.hubs, k)
 				ref.hub.close()
 			}
 		})
-	}, nil
+	}
 }
 
 // Prewarm starts the hub of the route's topic now, and fills its cache from the
@@ -312,7 +368,9 @@ func (hs *Hubs) Close(context.Context) error {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
 	for k, ref := range hs.hubs {
-		ref.hub.close()
+		if ref.hub != nil { // one starting closes itself
+			ref.hub.close()
+		}
 		delete(hs.hubs, k)
 	}
 	return nil
