@@ -194,15 +194,8 @@ func (c *fetchCaller) call(ctx context.Context, cc *grpc.ClientConn) error {
 		cctx = metadata.AppendToOutgoingContext(cctx, "last-message-id", fetch.EncodeIDText(c.id))
 	}
 	c.mu.Unlock()
-	s, err := cc.NewStream(cctx, &grpc.StreamDesc{ServerStreams: true}, "/jobs.Jobs/Take")
+	s, err := openTake(cctx, cc)
 	if err != nil {
-		return err
-	}
-	empty := []byte{}
-	if err := s.SendMsg(&empty); err != nil {
-		return err
-	}
-	if err := s.CloseSend(); err != nil {
 		return err
 	}
 	for n := 0; !c.done(); n++ {

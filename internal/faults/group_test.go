@@ -150,15 +150,8 @@ func work(ctx context.Context, addr string, tally *jobTally, acked func(int)) er
 		return err
 	}
 	defer cc.Close()
-	s, err := cc.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, "/jobs.Jobs/Take")
+	s, err := openTake(ctx, cc)
 	if err != nil {
-		return err
-	}
-	empty := []byte{}
-	if err := s.SendMsg(&empty); err != nil {
-		return err
-	}
-	if err := s.CloseSend(); err != nil {
 		return err
 	}
 	for {
@@ -182,6 +175,19 @@ func work(ctx context.Context, addr string, tally *jobTally, acked func(int)) er
 		}
 		acked(tally.ack(name))
 	}
+}
+
+// openTake starts a jobs.Jobs/Take call on cc.
+func openTake(ctx context.Context, cc *grpc.ClientConn) (grpc.ClientStream, error) {
+	s, err := cc.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, "/jobs.Jobs/Take")
+	if err != nil {
+		return nil, err
+	}
+	empty := []byte{}
+	if err := s.SendMsg(&empty); err != nil {
+		return nil, err
+	}
+	return s, s.CloseSend()
 }
 
 // parseJob returns a Job's name and message id.
