@@ -2,7 +2,6 @@ package fetch
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -92,8 +91,11 @@ type hubKey struct {
 // until ready is closed, hub and err are unset and other callers of the
 // same key wait for ready; every other key goes on meanwhile.
 type hubRef struct {
-	hub   *Hub
-	err   error
+	hub *Hub
+	err error
+	// left is set with err when the caller that started the hub left
+	// before it ran: a caller waiting starts it again.
+	left  bool
 	ready chan struct{}
 	refs  int
 }
@@ -238,10 +240,10 @@ func (hs *Hubs) acquire(ctx context.Context, k hubKey) (*Hub, func(), error) {
 		if ref == nil {
 			break
 		}
-		if ref.hub != nil {
+		if h := ref.hub; h != nil {
 			ref.refs++
 			hs.mu.Unlock()
-			return ref.hub, hs.releaser(k, ref), nil
+			return h, hs.releaser(k, ref), nil
 		}
 		hs.mu.Unlock()
 		select {
@@ -249,10 +251,13 @@ func (hs *Hubs) acquire(ctx context.Context, k hubKey) (*Hub, func(), error) {
 		case <-ctx.Done():
 			return nil, nil, ctx.Err()
 		}
+		if ctx.Err() != nil {
+			return nil, nil, ctx.Err()
+		}
 		// The caller that started it left before it ran: start it for
 		// this one.
-		if err := ref.err; err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
-			return nil, nil, err
+		if ref.err != nil && !ref.left {
+			return nil, nil, ref.err
 		}
 		hs.mu.Lock()
 	}
@@ -275,10 +280,12 @@ func (hs *Hubs) acquire(ctx context.Context, k hubKey) (*Hub, func(), error) {
 		h.close() // Close ran meanwhile: it did not see this hub
 		err = status.Error(codes.Unavailable, "Ferry is shutting down")
 	}
-	ref.hub, ref.err = h, err
+	ref.err, ref.left = err, err != nil && ctx.Err() != nil
+	if err == nil {
+		ref.hub = h
+	}
 	close(ref.ready)
 	if err != nil {
-		ref.hub = nil
 		if hs.hubs[k] == ref {
 			delete(hs.hubs, k)
 		}
