@@ -199,11 +199,7 @@ func (c *fetchCaller) call(ctx context.Context, cc *grpc.ClientConn) error {
 		return err
 	}
 	for n := 0; !c.done(); n++ {
-		var b []byte
-		if err := s.RecvMsg(&b); err != nil {
-			return err
-		}
-		name, id, err := parseJob(b)
+		name, id, err := recvJob(s)
 		if err != nil {
 			return err
 		}

@@ -155,11 +155,7 @@ func work(ctx context.Context, addr string, tally *jobTally, acked func(int)) er
 		return err
 	}
 	for {
-		var b []byte
-		if err := s.RecvMsg(&b); err != nil {
-			return err
-		}
-		name, id, err := parseJob(b)
+		name, id, err := recvJob(s)
 		if err != nil {
 			return err
 		}
@@ -188,6 +184,15 @@ func openTake(ctx context.Context, cc *grpc.ClientConn) (grpc.ClientStream, erro
 		return nil, err
 	}
 	return s, s.CloseSend()
+}
+
+// recvJob receives a Job on s and returns its name and message id.
+func recvJob(s grpc.ClientStream) (name string, id []byte, err error) {
+	var b []byte
+	if err := s.RecvMsg(&b); err != nil {
+		return "", nil, err
+	}
+	return parseJob(b)
 }
 
 // parseJob returns a Job's name and message id.
