@@ -94,6 +94,9 @@ type cursor struct {
 	w *window
 	// t is the train the cursor rides, nil in the hub's cache.
 	t *train
+	// told is the last train whose arrival at the hub's cache a read
+	// returned early for.
+	told *train
 }
 
 // position returns the caller's position: after the last entry it passed,
@@ -248,12 +251,22 @@ func (w *window) read(ctx context.Context, c *cursor, buf []*entry) ([]*entry, e
 		}
 		n := copy(buf, w.ents[c.seq-w.base:])
 		grew := w.grew
+		// Read under the lock the train's handover signal is sent under:
+		// a rider that missed the signal sees the flag.
+		arrived := w.train != nil && w.train.arrived.Load()
 		w.mu.RUnlock()
 		if n > 0 {
 			w.tookUpTo(c.seq + int64(n))
 			return buf[:n], nil
 		}
 		if waited {
+			return buf[:0], nil
+		}
+		if arrived && c.told != w.train {
+			// The train reached the hub's cache after the caller last
+			// looked: it moves there now rather than at the train's next
+			// records (none may come on an idle topic).
+			c.told = w.train
 			return buf[:0], nil
 		}
 		select {

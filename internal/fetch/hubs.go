@@ -48,7 +48,8 @@ type Hubs struct {
 	// catchUpSlots holds a token per running catch-up reader: each is a
 	// Kafka client with connections of its own, and a burst of callers
 	// from behind must not run the process out of file descriptors.
-	// Callers waiting for a slot are served in order by the channel.
+	// Callers waiting for one look again every boardPoll (Route.board),
+	// in no order.
 	catchUpSlots chan struct{}
 	// ctx ends the pre-warming at Close.
 	ctx    context.Context

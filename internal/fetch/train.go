@@ -2,6 +2,7 @@ package fetch
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"time"
 
@@ -233,13 +234,22 @@ func (t *train) run(ctx context.Context) {
 				return
 			}
 		}
-		fs := t.cl.PollFetches(ctx)
+		// The poll ends every trainCheck even with no records, so that an
+		// idle train still takes the partitions its hub gained and sees
+		// the hub's cache come up to it.
+		pctx, cancel := context.WithTimeout(ctx, trainCheck)
+		fs := t.cl.PollFetches(pctx)
+		cancel()
 		if ctx.Err() != nil {
 			return
 		}
 		fs.EachError(func(topic string, p int32, err error) {
+			if errors.Is(err, context.DeadlineExceeded) && pctx.Err() != nil {
+				return // the check's timeout, not Kafka's
+			}
 			h.logger.Warn("reading topic for callers behind its cache", append(kafka.FetchErrorAttrs(topic, p), "err", err)...)
 		})
+		t.gainPartitions()
 		t.mu.Lock()
 		n := len(t.ents)
 		fs.EachRecord(func(r *kgo.Record) { t.add(r, h.field, h.prefix) })
@@ -263,6 +273,41 @@ func (t *train) run(ctx context.Context) {
 				t.mu.Unlock()
 			}
 		}
+	}
+}
+
+// trainCheck is how often an idle train looks for partitions its hub
+// gained and for the hub's cache coming up to it.
+const trainCheck = time.Second
+
+// gainPartitions starts reading the partitions the hub gained while the
+// train ran (Hub.addPartitions), from where the hub started them, as the
+// hub's callers get them: without them the train's riders would miss
+// those partitions' records, and the train would never reach a cache that
+// reads them.
+func (t *train) gainPartitions() {
+	h := t.hub
+	h.mu.RLock()
+	var gained Position
+	if len(h.born) > 0 {
+		gained = h.born.clone()
+	}
+	h.mu.RUnlock()
+	if len(gained) == 0 {
+		return
+	}
+	add := map[int32]kgo.Offset{}
+	t.mu.Lock()
+	for p, b := range gained {
+		if _, ok := t.next[p]; !ok {
+			t.next[p], t.floor[p], t.born[p] = b, b, b
+			add[p] = kgo.NewOffset().At(b)
+		}
+	}
+	t.mu.Unlock()
+	if len(add) > 0 {
+		t.cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{h.topic: add})
+		t.publish()
 	}
 }
 

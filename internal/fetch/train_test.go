@@ -28,15 +28,17 @@ func (f fakeCluster) NewPartitionReader(topic string, from map[int32]int64, maxW
 func (f fakeCluster) Reachable() error          { return nil }
 func (f fakeCluster) NoteUnreachable(err error) {}
 
-// trainHub returns a hub of topic "t" on an embedded broker, reading
-// nothing itself, whose trains have windows of wbytes, and a producer.
-func trainHub(t *testing.T, wbytes int64) (*Hub, *kgo.Client) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
+// trainHub returns a hub of topic "t" (with parts partitions) on an
+// embedded broker, reading nothing itself on partition 0 and not reading
+// the others, whose trains have windows of wbytes, and a producer that
+// writes to the partition a record names.
+func trainHub(t *testing.T, parts int32, wbytes int64) (*Hub, *kgo.Client) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(parts, "t"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	prod, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ProducerLinger(0))
+	prod, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ProducerLinger(0), kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,11 +52,11 @@ func trainHub(t *testing.T, wbytes int64) (*Hub, *kgo.Client) {
 	return h, prod
 }
 
-// produce writes n records of 1,000 bytes, one batch each.
-func produce(t *testing.T, prod *kgo.Client, n int) {
+// produce writes n records of 1,000 bytes to partition p, one batch each.
+func produce(t *testing.T, prod *kgo.Client, p int32, n int) {
 	val := make([]byte, 1000)
 	for i := 0; i < n; i++ {
-		if err := prod.ProduceSync(context.Background(), &kgo.Record{Topic: "t", Partition: 0, Value: val}).FirstErr(); err != nil {
+		if err := prod.ProduceSync(context.Background(), &kgo.Record{Topic: "t", Partition: p, Value: val}).FirstErr(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -64,8 +66,8 @@ func produce(t *testing.T, prod *kgo.Client, n int) {
 // train that stopped reading ahead of its fastest rider moves it on once
 // that rider left.
 func TestTrainMovesOnWhenFastestLeaves(t *testing.T) {
-	h, prod := trainHub(t, 64<<10)
-	produce(t, prod, 300)
+	h, prod := trainHub(t, 1, 64<<10)
+	produce(t, prod, 0, 300)
 	slots := make(chan struct{}, 1)
 	slots <- struct{}{}
 	a := &cursor{s: &subscriber{}}
@@ -133,4 +135,95 @@ func TestWindowRefusesPartitionsNotRead(t *testing.T) {
 	if h.covers(pos) {
 		t.Errorf("the cache covers %v, which names partition 2", pos)
 	}
+}
+
+// TestTrainGainsHubPartitions: a partition the hub gains while a train
+// runs is read by the train too, from where the hub started it, even once
+// the hub's cache dropped that partition's first records: the train's
+// riders get every record of it, as the hub's callers do.
+func TestTrainGainsHubPartitions(t *testing.T) {
+	h, prod := trainHub(t, 2, 1<<20)
+	produce(t, prod, 0, 25)
+	produce(t, prod, 1, 25)
+	slots := make(chan struct{}, 1)
+	slots <- struct{}{}
+	c := &cursor{s: &subscriber{}}
+	if err := h.startTrain(c, Position{0: 0}, func() { <-slots }); err != nil {
+		t.Fatal(err)
+	}
+	// The hub gains partition 1 from offset 0, and its cache has dropped
+	// the partition's first 20 records since.
+	h.mu.Lock()
+	h.next[1], h.floor[1], h.born[1] = 25, 20, 0
+	h.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	buf := make([]*entry, 16)
+	got := map[int32]int{}
+	for ctx.Err() == nil && (got[0] < 25 || got[1] < 25) {
+		batch, err := c.w.read(ctx, c, buf)
+		if err != nil {
+			break
+		}
+		for _, e := range batch {
+			if e.off != int64(got[e.part]) {
+				t.Fatalf("partition %d: offset %d, want %d", e.part, e.off, got[e.part])
+			}
+			got[e.part]++
+			c.pass(e, 15)
+		}
+	}
+	if got[0] != 25 || got[1] != 25 {
+		t.Errorf("the rider got %v records by partition in 5 s, want 25 of each: the train does not read the partition its hub gained", got)
+	}
+	c.leave()
+	h.cancel()
+	h.loops.Wait()
+}
+
+// TestIdleTrainArrives: a train whose topic is written no more still sees
+// the hub's cache come up to its position, and its rider is told, so that
+// the rider moves to the cache and the catch-up reader is given back
+// without waiting for a record.
+func TestIdleTrainArrives(t *testing.T) {
+	h, prod := trainHub(t, 1, 1<<20)
+	produce(t, prod, 0, 10)
+	slots := make(chan struct{}, 1)
+	slots <- struct{}{}
+	c := &cursor{s: &subscriber{}}
+	if err := h.startTrain(c, Position{0: 0}, func() { <-slots }); err != nil {
+		t.Fatal(err)
+	}
+	tr := c.t
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	buf := make([]*entry, 16)
+	for got := 0; got < 10; {
+		batch, err := c.w.read(ctx, c, buf)
+		if err != nil {
+			t.Fatalf("after %d records: %v", got, err)
+		}
+		for _, e := range batch {
+			c.pass(e, 15)
+		}
+		got += len(batch)
+	}
+	// The hub's cache now starts where the train ends.
+	h.mu.Lock()
+	h.next[0], h.floor[0] = 10, 10
+	h.mu.Unlock()
+	start := time.Now()
+	for !tr.arrived.Load() {
+		batch, err := c.w.read(ctx, c, buf)
+		if err != nil {
+			t.Fatalf("the train did not reach the hub's cache, which holds its position, in 5 s on an idle topic: %v", err)
+		}
+		if len(batch) > 0 {
+			t.Fatalf("%d records after the topic's last", len(batch))
+		}
+	}
+	t.Logf("arrived after %s", time.Since(start).Round(time.Millisecond))
+	c.leave()
+	h.cancel()
+	h.loops.Wait()
 }
