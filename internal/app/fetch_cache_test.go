@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/ferryproxy/ferry/internal/fetch"
+	"github.com/ferryproxy/ferry/internal/testkit"
 )
 
 // partRecord is the value the cache tests write: its partition and its
@@ -447,4 +448,80 @@ func TestFetchResumeBeforeLogStart(t *testing.T) {
 	if c := a.FetchCounts(); c.Backfills != 0 || c.CatchUps != 0 {
 		t.Errorf("counts %+v: a resume before the log start of an emptied partition needed a Kafka reader", c)
 	}
+}
+
+// TestFetchNewPartitionsBehindCache: a caller reading a topic far behind
+// its cache, on a catch-up reader, when the topic gains a partition gets
+// every record of the new partition too — also when the cache dropped the
+// partition's first records before the caller got there — once each, in
+// order, and ends up reading the cache.
+func TestFetchNewPartitionsBehindCache(t *testing.T) {
+	kit.CheckLeaks(t)
+	const n, more, pad = 600, 150, 1000
+	topic := kit.Topic(t, 1, nil)
+	prod := kit.Client(t, kgo.ProducerLinger(0), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	writeParts(t, prod, topic, 1, 0, n, pad)
+	cfg := ferryConfig(t, cacheRoutes(topic, ""))
+	// The cache holds some 60 records, a catch-up reader some 120.
+	cfg.Fetch.Cache.MaxBytes = 64 << 10
+	cfg.Fetch.CatchUpWindowBytes = 128 << 10
+	cfg.Fetch.PartitionRefresh = 100 * time.Millisecond
+	a := startConfig(t, cfg)
+	sub := subscribe(t, dial(t, a), nil)
+	defer sub.cancel()
+	next := map[int32]int64{0: 0, 1: 0}
+	check := func(k int) {
+		t.Helper()
+		for range k {
+			f, err := sub.next()
+			if err != nil {
+				t.Fatalf("at %v: %v", next, err)
+			}
+			var p int32
+			var off int64
+			if _, err := fmt.Sscanf(f.msg, "p%d-%06d|", &p, &off); err != nil {
+				t.Fatalf("message %.20q: %v", f.msg, err)
+			}
+			if off != next[p] {
+				t.Fatalf("partition %d: record %d, want %d (at %v)", p, off, next[p], next)
+			}
+			next[p]++
+		}
+	}
+	check(50)
+	waitFor(t, func() bool { return a.FetchStats().Riders == 1 }, "the caller to ride a catch-up reader")
+
+	ctx := testkit.Context(t, 30*time.Second)
+	if resp, err := kadmClient(t).CreatePartitions(ctx, 1, topic); err != nil || resp.Error() != nil {
+		t.Fatalf("adding a partition: %v %v", err, resp.Error())
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		err := prod.ProduceSync(ctx, &kgo.Record{Topic: topic, Partition: 1, Value: echo(partRecord(1, 0, pad))}).FirstErr()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("producing to the new partition: %v", err)
+		}
+		prod.ForceMetadataRefresh()
+		time.Sleep(100 * time.Millisecond)
+	}
+	var recs []*kgo.Record
+	for i := 1; i < more; i++ {
+		recs = append(recs, &kgo.Record{Topic: topic, Partition: 1, Value: echo(partRecord(1, i, pad))})
+	}
+	if err := prod.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	// The hub reads the new partition, and its cache drops the first of
+	// its records, before the caller reads on.
+	waitFor(t, func() bool { return a.FetchCounts().Records >= more }, "the hub to read the new partition")
+	check(n - 50 + more)
+	if next[0] != n || next[1] != more {
+		t.Fatalf("at %v, want 0: %d and 1: %d", next, n, more)
+	}
+	waitFor(t, func() bool {
+		st := a.FetchStats()
+		return st.Riders == 0 && st.Subscribers == 1
+	}, "the caller to read the cache")
 }
