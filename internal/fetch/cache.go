@@ -339,6 +339,21 @@ func (w *window) reads(pos Position) bool {
 	return true
 }
 
+// gainLocked makes the window read the partitions of from it does not
+// read yet, each from the offset given, as partitions the topic gained: a
+// position that does not name one starts it there (born). It returns them
+// as its reader's client adds them. w.mu is held.
+func (w *window) gainLocked(from Position) map[int32]kgo.Offset {
+	add := map[int32]kgo.Offset{}
+	for p, off := range from {
+		if _, ok := w.next[p]; !ok {
+			w.next[p], w.floor[p], w.born[p] = off, off, off
+			add[p] = kgo.NewOffset().At(off)
+		}
+	}
+	return add
+}
+
 // cacheStats returns the cache's size.
 func (h *Hub) cacheStats() (records int, size int64) {
 	h.mu.RLock()

@@ -195,15 +195,9 @@ func (h *Hub) watchPartitions(ctx context.Context) {
 // addPartitions starts reading the partitions of starts the hub does not
 // read yet, from the offsets given, and keeps starts as the log starts.
 func (h *Hub) addPartitions(starts Position) {
-	add := map[int32]kgo.Offset{}
 	h.mu.Lock()
 	h.starts = starts
-	for p, off := range starts {
-		if _, ok := h.next[p]; !ok {
-			h.next[p], h.floor[p], h.born[p] = off, off, off
-			add[p] = kgo.NewOffset().At(off)
-		}
-	}
+	add := h.gainLocked(starts)
 	h.mu.Unlock()
 	if len(add) > 0 {
 		h.cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{h.topic: add})

@@ -296,14 +296,8 @@ func (t *train) gainPartitions() {
 	if len(gained) == 0 {
 		return
 	}
-	add := map[int32]kgo.Offset{}
 	t.mu.Lock()
-	for p, b := range gained {
-		if _, ok := t.next[p]; !ok {
-			t.next[p], t.floor[p], t.born[p] = b, b, b
-			add[p] = kgo.NewOffset().At(b)
-		}
-	}
+	add := t.gainLocked(gained)
 	t.mu.Unlock()
 	if len(add) > 0 {
 		t.cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{h.topic: add})
