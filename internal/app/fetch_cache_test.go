@@ -495,17 +495,7 @@ func TestFetchNewPartitionsBehindCache(t *testing.T) {
 	if resp, err := kadmClient(t).CreatePartitions(ctx, 1, topic); err != nil || resp.Error() != nil {
 		t.Fatalf("adding a partition: %v %v", err, resp.Error())
 	}
-	for deadline := time.Now().Add(20 * time.Second); ; {
-		err := prod.ProduceSync(ctx, &kgo.Record{Topic: topic, Partition: 1, Value: echo(partRecord(1, 0, pad))}).FirstErr()
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("producing to the new partition: %v", err)
-		}
-		prod.ForceMetadataRefresh()
-		time.Sleep(100 * time.Millisecond)
-	}
+	produceNewPartition(t, prod, &kgo.Record{Topic: topic, Partition: 1, Value: echo(partRecord(1, 0, pad))})
 	var recs []*kgo.Record
 	for i := 1; i < more; i++ {
 		recs = append(recs, &kgo.Record{Topic: topic, Partition: 1, Value: echo(partRecord(1, i, pad))})

@@ -580,6 +580,24 @@ func TestFanoutExample(t *testing.T) {
 	}
 }
 
+// produceNewPartition writes r to a partition just added to its topic,
+// once the producer's metadata knows it.
+func produceNewPartition(t testing.TB, prod *kgo.Client, r *kgo.Record) {
+	t.Helper()
+	ctx := testkit.Context(t, 30*time.Second)
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		err := prod.ProduceSync(ctx, r).FirstErr()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("producing to the new partition %d: %v", r.Partition, err)
+		}
+		prod.ForceMetadataRefresh()
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // TestFetchNewPartitions: partitions a fetched topic gains while its hub
 // runs are read from their start: a subscriber at the tail gets their
 // records, with message ids that list them.
@@ -597,19 +615,7 @@ func TestFetchNewPartitions(t *testing.T) {
 	if resp, err := kadmClient(t).CreatePartitions(ctx, 1, topic); err != nil || resp.Error() != nil {
 		t.Fatalf("adding a partition: %v %v", err, resp.Error())
 	}
-	// The new partition must be known to the producer's metadata first.
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		err := prod.ProduceSync(ctx, &kgo.Record{Topic: topic, Partition: 1, Value: echo("b")}).FirstErr()
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("producing to the new partition: %v", err)
-		}
-		prod.ForceMetadataRefresh()
-		time.Sleep(100 * time.Millisecond)
-	}
+	produceNewPartition(t, prod, &kgo.Record{Topic: topic, Partition: 1, Value: echo("b")})
 	got := sub.take(t, 1)
 	if got[0].msg != "b" {
 		t.Fatalf("got %q, want b from the new partition", got[0].msg)
