@@ -3,6 +3,7 @@ package faults_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -170,8 +171,8 @@ func (c *fetchCaller) run(ctx context.Context, cc *grpc.ClientConn) error {
 			defer c.mu.Unlock()
 			return fmt.Errorf("at %v after %d records: %w (last call: %v)", c.next, c.got, ctx.Err(), err)
 		}
-		if err != nil && strings.HasPrefix(err.Error(), "partition") {
-			return err // a gap or a duplicate
+		if errors.Is(err, errBadStream) {
+			return err // a gap, a duplicate or a message not a job: no retry mends it
 		}
 		if !c.done() {
 			c.mu.Lock()
@@ -206,7 +207,7 @@ func (c *fetchCaller) call(ctx context.Context, cc *grpc.ClientConn) error {
 		var p int32
 		var off int64
 		if _, err := fmt.Sscanf(name, "p%d-%06d", &p, &off); err != nil {
-			return fmt.Errorf("job %q: %w", name, err)
+			return fmt.Errorf("%w: job %q: %v", errBadStream, name, err)
 		}
 		c.mu.Lock()
 		want, ok := c.next[p]
@@ -217,7 +218,7 @@ func (c *fetchCaller) call(ctx context.Context, cc *grpc.ClientConn) error {
 		next := fmt.Sprint(c.next)
 		c.mu.Unlock()
 		if !ok || off != want {
-			return fmt.Errorf("partition %d: record %d, want %d (at %s)", p, off, want, next)
+			return fmt.Errorf("%w: partition %d: record %d, want %d (at %s)", errBadStream, p, off, want, next)
 		}
 		if n%4 == 3 {
 			time.Sleep(time.Millisecond)

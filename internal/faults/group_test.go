@@ -2,6 +2,7 @@ package faults_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -186,13 +187,21 @@ func openTake(ctx context.Context, cc *grpc.ClientConn) (grpc.ClientStream, erro
 	return s, s.CloseSend()
 }
 
-// recvJob receives a Job on s and returns its name and message id.
+// errBadStream is a call's stream that resuming cannot mend: a record out
+// of order (a gap or a duplicate), or one that is not what was written.
+var errBadStream = errors.New("bad stream")
+
+// recvJob receives a Job on s and returns its name and message id; a
+// message that is not a Job is errBadStream.
 func recvJob(s grpc.ClientStream) (name string, id []byte, err error) {
 	var b []byte
 	if err := s.RecvMsg(&b); err != nil {
 		return "", nil, err
 	}
-	return parseJob(b)
+	if name, id, err = parseJob(b); err != nil {
+		err = fmt.Errorf("%w: %v", errBadStream, err)
+	}
+	return name, id, err
 }
 
 // parseJob returns a Job's name and message id.
